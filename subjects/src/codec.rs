@@ -1,0 +1,56 @@
+//! The MessagePack codec: named-field maps, schema-version checked.
+
+use serde::{de::DeserializeOwned, Serialize};
+
+use crate::SCHEMA_VERSION;
+
+/// Why bytes could not be encoded or decoded.
+#[derive(Debug, thiserror::Error)]
+pub enum CodecError {
+    /// The bytes are not a MessagePack map of the expected shape.
+    #[error("malformed message: {0}")]
+    Decode(#[from] rmp_serde::decode::Error),
+    /// Encoding failed (only on values serde cannot represent).
+    #[error("cannot encode message: {0}")]
+    Encode(#[from] rmp_serde::encode::Error),
+    /// The schema version is one this build does not read.
+    #[error("unsupported schema version {0} (this build reads {SCHEMA_VERSION})")]
+    Version(u32),
+}
+
+/// A message of the contract: knows its schema version.
+pub trait Message: Serialize + DeserializeOwned {
+    /// The `v` field.
+    fn version(&self) -> u32;
+}
+
+macro_rules! impl_message {
+    ($($t:ty),*) => {$(
+        impl Message for $t {
+            fn version(&self) -> u32 {
+                self.v
+            }
+        }
+    )*};
+}
+impl_message!(
+    crate::Frame,
+    crate::Detections,
+    crate::CameraTracks,
+    crate::SpatialTracks,
+    crate::Event
+);
+
+/// Encodes `msg` as a MessagePack map with named fields.
+pub fn encode<M: Message>(msg: &M) -> Result<Vec<u8>, CodecError> {
+    Ok(rmp_serde::to_vec_named(msg)?)
+}
+
+/// Decodes a message and checks its schema version. Never panics.
+pub fn decode<M: Message>(bytes: &[u8]) -> Result<M, CodecError> {
+    let msg: M = rmp_serde::from_slice(bytes)?;
+    if msg.version() != SCHEMA_VERSION {
+        return Err(CodecError::Version(msg.version()));
+    }
+    Ok(msg)
+}

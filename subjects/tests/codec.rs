@@ -1,0 +1,197 @@
+//! Golden bytes pin the MessagePack encoding of every message type; a client
+//! in another language produces exactly these bytes from subjects/README.md.
+//! Property tests check that malformed input is an error, never a panic.
+
+use nvr_subjects::*;
+use proptest::prelude::*;
+
+fn hex(b: &[u8]) -> String {
+    b.iter().map(|x| format!("{x:02x}")).collect()
+}
+
+fn frame() -> Frame {
+    Frame {
+        v: 1,
+        camera: "cam1".into(),
+        seq: 7,
+        ts_ns: 1_700_000_000_000_000_000,
+        width: 768,
+        height: 576,
+        encoding: FrameEncoding::Jpeg,
+        data: vec![0xff, 0xd8, 0xff, 0xd9],
+        data_width: 0,
+        data_height: 0,
+    }
+}
+
+fn detections() -> Detections {
+    Detections {
+        v: 1,
+        camera: "cam1".into(),
+        seq: 7,
+        ts_ns: 1_700_000_000_000_000_000,
+        width: 768,
+        height: 576,
+        model: "yolox_nano".into(),
+        backend: "cpu".into(),
+        worker: "w1".into(),
+        latency_ms: 11.5,
+        queue_ms: 2.0,
+        objects: vec![DetectedObject {
+            class_id: 0,
+            label: "person".into(),
+            score: 0.875,
+            bbox: [0.25, 0.5, 0.375, 0.75],
+            embedding: Some(vec![0.6, 0.8]),
+        }],
+    }
+}
+
+fn camera_tracks() -> CameraTracks {
+    CameraTracks {
+        v: 1,
+        camera: "cam1".into(),
+        seq: 7,
+        ts_ns: 1_700_000_000_000_000_000,
+        width: 768,
+        height: 576,
+        tracks: vec![Track {
+            track_id: 3,
+            label: "person".into(),
+            score: 0.875,
+            bbox: [0.25, 0.5, 0.375, 0.75],
+            state: TrackState::Confirmed,
+            hits: 4,
+            age_ms: 800,
+            embedding: None,
+        }],
+    }
+}
+
+fn spatial() -> SpatialTracks {
+    SpatialTracks {
+        v: 1,
+        shard: "floor1".into(),
+        ts_ns: 1_700_000_000_000_000_000,
+        tracks: vec![SpatialTrack {
+            global_id: 12,
+            floor: "floor1".into(),
+            x_m: 1.5,
+            y_m: 2.25,
+            vx: 0.5,
+            vy: -0.25,
+            label: "person".into(),
+            confidence: 0.75,
+            sources: vec![TrackSource {
+                camera: "cam1".into(),
+                track_id: 3,
+            }],
+            last_seen_ns: 1_700_000_000_000_000_000,
+        }],
+    }
+}
+
+fn handoff() -> Event {
+    let mut e = Event::new(event_kind::HANDOFF, 1_700_000_000_000_000_000);
+    e.shard = Some("floor1".into());
+    e.global_id = Some(12);
+    e.from_camera = Some("cam1".into());
+    e.to_camera = Some("cam2".into());
+    e.gap_ms = Some(1500);
+    e
+}
+
+macro_rules! golden {
+    ($name:ident, $value:expr, $ty:ty, $hex:expr) => {
+        #[test]
+        fn $name() {
+            let value = $value;
+            let bytes = encode(&value).unwrap();
+            assert_eq!(hex(&bytes), $hex, "encoding of {} changed", stringify!($ty));
+            let back: $ty = decode(&bytes).unwrap();
+            assert_eq!(back, value);
+        }
+    };
+}
+
+golden!(frame_golden, frame(), Frame, GOLDEN_FRAME);
+golden!(detections_golden, detections(), Detections, GOLDEN_DETECTIONS);
+golden!(camera_tracks_golden, camera_tracks(), CameraTracks, GOLDEN_TRACKS);
+golden!(spatial_golden, spatial(), SpatialTracks, GOLDEN_SPATIAL);
+golden!(event_golden, handoff(), Event, GOLDEN_EVENT);
+
+const GOLDEN_FRAME: &str = "";
+const GOLDEN_DETECTIONS: &str = "";
+const GOLDEN_TRACKS: &str = "";
+const GOLDEN_SPATIAL: &str = "";
+const GOLDEN_EVENT: &str = "";
+
+#[test]
+fn fields_are_named_snake_case_maps() {
+    // A generic msgpack reader sees a map keyed by field name.
+    let bytes = encode(&detections()).unwrap();
+    assert_eq!(bytes[0] & 0xf0, 0x80, "top level is a fixmap");
+    let text = String::from_utf8_lossy(&bytes);
+    for key in ["camera", "latency_ms", "queue_ms", "objects", "class_id", "bbox"] {
+        assert!(text.contains(key), "missing key {key}");
+    }
+}
+
+#[test]
+fn wrong_schema_version_is_refused() {
+    let mut d = detections();
+    d.v = 2;
+    let bytes = encode(&d).unwrap();
+    let err = decode::<Detections>(&bytes).unwrap_err();
+    assert!(err.to_string().contains("schema version 2"), "{err}");
+}
+
+#[test]
+fn optional_fields_may_be_absent() {
+    // An event written by a minimal client: only v, kind, ts_ns.
+    #[derive(serde::Serialize)]
+    struct Minimal {
+        v: u32,
+        kind: &'static str,
+        ts_ns: u64,
+    }
+    let bytes = rmp_serde::to_vec_named(&Minimal {
+        v: 1,
+        kind: "track_started",
+        ts_ns: 5,
+    })
+    .unwrap();
+    let e: Event = decode(&bytes).unwrap();
+    assert_eq!(e.kind, "track_started");
+    assert_eq!(e.camera, None);
+}
+
+proptest! {
+    #[test]
+    fn arbitrary_bytes_never_panic(bytes in proptest::collection::vec(any::<u8>(), 0..512)) {
+        let _ = decode::<Frame>(&bytes);
+        let _ = decode::<Detections>(&bytes);
+        let _ = decode::<CameraTracks>(&bytes);
+        let _ = decode::<SpatialTracks>(&bytes);
+        let _ = decode::<Event>(&bytes);
+    }
+
+    #[test]
+    fn truncated_messages_are_errors(cut in 0usize..200) {
+        let bytes = encode(&detections()).unwrap();
+        let cut = cut.min(bytes.len() - 1);
+        prop_assert!(decode::<Detections>(&bytes[..cut]).is_err());
+    }
+
+    #[test]
+    fn detections_round_trip(seq in any::<u64>(), ts in any::<u64>(), score in 0f32..1.0, n in 0usize..5) {
+        let mut d = detections();
+        d.seq = seq;
+        d.ts_ns = ts;
+        d.objects = (0..n).map(|i| DetectedObject {
+            class_id: i as u32, label: "person".into(), score,
+            bbox: [0.1, 0.2, 0.3, 0.4], embedding: None }).collect();
+        let back: Detections = decode(&encode(&d).unwrap()).unwrap();
+        prop_assert_eq!(back, d);
+    }
+}
