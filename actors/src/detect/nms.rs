@@ -1,0 +1,1 @@
+//! Class-aware greedy non-maximum suppression.
