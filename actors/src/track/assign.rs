@@ -1,0 +1,1 @@
+//! IoU cost and linear assignment.

@@ -1,0 +1,1 @@
+//! Time-aware constant-velocity Kalman filter on box centre and size.
