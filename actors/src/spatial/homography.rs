@@ -1,0 +1,284 @@
+//! Image-to-floor homography: estimation from point correspondences with the
+//! normalised direct linear transform (Hartley), validation, and projection of
+//! pixel coordinates onto the floor plane in metres.
+
+use nalgebra::{DMatrix, Matrix3, Vector3};
+
+/// Why a calibration was refused.
+#[derive(Debug, Clone, PartialEq, thiserror::Error)]
+pub enum CalibError {
+    /// Fewer than four correspondences, or image and floor lists of different length.
+    #[error("calibration needs at least 4 image/floor point pairs of equal count, got {image} image and {floor} floor points")]
+    TooFewPoints {
+        /// Number of image points given.
+        image: usize,
+        /// Number of floor points given.
+        floor: usize,
+    },
+    /// A coordinate is NaN or infinite.
+    #[error("calibration point {index} has a non-finite coordinate")]
+    NonFinite {
+        /// Index of the offending pair.
+        index: usize,
+    },
+    /// Two pairs share the same image or floor point.
+    #[error("calibration points {a} and {b} are duplicates")]
+    Duplicate {
+        /// First index.
+        a: usize,
+        /// Second index.
+        b: usize,
+    },
+    /// The image or floor points are (nearly) collinear: no unique homography.
+    #[error("calibration {which} points are collinear (no unique homography)")]
+    Collinear {
+        /// `"image"` or `"floor"`.
+        which: &'static str,
+    },
+    /// The matrix is singular or not finite.
+    #[error("homography matrix is singular or not finite")]
+    Singular,
+    /// The points do not agree with any single homography.
+    #[error("calibration points are inconsistent: reprojection error mean {mean_m:.3} m, max {max_m:.3} m (limit {limit_m} m)")]
+    Inconsistent {
+        /// Mean floor reprojection error, metres.
+        mean_m: f64,
+        /// Maximum floor reprojection error, metres.
+        max_m: f64,
+        /// The limit that was exceeded, metres.
+        limit_m: f64,
+    },
+}
+
+/// Largest accepted maximum reprojection error of a calibration, metres.
+pub const MAX_REPROJECTION_ERROR_M: f64 = 0.5;
+
+/// A 3x3 homography mapping image pixels `(u, v, 1)` to floor metres `(x, y, 1)`.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Homography {
+    /// The matrix, normalised so that its Frobenius norm is 1 and `w > 0` for
+    /// pixels that see the floor.
+    m: Matrix3<f64>,
+}
+
+fn check_points(image_px: &[[f64; 2]], floor_m: &[[f64; 2]]) -> Result<(), CalibError> {
+    if image_px.len() != floor_m.len() || image_px.len() < 4 {
+        return Err(CalibError::TooFewPoints {
+            image: image_px.len(),
+            floor: floor_m.len(),
+        });
+    }
+    for (i, (a, b)) in image_px.iter().zip(floor_m).enumerate() {
+        if !(a[0].is_finite() && a[1].is_finite() && b[0].is_finite() && b[1].is_finite()) {
+            return Err(CalibError::NonFinite { index: i });
+        }
+    }
+    for i in 0..image_px.len() {
+        for j in (i + 1)..image_px.len() {
+            let di = dist(image_px[i], image_px[j]);
+            let df = dist(floor_m[i], floor_m[j]);
+            if di < 1e-6 || df < 1e-9 {
+                return Err(CalibError::Duplicate { a: i, b: j });
+            }
+        }
+    }
+    if collinear(image_px) {
+        return Err(CalibError::Collinear { which: "image" });
+    }
+    if collinear(floor_m) {
+        return Err(CalibError::Collinear { which: "floor" });
+    }
+    Ok(())
+}
+
+fn dist(a: [f64; 2], b: [f64; 2]) -> f64 {
+    ((a[0] - b[0]).powi(2) + (a[1] - b[1]).powi(2)).sqrt()
+}
+
+/// True when the points lie (nearly) on one line: the smaller singular value of
+/// the centred point cloud is tiny relative to the larger one.
+fn collinear(p: &[[f64; 2]]) -> bool {
+    let n = p.len() as f64;
+    let (mx, my) = p
+        .iter()
+        .fold((0.0, 0.0), |(x, y), q| (x + q[0] / n, y + q[1] / n));
+    let (mut sxx, mut syy, mut sxy) = (0.0, 0.0, 0.0);
+    for q in p {
+        let (dx, dy) = (q[0] - mx, q[1] - my);
+        sxx += dx * dx;
+        syy += dy * dy;
+        sxy += dx * dy;
+    }
+    let tr = sxx + syy;
+    let det = sxx * syy - sxy * sxy;
+    let disc = ((tr * tr / 4.0) - det).max(0.0).sqrt();
+    let l1 = tr / 2.0 + disc;
+    let l2 = (tr / 2.0 - disc).max(0.0);
+    l1 <= 0.0 || (l2 / l1).sqrt() < 1e-3
+}
+
+/// Hartley normalisation: translate to the centroid, scale to mean distance sqrt(2).
+fn normaliser(p: &[[f64; 2]]) -> Matrix3<f64> {
+    let n = p.len() as f64;
+    let (mx, my) = p
+        .iter()
+        .fold((0.0, 0.0), |(x, y), q| (x + q[0] / n, y + q[1] / n));
+    let md = p
+        .iter()
+        .map(|q| ((q[0] - mx).powi(2) + (q[1] - my).powi(2)).sqrt())
+        .sum::<f64>()
+        / n;
+    let s = if md > 0.0 {
+        std::f64::consts::SQRT_2 / md
+    } else {
+        1.0
+    };
+    Matrix3::new(s, 0.0, -s * mx, 0.0, s, -s * my, 0.0, 0.0, 1.0)
+}
+
+fn apply(t: &Matrix3<f64>, p: [f64; 2]) -> [f64; 2] {
+    let v = t * Vector3::new(p[0], p[1], 1.0);
+    [v[0] / v[2], v[1] / v[2]]
+}
+
+impl Homography {
+    /// Estimates the image-to-floor homography from at least four
+    /// correspondences (pixels, metres) with the normalised DLT. Refuses
+    /// degenerate input (too few, non-finite, duplicate or collinear points)
+    /// and inconsistent input (maximum reprojection error above
+    /// [`MAX_REPROJECTION_ERROR_M`]).
+    pub fn from_points(
+        image_px: &[[f64; 2]],
+        floor_m: &[[f64; 2]],
+    ) -> Result<Homography, CalibError> {
+        check_points(image_px, floor_m)?;
+        let ti = normaliser(image_px);
+        let tf = normaliser(floor_m);
+        let n = image_px.len();
+        // At least 9 rows so that the SVD yields a full 9x9 V^T.
+        let rows = (2 * n).max(9);
+        let mut a = DMatrix::<f64>::zeros(rows, 9);
+        for (i, (ip, fp)) in image_px.iter().zip(floor_m).enumerate() {
+            let [u, v] = apply(&ti, *ip);
+            let [x, y] = apply(&tf, *fp);
+            let r = 2 * i;
+            let row1 = [-u, -v, -1.0, 0.0, 0.0, 0.0, x * u, x * v, x];
+            let row2 = [0.0, 0.0, 0.0, -u, -v, -1.0, y * u, y * v, y];
+            for k in 0..9 {
+                a[(r, k)] = row1[k];
+                a[(r + 1, k)] = row2[k];
+            }
+        }
+        let svd = a.svd(false, true);
+        let vt = svd.v_t.ok_or(CalibError::Singular)?;
+        let (min_idx, _) =
+            svd.singular_values
+                .iter()
+                .enumerate()
+                .fold(
+                    (0, f64::INFINITY),
+                    |(bi, bv), (i, &s)| if s < bv { (i, s) } else { (bi, bv) },
+                );
+        let h = vt.row(min_idx);
+        let hn = Matrix3::new(h[0], h[1], h[2], h[3], h[4], h[5], h[6], h[7], h[8]);
+        let tf_inv = tf.try_inverse().ok_or(CalibError::Singular)?;
+        let mut m = tf_inv * hn * ti;
+        // Fix the overall sign so that pixels seeing the floor have w > 0.
+        let positive = image_px
+            .iter()
+            .filter(|p| (m.row(2) * Vector3::new(p[0], p[1], 1.0))[0] > 0.0)
+            .count();
+        if 2 * positive < image_px.len() {
+            m = -m;
+        }
+        let hom = Homography::from_nalgebra(m)?;
+        let (mean_m, max_m) = hom.reprojection_error(image_px, floor_m);
+        if !(max_m <= MAX_REPROJECTION_ERROR_M) {
+            return Err(CalibError::Inconsistent {
+                mean_m,
+                max_m,
+                limit_m: MAX_REPROJECTION_ERROR_M,
+            });
+        }
+        Ok(hom)
+    }
+
+    /// Wraps an explicit image-to-floor matrix (row-major). Refuses singular
+    /// or non-finite matrices. The sign is kept: `w` (third row times
+    /// `(u, v, 1)`) must be positive for pixels that see the floor, as for a
+    /// matrix normalised to `h22 = 1` whose pixel `(0, 0)` sees the floor;
+    /// negate the matrix otherwise.
+    pub fn from_matrix(m: [[f64; 3]; 3]) -> Result<Homography, CalibError> {
+        let mm = Matrix3::new(
+            m[0][0], m[0][1], m[0][2], m[1][0], m[1][1], m[1][2], m[2][0], m[2][1], m[2][2],
+        );
+        Homography::from_nalgebra(mm)
+    }
+
+    fn from_nalgebra(m: Matrix3<f64>) -> Result<Homography, CalibError> {
+        if m.iter().any(|x| !x.is_finite()) {
+            return Err(CalibError::Singular);
+        }
+        let norm = m.norm();
+        if norm <= 0.0 {
+            return Err(CalibError::Singular);
+        }
+        let m = m / norm;
+        let sv = m.singular_values();
+        let (smax, smin) = (sv.max(), sv.min());
+        if !(smin > 1e-12 * smax) {
+            return Err(CalibError::Singular);
+        }
+        Ok(Homography { m })
+    }
+
+    /// Projects pixel `(u, v)` onto the floor, metres. `None` when the pixel
+    /// lies on or above the horizon line (the ray does not meet the floor in
+    /// front of the camera).
+    pub fn project(&self, u: f64, v: f64) -> Option<[f64; 2]> {
+        let p = self.m * Vector3::new(u, v, 1.0);
+        // w > 0 in front of the camera (sign fixed at construction); a
+        // negative or tiny w means the ray goes above the horizon.
+        if !(p[2] > 1e-12) {
+            return None;
+        }
+        let x = p[0] / p[2];
+        let y = p[1] / p[2];
+        if x.is_finite() && y.is_finite() {
+            Some([x, y])
+        } else {
+            None
+        }
+    }
+
+    /// Mean and maximum floor distance (metres) between the projected image
+    /// points and the given floor points. A point that does not project counts
+    /// as infinitely far.
+    pub fn reprojection_error(&self, image_px: &[[f64; 2]], floor_m: &[[f64; 2]]) -> (f64, f64) {
+        let n = image_px.len().min(floor_m.len());
+        if n == 0 {
+            return (0.0, 0.0);
+        }
+        let mut sum = 0.0;
+        let mut max = 0.0f64;
+        for (ip, fp) in image_px.iter().zip(floor_m) {
+            let e = match self.project(ip[0], ip[1]) {
+                Some(p) => dist(p, *fp),
+                None => f64::INFINITY,
+            };
+            sum += e;
+            max = max.max(e);
+        }
+        (sum / n as f64, max)
+    }
+
+    /// The matrix, row-major, normalised to unit Frobenius norm.
+    pub fn matrix(&self) -> [[f64; 3]; 3] {
+        let m = &self.m;
+        [
+            [m[(0, 0)], m[(0, 1)], m[(0, 2)]],
+            [m[(1, 0)], m[(1, 1)], m[(1, 2)]],
+            [m[(2, 0)], m[(2, 1)], m[(2, 2)]],
+        ]
+    }
+}

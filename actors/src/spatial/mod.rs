@@ -1,0 +1,88 @@
+//! Floor-plane, cross-camera spatial tracking core: projects each camera
+//! track's foot point through the camera's homography, associates camera
+//! tracks to global identities (floor distance, time gates and appearance),
+//! keeps a constant-velocity floor motion model per identity, emits handoff
+//! and lifecycle events, expires identities by TTL and caps their number.
+//! Pure code, no I/O: the spatial actor wraps it.
+
+pub mod bench;
+pub mod homography;
+mod tracker;
+
+pub use homography::{CalibError, Homography};
+pub use tracker::{IngestError, SpatialStats, SpatialTracker, StepOutput};
+
+/// One calibrated camera of a shard.
+#[derive(Debug, Clone, PartialEq)]
+pub struct CameraGeometry {
+    /// Camera id, as in `CameraTracks::camera`.
+    pub id: String,
+    /// Floor the camera looks at; global tracks carry it.
+    pub floor: String,
+    /// Image pixels (original frame size) to floor metres.
+    pub homography: Homography,
+}
+
+/// Tuning of [`SpatialTracker`]. Defaults follow the seed's spatial settings.
+#[derive(Debug, Clone, PartialEq)]
+pub struct SpatialParams {
+    /// Longest blind gap (seconds) across which an identity can be handed to
+    /// another camera track (`SPATIAL_MAX_GAP_SECONDS`).
+    pub max_gap_seconds: f64,
+    /// An identity not seen for this long (seconds) is forgotten (`track_ttl_seconds`).
+    pub track_ttl_seconds: f64,
+    /// Most identities held at once; the stalest is evicted beyond it (`max_tracks`).
+    pub max_tracks: usize,
+    /// Use appearance embeddings when associating (`reid_enabled`).
+    pub reid_enabled: bool,
+    /// How often the shard publishes a matching cycle, milliseconds (`matching_interval_ms`).
+    pub matching_interval_ms: u64,
+    /// Floor distance (metres) within which two simultaneous observations can
+    /// be the same person.
+    pub gate_m: f64,
+    /// Weight of appearance dissimilarity in the association cost, 0..1.
+    pub appearance_weight: f64,
+    /// Walking speed (m/s) assumed when widening the gate across a blind gap.
+    pub max_speed_mps: f64,
+    /// Upper bound (metres) of the widened gate across a blind gap.
+    pub max_handoff_radius_m: f64,
+    /// Least cosine similarity for a handoff across a blind gap longer than
+    /// `appearance_free_gap_ms` when both sides have embeddings.
+    pub min_handoff_similarity: f64,
+    /// Blind gaps shorter than this (ms) are bridged on distance alone.
+    pub appearance_free_gap_ms: u64,
+    /// Distance (metres) at which a source that disagrees with the other
+    /// sources of its identity is considered inconsistent.
+    pub unbind_m: f64,
+    /// Consecutive inconsistent cycles after which that source is unbound.
+    pub unbind_cycles: u32,
+    /// Only camera tracks with at least this many hits are associated.
+    pub min_hits: u32,
+    /// Position smoothing of the motion model, 0..1 (1 = take the measurement).
+    pub alpha: f64,
+    /// Velocity smoothing of the motion model, 0..1.
+    pub beta: f64,
+}
+
+impl Default for SpatialParams {
+    fn default() -> Self {
+        SpatialParams {
+            max_gap_seconds: 30.0,
+            track_ttl_seconds: 300.0,
+            max_tracks: 10_000,
+            reid_enabled: true,
+            matching_interval_ms: 200,
+            gate_m: 1.5,
+            appearance_weight: 0.5,
+            max_speed_mps: 1.5,
+            max_handoff_radius_m: 12.0,
+            min_handoff_similarity: 0.5,
+            appearance_free_gap_ms: 2_000,
+            unbind_m: 2.5,
+            unbind_cycles: 5,
+            min_hits: 1,
+            alpha: 0.7,
+            beta: 0.3,
+        }
+    }
+}

@@ -1,0 +1,932 @@
+//! The spatial tracker: ingest of camera tracks, one matching cycle per step.
+//!
+//! Each camera track ("source") is projected to the floor by its foot point
+//! (bottom centre of the box). A source, once bound to a global identity,
+//! keeps it while it lives (sticky binding), unless it keeps disagreeing with
+//! the identity's other sources. Unbound sources are matched to identities
+//! by floor distance (widened across blind gaps), time since last seen and
+//! appearance, first with a linear assignment over the gated candidates
+//! (solved per connected component), then greedily, creating new identities
+//! for the rest. A spatial hash over identity positions keeps gating local.
+
+use std::collections::{BTreeMap, BTreeSet, HashMap};
+use std::time::Instant;
+
+use nvr_subjects::{
+    event_kind, CameraTracks, Event, SpatialTrack, SpatialTracks, TrackSource, TrackState,
+    SCHEMA_VERSION,
+};
+use serde::{Deserialize, Serialize};
+
+use super::{CameraGeometry, SpatialParams};
+
+/// Why (part of) a `CameraTracks` message was refused.
+#[derive(Debug, Clone, PartialEq, thiserror::Error)]
+pub enum IngestError {
+    /// The camera is not part of this shard.
+    #[error("camera {0:?} is not configured in this spatial shard")]
+    UnknownCamera(String),
+    /// A track's embedding length differs from the first one seen on that camera.
+    #[error(
+        "camera {camera:?} track {track_id}: embedding has {got} dimensions, expected {expected}"
+    )]
+    EmbeddingDimension {
+        /// Camera id.
+        camera: String,
+        /// Per-camera track id.
+        track_id: u64,
+        /// Dimension first seen on this camera.
+        expected: usize,
+        /// Dimension of the offending embedding.
+        got: usize,
+    },
+    /// The message is older than one already ingested for the camera.
+    #[error("camera {camera:?}: message at {ts_ns} ns is older than the last one ({last_ns} ns)")]
+    OutOfOrder {
+        /// Camera id.
+        camera: String,
+        /// Timestamp of the refused message.
+        ts_ns: u64,
+        /// Timestamp of the latest accepted message.
+        last_ns: u64,
+    },
+}
+
+/// Result of one matching cycle.
+#[derive(Debug, Clone, PartialEq)]
+pub struct StepOutput {
+    /// Identities seen within `max_gap_seconds`, by `global_id`.
+    pub tracks: SpatialTracks,
+    /// Handoff and lifecycle events of this cycle.
+    pub events: Vec<Event>,
+}
+
+/// Counters of a [`SpatialTracker`].
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+pub struct SpatialStats {
+    /// Identities held now.
+    pub active_tracks: usize,
+    /// Identities created since start.
+    pub total_tracks: u64,
+    /// Handoffs from one camera to another.
+    pub handoffs_completed: u64,
+    /// New identities created while a recently lost identity was within the
+    /// handoff gate but was refused on appearance.
+    pub handoff_failures: u64,
+    /// Identities evicted because of `max_tracks`.
+    pub evicted: u64,
+    /// Identities expired by `track_ttl_seconds`.
+    pub expired: u64,
+    /// Messages refused in whole or in part.
+    pub rejected_messages: u64,
+    /// Camera tracks unbound from their identity for disagreeing with its other sources.
+    pub unbound_sources: u64,
+    /// Duration of the last association (re-identification) phase, ms.
+    pub last_reid_ms: f64,
+    /// Duration of the last whole step, ms.
+    pub last_step_ms: f64,
+    /// Matching cycles run.
+    pub cycles: u64,
+}
+
+type SourceKey = (usize, u64);
+
+#[derive(Debug, Clone)]
+struct CamState {
+    geom: CameraGeometry,
+    floor_idx: usize,
+    emb_dim: Option<usize>,
+    last_ts: Option<u64>,
+}
+
+#[derive(Debug, Clone)]
+struct Source {
+    pos: Option<[f64; 2]>,
+    obs_ts: u64,
+    fresh: bool,
+    observed: bool,
+    emb: Option<Vec<f32>>,
+    label: String,
+    score: f32,
+    hits: u32,
+    bound: Option<u64>,
+    bad_cycles: u32,
+    first_ts: u64,
+}
+
+#[derive(Debug, Clone)]
+struct Global {
+    floor_idx: usize,
+    label: String,
+    pos: [f64; 2],
+    vel: [f64; 2],
+    last_seen: u64,
+    sources: BTreeSet<SourceKey>,
+    last_camera: usize,
+    emb: Option<Vec<f32>>,
+    score: f32,
+    created_cycle: u64,
+}
+
+/// Cross-camera tracker of one shard.
+#[derive(Debug, Clone)]
+pub struct SpatialTracker {
+    shard: String,
+    params: SpatialParams,
+    cams: Vec<CamState>,
+    cam_index: BTreeMap<String, usize>,
+    floors: Vec<String>,
+    sources: BTreeMap<SourceKey, Source>,
+    globals: BTreeMap<u64, Global>,
+    next_id: u64,
+    stats: SpatialStats,
+    last_step_ts: u64,
+}
+
+const GRID_CELL_M: f64 = 2.0;
+const NO_EDGE: f64 = 1.0e6;
+
+fn dist(a: [f64; 2], b: [f64; 2]) -> f64 {
+    ((a[0] - b[0]).powi(2) + (a[1] - b[1]).powi(2)).sqrt()
+}
+
+fn cosine(a: &[f32], b: &[f32]) -> f64 {
+    let (mut d, mut na, mut nb) = (0.0f64, 0.0f64, 0.0f64);
+    for (x, y) in a.iter().zip(b) {
+        d += (*x as f64) * (*y as f64);
+        na += (*x as f64) * (*x as f64);
+        nb += (*y as f64) * (*y as f64);
+    }
+    if na <= 0.0 || nb <= 0.0 {
+        0.0
+    } else {
+        d / (na.sqrt() * nb.sqrt())
+    }
+}
+
+fn normalise(v: &mut [f32]) {
+    let n = v
+        .iter()
+        .map(|x| (*x as f64) * (*x as f64))
+        .sum::<f64>()
+        .sqrt();
+    if n > 0.0 {
+        for x in v.iter_mut() {
+            *x = (*x as f64 / n) as f32;
+        }
+    }
+}
+
+fn cell_of(p: [f64; 2]) -> (i32, i32) {
+    (
+        (p[0] / GRID_CELL_M).floor().clamp(-1e9, 1e9) as i32,
+        (p[1] / GRID_CELL_M).floor().clamp(-1e9, 1e9) as i32,
+    )
+}
+
+/// Spatial hash of identity positions; lookups return sorted ids.
+struct Grid {
+    cells: HashMap<(usize, i32, i32), Vec<u64>>,
+}
+
+impl Grid {
+    fn insert(&mut self, floor: usize, p: [f64; 2], id: u64) {
+        let (cx, cy) = cell_of(p);
+        self.cells.entry((floor, cx, cy)).or_default().push(id);
+    }
+
+    fn query(&self, floor: usize, p: [f64; 2], radius: f64, out: &mut Vec<u64>) {
+        out.clear();
+        let (cx, cy) = cell_of(p);
+        let r = (radius / GRID_CELL_M).ceil() as i32;
+        for dx in -r..=r {
+            for dy in -r..=r {
+                if let Some(v) =
+                    self.cells
+                        .get(&(floor, cx.saturating_add(dx), cy.saturating_add(dy)))
+                {
+                    out.extend_from_slice(v);
+                }
+            }
+        }
+        out.sort_unstable();
+        out.dedup();
+    }
+}
+
+/// Union-find for splitting the assignment into independent components.
+fn find(parent: &mut [usize], mut i: usize) -> usize {
+    while parent[i] != i {
+        parent[i] = parent[parent[i]];
+        i = parent[i];
+    }
+    i
+}
+
+impl SpatialTracker {
+    /// A tracker for `shard` over `cameras`.
+    pub fn new(shard: &str, params: SpatialParams, cameras: Vec<CameraGeometry>) -> SpatialTracker {
+        let mut floors: Vec<String> = Vec::new();
+        let mut cams = Vec::new();
+        let mut cam_index = BTreeMap::new();
+        for geom in cameras {
+            let floor_idx = match floors.iter().position(|f| *f == geom.floor) {
+                Some(i) => i,
+                None => {
+                    floors.push(geom.floor.clone());
+                    floors.len() - 1
+                }
+            };
+            cam_index.insert(geom.id.clone(), cams.len());
+            cams.push(CamState {
+                geom,
+                floor_idx,
+                emb_dim: None,
+                last_ts: None,
+            });
+        }
+        SpatialTracker {
+            shard: shard.to_string(),
+            params,
+            cams,
+            cam_index,
+            floors,
+            sources: BTreeMap::new(),
+            globals: BTreeMap::new(),
+            next_id: 1,
+            stats: SpatialStats::default(),
+            last_step_ts: 0,
+        }
+    }
+
+    /// The shard name.
+    pub fn shard(&self) -> &str {
+        &self.shard
+    }
+
+    /// The parameters in use.
+    pub fn params(&self) -> &SpatialParams {
+        &self.params
+    }
+
+    /// Records the latest observations of one camera. Camera tracks absent
+    /// from the message have ended and are released. On a per-track error
+    /// (wrong embedding dimension) the other tracks are still taken, the
+    /// message is counted as rejected and the first error is returned.
+    pub fn ingest(&mut self, msg: &CameraTracks) -> Result<(), IngestError> {
+        let Some(&ci) = self.cam_index.get(&msg.camera) else {
+            self.stats.rejected_messages += 1;
+            return Err(IngestError::UnknownCamera(msg.camera.clone()));
+        };
+        if let Some(last) = self.cams[ci].last_ts {
+            if msg.ts_ns < last {
+                self.stats.rejected_messages += 1;
+                return Err(IngestError::OutOfOrder {
+                    camera: msg.camera.clone(),
+                    ts_ns: msg.ts_ns,
+                    last_ns: last,
+                });
+            }
+        }
+        self.cams[ci].last_ts = Some(msg.ts_ns);
+        let mut first_err = None;
+        let present: BTreeSet<u64> = msg.tracks.iter().map(|t| t.track_id).collect();
+        // Release ended camera tracks.
+        let ended: Vec<SourceKey> = self
+            .sources
+            .range((ci, 0)..=(ci, u64::MAX))
+            .filter(|(k, _)| !present.contains(&k.1))
+            .map(|(k, _)| *k)
+            .collect();
+        for k in ended {
+            if let Some(s) = self.sources.remove(&k) {
+                if let Some(g) = s.bound.and_then(|gid| self.globals.get_mut(&gid)) {
+                    g.sources.remove(&k);
+                }
+            }
+        }
+        let (w, h) = (msg.width as f64, msg.height as f64);
+        for t in &msg.tracks {
+            let key = (ci, t.track_id);
+            if let Some(e) = &t.embedding {
+                match self.cams[ci].emb_dim {
+                    None if !e.is_empty() => self.cams[ci].emb_dim = Some(e.len()),
+                    Some(d) if d != e.len() => {
+                        if first_err.is_none() {
+                            first_err = Some(IngestError::EmbeddingDimension {
+                                camera: msg.camera.clone(),
+                                track_id: t.track_id,
+                                expected: d,
+                                got: e.len(),
+                            });
+                        }
+                        continue;
+                    }
+                    _ => {}
+                }
+            }
+            let src = self.sources.entry(key).or_insert_with(|| Source {
+                pos: None,
+                obs_ts: msg.ts_ns,
+                fresh: false,
+                observed: false,
+                emb: None,
+                label: t.label.clone(),
+                score: t.score,
+                hits: 0,
+                bound: None,
+                bad_cycles: 0,
+                first_ts: msg.ts_ns,
+            });
+            src.hits = t.hits;
+            src.label.clone_from(&t.label);
+            src.observed = t.state != TrackState::Lost;
+            if let Some(e) = &t.embedding {
+                if e.iter().all(|x| x.is_finite()) && !e.is_empty() {
+                    src.emb = Some(e.clone());
+                }
+            }
+            if t.state != TrackState::Confirmed || t.bbox.iter().any(|x| !x.is_finite()) {
+                continue;
+            }
+            let u = 0.5 * (t.bbox[0] as f64 + t.bbox[2] as f64) * w;
+            let v = t.bbox[3] as f64 * h;
+            if let Some(p) = self.cams[ci].geom.homography.project(u, v) {
+                src.pos = Some(p);
+                src.obs_ts = msg.ts_ns;
+                src.fresh = true;
+                src.score = t.score;
+            }
+        }
+        match first_err {
+            Some(e) => {
+                self.stats.rejected_messages += 1;
+                Err(e)
+            }
+            None => Ok(()),
+        }
+    }
+
+    fn new_event(&self, kind: &str, ts_ns: u64, gid: u64) -> Event {
+        let mut e = Event::new(kind, ts_ns);
+        e.shard = Some(self.shard.clone());
+        e.global_id = Some(gid);
+        e
+    }
+
+    fn remove_global(&mut self, gid: u64) {
+        if let Some(g) = self.globals.remove(&gid) {
+            for k in g.sources {
+                if let Some(s) = self.sources.get_mut(&k) {
+                    s.bound = None;
+                }
+            }
+        }
+    }
+
+    /// Whether `g` has a currently observed source on camera `ci`.
+    fn has_live_source_on(&self, g: &Global, ci: usize) -> bool {
+        g.sources
+            .range((ci, 0)..=(ci, u64::MAX))
+            .any(|k| self.sources.get(k).is_some_and(|s| s.observed))
+    }
+
+    /// Association cost of source `k` to identity `gid`, or `None` when gated
+    /// out. The flag says the refusal was on appearance alone.
+    fn cost(&self, k: SourceKey, gid: u64) -> (Option<f64>, bool) {
+        let (Some(s), Some(g)) = (self.sources.get(&k), self.globals.get(&gid)) else {
+            return (None, false);
+        };
+        let Some(p) = s.pos else {
+            return (None, false);
+        };
+        if g.label != s.label
+            || g.floor_idx != self.cams[k.0].floor_idx
+            || self.has_live_source_on(g, k.0)
+        {
+            return (None, false);
+        }
+        let gap_ns = s.obs_ts.saturating_sub(g.last_seen);
+        let gap_s = gap_ns as f64 / 1e9;
+        if gap_s > self.params.max_gap_seconds {
+            return (None, false);
+        }
+        let horizon = gap_s.min(1.0);
+        let pred = [g.pos[0] + g.vel[0] * horizon, g.pos[1] + g.vel[1] * horizon];
+        let radius = self.params.gate_m
+            + (self.params.max_speed_mps * gap_s).min(self.params.max_handoff_radius_m);
+        let d = dist(pred, p);
+        if d > radius {
+            return (None, false);
+        }
+        let w = self.params.appearance_weight.clamp(0.0, 1.0);
+        let mut app = 0.5;
+        if self.params.reid_enabled {
+            if let (Some(a), Some(b)) = (&s.emb, &g.emb) {
+                let c = cosine(a, b);
+                if gap_ns > self.params.appearance_free_gap_ms * 1_000_000
+                    && c < self.params.min_handoff_similarity
+                {
+                    return (None, true);
+                }
+                app = (1.0 - c).clamp(0.0, 2.0);
+            }
+        }
+        let cost = (1.0 - w) * (d / self.params.gate_m.max(1e-3) + 0.1 * gap_s) + w * 2.0 * app;
+        (Some(cost), false)
+    }
+
+    /// Binds source `k` to identity `gid`, emitting a handoff when the
+    /// identity arrives on a camera it is not currently seen on.
+    fn bind(&mut self, k: SourceKey, gid: u64, ts_ns: u64, events: &mut Vec<Event>) {
+        let Some(g) = self.globals.get(&gid) else {
+            return;
+        };
+        // Superseded (lost) sources of the same camera leave the identity.
+        let stale: Vec<SourceKey> = g
+            .sources
+            .range((k.0, 0)..=(k.0, u64::MAX))
+            .copied()
+            .collect();
+        let live_cams: BTreeSet<usize> = g
+            .sources
+            .iter()
+            .filter(|sk| self.sources.get(sk).is_some_and(|s| s.observed))
+            .map(|sk| sk.0)
+            .collect();
+        let last_camera = g.last_camera;
+        let last_seen = g.last_seen;
+        let is_new = g.sources.is_empty() && g.created_cycle == self.stats.cycles && last_seen == 0;
+        for sk in &stale {
+            if let Some(s) = self.sources.get_mut(sk) {
+                s.bound = None;
+            }
+        }
+        let obs_ts = self.sources.get(&k).map(|s| s.obs_ts).unwrap_or(ts_ns);
+        if let Some(s) = self.sources.get_mut(&k) {
+            s.bound = Some(gid);
+            s.bad_cycles = 0;
+        }
+        if let Some(g) = self.globals.get_mut(&gid) {
+            for sk in &stale {
+                g.sources.remove(sk);
+            }
+            g.sources.insert(k);
+        }
+        if !is_new && last_camera != k.0 && !live_cams.contains(&k.0) {
+            let mut e = self.new_event(event_kind::HANDOFF, ts_ns, gid);
+            e.from_camera = Some(self.cams[last_camera].geom.id.clone());
+            e.to_camera = Some(self.cams[k.0].geom.id.clone());
+            e.track_id = Some(k.1);
+            e.camera = Some(self.cams[k.0].geom.id.clone());
+            e.gap_ms = Some(if live_cams.is_empty() {
+                obs_ts.saturating_sub(last_seen) / 1_000_000
+            } else {
+                0
+            });
+            events.push(e);
+            self.stats.handoffs_completed += 1;
+        }
+    }
+
+    fn create_global(&mut self, k: SourceKey, ts_ns: u64, events: &mut Vec<Event>) -> u64 {
+        let gid = self.next_id;
+        self.next_id += 1;
+        let (pos, label, emb, score, obs_ts) = match self.sources.get(&k) {
+            Some(s) => (
+                s.pos.unwrap_or([0.0, 0.0]),
+                s.label.clone(),
+                s.emb.clone(),
+                s.score,
+                s.obs_ts,
+            ),
+            None => ([0.0, 0.0], String::new(), None, 0.0, ts_ns),
+        };
+        self.globals.insert(
+            gid,
+            Global {
+                floor_idx: self.cams[k.0].floor_idx,
+                label,
+                pos,
+                vel: [0.0, 0.0],
+                last_seen: obs_ts,
+                sources: BTreeSet::new(),
+                last_camera: k.0,
+                emb,
+                score,
+                created_cycle: self.stats.cycles,
+            },
+        );
+        self.stats.total_tracks += 1;
+        if let Some(s) = self.sources.get_mut(&k) {
+            s.bound = Some(gid);
+            s.bad_cycles = 0;
+        }
+        if let Some(g) = self.globals.get_mut(&gid) {
+            g.sources.insert(k);
+        }
+        let mut e = self.new_event(event_kind::GLOBAL_STARTED, ts_ns, gid);
+        e.camera = Some(self.cams[k.0].geom.id.clone());
+        e.track_id = Some(k.1);
+        events.push(e);
+        gid
+    }
+
+    /// One matching cycle at message time `ts_ns`.
+    pub fn step(&mut self, ts_ns: u64) -> StepOutput {
+        let started = Instant::now();
+        let mut events = Vec::new();
+        self.last_step_ts = ts_ns;
+
+        // 1. Expiry by TTL.
+        let ttl_ns = (self.params.track_ttl_seconds.max(0.0) * 1e9) as u64;
+        let expired: Vec<u64> = self
+            .globals
+            .iter()
+            .filter(|(_, g)| ts_ns.saturating_sub(g.last_seen) > ttl_ns)
+            .map(|(id, _)| *id)
+            .collect();
+        for gid in expired {
+            self.remove_global(gid);
+            self.stats.expired += 1;
+            events.push(self.new_event(event_kind::GLOBAL_ENDED, ts_ns, gid));
+        }
+
+        // 2. Fresh observations of bound sources update their identity.
+        let mut fresh_by_global: BTreeMap<u64, Vec<SourceKey>> = BTreeMap::new();
+        let mut unbound: Vec<SourceKey> = Vec::new();
+        for (k, s) in &self.sources {
+            if !s.fresh || s.pos.is_none() {
+                continue;
+            }
+            match s.bound {
+                Some(gid) if self.globals.contains_key(&gid) => {
+                    fresh_by_global.entry(gid).or_default().push(*k)
+                }
+                _ => {
+                    if s.hits >= self.params.min_hits && s.observed {
+                        unbound.push(*k)
+                    }
+                }
+            }
+        }
+        for (gid, keys) in &fresh_by_global {
+            let mut keys = keys.clone();
+            // Consistency: a source far from the others of its identity for
+            // several cycles is unbound and matched again.
+            if keys.len() >= 2 {
+                let pts: Vec<[f64; 2]> = keys
+                    .iter()
+                    .filter_map(|k| self.sources.get(k).and_then(|s| s.pos))
+                    .collect();
+                let n = pts.len() as f64;
+                let sum = pts
+                    .iter()
+                    .fold([0.0, 0.0], |a, p| [a[0] + p[0], a[1] + p[1]]);
+                let mut worst: Option<(f64, usize)> = None;
+                for (i, p) in pts.iter().enumerate() {
+                    let others = [(sum[0] - p[0]) / (n - 1.0), (sum[1] - p[1]) / (n - 1.0)];
+                    let d = dist(*p, others);
+                    if d > self.params.unbind_m && worst.is_none_or(|(wd, _)| d > wd) {
+                        worst = Some((d, i));
+                    }
+                }
+                if let Some((_, _)) = worst {
+                    // With two sources either may be wrong: blame the younger one.
+                    let blame = if keys.len() == 2 {
+                        let a = self.sources.get(&keys[0]).map(|s| s.first_ts).unwrap_or(0);
+                        let b = self.sources.get(&keys[1]).map(|s| s.first_ts).unwrap_or(0);
+                        if b >= a {
+                            1
+                        } else {
+                            0
+                        }
+                    } else {
+                        worst.map(|(_, i)| i).unwrap_or(0)
+                    };
+                    let bk = keys[blame];
+                    let mut drop = false;
+                    if let Some(s) = self.sources.get_mut(&bk) {
+                        s.bad_cycles += 1;
+                        if s.bad_cycles >= self.params.unbind_cycles {
+                            s.bound = None;
+                            s.bad_cycles = 0;
+                            drop = true;
+                        }
+                    }
+                    if drop {
+                        if let Some(g) = self.globals.get_mut(gid) {
+                            g.sources.remove(&bk);
+                        }
+                        self.stats.unbound_sources += 1;
+                        keys.remove(blame);
+                        unbound.push(bk);
+                    }
+                } else {
+                    for k in &keys {
+                        if let Some(s) = self.sources.get_mut(k) {
+                            s.bad_cycles = 0;
+                        }
+                    }
+                }
+            }
+            self.apply_observations(*gid, &keys);
+        }
+        unbound.sort_unstable();
+
+        // 3. Association of unbound sources.
+        let reid_started = Instant::now();
+        let mut grid = Grid {
+            cells: HashMap::new(),
+        };
+        for (gid, g) in &self.globals {
+            if ts_ns.saturating_sub(g.last_seen) as f64 / 1e9 <= self.params.max_gap_seconds {
+                grid.insert(g.floor_idx, g.pos, *gid);
+            }
+        }
+        let query_r = self.params.gate_m + self.params.max_handoff_radius_m.max(0.0) + 3.0;
+        let mut cand = Vec::new();
+        // Round 1: optimal assignment per connected component.
+        let mut edges: Vec<(usize, u64, f64)> = Vec::new();
+        let mut refused_on_appearance = vec![false; unbound.len()];
+        for (i, k) in unbound.iter().enumerate() {
+            let Some(p) = self.sources.get(k).and_then(|s| s.pos) else {
+                continue;
+            };
+            grid.query(self.cams[k.0].floor_idx, p, query_r, &mut cand);
+            for gid in &cand {
+                match self.cost(*k, *gid) {
+                    (Some(c), _) => edges.push((i, *gid, c)),
+                    (None, true) => refused_on_appearance[i] = true,
+                    _ => {}
+                }
+            }
+        }
+        let mut assigned: Vec<Option<u64>> = vec![None; unbound.len()];
+        if !edges.is_empty() {
+            let gids: Vec<u64> = {
+                let s: BTreeSet<u64> = edges.iter().map(|e| e.1).collect();
+                s.into_iter().collect()
+            };
+            let gindex: BTreeMap<u64, usize> =
+                gids.iter().enumerate().map(|(i, g)| (*g, i)).collect();
+            let nu = unbound.len();
+            let mut parent: Vec<usize> = (0..nu + gids.len()).collect();
+            for (i, gid, _) in &edges {
+                let a = find(&mut parent, *i);
+                let b = find(&mut parent, nu + gindex[gid]);
+                if a != b {
+                    parent[a.max(b)] = a.min(b);
+                }
+            }
+            let mut comps: BTreeMap<usize, Vec<(usize, usize, f64)>> = BTreeMap::new();
+            for (i, gid, c) in &edges {
+                let r = find(&mut parent, *i);
+                comps.entry(r).or_default().push((*i, gindex[gid], *c));
+            }
+            for (_, es) in comps {
+                let rows: Vec<usize> = es
+                    .iter()
+                    .map(|e| e.0)
+                    .collect::<BTreeSet<_>>()
+                    .into_iter()
+                    .collect();
+                let cols: Vec<usize> = es
+                    .iter()
+                    .map(|e| e.1)
+                    .collect::<BTreeSet<_>>()
+                    .into_iter()
+                    .collect();
+                if rows.len() == 1 || cols.len() == 1 {
+                    // Trivial component: the cheapest edge (ties by order).
+                    let best = es.iter().fold(None::<(usize, usize, f64)>, |b, e| match b {
+                        Some(bb) if bb.2 <= e.2 => Some(bb),
+                        _ => Some(*e),
+                    });
+                    if let Some((i, j, _)) = best {
+                        assigned[i] = Some(gids[j]);
+                    }
+                    continue;
+                }
+                let ri: BTreeMap<usize, usize> =
+                    rows.iter().enumerate().map(|(a, b)| (*b, a)).collect();
+                let cj: BTreeMap<usize, usize> =
+                    cols.iter().enumerate().map(|(a, b)| (*b, a)).collect();
+                let (nr, nc) = (rows.len(), cols.len());
+                let mut m = vec![NO_EDGE; nr * nc];
+                for (i, j, c) in &es {
+                    m[ri[i] * nc + cj[j]] = *c;
+                }
+                if let Ok((rr, cc)) = lsap::solve(nr, nc, &m, false) {
+                    for (a, b) in rr.iter().zip(cc.iter()) {
+                        if m[a * nc + b] < NO_EDGE {
+                            assigned[rows[*a]] = Some(gids[cols[*b]]);
+                        }
+                    }
+                }
+            }
+        }
+        for (i, k) in unbound.iter().enumerate() {
+            if let Some(gid) = assigned[i] {
+                self.bind(*k, gid, ts_ns, &mut events);
+                self.apply_observations(gid, &[*k]);
+            }
+        }
+        // Round 2: the rest, greedily, against identities including those
+        // created in this cycle (two cameras seeing one new person).
+        for (i, k) in unbound.iter().enumerate() {
+            if assigned[i].is_some() {
+                continue;
+            }
+            let Some(p) = self.sources.get(k).and_then(|s| s.pos) else {
+                continue;
+            };
+            grid.query(self.cams[k.0].floor_idx, p, query_r, &mut cand);
+            let mut best: Option<(f64, u64)> = None;
+            for gid in &cand {
+                match self.cost(*k, *gid) {
+                    (Some(c), _) if best.is_none_or(|(bc, _)| c < bc) => best = Some((c, *gid)),
+                    (None, true) => refused_on_appearance[i] = true,
+                    _ => {}
+                }
+            }
+            match best {
+                Some((_, gid)) => {
+                    self.bind(*k, gid, ts_ns, &mut events);
+                    self.apply_observations(gid, &[*k]);
+                    if let Some(g) = self.globals.get(&gid) {
+                        grid.insert(g.floor_idx, g.pos, gid);
+                    }
+                }
+                None => {
+                    if refused_on_appearance[i] {
+                        self.stats.handoff_failures += 1;
+                    }
+                    let gid = self.create_global(*k, ts_ns, &mut events);
+                    if let Some(g) = self.globals.get(&gid) {
+                        grid.insert(g.floor_idx, g.pos, gid);
+                    }
+                }
+            }
+        }
+        self.stats.last_reid_ms = reid_started.elapsed().as_secs_f64() * 1e3;
+        for s in self.sources.values_mut() {
+            s.fresh = false;
+        }
+
+        // 4. Cap.
+        if self.globals.len() > self.params.max_tracks {
+            let excess = self.globals.len() - self.params.max_tracks;
+            let mut order: Vec<(u64, u64)> = self
+                .globals
+                .iter()
+                .map(|(id, g)| (g.last_seen, *id))
+                .collect();
+            order.sort_unstable();
+            for (_, gid) in order.into_iter().take(excess) {
+                self.remove_global(gid);
+                self.stats.evicted += 1;
+                events.push(self.new_event(event_kind::GLOBAL_ENDED, ts_ns, gid));
+            }
+        }
+
+        self.stats.cycles += 1;
+        self.stats.active_tracks = self.globals.len();
+        let tracks = SpatialTracks {
+            v: SCHEMA_VERSION,
+            shard: self.shard.clone(),
+            ts_ns,
+            tracks: self.tracks_at(ts_ns),
+        };
+        self.stats.last_step_ms = started.elapsed().as_secs_f64() * 1e3;
+        StepOutput { tracks, events }
+    }
+
+    /// Fuses the fresh observations `keys` into identity `gid`'s motion model.
+    fn apply_observations(&mut self, gid: u64, keys: &[SourceKey]) {
+        let mut sum = [0.0, 0.0];
+        let mut n = 0.0;
+        let mut t_max = 0u64;
+        let mut score = 0.0f32;
+        let mut cam = None;
+        let mut embs: Vec<&Vec<f32>> = Vec::new();
+        for k in keys {
+            if let Some(s) = self.sources.get(k) {
+                if let Some(p) = s.pos {
+                    sum[0] += p[0];
+                    sum[1] += p[1];
+                    n += 1.0;
+                    if s.obs_ts >= t_max {
+                        t_max = s.obs_ts;
+                        cam = Some(k.0);
+                    }
+                    score = score.max(s.score);
+                    if let Some(e) = &s.emb {
+                        embs.push(e);
+                    }
+                }
+            }
+        }
+        if n == 0.0 {
+            return;
+        }
+        let meas = [sum[0] / n, sum[1] / n];
+        let Some(g) = self.globals.get_mut(&gid) else {
+            return;
+        };
+        let dt = t_max.saturating_sub(g.last_seen) as f64 / 1e9;
+        if g.last_seen == t_max
+            && dt == 0.0
+            && g.sources.len() <= 1
+            && g.created_cycle == self.stats.cycles
+        {
+            // Just created from this observation.
+            g.pos = meas;
+        } else if dt > 1.0 {
+            g.pos = meas;
+            g.vel = [0.0, 0.0];
+        } else {
+            let (a, b) = (self.params.alpha, self.params.beta);
+            let pred = [g.pos[0] + g.vel[0] * dt, g.pos[1] + g.vel[1] * dt];
+            let innov = [meas[0] - pred[0], meas[1] - pred[1]];
+            g.pos = [pred[0] + a * innov[0], pred[1] + a * innov[1]];
+            if dt > 1e-3 {
+                g.vel = [g.vel[0] + b * innov[0] / dt, g.vel[1] + b * innov[1] / dt];
+                let sp = (g.vel[0].powi(2) + g.vel[1].powi(2)).sqrt();
+                if sp > 3.0 {
+                    g.vel = [g.vel[0] * 3.0 / sp, g.vel[1] * 3.0 / sp];
+                }
+            }
+        }
+        g.last_seen = g.last_seen.max(t_max);
+        if let Some(c) = cam {
+            if !keys.iter().any(|k| k.0 == g.last_camera) {
+                g.last_camera = c;
+            }
+        }
+        g.score = score;
+        if !embs.is_empty() {
+            let d = embs[0].len();
+            let mut acc: Vec<f32> = match &g.emb {
+                Some(e) if e.len() == d => e.iter().map(|x| x * 0.8).collect(),
+                _ => vec![0.0; d],
+            };
+            let wgt = if g.emb.as_ref().is_some_and(|e| e.len() == d) {
+                0.2 / embs.len() as f32
+            } else {
+                1.0
+            };
+            for e in &embs {
+                if e.len() == d {
+                    for (a, x) in acc.iter_mut().zip(e.iter()) {
+                        *a += wgt * x;
+                    }
+                }
+            }
+            normalise(&mut acc);
+            g.emb = Some(acc);
+        }
+    }
+
+    fn tracks_at(&self, ts_ns: u64) -> Vec<SpatialTrack> {
+        let gap_ns = (self.params.max_gap_seconds.max(0.0) * 1e9) as u64;
+        self.globals
+            .iter()
+            .filter(|(_, g)| ts_ns.saturating_sub(g.last_seen) <= gap_ns)
+            .map(|(id, g)| {
+                let unseen_s = ts_ns.saturating_sub(g.last_seen) as f64 / 1e9;
+                SpatialTrack {
+                    global_id: *id,
+                    floor: self.floors[g.floor_idx].clone(),
+                    x_m: g.pos[0] as f32,
+                    y_m: g.pos[1] as f32,
+                    vx: g.vel[0] as f32,
+                    vy: g.vel[1] as f32,
+                    label: g.label.clone(),
+                    confidence: (g.score as f64 * (-unseen_s / 5.0).exp()).clamp(0.0, 1.0) as f32,
+                    sources: g
+                        .sources
+                        .iter()
+                        .map(|k| TrackSource {
+                            camera: self.cams[k.0].geom.id.clone(),
+                            track_id: k.1,
+                        })
+                        .collect(),
+                    last_seen_ns: g.last_seen,
+                }
+            })
+            .collect()
+    }
+
+    /// Counters.
+    pub fn stats(&self) -> SpatialStats {
+        let mut s = self.stats.clone();
+        s.active_tracks = self.globals.len();
+        s
+    }
+
+    /// Identities seen within `max_gap_seconds` of the last step, by `global_id`.
+    pub fn tracks(&self) -> Vec<SpatialTrack> {
+        self.tracks_at(self.last_step_ts)
+    }
+}
