@@ -1,6 +1,33 @@
-//! The tracker itself: track lifecycle, two-stage association, OC-SORT corrections.
+//! The tracker itself: track lifecycle, ByteTrack two-stage association and
+//! the OC-SORT corrections.
+//!
+//! One [`Tracker::update`] per frame:
+//! 1. predict every track to the frame's message time (`dt` from `ts_ns`);
+//! 2. first stage: confirmed tracks (tracked or lost) against high-score
+//!    detections; cost = `1 - IoU`, minus the OC-SORT direction-consistency
+//!    bonus (observation-centric momentum), plus appearance distance when
+//!    both sides carry embeddings;
+//! 3. second stage: still-unmatched tracks that were tracked in the previous
+//!    update against low-score detections (IoU only);
+//! 4. observation-centric recovery: still-unmatched confirmed tracks against
+//!    the remaining high-score detections by IoU with the track's *last
+//!    observation* rather than its prediction;
+//! 5. tentative tracks against the remaining high-score detections;
+//! 6. lifecycle: unmatched tentative tracks die, unmatched confirmed tracks go
+//!    lost, lost tracks older than `max_lost_ms` are removed; new tentative
+//!    tracks start from the remaining confident detections.
+//!
+//! When a lost track is matched again, its filter is rewound to the last
+//! observation and re-run over virtual observations interpolated between
+//! the last and the new one (OC-SORT observation-centric re-update), so the
+//! velocity is not polluted by the drift accumulated while it was unseen.
 
-use nvr_subjects::{DetectedObject, Track};
+use std::collections::VecDeque;
+
+use nvr_subjects::{DetectedObject, Track, TrackState};
+
+use super::assign::{assign, iou};
+use super::kalman::{xyxy_to_cxcywh, KalmanBox, KalmanParams};
 
 /// Tuning of [`Tracker`]. `Default` is chosen for 5 fps NVR footage.
 #[derive(Debug, Clone, PartialEq)]
@@ -11,12 +38,37 @@ pub struct TrackerParams {
     pub low_threshold: f32,
     /// Minimum score of an unmatched detection to start a new track.
     pub new_track_threshold: f32,
-    /// Minimum IoU for a first-stage match.
+    /// Minimum IoU (predicted box vs detection) for a first-stage match.
     pub match_iou: f32,
+    /// Minimum IoU for a second-stage (low-score detection) match.
+    pub low_match_iou: f32,
+    /// Minimum IoU for a tentative track to take a detection.
+    pub tentative_match_iou: f32,
+    /// Minimum IoU between a track's last observation and a detection in the
+    /// observation-centric recovery stage.
+    pub recovery_iou: f32,
     /// Matched detections needed to turn a tentative track into a confirmed one.
     pub min_hits: u32,
     /// A track lost for longer than this (message time) is removed.
     pub max_lost_ms: u64,
+    /// OC-SORT `delta_t`: how many updates back the motion direction is measured over.
+    pub delta_t: u32,
+    /// OC-SORT inertia: weight of the direction-consistency term in the first-stage cost.
+    pub direction_weight: f32,
+    /// Multiply IoU by the detection score in the first-stage cost (ByteTrack `fuse_score`).
+    pub fuse_score: bool,
+    /// Weight of the appearance (cosine) distance when track and detection both carry embeddings.
+    pub appearance_weight: f32,
+    /// Smoothing factor of the track embedding: `e = a * e + (1 - a) * d`, then L2-normalised.
+    pub embedding_momentum: f32,
+    /// Nominal frame interval (ms) that the motion noise is expressed per.
+    pub nominal_frame_ms: u64,
+    /// Kalman position noise per nominal frame, fraction of box height.
+    pub kf_pos_noise: f32,
+    /// Kalman velocity noise per nominal frame, fraction of box height.
+    pub kf_vel_noise: f32,
+    /// Kalman measurement noise, fraction of box height.
+    pub kf_meas_noise: f32,
 }
 
 impl Default for TrackerParams {
@@ -26,8 +78,70 @@ impl Default for TrackerParams {
             low_threshold: 0.1,
             new_track_threshold: 0.7,
             match_iou: 0.2,
+            low_match_iou: 0.4,
+            tentative_match_iou: 0.2,
+            recovery_iou: 0.3,
             min_hits: 2,
             max_lost_ms: 3000,
+            delta_t: 3,
+            direction_weight: 0.2,
+            fuse_score: true,
+            appearance_weight: 0.3,
+            embedding_momentum: 0.9,
+            nominal_frame_ms: 200,
+            kf_pos_noise: 1.0 / 20.0,
+            kf_vel_noise: 1.0 / 160.0,
+            kf_meas_noise: 1.0 / 20.0,
+        }
+    }
+}
+
+impl TrackerParams {
+    /// Sets one parameter by its field name from a string (for command lines
+    /// and evaluation scripts). Errors name the key and the bad value.
+    pub fn set(&mut self, key: &str, value: &str) -> Result<(), String> {
+        fn f(key: &str, v: &str) -> Result<f32, String> {
+            v.parse::<f32>()
+                .map_err(|e| format!("tracker param {key}: bad number {v:?}: {e}"))
+        }
+        fn u(key: &str, v: &str) -> Result<u64, String> {
+            v.parse::<u64>()
+                .map_err(|e| format!("tracker param {key}: bad integer {v:?}: {e}"))
+        }
+        match key {
+            "high_threshold" => self.high_threshold = f(key, value)?,
+            "low_threshold" => self.low_threshold = f(key, value)?,
+            "new_track_threshold" => self.new_track_threshold = f(key, value)?,
+            "match_iou" => self.match_iou = f(key, value)?,
+            "low_match_iou" => self.low_match_iou = f(key, value)?,
+            "tentative_match_iou" => self.tentative_match_iou = f(key, value)?,
+            "recovery_iou" => self.recovery_iou = f(key, value)?,
+            "min_hits" => self.min_hits = u(key, value)? as u32,
+            "max_lost_ms" => self.max_lost_ms = u(key, value)?,
+            "delta_t" => self.delta_t = u(key, value)? as u32,
+            "direction_weight" => self.direction_weight = f(key, value)?,
+            "fuse_score" => {
+                self.fuse_score = value
+                    .parse::<bool>()
+                    .map_err(|e| format!("tracker param {key}: bad bool {value:?}: {e}"))?
+            }
+            "appearance_weight" => self.appearance_weight = f(key, value)?,
+            "embedding_momentum" => self.embedding_momentum = f(key, value)?,
+            "nominal_frame_ms" => self.nominal_frame_ms = u(key, value)?.max(1),
+            "kf_pos_noise" => self.kf_pos_noise = f(key, value)?,
+            "kf_vel_noise" => self.kf_vel_noise = f(key, value)?,
+            "kf_meas_noise" => self.kf_meas_noise = f(key, value)?,
+            _ => return Err(format!("unknown tracker param {key:?}")),
+        }
+        Ok(())
+    }
+
+    fn kalman(&self) -> KalmanParams {
+        KalmanParams {
+            pos_noise: self.kf_pos_noise as f64,
+            vel_noise: self.kf_vel_noise as f64,
+            meas_noise: self.kf_meas_noise as f64,
+            nominal_dt: self.nominal_frame_ms.max(1) as f64 / 1000.0,
         }
     }
 }
@@ -43,26 +157,749 @@ pub struct TrackerOutput {
     pub ended: Vec<u64>,
 }
 
-/// A per-camera tracker; deterministic function of its input sequence.
+#[derive(Debug, Clone)]
+struct Obs {
+    /// Update index at which the observation was made.
+    step: u64,
+    /// Detection box.
+    bbox: [f32; 4],
+}
+
+#[derive(Debug, Clone)]
+struct TrackInner {
+    id: u64,
+    label: String,
+    score: f32,
+    kf: KalmanBox,
+    /// Filter state right after the last observation (for the re-update).
+    kf_at_obs: KalmanBox,
+    confirmed: bool,
+    /// Matched in the latest update.
+    matched: bool,
+    hits: u32,
+    /// Consecutive updates without a match.
+    misses: u32,
+    first_ts: u64,
+    /// Message time the filter was last predicted to.
+    pred_ts: u64,
+    last_obs_ts: u64,
+    /// Recent observations (at most `delta_t + 1`).
+    obs: VecDeque<Obs>,
+    /// Unit direction of motion from observations, OC-SORT style.
+    direction: Option<[f64; 2]>,
+    embedding: Option<Vec<f32>>,
+}
+
+impl TrackInner {
+    fn last_obs(&self) -> [f32; 4] {
+        self.obs
+            .back()
+            .map(|o| o.bbox)
+            .unwrap_or_else(|| self.kf.xyxy())
+    }
+
+    /// OC-SORT `k_previous_obs`: the earliest observation within the last
+    /// `delta_t` updates, else the most recent one.
+    fn previous_obs(&self, step: u64, delta_t: u32) -> Option<[f32; 4]> {
+        let from = step.saturating_sub(delta_t as u64);
+        self.obs
+            .iter()
+            .find(|o| o.step >= from && o.step < step)
+            .or_else(|| self.obs.back())
+            .map(|o| o.bbox)
+    }
+}
+
+fn centre(b: [f32; 4]) -> [f64; 2] {
+    [
+        (b[0] as f64 + b[2] as f64) * 0.5,
+        (b[1] as f64 + b[3] as f64) * 0.5,
+    ]
+}
+
+fn unit_dir(from: [f32; 4], to: [f32; 4]) -> Option<[f64; 2]> {
+    let (a, b) = (centre(from), centre(to));
+    let (dx, dy) = (b[0] - a[0], b[1] - a[1]);
+    let n = (dx * dx + dy * dy).sqrt();
+    if n <= 1e-12 {
+        None
+    } else {
+        Some([dx / n, dy / n])
+    }
+}
+
+fn normalise(v: &mut [f32]) {
+    let n = v.iter().map(|x| x * x).sum::<f32>().sqrt();
+    if n > 0.0 {
+        v.iter_mut().for_each(|x| *x /= n);
+    }
+}
+
+fn cosine(a: &[f32], b: &[f32]) -> Option<f32> {
+    if a.len() != b.len() || a.is_empty() {
+        return None;
+    }
+    let dot: f32 = a.iter().zip(b).map(|(x, y)| x * y).sum();
+    let na = a.iter().map(|x| x * x).sum::<f32>().sqrt();
+    let nb = b.iter().map(|x| x * x).sum::<f32>().sqrt();
+    if na <= 0.0 || nb <= 0.0 {
+        None
+    } else {
+        Some(dot / (na * nb))
+    }
+}
+
+fn valid_box(b: [f32; 4]) -> bool {
+    b.iter().all(|v| v.is_finite()) && b[2] > b[0] && b[3] > b[1]
+}
+
+/// A per-camera tracker; a deterministic function of its input sequence.
 #[derive(Debug, Clone)]
 pub struct Tracker {
     params: TrackerParams,
+    /// Sorted by id (ids only grow and new tracks are appended).
+    tracks: Vec<TrackInner>,
+    next_id: u64,
+    step: u64,
+    last_ts: Option<u64>,
 }
 
 impl Tracker {
-    /// A tracker with no tracks.
+    /// A tracker with no tracks; the first track gets id 1.
     pub fn new(params: TrackerParams) -> Self {
-        Tracker { params }
+        Tracker {
+            params,
+            tracks: Vec::new(),
+            next_id: 1,
+            step: 0,
+            last_ts: None,
+        }
     }
 
-    /// One update with the detections of one frame at message time `ts_ns`.
-    pub fn update(&mut self, ts_ns: u64, dets: &[DetectedObject]) -> TrackerOutput {
-        let _ = (ts_ns, dets, &self.params);
-        todo!()
+    /// A tracker whose first new track gets `next_id` (to continue a camera's
+    /// id sequence after a restart, so ids are never reused).
+    pub fn with_next_id(params: TrackerParams, next_id: u64) -> Self {
+        Tracker {
+            next_id: next_id.max(1),
+            ..Tracker::new(params)
+        }
+    }
+
+    /// The id the next new track will get.
+    pub fn next_id(&self) -> u64 {
+        self.next_id
+    }
+
+    /// The parameters in use.
+    pub fn params(&self) -> &TrackerParams {
+        &self.params
     }
 
     /// Number of tracks currently held (tentative, confirmed and lost).
     pub fn active_count(&self) -> usize {
-        todo!()
+        self.tracks.len()
+    }
+
+    /// One update with the detections of one frame at message time `ts_ns`.
+    /// Boxes may be in any consistent units. A `ts_ns` older than the previous
+    /// update is treated as the same instant (no negative prediction).
+    pub fn update(&mut self, ts_ns: u64, dets: &[DetectedObject]) -> TrackerOutput {
+        let p = self.params.clone();
+        let ts = self.last_ts.map_or(ts_ns, |l| ts_ns.max(l));
+        self.last_ts = Some(ts);
+        self.step += 1;
+        let step = self.step;
+
+        // 1. predict
+        for t in &mut self.tracks {
+            let dt = ts.saturating_sub(t.pred_ts) as f64 / 1e9;
+            t.kf.predict(dt, !t.matched);
+            t.pred_ts = ts;
+        }
+        let was_matched: Vec<bool> = self.tracks.iter().map(|t| t.matched).collect();
+        for t in &mut self.tracks {
+            t.matched = false;
+        }
+
+        // Split detections (ignoring degenerate boxes).
+        let mut high = Vec::new();
+        let mut low = Vec::new();
+        for (i, d) in dets.iter().enumerate() {
+            if !valid_box(d.bbox) || !d.score.is_finite() {
+                continue;
+            }
+            if d.score >= p.high_threshold {
+                high.push(i);
+            } else if d.score >= p.low_threshold {
+                low.push(i);
+            }
+        }
+        let mut det_used = vec![false; dets.len()];
+        let mut track_used = vec![false; self.tracks.len()];
+        let mut pairs: Vec<(usize, usize)> = Vec::new();
+
+        // 2. first stage: confirmed tracks x high detections
+        let pool: Vec<usize> = (0..self.tracks.len())
+            .filter(|&i| self.tracks[i].confirmed)
+            .collect();
+        let m = self.match_stage(&pool, &high, dets, step, Stage::First);
+        self.take(m, &pool, &high, &mut pairs, &mut track_used, &mut det_used);
+
+        // 3. second stage: previously tracked, unmatched tracks x low detections
+        let pool: Vec<usize> = (0..self.tracks.len())
+            .filter(|&i| self.tracks[i].confirmed && !track_used[i] && was_matched[i])
+            .collect();
+        let m = self.match_stage(&pool, &low, dets, step, Stage::Low);
+        self.take(m, &pool, &low, &mut pairs, &mut track_used, &mut det_used);
+
+        // 4. observation-centric recovery: last observation x remaining high detections
+        let pool: Vec<usize> = (0..self.tracks.len())
+            .filter(|&i| self.tracks[i].confirmed && !track_used[i])
+            .collect();
+        let rest: Vec<usize> = high.iter().copied().filter(|&d| !det_used[d]).collect();
+        let m = self.match_stage(&pool, &rest, dets, step, Stage::Recovery);
+        self.take(m, &pool, &rest, &mut pairs, &mut track_used, &mut det_used);
+
+        // 5. tentative tracks x remaining high detections
+        let pool: Vec<usize> = (0..self.tracks.len())
+            .filter(|&i| !self.tracks[i].confirmed)
+            .collect();
+        let rest: Vec<usize> = high.iter().copied().filter(|&d| !det_used[d]).collect();
+        let m = self.match_stage(&pool, &rest, dets, step, Stage::Tentative);
+        self.take(m, &pool, &rest, &mut pairs, &mut track_used, &mut det_used);
+
+        // Apply matches.
+        let mut started = Vec::new();
+        pairs.sort_unstable();
+        for &(ti, di) in &pairs {
+            let became = self.apply_match(ti, &dets[di], ts, step);
+            if became {
+                started.push(self.tracks[ti].id);
+            }
+        }
+
+        // 6. lifecycle
+        let mut ended = Vec::new();
+        for (i, t) in self.tracks.iter_mut().enumerate() {
+            if !track_used[i] {
+                t.misses += 1;
+            }
+        }
+        let max_lost_ns = p.max_lost_ms.saturating_mul(1_000_000);
+        self.tracks.retain(|t| {
+            if t.matched {
+                return true;
+            }
+            if !t.confirmed {
+                return false;
+            }
+            if ts.saturating_sub(t.last_obs_ts) > max_lost_ns {
+                ended.push(t.id);
+                return false;
+            }
+            true
+        });
+
+        // New tracks from remaining confident detections.
+        for &di in &high {
+            let d = &dets[di];
+            if det_used[di] || d.score < p.new_track_threshold {
+                continue;
+            }
+            let id = self.next_id;
+            self.next_id += 1;
+            let kf = KalmanBox::new(xyxy_to_cxcywh(d.bbox), p.kalman());
+            let confirmed = p.min_hits <= 1;
+            if confirmed {
+                started.push(id);
+            }
+            let mut obs = VecDeque::new();
+            obs.push_back(Obs { step, bbox: d.bbox });
+            let embedding = d.embedding.clone().map(|mut e| {
+                normalise(&mut e);
+                e
+            });
+            self.tracks.push(TrackInner {
+                id,
+                label: d.label.clone(),
+                score: d.score,
+                kf_at_obs: kf.clone(),
+                kf,
+                confirmed,
+                matched: true,
+                hits: 1,
+                misses: 0,
+                first_ts: ts,
+                pred_ts: ts,
+                last_obs_ts: ts,
+                obs,
+                direction: None,
+                embedding,
+            });
+        }
+        started.sort_unstable();
+        ended.sort_unstable();
+        TrackerOutput {
+            tracks: self.snapshot(ts),
+            started,
+            ended,
+        }
+    }
+
+    fn take(
+        &self,
+        m: Vec<(usize, usize)>,
+        pool: &[usize],
+        dets: &[usize],
+        pairs: &mut Vec<(usize, usize)>,
+        track_used: &mut [bool],
+        det_used: &mut [bool],
+    ) {
+        for (r, c) in m {
+            let (ti, di) = (pool[r], dets[c]);
+            track_used[ti] = true;
+            det_used[di] = true;
+            pairs.push((ti, di));
+        }
+    }
+
+    fn match_stage(
+        &self,
+        pool: &[usize],
+        cand: &[usize],
+        dets: &[DetectedObject],
+        step: u64,
+        stage: Stage,
+    ) -> Vec<(usize, usize)> {
+        if pool.is_empty() || cand.is_empty() {
+            return Vec::new();
+        }
+        let p = &self.params;
+        let (gate, limit) = match stage {
+            Stage::First => (p.match_iou, 10.0),
+            Stage::Low => (p.low_match_iou, 10.0),
+            Stage::Recovery => (p.recovery_iou, 10.0),
+            Stage::Tentative => (p.tentative_match_iou, 10.0),
+        };
+        let mut cost = vec![None; pool.len() * cand.len()];
+        for (r, &ti) in pool.iter().enumerate() {
+            let t = &self.tracks[ti];
+            let tb = match stage {
+                Stage::Recovery => t.last_obs(),
+                _ => t.kf.xyxy(),
+            };
+            let prev = if stage == Stage::First && p.direction_weight != 0.0 {
+                t.direction
+                    .and_then(|dir| t.previous_obs(step, p.delta_t).map(|b| (dir, b)))
+            } else {
+                None
+            };
+            for (c, &di) in cand.iter().enumerate() {
+                let d = &dets[di];
+                if d.label != t.label {
+                    continue;
+                }
+                let o = iou(tb, d.bbox);
+                if o < gate || o <= 0.0 {
+                    continue;
+                }
+                let sim = if p.fuse_score && matches!(stage, Stage::First | Stage::Tentative) {
+                    o * d.score
+                } else {
+                    o
+                };
+                let mut v = 1.0 - sim as f64;
+                if let Some((dir, pb)) = prev {
+                    if let Some(dd) = unit_dir(pb, d.bbox) {
+                        let cos = (dir[0] * dd[0] + dir[1] * dd[1]).clamp(-1.0, 1.0);
+                        let diff = cos.acos();
+                        let bonus =
+                            (std::f64::consts::FRAC_PI_2 - diff.abs()) / std::f64::consts::PI;
+                        v -= bonus * p.direction_weight as f64 * d.score as f64;
+                    }
+                }
+                if p.appearance_weight > 0.0 {
+                    if let (Some(te), Some(de)) = (&t.embedding, &d.embedding) {
+                        if let Some(cs) = cosine(te, de) {
+                            v += p.appearance_weight as f64 * (1.0 - cs as f64);
+                        }
+                    }
+                }
+                // Costs are shifted to be positive; the gate already decided validity.
+                cost[r * cand.len() + c] = Some(v + 1.0);
+            }
+        }
+        assign(pool.len(), cand.len(), &cost, limit)
+    }
+
+    /// Updates track `ti` with detection `d`; returns true when this match confirmed it.
+    fn apply_match(&mut self, ti: usize, d: &DetectedObject, ts: u64, step: u64) -> bool {
+        let p = &self.params;
+        let delta_t = p.delta_t;
+        let min_hits = p.min_hits;
+        let momentum = p.embedding_momentum;
+        let t = &mut self.tracks[ti];
+        let z = xyxy_to_cxcywh(d.bbox);
+        if t.misses > 0 && t.confirmed {
+            // Observation-centric re-update: rewind to the last observation and
+            // replay virtual observations interpolated up to this one.
+            let last = xyxy_to_cxcywh(t.last_obs());
+            let k = t.misses as u64 + 1;
+            let gap = ts.saturating_sub(t.last_obs_ts) as f64 / 1e9;
+            let step_dt = gap / k as f64;
+            let mut kf = t.kf_at_obs.clone();
+            for i in 1..k {
+                let a = i as f64 / k as f64;
+                let zi = [
+                    last[0] + (z[0] - last[0]) * a,
+                    last[1] + (z[1] - last[1]) * a,
+                    last[2] + (z[2] - last[2]) * a,
+                    last[3] + (z[3] - last[3]) * a,
+                ];
+                kf.predict(step_dt, false);
+                kf.update(zi);
+            }
+            kf.predict(step_dt, false);
+            t.kf = kf;
+        }
+        t.kf.update(z);
+        t.kf_at_obs = t.kf.clone();
+        if let Some(prev) = t.previous_obs(step, delta_t) {
+            if let Some(dir) = unit_dir(prev, d.bbox) {
+                t.direction = Some(dir);
+            }
+        }
+        t.obs.push_back(Obs { step, bbox: d.bbox });
+        while t.obs.len() > delta_t as usize + 1 {
+            t.obs.pop_front();
+        }
+        t.matched = true;
+        t.misses = 0;
+        t.hits += 1;
+        t.score = d.score;
+        t.last_obs_ts = ts;
+        if let Some(de) = &d.embedding {
+            let mut de = de.clone();
+            normalise(&mut de);
+            match &mut t.embedding {
+                Some(te) if te.len() == de.len() => {
+                    for (a, b) in te.iter_mut().zip(&de) {
+                        *a = momentum * *a + (1.0 - momentum) * b;
+                    }
+                    normalise(te);
+                }
+                slot => *slot = Some(de),
+            }
+        }
+        if !t.confirmed && t.hits >= min_hits {
+            t.confirmed = true;
+            return true;
+        }
+        false
+    }
+
+    fn snapshot(&self, ts: u64) -> Vec<Track> {
+        self.tracks
+            .iter()
+            .map(|t| Track {
+                track_id: t.id,
+                label: t.label.clone(),
+                score: t.score,
+                bbox: t.kf.xyxy(),
+                state: if !t.confirmed {
+                    TrackState::Tentative
+                } else if t.matched {
+                    TrackState::Confirmed
+                } else {
+                    TrackState::Lost
+                },
+                hits: t.hits,
+                age_ms: ts.saturating_sub(t.first_ts) / 1_000_000,
+                embedding: t.embedding.clone(),
+            })
+            .collect()
+    }
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Stage {
+    First,
+    Low,
+    Recovery,
+    Tentative,
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use proptest::prelude::*;
+    use std::collections::BTreeSet;
+
+    const FRAME: u64 = 200_000_000; // 5 fps
+    const T0: u64 = 1_700_000_000_000_000_000;
+
+    fn det(label: &str, score: f32, cx: f32, cy: f32, w: f32, h: f32) -> DetectedObject {
+        DetectedObject {
+            class_id: if label == "person" { 0 } else { 2 },
+            label: label.to_string(),
+            score,
+            bbox: [cx - w / 2.0, cy - h / 2.0, cx + w / 2.0, cy + h / 2.0],
+            embedding: None,
+        }
+    }
+
+    fn confirmed_ids(o: &TrackerOutput) -> Vec<u64> {
+        o.tracks
+            .iter()
+            .filter(|t| t.state == TrackState::Confirmed)
+            .map(|t| t.track_id)
+            .collect()
+    }
+
+    #[test]
+    fn linear_object_keeps_id_through_one_second_miss() {
+        let mut tr = Tracker::new(TrackerParams::default());
+        let mut ids = BTreeSet::new();
+        for f in 0..40u64 {
+            // normalised units, walking ~0.2 box widths per frame
+            let cx = 0.1 + 0.008 * f as f32;
+            let dets = if (15..20).contains(&f) {
+                vec![]
+            } else {
+                vec![det("person", 0.9, cx, 0.5, 0.04, 0.1)]
+            };
+            let o = tr.update(T0 + f * FRAME, &dets);
+            ids.extend(confirmed_ids(&o));
+            if (15..20).contains(&f) {
+                assert_eq!(o.tracks.len(), 1);
+                assert_eq!(o.tracks[0].state, TrackState::Lost, "frame {f}");
+            }
+        }
+        assert_eq!(ids.len(), 1, "ids {ids:?}");
+    }
+
+    #[test]
+    fn crossing_objects_keep_their_ids() {
+        let mut tr = Tracker::new(TrackerParams::default());
+        let mut first: Option<(u64, u64)> = None;
+        for f in 0..30u64 {
+            let a = 0.2 + 0.02 * f as f32; // moving right
+            let b = 0.8 - 0.02 * f as f32; // moving left, same row
+            let mut dets = vec![
+                det("person", 0.9, a, 0.5, 0.05, 0.15),
+                det("person", 0.85, b, 0.52, 0.05, 0.15),
+            ];
+            if f % 2 == 1 {
+                dets.reverse(); // input order must not matter
+            }
+            let o = tr.update(T0 + f * FRAME, &dets);
+            let conf: Vec<&Track> = o
+                .tracks
+                .iter()
+                .filter(|t| t.state != TrackState::Tentative)
+                .collect();
+            if f >= 1 {
+                assert_eq!(conf.len(), 2, "frame {f}: {:?}", o.tracks);
+            }
+            if f >= 1 && (a - b).abs() > 0.06 {
+                // The track nearest each true object must keep its identity.
+                let near = |x: f32| {
+                    conf.iter()
+                        .min_by(|p, q| {
+                            ((p.bbox[0] + p.bbox[2]) / 2.0 - x)
+                                .abs()
+                                .total_cmp(&((q.bbox[0] + q.bbox[2]) / 2.0 - x).abs())
+                        })
+                        .map(|t| t.track_id)
+                        .unwrap_or(0)
+                };
+                let (ia, ib) = (near(a), near(b));
+                assert_ne!(ia, ib, "frame {f}");
+                match first {
+                    None => first = Some((ia, ib)),
+                    Some(p) => assert_eq!(p, (ia, ib), "frame {f}: identities swapped"),
+                }
+            }
+        }
+    }
+
+    #[test]
+    fn lifecycle_started_ended_and_removal_after_max_lost() {
+        let p = TrackerParams {
+            max_lost_ms: 1000,
+            ..TrackerParams::default()
+        };
+        let mut tr = Tracker::new(p);
+        let d = [det("person", 0.9, 0.5, 0.5, 0.05, 0.1)];
+        let o = tr.update(T0, &d);
+        assert_eq!(o.tracks[0].state, TrackState::Tentative);
+        assert!(o.started.is_empty());
+        let o = tr.update(T0 + FRAME, &d);
+        assert_eq!(o.started, vec![1]);
+        assert_eq!(o.tracks[0].state, TrackState::Confirmed);
+        assert_eq!(o.tracks[0].hits, 2);
+        assert_eq!(o.tracks[0].age_ms, 200);
+        let last_seen = T0 + FRAME;
+        let mut ended_at = None;
+        for k in 1..20u64 {
+            let ts = last_seen + k * FRAME;
+            let o = tr.update(ts, &[]);
+            if !o.ended.is_empty() {
+                assert_eq!(o.ended, vec![1]);
+                ended_at = Some(ts - last_seen);
+                assert_eq!(tr.active_count(), 0);
+                break;
+            }
+            assert_eq!(o.tracks[0].state, TrackState::Lost);
+        }
+        assert_eq!(
+            ended_at,
+            Some(1_200_000_000),
+            "removed at the first update lost > 1000 ms"
+        );
+    }
+
+    #[test]
+    fn unmatched_tentative_dies_silently() {
+        let mut tr = Tracker::new(TrackerParams::default());
+        tr.update(T0, &[det("person", 0.9, 0.5, 0.5, 0.05, 0.1)]);
+        let o = tr.update(T0 + FRAME, &[]);
+        assert!(o.tracks.is_empty() && o.ended.is_empty());
+        let o = tr.update(T0 + 2 * FRAME, &[det("person", 0.9, 0.5, 0.5, 0.05, 0.1)]);
+        assert_eq!(o.tracks[0].track_id, 2, "ids are never reused");
+    }
+
+    #[test]
+    fn low_score_detections_extend_but_never_start_tracks() {
+        let mut tr = Tracker::new(TrackerParams::default());
+        let o = tr.update(T0, &[det("person", 0.3, 0.5, 0.5, 0.05, 0.1)]);
+        assert!(o.tracks.is_empty());
+        tr.update(T0 + FRAME, &[det("person", 0.9, 0.5, 0.5, 0.05, 0.1)]);
+        tr.update(T0 + 2 * FRAME, &[det("person", 0.9, 0.5, 0.5, 0.05, 0.1)]);
+        let o = tr.update(T0 + 3 * FRAME, &[det("person", 0.3, 0.501, 0.5, 0.05, 0.1)]);
+        assert_eq!(o.tracks.len(), 1);
+        assert_eq!(o.tracks[0].state, TrackState::Confirmed);
+        assert_eq!(o.tracks[0].score, 0.3);
+    }
+
+    #[test]
+    fn labels_never_mix() {
+        let mut tr = Tracker::new(TrackerParams::default());
+        tr.update(T0, &[det("person", 0.9, 0.5, 0.5, 0.05, 0.1)]);
+        let o = tr.update(T0 + FRAME, &[det("car", 0.9, 0.5, 0.5, 0.05, 0.1)]);
+        assert_eq!(o.tracks.len(), 1);
+        assert_eq!(o.tracks[0].label, "car");
+        assert_eq!(o.tracks[0].track_id, 2);
+    }
+
+    #[test]
+    fn embedding_is_smoothed_and_normalised() {
+        let mut tr = Tracker::new(TrackerParams::default());
+        let mut d = det("person", 0.9, 0.5, 0.5, 0.05, 0.1);
+        d.embedding = Some(vec![3.0, 4.0]);
+        let o = tr.update(T0, std::slice::from_ref(&d));
+        assert_eq!(o.tracks[0].embedding, Some(vec![0.6, 0.8]));
+        d.embedding = Some(vec![1.0, 0.0]);
+        let o = tr.update(T0 + FRAME, std::slice::from_ref(&d));
+        let e = o.tracks[0].embedding.clone().expect("embedding");
+        let n = (e[0] * e[0] + e[1] * e[1]).sqrt();
+        assert!((n - 1.0).abs() < 1e-5);
+        assert!(
+            e[0] > 0.6 && e[0] < 0.75,
+            "smoothed towards the new one: {e:?}"
+        );
+    }
+
+    #[test]
+    fn skipped_frames_use_elapsed_time() {
+        // An object seen at 5 fps, then with 3 frames dropped entirely (no
+        // updates at all): prediction must follow elapsed time and keep the id.
+        let mut tr = Tracker::new(TrackerParams::default());
+        let mut ids = BTreeSet::new();
+        for f in (0..10u64).chain(13..20) {
+            let cx = 0.1 + 0.01 * f as f32;
+            let o = tr.update(T0 + f * FRAME, &[det("person", 0.9, cx, 0.5, 0.03, 0.1)]);
+            ids.extend(confirmed_ids(&o));
+        }
+        assert_eq!(ids.len(), 1);
+    }
+
+    fn stream() -> impl Strategy<Value = Vec<(u64, Vec<DetectedObject>)>> {
+        let obj = (
+            0u8..2,
+            0.0f32..1.0,
+            0.0f32..0.9,
+            0.0f32..0.9,
+            0.02f32..0.3,
+            0.02f32..0.3,
+        );
+        let frame = (1u64..4, proptest::collection::vec(obj, 0..8));
+        proptest::collection::vec(frame, 1..40).prop_map(|frames| {
+            let mut ts = T0;
+            frames
+                .into_iter()
+                .map(|(gap, objs)| {
+                    ts += gap * FRAME;
+                    let dets = objs
+                        .into_iter()
+                        .map(|(l, s, x, y, w, h)| DetectedObject {
+                            class_id: l as u32,
+                            label: if l == 0 {
+                                "person".into()
+                            } else {
+                                "car".into()
+                            },
+                            score: s,
+                            bbox: [x, y, x + w, y + h],
+                            embedding: None,
+                        })
+                        .collect();
+                    (ts, dets)
+                })
+                .collect()
+        })
+    }
+
+    proptest! {
+        #[test]
+        fn ids_are_never_reused(seq in stream()) {
+            let mut tr = Tracker::new(TrackerParams { max_lost_ms: 600, ..TrackerParams::default() });
+            let mut gone: BTreeSet<u64> = BTreeSet::new();
+            let mut prev: BTreeSet<u64> = BTreeSet::new();
+            let mut max_seen = 0u64;
+            let mut started_all = BTreeSet::new();
+            let mut ended_all = BTreeSet::new();
+            for (ts, dets) in &seq {
+                let o = tr.update(*ts, dets);
+                prop_assert!(o.tracks.windows(2).all(|w| w[0].track_id < w[1].track_id), "sorted by id");
+                let now: BTreeSet<u64> = o.tracks.iter().map(|t| t.track_id).collect();
+                for id in &now {
+                    prop_assert!(!gone.contains(id), "id {} came back", id);
+                    if !prev.contains(id) {
+                        prop_assert!(*id > max_seen, "new id {} not above {}", id, max_seen);
+                    }
+                }
+                max_seen = max_seen.max(now.iter().copied().max().unwrap_or(0));
+                gone.extend(prev.difference(&now).copied());
+                for id in &o.started { prop_assert!(started_all.insert(*id)); }
+                for id in &o.ended {
+                    prop_assert!(started_all.contains(id), "ended {} never started", id);
+                    prop_assert!(ended_all.insert(*id));
+                    prop_assert!(!now.contains(id));
+                }
+                prop_assert_eq!(tr.active_count(), o.tracks.len());
+                prev = now;
+            }
+        }
+
+        #[test]
+        fn deterministic(seq in stream()) {
+            let run = || {
+                let mut tr = Tracker::new(TrackerParams::default());
+                seq.iter().map(|(ts, d)| tr.update(*ts, d)).collect::<Vec<_>>()
+            };
+            let (a, b) = (run(), run());
+            prop_assert_eq!(format!("{a:?}"), format!("{b:?}"));
+        }
     }
 }
