@@ -366,6 +366,11 @@ impl FfmpegSource {
         (self.orig_width, self.orig_height)
     }
 
+    /// Process id of the ffmpeg child, while it has not been reaped.
+    pub fn pid(&self) -> Option<u32> {
+        self.child.id()
+    }
+
     /// The masked url.
     pub fn url(&self) -> &str {
         &self.url
