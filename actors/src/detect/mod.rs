@@ -9,6 +9,7 @@
 pub mod bench;
 pub mod decode;
 pub mod embed;
+pub mod frames;
 pub mod image;
 pub mod labels;
 pub mod letterbox;
@@ -17,7 +18,8 @@ pub mod nms;
 
 pub use decode::ModelType;
 pub use image::RgbImage;
-pub use model::{init_runtime, Backend, Detector, DetectorOptions};
+pub use model::{init_runtime, Backend, Detector, DetectorOptions, RuntimeOptions};
+pub use nvr_subjects::DetectedObject;
 
 /// Everything that can go wrong in the detection core. Each variant displays
 /// as one line naming what was wrong.
@@ -35,11 +37,19 @@ pub enum DetectError {
         reason: String,
     },
     /// The requested execution provider is not available.
-    #[error("backend {backend} is not available in this ONNX Runtime build: {reason}")]
+    #[error("backend {backend} is not available in this ONNX Runtime build ({reason})")]
     BackendUnavailable {
         /// Backend name as configured.
         backend: String,
         /// Why it could not be used.
+        reason: String,
+    },
+    /// The requested execution provider is present but failed to start.
+    #[error("backend {backend} failed: {reason}")]
+    BackendFailed {
+        /// Backend name as configured.
+        backend: String,
+        /// The execution provider's error.
         reason: String,
     },
     /// A configuration value is invalid (unknown backend or model type, ...).

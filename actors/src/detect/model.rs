@@ -1,12 +1,33 @@
 //! ONNX Runtime session wrapper: runtime initialisation, backend selection,
-//! model validation and the end-to-end `detect` call.
+//! model validation and the end-to-end `detect` call (letterbox, inference,
+//! head decoding, class-aware NMS, optional appearance descriptors).
 
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 use std::str::FromStr;
+use std::sync::OnceLock;
 
-use super::decode::ModelType;
+use ort::environment::Environment;
+use ort::ep::{self, ExecutionProvider, ExecutionProviderDispatch};
+use ort::session::Session;
+use ort::value::{TensorElementType, TensorRef};
+
+use super::decode::{decode_yolov8, decode_yolox, yolox_anchor_count, Candidate, ModelType};
+use super::embed::colour_descriptor;
 use super::image::RgbImage;
+use super::labels::{label_of, COCO_LABELS};
+use super::letterbox::Letterboxer;
+use super::nms::nms;
 use super::DetectError;
+
+/// File name of the ONNX Runtime library installed by `scripts/setup`.
+pub const ORT_LIB_NAME: &str = "libonnxruntime.so.1.31.1";
+
+/// Most candidates passed to NMS (the highest-scoring ones), bounding its cost
+/// when a very low confidence threshold is configured.
+pub const MAX_CANDIDATES: usize = 4096;
+
+/// Most objects returned for one frame.
+pub const MAX_DETECTIONS: usize = 300;
 
 /// Execution provider to run the model on.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -34,6 +55,23 @@ impl Backend {
             Backend::OpenVino => "openvino",
         }
     }
+
+    /// ONNX Runtime's name of the execution provider.
+    pub fn provider_name(&self) -> &'static str {
+        match self {
+            Backend::Cpu => "CPUExecutionProvider",
+            Backend::Cuda => ep::CUDA::NAME,
+            Backend::Rocm => ep::ROCm::NAME,
+            Backend::CoreMl => ep::CoreML::NAME,
+            Backend::OpenVino => ep::OpenVINO::NAME,
+        }
+    }
+}
+
+impl std::fmt::Display for Backend {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(self.as_str())
+    }
 }
 
 impl FromStr for Backend {
@@ -53,9 +91,197 @@ impl FromStr for Backend {
     }
 }
 
-/// Load the ONNX Runtime library once per process.
+/// The data directory: `NVR_DATA_DIR` if set, else `./data` if it exists,
+/// else the workspace's `data/` (where `scripts/setup` installs everything).
+pub fn data_dir() -> PathBuf {
+    if let Some(d) = std::env::var_os("NVR_DATA_DIR") {
+        return PathBuf::from(d);
+    }
+    let local = PathBuf::from("data");
+    if local.is_dir() {
+        return local;
+    }
+    PathBuf::from(concat!(env!("CARGO_MANIFEST_DIR"), "/../data"))
+}
+
+/// Where the ONNX Runtime library is loaded from: `ORT_DYLIB_PATH` if set,
+/// else `<data dir>/onnxruntime/libonnxruntime.so.1.31.1`.
+pub fn runtime_library_path() -> PathBuf {
+    match std::env::var_os("ORT_DYLIB_PATH") {
+        Some(p) if !p.is_empty() => PathBuf::from(p),
+        _ => data_dir().join("onnxruntime").join(ORT_LIB_NAME),
+    }
+}
+
+static RUNTIME: OnceLock<Result<Environment, String>> = OnceLock::new();
+
+fn environment() -> Result<&'static Environment, DetectError> {
+    RUNTIME
+        .get_or_init(|| {
+            let path = runtime_library_path();
+            if !path.is_file() {
+                return Err(format!(
+                    "{} not found; run scripts/setup (or set ORT_DYLIB_PATH to libonnxruntime)",
+                    path.display()
+                ));
+            }
+            let path = path.canonicalize().unwrap_or(path);
+            ort::init_from(&path)
+                .map_err(|e| format!("{e}; run scripts/setup (or set ORT_DYLIB_PATH)"))?
+                .with_name("nvr")
+                .with_telemetry(false)
+                .build()
+                .map_err(|e| format!("{}: {}", path.display(), one_line(&e.to_string())))
+        })
+        .as_ref()
+        .map_err(|e| DetectError::Runtime(e.clone()))
+}
+
+/// Load the ONNX Runtime library once per process (later calls return the
+/// first call's outcome).
 pub fn init_runtime() -> Result<(), DetectError> {
-    todo!()
+    environment().map(|_| ())
+}
+
+/// Whether ONNX Runtime (after [`init_runtime`]) was built with `backend`.
+pub fn backend_available(backend: Backend) -> Result<bool, DetectError> {
+    environment()?;
+    let r = match backend {
+        Backend::Cpu => Ok(true),
+        Backend::Cuda => ep::CUDA::is_available(),
+        Backend::Rocm => ep::ROCm::is_available(),
+        Backend::CoreMl => ep::CoreML::is_available(),
+        Backend::OpenVino => ep::OpenVINO::is_available(),
+    };
+    r.map_err(|e| DetectError::Runtime(format!("listing execution providers: {}", one_line(&e.to_string()))))
+}
+
+fn one_line(s: &str) -> String {
+    s.lines()
+        .map(str::trim)
+        .filter(|l| !l.is_empty())
+        .collect::<Vec<_>>()
+        .join(" ")
+}
+
+fn model_err(path: &Path, reason: impl Into<String>) -> DetectError {
+    DetectError::Model {
+        path: path.display().to_string(),
+        reason: reason.into(),
+    }
+}
+
+/// How to create an ONNX Runtime session (shared by the detector, the re-ID
+/// embedder and the benchmark).
+#[derive(Debug, Clone)]
+pub struct RuntimeOptions {
+    /// Requested execution provider.
+    pub backend: Backend,
+    /// Accelerator index for CUDA and ROCm.
+    pub device_id: i32,
+    /// Use the CPU (with a warning) when the requested backend is unavailable.
+    pub allow_cpu_fallback: bool,
+    /// Intra-op threads; 0 = ONNX Runtime's default.
+    pub threads: usize,
+}
+
+impl Default for RuntimeOptions {
+    fn default() -> Self {
+        RuntimeOptions {
+            backend: Backend::Cpu,
+            device_id: 0,
+            allow_cpu_fallback: false,
+            threads: 0,
+        }
+    }
+}
+
+/// A session together with the backend it actually runs on.
+pub(crate) struct BuiltSession {
+    /// The ONNX Runtime session.
+    pub session: Session,
+    /// Effective backend (CPU after a fallback).
+    pub backend: Backend,
+    /// Why the requested backend is not the effective one.
+    pub fallback_reason: Option<String>,
+}
+
+fn dispatch(backend: Backend, device_id: i32) -> Option<ExecutionProviderDispatch> {
+    let d = match backend {
+        Backend::Cpu => return None,
+        Backend::Cuda => ep::CUDA::default().with_device_id(device_id).build(),
+        Backend::Rocm => ep::ROCm::default().with_device_id(device_id).build(),
+        Backend::CoreMl => ep::CoreML::default().build(),
+        Backend::OpenVino => ep::OpenVINO::default().build(),
+    };
+    Some(d.error_on_failure())
+}
+
+/// Create a session for `path`, registering the requested execution provider
+/// (checking that this ONNX Runtime build has it) and falling back to the CPU
+/// only when `allow_cpu_fallback` is set.
+pub(crate) fn build_session(path: &Path, opts: &RuntimeOptions) -> Result<BuiltSession, DetectError> {
+    let env = environment()?;
+    if !path.is_file() {
+        return Err(model_err(
+            path,
+            "file not found (run scripts/setup to download the default models)",
+        ));
+    }
+    // Err(true, ..) when the execution provider failed, Err(false, ..) when the model did.
+    let builder = |backend: Backend| -> Result<Session, (bool, String)> {
+        let mut b = Session::builder(env).map_err(|e| (false, one_line(&e.to_string())))?;
+        if opts.threads > 0 {
+            b = b.with_intra_threads(opts.threads).map_err(|e| {
+                (
+                    false,
+                    format!("setting {} threads: {}", opts.threads, one_line(&e.to_string())),
+                )
+            })?;
+        }
+        if let Some(d) = dispatch(backend, opts.device_id) {
+            b = b
+                .with_execution_providers([d])
+                .map_err(|e| (true, one_line(&e.to_string())))?;
+        }
+        b.commit_from_file(path).map_err(|e| (backend != Backend::Cpu, one_line(&e.to_string())))
+    };
+    let requested = opts.backend;
+    let failure = if backend_available(requested)? {
+        match builder(requested) {
+            Ok(session) => {
+                return Ok(BuiltSession {
+                    session,
+                    backend: requested,
+                    fallback_reason: None,
+                })
+            }
+            Err((false, e)) => return Err(model_err(path, e)),
+            Err((true, e)) => DetectError::BackendFailed {
+                backend: requested.as_str().into(),
+                reason: e,
+            },
+        }
+    } else {
+        DetectError::BackendUnavailable {
+            backend: requested.as_str().into(),
+            reason: format!(
+                "{} missing; install an ONNX Runtime with {requested} support and point ORT_DYLIB_PATH at it, use backend cpu, or allow CPU fallback",
+                requested.provider_name()
+            ),
+        }
+    };
+    if !opts.allow_cpu_fallback {
+        return Err(failure);
+    }
+    let reason = failure.to_string();
+    tracing::warn!(model = %path.display(), "{reason}; falling back to cpu");
+    let session = builder(Backend::Cpu).map_err(|(_, e)| model_err(path, e))?;
+    Ok(BuiltSession {
+        session,
+        backend: Backend::Cpu,
+        fallback_reason: Some(reason),
+    })
 }
 
 /// Everything needed to load a [`Detector`].
@@ -65,7 +291,8 @@ pub struct DetectorOptions {
     pub model_path: PathBuf,
     /// Output head layout of the model.
     pub model_type: ModelType,
-    /// Square letterbox input size in pixels.
+    /// Square letterbox input size in pixels (a model with a fixed input
+    /// size uses its own, with a warning if they differ).
     pub input_size: u32,
     /// Requested execution provider.
     pub backend: Backend,
@@ -83,36 +310,381 @@ pub struct DetectorOptions {
     pub embeddings: bool,
 }
 
+impl DetectorOptions {
+    /// Options for `model_path` with the defaults used by the shipped YOLOX
+    /// model: 416 input, CPU, NMS IoU 0.45, all labels, no embeddings.
+    pub fn new(model_path: impl Into<PathBuf>) -> DetectorOptions {
+        DetectorOptions {
+            model_path: model_path.into(),
+            model_type: ModelType::Yolox,
+            input_size: 416,
+            backend: Backend::Cpu,
+            device_id: 0,
+            allow_cpu_fallback: false,
+            threads: 0,
+            nms_iou: 0.45,
+            labels: Vec::new(),
+            embeddings: false,
+        }
+    }
+}
+
+/// Dimension `i` of a shape, `None` when symbolic.
+fn dim(shape: &[i64], i: usize) -> Option<usize> {
+    shape.get(i).and_then(|&d| usize::try_from(d).ok()).filter(|&d| d > 0)
+}
+
+fn fmt_shape(shape: &[i64]) -> String {
+    let parts: Vec<String> = shape
+        .iter()
+        .map(|&d| if d < 0 { "?".to_string() } else { d.to_string() })
+        .collect();
+    format!("[{}]", parts.join(","))
+}
+
+/// Check the session's input against the image convention and return the
+/// input size to use (the model's own when it is fixed).
+pub(crate) fn validate_input(session: &Session, path: &Path, wanted: u32) -> Result<u32, DetectError> {
+    let inputs = session.inputs();
+    if inputs.len() != 1 {
+        return Err(model_err(
+            path,
+            format!("expected 1 image input, the model has {}", inputs.len()),
+        ));
+    }
+    let input = &inputs[0];
+    let (Some(ty), Some(shape)) = (input.dtype().tensor_type(), input.dtype().tensor_shape()) else {
+        return Err(model_err(path, format!("input {:?} is not a tensor", input.name())));
+    };
+    if ty != TensorElementType::Float32 {
+        return Err(model_err(
+            path,
+            format!("input {:?} is {ty:?}, expected float32", input.name()),
+        ));
+    }
+    let shape: &[i64] = shape;
+    if shape.len() != 4 || dim(shape, 1).is_some_and(|c| c != 3) || dim(shape, 0).is_some_and(|n| n != 1) {
+        return Err(model_err(
+            path,
+            format!(
+                "input {:?} has shape {}, expected [1,3,H,W]",
+                input.name(),
+                fmt_shape(shape)
+            ),
+        ));
+    }
+    match (dim(shape, 2), dim(shape, 3)) {
+        (Some(h), Some(w)) if h != w => Err(model_err(
+            path,
+            format!("input is {w}x{h}; only square inputs are supported"),
+        )),
+        (Some(h), Some(_)) => {
+            let fixed = h as u32;
+            if fixed != wanted {
+                tracing::warn!(
+                    model = %path.display(),
+                    "model has a fixed {fixed}x{fixed} input; using it instead of input_size {wanted}"
+                );
+            }
+            Ok(fixed)
+        }
+        _ => {
+            if wanted < 32 || wanted % 32 != 0 {
+                return Err(DetectError::Config {
+                    what: "input_size".into(),
+                    reason: format!("{wanted} (must be a positive multiple of 32, e.g. 320, 416, 640)"),
+                });
+            }
+            Ok(wanted)
+        }
+    }
+}
+
+/// Check the first output against `model_type`; returns the class count when
+/// the shape fixes it.
+fn validate_output(
+    session: &Session,
+    path: &Path,
+    model_type: ModelType,
+    input_size: u32,
+) -> Result<Option<usize>, DetectError> {
+    let Some(output) = session.outputs().first() else {
+        return Err(model_err(path, "model has no outputs"));
+    };
+    let (Some(ty), Some(shape)) = (output.dtype().tensor_type(), output.dtype().tensor_shape()) else {
+        return Err(model_err(path, format!("output {:?} is not a tensor", output.name())));
+    };
+    let shape: &[i64] = shape;
+    let what = match model_type {
+        ModelType::Yolox => "a YOLOX head [1,N,5+classes]",
+        ModelType::Yolov8 => "an Ultralytics head [1,4+classes,N]",
+    };
+    let bad = |why: String| {
+        model_err(
+            path,
+            format!(
+                "output {:?} has shape {} ({why}), expected {what} for model type {}",
+                output.name(),
+                fmt_shape(shape),
+                model_type.as_str()
+            ),
+        )
+    };
+    if ty != TensorElementType::Float32 {
+        return Err(bad(format!("element type {ty:?}")));
+    }
+    if shape.len() != 3 || dim(shape, 0).is_some_and(|b| b != 1) {
+        return Err(bad("wrong rank".into()));
+    }
+    let (d1, d2) = (dim(shape, 1), dim(shape, 2));
+    match model_type {
+        ModelType::Yolox => {
+            if let (Some(n), Some(k)) = (d1, d2) {
+                if k > n {
+                    return Err(bad("looks like an Ultralytics layout".into()));
+                }
+            }
+            if let Some(n) = d1 {
+                let want = yolox_anchor_count(input_size, input_size);
+                if n != want {
+                    return Err(bad(format!("{n} anchors, a {input_size} input needs {want}")));
+                }
+            }
+            match d2 {
+                Some(k) if k < 6 => Err(bad(format!("{k} values per anchor"))),
+                Some(k) => Ok(Some(k - 5)),
+                None => Ok(None),
+            }
+        }
+        ModelType::Yolov8 => {
+            if let (Some(c), Some(n)) = (d1, d2) {
+                if c > n {
+                    return Err(bad("looks like a YOLOX layout".into()));
+                }
+            }
+            match d1 {
+                Some(c) if c < 5 => Err(bad(format!("{c} channels"))),
+                Some(c) => Ok(Some(c - 4)),
+                None => Ok(None),
+            }
+        }
+    }
+}
+
 /// A loaded detection model.
 pub struct Detector {
-    _private: (),
+    /// The ONNX Runtime session.
+    session: Session,
+    /// How to decode the output head.
+    model_type: ModelType,
+    /// Side of the square model input.
+    input_size: u32,
+    /// Effective backend.
+    backend: Backend,
+    /// Why the requested backend was not used.
+    fallback_reason: Option<String>,
+    /// File stem of the model.
+    model_name: String,
+    /// NMS IoU threshold.
+    nms_iou: f32,
+    /// Class ids to keep; `None` keeps all.
+    allowed: Option<Vec<usize>>,
+    /// Attach colour descriptors to persons.
+    embeddings: bool,
+    /// Reusable letterbox buffers.
+    letterbox: Letterboxer,
+}
+
+impl std::fmt::Debug for Detector {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Detector")
+            .field("model", &self.model_name)
+            .field("model_type", &self.model_type)
+            .field("input_size", &self.input_size)
+            .field("backend", &self.backend)
+            .finish_non_exhaustive()
+    }
 }
 
 impl Detector {
-    /// Load and validate the model.
+    /// Load the model and check its input and output shapes against
+    /// `model_type`. A missing, corrupt or mismatched model gives a one-line
+    /// error naming the path and what is wrong.
     pub fn load(opts: DetectorOptions) -> Result<Detector, DetectError> {
-        let _ = opts;
-        todo!()
+        let path = opts.model_path.as_path();
+        if !(opts.nms_iou > 0.0 && opts.nms_iou <= 1.0) {
+            return Err(DetectError::Config {
+                what: "nms_iou".into(),
+                reason: format!("{} (must be in (0, 1])", opts.nms_iou),
+            });
+        }
+        let allowed = if opts.labels.is_empty() {
+            None
+        } else {
+            let mut ids = Vec::new();
+            for l in &opts.labels {
+                let want = l.trim().to_ascii_lowercase();
+                match COCO_LABELS.iter().position(|c| *c == want) {
+                    Some(i) => ids.push(i),
+                    None => {
+                        return Err(DetectError::Config {
+                            what: "labels".into(),
+                            reason: format!("unknown label {l:?} (not a COCO class name)"),
+                        })
+                    }
+                }
+            }
+            ids.sort_unstable();
+            ids.dedup();
+            Some(ids)
+        };
+        let built = build_session(
+            path,
+            &RuntimeOptions {
+                backend: opts.backend,
+                device_id: opts.device_id,
+                allow_cpu_fallback: opts.allow_cpu_fallback,
+                threads: opts.threads,
+            },
+        )?;
+        let input_size = validate_input(&built.session, path, opts.input_size)?;
+        validate_output(&built.session, path, opts.model_type, input_size)?;
+        let model_name = path
+            .file_stem()
+            .map(|s| s.to_string_lossy().into_owned())
+            .unwrap_or_else(|| path.display().to_string());
+        Ok(Detector {
+            session: built.session,
+            model_type: opts.model_type,
+            input_size,
+            backend: built.backend,
+            fallback_reason: built.fallback_reason,
+            model_name,
+            nms_iou: opts.nms_iou,
+            allowed,
+            embeddings: opts.embeddings,
+            letterbox: Letterboxer::new(),
+        })
     }
+
     /// Effective backend ("cpu" after a fallback).
     pub fn backend(&self) -> &str {
-        todo!()
+        self.backend.as_str()
     }
+
     /// Why the requested backend was not used, if it was not.
     pub fn fallback_reason(&self) -> Option<&str> {
-        todo!()
+        self.fallback_reason.as_deref()
     }
+
     /// Model file stem.
     pub fn model_name(&self) -> &str {
-        todo!()
+        &self.model_name
     }
+
     /// Square input size.
     pub fn input_size(&self) -> u32 {
-        todo!()
+        self.input_size
     }
-    /// Detect objects; bboxes are normalised 0..1 of `img`.
-    pub fn detect(&mut self, img: &RgbImage, min_confidence: f32) -> Result<Vec<nvr_subjects::DetectedObject>, DetectError> {
-        let _ = (img, min_confidence);
-        todo!()
+
+    /// Output head layout.
+    pub fn model_type(&self) -> ModelType {
+        self.model_type
+    }
+
+    /// Detect objects with score >= `min_confidence`. The bbox of each
+    /// object is normalised 0..1 of `img` (so it is also normalised of the
+    /// original frame even if `img` was downscaled).
+    pub fn detect(
+        &mut self,
+        img: &RgbImage,
+        min_confidence: f32,
+    ) -> Result<Vec<nvr_subjects::DetectedObject>, DetectError> {
+        let threshold = if min_confidence.is_nan() {
+            0.0
+        } else {
+            min_confidence.clamp(0.0, 1.0)
+        };
+        let geometry = self.letterbox.run(img, self.input_size)?;
+        let s = self.input_size as usize;
+        let allowed = self.allowed.as_deref();
+        let keep = |c: usize| allowed.is_none_or(|a| a.binary_search(&c).is_ok());
+        let mut candidates = {
+            let input = TensorRef::from_array_view(([1usize, 3, s, s], self.letterbox.tensor()))
+                .map_err(|e| DetectError::Inference(one_line(&e.to_string())))?;
+            let outputs = self
+                .session
+                .run(ort::inputs![input])
+                .map_err(|e| DetectError::Inference(one_line(&e.to_string())))?;
+            let (shape, data) = outputs[0]
+                .try_extract_tensor::<f32>()
+                .map_err(|e| DetectError::Inference(one_line(&e.to_string())))?;
+            let shape: &[i64] = shape;
+            if shape.len() != 3 {
+                return Err(DetectError::Inference(format!(
+                    "model output has shape {}, expected rank 3",
+                    fmt_shape(shape)
+                )));
+            }
+            match self.model_type {
+                ModelType::Yolox => decode_yolox(
+                    data,
+                    dim(shape, 2).unwrap_or(0),
+                    self.input_size,
+                    self.input_size,
+                    threshold,
+                    &keep,
+                )?,
+                ModelType::Yolov8 => {
+                    decode_yolov8(data, dim(shape, 1).unwrap_or(0), threshold, &keep)?
+                }
+            }
+        };
+        if candidates.len() > MAX_CANDIDATES {
+            candidates.sort_by(|a, b| b.score.total_cmp(&a.score));
+            candidates.truncate(MAX_CANDIDATES);
+        }
+        let kept: Vec<Candidate> = nms(candidates, self.nms_iou);
+        let mut objects = Vec::with_capacity(kept.len().min(MAX_DETECTIONS));
+        for c in kept.into_iter().take(MAX_DETECTIONS) {
+            let bbox = geometry.to_normalised(c.bbox);
+            if bbox[2] <= bbox[0] || bbox[3] <= bbox[1] {
+                continue;
+            }
+            let label = label_of(c.class_id);
+            let embedding = (self.embeddings && c.class_id == 0).then(|| colour_descriptor(img, bbox));
+            objects.push(nvr_subjects::DetectedObject {
+                class_id: c.class_id as u32,
+                label,
+                score: c.score,
+                bbox,
+                embedding,
+            });
+        }
+        Ok(objects)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn backend_parses_and_prints() {
+        for name in ["cpu", "cuda", "rocm", "coreml", "openvino"] {
+            let b: Backend = name.parse().unwrap();
+            assert_eq!(b.as_str(), name);
+        }
+        assert_eq!("CUDA".parse::<Backend>().unwrap(), Backend::Cuda);
+        let e = "tpu".parse::<Backend>().unwrap_err().to_string();
+        assert!(e.contains("tpu") && e.contains("cuda"), "{e}");
+    }
+
+    #[test]
+    fn shape_helpers() {
+        assert_eq!(fmt_shape(&[1, -1, 85]), "[1,?,85]");
+        assert_eq!(dim(&[1, -1, 85], 1), None);
+        assert_eq!(dim(&[1, -1, 85], 2), Some(85));
+        assert_eq!(dim(&[1], 5), None);
     }
 }
