@@ -209,7 +209,7 @@ async fn wait_listening(port: u16, procs: &mut Procs) {
             return;
         }
         if let Some(status) = procs.0.last_mut().and_then(|c| c.try_wait().ok().flatten()) {
-            panic!("rtsp-server-perl exited with {status} before listening on {port}");
+            panic!("the server exited with {status} before listening on {port}");
         }
         tokio::time::sleep(Duration::from_millis(50)).await;
     }
@@ -322,4 +322,49 @@ async fn rtsp_server_on_loopback() {
     .expect("reader hung after the server went away");
     eprintln!("after the server went away: {end:?}");
     src.stop().await;
+}
+
+#[tokio::test]
+async fn http_source_reads_to_the_end_and_reports_http_errors() {
+    let avi = sample("vtest.avi");
+    let dir = data_dir().join("samples");
+    let port = free_port();
+    let mut procs = Procs(Vec::new());
+    procs.0.push(
+        Command::new("python3")
+            .args([
+                "-m",
+                "http.server",
+                &port.to_string(),
+                "--bind",
+                "127.0.0.1",
+            ])
+            .current_dir(&dir)
+            .stdin(Stdio::null())
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .spawn()
+            .expect("cannot run python3 -m http.server: run scripts/setup"),
+    );
+    wait_listening(port, &mut procs).await;
+    assert!(avi.ends_with("vtest.avi"));
+    let url = format!("http://127.0.0.1:{port}/vtest.avi");
+    assert_eq!(classify(&url), Ok(SourceKind::Http));
+    let mut src = FfmpegSource::start(&spec(&url, 5.0, 416))
+        .await
+        .expect("start http source");
+    let n = drain(&mut src, usize::MAX, 0).await;
+    assert!((795 / 2 - 2..=795 / 2 + 2).contains(&n), "got {n} frames");
+    src.stop().await;
+
+    let missing = format!("http://127.0.0.1:{port}/nothere.avi");
+    let e = tokio::time::timeout(
+        Duration::from_secs(15),
+        FfmpegSource::start(&spec(&missing, 5.0, 416)),
+    )
+    .await
+    .expect("404 did not fail in time")
+    .expect_err("404 must fail");
+    let m = e.to_string();
+    assert!(m.contains(&missing) && m.contains("404"), "{m}");
 }

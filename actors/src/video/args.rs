@@ -144,7 +144,7 @@ pub fn parse_stream_info(log: &str) -> Option<VideoInfo> {
         };
         let desc = &line[pos + ": Video:".len()..];
         let tokens: Vec<&str> = desc
-            .split(|c: char| c == ',' || c == ' ' || c == '[' || c == ']' || c == '(' || c == ')')
+            .split([',', ' ', '[', ']', '(', ')'])
             .filter(|t| !t.is_empty())
             .collect();
         let size = tokens.iter().find_map(|t| parse_size(t));
@@ -283,7 +283,7 @@ mod tests {
                 prop_assert_eq!((ow, oh), (w, h));
             } else {
                 prop_assert!(ow.max(oh) <= max_side);
-                prop_assert!(ow % 2 == 0 && oh % 2 == 0 && ow >= 2 && oh >= 2);
+                prop_assert!(ow.is_multiple_of(2) && oh.is_multiple_of(2) && ow >= 2 && oh >= 2);
                 // Aspect within the rounding of the short side (2 px after evening).
                 let want = w as f64 / h as f64;
                 let short = ow.min(oh) as f64;
