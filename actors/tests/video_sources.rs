@@ -368,3 +368,25 @@ async fn http_source_reads_to_the_end_and_reports_http_errors() {
     let m = e.to_string();
     assert!(m.contains(&missing) && m.contains("404"), "{m}");
 }
+
+#[tokio::test]
+async fn silent_server_fails_after_the_io_timeout_instead_of_hanging() {
+    require_ffmpeg();
+    // Accepts connections (the kernel completes the handshake) but never answers.
+    let listener = TcpListener::bind("127.0.0.1:0").expect("bind loopback");
+    let port = listener.local_addr().expect("local addr").port();
+    let rtsp = spec(&format!("rtsp://127.0.0.1:{port}/x"), 5.0, 416);
+    let http = spec(&format!("http://127.0.0.1:{port}/x"), 5.0, 416);
+    let limit = nvr_actors::video::NET_IO_TIMEOUT + Duration::from_secs(10);
+    let (r, h) = tokio::join!(
+        tokio::time::timeout(limit, FfmpegSource::start(&rtsp)),
+        tokio::time::timeout(limit, FfmpegSource::start(&http)),
+    );
+    let r = r.expect("silent rtsp server: start hung past the io timeout");
+    let h = h.expect("silent http server: start hung past the io timeout");
+    let re = r.expect_err("silent rtsp server must fail");
+    let he = h.expect_err("silent http server must fail");
+    assert!(re.to_string().contains(&rtsp.url), "{re}");
+    assert!(he.to_string().contains(&http.url), "{he}");
+    drop(listener);
+}
