@@ -35,12 +35,22 @@ pub struct RawBench {
 /// Time the model alone on the first frame of `<data dir>/samples/vtest.avi`
 /// (decoded with ffmpeg), letterboxed to `input_size`, on the CPU with
 /// `threads` intra-op threads (0 = ONNX Runtime's default).
-pub fn bench_raw(model_path: &Path, input_size: u32, iterations: usize, threads: usize) -> Result<RawBench, DetectError> {
+pub fn bench_raw(
+    model_path: &Path,
+    input_size: u32,
+    iterations: usize,
+    threads: usize,
+) -> Result<RawBench, DetectError> {
     let sample = data_dir().join("samples").join("vtest.avi");
     let frame = read_frames(&sample, 0, 1, 1)?
         .into_iter()
         .next()
-        .ok_or_else(|| DetectError::Image(format!("no frame decoded from {}; run scripts/setup", sample.display())))?;
+        .ok_or_else(|| {
+            DetectError::Image(format!(
+                "no frame decoded from {}; run scripts/setup",
+                sample.display()
+            ))
+        })?;
     bench_raw_on(model_path, &frame, input_size, iterations, threads)
 }
 
@@ -93,7 +103,11 @@ pub fn summarise(input_size: u32, times_ms: &[f64]) -> RawBench {
     RawBench {
         input_size,
         iterations: n,
-        fps: if total > 0.0 { n as f64 * 1e3 / total } else { 0.0 },
+        fps: if total > 0.0 {
+            n as f64 * 1e3 / total
+        } else {
+            0.0
+        },
         mean_ms: if n > 0 { total / n as f64 } else { 0.0 },
         p50_ms: pct(0.5),
         p99_ms: pct(0.99),

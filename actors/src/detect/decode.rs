@@ -184,7 +184,10 @@ mod tests {
         assert_eq!("yolox".parse::<ModelType>().unwrap(), ModelType::Yolox);
         assert_eq!("YOLOv8".parse::<ModelType>().unwrap(), ModelType::Yolov8);
         assert_eq!("yolo11".parse::<ModelType>().unwrap(), ModelType::Yolov8);
-        assert_eq!("ultralytics".parse::<ModelType>().unwrap(), ModelType::Yolov8);
+        assert_eq!(
+            "ultralytics".parse::<ModelType>().unwrap(),
+            ModelType::Yolov8
+        );
         let e = "ssd".parse::<ModelType>().unwrap_err().to_string();
         assert!(e.contains("ssd") && e.contains("yolox"), "{e}");
     }
@@ -206,8 +209,16 @@ mod tests {
         let mut data = vec![0.0f32; n * row_len];
         // Anchor on stride 8 at grid (x=3, y=2): index 2*8+3 = 19.
         let i = 19;
-        data[i * row_len..(i + 1) * row_len]
-            .copy_from_slice(&[0.5, 0.25, (2.0f32).ln(), (4.0f32).ln(), 0.9, 0.1, 0.8, 0.2]);
+        data[i * row_len..(i + 1) * row_len].copy_from_slice(&[
+            0.5,
+            0.25,
+            (2.0f32).ln(),
+            (4.0f32).ln(),
+            0.9,
+            0.1,
+            0.8,
+            0.2,
+        ]);
         // Anchor on stride 16 at grid (x=1, y=1): index 32 + 1*4 + 1 = 37, low score.
         let j = 37;
         data[j * row_len..(j + 1) * row_len]
@@ -239,7 +250,9 @@ mod tests {
     #[test]
     fn yolox_wrong_anchor_count_is_an_error() {
         let data = vec![0.0f32; 10 * 85];
-        let e = decode_yolox(&data, 85, 416, 416, 0.3, &all).unwrap_err().to_string();
+        let e = decode_yolox(&data, 85, 416, 416, 0.3, &all)
+            .unwrap_err()
+            .to_string();
         assert!(e.contains("3549"), "{e}");
     }
 

@@ -75,7 +75,12 @@ fn pixel_rect(img: &RgbImage, bbox_norm: [f32; 4]) -> Option<[u32; 4]> {
     let y1 = (clamp01(bbox_norm[1].max(bbox_norm[3])) * h).ceil() as u32;
     let x0 = x0.min(img.width - 1);
     let y0 = y0.min(img.height - 1);
-    Some([x0, y0, x1.clamp(x0 + 1, img.width), y1.clamp(y0 + 1, img.height)])
+    Some([
+        x0,
+        y0,
+        x1.clamp(x0 + 1, img.width),
+        y1.clamp(y0 + 1, img.height),
+    ])
 }
 
 fn l2_normalise(v: &mut [f32]) {
@@ -113,8 +118,10 @@ pub fn colour_descriptor(img: &RgbImage, bbox_norm: [f32; 4]) -> Vec<f32> {
         let y = y0 + ((iy as u64 * bh as u64 + bh as u64 / 2) / ys as u64) as u32;
         let half = if y - y0 < bh.div_ceil(2) { 0 } else { 1 };
         for ix in 0..xs {
-            let x = cx0 + ((ix as u64 * (cx1 - cx0) as u64 + (cx1 - cx0) as u64 / 2) / xs as u64) as u32;
-            out[half * HALF_BINS + bin_of(img.pixel(x.min(img.width - 1), y.min(img.height - 1)))] += 1.0;
+            let x = cx0
+                + ((ix as u64 * (cx1 - cx0) as u64 + (cx1 - cx0) as u64 / 2) / xs as u64) as u32;
+            out[half * HALF_BINS
+                + bin_of(img.pixel(x.min(img.width - 1), y.min(img.height - 1)))] += 1.0;
         }
     }
     for half in out.chunks_mut(HALF_BINS) {
@@ -222,7 +229,11 @@ impl OnnxEmbedder {
 
     /// Embed each box (`[x1,y1,x2,y2]` normalised 0..1 of `img`) in one
     /// batch; returns one L2-normalised vector per box, in order.
-    pub fn embed(&mut self, img: &RgbImage, bboxes: &[[f32; 4]]) -> Result<Vec<Vec<f32>>, DetectError> {
+    pub fn embed(
+        &mut self,
+        img: &RgbImage,
+        bboxes: &[[f32; 4]],
+    ) -> Result<Vec<Vec<f32>>, DetectError> {
         img.validate()?;
         if bboxes.is_empty() {
             return Ok(Vec::new());

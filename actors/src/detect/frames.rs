@@ -25,7 +25,16 @@ pub fn probe_size(path: &Path) -> Result<(u32, u32), DetectError> {
         )));
     }
     let out = Command::new("ffprobe")
-        .args(["-v", "error", "-select_streams", "v:0", "-show_entries", "stream=width,height", "-of", "csv=s=x:p=0"])
+        .args([
+            "-v",
+            "error",
+            "-select_streams",
+            "v:0",
+            "-show_entries",
+            "stream=width,height",
+            "-of",
+            "csv=s=x:p=0",
+        ])
         .arg(path)
         .stdin(Stdio::null())
         .output()
@@ -47,14 +56,26 @@ pub fn probe_size(path: &Path) -> Result<(u32, u32), DetectError> {
 
 /// Decode up to `max_frames` frames of `path` as packed RGB, starting at
 /// frame `start` and keeping every `step`-th frame (`step` 0 counts as 1).
-pub fn read_frames(path: &Path, start: usize, step: usize, max_frames: usize) -> Result<Vec<RgbImage>, DetectError> {
+pub fn read_frames(
+    path: &Path,
+    start: usize,
+    step: usize,
+    max_frames: usize,
+) -> Result<Vec<RgbImage>, DetectError> {
     let (width, height) = probe_size(path)?;
     let step = step.max(1);
     let filter = format!("select='gte(n\\,{start})*not(mod(n-{start}\\,{step}))'");
     let out = Command::new("ffmpeg")
         .args(["-nostdin", "-v", "error", "-i"])
         .arg(path)
-        .args(["-vf", &filter, "-fps_mode", "passthrough", "-frames:v", &max_frames.to_string()])
+        .args([
+            "-vf",
+            &filter,
+            "-fps_mode",
+            "passthrough",
+            "-frames:v",
+            &max_frames.to_string(),
+        ])
         .args(["-f", "rawvideo", "-pix_fmt", "rgb24", "-"])
         .stdin(Stdio::null())
         .output()

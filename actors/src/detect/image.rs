@@ -125,7 +125,8 @@ pub fn decode_jpeg(bytes: &[u8]) -> Result<RgbImage, DetectError> {
 
 /// Encode packed RGB as a baseline JPEG of the given quality (clamped to 1..=100).
 pub fn encode_jpeg(img: &RgbImage, quality: u8) -> Result<Vec<u8>, DetectError> {
-    img.validate().map_err(|e| DetectError::Encode(e.to_string()))?;
+    img.validate()
+        .map_err(|e| DetectError::Encode(e.to_string()))?;
     let (w, h) = (
         u16::try_from(img.width)
             .map_err(|_| DetectError::Encode(format!("width {} exceeds 65535", img.width)))?,
@@ -160,8 +161,7 @@ pub fn resize_exact(
     let src = ImageRef::new(img.width, img.height, &img.data, PixelType::U8x3)
         .map_err(|e| DetectError::Image(format!("resize source: {e}")))?;
     let mut dst = Image::new(width, height, PixelType::U8x3);
-    let options =
-        ResizeOptions::new().resize_alg(ResizeAlg::Convolution(FilterType::Bilinear));
+    let options = ResizeOptions::new().resize_alg(ResizeAlg::Convolution(FilterType::Bilinear));
     resizer
         .resize(&src, &mut dst, &options)
         .map_err(|e| DetectError::Image(format!("resize failed: {e}")))?;

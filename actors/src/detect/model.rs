@@ -153,7 +153,12 @@ pub fn backend_available(backend: Backend) -> Result<bool, DetectError> {
         Backend::CoreMl => ep::CoreML::is_available(),
         Backend::OpenVino => ep::OpenVINO::is_available(),
     };
-    r.map_err(|e| DetectError::Runtime(format!("listing execution providers: {}", one_line(&e.to_string()))))
+    r.map_err(|e| {
+        DetectError::Runtime(format!(
+            "listing execution providers: {}",
+            one_line(&e.to_string())
+        ))
+    })
 }
 
 fn one_line(s: &str) -> String {
@@ -220,7 +225,10 @@ fn dispatch(backend: Backend, device_id: i32) -> Option<ExecutionProviderDispatc
 /// Create a session for `path`, registering the requested execution provider
 /// (checking that this ONNX Runtime build has it) and falling back to the CPU
 /// only when `allow_cpu_fallback` is set.
-pub(crate) fn build_session(path: &Path, opts: &RuntimeOptions) -> Result<BuiltSession, DetectError> {
+pub(crate) fn build_session(
+    path: &Path,
+    opts: &RuntimeOptions,
+) -> Result<BuiltSession, DetectError> {
     let env = environment()?;
     if !path.is_file() {
         return Err(model_err(
@@ -235,7 +243,11 @@ pub(crate) fn build_session(path: &Path, opts: &RuntimeOptions) -> Result<BuiltS
             b = b.with_intra_threads(opts.threads).map_err(|e| {
                 (
                     false,
-                    format!("setting {} threads: {}", opts.threads, one_line(&e.to_string())),
+                    format!(
+                        "setting {} threads: {}",
+                        opts.threads,
+                        one_line(&e.to_string())
+                    ),
                 )
             })?;
         }
@@ -244,7 +256,8 @@ pub(crate) fn build_session(path: &Path, opts: &RuntimeOptions) -> Result<BuiltS
                 .with_execution_providers([d])
                 .map_err(|e| (true, one_line(&e.to_string())))?;
         }
-        b.commit_from_file(path).map_err(|e| (backend != Backend::Cpu, one_line(&e.to_string())))
+        b.commit_from_file(path)
+            .map_err(|e| (backend != Backend::Cpu, one_line(&e.to_string())))
     };
     let requested = opts.backend;
     let failure = if backend_available(requested)? {
@@ -331,20 +344,33 @@ impl DetectorOptions {
 
 /// Dimension `i` of a shape, `None` when symbolic.
 fn dim(shape: &[i64], i: usize) -> Option<usize> {
-    shape.get(i).and_then(|&d| usize::try_from(d).ok()).filter(|&d| d > 0)
+    shape
+        .get(i)
+        .and_then(|&d| usize::try_from(d).ok())
+        .filter(|&d| d > 0)
 }
 
 fn fmt_shape(shape: &[i64]) -> String {
     let parts: Vec<String> = shape
         .iter()
-        .map(|&d| if d < 0 { "?".to_string() } else { d.to_string() })
+        .map(|&d| {
+            if d < 0 {
+                "?".to_string()
+            } else {
+                d.to_string()
+            }
+        })
         .collect();
     format!("[{}]", parts.join(","))
 }
 
 /// Check the session's input against the image convention and return the
 /// input size to use (the model's own when it is fixed).
-pub(crate) fn validate_input(session: &Session, path: &Path, wanted: u32) -> Result<u32, DetectError> {
+pub(crate) fn validate_input(
+    session: &Session,
+    path: &Path,
+    wanted: u32,
+) -> Result<u32, DetectError> {
     let inputs = session.inputs();
     if inputs.len() != 1 {
         return Err(model_err(
@@ -353,8 +379,12 @@ pub(crate) fn validate_input(session: &Session, path: &Path, wanted: u32) -> Res
         ));
     }
     let input = &inputs[0];
-    let (Some(ty), Some(shape)) = (input.dtype().tensor_type(), input.dtype().tensor_shape()) else {
-        return Err(model_err(path, format!("input {:?} is not a tensor", input.name())));
+    let (Some(ty), Some(shape)) = (input.dtype().tensor_type(), input.dtype().tensor_shape())
+    else {
+        return Err(model_err(
+            path,
+            format!("input {:?} is not a tensor", input.name()),
+        ));
     };
     if ty != TensorElementType::Float32 {
         return Err(model_err(
@@ -363,7 +393,10 @@ pub(crate) fn validate_input(session: &Session, path: &Path, wanted: u32) -> Res
         ));
     }
     let shape: &[i64] = shape;
-    if shape.len() != 4 || dim(shape, 1).is_some_and(|c| c != 3) || dim(shape, 0).is_some_and(|n| n != 1) {
+    if shape.len() != 4
+        || dim(shape, 1).is_some_and(|c| c != 3)
+        || dim(shape, 0).is_some_and(|n| n != 1)
+    {
         return Err(model_err(
             path,
             format!(
@@ -392,12 +425,23 @@ pub(crate) fn validate_input(session: &Session, path: &Path, wanted: u32) -> Res
             if wanted < 32 || wanted % 32 != 0 {
                 return Err(DetectError::Config {
                     what: "input_size".into(),
-                    reason: format!("{wanted} (must be a positive multiple of 32, e.g. 320, 416, 640)"),
+                    reason: format!(
+                        "{wanted} (must be a positive multiple of 32, e.g. 320, 416, 640)"
+                    ),
                 });
             }
             Ok(wanted)
         }
     }
+}
+
+/// Whether the model's image input has a fixed height and width.
+fn input_is_fixed(session: &Session) -> bool {
+    session
+        .inputs()
+        .first()
+        .and_then(|i| i.dtype().tensor_shape())
+        .is_some_and(|s| dim(s, 2).is_some() && dim(s, 3).is_some())
 }
 
 /// Check the first output against `model_type`; returns the class count when
@@ -407,12 +451,17 @@ fn validate_output(
     path: &Path,
     model_type: ModelType,
     input_size: u32,
+    input_fixed: bool,
 ) -> Result<Option<usize>, DetectError> {
     let Some(output) = session.outputs().first() else {
         return Err(model_err(path, "model has no outputs"));
     };
-    let (Some(ty), Some(shape)) = (output.dtype().tensor_type(), output.dtype().tensor_shape()) else {
-        return Err(model_err(path, format!("output {:?} is not a tensor", output.name())));
+    let (Some(ty), Some(shape)) = (output.dtype().tensor_type(), output.dtype().tensor_shape())
+    else {
+        return Err(model_err(
+            path,
+            format!("output {:?} is not a tensor", output.name()),
+        ));
     };
     let shape: &[i64] = shape;
     let what = match model_type {
@@ -444,10 +493,14 @@ fn validate_output(
                     return Err(bad("looks like an Ultralytics layout".into()));
                 }
             }
-            if let Some(n) = d1 {
+            // A symbolic input size makes the declared anchor count meaningless
+            // (ONNX Runtime may report the count of the export size).
+            if let (Some(n), true) = (d1, input_fixed) {
                 let want = yolox_anchor_count(input_size, input_size);
                 if n != want {
-                    return Err(bad(format!("{n} anchors, a {input_size} input needs {want}")));
+                    return Err(bad(format!(
+                        "{n} anchors, a {input_size} input needs {want}"
+                    )));
                 }
             }
             match d2 {
@@ -548,7 +601,14 @@ impl Detector {
             },
         )?;
         let input_size = validate_input(&built.session, path, opts.input_size)?;
-        validate_output(&built.session, path, opts.model_type, input_size)?;
+        let input_fixed = input_is_fixed(&built.session);
+        validate_output(
+            &built.session,
+            path,
+            opts.model_type,
+            input_size,
+            input_fixed,
+        )?;
         let model_name = path
             .file_stem()
             .map(|s| s.to_string_lossy().into_owned())
@@ -652,7 +712,8 @@ impl Detector {
                 continue;
             }
             let label = label_of(c.class_id);
-            let embedding = (self.embeddings && c.class_id == 0).then(|| colour_descriptor(img, bbox));
+            let embedding =
+                (self.embeddings && c.class_id == 0).then(|| colour_descriptor(img, bbox));
             objects.push(nvr_subjects::DetectedObject {
                 class_id: c.class_id as u32,
                 label,
