@@ -99,7 +99,7 @@ pub fn decode_yolox(
     }
     let n = data.len() / row_len;
     let expected = yolox_anchor_count(width, height);
-    if data.len() % row_len != 0 || n != expected {
+    if !data.len().is_multiple_of(row_len) || n != expected {
         return Err(DetectError::Inference(format!(
             "YOLOX head has {n} anchors of {row_len} values ({} floats), a {width}x{height} input needs {expected}",
             data.len()
@@ -146,7 +146,7 @@ pub fn decode_yolov8(
     min_score: f32,
     keep: &dyn Fn(usize) -> bool,
 ) -> Result<Vec<Candidate>, DetectError> {
-    if channels < 5 || data.len() % channels != 0 {
+    if channels < 5 || !data.len().is_multiple_of(channels) {
         return Err(DetectError::Inference(format!(
             "YOLOv8 head has {} floats, not a multiple of {channels} channels (need 4 box + classes)",
             data.len()

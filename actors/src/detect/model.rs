@@ -422,7 +422,7 @@ pub(crate) fn validate_input(
             Ok(fixed)
         }
         _ => {
-            if wanted < 32 || wanted % 32 != 0 {
+            if wanted < 32 || !wanted.is_multiple_of(32) {
                 return Err(DetectError::Config {
                     what: "input_size".into(),
                     reason: format!(
