@@ -4,12 +4,42 @@
 //! Usage: `track_mot <dets.txt> <out.txt> [--fps F] [--frames N] [--set key=value]...`
 //! (`--set` overrides any `TrackerParams` field by name; `--frames` is the
 //! last frame number, so trailing frames without detections are still run).
+//!
+//! `track_mot bench <objects> <frames> [<dets_out.txt>]` times tracker updates
+//! on the synthetic sequence (`bench::bench_updates`), prints one JSON line,
+//! and optionally writes that same sequence as a MOT file for
+//! `bench/track_eval/bench_reference.py`.
 
 use anyhow::{bail, Context, Result};
-use nvr_actors::track::{mot, TrackerParams};
+use nvr_actors::track::{bench, mot, TrackerParams};
+
+fn run_bench(args: &[String]) -> Result<()> {
+    let usage = "usage: track_mot bench <objects> <frames> [<dets_out.txt>]";
+    let (Some(o), Some(f)) = (args.first(), args.get(1)) else {
+        bail!("{usage}");
+    };
+    let objects: usize = o
+        .parse()
+        .with_context(|| format!("objects: bad integer {o:?}"))?;
+    let frames: usize = f
+        .parse()
+        .with_context(|| format!("frames: bad integer {f:?}"))?;
+    if let Some(path) = args.get(2) {
+        let seq = bench::synthetic_sequence(objects, frames, 42);
+        bench::write_mot(&seq, std::path::Path::new(path))
+            .with_context(|| format!("writing {path}"))?;
+    }
+    let row = bench::bench_updates(objects, frames);
+    println!("{}", serde_json::to_string(&row)?);
+    Ok(())
+}
 
 fn main() -> Result<()> {
-    let mut args = std::env::args().skip(1);
+    let all: Vec<String> = std::env::args().skip(1).collect();
+    if all.first().map(String::as_str) == Some("bench") {
+        return run_bench(&all[1..]);
+    }
+    let mut args = all.into_iter();
     let mut pos = Vec::new();
     let mut fps = 5.0f64;
     let mut frames: Option<u32> = None;

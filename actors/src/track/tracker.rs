@@ -63,6 +63,9 @@ pub struct TrackerParams {
     pub embedding_momentum: f32,
     /// Nominal frame interval (ms) that the motion noise is expressed per.
     pub nominal_frame_ms: u64,
+    /// Confirm tracks born in the very first update at once (ByteTrack's
+    /// cold start: objects already in view when tracking starts).
+    pub confirm_first_update: bool,
     /// Kalman position noise per nominal frame, fraction of box height.
     pub kf_pos_noise: f32,
     /// Kalman velocity noise per nominal frame, fraction of box height.
@@ -78,7 +81,7 @@ impl Default for TrackerParams {
             low_threshold: 0.1,
             new_track_threshold: 0.7,
             match_iou: 0.2,
-            low_match_iou: 0.4,
+            low_match_iou: 0.3,
             tentative_match_iou: 0.2,
             recovery_iou: 0.3,
             min_hits: 2,
@@ -89,8 +92,9 @@ impl Default for TrackerParams {
             appearance_weight: 0.3,
             embedding_momentum: 0.9,
             nominal_frame_ms: 200,
+            confirm_first_update: true,
             kf_pos_noise: 1.0 / 20.0,
-            kf_vel_noise: 1.0 / 160.0,
+            kf_vel_noise: 0.03,
             kf_meas_noise: 1.0 / 20.0,
         }
     }
@@ -122,6 +126,11 @@ impl TrackerParams {
             "direction_weight" => self.direction_weight = f(key, value)?,
             "fuse_score" => {
                 self.fuse_score = value
+                    .parse::<bool>()
+                    .map_err(|e| format!("tracker param {key}: bad bool {value:?}: {e}"))?
+            }
+            "confirm_first_update" => {
+                self.confirm_first_update = value
                     .parse::<bool>()
                     .map_err(|e| format!("tracker param {key}: bad bool {value:?}: {e}"))?
             }
@@ -409,7 +418,7 @@ impl Tracker {
             let id = self.next_id;
             self.next_id += 1;
             let kf = KalmanBox::new(xyxy_to_cxcywh(d.bbox), p.kalman());
-            let confirmed = p.min_hits <= 1;
+            let confirmed = p.min_hits <= 1 || (p.confirm_first_update && step == 1);
             if confirmed {
                 started.push(id);
             }
@@ -727,6 +736,7 @@ mod tests {
     fn lifecycle_started_ended_and_removal_after_max_lost() {
         let p = TrackerParams {
             max_lost_ms: 1000,
+            confirm_first_update: false,
             ..TrackerParams::default()
         };
         let mut tr = Tracker::new(p);
@@ -760,8 +770,32 @@ mod tests {
     }
 
     #[test]
-    fn unmatched_tentative_dies_silently() {
+    fn cold_start_confirms_first_update_only() {
         let mut tr = Tracker::new(TrackerParams::default());
+        let o = tr.update(T0, &[det("person", 0.9, 0.2, 0.5, 0.05, 0.1)]);
+        assert_eq!(o.started, vec![1]);
+        assert_eq!(o.tracks[0].state, TrackState::Confirmed);
+        let o = tr.update(
+            T0 + FRAME,
+            &[
+                det("person", 0.9, 0.2, 0.5, 0.05, 0.1),
+                det("person", 0.9, 0.8, 0.5, 0.05, 0.1),
+            ],
+        );
+        assert!(o.started.is_empty());
+        assert_eq!(
+            o.tracks[1].state,
+            TrackState::Tentative,
+            "later tracks need min_hits"
+        );
+    }
+
+    #[test]
+    fn unmatched_tentative_dies_silently() {
+        let mut tr = Tracker::new(TrackerParams {
+            confirm_first_update: false,
+            ..TrackerParams::default()
+        });
         tr.update(T0, &[det("person", 0.9, 0.5, 0.5, 0.05, 0.1)]);
         let o = tr.update(T0 + FRAME, &[]);
         assert!(o.tracks.is_empty() && o.ended.is_empty());
@@ -784,7 +818,10 @@ mod tests {
 
     #[test]
     fn labels_never_mix() {
-        let mut tr = Tracker::new(TrackerParams::default());
+        let mut tr = Tracker::new(TrackerParams {
+            confirm_first_update: false,
+            ..TrackerParams::default()
+        });
         tr.update(T0, &[det("person", 0.9, 0.5, 0.5, 0.05, 0.1)]);
         let o = tr.update(T0 + FRAME, &[det("car", 0.9, 0.5, 0.5, 0.05, 0.1)]);
         assert_eq!(o.tracks.len(), 1);
