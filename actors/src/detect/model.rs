@@ -742,6 +742,13 @@ mod tests {
     }
 
     #[test]
+    fn detector_can_move_to_a_worker_thread() {
+        fn assert_send<T: Send>() {}
+        assert_send::<Detector>();
+        assert_send::<crate::detect::embed::OnnxEmbedder>();
+    }
+
+    #[test]
     fn shape_helpers() {
         assert_eq!(fmt_shape(&[1, -1, 85]), "[1,?,85]");
         assert_eq!(dim(&[1, -1, 85], 1), None);
