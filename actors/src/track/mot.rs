@@ -191,7 +191,11 @@ mod tests {
             out.iter().all(|r| r.id == out[0].id),
             "one id expected: {out:?}"
         );
-        assert_eq!(out.len(), 9, "frames 1..=10 minus frame 5 (cold start confirms frame 1)");
+        assert_eq!(
+            out.len(),
+            9,
+            "frames 1..=10 minus frame 5 (cold start confirms frame 1)"
+        );
         let text = format_mot(&out);
         let back = parse_mot(&text).expect("reparse");
         assert_eq!(back.len(), out.len());

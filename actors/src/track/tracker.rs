@@ -83,7 +83,7 @@ impl Default for TrackerParams {
             match_iou: 0.2,
             low_match_iou: 0.3,
             tentative_match_iou: 0.2,
-            recovery_iou: 0.3,
+            recovery_iou: 0.5,
             min_hits: 2,
             max_lost_ms: 3000,
             delta_t: 3,
