@@ -1,7 +1,21 @@
 //! Synthetic throughput benchmark of one spatial matching cycle at a given
 //! number of active identities (no I/O; callers print or store the rows).
 
+use std::time::Instant;
+
+use nvr_subjects::{CameraTracks, Track, TrackState, SCHEMA_VERSION};
+use rand::{Rng, SeedableRng};
+use rand_chacha::ChaCha8Rng;
 use serde::Serialize;
+
+use super::{CameraGeometry, Homography, SpatialParams, SpatialTracker};
+
+/// Floor metres covered by one benchmark camera (one tile, plus overlap).
+const TILE_M: [f64; 2] = [12.0, 8.0];
+/// Overlap of neighbouring camera tiles, metres.
+const OVERLAP_M: f64 = 1.0;
+/// Pixels per metre of the benchmark cameras (1280 x 720 covers 12.8 x 9 m).
+const PX_PER_M: f64 = 80.0;
 
 /// Timing of [`bench_cycle`].
 #[derive(Debug, Clone, Default, Serialize)]
@@ -21,6 +35,136 @@ pub struct BenchRow {
 /// Runs `cycles` matching cycles with about `active_tracks` people walking on
 /// a floor tiled by overlapping cameras and reports the cycle times.
 pub fn bench_cycle(active_tracks: usize, cycles: usize) -> BenchRow {
-    let _ = (active_tracks, cycles);
-    todo!()
+    let mut rng = ChaCha8Rng::seed_from_u64(7);
+    // About 1 person per 6 m^2, floor square-ish, tiled by cameras.
+    let area = (active_tracks.max(1) as f64) * 6.0;
+    let nx = ((area.sqrt() / TILE_M[0]).ceil() as usize).max(1);
+    let ny = ((area / (nx as f64 * TILE_M[0]) / TILE_M[1]).ceil() as usize).max(1);
+    let size = [nx as f64 * TILE_M[0], ny as f64 * TILE_M[1]];
+    let mut cams = Vec::new();
+    for ix in 0..nx {
+        for iy in 0..ny {
+            let ox = ix as f64 * TILE_M[0] - OVERLAP_M / 2.0;
+            let oy = iy as f64 * TILE_M[1] - OVERLAP_M / 2.0;
+            let m = [
+                [1.0 / PX_PER_M, 0.0, ox],
+                [0.0, 1.0 / PX_PER_M, oy],
+                [0.0, 0.0, 1.0],
+            ];
+            if let Ok(h) = Homography::from_matrix(m) {
+                cams.push((format!("c{ix}_{iy}"), [ox, oy], h));
+            }
+        }
+    }
+    let geoms = cams
+        .iter()
+        .map(|(id, _, h)| CameraGeometry {
+            id: id.clone(),
+            floor: "bench".into(),
+            homography: h.clone(),
+        })
+        .collect();
+    let params = SpatialParams {
+        max_tracks: active_tracks.max(1) * 2,
+        ..SpatialParams::default()
+    };
+    let mut tracker = SpatialTracker::new("bench", params, geoms);
+    let dim = 32;
+    let mut people: Vec<([f64; 2], [f64; 2], Vec<f32>)> = (0..active_tracks)
+        .map(|_| {
+            let p = [
+                rng.random_range(0.0..size[0]),
+                rng.random_range(0.0..size[1]),
+            ];
+            let a: f64 = rng.random_range(0.0..std::f64::consts::TAU);
+            let mut e: Vec<f32> = (0..dim).map(|_| rng.random_range(-1.0f32..1.0)).collect();
+            let n = e.iter().map(|x| x * x).sum::<f32>().sqrt().max(1e-6);
+            e.iter_mut().for_each(|x| *x /= n);
+            (p, [1.2 * a.cos(), 1.2 * a.sin()], e)
+        })
+        .collect();
+    // Per camera: which person has which camera track id (churn restarts ids).
+    let mut track_ids: Vec<Vec<u64>> = vec![(0..active_tracks as u64).collect(); cams.len()];
+    let mut next_id = active_tracks as u64;
+    let interval_ns = 200_000_000u64;
+    let warmup = 5;
+    let mut times = Vec::with_capacity(cycles);
+    let mut reid = 0.0;
+    for c in 0..(cycles + warmup) {
+        let ts = 1_000_000_000_000 + c as u64 * interval_ns;
+        for (p, v, _) in people.iter_mut() {
+            for k in 0..2 {
+                p[k] += v[k] * 0.2;
+                if p[k] < 0.0 || p[k] > size[k] {
+                    v[k] = -v[k];
+                    p[k] = p[k].clamp(0.0, size[k]);
+                }
+            }
+        }
+        let mut msgs = Vec::with_capacity(cams.len());
+        for (ci, (id, o, _)) in cams.iter().enumerate() {
+            let mut tracks = Vec::new();
+            for (pi, (p, _, e)) in people.iter().enumerate() {
+                let (u, v) = ((p[0] - o[0]) * PX_PER_M, (p[1] - o[1]) * PX_PER_M);
+                if !(0.0..1280.0).contains(&u) || !(60.0..720.0).contains(&v) {
+                    continue;
+                }
+                // 1% churn per cycle: the camera tracker loses and restarts the track.
+                if rng.random_bool(0.01) {
+                    track_ids[ci][pi] = next_id;
+                    next_id += 1;
+                }
+                tracks.push(Track {
+                    track_id: track_ids[ci][pi],
+                    label: "person".into(),
+                    score: 0.9,
+                    bbox: [
+                        ((u - 15.0) / 1280.0) as f32,
+                        ((v - 60.0) / 720.0) as f32,
+                        ((u + 15.0) / 1280.0) as f32,
+                        (v / 720.0) as f32,
+                    ],
+                    state: TrackState::Confirmed,
+                    hits: 10,
+                    age_ms: 1000,
+                    embedding: Some(e.clone()),
+                });
+            }
+            tracks.sort_by_key(|t| t.track_id);
+            msgs.push(CameraTracks {
+                v: SCHEMA_VERSION,
+                camera: id.clone(),
+                seq: c as u64,
+                ts_ns: ts,
+                width: 1280,
+                height: 720,
+                tracks,
+            });
+        }
+        let t0 = Instant::now();
+        for m in &msgs {
+            let _ = tracker.ingest(m);
+        }
+        let out = tracker.step(ts + 1);
+        let el = t0.elapsed().as_secs_f64() * 1e3;
+        std::hint::black_box(&out);
+        if c >= warmup {
+            times.push(el);
+            reid += tracker.stats().last_reid_ms;
+        }
+    }
+    let n = times.len().max(1);
+    let mean_ms = times.iter().sum::<f64>() / n as f64;
+    times.sort_by(|a, b| a.total_cmp(b));
+    let p99_ms = times
+        .get(((n as f64 * 0.99).ceil() as usize).saturating_sub(1))
+        .copied()
+        .unwrap_or(0.0);
+    BenchRow {
+        active_tracks: tracker.stats().active_tracks,
+        cycles,
+        mean_ms,
+        p99_ms,
+        reid_mean_ms: reid / n as f64,
+    }
 }

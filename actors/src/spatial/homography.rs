@@ -282,3 +282,129 @@ impl Homography {
         ]
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use proptest::prelude::*;
+
+    fn truth() -> Homography {
+        // Floor from image: a perspective map of a tilted camera.
+        Homography::from_matrix([
+            [0.012, 0.001, -3.0],
+            [0.0005, 0.02, -2.0],
+            [0.00001, 0.0012, 0.3],
+        ])
+        .unwrap()
+    }
+
+    fn grid_points(h: &Homography) -> (Vec<[f64; 2]>, Vec<[f64; 2]>) {
+        let mut img = Vec::new();
+        let mut floor = Vec::new();
+        for u in [100.0, 400.0, 700.0, 1000.0, 1200.0] {
+            for v in [300.0, 450.0, 600.0, 700.0] {
+                if let Some(p) = h.project(u, v) {
+                    img.push([u, v]);
+                    floor.push(p);
+                }
+            }
+        }
+        (img, floor)
+    }
+
+    #[test]
+    fn recovers_known_homography_from_exact_points() {
+        let t = truth();
+        let (img, floor) = grid_points(&t);
+        assert!(img.len() >= 8);
+        let h = Homography::from_points(&img, &floor).unwrap();
+        let (mean, max) = h.reprojection_error(&img, &floor);
+        assert!(max < 1e-6, "mean {mean} max {max}");
+        for (u, v) in [(640.0, 500.0), (200.0, 650.0), (1100.0, 350.0)] {
+            let a = t.project(u, v).unwrap();
+            let b = h.project(u, v).unwrap();
+            assert!(dist(a, b) < 1e-6, "{a:?} {b:?}");
+        }
+        // Same matrix up to sign and scale (both unit norm).
+        let (m1, m2) = (t.matrix(), h.matrix());
+        let diff: f64 = (0..9)
+            .map(|i| (m1[i / 3][i % 3] - m2[i / 3][i % 3]).abs())
+            .sum();
+        assert!(diff < 1e-6, "{m1:?} vs {m2:?}");
+    }
+
+    #[test]
+    fn exactly_four_points_work() {
+        let img = [[0.0, 0.0], [1280.0, 0.0], [1280.0, 720.0], [0.0, 720.0]];
+        let floor = [[0.0, 10.0], [8.0, 10.0], [6.0, 2.0], [2.0, 2.0]];
+        let h = Homography::from_points(&img, &floor).unwrap();
+        assert!(h.reprojection_error(&img, &floor).1 < 1e-9);
+    }
+
+    #[test]
+    fn degenerate_points_are_rejected() {
+        let img = [[0.0, 0.0], [100.0, 100.0], [200.0, 200.0], [300.0, 300.0]];
+        let floor = [[0.0, 0.0], [1.0, 0.0], [1.0, 1.0], [0.0, 1.0]];
+        assert_eq!(
+            Homography::from_points(&img, &floor),
+            Err(CalibError::Collinear { which: "image" })
+        );
+        let sq = [[0.0, 0.0], [100.0, 0.0], [100.0, 100.0], [0.0, 100.0]];
+        assert!(matches!(
+            Homography::from_points(&sq[..3], &floor[..3]),
+            Err(CalibError::TooFewPoints { .. })
+        ));
+        let dup = [[0.0, 0.0], [100.0, 0.0], [100.0, 0.0], [0.0, 100.0]];
+        assert!(matches!(
+            Homography::from_points(&dup, &floor),
+            Err(CalibError::Duplicate { .. })
+        ));
+        let nan = [[0.0, 0.0], [100.0, f64::NAN], [100.0, 100.0], [0.0, 100.0]];
+        assert!(matches!(
+            Homography::from_points(&nan, &floor),
+            Err(CalibError::NonFinite { index: 1 })
+        ));
+        assert!(matches!(
+            Homography::from_points(&sq, &img),
+            Err(CalibError::Collinear { which: "floor" })
+        ));
+        // Five points that no homography fits.
+        let img5 = [
+            [0.0, 0.0],
+            [100.0, 0.0],
+            [100.0, 100.0],
+            [0.0, 100.0],
+            [50.0, 50.0],
+        ];
+        let floor5 = [
+            [0.0, 0.0],
+            [10.0, 0.0],
+            [10.0, 10.0],
+            [0.0, 10.0],
+            [9.0, 1.0],
+        ];
+        let e = Homography::from_points(&img5, &floor5).unwrap_err();
+        assert!(matches!(e, CalibError::Inconsistent { .. }), "{e}");
+        assert!(e.to_string().contains("reprojection error"));
+        assert_eq!(
+            Homography::from_matrix([[1.0, 2.0, 3.0], [2.0, 4.0, 6.0], [0.0, 0.0, 1.0]]),
+            Err(CalibError::Singular)
+        );
+    }
+
+    proptest! {
+        #[test]
+        fn small_pixel_noise_gives_small_floor_error(seed in 0u64..1000, sigma in 0.0f64..1.0) {
+            let t = truth();
+            let (img, floor) = grid_points(&t);
+            let noisy: Vec<[f64; 2]> = img.iter().enumerate().map(|(i, p)| {
+                let a = ((seed as f64 + i as f64) * 12.9898).sin() * 43758.5453;
+                let b = ((seed as f64 + i as f64) * 78.233).sin() * 12345.678;
+                [p[0] + sigma * (a - a.floor() - 0.5), p[1] + sigma * (b - b.floor() - 0.5)]
+            }).collect();
+            let h = Homography::from_points(&noisy, &floor).unwrap();
+            let (_, max) = h.reprojection_error(&img, &floor);
+            prop_assert!(max < 0.1, "max {}", max);
+        }
+    }
+}

@@ -49,7 +49,18 @@ pub struct SpatialParams {
     /// Least cosine similarity for a handoff across a blind gap longer than
     /// `appearance_free_gap_ms` when both sides have embeddings.
     pub min_handoff_similarity: f64,
-    /// Blind gaps shorter than this (ms) are bridged on distance alone.
+    /// Least cosine similarity for any association when both sides have embeddings.
+    pub min_similarity: f64,
+    /// A bound source whose appearance stays below this similarity to its
+    /// identity for `unbind_cycles` is unbound (camera-tracker identity swap).
+    pub unbind_similarity: f64,
+    /// Two identities seen by disjoint cameras closer than this (metres) with
+    /// similar appearance for `merge_cycles` cycles are merged.
+    pub merge_m: f64,
+    /// Consecutive cycles before two coinciding identities are merged.
+    pub merge_cycles: u32,
+    /// Blind gaps shorter than this (ms) are bridged without the handoff
+    /// similarity threshold.
     pub appearance_free_gap_ms: u64,
     /// Distance (metres) at which a source that disagrees with the other
     /// sources of its identity is considered inconsistent.
@@ -76,10 +87,14 @@ impl Default for SpatialParams {
             appearance_weight: 0.5,
             max_speed_mps: 1.5,
             max_handoff_radius_m: 12.0,
-            min_handoff_similarity: 0.5,
+            min_handoff_similarity: 0.6,
+            min_similarity: 0.5,
+            unbind_similarity: 0.4,
+            merge_m: 0.8,
+            merge_cycles: 3,
             appearance_free_gap_ms: 2_000,
             unbind_m: 2.5,
-            unbind_cycles: 5,
+            unbind_cycles: 3,
             min_hits: 1,
             alpha: 0.7,
             beta: 0.3,

@@ -85,6 +85,8 @@ pub struct SpatialStats {
     pub last_reid_ms: f64,
     /// Duration of the last whole step, ms.
     pub last_step_ms: f64,
+    /// Identities merged into an older one they coincided with.
+    pub merged: u64,
     /// Matching cycles run.
     pub cycles: u64,
 }
@@ -141,10 +143,16 @@ pub struct SpatialTracker {
     next_id: u64,
     stats: SpatialStats,
     last_step_ts: u64,
+    updated: BTreeSet<u64>,
+    merge_counts: BTreeMap<(u64, u64), u32>,
 }
 
 const GRID_CELL_M: f64 = 2.0;
 const NO_EDGE: f64 = 1.0e6;
+/// Highest speed (m/s) of the motion model.
+const MAX_SPEED_MPS: f64 = 3.0;
+/// Identities seen within half of this (seconds) count as live for gating.
+const LIVE_WINDOW_S: f64 = 2.0;
 
 fn dist(a: [f64; 2], b: [f64; 2]) -> f64 {
     ((a[0] - b[0]).powi(2) + (a[1] - b[1]).powi(2)).sqrt()
@@ -177,28 +185,32 @@ fn normalise(v: &mut [f32]) {
     }
 }
 
-fn cell_of(p: [f64; 2]) -> (i32, i32) {
+fn cell_of(p: [f64; 2], cell: f64) -> (i32, i32) {
     (
-        (p[0] / GRID_CELL_M).floor().clamp(-1e9, 1e9) as i32,
-        (p[1] / GRID_CELL_M).floor().clamp(-1e9, 1e9) as i32,
+        (p[0] / cell).floor().clamp(-1e9, 1e9) as i32,
+        (p[1] / cell).floor().clamp(-1e9, 1e9) as i32,
     )
 }
 
 /// Spatial hash of identity positions; lookups return sorted ids.
 struct Grid {
+    cell: f64,
     cells: HashMap<(usize, i32, i32), Vec<u64>>,
 }
 
 impl Grid {
     fn insert(&mut self, floor: usize, p: [f64; 2], id: u64) {
-        let (cx, cy) = cell_of(p);
+        let (cx, cy) = cell_of(p, self.cell);
         self.cells.entry((floor, cx, cy)).or_default().push(id);
     }
 
     fn query(&self, floor: usize, p: [f64; 2], radius: f64, out: &mut Vec<u64>) {
         out.clear();
-        let (cx, cy) = cell_of(p);
-        let r = (radius / GRID_CELL_M).ceil() as i32;
+        if self.cells.is_empty() {
+            return;
+        }
+        let (cx, cy) = cell_of(p, self.cell);
+        let r = (radius / self.cell).ceil() as i32;
         for dx in -r..=r {
             for dy in -r..=r {
                 if let Some(v) =
@@ -209,6 +221,25 @@ impl Grid {
                 }
             }
         }
+        out.sort_unstable();
+        out.dedup();
+    }
+}
+
+/// Live and lost identities, queried with their own radius.
+struct TwoGrids {
+    live: Grid,
+    lost: Grid,
+    r_live: f64,
+    r_lost: f64,
+    tmp: Vec<u64>,
+}
+
+impl TwoGrids {
+    fn query(&mut self, floor: usize, p: [f64; 2], out: &mut Vec<u64>) {
+        self.live.query(floor, p, self.r_live, out);
+        self.lost.query(floor, p, self.r_lost, &mut self.tmp);
+        out.extend_from_slice(&self.tmp);
         out.sort_unstable();
         out.dedup();
     }
@@ -256,6 +287,8 @@ impl SpatialTracker {
             next_id: 1,
             stats: SpatialStats::default(),
             last_step_ts: 0,
+            updated: BTreeSet::new(),
+            merge_counts: BTreeMap::new(),
         }
     }
 
@@ -400,15 +433,9 @@ impl SpatialTracker {
         let Some(p) = s.pos else {
             return (None, false);
         };
-        if g.label != s.label
-            || g.floor_idx != self.cams[k.0].floor_idx
-            || self.has_live_source_on(g, k.0)
-        {
-            return (None, false);
-        }
         let gap_ns = s.obs_ts.saturating_sub(g.last_seen);
         let gap_s = gap_ns as f64 / 1e9;
-        if gap_s > self.params.max_gap_seconds {
+        if gap_s > self.params.max_gap_seconds || g.floor_idx != self.cams[k.0].floor_idx {
             return (None, false);
         }
         let horizon = gap_s.min(1.0);
@@ -416,7 +443,7 @@ impl SpatialTracker {
         let radius = self.params.gate_m
             + (self.params.max_speed_mps * gap_s).min(self.params.max_handoff_radius_m);
         let d = dist(pred, p);
-        if d > radius {
+        if d > radius || g.label != s.label || self.has_live_source_on(g, k.0) {
             return (None, false);
         }
         let w = self.params.appearance_weight.clamp(0.0, 1.0);
@@ -537,6 +564,7 @@ impl SpatialTracker {
         let started = Instant::now();
         let mut events = Vec::new();
         self.last_step_ts = ts_ns;
+        self.updated.clear();
 
         // 1. Expiry by TTL.
         let ttl_ns = (self.params.track_ttl_seconds.max(0.0) * 1e9) as u64;
@@ -572,9 +600,25 @@ impl SpatialTracker {
         }
         for (gid, keys) in &fresh_by_global {
             let mut keys = keys.clone();
-            // Consistency: a source far from the others of its identity for
-            // several cycles is unbound and matched again.
-            if keys.len() >= 2 {
+            // Consistency: a source whose appearance disagrees with its
+            // identity, or that is far from the identity's other sources,
+            // for several cycles is unbound and matched again.
+            let mut blamed: Option<usize> = None;
+            if self.params.reid_enabled {
+                if let Some(ge) = self.globals.get(gid).and_then(|g| g.emb.as_ref()) {
+                    let mut worst = self.params.unbind_similarity;
+                    for (i, k) in keys.iter().enumerate() {
+                        if let Some(se) = self.sources.get(k).and_then(|s| s.emb.as_ref()) {
+                            let c = cosine(se, ge);
+                            if c < worst {
+                                worst = c;
+                                blamed = Some(i);
+                            }
+                        }
+                    }
+                }
+            }
+            if blamed.is_none() && keys.len() >= 2 {
                 let pts: Vec<[f64; 2]> = keys
                     .iter()
                     .filter_map(|k| self.sources.get(k).and_then(|s| s.pos))
@@ -583,51 +627,52 @@ impl SpatialTracker {
                 let sum = pts
                     .iter()
                     .fold([0.0, 0.0], |a, p| [a[0] + p[0], a[1] + p[1]]);
-                let mut worst: Option<(f64, usize)> = None;
-                for (i, p) in pts.iter().enumerate() {
+                let mut far = false;
+                for p in &pts {
                     let others = [(sum[0] - p[0]) / (n - 1.0), (sum[1] - p[1]) / (n - 1.0)];
-                    let d = dist(*p, others);
-                    if d > self.params.unbind_m && worst.is_none_or(|(wd, _)| d > wd) {
-                        worst = Some((d, i));
+                    if dist(*p, others) > self.params.unbind_m {
+                        far = true;
                     }
                 }
-                if let Some((_, _)) = worst {
-                    // With two sources either may be wrong: blame the younger one.
-                    let blame = if keys.len() == 2 {
-                        let a = self.sources.get(&keys[0]).map(|s| s.first_ts).unwrap_or(0);
-                        let b = self.sources.get(&keys[1]).map(|s| s.first_ts).unwrap_or(0);
-                        if b >= a {
-                            1
-                        } else {
-                            0
-                        }
-                    } else {
-                        worst.map(|(_, i)| i).unwrap_or(0)
-                    };
-                    let bk = keys[blame];
-                    let mut drop = false;
-                    if let Some(s) = self.sources.get_mut(&bk) {
-                        s.bad_cycles += 1;
-                        if s.bad_cycles >= self.params.unbind_cycles {
-                            s.bound = None;
-                            s.bad_cycles = 0;
-                            drop = true;
-                        }
+                if far {
+                    // Blame the youngest source.
+                    blamed = keys
+                        .iter()
+                        .enumerate()
+                        .max_by_key(|(i, k)| {
+                            (self.sources.get(k).map(|s| s.first_ts).unwrap_or(0), *i)
+                        })
+                        .map(|(i, _)| i);
+                }
+            }
+            for (i, k) in keys.iter().enumerate() {
+                if Some(i) != blamed {
+                    if let Some(s) = self.sources.get_mut(k) {
+                        s.bad_cycles = 0;
                     }
-                    if drop {
-                        if let Some(g) = self.globals.get_mut(gid) {
-                            g.sources.remove(&bk);
-                        }
-                        self.stats.unbound_sources += 1;
-                        keys.remove(blame);
-                        unbound.push(bk);
+                }
+            }
+            if let Some(b) = blamed {
+                let bk = keys[b];
+                let mut drop = false;
+                if let Some(s) = self.sources.get_mut(&bk) {
+                    s.bad_cycles += 1;
+                    if s.bad_cycles >= self.params.unbind_cycles {
+                        s.bound = None;
+                        s.bad_cycles = 0;
+                        drop = true;
                     }
+                }
+                if drop {
+                    if let Some(g) = self.globals.get_mut(gid) {
+                        g.sources.remove(&bk);
+                    }
+                    self.stats.unbound_sources += 1;
+                    keys.remove(b);
+                    unbound.push(bk);
                 } else {
-                    for k in &keys {
-                        if let Some(s) = self.sources.get_mut(k) {
-                            s.bad_cycles = 0;
-                        }
-                    }
+                    // Keep it bound but do not let it move the identity.
+                    keys.remove(b);
                 }
             }
             self.apply_observations(*gid, &keys);
@@ -636,15 +681,30 @@ impl SpatialTracker {
 
         // 3. Association of unbound sources.
         let reid_started = Instant::now();
-        let mut grid = Grid {
-            cells: HashMap::new(),
+        // Recently seen identities are searched in a small radius, those
+        // lost for longer (blind-gap handoff) in the widened one.
+        let mut grid = TwoGrids {
+            live: Grid {
+                cell: 3.0,
+                cells: HashMap::new(),
+            },
+            lost: Grid {
+                cell: 8.0,
+                cells: HashMap::new(),
+            },
+            r_live: self.params.gate_m
+                + 0.5 * LIVE_WINDOW_S * (self.params.max_speed_mps + MAX_SPEED_MPS),
+            r_lost: self.params.gate_m + self.params.max_handoff_radius_m.max(0.0) + MAX_SPEED_MPS,
+            tmp: Vec::new(),
         };
         for (gid, g) in &self.globals {
-            if ts_ns.saturating_sub(g.last_seen) as f64 / 1e9 <= self.params.max_gap_seconds {
-                grid.insert(g.floor_idx, g.pos, *gid);
+            let unseen_s = ts_ns.saturating_sub(g.last_seen) as f64 / 1e9;
+            if unseen_s <= LIVE_WINDOW_S * 0.5 {
+                grid.live.insert(g.floor_idx, g.pos, *gid);
+            } else if unseen_s <= self.params.max_gap_seconds + 1.0 {
+                grid.lost.insert(g.floor_idx, g.pos, *gid);
             }
         }
-        let query_r = self.params.gate_m + self.params.max_handoff_radius_m.max(0.0) + 3.0;
         let mut cand = Vec::new();
         // Round 1: optimal assignment per connected component.
         let mut edges: Vec<(usize, u64, f64)> = Vec::new();
@@ -653,7 +713,7 @@ impl SpatialTracker {
             let Some(p) = self.sources.get(k).and_then(|s| s.pos) else {
                 continue;
             };
-            grid.query(self.cams[k.0].floor_idx, p, query_r, &mut cand);
+            grid.query(self.cams[k.0].floor_idx, p, &mut cand);
             for gid in &cand {
                 match self.cost(*k, *gid) {
                     (Some(c), _) => edges.push((i, *gid, c)),
@@ -741,7 +801,7 @@ impl SpatialTracker {
             let Some(p) = self.sources.get(k).and_then(|s| s.pos) else {
                 continue;
             };
-            grid.query(self.cams[k.0].floor_idx, p, query_r, &mut cand);
+            grid.query(self.cams[k.0].floor_idx, p, &mut cand);
             let mut best: Option<(f64, u64)> = None;
             for gid in &cand {
                 match self.cost(*k, *gid) {
@@ -755,7 +815,7 @@ impl SpatialTracker {
                     self.bind(*k, gid, ts_ns, &mut events);
                     self.apply_observations(gid, &[*k]);
                     if let Some(g) = self.globals.get(&gid) {
-                        grid.insert(g.floor_idx, g.pos, gid);
+                        grid.live.insert(g.floor_idx, g.pos, gid);
                     }
                 }
                 None => {
@@ -764,7 +824,7 @@ impl SpatialTracker {
                     }
                     let gid = self.create_global(*k, ts_ns, &mut events);
                     if let Some(g) = self.globals.get(&gid) {
-                        grid.insert(g.floor_idx, g.pos, gid);
+                        grid.live.insert(g.floor_idx, g.pos, gid);
                     }
                 }
             }
@@ -774,7 +834,10 @@ impl SpatialTracker {
             s.fresh = false;
         }
 
-        // 4. Cap.
+        // 4. Merge identities that coincide on disjoint cameras.
+        self.merge_coinciding(ts_ns, &mut events);
+
+        // 5. Cap.
         if self.globals.len() > self.params.max_tracks {
             let excess = self.globals.len() - self.params.max_tracks;
             let mut order: Vec<(u64, u64)> = self
@@ -853,8 +916,8 @@ impl SpatialTracker {
             if dt > 1e-3 {
                 g.vel = [g.vel[0] + b * innov[0] / dt, g.vel[1] + b * innov[1] / dt];
                 let sp = (g.vel[0].powi(2) + g.vel[1].powi(2)).sqrt();
-                if sp > 3.0 {
-                    g.vel = [g.vel[0] * 3.0 / sp, g.vel[1] * 3.0 / sp];
+                if sp > MAX_SPEED_MPS {
+                    g.vel = [g.vel[0] * MAX_SPEED_MPS / sp, g.vel[1] * MAX_SPEED_MPS / sp];
                 }
             }
         }
@@ -868,11 +931,11 @@ impl SpatialTracker {
         if !embs.is_empty() {
             let d = embs[0].len();
             let mut acc: Vec<f32> = match &g.emb {
-                Some(e) if e.len() == d => e.iter().map(|x| x * 0.8).collect(),
+                Some(e) if e.len() == d => e.iter().map(|x| x * 0.9).collect(),
                 _ => vec![0.0; d],
             };
             let wgt = if g.emb.as_ref().is_some_and(|e| e.len() == d) {
-                0.2 / embs.len() as f32
+                0.1 / embs.len() as f32
             } else {
                 1.0
             };
@@ -885,6 +948,79 @@ impl SpatialTracker {
             }
             normalise(&mut acc);
             g.emb = Some(acc);
+        }
+    }
+
+    fn merge_coinciding(&mut self, ts_ns: u64, events: &mut Vec<Event>) {
+        let mut grid = Grid {
+            cell: GRID_CELL_M,
+            cells: HashMap::new(),
+        };
+        for gid in &self.updated {
+            if let Some(g) = self.globals.get(gid) {
+                grid.insert(g.floor_idx, g.pos, *gid);
+            }
+        }
+        let mut cand = Vec::new();
+        let mut now: BTreeMap<(u64, u64), u32> = BTreeMap::new();
+        for a in &self.updated {
+            let Some(ga) = self.globals.get(a) else {
+                continue;
+            };
+            grid.query(ga.floor_idx, ga.pos, self.params.merge_m, &mut cand);
+            for b in cand.iter().filter(|b| *b > a) {
+                let Some(gb) = self.globals.get(b) else {
+                    continue;
+                };
+                if gb.floor_idx != ga.floor_idx
+                    || gb.label != ga.label
+                    || dist(ga.pos, gb.pos) > self.params.merge_m
+                {
+                    continue;
+                }
+                let cams_a: BTreeSet<usize> = ga.sources.iter().map(|k| k.0).collect();
+                if gb.sources.iter().any(|k| cams_a.contains(&k.0)) {
+                    continue;
+                }
+                if self.params.reid_enabled {
+                    if let (Some(ea), Some(eb)) = (&ga.emb, &gb.emb) {
+                        if cosine(ea, eb) < self.params.min_handoff_similarity {
+                            continue;
+                        }
+                    }
+                }
+                let c = self.merge_counts.get(&(*a, *b)).copied().unwrap_or(0) + 1;
+                now.insert((*a, *b), c);
+            }
+        }
+        self.merge_counts = now;
+        let ready: Vec<(u64, u64)> = self
+            .merge_counts
+            .iter()
+            .filter(|(_, c)| **c >= self.params.merge_cycles)
+            .map(|(k, _)| *k)
+            .collect();
+        for (a, b) in ready {
+            if !self.globals.contains_key(&a) {
+                continue;
+            }
+            let Some(gb) = self.globals.remove(&b) else {
+                continue;
+            };
+            self.merge_counts.remove(&(a, b));
+            for k in &gb.sources {
+                if let Some(s) = self.sources.get_mut(k) {
+                    s.bound = Some(a);
+                }
+            }
+            if let Some(ga) = self.globals.get_mut(&a) {
+                ga.sources.extend(gb.sources.iter().copied());
+                ga.last_seen = ga.last_seen.max(gb.last_seen);
+            }
+            self.stats.merged += 1;
+            let mut e = self.new_event(event_kind::GLOBAL_ENDED, ts_ns, b);
+            e.track_id = None;
+            events.push(e);
         }
     }
 
