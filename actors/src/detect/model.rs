@@ -8,6 +8,7 @@ use std::sync::OnceLock;
 
 use ort::environment::Environment;
 use ort::ep::{self, ExecutionProvider, ExecutionProviderDispatch};
+use ort::session::builder::AutoDevicePolicy;
 use ort::session::Session;
 use ort::value::{TensorElementType, TensorRef};
 
@@ -239,6 +240,19 @@ pub(crate) fn build_session(
     // Err(true, ..) when the execution provider failed, Err(false, ..) when the model did.
     let builder = |backend: Backend| -> Result<Session, (bool, String)> {
         let mut b = Session::builder(env).map_err(|e| (false, one_line(&e.to_string())))?;
+        // No automatic device selection: the configured backend (or the CPU)
+        // is exactly what runs, on every platform.
+        b = b
+            .with_auto_device(AutoDevicePolicy::PreferCPU)
+            .map_err(|e| {
+                (
+                    false,
+                    format!(
+                        "disabling automatic device selection: {}",
+                        one_line(&e.to_string())
+                    ),
+                )
+            })?;
         if opts.threads > 0 {
             b = b.with_intra_threads(opts.threads).map_err(|e| {
                 (
@@ -317,7 +331,7 @@ pub struct DetectorOptions {
     pub threads: usize,
     /// IoU threshold of class-aware NMS.
     pub nms_iou: f32,
-    /// Class names to keep; empty keeps all.
+    /// Class names to keep (COCO names, or `class<N>` for other class ids); empty keeps all.
     pub labels: Vec<String>,
     /// Attach a colour descriptor to each person.
     pub embeddings: bool,
@@ -577,12 +591,18 @@ impl Detector {
             let mut ids = Vec::new();
             for l in &opts.labels {
                 let want = l.trim().to_ascii_lowercase();
-                match COCO_LABELS.iter().position(|c| *c == want) {
+                let by_name = COCO_LABELS.iter().position(|c| *c == want);
+                let by_index = want
+                    .strip_prefix("class")
+                    .and_then(|n| n.parse::<usize>().ok());
+                match by_name.or(by_index) {
                     Some(i) => ids.push(i),
                     None => {
                         return Err(DetectError::Config {
                             what: "labels".into(),
-                            reason: format!("unknown label {l:?} (not a COCO class name)"),
+                            reason: format!(
+                                "unknown label {l:?} (not a COCO class name or class<N>)"
+                            ),
                         })
                     }
                 }
