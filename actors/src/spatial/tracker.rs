@@ -1066,3 +1066,390 @@ impl SpatialTracker {
         self.tracks_at(self.last_step_ts)
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::spatial::Homography;
+    use nvr_subjects::Track;
+    use proptest::prelude::*;
+
+    const PX: f64 = 100.0;
+
+    /// Camera `id` sees floor x in [ox, ox + 12.8], y in [0, 7.2] at 100 px/m.
+    fn cam(id: &str, ox: f64) -> CameraGeometry {
+        let h =
+            Homography::from_matrix([[1.0 / PX, 0.0, ox], [0.0, 1.0 / PX, 0.0], [0.0, 0.0, 1.0]])
+                .unwrap();
+        CameraGeometry {
+            id: id.into(),
+            floor: "f1".into(),
+            homography: h,
+        }
+    }
+
+    fn track(id: u64, ox: f64, x: f64, y: f64, emb: Option<Vec<f32>>) -> Track {
+        let u = (x - ox) * PX;
+        let v = y * PX;
+        Track {
+            track_id: id,
+            label: "person".into(),
+            score: 0.9,
+            bbox: [
+                ((u - 20.0) / 1280.0) as f32,
+                ((v - 150.0) / 720.0) as f32,
+                ((u + 20.0) / 1280.0) as f32,
+                (v / 720.0) as f32,
+            ],
+            state: TrackState::Confirmed,
+            hits: 5,
+            age_ms: 500,
+            embedding: emb,
+        }
+    }
+
+    fn msg(camera: &str, ts_ns: u64, tracks: Vec<Track>) -> CameraTracks {
+        CameraTracks {
+            v: SCHEMA_VERSION,
+            camera: camera.into(),
+            seq: ts_ns / 100_000_000,
+            ts_ns,
+            width: 1280,
+            height: 720,
+            tracks,
+        }
+    }
+
+    const T0: u64 = 1_000_000_000_000;
+    const DT: u64 = 100_000_000;
+
+    fn ids(out: &StepOutput) -> Vec<u64> {
+        out.tracks
+            .tracks
+            .iter()
+            .filter(|t| t.last_seen_ns + DT > out.tracks.ts_ns)
+            .map(|t| t.global_id)
+            .collect()
+    }
+
+    #[test]
+    fn two_overlapping_cameras_one_walker_one_identity() {
+        // cam a: x 0..12.8, cam b: x 8..20.8: overlap 8..12.8.
+        let mut st = SpatialTracker::new(
+            "s",
+            SpatialParams::default(),
+            vec![cam("a", 0.0), cam("b", 8.0)],
+        );
+        let mut all = BTreeSet::new();
+        for i in 0..150u64 {
+            let ts = T0 + i * DT;
+            let x = 1.0 + 0.12 * i as f64; // 1 .. 19 m
+            let y = 4.0 + 0.02 * (i as f64 * 0.3).sin();
+            let ta: Vec<Track> = if x < 12.6 {
+                vec![track(7, 0.0, x + 0.1, y, None)]
+            } else {
+                vec![]
+            };
+            let tb: Vec<Track> = if x > 8.2 {
+                vec![track(3, 8.0, x - 0.1, y + 0.05, None)]
+            } else {
+                vec![]
+            };
+            st.ingest(&msg("a", ts, ta)).unwrap();
+            st.ingest(&msg("b", ts + 1_000_000, tb)).unwrap();
+            let out = st.step(ts + 50_000_000);
+            let live = ids(&out);
+            assert!(live.len() <= 1, "frame {i}: {live:?}");
+            all.extend(live);
+            for t in &out.tracks.tracks {
+                let sources: BTreeSet<&str> = t.sources.iter().map(|s| s.camera.as_str()).collect();
+                assert_eq!(
+                    sources.len(),
+                    t.sources.len(),
+                    "two tracks of one camera on one identity"
+                );
+            }
+        }
+        assert_eq!(all.len(), 1, "{all:?}");
+        assert_eq!(st.stats().total_tracks, 1);
+    }
+
+    #[test]
+    fn blind_gap_handoff_keeps_identity_and_emits_one_event() {
+        // cam a: x 0..12.8, cam c: x 16..28.8: blind gap 12.8..16.
+        let mut st = SpatialTracker::new(
+            "s",
+            SpatialParams::default(),
+            vec![cam("a", 0.0), cam("c", 16.0)],
+        );
+        let mut events = Vec::new();
+        let mut all = BTreeSet::new();
+        for i in 0..200u64 {
+            let ts = T0 + i * DT;
+            let x = 2.0 + 0.1 * i as f64; // 1 m/s, 2 .. 22 m
+            let ta: Vec<Track> = if x < 12.5 {
+                vec![track(1, 0.0, x, 3.0, None)]
+            } else {
+                vec![]
+            };
+            let tc: Vec<Track> = if x > 16.3 {
+                vec![track(9, 16.0, x, 3.0, None)]
+            } else {
+                vec![]
+            };
+            st.ingest(&msg("a", ts, ta)).unwrap();
+            st.ingest(&msg("c", ts, tc)).unwrap();
+            let out = st.step(ts + 50_000_000);
+            all.extend(ids(&out));
+            events.extend(out.events);
+        }
+        assert_eq!(all.len(), 1, "{all:?}");
+        let handoffs: Vec<&Event> = events
+            .iter()
+            .filter(|e| e.kind == event_kind::HANDOFF)
+            .collect();
+        assert_eq!(handoffs.len(), 1, "{handoffs:?}");
+        let h = handoffs[0];
+        assert_eq!(h.from_camera.as_deref(), Some("a"));
+        assert_eq!(h.to_camera.as_deref(), Some("c"));
+        assert_eq!(h.shard.as_deref(), Some("s"));
+        let gap = h.gap_ms.unwrap();
+        assert!((3_000..=4_500).contains(&gap), "gap {gap}");
+        assert_eq!(st.stats().handoffs_completed, 1);
+    }
+
+    #[test]
+    fn gap_longer_than_max_gap_gives_a_new_identity() {
+        let params = SpatialParams {
+            max_gap_seconds: 2.0,
+            ..SpatialParams::default()
+        };
+        let mut st = SpatialTracker::new("s", params, vec![cam("a", 0.0), cam("c", 16.0)]);
+        let mut all = BTreeSet::new();
+        for i in 0..200u64 {
+            let ts = T0 + i * DT;
+            let x = 2.0 + 0.1 * i as f64;
+            let ta = if x < 12.5 {
+                vec![track(1, 0.0, x, 3.0, None)]
+            } else {
+                vec![]
+            };
+            let tc = if x > 16.3 {
+                vec![track(9, 16.0, x, 3.0, None)]
+            } else {
+                vec![]
+            };
+            st.ingest(&msg("a", ts, ta)).unwrap();
+            st.ingest(&msg("c", ts, tc)).unwrap();
+            all.extend(ids(&st.step(ts + 50_000_000)));
+        }
+        assert_eq!(all.len(), 2);
+        assert_eq!(st.stats().handoffs_completed, 0);
+    }
+
+    #[test]
+    fn appearance_refuses_a_different_person_across_a_gap() {
+        let e1 = Some(vec![1.0, 0.0, 0.0, 0.0]);
+        let e2 = Some(vec![0.0, 1.0, 0.0, 0.0]);
+        let mut st = SpatialTracker::new(
+            "s",
+            SpatialParams::default(),
+            vec![cam("a", 0.0), cam("c", 16.0)],
+        );
+        for i in 0..40u64 {
+            st.ingest(&msg(
+                "a",
+                T0 + i * DT,
+                vec![track(1, 0.0, 12.0, 3.0, e1.clone())],
+            ))
+            .unwrap();
+            st.step(T0 + i * DT + 1);
+        }
+        st.ingest(&msg("a", T0 + 40 * DT, vec![])).unwrap();
+        for i in 70..80u64 {
+            st.ingest(&msg(
+                "c",
+                T0 + i * DT,
+                vec![track(4, 16.0, 16.5, 3.0, e2.clone())],
+            ))
+            .unwrap();
+            st.step(T0 + i * DT + 1);
+        }
+        let s = st.stats();
+        assert_eq!(s.total_tracks, 2);
+        assert_eq!(s.handoffs_completed, 0);
+        assert_eq!(s.handoff_failures, 1);
+    }
+
+    #[test]
+    fn two_people_on_one_camera_never_share_an_identity() {
+        let mut st = SpatialTracker::new("s", SpatialParams::default(), vec![cam("a", 0.0)]);
+        for i in 0..20u64 {
+            let ts = T0 + i * DT;
+            st.ingest(&msg(
+                "a",
+                ts,
+                vec![track(1, 0.0, 5.0, 3.0, None), track(2, 0.0, 5.3, 3.0, None)],
+            ))
+            .unwrap();
+            let out = st.step(ts + 1);
+            assert_eq!(ids(&out).len(), 2);
+        }
+    }
+
+    #[test]
+    fn ttl_expiry_emits_global_ended() {
+        let params = SpatialParams {
+            track_ttl_seconds: 5.0,
+            ..SpatialParams::default()
+        };
+        let mut st = SpatialTracker::new("s", params, vec![cam("a", 0.0)]);
+        st.ingest(&msg("a", T0, vec![track(1, 0.0, 5.0, 3.0, None)]))
+            .unwrap();
+        st.step(T0 + 1);
+        st.ingest(&msg("a", T0 + DT, vec![])).unwrap();
+        let out = st.step(T0 + 4_000_000_000);
+        assert_eq!(st.stats().active_tracks, 1);
+        assert!(out.events.is_empty());
+        let out = st.step(T0 + 5_100_000_000);
+        assert_eq!(st.stats().active_tracks, 0);
+        assert_eq!(st.stats().expired, 1);
+        assert_eq!(out.events.len(), 1);
+        assert_eq!(out.events[0].kind, event_kind::GLOBAL_ENDED);
+        assert_eq!(out.events[0].global_id, Some(1));
+    }
+
+    #[test]
+    fn max_tracks_cap_evicts_the_stalest() {
+        let params = SpatialParams {
+            max_tracks: 3,
+            ..SpatialParams::default()
+        };
+        let mut st = SpatialTracker::new("s", params, vec![cam("a", 0.0)]);
+        // Five people appear one per cycle, far apart.
+        for i in 0..5u64 {
+            let ts = T0 + i * DT;
+            let tracks = vec![track(10 + i, 0.0, 1.0 + 2.5 * i as f64, 3.0, None)];
+            st.ingest(&msg("a", ts, tracks)).unwrap();
+            st.step(ts + 1);
+            assert!(st.stats().active_tracks <= 3);
+        }
+        let s = st.stats();
+        assert_eq!(s.active_tracks, 3);
+        assert_eq!(s.evicted, 2);
+        assert_eq!(s.total_tracks, 5);
+        let kept: Vec<u64> = st.globals.keys().copied().collect();
+        assert_eq!(kept, vec![3, 4, 5]);
+    }
+
+    #[test]
+    fn wrong_embedding_dimension_is_rejected_and_counted() {
+        let mut st = SpatialTracker::new("s", SpatialParams::default(), vec![cam("a", 0.0)]);
+        st.ingest(&msg(
+            "a",
+            T0,
+            vec![track(1, 0.0, 2.0, 3.0, Some(vec![1.0, 0.0, 0.0]))],
+        ))
+        .unwrap();
+        let bad = msg(
+            "a",
+            T0 + DT,
+            vec![
+                track(1, 0.0, 2.1, 3.0, Some(vec![1.0, 0.0, 0.0])),
+                track(2, 0.0, 6.0, 3.0, Some(vec![1.0, 0.0])),
+            ],
+        );
+        let e = st.ingest(&bad).unwrap_err();
+        assert!(
+            matches!(
+                e,
+                IngestError::EmbeddingDimension {
+                    expected: 3,
+                    got: 2,
+                    track_id: 2,
+                    ..
+                }
+            ),
+            "{e}"
+        );
+        assert_eq!(st.stats().rejected_messages, 1);
+        st.step(T0 + DT + 1);
+        // The valid track of the message still counts; the invalid one does not.
+        assert_eq!(st.stats().total_tracks, 1);
+        let e = st.ingest(&msg("zz", T0, vec![])).unwrap_err();
+        assert_eq!(e, IngestError::UnknownCamera("zz".into()));
+        assert_eq!(st.stats().rejected_messages, 2);
+    }
+
+    fn scripted_run(seed: u64) -> (Vec<StepOutput>, SpatialStats) {
+        let mut st = SpatialTracker::new(
+            "s",
+            SpatialParams::default(),
+            vec![cam("a", 0.0), cam("b", 8.0), cam("c", 22.0)],
+        );
+        let mut outs = Vec::new();
+        let mut x = seed as f64 % 5.0;
+        for i in 0..120u64 {
+            let ts = T0 + i * DT;
+            x += 0.15;
+            let y = 2.0 + ((i + seed) as f64 * 0.1).sin();
+            let e = Some(vec![1.0, (seed % 3) as f32, 0.5]);
+            for (c, ox) in [("a", 0.0), ("b", 8.0), ("c", 22.0)] {
+                let mut ts_ = vec![];
+                for (tid, px) in [(1u64, x), (2, 25.0 - x)] {
+                    if px > ox + 0.3 && px < ox + 12.5 {
+                        ts_.push(track(tid + i / 50, ox, px, y, e.clone()));
+                    }
+                }
+                st.ingest(&msg(c, ts, ts_)).unwrap();
+            }
+            outs.push(st.step(ts + 1));
+        }
+        let mut s = st.stats();
+        s.last_reid_ms = 0.0;
+        s.last_step_ms = 0.0;
+        (outs, s)
+    }
+
+    #[test]
+    fn deterministic_runs_are_identical() {
+        let (a, sa) = scripted_run(3);
+        let (b, sb) = scripted_run(3);
+        assert_eq!(a, b);
+        assert_eq!(sa, sb);
+        let ba: Vec<u8> = a
+            .iter()
+            .flat_map(|o| format!("{o:?}").into_bytes())
+            .collect();
+        let bb: Vec<u8> = b
+            .iter()
+            .flat_map(|o| format!("{o:?}").into_bytes())
+            .collect();
+        assert_eq!(ba, bb);
+    }
+
+    proptest! {
+        #![proptest_config(ProptestConfig::with_cases(24))]
+        #[test]
+        fn never_two_same_camera_sources_and_cap_holds(
+            pts in proptest::collection::vec((0.5f64..12.0, 0.5f64..7.0), 1..12),
+            cap in 1usize..6,
+        ) {
+            let params = SpatialParams { max_tracks: cap, ..SpatialParams::default() };
+            let mut st = SpatialTracker::new("s", params, vec![cam("a", 0.0), cam("b", 4.0)]);
+            for i in 0..10u64 {
+                let ts = T0 + i * DT;
+                let ta: Vec<Track> = pts.iter().enumerate().map(|(k, p)| track(k as u64, 0.0, p.0, p.1, None)).collect();
+                let tb: Vec<Track> = pts.iter().enumerate().filter(|(_, p)| p.0 > 4.2).map(|(k, p)| track(k as u64, 4.0, p.0, p.1, None)).collect();
+                st.ingest(&msg("a", ts, ta)).unwrap();
+                st.ingest(&msg("b", ts, tb)).unwrap();
+                let out = st.step(ts + 1);
+                prop_assert!(st.stats().active_tracks <= cap);
+                for t in &out.tracks.tracks {
+                    let cams: BTreeSet<&str> = t.sources.iter().map(|s| s.camera.as_str()).collect();
+                    prop_assert_eq!(cams.len(), t.sources.len());
+                }
+            }
+        }
+    }
+}
