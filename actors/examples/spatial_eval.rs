@@ -26,6 +26,40 @@ fn preset_name(p: NoisePreset) -> &'static str {
     }
 }
 
+/// `SPATIAL_EVAL_PARAMS="key=value,..."` overrides spatial parameters (for tuning).
+fn params_from_env() -> Result<SpatialParams> {
+    let mut p = SpatialParams::default();
+    let Ok(spec) = std::env::var("SPATIAL_EVAL_PARAMS") else {
+        return Ok(p);
+    };
+    for kv in spec.split(',').filter(|s| !s.is_empty()) {
+        let (k, v) = kv
+            .split_once('=')
+            .with_context(|| format!("SPATIAL_EVAL_PARAMS: {kv:?} is not key=value"))?;
+        let f = || {
+            v.parse::<f64>()
+                .with_context(|| format!("SPATIAL_EVAL_PARAMS: {k}={v:?} is not a number"))
+        };
+        match k {
+            "reid_enabled" => p.reid_enabled = v == "true" || v == "1",
+            "gate_m" => p.gate_m = f()?,
+            "appearance_weight" => p.appearance_weight = f()?,
+            "min_similarity" => p.min_similarity = f()?,
+            "min_handoff_similarity" => p.min_handoff_similarity = f()?,
+            "unbind_similarity" => p.unbind_similarity = f()?,
+            "unbind_m" => p.unbind_m = f()?,
+            "unbind_cycles" => p.unbind_cycles = f()? as u32,
+            "merge_m" => p.merge_m = f()?,
+            "merge_cycles" => p.merge_cycles = f()? as u32,
+            "alpha" => p.alpha = f()?,
+            "beta" => p.beta = f()?,
+            "max_gap_seconds" => p.max_gap_seconds = f()?,
+            _ => bail!("SPATIAL_EVAL_PARAMS: unknown key {k:?}"),
+        }
+    }
+    Ok(p)
+}
+
 fn run_preset(preset: NoisePreset, seed: u64, dir: &Path) -> Result<serde_json::Value> {
     let cfg = SimConfig::preset(preset, seed);
     let t0 = Instant::now();
@@ -57,7 +91,7 @@ fn run_preset(preset: NoisePreset, seed: u64, dir: &Path) -> Result<serde_json::
         .iter()
         .map(|g| (g.id.clone(), Tracker::new(TrackerParams::default())))
         .collect();
-    let mut spatial = SpatialTracker::new("eval", SpatialParams::default(), geoms);
+    let mut spatial = SpatialTracker::new("eval", params_from_env()?, geoms);
     let mut ours = String::new();
     let mut baseline = String::new();
     let mut events: BTreeMap<String, u64> = BTreeMap::new();

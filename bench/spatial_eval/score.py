@@ -119,6 +119,11 @@ def main():
           "`baseline`: no cross-camera association (each camera track is its own identity). "
           "Ground truth: people seen by at least one camera. Distances on the floor, 1 m threshold.", "",
           "Reproduce: `scripts/eval-spatial`.", "", table, ""]
+    targets = {"default": 95.0, "hard": 85.0}
+    md.append("Targets (global IDF1): " + ", ".join(
+        f"{k} >= {v:.0f}: {'met' if results['presets'].get(k, {}).get('ours', {}).get('idf1', 0.0) >= v else 'NOT met'}"
+        for k, v in targets.items()) + ".")
+    md.append("")
     if results["bench"]:
         md += ["## Matching cycle benchmark", "",
                "Synthetic floor tiled by overlapping cameras; one cycle = ingest of every camera message + `step`.", "",

@@ -193,7 +193,7 @@ impl Homography {
         }
         let hom = Homography::from_nalgebra(m)?;
         let (mean_m, max_m) = hom.reprojection_error(image_px, floor_m);
-        if !(max_m <= MAX_REPROJECTION_ERROR_M) {
+        if max_m.is_nan() || max_m > MAX_REPROJECTION_ERROR_M {
             return Err(CalibError::Inconsistent {
                 mean_m,
                 max_m,
@@ -226,7 +226,7 @@ impl Homography {
         let m = m / norm;
         let sv = m.singular_values();
         let (smax, smin) = (sv.max(), sv.min());
-        if !(smin > 1e-12 * smax) {
+        if smin.is_nan() || smin <= 1e-12 * smax {
             return Err(CalibError::Singular);
         }
         Ok(Homography { m })
@@ -239,7 +239,7 @@ impl Homography {
         let p = self.m * Vector3::new(u, v, 1.0);
         // w > 0 in front of the camera (sign fixed at construction); a
         // negative or tiny w means the ray goes above the horizon.
-        if !(p[2] > 1e-12) {
+        if p[2].is_nan() || p[2] <= 1e-12 {
             return None;
         }
         let x = p[0] / p[2];
