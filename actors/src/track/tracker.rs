@@ -549,12 +549,17 @@ impl Tracker {
         let momentum = p.embedding_momentum;
         let t = &mut self.tracks[ti];
         let z = xyxy_to_cxcywh(d.bbox);
-        if t.misses > 0 && t.confirmed {
+        let gap = ts.saturating_sub(t.last_obs_ts) as f64 / 1e9;
+        let nominal = p.nominal_frame_ms.max(1) as f64 / 1000.0;
+        // Steps missed: unmatched updates, or elapsed nominal frames when
+        // whole frames were skipped (no update at all).
+        let k = (t.misses as u64 + 1)
+            .max((gap / nominal).round() as u64)
+            .min(64);
+        if k > 1 && t.confirmed {
             // Observation-centric re-update: rewind to the last observation and
             // replay virtual observations interpolated up to this one.
             let last = xyxy_to_cxcywh(t.last_obs());
-            let k = t.misses as u64 + 1;
-            let gap = ts.saturating_sub(t.last_obs_ts) as f64 / 1e9;
             let step_dt = gap / k as f64;
             let mut kf = t.kf_at_obs.clone();
             for i in 1..k {
@@ -844,6 +849,40 @@ mod tests {
         assert!(
             e[0] > 0.6 && e[0] < 0.75,
             "smoothed towards the new one: {e:?}"
+        );
+    }
+
+    #[test]
+    fn re_update_after_gap_takes_velocity_from_observations() {
+        // Right-moving for 10 frames, unseen for 5, reappears having turned
+        // downwards: the re-update replays interpolated observations so the
+        // new velocity follows the observed displacement, not the stale drift.
+        let mut tr = Tracker::new(TrackerParams::default());
+        let (w, h) = (0.05, 0.15);
+        for f in 0..10u64 {
+            tr.update(
+                T0 + f * FRAME,
+                &[det("person", 0.9, 0.2 + 0.01 * f as f32, 0.3, w, h)],
+            );
+        }
+        let (x_last, y_last) = (0.2 + 0.01 * 9.0, 0.3);
+        for f in 10..15u64 {
+            let o = tr.update(T0 + f * FRAME, &[]);
+            assert_eq!(o.tracks[0].state, TrackState::Lost);
+        }
+        // frame 15: 6 frames after the last observation, moved down 0.005 per
+        // frame (close enough to the last observation for recovery by IoU)
+        let o = tr.update(
+            T0 + 15 * FRAME,
+            &[det("person", 0.9, x_last, y_last + 0.03, w, h)],
+        );
+        assert_eq!(o.tracks.len(), 1);
+        assert_eq!(o.tracks[0].track_id, 1);
+        let v = tr.tracks[0].kf.velocity();
+        assert!(
+            v[1] > 0.01 && v[1] > v[0].abs() && v[0] > 0.0,
+            "velocity should point down after the re-update, without the backward swing a \
+             plain update gives when correcting the stale drift: {v:?}"
         );
     }
 
