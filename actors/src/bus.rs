@@ -1,0 +1,118 @@
+//! Publishing and consuming contract messages on NATS: headers, encoding,
+//! JetStream publish acknowledgements and consumer set-up.
+
+use std::time::Duration;
+
+use async_nats::jetstream::{self, consumer};
+use async_nats::HeaderMap;
+use nvr_subjects::{encode, Message, CONTENT_TYPE_MSGPACK, HEADER_CONTENT_TYPE, HEADER_MSG_ID};
+
+/// Why a publish failed.
+#[derive(Debug, thiserror::Error)]
+pub enum PublishError {
+    /// The message could not be encoded.
+    #[error("encode: {0}")]
+    Encode(#[from] nvr_subjects::CodecError),
+    /// The server refused the message or did not acknowledge it.
+    #[error("publish to {subject}: {reason}")]
+    Publish {
+        /// Subject published to.
+        subject: String,
+        /// Why.
+        reason: String,
+    },
+}
+
+/// Headers of a contract message.
+pub fn headers(msg_id: Option<&str>) -> HeaderMap {
+    let mut h = HeaderMap::new();
+    h.insert(HEADER_CONTENT_TYPE, CONTENT_TYPE_MSGPACK);
+    if let Some(id) = msg_id {
+        h.insert(HEADER_MSG_ID, id);
+    }
+    h
+}
+
+/// Publishes `msg` to JetStream and waits for the stream's acknowledgement.
+/// Returns whether the server reported it as a duplicate.
+pub async fn publish_js<M: Message>(
+    js: &jetstream::Context,
+    subject: String,
+    msg: &M,
+    msg_id: Option<&str>,
+) -> Result<bool, PublishError> {
+    let payload = encode(msg)?;
+    let fail = |subject: &str, reason: String| PublishError::Publish {
+        subject: subject.to_string(),
+        reason,
+    };
+    let ack = js
+        .publish_with_headers(subject.clone(), headers(msg_id), payload.into())
+        .await
+        .map_err(|e| fail(&subject, e.to_string()))?;
+    let ack = ack.await.map_err(|e| fail(&subject, e.to_string()))?;
+    Ok(ack.duplicate)
+}
+
+/// A durable pull consumer on `stream` filtered to `filter`, created if needed.
+pub async fn durable_pull(
+    js: &jetstream::Context,
+    stream: &str,
+    durable: &str,
+    filter: &str,
+    deliver_new: bool,
+) -> Result<consumer::Consumer<consumer::pull::Config>, async_nats::Error> {
+    let s = js.get_stream(stream).await?;
+    let cfg = consumer::pull::Config {
+        durable_name: Some(durable.to_string()),
+        filter_subject: filter.to_string(),
+        ack_policy: consumer::AckPolicy::Explicit,
+        ack_wait: Duration::from_secs(30),
+        deliver_policy: if deliver_new {
+            consumer::DeliverPolicy::New
+        } else {
+            consumer::DeliverPolicy::All
+        },
+        max_ack_pending: 10_000,
+        inactive_threshold: Duration::from_secs(24 * 3600),
+        ..Default::default()
+    };
+    Ok(s.get_or_create_consumer(durable, cfg).await?)
+}
+
+/// Nanoseconds since the Unix epoch, now.
+pub fn now_ns() -> u64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map(|d| d.as_nanos() as u64)
+        .unwrap_or(0)
+}
+
+/// Masks the password of a URL (`rtsp://user:***@host/...`).
+pub fn mask_url(url: &str) -> String {
+    if let Some((scheme, rest)) = url.split_once("://") {
+        let (auth_host, path) = match rest.find('/') {
+            Some(i) => rest.split_at(i),
+            None => (rest, ""),
+        };
+        if let Some((auth, host)) = auth_host.rsplit_once('@') {
+            let user = auth.split(':').next().unwrap_or("");
+            if auth.contains(':') {
+                return format!("{scheme}://{user}:***@{host}{path}");
+            }
+        }
+    }
+    url.to_string()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn masks_passwords() {
+        assert_eq!(mask_url("rtsp://u:secret@h:554/s"), "rtsp://u:***@h:554/s");
+        assert_eq!(mask_url("rtsp://h/s"), "rtsp://h/s");
+        assert_eq!(mask_url("data/x.mp4"), "data/x.mp4");
+    }
+}

@@ -1,0 +1,308 @@
+//! `SpatialActor`: one per shard (a floor or any camera set). It reads the
+//! `CameraTracks` of its cameras from durable JetStream consumers, feeds the
+//! spatial tracker core, and runs a matching cycle every
+//! `matching_interval_ms` of message time once every live camera has
+//! reached that time (a watermark), so replaying the same input gives the
+//! same output. Each cycle publishes `SpatialTracks` and its events.
+
+use std::collections::BTreeMap;
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+use async_nats::jetstream;
+use futures::StreamExt;
+use hdrhistogram::Histogram;
+use nvr_subjects::{decode, streams, subjects, CameraTracks, SpatialTrack};
+use ractor::{Actor, ActorProcessingErr, ActorRef};
+use serde::{Deserialize, Serialize};
+use tokio::task::JoinHandle;
+use tokio_util::sync::CancellationToken;
+use tracing::{debug, warn};
+
+use crate::bus;
+use crate::spatial::{CameraGeometry, SpatialParams, SpatialStats, SpatialTracker};
+use crate::status::{new_histogram, Latency};
+
+/// A camera whose latest message is this far behind the newest one no
+/// longer holds the watermark back.
+const STALL_NS: u64 = 2_000_000_000;
+
+/// What a spatial actor needs.
+pub struct SpatialArgs {
+    /// Shard name.
+    pub shard: String,
+    /// Calibrated cameras of the shard.
+    pub cameras: Vec<CameraGeometry>,
+    /// Tracker parameters.
+    pub params: SpatialParams,
+    /// JetStream context.
+    pub js: jetstream::Context,
+    /// Status shared with the API.
+    pub status: Arc<Mutex<ShardStatus>>,
+    /// Latest global tracks, for `/api/v1/spatial/tracks`.
+    pub tracks: Arc<Mutex<Vec<SpatialTrack>>>,
+}
+
+/// Status of one shard, as served by the status endpoints.
+#[derive(Debug, Clone, Default, Serialize, Deserialize, PartialEq)]
+pub struct ShardStatus {
+    /// Shard name.
+    pub shard: String,
+    /// Cameras of the shard.
+    pub cameras: Vec<String>,
+    /// Core counters.
+    pub stats: SpatialStats,
+    /// Processing time per matching cycle.
+    pub processing: Latency,
+    /// Re-identification matching time per cycle.
+    pub reid: Latency,
+    /// Camera-track messages ingested.
+    pub ingested: u64,
+    /// Messages that could not be decoded.
+    pub malformed: u64,
+    /// Messages refused by the core (unknown camera, wrong embedding size).
+    pub rejected: u64,
+    /// Latest error.
+    pub last_error: Option<String>,
+    /// Processing-time histogram (V2, base64) for cross-node percentiles.
+    pub processing_hist: String,
+}
+
+/// Messages of the spatial actor.
+#[derive(Debug)]
+pub enum SpatialMsg {
+    /// A camera-tracks message from a consumer.
+    Tracks(Box<jetstream::Message>),
+    /// A consumer pump ended; fail so the supervisor restarts us.
+    PumpFailed(String),
+}
+
+/// State of the spatial actor.
+pub struct SpatialState {
+    /// Static args.
+    args: SpatialArgs,
+    /// The core.
+    tracker: SpatialTracker,
+    /// Latest message time per camera.
+    camera_ts: BTreeMap<String, u64>,
+    /// Message time of the next matching cycle.
+    next_step_ns: Option<u64>,
+    /// Processing time per cycle, microseconds.
+    hist: Histogram<u64>,
+    /// Re-ID time per cycle, microseconds.
+    reid_hist: Histogram<u64>,
+    /// Stops the pumps.
+    cancel: CancellationToken,
+    /// Consumer pumps, one per camera.
+    pumps: Vec<JoinHandle<()>>,
+}
+
+/// The spatial actor.
+#[derive(Clone, Copy)]
+pub struct SpatialActor;
+
+impl Actor for SpatialActor {
+    type Msg = SpatialMsg;
+    type State = SpatialState;
+    type Arguments = SpatialArgs;
+
+    async fn pre_start(
+        &self,
+        myself: ActorRef<Self::Msg>,
+        args: SpatialArgs,
+    ) -> Result<Self::State, ActorProcessingErr> {
+        let cancel = CancellationToken::new();
+        let mut pumps = Vec::new();
+        for cam in &args.cameras {
+            let durable = format!("spatial-{}-{}", args.shard, cam.id);
+            let consumer = bus::durable_pull(
+                &args.js,
+                streams::TRACKS,
+                &durable,
+                &subjects::tracks(&cam.id),
+                true,
+            )
+            .await?;
+            let token = cancel.clone();
+            let me = myself.clone();
+            pumps.push(tokio::spawn(async move {
+                let mut messages = match consumer.messages().await {
+                    Ok(m) => m,
+                    Err(e) => {
+                        let _ = me.cast(SpatialMsg::PumpFailed(format!("consumer: {e}")));
+                        return;
+                    }
+                };
+                loop {
+                    tokio::select! {
+                        _ = token.cancelled() => return,
+                        next = messages.next() => match next {
+                            Some(Ok(m)) => {
+                                if me.cast(SpatialMsg::Tracks(Box::new(m))).is_err() {
+                                    return;
+                                }
+                            }
+                            Some(Err(e)) => debug!("tracks consumer: {e}"),
+                            None => {
+                                let _ = me.cast(SpatialMsg::PumpFailed("consumer closed".into()));
+                                return;
+                            }
+                        }
+                    }
+                }
+            }));
+        }
+        if let Ok(mut s) = args.status.lock() {
+            s.shard = args.shard.clone();
+            s.cameras = args.cameras.iter().map(|c| c.id.clone()).collect();
+        }
+        Ok(SpatialState {
+            tracker: SpatialTracker::new(&args.shard, args.params.clone(), args.cameras.clone()),
+            args,
+            camera_ts: BTreeMap::new(),
+            next_step_ns: None,
+            hist: new_histogram(),
+            reid_hist: new_histogram(),
+            cancel,
+            pumps,
+        })
+    }
+
+    async fn handle(
+        &self,
+        _myself: ActorRef<Self::Msg>,
+        msg: Self::Msg,
+        state: &mut Self::State,
+    ) -> Result<(), ActorProcessingErr> {
+        match msg {
+            SpatialMsg::PumpFailed(why) => Err(why.into()),
+            SpatialMsg::Tracks(m) => {
+                let ct: CameraTracks = match decode(&m.payload) {
+                    Ok(c) => c,
+                    Err(e) => {
+                        warn!(shard = %state.args.shard, subject = %m.subject, "malformed tracks message: {e}");
+                        update(&state.args.status, |s| {
+                            s.malformed += 1;
+                            s.last_error = Some(format!("{}: {e}", m.subject));
+                        });
+                        let _ = m.ack_with(jetstream::AckKind::Term).await;
+                        return Ok(());
+                    }
+                };
+                if let Err(e) = state.tracker.ingest(&ct) {
+                    warn!(shard = %state.args.shard, camera = %ct.camera, "{e}");
+                    update(&state.args.status, |s| {
+                        s.rejected += 1;
+                        s.last_error = Some(e.to_string());
+                    });
+                }
+                update(&state.args.status, |s| s.ingested += 1);
+                let e = state.camera_ts.entry(ct.camera.clone()).or_insert(0);
+                *e = (*e).max(ct.ts_ns);
+                run_cycles(state).await;
+                let _ = m.ack().await;
+                Ok(())
+            }
+        }
+    }
+
+    async fn post_stop(
+        &self,
+        _myself: ActorRef<Self::Msg>,
+        state: &mut Self::State,
+    ) -> Result<(), ActorProcessingErr> {
+        state.cancel.cancel();
+        for p in state.pumps.drain(..) {
+            let _ = tokio::time::timeout(Duration::from_secs(2), p).await;
+        }
+        Ok(())
+    }
+}
+
+fn update(status: &Mutex<ShardStatus>, f: impl FnOnce(&mut ShardStatus)) {
+    if let Ok(mut s) = status.lock() {
+        f(&mut s);
+    }
+}
+
+/// The message time every live camera has reached.
+pub fn watermark(camera_ts: &BTreeMap<String, u64>) -> Option<u64> {
+    let newest = camera_ts.values().copied().max()?;
+    camera_ts
+        .values()
+        .copied()
+        .filter(|t| newest.saturating_sub(*t) <= STALL_NS)
+        .min()
+}
+
+/// Runs every matching cycle whose time the watermark has passed.
+async fn run_cycles(state: &mut SpatialState) {
+    let Some(mark) = watermark(&state.camera_ts) else {
+        return;
+    };
+    let interval = state.args.params.matching_interval_ms.max(1) * 1_000_000;
+    let next = *state
+        .next_step_ns
+        .get_or_insert((mark / interval + 1) * interval);
+    let mut next = if mark.saturating_sub(next) > 50 * interval {
+        // Far behind (e.g. after a pause): jump instead of replaying empty cycles.
+        (mark / interval) * interval
+    } else {
+        next
+    };
+    while next <= mark {
+        let started = Instant::now();
+        let out = state.tracker.step(next);
+        let elapsed_us = started.elapsed().as_micros() as u64;
+        let _ = state.hist.record(elapsed_us.max(1));
+        let stats = state.tracker.stats();
+        let _ = state.reid_hist.record(((stats.last_reid_ms * 1000.0) as u64).max(1));
+        let shard = state.args.shard.clone();
+        let js = &state.args.js;
+        let id = format!("{shard}-{next}");
+        if let Err(e) = bus::publish_js(js, subjects::spatial_tracks(&shard), &out.tracks, Some(&id)).await {
+            warn!(shard = %shard, "{e}");
+        }
+        for ev in &out.events {
+            let eid = format!(
+                "{shard}-{}-{}-{}",
+                ev.kind,
+                ev.global_id.unwrap_or(0),
+                ev.ts_ns
+            );
+            if let Err(e) = bus::publish_js(js, subjects::events(&ev.kind, &shard), ev, Some(&eid)).await {
+                warn!(shard = %shard, "{e}");
+            }
+        }
+        if let Ok(mut t) = state.args.tracks.lock() {
+            *t = out.tracks.tracks.clone();
+        }
+        let (hist, reid) = (&state.hist, &state.reid_hist);
+        update(&state.args.status, |s| {
+            s.stats = stats;
+            s.processing = Latency::of(hist);
+            s.reid = Latency::of(reid);
+            if s.stats.cycles % 25 == 0 {
+                s.processing_hist = crate::status::histogram_to_b64(hist);
+            }
+        });
+        next += interval;
+    }
+    state.next_step_ns = Some(next);
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn watermark_waits_for_live_cameras_only() {
+        let mut m = BTreeMap::new();
+        assert_eq!(watermark(&m), None);
+        m.insert("a".to_string(), 10_000_000_000);
+        m.insert("b".to_string(), 9_500_000_000);
+        assert_eq!(watermark(&m), Some(9_500_000_000));
+        m.insert("c".to_string(), 1_000_000_000); // stalled
+        assert_eq!(watermark(&m), Some(9_500_000_000));
+    }
+}

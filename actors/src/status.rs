@@ -1,0 +1,397 @@
+//! Counters and latency histograms kept by the actors, and the JSON status
+//! documents a node answers with on the bus (`nvr.status.*`) so that the main
+//! API can aggregate every node, local or remote, the same way.
+
+use std::collections::{BTreeMap, VecDeque};
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::Mutex;
+use std::time::Instant;
+
+use hdrhistogram::serialization::{Deserializer, Serializer, V2Serializer};
+use hdrhistogram::Histogram;
+use serde::{Deserialize, Serialize};
+
+/// Subject on which every detection node answers a status request (not queued: all answer).
+pub const DETECTION_STATUS_SUBJECT: &str = "nvr.status.detection";
+/// Subject on which every spatial node answers a status request.
+pub const SPATIAL_STATUS_SUBJECT: &str = "nvr.status.spatial";
+/// Subject on which every camera/track host answers a status request.
+pub const CAMERA_STATUS_SUBJECT: &str = "nvr.status.cameras";
+
+/// A latency histogram in microseconds, 1 us .. 10 min, 3 significant digits.
+pub fn new_histogram() -> Histogram<u64> {
+    // Bounds are constants that hdrhistogram accepts.
+    Histogram::new_with_bounds(1, 600_000_000, 3).unwrap_or_else(|_| Histogram::new(3).unwrap_or_else(|_| unreachable!()))
+}
+
+/// Encodes a histogram as base64 of its V2 serialisation, for aggregation across nodes.
+pub fn histogram_to_b64(h: &Histogram<u64>) -> String {
+    use base64::Engine;
+    let mut buf = Vec::new();
+    if V2Serializer::new().serialize(h, &mut buf).is_err() {
+        return String::new();
+    }
+    base64::engine::general_purpose::STANDARD.encode(buf)
+}
+
+/// Decodes [`histogram_to_b64`]; `None` on malformed input.
+pub fn histogram_from_b64(s: &str) -> Option<Histogram<u64>> {
+    use base64::Engine;
+    let bytes = base64::engine::general_purpose::STANDARD.decode(s).ok()?;
+    Deserializer::new().deserialize(&mut &bytes[..]).ok()
+}
+
+/// Latency summary in milliseconds.
+#[derive(Debug, Clone, Default, Serialize, Deserialize, PartialEq)]
+pub struct Latency {
+    /// Mean.
+    pub avg_ms: f64,
+    /// Median.
+    pub p50_ms: f64,
+    /// 95th percentile.
+    pub p95_ms: f64,
+    /// 99th percentile.
+    pub p99_ms: f64,
+    /// Maximum.
+    pub max_ms: f64,
+    /// Samples.
+    pub count: u64,
+}
+
+impl Latency {
+    /// Summary of a microsecond histogram.
+    pub fn of(h: &Histogram<u64>) -> Latency {
+        if h.is_empty() {
+            return Latency::default();
+        }
+        let ms = |us: u64| us as f64 / 1000.0;
+        Latency {
+            avg_ms: h.mean() / 1000.0,
+            p50_ms: ms(h.value_at_quantile(0.50)),
+            p95_ms: ms(h.value_at_quantile(0.95)),
+            p99_ms: ms(h.value_at_quantile(0.99)),
+            max_ms: ms(h.max()),
+            count: h.len(),
+        }
+    }
+}
+
+/// Rate over the most recent events (events per second).
+#[derive(Debug)]
+pub struct RateMeter {
+    /// Times of the latest events.
+    times: Mutex<VecDeque<Instant>>,
+}
+
+impl Default for RateMeter {
+    fn default() -> Self {
+        RateMeter {
+            times: Mutex::new(VecDeque::with_capacity(128)),
+        }
+    }
+}
+
+impl RateMeter {
+    /// Records one event now.
+    pub fn tick(&self) {
+        if let Ok(mut t) = self.times.lock() {
+            if t.len() == 128 {
+                t.pop_front();
+            }
+            t.push_back(Instant::now());
+        }
+    }
+
+    /// Events per second over the last 10 s (0 when idle).
+    pub fn rate(&self) -> f64 {
+        let Ok(t) = self.times.lock() else { return 0.0 };
+        let now = Instant::now();
+        let recent: Vec<&Instant> = t
+            .iter()
+            .filter(|i| now.duration_since(**i).as_secs_f64() < 10.0)
+            .collect();
+        if recent.len() < 2 {
+            return 0.0;
+        }
+        let span = now.duration_since(*recent[0]).as_secs_f64();
+        if span <= 0.0 {
+            0.0
+        } else {
+            (recent.len() - 1) as f64 / span
+        }
+    }
+}
+
+/// Per-camera counters of a detector worker.
+#[derive(Debug, Clone, Default, Serialize, Deserialize, PartialEq)]
+pub struct CameraCounters {
+    /// Frames with published detections.
+    pub processed: u64,
+    /// Frames skipped for being older than `max_frame_age_ms`.
+    pub skipped: u64,
+    /// Frames that failed (corrupt, model error, publish error).
+    pub errors: u64,
+    /// Sum of inference latencies (ms), for the mean.
+    pub latency_sum_ms: f64,
+}
+
+/// Live counters of one detector worker.
+#[derive(Debug)]
+pub struct WorkerStats {
+    /// Worker id, unique across nodes.
+    pub worker: String,
+    /// Frames with published detections.
+    pub processed: AtomicU64,
+    /// Frames skipped as too old.
+    pub skipped: AtomicU64,
+    /// Frames that failed.
+    pub errors: AtomicU64,
+    /// Frames whose message could not be decoded.
+    pub malformed: AtomicU64,
+    /// Inference latency, microseconds.
+    pub latency: Mutex<Histogram<u64>>,
+    /// End-to-end latency (capture to detections published), microseconds.
+    pub e2e: Mutex<Histogram<u64>>,
+    /// Queue time (capture to pull), microseconds.
+    pub queue: Mutex<Histogram<u64>>,
+    /// Per-camera counters.
+    pub cameras: Mutex<BTreeMap<String, CameraCounters>>,
+    /// Throughput.
+    pub rate: RateMeter,
+    /// The latest error, for the status page.
+    pub last_error: Mutex<Option<String>>,
+}
+
+impl WorkerStats {
+    /// Fresh counters for `worker`.
+    pub fn new(worker: &str) -> Self {
+        WorkerStats {
+            worker: worker.to_string(),
+            processed: AtomicU64::new(0),
+            skipped: AtomicU64::new(0),
+            errors: AtomicU64::new(0),
+            malformed: AtomicU64::new(0),
+            latency: Mutex::new(new_histogram()),
+            e2e: Mutex::new(new_histogram()),
+            queue: Mutex::new(new_histogram()),
+            cameras: Mutex::new(BTreeMap::new()),
+            rate: RateMeter::default(),
+            last_error: Mutex::new(None),
+        }
+    }
+
+    fn camera(&self, camera: &str, f: impl FnOnce(&mut CameraCounters)) {
+        if let Ok(mut m) = self.cameras.lock() {
+            f(m.entry(camera.to_string()).or_default());
+        }
+    }
+
+    /// Records a processed frame.
+    pub fn record_processed(&self, camera: &str, latency_ms: f64, queue_ms: f64, e2e_ms: f64) {
+        self.processed.fetch_add(1, Ordering::Relaxed);
+        self.rate.tick();
+        let us = |ms: f64| (ms.max(0.0) * 1000.0).round().clamp(1.0, 600_000_000.0) as u64;
+        if let Ok(mut h) = self.latency.lock() {
+            let _ = h.record(us(latency_ms));
+        }
+        if let Ok(mut h) = self.queue.lock() {
+            let _ = h.record(us(queue_ms));
+        }
+        if let Ok(mut h) = self.e2e.lock() {
+            let _ = h.record(us(e2e_ms));
+        }
+        self.camera(camera, |c| {
+            c.processed += 1;
+            c.latency_sum_ms += latency_ms;
+        });
+    }
+
+    /// Records a skipped frame.
+    pub fn record_skipped(&self, camera: &str) {
+        self.skipped.fetch_add(1, Ordering::Relaxed);
+        self.camera(camera, |c| c.skipped += 1);
+    }
+
+    /// Records a failed frame.
+    pub fn record_error(&self, camera: Option<&str>, error: &str) {
+        self.errors.fetch_add(1, Ordering::Relaxed);
+        if let Some(camera) = camera {
+            self.camera(camera, |c| c.errors += 1);
+        }
+        if let Ok(mut e) = self.last_error.lock() {
+            *e = Some(error.to_string());
+        }
+    }
+
+    /// A serialisable snapshot.
+    pub fn snapshot(&self) -> WorkerStatus {
+        let lat = self.latency.lock().map(|h| h.clone()).unwrap_or_else(|_| new_histogram());
+        let e2e = self.e2e.lock().map(|h| h.clone()).unwrap_or_else(|_| new_histogram());
+        let queue = self.queue.lock().map(|h| h.clone()).unwrap_or_else(|_| new_histogram());
+        WorkerStatus {
+            worker: self.worker.clone(),
+            processed_count: self.processed.load(Ordering::Relaxed),
+            skipped_count: self.skipped.load(Ordering::Relaxed),
+            error_count: self.errors.load(Ordering::Relaxed),
+            malformed_count: self.malformed.load(Ordering::Relaxed),
+            fps: self.rate.rate(),
+            latency: Latency::of(&lat),
+            e2e_latency: Latency::of(&e2e),
+            queue_latency: Latency::of(&queue),
+            latency_hist: histogram_to_b64(&lat),
+            e2e_hist: histogram_to_b64(&e2e),
+            cameras: self.cameras.lock().map(|m| m.clone()).unwrap_or_default(),
+            last_error: self.last_error.lock().ok().and_then(|e| e.clone()),
+        }
+    }
+}
+
+/// Snapshot of one detector worker.
+#[derive(Debug, Clone, Default, Serialize, Deserialize, PartialEq)]
+pub struct WorkerStatus {
+    /// Worker id.
+    pub worker: String,
+    /// Frames with published detections.
+    pub processed_count: u64,
+    /// Frames skipped as too old.
+    pub skipped_count: u64,
+    /// Frames that failed.
+    pub error_count: u64,
+    /// Undecodable frame messages (included in `error_count`).
+    pub malformed_count: u64,
+    /// Frames per second over the last 10 s.
+    pub fps: f64,
+    /// Inference latency.
+    pub latency: Latency,
+    /// Capture-to-published latency.
+    pub e2e_latency: Latency,
+    /// Capture-to-pull latency.
+    pub queue_latency: Latency,
+    /// Inference latency histogram (V2, base64), for exact cross-node percentiles.
+    pub latency_hist: String,
+    /// End-to-end latency histogram (V2, base64).
+    pub e2e_hist: String,
+    /// Per-camera counters.
+    pub cameras: BTreeMap<String, CameraCounters>,
+    /// The latest error.
+    pub last_error: Option<String>,
+}
+
+/// What a detection node answers on [`DETECTION_STATUS_SUBJECT`].
+#[derive(Debug, Clone, Default, Serialize, Deserialize, PartialEq)]
+pub struct DetectionNodeStatus {
+    /// Node id (host name and process id).
+    pub node: String,
+    /// Effective backend.
+    pub backend: String,
+    /// Backend that was asked for.
+    pub requested_backend: String,
+    /// Why the effective backend differs, if it does.
+    pub fallback_reason: Option<String>,
+    /// Model name.
+    pub model: String,
+    /// Model input size.
+    pub input_size: u32,
+    /// Seconds since the node started.
+    pub uptime_s: f64,
+    /// Resident memory of the node process, MiB.
+    pub memory_mb: f64,
+    /// Workers of the node.
+    pub workers: Vec<WorkerStatus>,
+}
+
+/// Resident set size of this process in MiB (Linux `/proc/self/statm`).
+pub fn rss_mb() -> f64 {
+    let Ok(s) = std::fs::read_to_string("/proc/self/statm") else {
+        return 0.0;
+    };
+    let pages: f64 = s
+        .split_whitespace()
+        .nth(1)
+        .and_then(|v| v.parse().ok())
+        .unwrap_or(0.0);
+    // SAFETY: sysconf has no preconditions.
+    let page = unsafe { libc::sysconf(libc::_SC_PAGESIZE) } as f64;
+    pages * page / (1024.0 * 1024.0)
+}
+
+/// Peak resident set size of this process in MiB (`VmHWM`).
+pub fn peak_rss_mb() -> f64 {
+    let Ok(s) = std::fs::read_to_string("/proc/self/status") else {
+        return 0.0;
+    };
+    s.lines()
+        .find(|l| l.starts_with("VmHWM:"))
+        .and_then(|l| l.split_whitespace().nth(1))
+        .and_then(|v| v.parse::<f64>().ok())
+        .map(|kb| kb / 1024.0)
+        .unwrap_or(0.0)
+}
+
+/// Camera pipeline state.
+#[derive(Debug, Clone, Copy, Default, Serialize, Deserialize, PartialEq, Eq)]
+#[serde(rename_all = "snake_case")]
+pub enum CameraState {
+    /// Starting the source.
+    #[default]
+    Starting,
+    /// Frames are flowing.
+    Streaming,
+    /// The source failed or ended; waiting to reconnect.
+    Reconnecting,
+    /// Stopped.
+    Stopped,
+    /// No URL: detections come from elsewhere on the bus.
+    External,
+}
+
+/// Status of one camera pipeline.
+#[derive(Debug, Clone, Default, Serialize, Deserialize, PartialEq)]
+pub struct CameraStatus {
+    /// Camera id.
+    pub id: String,
+    /// Source URL with any password masked.
+    pub url: Option<String>,
+    /// Pipeline state.
+    pub state: CameraState,
+    /// Frames read from the source per second.
+    pub fps_in: f64,
+    /// Frames published per second.
+    pub fps_out: f64,
+    /// Frames published (stored by JetStream).
+    pub frames_published: u64,
+    /// Frames refused by JetStream (queue full) or failed to publish.
+    pub frames_dropped: u64,
+    /// Source failures.
+    pub errors: u64,
+    /// Reconnect attempts.
+    pub reconnects: u64,
+    /// Latest error.
+    pub last_error: Option<String>,
+    /// Original frame size.
+    pub width: u32,
+    /// Original frame size.
+    pub height: u32,
+    /// Per-camera tracker status, where a track actor runs for the camera.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub tracking: Option<TrackingStatus>,
+}
+
+/// Status of one camera's track actor.
+#[derive(Debug, Clone, Default, Serialize, Deserialize, PartialEq)]
+pub struct TrackingStatus {
+    /// Confirmed and tentative tracks now.
+    pub active_tracks: usize,
+    /// Tracks ever started.
+    pub total_tracks: u64,
+    /// Detections messages processed.
+    pub processed: u64,
+    /// Messages that arrived after the reorder window (dropped).
+    pub late: u64,
+    /// Messages that arrived out of order but within the window.
+    pub reordered: u64,
+    /// Messages that could not be decoded.
+    pub malformed: u64,
+    /// Latest sequence number processed.
+    pub last_seq: u64,
+}

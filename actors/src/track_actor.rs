@@ -1,0 +1,257 @@
+//! `TrackActor`: one per camera. It reads `nvr.detections.<camera>` from a
+//! durable JetStream consumer, puts messages from several detector nodes
+//! back in `seq` order with a short reorder window (later ones are counted
+//! and dropped), runs the per-camera tracker on message time, publishes
+//! `CameraTracks` and `track_started` / `track_ended` events, and
+//! acknowledges each detections message once its output is stored.
+
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use async_nats::jetstream;
+use futures::StreamExt;
+use nvr_subjects::{
+    decode, event_kind, streams, subjects, CameraTracks, Detections, Event, SCHEMA_VERSION,
+};
+use ractor::{Actor, ActorProcessingErr, ActorRef};
+use tokio::task::JoinHandle;
+use tokio_util::sync::CancellationToken;
+use tracing::{debug, warn};
+
+use crate::bus;
+use crate::status::TrackingStatus;
+use crate::track::{ReorderBuffer, Tracker, TrackerParams};
+
+/// What a track actor needs.
+pub struct TrackArgs {
+    /// Camera id.
+    pub camera: String,
+    /// Tracker parameters.
+    pub params: TrackerParams,
+    /// Reorder window.
+    pub reorder_window_ms: u64,
+    /// JetStream context.
+    pub js: jetstream::Context,
+    /// Durable consumer name (distinct per deployment role).
+    pub durable: String,
+    /// Status shared with the API.
+    pub status: Arc<Mutex<TrackingStatus>>,
+}
+
+/// Messages of the track actor.
+#[derive(Debug)]
+pub enum TrackMsg {
+    /// A detections message from the consumer.
+    Detections(Box<jetstream::Message>),
+    /// Nothing arrived for a while: release what the reorder buffer holds.
+    Idle,
+    /// The consumer pump ended; fail so the supervisor restarts us.
+    PumpFailed(String),
+}
+
+/// State of the track actor.
+pub struct TrackState {
+    /// Static args.
+    args: TrackArgs,
+    /// The tracker core.
+    tracker: Tracker,
+    /// Reorder buffer of (decoded message, JetStream message to ack).
+    reorder: ReorderBuffer<(Detections, jetstream::Message)>,
+    /// Stops the pump.
+    cancel: CancellationToken,
+    /// The pump task.
+    pump: Option<JoinHandle<()>>,
+    /// Highest seq handed to the tracker.
+    highest_seq: u64,
+    /// Whether anything was handed to the tracker yet.
+    released_any: bool,
+    /// Highest seq that arrived, for the reordered count.
+    max_arrived_seq: u64,
+}
+
+/// The track actor.
+#[derive(Clone, Copy)]
+pub struct TrackActor;
+
+impl Actor for TrackActor {
+    type Msg = TrackMsg;
+    type State = TrackState;
+    type Arguments = TrackArgs;
+
+    async fn pre_start(
+        &self,
+        myself: ActorRef<Self::Msg>,
+        args: TrackArgs,
+    ) -> Result<Self::State, ActorProcessingErr> {
+        let consumer = bus::durable_pull(
+            &args.js,
+            streams::DETECTIONS,
+            &args.durable,
+            &subjects::detections(&args.camera),
+            true,
+        )
+        .await?;
+        let cancel = CancellationToken::new();
+        let token = cancel.clone();
+        let window = Duration::from_millis(args.reorder_window_ms.max(50));
+        let me = myself.clone();
+        let pump = tokio::spawn(async move {
+            let mut messages = match consumer.messages().await {
+                Ok(m) => m,
+                Err(e) => {
+                    let _ = me.cast(TrackMsg::PumpFailed(format!("consumer: {e}")));
+                    return;
+                }
+            };
+            loop {
+                tokio::select! {
+                    _ = token.cancelled() => return,
+                    next = tokio::time::timeout(window, messages.next()) => match next {
+                        Ok(Some(Ok(m))) => {
+                            if me.cast(TrackMsg::Detections(Box::new(m))).is_err() {
+                                return;
+                            }
+                        }
+                        Ok(Some(Err(e))) => debug!("detections consumer: {e}"),
+                        Ok(None) => {
+                            let _ = me.cast(TrackMsg::PumpFailed("consumer closed".into()));
+                            return;
+                        }
+                        Err(_) => {
+                            if me.cast(TrackMsg::Idle).is_err() {
+                                return;
+                            }
+                        }
+                    }
+                }
+            }
+        });
+        let window_ns = args.reorder_window_ms * 1_000_000;
+        Ok(TrackState {
+            tracker: Tracker::new(args.params.clone()),
+            reorder: ReorderBuffer::new(window_ns),
+            args,
+            cancel,
+            pump: Some(pump),
+            highest_seq: 0,
+            released_any: false,
+            max_arrived_seq: 0,
+        })
+    }
+
+    async fn handle(
+        &self,
+        _myself: ActorRef<Self::Msg>,
+        msg: Self::Msg,
+        state: &mut Self::State,
+    ) -> Result<(), ActorProcessingErr> {
+        match msg {
+            TrackMsg::PumpFailed(why) => return Err(why.into()),
+            TrackMsg::Idle => {
+                let ready = state.reorder.flush();
+                process(state, ready).await;
+            }
+            TrackMsg::Detections(m) => {
+                let det: Detections = match decode(&m.payload) {
+                    Ok(d) => d,
+                    Err(e) => {
+                        warn!(camera = %state.args.camera, "malformed detections message: {e}");
+                        update(&state.args.status, |s| s.malformed += 1);
+                        let _ = m.ack_with(async_nats::jetstream::AckKind::Term).await;
+                        return Ok(());
+                    }
+                };
+                let (seq, ts) = (det.seq, det.ts_ns);
+                if state.released_any && seq <= state.highest_seq {
+                    // Arrived after the window closed over its place: counted and dropped.
+                    update(&state.args.status, |s| s.late += 1);
+                    debug!(camera = %state.args.camera, seq, "late detections dropped");
+                    let _ = m.ack().await;
+                    return Ok(());
+                }
+                if seq < state.max_arrived_seq {
+                    update(&state.args.status, |s| s.reordered += 1);
+                }
+                state.max_arrived_seq = state.max_arrived_seq.max(seq);
+                if state.reorder.push(seq, ts, (det, *m)).is_err() {
+                    update(&state.args.status, |s| s.late += 1);
+                    return Ok(());
+                }
+                let ready = state.reorder.pop_ready();
+                process(state, ready).await;
+            }
+        }
+        Ok(())
+    }
+
+    async fn post_stop(
+        &self,
+        _myself: ActorRef<Self::Msg>,
+        state: &mut Self::State,
+    ) -> Result<(), ActorProcessingErr> {
+        state.cancel.cancel();
+        if let Some(p) = state.pump.take() {
+            let _ = tokio::time::timeout(Duration::from_secs(2), p).await;
+        }
+        let rest = state.reorder.flush();
+        process(state, rest).await;
+        Ok(())
+    }
+}
+
+fn update(status: &Mutex<TrackingStatus>, f: impl FnOnce(&mut TrackingStatus)) {
+    if let Ok(mut s) = status.lock() {
+        f(&mut s);
+    }
+}
+
+/// Runs the tracker over released messages in order and publishes the results.
+async fn process(state: &mut TrackState, ready: Vec<(Detections, jetstream::Message)>) {
+    for (det, m) in ready {
+        let out = state.tracker.update(det.ts_ns, &det.objects);
+        state.highest_seq = state.highest_seq.max(det.seq);
+        state.released_any = true;
+        let tracks = CameraTracks {
+            v: SCHEMA_VERSION,
+            camera: det.camera.clone(),
+            seq: det.seq,
+            ts_ns: det.ts_ns,
+            width: det.width,
+            height: det.height,
+            tracks: out.tracks,
+        };
+        let id = nvr_subjects::msg_id(&det.camera, det.seq);
+        let js = &state.args.js;
+        let mut ok = bus::publish_js(js, subjects::tracks(&det.camera), &tracks, Some(&id))
+            .await
+            .map_err(|e| warn!(camera = %det.camera, "{e}"))
+            .is_ok();
+        for (kind, ids) in [(event_kind::TRACK_STARTED, &out.started), (event_kind::TRACK_ENDED, &out.ended)] {
+            for tid in ids {
+                let mut ev = Event::new(kind, det.ts_ns);
+                ev.camera = Some(det.camera.clone());
+                ev.track_id = Some(*tid);
+                let eid = format!("{}-{kind}-{tid}", det.camera);
+                ok &= bus::publish_js(js, subjects::events(kind, &det.camera), &ev, Some(&eid))
+                    .await
+                    .map_err(|e| warn!(camera = %det.camera, "{e}"))
+                    .is_ok();
+            }
+        }
+        let active = state.tracker.active_count();
+        let started = out.started.len() as u64;
+        update(&state.args.status, |s| {
+            s.processed += 1;
+            s.last_seq = det.seq;
+            s.active_tracks = active;
+            s.total_tracks += started;
+        });
+        if ok {
+            let _ = m.ack().await;
+        } else {
+            let _ = m
+                .ack_with(async_nats::jetstream::AckKind::Nak(Some(Duration::from_secs(1))))
+                .await;
+        }
+    }
+}

@@ -1,0 +1,50 @@
+//! `nvr`: the detection and spatial-tracking core of a network video
+//! recorder. One binary, several roles: `nvr run` (everything the config
+//! enables), `nvr detector` (a detection node), `nvr spatial` (a spatial
+//! shard node), plus tools (`tail`, `replay`, `status`, `config check`,
+//! `bench`, `sim`).
+
+mod api;
+mod bench;
+mod cli;
+mod config;
+mod nats;
+mod node;
+mod replay;
+mod sim;
+mod supervisor;
+mod tail;
+
+use std::process::ExitCode;
+
+use clap::Parser;
+
+fn main() -> ExitCode {
+    let args = cli::Cli::parse();
+    let loaded = match cli::load_config(&args) {
+        Ok(l) => l,
+        Err(e) => {
+            eprintln!("{e}");
+            return ExitCode::from(2);
+        }
+    };
+    cli::init_logging(&loaded.config, &args);
+    let runtime = match tokio::runtime::Builder::new_multi_thread().enable_all().build() {
+        Ok(r) => r,
+        Err(e) => {
+            eprintln!("cannot start the async runtime: {e}");
+            return ExitCode::from(1);
+        }
+    };
+    let result = runtime.block_on(cli::dispatch(args, loaded));
+    // Blocking inference threads may still be finishing; do not wait long.
+    runtime.shutdown_timeout(std::time::Duration::from_secs(2));
+    match result {
+        Ok(code) => code,
+        Err(e) => {
+            tracing::error!("{e:#}");
+            eprintln!("error: {e:#}");
+            ExitCode::from(1)
+        }
+    }
+}

@@ -1,0 +1,387 @@
+//! The supervision tree and `nvr run`.
+//!
+//! A root [`Supervisor`] actor starts one child per configured camera,
+//! detector worker, track actor and spatial shard; a child that fails is
+//! restarted with exponential backoff; on SIGINT/SIGTERM children are
+//! stopped in order (cameras, then detectors, then trackers, then spatial)
+//! so in-flight work finishes, then the API and the embedded NATS server.
+
+use std::collections::BTreeMap;
+use std::future::Future;
+use std::pin::Pin;
+use std::process::ExitCode;
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+use anyhow::{Context, Result};
+use async_nats::jetstream;
+use ractor::{Actor, ActorCell, ActorProcessingErr, ActorRef, RpcReplyPort, SupervisionEvent};
+use tracing::{error, info, warn};
+
+use crate::config::Config;
+use crate::node::{self, DetectionNode, SpatialNode};
+
+/// Spawns one child under `supervisor`.
+pub type SpawnFn =
+    Arc<dyn Fn(ActorCell) -> Pin<Box<dyn Future<Output = Result<ActorCell, String>> + Send>> + Send + Sync>;
+
+/// A child the supervisor keeps running.
+#[derive(Clone)]
+pub struct ChildSpec {
+    /// Unique actor name, e.g. `camera:front_door`.
+    pub name: String,
+    /// Stop order: lower stops first.
+    pub order: u8,
+    /// How to start it.
+    pub spawn: SpawnFn,
+}
+
+/// Messages of the supervisor.
+pub enum SupMsg {
+    /// Start a child again after its backoff.
+    Restart(String),
+    /// Stop every child in order, then reply.
+    Shutdown(RpcReplyPort<()>),
+}
+
+/// State of the supervisor.
+pub struct SupState {
+    /// Every child spec by name.
+    specs: BTreeMap<String, ChildSpec>,
+    /// Running children by name.
+    children: BTreeMap<String, ActorCell>,
+    /// Consecutive failures and the time of the latest, per child.
+    failures: BTreeMap<String, (u32, Instant)>,
+    /// Set once shutdown began: failures are no longer restarted.
+    stopping: bool,
+}
+
+/// The root supervisor.
+pub struct Supervisor;
+
+/// Restart delay after `n` consecutive failures.
+pub fn backoff(n: u32) -> Duration {
+    let ms = 500u64.saturating_mul(1u64 << n.min(6));
+    Duration::from_millis(ms.min(30_000))
+}
+
+impl Actor for Supervisor {
+    type Msg = SupMsg;
+    type State = SupState;
+    type Arguments = Vec<ChildSpec>;
+
+    async fn pre_start(
+        &self,
+        myself: ActorRef<Self::Msg>,
+        specs: Vec<ChildSpec>,
+    ) -> Result<Self::State, ActorProcessingErr> {
+        let mut state = SupState {
+            specs: BTreeMap::new(),
+            children: BTreeMap::new(),
+            failures: BTreeMap::new(),
+            stopping: false,
+        };
+        let mut ordered = specs;
+        ordered.sort_by_key(|s| std::cmp::Reverse(s.order));
+        // Start consumers before producers: spatial, trackers, detectors, cameras.
+        for spec in ordered {
+            let cell = (spec.spawn)(myself.get_cell())
+                .await
+                .map_err(|e| format!("{}: {e}", spec.name))?;
+            state.children.insert(spec.name.clone(), cell);
+            state.specs.insert(spec.name.clone(), spec);
+        }
+        Ok(state)
+    }
+
+    async fn handle(
+        &self,
+        myself: ActorRef<Self::Msg>,
+        msg: Self::Msg,
+        state: &mut Self::State,
+    ) -> Result<(), ActorProcessingErr> {
+        match msg {
+            SupMsg::Restart(name) => {
+                if state.stopping || state.children.contains_key(&name) {
+                    return Ok(());
+                }
+                let Some(spec) = state.specs.get(&name).cloned() else {
+                    return Ok(());
+                };
+                match (spec.spawn)(myself.get_cell()).await {
+                    Ok(cell) => {
+                        info!(child = %name, "restarted");
+                        state.children.insert(name, cell);
+                    }
+                    Err(e) => {
+                        let n = bump(state, &name);
+                        let d = backoff(n);
+                        warn!(child = %name, "restart failed: {e}; next try in {d:?}");
+                        myself.send_after(d, move || SupMsg::Restart(name));
+                    }
+                }
+            }
+            SupMsg::Shutdown(reply) => {
+                state.stopping = true;
+                let mut orders: Vec<u8> = state.specs.values().map(|s| s.order).collect();
+                orders.sort();
+                orders.dedup();
+                for order in orders {
+                    let names: Vec<String> = state
+                        .specs
+                        .values()
+                        .filter(|s| s.order == order)
+                        .map(|s| s.name.clone())
+                        .collect();
+                    let mut waits = Vec::new();
+                    for name in names {
+                        if let Some(cell) = state.children.remove(&name) {
+                            waits.push(async move {
+                                if cell.stop_and_wait(None, Some(Duration::from_secs(4))).await.is_err() {
+                                    warn!(child = %name, "did not stop in time; killing");
+                                    cell.kill();
+                                }
+                            });
+                        }
+                    }
+                    futures::future::join_all(waits).await;
+                }
+                let _ = reply.send(());
+            }
+        }
+        Ok(())
+    }
+
+    async fn handle_supervisor_evt(
+        &self,
+        myself: ActorRef<Self::Msg>,
+        evt: SupervisionEvent,
+        state: &mut Self::State,
+    ) -> Result<(), ActorProcessingErr> {
+        let (cell, why) = match evt {
+            SupervisionEvent::ActorFailed(cell, err) => (cell, format!("failed: {err}")),
+            SupervisionEvent::ActorTerminated(cell, _, reason) => {
+                (cell, format!("stopped: {}", reason.unwrap_or_else(|| "no reason".into())))
+            }
+            _ => return Ok(()),
+        };
+        if state.stopping {
+            return Ok(());
+        }
+        let Some(name) = state
+            .children
+            .iter()
+            .find(|(_, c)| c.get_id() == cell.get_id())
+            .map(|(n, _)| n.clone())
+        else {
+            return Ok(());
+        };
+        state.children.remove(&name);
+        let n = bump(state, &name);
+        let d = backoff(n);
+        error!(child = %name, "{why}; restarting in {d:?}");
+        myself.send_after(d, move || SupMsg::Restart(name));
+        Ok(())
+    }
+}
+
+/// Counts a failure of `name`; the count resets after a minute without one.
+fn bump(state: &mut SupState, name: &str) -> u32 {
+    let now = Instant::now();
+    let e = state.failures.entry(name.to_string()).or_insert((0, now));
+    if now.duration_since(e.1) > Duration::from_secs(60) {
+        e.0 = 0;
+    }
+    e.0 += 1;
+    e.1 = now;
+    e.0 - 1
+}
+
+/// Everything the API and the status responders read.
+pub struct Shared {
+    /// The configuration in force.
+    pub config: Arc<Config>,
+    /// NATS client.
+    pub client: async_nats::Client,
+    /// JetStream context.
+    pub js: jetstream::Context,
+    /// Process start.
+    pub started: Instant,
+    /// URL of the NATS server in use.
+    pub nats_url: String,
+    /// Whether this process started that server.
+    pub nats_embedded: bool,
+    /// Camera pipelines of this process.
+    pub cameras: BTreeMap<String, Arc<Mutex<nvr_actors::status::CameraStatus>>>,
+}
+
+/// Waits for SIGINT or SIGTERM.
+pub async fn wait_for_signal() {
+    let ctrl_c = tokio::signal::ctrl_c();
+    #[cfg(unix)]
+    {
+        let mut term = match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()) {
+            Ok(t) => t,
+            Err(_) => {
+                let _ = ctrl_c.await;
+                return;
+            }
+        };
+        tokio::select! {
+            _ = ctrl_c => {},
+            _ = term.recv() => {},
+        }
+    }
+    #[cfg(not(unix))]
+    {
+        let _ = ctrl_c.await;
+    }
+}
+
+/// Starts the supervisor with `specs`; a child that cannot start fails the whole start.
+pub async fn start_supervisor(specs: Vec<ChildSpec>) -> Result<(ActorRef<SupMsg>, tokio::task::JoinHandle<()>)> {
+    Actor::spawn(Some("nvr-supervisor".to_string()), Supervisor, specs)
+        .await
+        .map_err(|e| match e {
+            ractor::SpawnErr::StartupFailed(inner) => anyhow::anyhow!("{inner}"),
+            other => anyhow::anyhow!("{other}"),
+        })
+}
+
+/// Stops the supervisor's children in order and then the supervisor.
+pub async fn shutdown_supervisor(sup: &ActorRef<SupMsg>, handle: tokio::task::JoinHandle<()>) {
+    match ractor::call_t!(sup, SupMsg::Shutdown, 15_000) {
+        Ok(()) => {}
+        Err(e) => warn!("ordered shutdown incomplete: {e}"),
+    }
+    sup.stop(None);
+    let _ = tokio::time::timeout(Duration::from_secs(3), handle).await;
+}
+
+/// `nvr run`: everything the configuration enables, in one process.
+pub async fn run_all(loaded: crate::config::Loaded) -> Result<ExitCode> {
+    let cfg = Arc::new(loaded.config);
+    if cfg.detection.embedded {
+        if let Err(e) = node::check_detection_config(&cfg).await {
+            eprintln!("config error: {e}");
+            return Ok(ExitCode::from(2));
+        }
+    }
+    let shards = match node::shards_for_run(&cfg) {
+        Ok(s) => s,
+        Err(e) => {
+            eprintln!("config error: {e}");
+            return Ok(ExitCode::from(2));
+        }
+    };
+    let timeout = Duration::from_secs(cfg.detection.timeout_seconds);
+    let server = if cfg.nats.embedded {
+        Some(crate::nats::EmbeddedServer::start(&cfg.nats, timeout).await?)
+    } else {
+        None
+    };
+    let url = server
+        .as_ref()
+        .map(|s| s.url.clone())
+        .unwrap_or_else(|| cfg.nats.url.clone());
+    let result = run_with_nats(cfg.clone(), &url, server.is_some(), shards).await;
+    if let Some(s) = server {
+        s.stop().await;
+    }
+    result
+}
+
+async fn run_with_nats(
+    cfg: Arc<Config>,
+    url: &str,
+    embedded: bool,
+    shards: Vec<node::ShardPlan>,
+) -> Result<ExitCode> {
+    let client = crate::nats::connect(&cfg, url, "nvr run").await?;
+    let js = jetstream::new(client.clone());
+    crate::nats::ensure_streams(&js, &crate::nats::retention(&cfg))
+        .await
+        .context("setting up JetStream streams")?;
+
+    let mut specs = Vec::new();
+    let mut cameras = BTreeMap::new();
+    for cam in cfg.cameras.iter().filter(|c| c.url.is_some()) {
+        let status = Arc::new(Mutex::new(nvr_actors::status::CameraStatus::default()));
+        cameras.insert(cam.id.clone(), status.clone());
+        specs.push(node::camera_spec(&cfg, cam, js.clone(), status));
+    }
+    for cam in cfg.cameras.iter().filter(|c| c.url.is_none()) {
+        let status = nvr_actors::status::CameraStatus {
+            id: cam.id.clone(),
+            state: nvr_actors::status::CameraState::External,
+            ..Default::default()
+        };
+        cameras.insert(cam.id.clone(), Arc::new(Mutex::new(status)));
+    }
+    let detection = if cfg.detection.embedded {
+        let (n, s) = DetectionNode::new(&cfg, js.clone());
+        specs.extend(s);
+        Some(n)
+    } else {
+        None
+    };
+    let spatial = if cfg.spatial.embedded {
+        let track_cams: Vec<String> = cfg.cameras.iter().map(|c| c.id.clone()).collect();
+        let (n, s) = SpatialNode::new(&cfg, js.clone(), &track_cams, shards);
+        specs.extend(s);
+        Some(n)
+    } else {
+        None
+    };
+
+    let shared = Arc::new(Shared {
+        config: cfg.clone(),
+        client: client.clone(),
+        js: js.clone(),
+        started: Instant::now(),
+        nats_url: url.to_string(),
+        nats_embedded: embedded,
+        cameras,
+    });
+
+    let (sup, sup_handle) = start_supervisor(specs).await?;
+    let mut responders = Vec::new();
+    if let Some(d) = &detection {
+        responders.push(node::serve_detection_status(client.clone(), d.clone()).await?);
+    }
+    if let Some(s) = &spatial {
+        responders.push(node::serve_spatial_status(client.clone(), s.clone()).await?);
+    }
+    let services = node::register_services(&client, detection.as_ref(), spatial.as_ref()).await;
+
+    let listen = crate::config::parse_listen(&cfg.api.address).map_err(|e| anyhow::anyhow!("api.address: {e}"))?;
+    let api_token = tokio_util::sync::CancellationToken::new();
+    let api = crate::api::serve(listen, crate::api::router(shared.clone()), api_token.clone()).await?;
+    info!(api = %listen, nats = %url, embedded_nats = embedded, "nvr running");
+
+    wait_for_signal().await;
+    info!("shutting down");
+    api_token.cancel();
+    shutdown_supervisor(&sup, sup_handle).await;
+    for r in responders {
+        r.abort();
+    }
+    drop(services);
+    let _ = client.flush().await;
+    let _ = tokio::time::timeout(Duration::from_secs(2), api).await;
+    info!("stopped");
+    Ok(ExitCode::SUCCESS)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn backoff_grows_and_caps() {
+        assert_eq!(backoff(0), Duration::from_millis(500));
+        assert_eq!(backoff(1), Duration::from_millis(1000));
+        assert_eq!(backoff(3), Duration::from_millis(4000));
+        assert_eq!(backoff(20), Duration::from_millis(30_000));
+    }
+}

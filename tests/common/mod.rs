@@ -1,0 +1,319 @@
+//! Test harness: a real `nats-server -js` on a random port with a temporary
+//! store, killed on drop; helpers to run the `nvr` binary as a child process
+//! and to wait for events without sleeping.
+
+#![allow(dead_code)]
+
+use std::io::{BufRead, BufReader, Read};
+use std::net::TcpListener;
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Stdio};
+use std::sync::mpsc;
+use std::time::{Duration, Instant};
+
+/// The workspace root.
+pub fn root() -> PathBuf {
+    PathBuf::from(env!("CARGO_MANIFEST_DIR"))
+}
+
+/// The data directory filled by `scripts/setup`.
+pub fn data() -> PathBuf {
+    root().join("data")
+}
+
+/// Panics with a message naming `scripts/setup` when `path` is missing.
+pub fn require(path: &Path, what: &str) -> PathBuf {
+    assert!(
+        path.exists(),
+        "{what} not found at {}: run scripts/setup first",
+        path.display()
+    );
+    path.to_path_buf()
+}
+
+/// The `nats-server` binary (PATH or /usr/sbin), or a panic naming `scripts/setup`.
+pub fn nats_server_bin() -> PathBuf {
+    if let Some(paths) = std::env::var_os("PATH") {
+        for dir in std::env::split_paths(&paths) {
+            let p = dir.join("nats-server");
+            if p.is_file() {
+                return p;
+            }
+        }
+    }
+    for p in ["/usr/sbin/nats-server", "/usr/local/bin/nats-server"] {
+        if Path::new(p).is_file() {
+            return p.into();
+        }
+    }
+    panic!("nats-server not found in PATH or /usr/sbin: run scripts/setup first");
+}
+
+/// A free TCP port on 127.0.0.1 (bound and released).
+pub fn free_port() -> u16 {
+    TcpListener::bind("127.0.0.1:0")
+        .and_then(|l| l.local_addr())
+        .map(|a| a.port())
+        .expect("no free port")
+}
+
+/// A running `nats-server -js` with a temporary store; killed on drop.
+pub struct NatsServer {
+    child: Child,
+    /// Client URL.
+    pub url: String,
+    /// Client port.
+    pub port: u16,
+    /// Temporary directory holding the store and the ports file.
+    pub dir: tempfile::TempDir,
+}
+
+impl NatsServer {
+    /// Starts a server on a random port and waits for its ports file.
+    pub fn start() -> NatsServer {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let store = dir.path().join("store");
+        let child = Command::new(nats_server_bin())
+            .args(["-js", "-a", "127.0.0.1", "-p", "-1", "--ports_file_dir"])
+            .arg(dir.path())
+            .arg("-sd")
+            .arg(&store)
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .spawn()
+            .expect("cannot start nats-server");
+        let ports_file = dir
+            .path()
+            .join(format!("nats-server_{}.ports", child.id()));
+        let deadline = Instant::now() + Duration::from_secs(20);
+        let url = loop {
+            if let Ok(text) = std::fs::read_to_string(&ports_file) {
+                if let Ok(v) = serde_json::from_str::<serde_json::Value>(&text) {
+                    if let Some(u) = v["nats"][0].as_str() {
+                        break u.to_string();
+                    }
+                }
+            }
+            assert!(Instant::now() < deadline, "nats-server did not write its ports file");
+            std::thread::sleep(Duration::from_millis(20));
+        };
+        let port = url.rsplit(':').next().and_then(|p| p.parse().ok()).expect("port in url");
+        NatsServer {
+            child,
+            url,
+            port,
+            dir,
+        }
+    }
+
+    /// A connected client.
+    pub async fn client(&self) -> async_nats::Client {
+        async_nats::connect(&self.url).await.expect("connect to test nats-server")
+    }
+}
+
+impl Drop for NatsServer {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+/// The `nvr` binary under test.
+pub fn nvr_bin() -> PathBuf {
+    PathBuf::from(env!("CARGO_BIN_EXE_nvr"))
+}
+
+/// A child `nvr` process whose stderr lines are collected; killed on drop.
+pub struct NvrProcess {
+    /// The child.
+    pub child: Child,
+    /// Lines written on stderr (logs).
+    lines: mpsc::Receiver<String>,
+    /// Lines seen so far.
+    pub seen: Vec<String>,
+}
+
+impl NvrProcess {
+    /// Starts `nvr <args>` in `cwd` with extra environment.
+    pub fn start(args: &[&str], cwd: &Path, env: &[(&str, &str)]) -> NvrProcess {
+        let mut cmd = Command::new(nvr_bin());
+        cmd.args(args)
+            .current_dir(cwd)
+            .stdin(Stdio::null())
+            .stdout(Stdio::piped())
+            .stderr(Stdio::piped())
+            .env("LOG_LEVEL", "info")
+            .env_remove("RUST_LOG")
+            .env_remove("NVR_CONFIG")
+            .env_remove("NATS_URL");
+        for (k, v) in env {
+            cmd.env(k, v);
+        }
+        let mut child = cmd.spawn().expect("start nvr");
+        let (tx, rx) = mpsc::channel();
+        let stderr = child.stderr.take().expect("stderr");
+        std::thread::spawn(move || {
+            for line in BufReader::new(stderr).lines().map_while(Result::ok) {
+                if tx.send(line).is_err() {
+                    break;
+                }
+            }
+        });
+        NvrProcess {
+            child,
+            lines: rx,
+            seen: Vec::new(),
+        }
+    }
+
+    /// Waits until a stderr line contains `needle`; panics with the log on timeout.
+    pub fn wait_for_log(&mut self, needle: &str, timeout: Duration) -> String {
+        let deadline = Instant::now() + timeout;
+        loop {
+            let left = deadline.saturating_duration_since(Instant::now());
+            match self.lines.recv_timeout(left) {
+                Ok(line) => {
+                    self.seen.push(line.clone());
+                    if line.contains(needle) {
+                        return line;
+                    }
+                }
+                Err(_) => panic!(
+                    "timed out waiting for {needle:?} in nvr's log:\n{}",
+                    self.seen.join("\n")
+                ),
+            }
+        }
+    }
+
+    /// Sends SIGINT.
+    pub fn interrupt(&self) {
+        // SAFETY: signalling our own child.
+        unsafe {
+            libc::kill(self.child.id() as i32, libc::SIGINT);
+        }
+    }
+
+    /// Waits for exit up to `timeout`; returns the exit code.
+    pub fn wait_exit(&mut self, timeout: Duration) -> Option<i32> {
+        let deadline = Instant::now() + timeout;
+        loop {
+            if let Ok(Some(status)) = self.child.try_wait() {
+                while let Ok(l) = self.lines.try_recv() {
+                    self.seen.push(l);
+                }
+                return status.code();
+            }
+            if Instant::now() > deadline {
+                return None;
+            }
+            std::thread::sleep(Duration::from_millis(20));
+        }
+    }
+
+    /// Everything left on stdout (after exit).
+    pub fn stdout(&mut self) -> String {
+        let mut s = String::new();
+        if let Some(mut o) = self.child.stdout.take() {
+            let _ = o.read_to_string(&mut s);
+        }
+        s
+    }
+}
+
+impl Drop for NvrProcess {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+/// Runs `nvr <args>` to completion; returns (exit code, stdout, stderr).
+pub fn nvr_output(args: &[&str], cwd: &Path, env: &[(&str, &str)]) -> (i32, String, String) {
+    let mut cmd = Command::new(nvr_bin());
+    cmd.args(args)
+        .current_dir(cwd)
+        .env_remove("RUST_LOG")
+        .env_remove("NVR_CONFIG")
+        .env_remove("NATS_URL");
+    for (k, v) in env {
+        cmd.env(k, v);
+    }
+    let out = cmd.output().expect("run nvr");
+    (
+        out.status.code().unwrap_or(-1),
+        String::from_utf8_lossy(&out.stdout).to_string(),
+        String::from_utf8_lossy(&out.stderr).to_string(),
+    )
+}
+
+/// GETs `http://127.0.0.1:<port><path>`; returns (status, body).
+pub fn http_get(port: u16, path: &str) -> (u16, String) {
+    use std::io::Write;
+    let mut s = std::net::TcpStream::connect(("127.0.0.1", port)).expect("connect api");
+    s.set_read_timeout(Some(Duration::from_secs(10))).ok();
+    write!(s, "GET {path} HTTP/1.1\r\nHost: localhost\r\nConnection: close\r\n\r\n").expect("write");
+    let mut buf = String::new();
+    s.read_to_string(&mut buf).expect("read");
+    let (head, body) = buf.split_once("\r\n\r\n").unwrap_or((&buf, ""));
+    let code = head.split_whitespace().nth(1).and_then(|c| c.parse().ok()).unwrap_or(0);
+    let body = if head.to_ascii_lowercase().contains("transfer-encoding: chunked") {
+        let mut out = String::new();
+        let mut rest = body;
+        while let Some((size, after)) = rest.split_once("\r\n") {
+            let Ok(n) = usize::from_str_radix(size.trim(), 16) else { break };
+            if n == 0 || after.len() < n {
+                break;
+            }
+            out.push_str(&after[..n]);
+            rest = after[n..].trim_start_matches("\r\n");
+        }
+        out
+    } else {
+        body.to_string()
+    };
+    (code, body)
+}
+
+/// Polls `f` until it returns `Some`, up to `timeout` (for state that has no event to await).
+pub fn eventually<T>(timeout: Duration, what: &str, mut f: impl FnMut() -> Option<T>) -> T {
+    let deadline = Instant::now() + timeout;
+    loop {
+        if let Some(v) = f() {
+            return v;
+        }
+        assert!(Instant::now() < deadline, "timed out waiting for {what}");
+        std::thread::sleep(Duration::from_millis(50));
+    }
+}
+
+/// Writes a config file into `dir` and returns its path.
+pub fn write_config(dir: &Path, yaml: &str) -> PathBuf {
+    let p = dir.join("config.yaml");
+    std::fs::write(&p, yaml).expect("write config");
+    p
+}
+
+/// Whether a process with this pid is alive.
+pub fn alive(pid: u32) -> bool {
+    // SAFETY: signal 0 only checks existence.
+    unsafe { libc::kill(pid as i32, 0) == 0 }
+}
+
+/// Pids of running `nats-server` processes whose command line contains `needle`.
+pub fn nats_server_pids(needle: &str) -> Vec<u32> {
+    let mut out = Vec::new();
+    if let Ok(entries) = std::fs::read_dir("/proc") {
+        for e in entries.flatten() {
+            let Ok(pid) = e.file_name().to_string_lossy().parse::<u32>() else { continue };
+            if let Ok(cmd) = std::fs::read(e.path().join("cmdline")) {
+                let cmd = String::from_utf8_lossy(&cmd).replace('\0', " ");
+                if cmd.contains("nats-server") && cmd.contains(needle) {
+                    out.push(pid);
+                }
+            }
+        }
+    }
+    out
+}
