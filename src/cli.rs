@@ -204,6 +204,7 @@ pub fn init_logging(cfg: &config::Config, cli: &Cli) {
             filter
         })
         .with_writer(std::io::stderr)
+        .with_ansi(std::io::IsTerminal::is_terminal(&std::io::stderr()))
         .with_target(false);
     let _ = builder.try_init();
 }

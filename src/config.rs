@@ -1142,7 +1142,7 @@ mod tests {
     #[test]
     fn errors_are_one_line_and_name_the_key() {
         let cases: &[(&str, &str)] = &[
-            ("detection:\n  bogus: 1\n", "detection: unknown field `bogus`"),
+            ("detection:\n  bogus: 1\n", "detection.bogus = 1: unknown field `bogus`"),
             ("detection:\n  input_size: big\n", "detection.input_size"),
             ("detection:\n  input_size: 333\n", "detection.input_size = 333"),
             ("nats:\n  url: \"http://x:4222\"\n", "nats.url"),
