@@ -48,7 +48,10 @@ pub fn router(shared: Arc<Shared>) -> Router {
     Router::new()
         .route("/health", get(health))
         .route("/api/v1/system/health", get(system_health))
-        .route("/api/v1/plugins/nvr-detection/status", get(detection_status))
+        .route(
+            "/api/v1/plugins/nvr-detection/status",
+            get(detection_status),
+        )
         .route("/api/v1/spatial/stats", get(spatial_stats))
         .route("/api/v1/spatial/tracks", get(spatial_tracks))
         .route("/metrics", get(metrics))
@@ -80,7 +83,11 @@ async fn health(State(s): State<Arc<Shared>>) -> Response {
 }
 
 /// Sends `body` to `subject` and collects every reply within [`GATHER`].
-pub async fn gather(client: &async_nats::Client, subject: &str, body: &'static [u8]) -> Vec<Vec<u8>> {
+pub async fn gather(
+    client: &async_nats::Client,
+    subject: &str,
+    body: &'static [u8],
+) -> Vec<Vec<u8>> {
     let inbox = client.new_inbox();
     let Ok(mut sub) = client.subscribe(inbox.clone()).await else {
         return Vec::new();
@@ -92,7 +99,7 @@ pub async fn gather(client: &async_nats::Client, subject: &str, body: &'static [
     {
         return Vec::new();
     }
-    let _ = client.flush().await;
+    let _ = tokio::time::timeout(Duration::from_secs(1), client.flush()).await;
     let mut out = Vec::new();
     let deadline = tokio::time::Instant::now() + GATHER;
     while let Ok(Some(m)) = tokio::time::timeout_at(deadline, sub.next()).await {
@@ -102,11 +109,12 @@ pub async fn gather(client: &async_nats::Client, subject: &str, body: &'static [
 }
 
 async fn detection_nodes(s: &Shared) -> Vec<DetectionNodeStatus> {
-    let mut nodes: Vec<DetectionNodeStatus> = gather(&s.client, status::DETECTION_STATUS_SUBJECT, b"")
-        .await
-        .iter()
-        .filter_map(|b| serde_json::from_slice(b).ok())
-        .collect();
+    let mut nodes: Vec<DetectionNodeStatus> =
+        gather(&s.client, status::DETECTION_STATUS_SUBJECT, b"")
+            .await
+            .iter()
+            .filter_map(|b| serde_json::from_slice(b).ok())
+            .collect();
     nodes.sort_by(|a, b| a.node.cmp(&b.node));
     nodes
 }
@@ -180,7 +188,9 @@ pub async fn detection_document(s: &Shared) -> Value {
         }
     }
     for (cam, st) in &s.cameras {
-        let Ok(st) = st.lock().map(|x| x.clone()) else { continue };
+        let Ok(st) = st.lock().map(|x| x.clone()) else {
+            continue;
+        };
         per_cam.entry(cam.clone()).or_default();
         let (p, sk, e, sum) = per_cam.get(cam).copied().unwrap_or_default();
         cameras.insert(
@@ -308,8 +318,16 @@ pub fn aggregate_spatial(nodes: &[SpatialNodeStatus]) -> Value {
             }));
         }
     }
-    let avg = if weighted.1 > 0 { weighted.0 / weighted.1 as f64 } else { 0.0 };
-    let reid_avg = if reid.1 > 0 { reid.0 / reid.1 as f64 } else { 0.0 };
+    let avg = if weighted.1 > 0 {
+        weighted.0 / weighted.1 as f64
+    } else {
+        0.0
+    };
+    let reid_avg = if reid.1 > 0 {
+        reid.0 / reid.1 as f64
+    } else {
+        0.0
+    };
     let attempts = handoffs + failures;
     json!({
         "active_tracks": active,
@@ -399,7 +417,11 @@ async fn system_health(State(s): State<Arc<Shared>>) -> Response {
             "cameras": cameras,
         },
     });
-    let code = if ok { StatusCode::OK } else { StatusCode::SERVICE_UNAVAILABLE };
+    let code = if ok {
+        StatusCode::OK
+    } else {
+        StatusCode::SERVICE_UNAVAILABLE
+    };
     (code, Json(body)).into_response()
 }
 
@@ -411,50 +433,137 @@ async fn metrics(State(s): State<Arc<Shared>>) -> Response {
         let _ = writeln!(out, "# HELP {name} {help}\n# TYPE {name} gauge\n{name} {v}");
     };
     let f = |v: &Value| v.as_f64().unwrap_or(0.0);
-    gauge("nvr_nats_connected", "1 when connected to NATS", if nats_ok(&s) { 1.0 } else { 0.0 });
-    gauge("nvr_detection_connected", "1 when at least one detection worker answered", if det["connected"].as_bool().unwrap_or(false) { 1.0 } else { 0.0 });
-    gauge("nvr_detection_queue_size", "Frames pending or in flight on the detectors consumer", f(&det["queue_size"]));
-    gauge("nvr_detection_processed_total", "Frames with published detections", f(&det["processed_count"]));
-    gauge("nvr_detection_errors_total", "Frames that failed", f(&det["error_count"]));
-    gauge("nvr_detection_skipped_total", "Frames skipped as too old", f(&det["skipped_count"]));
-    gauge("nvr_detection_latency_avg_ms", "Mean inference latency", f(&det["avg_latency_ms"]));
-    gauge("nvr_detection_latency_p99_ms", "99th percentile inference latency", f(&det["p99_latency_ms"]));
-    gauge("nvr_detection_fps", "Frames processed per second", f(&det["fps"]));
-    gauge("nvr_spatial_active_tracks", "Active global tracks", f(&sp["active_tracks"]));
-    gauge("nvr_spatial_total_tracks", "Global tracks ever created", f(&sp["total_tracks"]));
-    gauge("nvr_spatial_processing_avg_ms", "Mean matching-cycle time", f(&sp["avg_processing_ms"]));
-    gauge("nvr_spatial_handoffs_total", "Completed handoffs", f(&sp["handoffs_completed"]));
-    gauge("nvr_process_memory_mb", "Resident memory of this process", status::rss_mb());
+    gauge(
+        "nvr_nats_connected",
+        "1 when connected to NATS",
+        if nats_ok(&s) { 1.0 } else { 0.0 },
+    );
+    gauge(
+        "nvr_detection_connected",
+        "1 when at least one detection worker answered",
+        if det["connected"].as_bool().unwrap_or(false) {
+            1.0
+        } else {
+            0.0
+        },
+    );
+    gauge(
+        "nvr_detection_queue_size",
+        "Frames pending or in flight on the detectors consumer",
+        f(&det["queue_size"]),
+    );
+    gauge(
+        "nvr_detection_processed_total",
+        "Frames with published detections",
+        f(&det["processed_count"]),
+    );
+    gauge(
+        "nvr_detection_errors_total",
+        "Frames that failed",
+        f(&det["error_count"]),
+    );
+    gauge(
+        "nvr_detection_skipped_total",
+        "Frames skipped as too old",
+        f(&det["skipped_count"]),
+    );
+    gauge(
+        "nvr_detection_latency_avg_ms",
+        "Mean inference latency",
+        f(&det["avg_latency_ms"]),
+    );
+    gauge(
+        "nvr_detection_latency_p99_ms",
+        "99th percentile inference latency",
+        f(&det["p99_latency_ms"]),
+    );
+    gauge(
+        "nvr_detection_fps",
+        "Frames processed per second",
+        f(&det["fps"]),
+    );
+    gauge(
+        "nvr_spatial_active_tracks",
+        "Active global tracks",
+        f(&sp["active_tracks"]),
+    );
+    gauge(
+        "nvr_spatial_total_tracks",
+        "Global tracks ever created",
+        f(&sp["total_tracks"]),
+    );
+    gauge(
+        "nvr_spatial_processing_avg_ms",
+        "Mean matching-cycle time",
+        f(&sp["avg_processing_ms"]),
+    );
+    gauge(
+        "nvr_spatial_handoffs_total",
+        "Completed handoffs",
+        f(&sp["handoffs_completed"]),
+    );
+    gauge(
+        "nvr_process_memory_mb",
+        "Resident memory of this process",
+        status::rss_mb(),
+    );
     let _ = writeln!(out, "# HELP nvr_camera_frames_published_total Frames published per camera\n# TYPE nvr_camera_frames_published_total counter");
     for (id, c) in &s.cameras {
         if let Ok(c) = c.lock() {
-            let _ = writeln!(out, "nvr_camera_frames_published_total{{camera=\"{id}\"}} {}", c.frames_published);
+            let _ = writeln!(
+                out,
+                "nvr_camera_frames_published_total{{camera=\"{id}\"}} {}",
+                c.frames_published
+            );
         }
     }
     let _ = writeln!(out, "# HELP nvr_camera_frames_dropped_total Frames refused at publish per camera\n# TYPE nvr_camera_frames_dropped_total counter");
     for (id, c) in &s.cameras {
         if let Ok(c) = c.lock() {
-            let _ = writeln!(out, "nvr_camera_frames_dropped_total{{camera=\"{id}\"}} {}", c.frames_dropped);
+            let _ = writeln!(
+                out,
+                "nvr_camera_frames_dropped_total{{camera=\"{id}\"}} {}",
+                c.frames_dropped
+            );
         }
     }
-    ([(axum::http::header::CONTENT_TYPE, "text/plain; version=0.0.4")], out).into_response()
+    (
+        [(
+            axum::http::header::CONTENT_TYPE,
+            "text/plain; version=0.0.4",
+        )],
+        out,
+    )
+        .into_response()
 }
 
 /// `nvr status`: prints the health, detection and spatial documents.
-pub async fn print_status(cfg: &crate::config::Config, args: crate::cli::StatusArgs) -> Result<ExitCode> {
+pub async fn print_status(
+    cfg: &crate::config::Config,
+    args: crate::cli::StatusArgs,
+) -> Result<ExitCode> {
     let base = match args.api {
         Some(a) => a.trim_end_matches('/').to_string(),
         None => {
-            let port = crate::config::host_port(&cfg.api.address).map(|(_, p)| p).unwrap_or(12000);
+            let port = crate::config::host_port(&cfg.api.address)
+                .map(|(_, p)| p)
+                .unwrap_or(12000);
             format!("http://127.0.0.1:{port}")
         }
     };
     let mut failed = false;
-    for path in ["/api/v1/system/health", "/api/v1/plugins/nvr-detection/status", "/api/v1/spatial/stats"] {
+    for path in [
+        "/api/v1/system/health",
+        "/api/v1/plugins/nvr-detection/status",
+        "/api/v1/spatial/stats",
+    ] {
         match http_get(&format!("{base}{path}")).await {
             Ok((code, body)) => {
                 let v: Value = serde_json::from_str(&body).unwrap_or(Value::String(body));
-                println!("{}", json!({"endpoint": path, "http_status": code, "body": v}));
+                println!(
+                    "{}",
+                    json!({"endpoint": path, "http_status": code, "body": v})
+                );
                 failed |= code >= 500;
             }
             Err(e) => {
@@ -463,7 +572,11 @@ pub async fn print_status(cfg: &crate::config::Config, args: crate::cli::StatusA
             }
         }
     }
-    Ok(if failed { ExitCode::from(1) } else { ExitCode::SUCCESS })
+    Ok(if failed {
+        ExitCode::from(1)
+    } else {
+        ExitCode::SUCCESS
+    })
 }
 
 /// A minimal HTTP/1.1 GET (no TLS) for the CLI tools.
@@ -476,11 +589,16 @@ pub async fn http_get(url: &str) -> Result<(u16, String)> {
         Some(i) => (&rest[..i], &rest[i..]),
         None => (rest, "/"),
     };
-    let mut conn = tokio::time::timeout(Duration::from_secs(5), tokio::net::TcpStream::connect(hostport))
-        .await
-        .map_err(|_| anyhow::anyhow!("connect to {hostport} timed out"))??;
-    conn.write_all(format!("GET {path} HTTP/1.1\r\nHost: {hostport}\r\nConnection: close\r\n\r\n").as_bytes())
-        .await?;
+    let mut conn = tokio::time::timeout(
+        Duration::from_secs(5),
+        tokio::net::TcpStream::connect(hostport),
+    )
+    .await
+    .map_err(|_| anyhow::anyhow!("connect to {hostport} timed out"))??;
+    conn.write_all(
+        format!("GET {path} HTTP/1.1\r\nHost: {hostport}\r\nConnection: close\r\n\r\n").as_bytes(),
+    )
+    .await?;
     let mut buf = Vec::new();
     tokio::time::timeout(Duration::from_secs(10), conn.read_to_end(&mut buf))
         .await
@@ -492,7 +610,10 @@ pub async fn http_get(url: &str) -> Result<(u16, String)> {
         .nth(1)
         .and_then(|c| c.parse().ok())
         .unwrap_or(0);
-    let body = if head.to_ascii_lowercase().contains("transfer-encoding: chunked") {
+    let body = if head
+        .to_ascii_lowercase()
+        .contains("transfer-encoding: chunked")
+    {
         dechunk(body)
     } else {
         body.to_string()
@@ -504,7 +625,9 @@ fn dechunk(body: &str) -> String {
     let mut out = String::new();
     let mut rest = body;
     while let Some((size, after)) = rest.split_once("\r\n") {
-        let Ok(n) = usize::from_str_radix(size.trim(), 16) else { break };
+        let Ok(n) = usize::from_str_radix(size.trim(), 16) else {
+            break;
+        };
         if n == 0 || after.len() < n {
             break;
         }

@@ -156,16 +156,44 @@ pub fn load_config(cli: &Cli) -> Result<Loaded, config::ConfigError> {
                     ov.set(k, v, f);
                 }
             };
-            s("detection.models_path", a.models_path.clone().map(Value::from), "--models-path");
-            s("detection.model", a.model.clone().map(Value::from), "--model");
-            s("detection.backend", a.backend.clone().map(Value::from), "--backend");
-            s("detection.device_id", a.device_id.map(Value::from), "--device-id");
+            s(
+                "detection.models_path",
+                a.models_path.clone().map(Value::from),
+                "--models-path",
+            );
+            s(
+                "detection.model",
+                a.model.clone().map(Value::from),
+                "--model",
+            );
+            s(
+                "detection.backend",
+                a.backend.clone().map(Value::from),
+                "--backend",
+            );
+            s(
+                "detection.device_id",
+                a.device_id.map(Value::from),
+                "--device-id",
+            );
             s("detection.workers", a.workers.map(Value::from), "--workers");
-            s("detection.input_size", a.input_size.map(Value::from), "--input-size");
+            s(
+                "detection.input_size",
+                a.input_size.map(Value::from),
+                "--input-size",
+            );
             s("detection.threads", a.threads.map(Value::from), "--threads");
-            s("detection.address", a.address.clone().map(Value::from), "--address");
+            s(
+                "detection.address",
+                a.address.clone().map(Value::from),
+                "--address",
+            );
             if a.allow_cpu_fallback {
-                ov.set("detection.allow_cpu_fallback", Value::Bool(true), "--allow-cpu-fallback");
+                ov.set(
+                    "detection.allow_cpu_fallback",
+                    Value::Bool(true),
+                    "--allow-cpu-fallback",
+                );
             }
         }
         Command::Spatial(a) => {
@@ -265,7 +293,11 @@ fn config_check(loaded: &Loaded) {
     println!(
         "# detection model: {} ({})",
         model.display(),
-        if model.is_file() { "found" } else { "NOT FOUND: run scripts/setup or set detection.models_path" }
+        if model.is_file() {
+            "found"
+        } else {
+            "NOT FOUND: run scripts/setup or set detection.models_path"
+        }
     );
     println!("# configuration OK");
 }

@@ -554,7 +554,9 @@ fn set_path(doc: &mut Value, path: &str, value: Value) -> Result<(), ConfigError
                 ));
             }
         }
-        let map = cur.as_object_mut().ok_or_else(|| ConfigError(path.into()))?;
+        let map = cur
+            .as_object_mut()
+            .ok_or_else(|| ConfigError(path.into()))?;
         if i + 1 == parts.len() {
             map.insert((*part).to_string(), value);
             return Ok(());
@@ -676,7 +678,10 @@ pub fn load(ov: &Overrides, env: &dyn Fn(&str) -> Option<String>) -> Result<Load
         let value = lookup(&doc, &key)
             .map(|v| format!(" = {}", short(v)))
             .unwrap_or_default();
-        ConfigError(format!("{key}{value}: {}{source}", one_line(&e.inner().to_string())))
+        ConfigError(format!(
+            "{key}{value}: {}{source}",
+            one_line(&e.inner().to_string())
+        ))
     })?;
     validate(&config)?;
     Ok(Loaded {
@@ -735,13 +740,21 @@ fn merge_floor_plans(
             size_m: plan.size_m,
             plan: plan.plan.clone(),
         };
-        push_array(doc, "floors", serde_json::to_value(floor).unwrap_or(Value::Null))?;
+        push_array(
+            doc,
+            "floors",
+            serde_json::to_value(floor).unwrap_or(Value::Null),
+        )?;
         sources.insert("floors".into(), Source::FloorPlan(f.clone()));
         for mut cam in plan.cameras {
             if cam.floor.is_none() {
                 cam.floor = Some(plan.id.clone());
             }
-            push_array(doc, "cameras", serde_json::to_value(cam).unwrap_or(Value::Null))?;
+            push_array(
+                doc,
+                "cameras",
+                serde_json::to_value(cam).unwrap_or(Value::Null),
+            )?;
             sources.insert("cameras".into(), Source::FloorPlan(f.clone()));
         }
     }
@@ -778,10 +791,14 @@ pub fn validate(c: &Config) -> Result<(), ConfigError> {
             LEVELS.join(", ")
         ));
     }
-    parse_listen(&c.api.address).map_err(|e| ConfigError(format!("api.address = {:?}: {e}", c.api.address)))?;
+    parse_listen(&c.api.address)
+        .map_err(|e| ConfigError(format!("api.address = {:?}: {e}", c.api.address)))?;
     validate_nats_url(&c.nats.url)?;
     if c.nats.replicas == 0 || c.nats.replicas > 5 {
-        return err(format!("nats.replicas = {}: must be 1..=5", c.nats.replicas));
+        return err(format!(
+            "nats.replicas = {}: must be 1..=5",
+            c.nats.replicas
+        ));
     }
     let r = &c.nats.retention;
     if r.frames_max_age_ms == 0 {
@@ -794,11 +811,15 @@ pub fn validate(c: &Config) -> Result<(), ConfigError> {
         ));
     }
     if r.max_age_hours.is_nan() || r.max_age_hours <= 0.0 {
-        return err(format!("nats.retention.max_age_hours = {}: must be positive", r.max_age_hours));
+        return err(format!(
+            "nats.retention.max_age_hours = {}: must be positive",
+            r.max_age_hours
+        ));
     }
 
     let d = &c.detection;
-    host_port(&d.address).map_err(|e| ConfigError(format!("detection.address = {:?}: {e}", d.address)))?;
+    host_port(&d.address)
+        .map_err(|e| ConfigError(format!("detection.address = {:?}: {e}", d.address)))?;
     d.backend
         .parse::<nvr_actors::detect::model::Backend>()
         .map_err(|_| {
@@ -815,7 +836,7 @@ pub fn validate(c: &Config) -> Result<(), ConfigError> {
                 d.model_type
             ))
         })?;
-    if d.input_size < 64 || d.input_size > 2048 || d.input_size % 32 != 0 {
+    if d.input_size < 64 || d.input_size > 2048 || !d.input_size.is_multiple_of(32) {
         return err(format!(
             "detection.input_size = {}: must be a multiple of 32 between 64 and 2048 (e.g. 320, 416, 640)",
             d.input_size
@@ -825,7 +846,10 @@ pub fn validate(c: &Config) -> Result<(), ConfigError> {
         return err(format!("detection.workers = {}: at most 64", d.workers));
     }
     if d.batch_size == 0 || d.batch_size > 256 {
-        return err(format!("detection.batch_size = {}: must be 1..=256", d.batch_size));
+        return err(format!(
+            "detection.batch_size = {}: must be 1..=256",
+            d.batch_size
+        ));
     }
     check_fps("detection.default_fps", d.default_fps)?;
     check_unit("detection.min_confidence", d.min_confidence)?;
@@ -834,14 +858,20 @@ pub fn validate(c: &Config) -> Result<(), ConfigError> {
         return err("detection.max_frame_age_ms = 0: must be positive");
     }
     if d.jpeg_quality == 0 || d.jpeg_quality > 100 {
-        return err(format!("detection.jpeg_quality = {}: must be 1..=100", d.jpeg_quality));
+        return err(format!(
+            "detection.jpeg_quality = {}: must be 1..=100",
+            d.jpeg_quality
+        ));
     }
     if d.timeout_seconds == 0 {
         return err("detection.timeout_seconds = 0: must be positive");
     }
     for l in &d.labels {
-        if !nvr_actors::detect::labels::COCO_LABELS.contains(&l.as_str()) && d.model_type == "yolox" {
-            return err(format!("detection.labels: {l:?} is not a label of the model"));
+        if !nvr_actors::detect::labels::COCO_LABELS.contains(&l.as_str()) && d.model_type == "yolox"
+        {
+            return err(format!(
+                "detection.labels: {l:?} is not a label of the model"
+            ));
         }
     }
 
@@ -858,12 +888,19 @@ pub fn validate(c: &Config) -> Result<(), ConfigError> {
     }
 
     let s = &c.spatial;
-    host_port(&s.address).map_err(|e| ConfigError(format!("spatial.address = {:?}: {e}", s.address)))?;
+    host_port(&s.address)
+        .map_err(|e| ConfigError(format!("spatial.address = {:?}: {e}", s.address)))?;
     if !(s.max_gap_seconds >= 0.0 && s.max_gap_seconds.is_finite()) {
-        return err(format!("spatial.max_gap_seconds = {}: must be >= 0", s.max_gap_seconds));
+        return err(format!(
+            "spatial.max_gap_seconds = {}: must be >= 0",
+            s.max_gap_seconds
+        ));
     }
     if !(s.track_ttl_seconds > 0.0 && s.track_ttl_seconds.is_finite()) {
-        return err(format!("spatial.track_ttl_seconds = {}: must be positive", s.track_ttl_seconds));
+        return err(format!(
+            "spatial.track_ttl_seconds = {}: must be positive",
+            s.track_ttl_seconds
+        ));
     }
     if s.max_tracks == 0 {
         return err("spatial.max_tracks = 0: must be positive");
@@ -872,7 +909,10 @@ pub fn validate(c: &Config) -> Result<(), ConfigError> {
         return err("spatial.matching_interval_ms = 0: must be positive");
     }
     if !s.reid_model.is_empty() && !Path::new(&s.reid_model).is_file() {
-        return err(format!("spatial.reid_model = {:?}: file does not exist", s.reid_model));
+        return err(format!(
+            "spatial.reid_model = {:?}: file does not exist",
+            s.reid_model
+        ));
     }
 
     let mut floors = std::collections::BTreeSet::new();
@@ -882,7 +922,10 @@ pub fn validate(c: &Config) -> Result<(), ConfigError> {
             return err(format!("floors[{i}].id = {:?}: duplicate floor id", f.id));
         }
         if f.size_m.iter().any(|v| !v.is_finite() || *v < 0.0) {
-            return err(format!("floors[{i}].size_m = {:?}: must be non-negative metres", f.size_m));
+            return err(format!(
+                "floors[{i}].size_m = {:?}: must be non-negative metres",
+                f.size_m
+            ));
         }
     }
     let mut cams = std::collections::BTreeSet::new();
@@ -893,7 +936,9 @@ pub fn validate(c: &Config) -> Result<(), ConfigError> {
             return err(format!("{key}.id = {:?}: duplicate camera id", cam.id));
         }
         if let Some(url) = &cam.url {
-            validate_camera_url(url).map_err(|e| ConfigError(format!("{key}.url = {url:?} (camera {}): {e}", cam.id)))?;
+            validate_camera_url(url).map_err(|e| {
+                ConfigError(format!("{key}.url = {url:?} (camera {}): {e}", cam.id))
+            })?;
         }
         if let Some(t) = &cam.rtsp_transport {
             if t != "tcp" && t != "udp" {
@@ -908,7 +953,10 @@ pub fn validate(c: &Config) -> Result<(), ConfigError> {
         }
         if let Some(f) = &cam.floor {
             if !floors.contains(f.as_str()) {
-                return err(format!("{key}.floor = {f:?} (camera {}): no such floor in floors[]", cam.id));
+                return err(format!(
+                    "{key}.floor = {f:?} (camera {}): no such floor in floors[]",
+                    cam.id
+                ));
             }
         }
         if let Some(cal) = &cam.calibration {
@@ -957,7 +1005,9 @@ fn token(key: &str, v: &str) -> Result<(), ConfigError> {
 
 fn check_fps(key: &str, v: f64) -> Result<(), ConfigError> {
     if !(v > 0.0 && v <= 120.0) {
-        return err(format!("{key} = {v}: must be between 0 and 120 frames per second"));
+        return err(format!(
+            "{key} = {v}: must be between 0 and 120 frames per second"
+        ));
     }
     Ok(())
 }
@@ -987,7 +1037,11 @@ pub fn host_port(s: &str) -> Result<(String, u16), String> {
 /// A socket address to listen on (`host:port`; `localhost` allowed).
 pub fn parse_listen(s: &str) -> Result<SocketAddr, String> {
     let (host, port) = host_port(s)?;
-    let host = if host == "localhost" { "127.0.0.1".to_string() } else { host };
+    let host = if host == "localhost" {
+        "127.0.0.1".to_string()
+    } else {
+        host
+    };
     let ip: std::net::IpAddr = host
         .parse()
         .map_err(|_| format!("{host:?} is not an IP address or localhost"))?;
@@ -1056,7 +1110,9 @@ pub fn describe(loaded: &Loaded) -> Vec<String> {
     leaf_paths(&doc, "", &mut leaves);
     let mut out = Vec::new();
     for path in leaves {
-        let value = lookup(&doc, &path).map(|v| v.to_string()).unwrap_or_default();
+        let value = lookup(&doc, &path)
+            .map(|v| v.to_string())
+            .unwrap_or_default();
         let top = path.split('.').next().unwrap_or("");
         let source = loaded
             .sources
@@ -1078,7 +1134,11 @@ pub fn describe(loaded: &Loaded) -> Vec<String> {
 mod tests {
     use super::*;
 
-    fn load_str(yaml: &str, env: &[(&str, &str)], flags: &[(&str, Value)]) -> Result<Loaded, ConfigError> {
+    fn load_str(
+        yaml: &str,
+        env: &[(&str, &str)],
+        flags: &[(&str, Value)],
+    ) -> Result<Loaded, ConfigError> {
         let dir = tempfile::tempdir().unwrap();
         let p = dir.path().join("c.yaml");
         std::fs::write(&p, yaml).unwrap();
@@ -1089,22 +1149,41 @@ mod tests {
         for (k, v) in flags {
             ov.set(k, v.clone(), &format!("--{k}"));
         }
-        let env: BTreeMap<String, String> = env.iter().map(|(k, v)| (k.to_string(), v.to_string())).collect();
+        let env: BTreeMap<String, String> = env
+            .iter()
+            .map(|(k, v)| (k.to_string(), v.to_string()))
+            .collect();
         load(&ov, &|k| env.get(k).cloned())
     }
 
     #[test]
     fn precedence_flag_env_file_default() {
         let y = "detection:\n  backend: cuda\n  device_id: 1\n  min_confidence: 0.3\n";
-        let l = load_str(y, &[("DETECTION_DEVICE_ID", "2"), ("DETECTION_MIN_CONFIDENCE", "0.4")], &[("detection.min_confidence", Value::from(0.6))]).unwrap();
+        let l = load_str(
+            y,
+            &[
+                ("DETECTION_DEVICE_ID", "2"),
+                ("DETECTION_MIN_CONFIDENCE", "0.4"),
+            ],
+            &[("detection.min_confidence", Value::from(0.6))],
+        )
+        .unwrap();
         assert_eq!(l.config.detection.backend, "cuda");
         assert_eq!(l.config.detection.device_id, 2);
         assert!((l.config.detection.min_confidence - 0.6).abs() < 1e-6);
         assert_eq!(l.config.detection.default_fps, 5.0);
         assert!(matches!(l.sources["detection.backend"], Source::File(_)));
-        assert_eq!(l.sources["detection.device_id"], Source::Env("DETECTION_DEVICE_ID".into()));
+        assert_eq!(
+            l.sources["detection.device_id"],
+            Source::Env("DETECTION_DEVICE_ID".into())
+        );
         let lines = describe(&l);
-        assert!(lines.iter().any(|l| l.starts_with("detection.default_fps = 5.0  # default")), "{lines:?}");
+        assert!(
+            lines
+                .iter()
+                .any(|l| l.starts_with("detection.default_fps = 5.0  # default")),
+            "{lines:?}"
+        );
     }
 
     #[test]
@@ -1127,7 +1206,16 @@ mod tests {
 
     #[test]
     fn env_false_and_lists() {
-        let l = load_str("", &[("DETECTION_EMBEDDED", "false"), ("SPATIAL_CAMERAS", "cam1, cam2"), ("SPATIAL_SHARD", "floor1")], &[]).unwrap();
+        let l = load_str(
+            "",
+            &[
+                ("DETECTION_EMBEDDED", "false"),
+                ("SPATIAL_CAMERAS", "cam1, cam2"),
+                ("SPATIAL_SHARD", "floor1"),
+            ],
+            &[],
+        )
+        .unwrap();
         assert!(!l.config.detection.embedded);
         assert_eq!(l.config.spatial.cameras, vec!["cam1", "cam2"]);
         assert_eq!(l.config.spatial.shard, "floor1");
@@ -1142,14 +1230,29 @@ mod tests {
     #[test]
     fn errors_are_one_line_and_name_the_key() {
         let cases: &[(&str, &str)] = &[
-            ("detection:\n  bogus: 1\n", "detection.bogus = 1: unknown field `bogus`"),
+            (
+                "detection:\n  bogus: 1\n",
+                "detection.bogus = 1: unknown field `bogus`",
+            ),
             ("detection:\n  input_size: big\n", "detection.input_size"),
-            ("detection:\n  input_size: 333\n", "detection.input_size = 333"),
+            (
+                "detection:\n  input_size: 333\n",
+                "detection.input_size = 333",
+            ),
             ("nats:\n  url: \"http://x:4222\"\n", "nats.url"),
             ("nats:\n  url: \"nats://host:99999\"\n", "nats.url"),
-            ("detection:\n  backend: tpu\n", "detection.backend = \"tpu\""),
-            ("cameras:\n  - id: a\n    url: \"ftp://x/y\"\n", "cameras[0].url"),
-            ("cameras:\n  - id: a\n    url: /nonexistent/file.mp4\n", "cameras[0].url"),
+            (
+                "detection:\n  backend: tpu\n",
+                "detection.backend = \"tpu\"",
+            ),
+            (
+                "cameras:\n  - id: a\n    url: \"ftp://x/y\"\n",
+                "cameras[0].url",
+            ),
+            (
+                "cameras:\n  - id: a\n    url: /nonexistent/file.mp4\n",
+                "cameras[0].url",
+            ),
             ("cameras:\n  - id: \"a.b\"\n", "cameras[0].id"),
             ("cameras:\n  - id: a\n  - id: a\n", "duplicate camera id"),
             ("cameras:\n  - id: a\n    floor: nowhere\n", "no such floor"),
@@ -1161,8 +1264,13 @@ mod tests {
             assert!(e.contains(want), "{yaml:?}: {e:?} lacks {want:?}");
             assert!(!e.contains('\n'), "multi-line error: {e:?}");
         }
-        let e = load_str("", &[("DETECTION_DEVICE_ID", "gpu0")], &[]).unwrap_err().to_string();
-        assert!(e.contains("detection.device_id") && e.contains("DETECTION_DEVICE_ID"), "{e}");
+        let e = load_str("", &[("DETECTION_DEVICE_ID", "gpu0")], &[])
+            .unwrap_err()
+            .to_string();
+        assert!(
+            e.contains("detection.device_id") && e.contains("DETECTION_DEVICE_ID"),
+            "{e}"
+        );
     }
 
     #[test]

@@ -56,7 +56,11 @@ impl EmbeddedServer {
         let first = cfg.url.split(',').next().unwrap_or("").trim();
         let rest = first.split_once("://").map(|(_, r)| r).unwrap_or(first);
         let (host, port) = crate::config::host_port(rest).map_err(|e| anyhow!("nats.url: {e}"))?;
-        let host = if host == "localhost" { "127.0.0.1".to_string() } else { host };
+        let host = if host == "localhost" {
+            "127.0.0.1".to_string()
+        } else {
+            host
+        };
         std::fs::create_dir_all(&cfg.store_dir)
             .with_context(|| format!("nats.store_dir {}: cannot create", cfg.store_dir))?;
         let mut cmd = Command::new(&bin);
@@ -73,6 +77,7 @@ impl EmbeddedServer {
             .stdout(Stdio::null())
             .stderr(Stdio::piped())
             .kill_on_drop(true);
+        nvr_actors::video::die_with_parent(&mut cmd, libc::SIGTERM);
         let mut child = cmd
             .spawn()
             .with_context(|| format!("cannot start {}", bin.display()))?;
@@ -134,7 +139,10 @@ impl EmbeddedServer {
             match tokio::time::timeout(Duration::from_secs(3), child.wait()).await {
                 Ok(_) => info!(pid = self.pid, "embedded nats-server stopped"),
                 Err(_) => {
-                    warn!(pid = self.pid, "embedded nats-server did not stop in 3 s; killing it");
+                    warn!(
+                        pid = self.pid,
+                        "embedded nats-server did not stop in 3 s; killing it"
+                    );
                     let _ = child.kill().await;
                 }
             }

@@ -19,9 +19,7 @@ use nvr_actors::detect::{Backend, DetectorOptions, ModelType};
 use nvr_actors::detector::{DetectorActor, DetectorArgs, LoadedModel};
 use nvr_actors::spatial::{CameraGeometry, SpatialParams};
 use nvr_actors::spatial_actor::{ShardStatus, SpatialActor, SpatialArgs};
-use nvr_actors::status::{
-    self, CameraStatus, DetectionNodeStatus, TrackingStatus, WorkerStats,
-};
+use nvr_actors::status::{self, CameraStatus, DetectionNodeStatus, TrackingStatus, WorkerStats};
 use nvr_actors::track_actor::{TrackActor, TrackArgs};
 use nvr_subjects::SpatialTrack;
 use ractor::Actor;
@@ -104,11 +102,15 @@ pub fn detector_options(cfg: &Config) -> Result<DetectorOptions> {
         .backend
         .parse()
         .map_err(|_| anyhow!("detection.backend = {:?}: unknown backend", d.backend))?;
-    let model_type: ModelType = d
-        .model_type
-        .parse()
-        .map_err(|_| anyhow!("detection.model_type = {:?}: unknown model type", d.model_type))?;
-    let cores = std::thread::available_parallelism().map(|n| n.get()).unwrap_or(2);
+    let model_type: ModelType = d.model_type.parse().map_err(|_| {
+        anyhow!(
+            "detection.model_type = {:?}: unknown model type",
+            d.model_type
+        )
+    })?;
+    let cores = std::thread::available_parallelism()
+        .map(|n| n.get())
+        .unwrap_or(2);
     let threads = if d.threads > 0 {
         d.threads
     } else {
@@ -294,7 +296,10 @@ pub fn shards_for_run(cfg: &Config) -> Result<Vec<ShardPlan>> {
     let s = &cfg.spatial;
     let mut plans = Vec::new();
     let named: Vec<(String, Vec<String>)> = if !s.shards.is_empty() {
-        s.shards.iter().map(|sh| (sh.name.clone(), sh.cameras.clone())).collect()
+        s.shards
+            .iter()
+            .map(|sh| (sh.name.clone(), sh.cameras.clone()))
+            .collect()
     } else if !s.shard.is_empty() {
         let cams = if s.cameras.is_empty() {
             cfg.cameras.iter().map(|c| c.id.clone()).collect()
@@ -322,7 +327,10 @@ pub fn shards_for_run(cfg: &Config) -> Result<Vec<ShardPlan>> {
             }
         }
         if !geos.is_empty() {
-            plans.push(ShardPlan { name, cameras: geos });
+            plans.push(ShardPlan {
+                name,
+                cameras: geos,
+            });
         }
     }
     Ok(plans)
@@ -476,7 +484,11 @@ pub fn spatial_params(cfg: &Config) -> SpatialParams {
 }
 
 /// Answers status requests on `subject` with `f()` as JSON, until aborted.
-async fn serve_json<F>(client: async_nats::Client, subject: &str, f: F) -> Result<tokio::task::JoinHandle<()>>
+async fn serve_json<F>(
+    client: async_nats::Client,
+    subject: &str,
+    f: F,
+) -> Result<tokio::task::JoinHandle<()>>
 where
     F: Fn(&[u8]) -> Vec<u8> + Send + Sync + 'static,
 {
@@ -648,7 +660,7 @@ pub async fn run_detector_node(loaded: config::Loaded) -> Result<ExitCode> {
     supervisor::shutdown_supervisor(&sup, handle).await;
     responder.abort();
     drop(services);
-    let _ = client.flush().await;
+    let _ = tokio::time::timeout(Duration::from_secs(1), client.flush()).await;
     let _ = tokio::time::timeout(Duration::from_secs(2), api).await;
     Ok(ExitCode::SUCCESS)
 }
@@ -667,7 +679,9 @@ pub async fn run_spatial_node(loaded: config::Loaded) -> Result<ExitCode> {
         cfg.spatial.cameras.clone()
     };
     if cameras.is_empty() {
-        eprintln!("config error: spatial node {shard}: no cameras (set SPATIAL_CAMERAS or cameras[])");
+        eprintln!(
+            "config error: spatial node {shard}: no cameras (set SPATIAL_CAMERAS or cameras[])"
+        );
         return Ok(ExitCode::from(2));
     }
     let mut geos = Vec::new();
@@ -736,7 +750,7 @@ pub async fn run_spatial_node(loaded: config::Loaded) -> Result<ExitCode> {
     supervisor::shutdown_supervisor(&sup, handle).await;
     responder.abort();
     drop(services);
-    let _ = client.flush().await;
+    let _ = tokio::time::timeout(Duration::from_secs(1), client.flush()).await;
     let _ = tokio::time::timeout(Duration::from_secs(2), api).await;
     Ok(ExitCode::SUCCESS)
 }

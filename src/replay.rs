@@ -25,7 +25,10 @@ pub struct ReplayArgs {
 }
 
 /// Runs the tracker over `dets` (sorted by seq) and returns the outputs.
-pub fn track_all(params: nvr_actors::track::TrackerParams, mut dets: Vec<Detections>) -> Vec<CameraTracks> {
+pub fn track_all(
+    params: nvr_actors::track::TrackerParams,
+    mut dets: Vec<Detections>,
+) -> Vec<CameraTracks> {
     dets.sort_by_key(|d| d.seq);
     dets.dedup_by_key(|d| d.seq);
     let mut tracker = nvr_actors::track::Tracker::new(params);
@@ -84,7 +87,10 @@ pub async fn run(cfg: &crate::config::Config, args: ReplayArgs) -> Result<ExitCo
     for t in track_all(cfg.tracking.params(), dets) {
         if args.hex {
             let bytes = encode(&t)?;
-            println!("{}", bytes.iter().map(|b| format!("{b:02x}")).collect::<String>());
+            println!(
+                "{}",
+                bytes.iter().map(|b| format!("{b:02x}")).collect::<String>()
+            );
         } else {
             println!("{}", serde_json::to_string(&t)?);
         }

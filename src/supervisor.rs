@@ -22,8 +22,11 @@ use crate::config::Config;
 use crate::node::{self, DetectionNode, SpatialNode};
 
 /// Spawns one child under `supervisor`.
-pub type SpawnFn =
-    Arc<dyn Fn(ActorCell) -> Pin<Box<dyn Future<Output = Result<ActorCell, String>> + Send>> + Send + Sync>;
+pub type SpawnFn = Arc<
+    dyn Fn(ActorCell) -> Pin<Box<dyn Future<Output = Result<ActorCell, String>> + Send>>
+        + Send
+        + Sync,
+>;
 
 /// A child the supervisor keeps running.
 #[derive(Clone)]
@@ -137,7 +140,11 @@ impl Actor for Supervisor {
                     for name in names {
                         if let Some(cell) = state.children.remove(&name) {
                             waits.push(async move {
-                                if cell.stop_and_wait(None, Some(Duration::from_secs(4))).await.is_err() {
+                                if cell
+                                    .stop_and_wait(None, Some(Duration::from_secs(4)))
+                                    .await
+                                    .is_err()
+                                {
                                     warn!(child = %name, "did not stop in time; killing");
                                     cell.kill();
                                 }
@@ -160,9 +167,10 @@ impl Actor for Supervisor {
     ) -> Result<(), ActorProcessingErr> {
         let (cell, why) = match evt {
             SupervisionEvent::ActorFailed(cell, err) => (cell, format!("failed: {err}")),
-            SupervisionEvent::ActorTerminated(cell, _, reason) => {
-                (cell, format!("stopped: {}", reason.unwrap_or_else(|| "no reason".into())))
-            }
+            SupervisionEvent::ActorTerminated(cell, _, reason) => (
+                cell,
+                format!("stopped: {}", reason.unwrap_or_else(|| "no reason".into())),
+            ),
             _ => return Ok(()),
         };
         if state.stopping {
@@ -220,13 +228,14 @@ pub async fn wait_for_signal() {
     let ctrl_c = tokio::signal::ctrl_c();
     #[cfg(unix)]
     {
-        let mut term = match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()) {
-            Ok(t) => t,
-            Err(_) => {
-                let _ = ctrl_c.await;
-                return;
-            }
-        };
+        let mut term =
+            match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()) {
+                Ok(t) => t,
+                Err(_) => {
+                    let _ = ctrl_c.await;
+                    return;
+                }
+            };
         tokio::select! {
             _ = ctrl_c => {},
             _ = term.recv() => {},
@@ -239,7 +248,9 @@ pub async fn wait_for_signal() {
 }
 
 /// Starts the supervisor with `specs`; a child that cannot start fails the whole start.
-pub async fn start_supervisor(specs: Vec<ChildSpec>) -> Result<(ActorRef<SupMsg>, tokio::task::JoinHandle<()>)> {
+pub async fn start_supervisor(
+    specs: Vec<ChildSpec>,
+) -> Result<(ActorRef<SupMsg>, tokio::task::JoinHandle<()>)> {
     Actor::spawn(Some("nvr-supervisor".to_string()), Supervisor, specs)
         .await
         .map_err(|e| match e {
@@ -250,7 +261,7 @@ pub async fn start_supervisor(specs: Vec<ChildSpec>) -> Result<(ActorRef<SupMsg>
 
 /// Stops the supervisor's children in order and then the supervisor.
 pub async fn shutdown_supervisor(sup: &ActorRef<SupMsg>, handle: tokio::task::JoinHandle<()>) {
-    match ractor::call_t!(sup, SupMsg::Shutdown, 15_000) {
+    match ractor::call_t!(sup, SupMsg::Shutdown, 3_000) {
         Ok(()) => {}
         Err(e) => warn!("ordered shutdown incomplete: {e}"),
     }
@@ -354,9 +365,15 @@ async fn run_with_nats(
     }
     let services = node::register_services(&client, detection.as_ref(), spatial.as_ref()).await;
 
-    let listen = crate::config::parse_listen(&cfg.api.address).map_err(|e| anyhow::anyhow!("api.address: {e}"))?;
+    let listen = crate::config::parse_listen(&cfg.api.address)
+        .map_err(|e| anyhow::anyhow!("api.address: {e}"))?;
     let api_token = tokio_util::sync::CancellationToken::new();
-    let api = crate::api::serve(listen, crate::api::router(shared.clone()), api_token.clone()).await?;
+    let api = crate::api::serve(
+        listen,
+        crate::api::router(shared.clone()),
+        api_token.clone(),
+    )
+    .await?;
     info!(api = %listen, nats = %url, embedded_nats = embedded, "nvr running");
 
     wait_for_signal().await;
@@ -367,7 +384,7 @@ async fn run_with_nats(
         r.abort();
     }
     drop(services);
-    let _ = client.flush().await;
+    let _ = tokio::time::timeout(Duration::from_secs(1), client.flush()).await;
     let _ = tokio::time::timeout(Duration::from_secs(2), api).await;
     info!("stopped");
     Ok(ExitCode::SUCCESS)

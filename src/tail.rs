@@ -26,7 +26,12 @@ pub struct TailArgs {
 }
 
 /// Decodes one message into its JSON line.
-pub fn to_json(subject: &str, headers: Option<&async_nats::HeaderMap>, payload: &[u8], full: bool) -> Value {
+pub fn to_json(
+    subject: &str,
+    headers: Option<&async_nats::HeaderMap>,
+    payload: &[u8],
+    full: bool,
+) -> Value {
     let hdrs: serde_json::Map<String, Value> = headers
         .map(|h| {
             h.iter()
@@ -38,32 +43,46 @@ pub fn to_json(subject: &str, headers: Option<&async_nats::HeaderMap>, payload: 
         })
         .unwrap_or_default();
     let decoded: Result<(&str, Value), String> = match family(subject) {
-        Some(Family::Frames) => decode::<Frame>(payload).map_err(|e| e.to_string()).map(|f| {
-            let len = f.data.len();
-            let mut v = serde_json::to_value(&f).unwrap_or(Value::Null);
-            v["data"] = if full {
-                Value::from(base64::engine::general_purpose::STANDARD.encode(&f.data))
-            } else {
-                Value::from(format!("<{len} bytes>"))
-            };
-            ("frame", v)
-        }),
+        Some(Family::Frames) => decode::<Frame>(payload)
+            .map_err(|e| e.to_string())
+            .map(|f| {
+                let len = f.data.len();
+                let mut v = serde_json::to_value(&f).unwrap_or(Value::Null);
+                v["data"] = if full {
+                    Value::from(base64::engine::general_purpose::STANDARD.encode(&f.data))
+                } else {
+                    Value::from(format!("<{len} bytes>"))
+                };
+                ("frame", v)
+            }),
         Some(Family::Detections) => decode::<Detections>(payload)
             .map_err(|e| e.to_string())
             .map(|m| ("detections", serde_json::to_value(m).unwrap_or(Value::Null))),
         Some(Family::Tracks) => decode::<CameraTracks>(payload)
             .map_err(|e| e.to_string())
-            .map(|m| ("camera_tracks", serde_json::to_value(m).unwrap_or(Value::Null))),
+            .map(|m| {
+                (
+                    "camera_tracks",
+                    serde_json::to_value(m).unwrap_or(Value::Null),
+                )
+            }),
         Some(Family::Spatial) => decode::<SpatialTracks>(payload)
             .map_err(|e| e.to_string())
-            .map(|m| ("spatial_tracks", serde_json::to_value(m).unwrap_or(Value::Null))),
+            .map(|m| {
+                (
+                    "spatial_tracks",
+                    serde_json::to_value(m).unwrap_or(Value::Null),
+                )
+            }),
         Some(Family::Events) => decode::<Event>(payload)
             .map_err(|e| e.to_string())
             .map(|m| ("event", serde_json::to_value(m).unwrap_or(Value::Null))),
         None => Err("subject is not part of the nvr contract".into()),
     };
     match decoded {
-        Ok((kind, message)) => json!({"subject": subject, "headers": hdrs, "type": kind, "message": message}),
+        Ok((kind, message)) => {
+            json!({"subject": subject, "headers": hdrs, "type": kind, "message": message})
+        }
         Err(note) => json!({
             "subject": subject,
             "headers": hdrs,

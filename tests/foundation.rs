@@ -11,13 +11,28 @@ use nvr_subjects::{streams, subjects, DetectedObject, Detections, SCHEMA_VERSION
 fn children_of(pid: u32) -> Vec<(u32, String)> {
     let mut out = Vec::new();
     for e in std::fs::read_dir("/proc").unwrap().flatten() {
-        let Ok(p) = e.file_name().to_string_lossy().parse::<u32>() else { continue };
-        let Ok(stat) = std::fs::read_to_string(e.path().join("stat")) else { continue };
+        let Ok(p) = e.file_name().to_string_lossy().parse::<u32>() else {
+            continue;
+        };
+        let Ok(stat) = std::fs::read_to_string(e.path().join("stat")) else {
+            continue;
+        };
         // pid (comm) state ppid ...
-        let Some(after) = stat.rsplit_once(')').map(|x| x.1) else { continue };
-        let ppid: u32 = after.split_whitespace().nth(1).and_then(|v| v.parse().ok()).unwrap_or(0);
+        let Some(after) = stat.rsplit_once(')').map(|x| x.1) else {
+            continue;
+        };
+        let ppid: u32 = after
+            .split_whitespace()
+            .nth(1)
+            .and_then(|v| v.parse().ok())
+            .unwrap_or(0);
         if ppid == pid {
-            let comm = stat.split('(').nth(1).and_then(|s| s.split(')').next()).unwrap_or("").to_string();
+            let comm = stat
+                .split('(')
+                .nth(1)
+                .and_then(|s| s.split(')').next())
+                .unwrap_or("")
+                .to_string();
             out.push((p, comm));
         }
     }
@@ -31,11 +46,18 @@ fn bad_config_exits_2_with_one_line() {
         ("detection:\n  turbo: true\n", "unknown field `turbo`"),
         ("detection:\n  input_size: large\n", "detection.input_size"),
         ("nats:\n  url: \"ftp://host:4222\"\n", "nats.url"),
-        ("cameras:\n  - id: door\n    url: \"gopher://x/y\"\n", "cameras[0].url"),
+        (
+            "cameras:\n  - id: door\n    url: \"gopher://x/y\"\n",
+            "cameras[0].url",
+        ),
     ];
     for (yaml, want) in cases {
         let cfg = write_config(dir.path(), yaml);
-        let (code, _out, err) = nvr_output(&["config", "check", "--config", cfg.to_str().unwrap()], dir.path(), &[]);
+        let (code, _out, err) = nvr_output(
+            &["config", "check", "--config", cfg.to_str().unwrap()],
+            dir.path(),
+            &[],
+        );
         assert_eq!(code, 2, "{yaml}: {err}");
         let lines: Vec<&str> = err.lines().filter(|l| !l.trim().is_empty()).collect();
         assert_eq!(lines.len(), 1, "one line expected, got {err:?}");
@@ -58,7 +80,10 @@ fn bad_config_exits_2_with_one_line() {
     for cmd in ["run", "detector"] {
         let (code, _, err) = nvr_output(&[cmd, "--config", cfg.to_str().unwrap()], dir.path(), &[]);
         assert_eq!(code, 2, "{cmd}: {err}");
-        let line = err.lines().find(|l| l.contains("config error")).unwrap_or("");
+        let line = err
+            .lines()
+            .find(|l| l.contains("config error"))
+            .unwrap_or("");
         assert!(line.contains("/nonexistent/models"), "{cmd}: {err}");
     }
 }
@@ -73,9 +98,18 @@ fn config_check_shows_sources() {
         &[("DETECTION_DEFAULT_FPS", "3")],
     );
     assert_eq!(code, 0, "{err}");
-    assert!(out.contains("detection.backend = \"cuda\"  # file"), "{out}");
-    assert!(out.contains("detection.default_fps = 3.0  # env DETECTION_DEFAULT_FPS"), "{out}");
-    assert!(out.contains("detection.min_confidence = 0.5  # default"), "{out}");
+    assert!(
+        out.contains("detection.backend = \"cuda\"  # file"),
+        "{out}"
+    );
+    assert!(
+        out.contains("detection.default_fps = 3.0  # env DETECTION_DEFAULT_FPS"),
+        "{out}"
+    );
+    assert!(
+        out.contains("detection.min_confidence = 0.5  # default"),
+        "{out}"
+    );
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -89,24 +123,47 @@ async fn streams_created_once_and_unchanged_on_restart() {
             "api:\n  address: \"127.0.0.1:{api}\"\ndetection:\n  embedded: false\nspatial:\n  embedded: false\nnats:\n  retention:\n    frames_per_camera: 7\n    max_age_hours: 2\n"
         ),
     );
-    let args = ["run", "--config", cfg.to_str().unwrap(), "--nats-url", server.url.as_str()];
+    let args = [
+        "run",
+        "--config",
+        cfg.to_str().unwrap(),
+        "--nats-url",
+        server.url.as_str(),
+    ];
     let mut p = NvrProcess::start(&args, dir.path(), &[]);
     p.wait_for_log("nvr running", Duration::from_secs(30));
-    assert!(p.seen.iter().any(|l| l.contains("NVR_FRAMES") && l.contains("Created")), "{:?}", p.seen);
+    assert!(
+        p.seen
+            .iter()
+            .any(|l| l.contains("NVR_FRAMES") && l.contains("Created")),
+        "{:?}",
+        p.seen
+    );
 
     let client = server.client().await;
     let js = async_nats::jetstream::new(client);
     let mut frames = js.get_stream(streams::FRAMES).await.unwrap();
     let info = frames.info().await.unwrap().clone();
     assert_eq!(info.config.max_messages_per_subject, 7);
-    assert_eq!(info.config.retention, async_nats::jetstream::stream::RetentionPolicy::WorkQueue);
-    assert_eq!(info.config.storage, async_nats::jetstream::stream::StorageType::Memory);
+    assert_eq!(
+        info.config.retention,
+        async_nats::jetstream::stream::RetentionPolicy::WorkQueue
+    );
+    assert_eq!(
+        info.config.storage,
+        async_nats::jetstream::stream::StorageType::Memory
+    );
     let mut dets = js.get_stream(streams::DETECTIONS).await.unwrap();
     let dinfo = dets.info().await.unwrap().clone();
     assert_eq!(dinfo.config.max_age, Duration::from_secs(2 * 3600));
-    assert_eq!(dinfo.config.storage, async_nats::jetstream::stream::StorageType::File);
+    assert_eq!(
+        dinfo.config.storage,
+        async_nats::jetstream::stream::StorageType::File
+    );
     for s in [streams::TRACKS, streams::SPATIAL, streams::EVENTS] {
-        js.get_stream(s).await.unwrap_or_else(|e| panic!("{s}: {e}"));
+        js.get_stream(s)
+            .await
+            .unwrap_or_else(|e| panic!("{s}: {e}"));
     }
     frames
         .consumer_info(streams::DETECTORS_CONSUMER)
@@ -163,7 +220,13 @@ fn run_with_shipped_config_embeds_nats_and_stops_cleanly() {
     assert_eq!(v["nats"]["connected"], true, "{v}");
     assert_eq!(v["nats"]["jetstream"], true, "{v}");
     assert_eq!(v["nats"]["embedded"], true, "{v}");
-    assert!(v["nats"]["server_version"].as_str().unwrap().starts_with("2."), "{v}");
+    assert!(
+        v["nats"]["server_version"]
+            .as_str()
+            .unwrap()
+            .starts_with("2."),
+        "{v}"
+    );
     assert!(v["components"]["cameras"].as_array().is_some(), "{v}");
 
     let t0 = std::time::Instant::now();
@@ -171,8 +234,13 @@ fn run_with_shipped_config_embeds_nats_and_stops_cleanly() {
     let code = p.wait_exit(Duration::from_secs(5));
     assert_eq!(code, Some(0), "did not stop within 5 s: {:?}", p.seen);
     assert!(t0.elapsed() < Duration::from_secs(5));
-    assert!(!alive(pid) || std::fs::read_to_string(format!("/proc/{pid}/stat")).map(|s| s.contains(") Z ")).unwrap_or(true),
-        "embedded nats-server {pid} still running");
+    assert!(
+        !alive(pid)
+            || std::fs::read_to_string(format!("/proc/{pid}/stat"))
+                .map(|s| s.contains(") Z "))
+                .unwrap_or(true),
+        "embedded nats-server {pid} still running"
+    );
 }
 
 #[test]
@@ -185,13 +253,24 @@ fn run_against_external_nats_starts_none() {
         &format!("api:\n  address: \"127.0.0.1:{api}\"\ndetection:\n  embedded: false\nspatial:\n  embedded: false\n"),
     );
     let mut p = NvrProcess::start(
-        &["run", "--config", cfg.to_str().unwrap(), "--nats-url", server.url.as_str()],
+        &[
+            "run",
+            "--config",
+            cfg.to_str().unwrap(),
+            "--nats-url",
+            server.url.as_str(),
+        ],
         dir.path(),
         &[],
     );
     p.wait_for_log("nvr running", Duration::from_secs(30));
-    assert!(!p.seen.iter().any(|l| l.contains("started embedded nats-server")));
-    assert!(children_of(p.child.id()).iter().all(|(_, c)| !c.contains("nats-server")));
+    assert!(!p
+        .seen
+        .iter()
+        .any(|l| l.contains("started embedded nats-server")));
+    assert!(children_of(p.child.id())
+        .iter()
+        .all(|(_, c)| !c.contains("nats-server")));
     let (code, body) = http_get(api, "/api/v1/system/health");
     assert_eq!(code, 200);
     let v: serde_json::Value = serde_json::from_str(&body).unwrap();
@@ -206,7 +285,14 @@ async fn detections_round_trip_through_tail() {
     let server = NatsServer::start();
     let dir = tempfile::tempdir().unwrap();
     let mut tail = NvrProcess::start(
-        &["tail", "nvr.detections.*", "--count", "2", "--nats-url", server.url.as_str()],
+        &[
+            "tail",
+            "nvr.detections.*",
+            "--count",
+            "2",
+            "--nats-url",
+            server.url.as_str(),
+        ],
         dir.path(),
         &[],
     );
@@ -235,17 +321,32 @@ async fn detections_round_trip_through_tail() {
     let mut headers = async_nats::HeaderMap::new();
     headers.insert("Nats-Msg-Id", "porch-42");
     client
-        .publish_with_headers(subjects::detections("porch"), headers, nvr_subjects::encode(&det).unwrap().into())
+        .publish_with_headers(
+            subjects::detections("porch"),
+            headers,
+            nvr_subjects::encode(&det).unwrap().into(),
+        )
         .await
         .unwrap();
     client
-        .publish(subjects::detections("porch"), bytes::Bytes::from_static(b"not msgpack"))
+        .publish(
+            subjects::detections("porch"),
+            bytes::Bytes::from_static(b"not msgpack"),
+        )
         .await
         .unwrap();
     client.flush().await.unwrap();
-    assert_eq!(tail.wait_exit(Duration::from_secs(20)), Some(0), "{:?}", tail.seen);
+    assert_eq!(
+        tail.wait_exit(Duration::from_secs(20)),
+        Some(0),
+        "{:?}",
+        tail.seen
+    );
     let out = tail.stdout();
-    let lines: Vec<serde_json::Value> = out.lines().map(|l| serde_json::from_str(l).unwrap()).collect();
+    let lines: Vec<serde_json::Value> = out
+        .lines()
+        .map(|l| serde_json::from_str(l).unwrap())
+        .collect();
     assert_eq!(lines.len(), 2, "{out}");
     assert_eq!(lines[0]["subject"], "nvr.detections.porch");
     assert_eq!(lines[0]["type"], "detections");

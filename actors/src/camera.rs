@@ -178,7 +178,10 @@ async fn pump(args: CameraArgs, cancel: CancellationToken) {
                 height: frame.height,
                 data: frame.data,
             };
-            let jpeg = tokio::task::spawn_blocking(move || crate::detect::image::encode_jpeg(&img, quality)).await;
+            let jpeg = tokio::task::spawn_blocking(move || {
+                crate::detect::image::encode_jpeg(&img, quality)
+            })
+            .await;
             let data = match jpeg {
                 Ok(Ok(d)) => d,
                 Ok(Err(e)) => break Some(format!("jpeg encode: {e}")),
@@ -242,7 +245,11 @@ async fn pump(args: CameraArgs, cancel: CancellationToken) {
 }
 
 /// Sleeps for the next backoff delay; true when cancelled meanwhile.
-async fn wait_backoff(backoff: &mut Reconnect, cancel: &CancellationToken, status: &Mutex<CameraStatus>) -> bool {
+async fn wait_backoff(
+    backoff: &mut Reconnect,
+    cancel: &CancellationToken,
+    status: &Mutex<CameraStatus>,
+) -> bool {
     let d = backoff.next_delay();
     set(status, |s| s.reconnects += 1);
     tokio::select! {
@@ -261,7 +268,9 @@ struct Reconnect {
 
 impl Reconnect {
     fn next_delay(&mut self) -> Duration {
-        let ms = 500u64.saturating_mul(1u64 << self.failures.min(6)).min(30_000);
+        let ms = 500u64
+            .saturating_mul(1u64 << self.failures.min(6))
+            .min(30_000);
         self.failures = self.failures.saturating_add(1);
         Duration::from_millis(ms)
     }

@@ -11,7 +11,7 @@ use std::time::{Duration, Instant};
 
 use async_nats::jetstream::{self, consumer, AckKind};
 use futures::StreamExt;
-use nvr_subjects::{decode, subjects, streams, Detections, Frame, FrameEncoding, SCHEMA_VERSION};
+use nvr_subjects::{decode, streams, subjects, Detections, Frame, FrameEncoding, SCHEMA_VERSION};
 use ractor::{Actor, ActorProcessingErr, ActorRef};
 use tracing::{debug, info, warn};
 
@@ -156,7 +156,10 @@ impl Actor for DetectorActor {
 }
 
 /// Processes one pulled frame message.
-async fn process(state: &mut DetectorState, m: jetstream::Message) -> Result<(), ActorProcessingErr> {
+async fn process(
+    state: &mut DetectorState,
+    m: jetstream::Message,
+) -> Result<(), ActorProcessingErr> {
     let pulled_ns = now_ns();
     let stats = state.args.stats.clone();
     let frame: Frame = match decode(&m.payload) {
@@ -164,8 +167,13 @@ async fn process(state: &mut DetectorState, m: jetstream::Message) -> Result<(),
         Err(e) => {
             let camera = subjects::camera_of(&m.subject).map(str::to_string);
             warn!(subject = %m.subject, "malformed frame message: {e}");
-            stats.malformed.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
-            stats.record_error(camera.as_deref(), &format!("malformed frame on {}: {e}", m.subject));
+            stats
+                .malformed
+                .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+            stats.record_error(
+                camera.as_deref(),
+                &format!("malformed frame on {}: {e}", m.subject),
+            );
             let _ = m.ack_with(AckKind::Term).await;
             return Ok(());
         }
@@ -227,15 +235,30 @@ async fn process(state: &mut DetectorState, m: jetstream::Message) -> Result<(),
         ts_ns: frame.ts_ns,
         width: frame.width,
         height: frame.height,
-        model: state.detector.as_ref().map(|d| d.model_name().to_string()).unwrap_or_default(),
-        backend: state.detector.as_ref().map(|d| d.backend().to_string()).unwrap_or_default(),
+        model: state
+            .detector
+            .as_ref()
+            .map(|d| d.model_name().to_string())
+            .unwrap_or_default(),
+        backend: state
+            .detector
+            .as_ref()
+            .map(|d| d.backend().to_string())
+            .unwrap_or_default(),
         worker: state.args.worker.clone(),
         latency_ms: latency_ms as f32,
         queue_ms: age_ms as f32,
         objects,
     };
     let id = nvr_subjects::msg_id(&det.camera, det.seq);
-    match bus::publish_js(&state.args.js, subjects::detections(&det.camera), &det, Some(&id)).await {
+    match bus::publish_js(
+        &state.args.js,
+        subjects::detections(&det.camera),
+        &det,
+        Some(&id),
+    )
+    .await
+    {
         Ok(_) => {
             // Acknowledge only after the detections are stored.
             if let Err(e) = m.double_ack().await {
@@ -247,7 +270,9 @@ async fn process(state: &mut DetectorState, m: jetstream::Message) -> Result<(),
         Err(e) => {
             warn!(worker = %state.args.worker, "{e}; frame left for redelivery");
             stats.record_error(Some(&det.camera), &e.to_string());
-            let _ = m.ack_with(AckKind::Nak(Some(Duration::from_millis(200)))).await;
+            let _ = m
+                .ack_with(AckKind::Nak(Some(Duration::from_millis(200))))
+                .await;
         }
     }
     Ok(())
@@ -260,10 +285,20 @@ fn infer(
     min_conf: f32,
 ) -> Result<Vec<nvr_subjects::DetectedObject>, String> {
     let img = match frame.encoding {
-        FrameEncoding::Jpeg => crate::detect::image::decode_jpeg(&frame.data).map_err(|e| e.to_string())?,
+        FrameEncoding::Jpeg => {
+            crate::detect::image::decode_jpeg(&frame.data).map_err(|e| e.to_string())?
+        }
         FrameEncoding::Rgb24 => {
-            let w = if frame.data_width > 0 { frame.data_width } else { frame.width };
-            let h = if frame.data_height > 0 { frame.data_height } else { frame.height };
+            let w = if frame.data_width > 0 {
+                frame.data_width
+            } else {
+                frame.width
+            };
+            let h = if frame.data_height > 0 {
+                frame.data_height
+            } else {
+                frame.height
+            };
             let want = w as usize * h as usize * 3;
             if frame.data.len() != want || w == 0 || h == 0 {
                 return Err(format!(

@@ -256,11 +256,15 @@ async fn run_cycles(state: &mut SpatialState) {
         let elapsed_us = started.elapsed().as_micros() as u64;
         let _ = state.hist.record(elapsed_us.max(1));
         let stats = state.tracker.stats();
-        let _ = state.reid_hist.record(((stats.last_reid_ms * 1000.0) as u64).max(1));
+        let _ = state
+            .reid_hist
+            .record(((stats.last_reid_ms * 1000.0) as u64).max(1));
         let shard = state.args.shard.clone();
         let js = &state.args.js;
         let id = format!("{shard}-{next}");
-        if let Err(e) = bus::publish_js(js, subjects::spatial_tracks(&shard), &out.tracks, Some(&id)).await {
+        if let Err(e) =
+            bus::publish_js(js, subjects::spatial_tracks(&shard), &out.tracks, Some(&id)).await
+        {
             warn!(shard = %shard, "{e}");
         }
         for ev in &out.events {
@@ -270,7 +274,9 @@ async fn run_cycles(state: &mut SpatialState) {
                 ev.global_id.unwrap_or(0),
                 ev.ts_ns
             );
-            if let Err(e) = bus::publish_js(js, subjects::events(&ev.kind, &shard), ev, Some(&eid)).await {
+            if let Err(e) =
+                bus::publish_js(js, subjects::events(&ev.kind, &shard), ev, Some(&eid)).await
+            {
                 warn!(shard = %shard, "{e}");
             }
         }

@@ -21,7 +21,8 @@ pub const CAMERA_STATUS_SUBJECT: &str = "nvr.status.cameras";
 /// A latency histogram in microseconds, 1 us .. 10 min, 3 significant digits.
 pub fn new_histogram() -> Histogram<u64> {
     // Bounds are constants that hdrhistogram accepts.
-    Histogram::new_with_bounds(1, 600_000_000, 3).unwrap_or_else(|_| Histogram::new(3).unwrap_or_else(|_| unreachable!()))
+    Histogram::new_with_bounds(1, 600_000_000, 3)
+        .unwrap_or_else(|_| Histogram::new(3).unwrap_or_else(|_| unreachable!()))
 }
 
 /// Encodes a histogram as base64 of its V2 serialisation, for aggregation across nodes.
@@ -225,9 +226,21 @@ impl WorkerStats {
 
     /// A serialisable snapshot.
     pub fn snapshot(&self) -> WorkerStatus {
-        let lat = self.latency.lock().map(|h| h.clone()).unwrap_or_else(|_| new_histogram());
-        let e2e = self.e2e.lock().map(|h| h.clone()).unwrap_or_else(|_| new_histogram());
-        let queue = self.queue.lock().map(|h| h.clone()).unwrap_or_else(|_| new_histogram());
+        let lat = self
+            .latency
+            .lock()
+            .map(|h| h.clone())
+            .unwrap_or_else(|_| new_histogram());
+        let e2e = self
+            .e2e
+            .lock()
+            .map(|h| h.clone())
+            .unwrap_or_else(|_| new_histogram());
+        let queue = self
+            .queue
+            .lock()
+            .map(|h| h.clone())
+            .unwrap_or_else(|_| new_histogram());
         WorkerStatus {
             worker: self.worker.clone(),
             processed_count: self.processed.load(Ordering::Relaxed),

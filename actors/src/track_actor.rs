@@ -226,7 +226,10 @@ async fn process(state: &mut TrackState, ready: Vec<(Detections, jetstream::Mess
             .await
             .map_err(|e| warn!(camera = %det.camera, "{e}"))
             .is_ok();
-        for (kind, ids) in [(event_kind::TRACK_STARTED, &out.started), (event_kind::TRACK_ENDED, &out.ended)] {
+        for (kind, ids) in [
+            (event_kind::TRACK_STARTED, &out.started),
+            (event_kind::TRACK_ENDED, &out.ended),
+        ] {
             for tid in ids {
                 let mut ev = Event::new(kind, det.ts_ns);
                 ev.camera = Some(det.camera.clone());
@@ -250,7 +253,9 @@ async fn process(state: &mut TrackState, ready: Vec<(Detections, jetstream::Mess
             let _ = m.ack().await;
         } else {
             let _ = m
-                .ack_with(async_nats::jetstream::AckKind::Nak(Some(Duration::from_secs(1))))
+                .ack_with(async_nats::jetstream::AckKind::Nak(Some(
+                    Duration::from_secs(1),
+                )))
                 .await;
         }
     }

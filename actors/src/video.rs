@@ -203,18 +203,41 @@ fn reason_from<'a>(
     url::mask_in(raw_url, &last.join(" | "))
 }
 
+/// Asks the kernel to send `signal` to the child when the thread that spawned
+/// it goes away, so an external process (ffmpeg, nats-server) never outlives an
+/// `nvr` that was killed without a chance to clean up. Spawn from a runtime
+/// worker thread (which lives as long as the process), not a short-lived
+/// blocking thread.
+pub fn die_with_parent(cmd: &mut Command, signal: i32) {
+    #[cfg(target_os = "linux")]
+    // SAFETY: the closure runs in the forked child before exec and only calls
+    // the async-signal-safe `prctl`.
+    unsafe {
+        cmd.pre_exec(move || {
+            if libc::prctl(libc::PR_SET_PDEATHSIG, signal as libc::c_ulong, 0, 0, 0) != 0 {
+                return Err(std::io::Error::last_os_error());
+            }
+            Ok(())
+        });
+    }
+    #[cfg(not(target_os = "linux"))]
+    let _ = (cmd, signal);
+}
+
 /// Reads the size and rate of the source's first video stream by letting
 /// ffmpeg open it and print its streams (`ffprobe` is not needed).
 pub async fn probe(spec: &SourceSpec, timeout: Duration) -> Result<VideoInfo, SourceError> {
     let url = mask_url(spec.url.trim());
     let kind = classify(&spec.url)?;
     args::validate(spec, &url)?;
-    let child = Command::new(&spec.ffmpeg_bin)
-        .args(args::probe_args(spec, kind))
+    let mut cmd = Command::new(&spec.ffmpeg_bin);
+    cmd.args(args::probe_args(spec, kind))
         .stdin(Stdio::null())
         .stdout(Stdio::null())
         .stderr(Stdio::piped())
-        .kill_on_drop(true)
+        .kill_on_drop(true);
+    die_with_parent(&mut cmd, libc::SIGKILL);
+    let child = cmd
         .spawn()
         .map_err(|e| spawn_error(spec, &url, e))?;
     // Dropping the future on timeout drops the child, which kills it.
@@ -328,6 +351,7 @@ impl FfmpegSource {
             .stdout(Stdio::piped())
             .stderr(Stdio::piped())
             .kill_on_drop(true);
+        die_with_parent(&mut cmd, libc::SIGKILL);
         let mut child = cmd.spawn().map_err(|e| spawn_error(spec, &url, e))?;
         let ring: Ring = Arc::new(Mutex::new(VecDeque::with_capacity(STDERR_RING_LINES)));
         let stderr_task = child

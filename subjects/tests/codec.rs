@@ -115,8 +115,18 @@ macro_rules! golden {
 }
 
 golden!(frame_golden, frame(), Frame, GOLDEN_FRAME);
-golden!(detections_golden, detections(), Detections, GOLDEN_DETECTIONS);
-golden!(camera_tracks_golden, camera_tracks(), CameraTracks, GOLDEN_TRACKS);
+golden!(
+    detections_golden,
+    detections(),
+    Detections,
+    GOLDEN_DETECTIONS
+);
+golden!(
+    camera_tracks_golden,
+    camera_tracks(),
+    CameraTracks,
+    GOLDEN_TRACKS
+);
 golden!(spatial_golden, spatial(), SpatialTracks, GOLDEN_SPATIAL);
 golden!(event_golden, handoff(), Event, GOLDEN_EVENT);
 
@@ -132,7 +142,14 @@ fn fields_are_named_snake_case_maps() {
     let bytes = encode(&detections()).unwrap();
     assert_eq!(bytes[0] & 0xf0, 0x80, "top level is a fixmap");
     let text = String::from_utf8_lossy(&bytes);
-    for key in ["camera", "latency_ms", "queue_ms", "objects", "class_id", "bbox"] {
+    for key in [
+        "camera",
+        "latency_ms",
+        "queue_ms",
+        "objects",
+        "class_id",
+        "bbox",
+    ] {
         assert!(text.contains(key), "missing key {key}");
     }
 }

@@ -82,9 +82,7 @@ impl NatsServer {
             .stderr(Stdio::null())
             .spawn()
             .expect("cannot start nats-server");
-        let ports_file = dir
-            .path()
-            .join(format!("nats-server_{}.ports", child.id()));
+        let ports_file = dir.path().join(format!("nats-server_{}.ports", child.id()));
         let deadline = Instant::now() + Duration::from_secs(20);
         let url = loop {
             if let Ok(text) = std::fs::read_to_string(&ports_file) {
@@ -94,10 +92,17 @@ impl NatsServer {
                     }
                 }
             }
-            assert!(Instant::now() < deadline, "nats-server did not write its ports file");
+            assert!(
+                Instant::now() < deadline,
+                "nats-server did not write its ports file"
+            );
             std::thread::sleep(Duration::from_millis(20));
         };
-        let port = url.rsplit(':').next().and_then(|p| p.parse().ok()).expect("port in url");
+        let port = url
+            .rsplit(':')
+            .next()
+            .and_then(|p| p.parse().ok())
+            .expect("port in url");
         NatsServer {
             child,
             url,
@@ -108,7 +113,9 @@ impl NatsServer {
 
     /// A connected client.
     pub async fn client(&self) -> async_nats::Client {
-        async_nats::connect(&self.url).await.expect("connect to test nats-server")
+        async_nats::connect(&self.url)
+            .await
+            .expect("connect to test nats-server")
     }
 }
 
@@ -253,16 +260,29 @@ pub fn http_get(port: u16, path: &str) -> (u16, String) {
     use std::io::Write;
     let mut s = std::net::TcpStream::connect(("127.0.0.1", port)).expect("connect api");
     s.set_read_timeout(Some(Duration::from_secs(10))).ok();
-    write!(s, "GET {path} HTTP/1.1\r\nHost: localhost\r\nConnection: close\r\n\r\n").expect("write");
+    write!(
+        s,
+        "GET {path} HTTP/1.1\r\nHost: localhost\r\nConnection: close\r\n\r\n"
+    )
+    .expect("write");
     let mut buf = String::new();
     s.read_to_string(&mut buf).expect("read");
     let (head, body) = buf.split_once("\r\n\r\n").unwrap_or((&buf, ""));
-    let code = head.split_whitespace().nth(1).and_then(|c| c.parse().ok()).unwrap_or(0);
-    let body = if head.to_ascii_lowercase().contains("transfer-encoding: chunked") {
+    let code = head
+        .split_whitespace()
+        .nth(1)
+        .and_then(|c| c.parse().ok())
+        .unwrap_or(0);
+    let body = if head
+        .to_ascii_lowercase()
+        .contains("transfer-encoding: chunked")
+    {
         let mut out = String::new();
         let mut rest = body;
         while let Some((size, after)) = rest.split_once("\r\n") {
-            let Ok(n) = usize::from_str_radix(size.trim(), 16) else { break };
+            let Ok(n) = usize::from_str_radix(size.trim(), 16) else {
+                break;
+            };
             if n == 0 || after.len() < n {
                 break;
             }
@@ -306,7 +326,9 @@ pub fn nats_server_pids(needle: &str) -> Vec<u32> {
     let mut out = Vec::new();
     if let Ok(entries) = std::fs::read_dir("/proc") {
         for e in entries.flatten() {
-            let Ok(pid) = e.file_name().to_string_lossy().parse::<u32>() else { continue };
+            let Ok(pid) = e.file_name().to_string_lossy().parse::<u32>() else {
+                continue;
+            };
             if let Ok(cmd) = std::fs::read(e.path().join("cmdline")) {
                 let cmd = String::from_utf8_lossy(&cmd).replace('\0', " ");
                 if cmd.contains("nats-server") && cmd.contains(needle) {
