@@ -195,7 +195,7 @@ pub struct DetectionConfig {
     pub model_type: String,
     /// Square model input size in pixels.
     pub input_size: u32,
-    /// Detector workers in this process.
+    /// Detector workers in this process; 0 = automatic (see [`DetectionConfig::effective_workers`]).
     pub workers: usize,
     /// ONNX Runtime threads per worker; 0 = cores / workers.
     pub threads: usize,
@@ -233,7 +233,7 @@ impl Default for DetectionConfig {
             model: "yolox_nano_dynamic".into(),
             model_type: "yolox".into(),
             input_size: 416,
-            workers: 1,
+            workers: 0,
             threads: 0,
             batch_size: 4,
             default_fps: 5.0,
@@ -250,6 +250,24 @@ impl Default for DetectionConfig {
 }
 
 impl DetectionConfig {
+    /// Detector workers to start: `workers`, or with 0 one per core (up to 8)
+    /// on the CPU, where parallel single-threaded sessions outrun one
+    /// multi-threaded session on a small model, and 2 on an accelerator, so
+    /// decoding the next frame overlaps the current inference.
+    pub fn effective_workers(&self) -> usize {
+        if self.workers > 0 {
+            return self.workers;
+        }
+        if self.backend == "cpu" {
+            std::thread::available_parallelism()
+                .map(|n| n.get())
+                .unwrap_or(2)
+                .clamp(1, 8)
+        } else {
+            2
+        }
+    }
+
     /// The model file this configuration names.
     pub fn model_path(&self) -> PathBuf {
         let m = Path::new(&self.model);

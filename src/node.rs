@@ -114,7 +114,7 @@ pub fn detector_options(cfg: &Config) -> Result<DetectorOptions> {
     let threads = if d.threads > 0 {
         d.threads
     } else {
-        (cores / d.workers.max(1)).max(1)
+        (cores / d.effective_workers()).max(1)
     };
     Ok(DetectorOptions {
         model_path: d.model_path(),
@@ -186,7 +186,7 @@ impl DetectionNode {
     /// The node and the child specs of its workers.
     pub fn new(cfg: &Config, js: jetstream::Context) -> (Arc<DetectionNode>, Vec<ChildSpec>) {
         let node = node_id();
-        let workers = cfg.detection.workers;
+        let workers = cfg.detection.effective_workers();
         let mut stats = Vec::new();
         let mut loaded = Vec::new();
         let mut specs = Vec::new();

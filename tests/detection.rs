@@ -1,0 +1,561 @@
+//! Detection service end to end: real footage, a real RTSP server, the real
+//! model, a real `nats-server`; detection nodes sharing the `detectors`
+//! consumer, one of them killed mid-run; overload.
+
+mod common;
+
+use std::collections::{BTreeMap, BTreeSet};
+use std::process::{Child, Command, Stdio};
+use std::time::{Duration, Instant};
+
+use async_nats::jetstream;
+use common::*;
+use futures::StreamExt;
+use nvr_actors::detect::frames::read_frames;
+use nvr_actors::detect::image::{encode_jpeg, resize_to_fit};
+use nvr_subjects::messages::{Detections, Frame, FrameEncoding};
+use nvr_subjects::{decode, encode, subjects, SCHEMA_VERSION};
+use serde_json::Value;
+
+/// (original width, original height, JPEG) frames of a sample file.
+fn jpeg_frames(name: &str, step: usize, count: usize, max_side: u32) -> Vec<(u32, u32, Vec<u8>)> {
+    let path = require(&data().join("samples").join(name), "sample footage");
+    read_frames(&path, 0, step, count)
+        .expect("decode sample with ffmpeg (run scripts/setup)")
+        .iter()
+        .map(|f| {
+            let small = resize_to_fit(f, max_side);
+            (f.width, f.height, encode_jpeg(&small, 85).expect("jpeg"))
+        })
+        .collect()
+}
+
+fn frame_msg(camera: &str, seq: u64, (w, h, jpeg): &(u32, u32, Vec<u8>)) -> Frame {
+    Frame {
+        v: SCHEMA_VERSION,
+        camera: camera.to_string(),
+        seq,
+        ts_ns: now_ns(),
+        width: *w,
+        height: *h,
+        encoding: FrameEncoding::Jpeg,
+        data: jpeg.clone(),
+        data_width: 0,
+        data_height: 0,
+    }
+}
+
+fn now_ns() -> u64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map(|d| d.as_nanos() as u64)
+        .unwrap_or(0)
+}
+
+/// Publishes a frame to JetStream; true when the stream accepted it.
+async fn publish_frame(js: &jetstream::Context, f: &Frame) -> bool {
+    let mut headers = async_nats::HeaderMap::new();
+    headers.insert("Nats-Msg-Id", nvr_subjects::msg_id(&f.camera, f.seq).as_str());
+    headers.insert("Content-Type", "application/msgpack");
+    let payload = encode(f).expect("encode frame");
+    match js
+        .publish_with_headers(subjects::frames(&f.camera), headers, payload.into())
+        .await
+    {
+        Ok(ack) => ack.await.is_ok(),
+        Err(_) => false,
+    }
+}
+
+fn model_ready() {
+    require(&data().join("models/yolox_nano_dynamic.onnx"), "the model");
+    require(
+        &data().join("onnxruntime/libonnxruntime.so.1.31.1"),
+        "the ONNX Runtime library",
+    );
+}
+
+/// The `nats:` section of a process talking to an external server, with
+/// extra indented lines under it.
+fn base_config(nats_url: &str, nats_extra: &str) -> String {
+    format!("nats:\n  embedded: false\n  url: \"{nats_url}\"\n{nats_extra}")
+}
+
+fn persons(d: &Detections) -> Vec<[f32; 4]> {
+    d.objects
+        .iter()
+        .filter(|o| o.label == "person")
+        .map(|o| o.bbox)
+        .collect()
+}
+
+fn iou(a: [f32; 4], b: [f32; 4]) -> f32 {
+    let ix = (a[2].min(b[2]) - a[0].max(b[0])).max(0.0);
+    let iy = (a[3].min(b[3]) - a[1].max(b[1])).max(0.0);
+    let inter = ix * iy;
+    let area = |r: [f32; 4]| (r[2] - r[0]) * (r[3] - r[1]);
+    inter / (area(a) + area(b) - inter)
+}
+
+/// Plausible pedestrian boxes of vtest.avi (768x576, people 60-200 px tall).
+fn assert_plausible_people(dets: &[Detections]) {
+    let mut total = 0;
+    for d in dets {
+        assert_eq!((d.width, d.height), (768, 576), "original frame size");
+        for b in persons(d) {
+            total += 1;
+            assert!(b.iter().all(|v| (0.0..=1.0).contains(v)), "{b:?} not normalised");
+            let (w, h) = ((b[2] - b[0]) * 768.0, (b[3] - b[1]) * 576.0);
+            assert!(h > w * 0.9, "pedestrian box {b:?} is wider than tall ({w:.0}x{h:.0} px)");
+            assert!((30.0..=300.0).contains(&h), "pedestrian height {h:.0} px implausible");
+        }
+    }
+    let mean = total as f64 / dets.len() as f64;
+    assert!(
+        mean >= 2.0,
+        "expected several people per frame of vtest.avi, got {mean:.1} on average"
+    );
+}
+
+/// Collects `n` Detections of `camera` from a core subscription.
+async fn collect_detections(client: &async_nats::Client, camera: &str, n: usize, timeout: Duration) -> Vec<Detections> {
+    let mut sub = client
+        .subscribe(subjects::detections(camera))
+        .await
+        .expect("subscribe");
+    let mut out = Vec::new();
+    let deadline = tokio::time::Instant::now() + timeout;
+    while out.len() < n {
+        match tokio::time::timeout_at(deadline, sub.next()).await {
+            Ok(Some(m)) => out.push(decode::<Detections>(&m.payload).expect("Detections decode")),
+            _ => panic!("only {} of {n} detections of {camera} arrived", out.len()),
+        }
+    }
+    out
+}
+
+fn json_get(port: u16, path: &str) -> Value {
+    let (code, body) = http_get(port, path);
+    assert_eq!(code, 200, "{path}: {body}");
+    serde_json::from_str(&body).unwrap_or_else(|e| panic!("{path}: {e}: {body}"))
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn camera_on_real_footage_yields_people_and_a_bad_camera_is_isolated() {
+    model_ready();
+    let server = NatsServer::start();
+    let dir = tempfile::tempdir().unwrap();
+    let api = free_port();
+    let footage = data().join("samples/vtest.avi");
+    let cfg = write_config(
+        dir.path(),
+        &format!(
+            "{}api:\n  address: \"127.0.0.1:{api}\"\ndetection:\n  models_path: \"{}\"\n  model: yolox_nano_dynamic\n  input_size: 416\n  workers: 1\nspatial:\n  embedded: false\ncameras:\n  - id: vt\n    url: \"{}\"\n    detection:\n      fps: 5\n  - id: broken\n    url: \"rtsp://127.0.0.1:1/nothing\"\n",
+            base_config(&server.url, ""),
+            data().join("models").display(),
+            footage.display()
+        ),
+    );
+    let client = server.client().await;
+    let mut p = NvrProcess::start(&["run", "--config", cfg.to_str().unwrap()], dir.path(), &[]);
+    p.wait_for_log("nvr running", Duration::from_secs(60));
+    let dets = collect_detections(&client, "vt", 12, Duration::from_secs(60)).await;
+    assert_plausible_people(&dets);
+    let seqs: Vec<u64> = dets.iter().map(|d| d.seq).collect();
+    assert!(seqs.windows(2).all(|w| w[0] < w[1]), "seq increases: {seqs:?}");
+    assert!(dets.iter().all(|d| d.model == "yolox_nano_dynamic" && d.backend == "cpu"));
+
+    let health = eventually(Duration::from_secs(30), "broken camera error in health", || {
+        let v = json_get(api, "/api/v1/system/health");
+        let cams = v["components"]["cameras"].as_array()?.clone();
+        let broken = cams.iter().find(|c| c["id"] == "broken")?.clone();
+        (broken["errors"].as_u64()? >= 1).then_some(v)
+    });
+    let cams = health["components"]["cameras"].as_array().unwrap();
+    let vt = cams.iter().find(|c| c["id"] == "vt").unwrap();
+    let broken = cams.iter().find(|c| c["id"] == "broken").unwrap();
+    assert_eq!(vt["state"], "streaming", "{vt}");
+    assert!(vt["frames_published"].as_u64().unwrap() >= 12, "{vt}");
+    assert!(vt["fps_out"].as_f64().is_some() && vt["fps_in"].as_f64().is_some(), "{vt}");
+    assert_ne!(broken["state"], "streaming", "{broken}");
+    let err = broken["last_error"].as_str().unwrap_or_default();
+    assert!(err.contains("rtsp://127.0.0.1:1/nothing"), "error names the URL: {broken}");
+    assert!(!err.contains('\n'), "one-line error: {err:?}");
+
+    let st = json_get(api, "/api/v1/plugins/nvr-detection/status");
+    assert_eq!(st["connected"], true, "{st}");
+    assert_eq!(st["backend"], "cpu", "{st}");
+    assert!(st["processed_count"].as_u64().unwrap() >= 12, "{st}");
+    for k in ["queue_size", "error_count", "skipped_count", "avg_latency_ms", "p50_latency_ms", "p95_latency_ms", "p99_latency_ms", "fps"] {
+        assert!(st[k].is_number(), "{k} missing: {st}");
+    }
+    assert!(st["cameras"]["vt"]["processed"].as_u64().unwrap() >= 12, "{st}");
+    assert_eq!(st["workers"].as_array().unwrap().len(), 1, "{st}");
+    p.interrupt();
+    assert_eq!(p.wait_exit(Duration::from_secs(10)), Some(0));
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn astronaut_through_a_detection_node_is_one_person() {
+    model_ready();
+    let server = NatsServer::start();
+    let dir = tempfile::tempdir().unwrap();
+    let http = free_port();
+    let cfg = write_config(
+        dir.path(),
+        &format!(
+            "{}detection:\n  address: \"127.0.0.1:{http}\"\n  models_path: \"{}\"\n  model: yolox_nano_dynamic\n  workers: 1\n  min_confidence: 0.5\n",
+            base_config(&server.url, ""),
+            data().join("models").display()
+        ),
+    );
+    let mut node = NvrProcess::start(&["detector", "--config", cfg.to_str().unwrap()], dir.path(), &[]);
+    node.wait_for_log("detection node running", Duration::from_secs(60));
+    let client = server.client().await;
+    let js = jetstream::new(client.clone());
+    let mut sub = client.subscribe(subjects::detections("astro")).await.unwrap();
+    client.flush().await.unwrap();
+    let frame = jpeg_frames("astronaut.png", 1, 1, 416).remove(0);
+    assert!(publish_frame(&js, &frame_msg("astro", 1, &frame)).await);
+    let m = tokio::time::timeout(Duration::from_secs(30), sub.next())
+        .await
+        .expect("detections within 30 s")
+        .unwrap();
+    let d: Detections = decode(&m.payload).unwrap();
+    assert_eq!((d.width, d.height), (512, 512));
+    let people = persons(&d);
+    assert_eq!(people.len(), 1, "exactly one person: {:?}", d.objects);
+    // Hand-labelled: hair top to the bottom edge, left edge to the suit's side.
+    let expected = [20.0 / 512.0, 15.0 / 512.0, 365.0 / 512.0, 1.0];
+    assert!(iou(people[0], expected) >= 0.6, "{:?} vs {expected:?}", people[0]);
+    assert_eq!(
+        m.headers.as_ref().and_then(|h| h.get("Nats-Msg-Id")).map(|v| v.to_string()),
+        Some("astro-1".to_string())
+    );
+    // The counter moves once the frame is acknowledged, just after the publish.
+    eventually(Duration::from_secs(10), "processed_count 1 on /status", || {
+        (json_get(http, "/status")["workers"][0]["processed_count"] == 1).then_some(())
+    });
+    let (code, _) = http_get(http, "/health");
+    assert_eq!(code, 200);
+    node.interrupt();
+    assert_eq!(node.wait_exit(Duration::from_secs(10)), Some(0));
+}
+
+/// Child processes killed and reaped on drop.
+struct Procs(Vec<Child>);
+
+impl Drop for Procs {
+    fn drop(&mut self) {
+        for c in self.0.iter_mut().rev() {
+            let _ = c.kill();
+            let _ = c.wait();
+        }
+    }
+}
+
+fn wait_listening(port: u16) {
+    eventually(Duration::from_secs(10), "rtsp-server-perl listening", || {
+        std::net::TcpStream::connect(("127.0.0.1", port)).ok()
+    });
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn rtsp_camera_on_loopback_yields_detections() {
+    model_ready();
+    let server_bin = "/usr/bin/rtsp-server-perl";
+    assert!(
+        std::path::Path::new(server_bin).is_file(),
+        "{server_bin} is missing (Debian package rtsp-server-perl): run scripts/setup"
+    );
+    let mp4 = require(&data().join("samples/vtest.mp4"), "H.264 sample");
+    let (client_port, source_port) = (free_port(), free_port());
+    let rtp = 30000 + (client_port % 20000);
+    let mut procs = Procs(Vec::new());
+    procs.0.push(
+        Command::new(server_bin)
+            .args(["--clientport", &client_port.to_string()])
+            .args(["--serverport", &source_port.to_string()])
+            .args(["--client_listen_address", "127.0.0.1"])
+            .args(["--source_listen_address", "127.0.0.1"])
+            .args(["--rtp_start_port", &rtp.to_string()])
+            .stdin(Stdio::null())
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .spawn()
+            .expect("cannot start rtsp-server-perl: run scripts/setup"),
+    );
+    wait_listening(source_port);
+    wait_listening(client_port);
+    procs.0.push(
+        Command::new("ffmpeg")
+            .args(["-nostdin", "-v", "error", "-re", "-stream_loop", "-1", "-i"])
+            .arg(&mp4)
+            .args(["-c", "copy", "-f", "rtsp"])
+            .arg(format!("rtsp://127.0.0.1:{source_port}/cam1"))
+            .stdin(Stdio::null())
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .spawn()
+            .expect("cannot start ffmpeg: run scripts/setup"),
+    );
+    let server = NatsServer::start();
+    let dir = tempfile::tempdir().unwrap();
+    let api = free_port();
+    let cfg = write_config(
+        dir.path(),
+        &format!(
+            "{}api:\n  address: \"127.0.0.1:{api}\"\ndetection:\n  models_path: \"{}\"\n  model: yolox_nano_dynamic\n  workers: 1\nspatial:\n  embedded: false\ncameras:\n  - id: door\n    url: \"rtsp://127.0.0.1:{client_port}/cam1\"\n    rtsp_transport: udp\n",
+            base_config(&server.url, ""),
+            data().join("models").display()
+        ),
+    );
+    let client = server.client().await;
+    let mut p = NvrProcess::start(&["run", "--config", cfg.to_str().unwrap()], dir.path(), &[]);
+    p.wait_for_log("nvr running", Duration::from_secs(60));
+    // The publisher may announce after the camera's first attempt: the camera reconnects.
+    let dets = collect_detections(&client, "door", 8, Duration::from_secs(90)).await;
+    assert_plausible_people(&dets);
+    let v = json_get(api, "/api/v1/system/health");
+    let cam = &v["components"]["cameras"][0];
+    assert_eq!(cam["id"], "door");
+    assert_eq!(cam["url"], format!("rtsp://127.0.0.1:{client_port}/cam1"));
+    p.interrupt();
+    assert_eq!(p.wait_exit(Duration::from_secs(10)), Some(0));
+}
+
+fn detector_config(dir: &std::path::Path, name: &str, nats: &str, http: u16, extra: &str) -> std::path::PathBuf {
+    let d = dir.join(name);
+    std::fs::create_dir_all(&d).unwrap();
+    write_config(
+        &d,
+        &format!(
+            "{}detection:\n  address: \"127.0.0.1:{http}\"\n  models_path: \"{}\"\n  model: yolox_nano_dynamic\n  input_size: 320\n  workers: 1\n  threads: 1\n  batch_size: 2\n{extra}",
+            base_config(
+                nats,
+                "  retention:\n    frames_per_camera: 1000\n    frames_max_age_ms: 600000\n"
+            ),
+            data().join("models").display()
+        ),
+    )
+}
+
+fn worker_counts(http: u16) -> (u64, u64, u64) {
+    let v = json_get(http, "/status");
+    let w = v["workers"].as_array().cloned().unwrap_or_default();
+    let sum = |k: &str| w.iter().map(|x| x[k].as_u64().unwrap_or(0)).sum::<u64>();
+    (sum("processed_count"), sum("skipped_count"), sum("error_count"))
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn two_detection_nodes_share_frames_and_a_killed_one_loses_none() {
+    model_ready();
+    let server = NatsServer::start();
+    let dir = tempfile::tempdir().unwrap();
+    let (ha, hb) = (free_port(), free_port());
+    let extra = "  max_frame_age_ms: 600000\n";
+    let ca = detector_config(dir.path(), "a", &server.url, ha, extra);
+    let cb = detector_config(dir.path(), "b", &server.url, hb, extra);
+    let mut a = NvrProcess::start(&["detector", "--config", ca.to_str().unwrap()], dir.path(), &[]);
+    let mut b = NvrProcess::start(&["detector", "--config", cb.to_str().unwrap()], dir.path(), &[]);
+    a.wait_for_log("detection node running", Duration::from_secs(60));
+    b.wait_for_log("detection node running", Duration::from_secs(60));
+
+    let client = server.client().await;
+    let js = jetstream::new(client.clone());
+    let frames = jpeg_frames("vtest.avi", 5, 40, 320);
+    let total = 160u64;
+    let mut accepted = 0u64;
+    let mut killed = false;
+    let mut b_at_kill = (0, 0, 0);
+    let mut seq = 0u64;
+    while seq < total {
+        seq += 1;
+        let f = frame_msg("lobby", seq, &frames[seq as usize % frames.len()]);
+        if publish_frame(&js, &f).await {
+            accepted += 1;
+        }
+        if !killed && seq >= total / 2 {
+            // Both nodes must have taken a share before one of them dies.
+            let (pa, pb) = eventually(Duration::from_secs(60), "both nodes processing", || {
+                let (pa, _, _) = worker_counts(ha);
+                let (pb, _, _) = worker_counts(hb);
+                (pa >= 5 && pb >= 5).then_some((pa, pb))
+            });
+            assert!(pa > 0 && pb > 0);
+            b_at_kill = worker_counts(hb);
+            b.child.kill().expect("SIGKILL node b");
+            let _ = b.child.wait();
+            killed = true;
+        }
+    }
+    assert_eq!(accepted, total, "every frame was accepted by the stream");
+
+    // The survivor drains the queue, including b's unacknowledged frames once
+    // their ack wait runs out.
+    let stream = js.get_stream(nvr_subjects::streams::FRAMES).await.unwrap();
+    let mut consumer: jetstream::consumer::PullConsumer = stream
+        .get_consumer(nvr_subjects::streams::DETECTORS_CONSUMER)
+        .await
+        .unwrap();
+    let deadline = Instant::now() + Duration::from_secs(120);
+    let pending = loop {
+        let info = consumer.info().await.unwrap().clone();
+        let pending = info.num_pending + info.num_ack_pending as u64;
+        let (pa, sa, ea) = worker_counts(ha);
+        let seen = read_detection_seqs(&js, "lobby").await;
+        if pending == 0 && seen.len() as u64 + sa + ea >= total {
+            break pending;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "queue did not drain: pending {pending}, a processed {pa}, detections {}",
+            seen.len()
+        );
+        tokio::time::sleep(Duration::from_millis(500)).await;
+    };
+    let seen = read_detection_seqs(&js, "lobby").await;
+    let (pa, sa, ea) = worker_counts(ha);
+    let info = consumer.info().await.unwrap().clone();
+    eprintln!(
+        "kill: b processed {} before SIGKILL, a {pa}; deliveries {} for {total} frames",
+        b_at_kill.0, info.delivered.consumer_sequence
+    );
+    // published = processed + skipped + errors + still pending, frame by frame.
+    assert_eq!(
+        seen.len() as u64 + sa + ea + pending,
+        total,
+        "published {total} != detections {} + skipped {sa} + errors {ea} + pending {pending}",
+        seen.len()
+    );
+    assert_eq!(sa + ea, 0, "nothing skipped or failed with a 10-minute frame age");
+    let expected: BTreeSet<u64> = (1..=total).collect();
+    assert_eq!(seen.keys().copied().collect::<BTreeSet<_>>(), expected, "every frame has detections");
+    assert!(b_at_kill.0 > 0, "the killed node had processed frames");
+    assert!(
+        info.delivered.consumer_sequence > total,
+        "the killed node held unacknowledged frames that were delivered again"
+    );
+    assert!(pa + b_at_kill.0 >= total, "a {pa} + b {} cover every frame", b_at_kill.0);
+    a.interrupt();
+    assert_eq!(a.wait_exit(Duration::from_secs(10)), Some(0));
+}
+
+/// Every stored Detections of `camera`: seq -> worker.
+async fn read_detection_seqs(js: &jetstream::Context, camera: &str) -> BTreeMap<u64, String> {
+    let stream = js.get_stream(nvr_subjects::streams::DETECTIONS).await.unwrap();
+    let consumer = stream
+        .create_consumer(jetstream::consumer::pull::OrderedConfig {
+            filter_subject: subjects::detections(camera),
+            ..Default::default()
+        })
+        .await
+        .unwrap();
+    let mut out = BTreeMap::new();
+    let mut msgs = consumer.messages().await.unwrap();
+    loop {
+        match tokio::time::timeout(Duration::from_millis(500), msgs.next()).await {
+            Ok(Some(Ok(m))) => {
+                let d: Detections = decode(&m.payload).unwrap();
+                out.insert(d.seq, d.worker.clone());
+                if m.info().map(|i| i.pending == 0).unwrap_or(false) {
+                    break;
+                }
+            }
+            _ => break,
+        }
+    }
+    out
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn overload_keeps_the_queue_bounded_counts_skips_and_memory_stays_flat() {
+    model_ready();
+    let server = NatsServer::start();
+    let dir = tempfile::tempdir().unwrap();
+    let api = free_port();
+    let per_camera = 10u64;
+    let cameras = 16usize;
+    let cfg = write_config(
+        dir.path(),
+        &format!(
+            "nats:\n  embedded: false\n  url: \"{}\"\n  retention:\n    frames_per_camera: {per_camera}\n    frames_max_age_ms: 600000\napi:\n  address: \"127.0.0.1:{api}\"\ndetection:\n  models_path: \"{}\"\n  model: yolox_nano_dynamic\n  input_size: 320\n  workers: 1\n  threads: 1\n  max_frame_age_ms: 500\nspatial:\n  embedded: false\n",
+            server.url,
+            data().join("models").display()
+        ),
+    );
+    let mut p = NvrProcess::start(&["run", "--config", cfg.to_str().unwrap()], dir.path(), &[]);
+    p.wait_for_log("detector worker ready", Duration::from_secs(60));
+    p.wait_for_log("nvr running", Duration::from_secs(30));
+    let client = server.client().await;
+    let js = jetstream::new(client.clone());
+    let frames = std::sync::Arc::new(jpeg_frames("vtest.avi", 5, 20, 320));
+
+    // 16 cameras at 10 fps: 160 frames/s against one single-threaded worker.
+    let seconds = 12u64;
+    let mut tasks = Vec::new();
+    for c in 0..cameras {
+        let (js, frames) = (js.clone(), frames.clone());
+        tasks.push(tokio::spawn(async move {
+            let cam = format!("ov{c:02}");
+            let mut tick = tokio::time::interval(Duration::from_millis(100));
+            let (mut offered, mut accepted) = (0u64, 0u64);
+            for seq in 1..=seconds * 10 {
+                tick.tick().await;
+                offered += 1;
+                if publish_frame(&js, &frame_msg(&cam, seq, &frames[seq as usize % frames.len()])).await {
+                    accepted += 1;
+                }
+            }
+            (offered, accepted)
+        }));
+    }
+    let bound = per_camera * cameras as u64;
+    let mut samples = Vec::new();
+    let started = Instant::now();
+    while started.elapsed() < Duration::from_secs(seconds) {
+        tokio::time::sleep(Duration::from_secs(1)).await;
+        let st = json_get(api, "/api/v1/plugins/nvr-detection/status");
+        let q = st["queue_size"].as_u64().unwrap();
+        let mem = st["nodes"][0]["memory_mb"].as_f64().unwrap();
+        assert!(q <= bound, "queue_size {q} above the per-camera bound {bound}");
+        samples.push((q, mem));
+    }
+    let (mut offered, mut accepted) = (0, 0);
+    for t in tasks {
+        let (o, a) = t.await.unwrap();
+        offered += o;
+        accepted += a;
+    }
+    let st = eventually(Duration::from_secs(60), "queue drained", || {
+        let st = json_get(api, "/api/v1/plugins/nvr-detection/status");
+        let done = st["processed_count"].as_u64()? + st["skipped_count"].as_u64()? + st["error_count"].as_u64()?;
+        (st["queue_size"].as_u64()? == 0 && done >= accepted).then_some(st)
+    });
+    let processed = st["processed_count"].as_u64().unwrap();
+    let skipped = st["skipped_count"].as_u64().unwrap();
+    let errors = st["error_count"].as_u64().unwrap();
+    assert_eq!(processed + skipped + errors, accepted, "every accepted frame accounted for: {st}");
+    assert!(skipped > 0, "overload must skip frames: {st}");
+    assert!(processed > 0, "{st}");
+    let refused = offered - accepted;
+    let skipped_per_cam: u64 = st["cameras"]
+        .as_object()
+        .unwrap()
+        .values()
+        .map(|c| c["skipped"].as_u64().unwrap_or(0))
+        .sum();
+    assert_eq!(skipped_per_cam, skipped, "per-camera skipped counts add up: {st}");
+    eprintln!(
+        "overload: offered {offered}, refused at publish {refused}, processed {processed}, skipped {skipped}, queue samples {:?}",
+        samples.iter().map(|s| s.0).collect::<Vec<_>>()
+    );
+    let third = samples.len() / 3;
+    let (early, late) = (samples[third].1, samples.last().unwrap().1);
+    assert!(late - early < 40.0, "memory grew from {early:.0} MiB to {late:.0} MiB under overload");
+    p.interrupt();
+    assert_eq!(p.wait_exit(Duration::from_secs(10)), Some(0));
+    let skip_logs = p.seen.iter().filter(|l| l.contains("frame skipped")).count();
+    assert!(skip_logs >= 1, "\"frame skipped\" logged");
+    assert!((skip_logs as u64) < skipped.max(2), "skip logging is rate-limited ({skip_logs} lines for {skipped} skips)");
+}
