@@ -97,6 +97,31 @@ pub struct SpatialState {
     pumps: Vec<JoinHandle<()>>,
 }
 
+/// The first global id for a new incarnation of a shard: one past the
+/// highest id in its last stored `SpatialTracks` and `handoff` event, or 1.
+async fn resume_global_id(js: &async_nats::jetstream::Context, shard: &str) -> u64 {
+    let mut max = 0;
+    if let Some(t) = bus::last_stored::<nvr_subjects::SpatialTracks>(
+        js,
+        streams::SPATIAL,
+        &subjects::spatial_tracks(shard),
+    )
+    .await
+    {
+        max = t.tracks.iter().map(|t| t.global_id).max().unwrap_or(0);
+    }
+    if let Some(e) = bus::last_stored::<nvr_subjects::Event>(
+        js,
+        streams::EVENTS,
+        &subjects::events(nvr_subjects::event_kind::HANDOFF, shard),
+    )
+    .await
+    {
+        max = max.max(e.global_id.unwrap_or(0));
+    }
+    max + 1
+}
+
 /// The spatial actor.
 #[derive(Clone, Copy)]
 pub struct SpatialActor;
@@ -156,8 +181,10 @@ impl Actor for SpatialActor {
             s.shard = args.shard.clone();
             s.cameras = args.cameras.iter().map(|c| c.id.clone()).collect();
         }
+        let mut tracker = SpatialTracker::new(&args.shard, args.params.clone(), args.cameras.clone());
+        tracker.set_next_id(resume_global_id(&args.js, &args.shard).await);
         Ok(SpatialState {
-            tracker: SpatialTracker::new(&args.shard, args.params.clone(), args.cameras.clone()),
+            tracker,
             args,
             camera_ts: BTreeMap::new(),
             next_step_ns: None,

@@ -69,6 +69,26 @@ pub struct TrackState {
     max_arrived_seq: u64,
 }
 
+/// The first track id for a new incarnation of a camera's tracker: one past
+/// the highest id in the camera's last stored `CameraTracks` and its last
+/// `track_started` / `track_ended` events (ids only grow), or 1.
+pub async fn resume_track_id(js: &jetstream::Context, camera: &str) -> u64 {
+    let mut max = 0;
+    if let Some(t) =
+        bus::last_stored::<CameraTracks>(js, streams::TRACKS, &subjects::tracks(camera)).await
+    {
+        max = t.tracks.iter().map(|t| t.track_id).max().unwrap_or(0);
+    }
+    for kind in [event_kind::TRACK_STARTED, event_kind::TRACK_ENDED] {
+        if let Some(e) =
+            bus::last_stored::<Event>(js, streams::EVENTS, &subjects::events(kind, camera)).await
+        {
+            max = max.max(e.track_id.unwrap_or(0));
+        }
+    }
+    max + 1
+}
+
 /// The track actor.
 #[derive(Clone, Copy)]
 pub struct TrackActor;
@@ -127,8 +147,12 @@ impl Actor for TrackActor {
             }
         });
         let window_ns = args.reorder_window_ms * 1_000_000;
+        let next_id = resume_track_id(&args.js, &args.camera).await;
+        if next_id > 1 {
+            debug!(camera = %args.camera, next_id, "continuing track ids");
+        }
         Ok(TrackState {
-            tracker: Tracker::new(args.params.clone()),
+            tracker: Tracker::with_next_id(args.params.clone(), next_id),
             reorder: ReorderBuffer::new(window_ns),
             args,
             cancel,

@@ -292,6 +292,12 @@ impl SpatialTracker {
         }
     }
 
+    /// Continues global ids at `next_id` (at least 1), for a shard that
+    /// restarts after having published ids before.
+    pub fn set_next_id(&mut self, next_id: u64) {
+        self.next_id = self.next_id.max(next_id);
+    }
+
     /// The shard name.
     pub fn shard(&self) -> &str {
         &self.shard

@@ -1,0 +1,109 @@
+//! Identities survive a restart: a restarted `nvr run` continues per-camera
+//! track ids and global ids where the previous process stopped, so an id is
+//! never given to two objects (and event de-duplication keys never collide).
+
+mod common;
+
+use std::time::Duration;
+
+use async_nats::jetstream;
+use common::*;
+use futures::StreamExt;
+use nvr_subjects::messages::{CameraTracks, DetectedObject, Detections, SpatialTracks};
+use nvr_subjects::{decode, encode, subjects, SCHEMA_VERSION};
+
+const T0: u64 = 1_700_000_000_000_000_000;
+
+fn detections(seq: u64, x: f32) -> Detections {
+    Detections {
+        v: SCHEMA_VERSION,
+        camera: "hall".into(),
+        seq,
+        ts_ns: T0 + seq * 200_000_000,
+        width: 640,
+        height: 480,
+        model: "test".into(),
+        backend: "cpu".into(),
+        worker: "t".into(),
+        latency_ms: 1.0,
+        queue_ms: 1.0,
+        objects: vec![DetectedObject {
+            class_id: 0,
+            label: "person".into(),
+            score: 0.9,
+            bbox: [x, 0.3, x + 0.08, 0.8],
+            embedding: None,
+        }],
+    }
+}
+
+async fn publish(js: &jetstream::Context, d: &Detections) {
+    let mut h = async_nats::HeaderMap::new();
+    h.insert("Nats-Msg-Id", nvr_subjects::msg_id(&d.camera, d.seq).as_str());
+    js.publish_with_headers(subjects::detections(&d.camera), h, encode(d).unwrap().into())
+        .await
+        .unwrap()
+        .await
+        .unwrap();
+}
+
+/// Runs one `nvr run` incarnation over detections `seqs`, returning the
+/// highest track id and global id it published.
+async fn incarnation(server: &NatsServer, cfg: &std::path::Path, dir: &std::path::Path, seqs: std::ops::RangeInclusive<u64>) -> (u64, u64) {
+    let client = server.client().await;
+    let js = jetstream::new(client.clone());
+    let mut tracks = client.subscribe(subjects::tracks("hall")).await.unwrap();
+    let mut spatial = client.subscribe(subjects::spatial_tracks("lobby")).await.unwrap();
+    client.flush().await.unwrap();
+    let mut p = NvrProcess::start(&["run", "--config", cfg.to_str().unwrap()], dir, &[]);
+    p.wait_for_log("nvr running", Duration::from_secs(60));
+    let last = *seqs.end();
+    for seq in seqs.clone() {
+        // One walker per incarnation, moving right.
+        let x = 0.1 + 0.01 * (seq - *seqs.start()) as f32;
+        publish(&js, &detections(seq, x)).await;
+    }
+    let (mut max_track, mut max_global) = (0, 0);
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(30);
+    loop {
+        let m = tokio::time::timeout_at(deadline, tracks.next())
+            .await
+            .expect("CameraTracks for every detections message")
+            .unwrap();
+        let t: CameraTracks = decode(&m.payload).unwrap();
+        max_track = max_track.max(t.tracks.iter().map(|t| t.track_id).max().unwrap_or(0));
+        if t.seq == last {
+            break;
+        }
+    }
+    // The spatial shard publishes on a cadence in message time; take what came.
+    let until = tokio::time::Instant::now() + Duration::from_secs(3);
+    while let Ok(Some(m)) = tokio::time::timeout_at(until, spatial.next()).await {
+        let s: SpatialTracks = decode(&m.payload).unwrap();
+        max_global = max_global.max(s.tracks.iter().map(|t| t.global_id).max().unwrap_or(0));
+    }
+    p.interrupt();
+    assert_eq!(p.wait_exit(Duration::from_secs(10)), Some(0));
+    (max_track, max_global)
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn track_and_global_ids_continue_after_a_restart() {
+    let server = NatsServer::start();
+    let dir = tempfile::tempdir().unwrap();
+    let api = free_port();
+    let cfg = write_config(
+        dir.path(),
+        &format!(
+            "nats:\n  embedded: false\n  url: \"{}\"\napi:\n  address: \"127.0.0.1:{api}\"\ndetection:\n  embedded: false\nfloors:\n  - id: lobby\n    size_m: [10.0, 10.0]\ncameras:\n  - id: hall\n    floor: lobby\n    calibration:\n      points:\n        - {{ image: [0, 480], floor: [0.0, 0.0] }}\n        - {{ image: [640, 480], floor: [10.0, 0.0] }}\n        - {{ image: [640, 0], floor: [10.0, 10.0] }}\n        - {{ image: [0, 0], floor: [0.0, 10.0] }}\n",
+            server.url
+        ),
+    );
+    let (t1, g1) = incarnation(&server, &cfg, dir.path(), 1..=20).await;
+    assert!(t1 >= 1, "first run produced tracks");
+    // Much later in message time: the first walker is long gone.
+    let (t2, g2) = incarnation(&server, &cfg, dir.path(), 400..=420).await;
+    assert!(t2 > t1, "track ids continue after a restart: first run up to {t1}, second run {t2}");
+    assert!(g1 >= 1, "first run produced global tracks");
+    assert!(g2 > g1, "global ids continue after a restart: {g1} then {g2}");
+}
