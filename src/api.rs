@@ -224,8 +224,9 @@ pub async fn detection_document(s: &Shared) -> Value {
         .filter_map(|c| c.lock().ok().map(|c| c.frames_dropped))
         .sum();
     // Frames published here that no worker reported and that are no longer queued expired in the stream.
+    let dead_lettered = s.dead_lettered.load(std::sync::atomic::Ordering::Relaxed);
     let expired = if published > 0 {
-        published.saturating_sub(processed + skipped + errors + pending + ack_pending)
+        published.saturating_sub(processed + skipped + errors + dead_lettered + pending + ack_pending)
     } else {
         0
     };
@@ -245,6 +246,7 @@ pub async fn detection_document(s: &Shared) -> Value {
         "malformed_count": malformed,
         "dropped_at_publish_count": dropped_publish,
         "expired_count": expired,
+        "dead_lettered_count": dead_lettered,
         "avg_latency_ms": round2(l.avg_ms),
         "p50_latency_ms": round2(l.p50_ms),
         "p95_latency_ms": round2(l.p95_ms),

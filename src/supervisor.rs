@@ -221,6 +221,36 @@ pub struct Shared {
     pub nats_embedded: bool,
     /// Camera pipelines of this process.
     pub cameras: BTreeMap<String, Arc<Mutex<nvr_actors::status::CameraStatus>>>,
+    /// Frames the server gave up on after `max_deliver` deliveries to the
+    /// `detectors` consumer (JetStream advisories), so they are counted too.
+    pub dead_lettered: Arc<std::sync::atomic::AtomicU64>,
+}
+
+/// Counts JetStream's max-deliveries advisories of the `detectors` consumer
+/// into `counter` for as long as the client lives.
+pub async fn count_dead_letters(
+    client: &async_nats::Client,
+    counter: Arc<std::sync::atomic::AtomicU64>,
+) -> Result<tokio::task::JoinHandle<()>> {
+    use futures::StreamExt;
+    let subject = format!(
+        "$JS.EVENT.ADVISORY.CONSUMER.MAX_DELIVERIES.{}.{}",
+        nvr_subjects::streams::FRAMES,
+        nvr_subjects::streams::DETECTORS_CONSUMER
+    );
+    let mut sub = client
+        .subscribe(subject)
+        .await
+        .map_err(|e| anyhow::anyhow!("subscribe to max-deliveries advisories: {e}"))?;
+    Ok(tokio::spawn(async move {
+        while let Some(m) = sub.next().await {
+            counter.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+            warn!(
+                "frame dropped after the maximum number of deliveries: {}",
+                String::from_utf8_lossy(&m.payload)
+            );
+        }
+    }))
 }
 
 /// Waits for SIGINT or SIGTERM.
@@ -353,7 +383,9 @@ async fn run_with_nats(
         nats_url: url.to_string(),
         nats_embedded: embedded,
         cameras,
+        dead_lettered: Arc::new(std::sync::atomic::AtomicU64::new(0)),
     });
+    let dead_letters = count_dead_letters(&client, shared.dead_lettered.clone()).await?;
 
     let (sup, sup_handle) = start_supervisor(specs).await?;
     let mut responders = Vec::new();
@@ -383,6 +415,7 @@ async fn run_with_nats(
     for r in responders {
         r.abort();
     }
+    dead_letters.abort();
     drop(services);
     let _ = tokio::time::timeout(Duration::from_secs(1), client.flush()).await;
     let _ = tokio::time::timeout(Duration::from_secs(2), api).await;

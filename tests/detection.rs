@@ -559,3 +559,62 @@ async fn overload_keeps_the_queue_bounded_counts_skips_and_memory_stays_flat() {
     assert!(skip_logs >= 1, "\"frame skipped\" logged");
     assert!((skip_logs as u64) < skipped.max(2), "skip logging is rate-limited ({skip_logs} lines for {skipped} skips)");
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_frame_given_up_after_max_deliveries_is_counted() {
+    let server = NatsServer::start();
+    let dir = tempfile::tempdir().unwrap();
+    let api = free_port();
+    let cfg = write_config(
+        dir.path(),
+        &format!(
+            "{}api:\n  address: \"127.0.0.1:{api}\"\ndetection:\n  embedded: false\nspatial:\n  embedded: false\n",
+            base_config(&server.url, "")
+        ),
+    );
+    let mut p = NvrProcess::start(&["run", "--config", cfg.to_str().unwrap()], dir.path(), &[]);
+    p.wait_for_log("nvr running", Duration::from_secs(60));
+    let client = server.client().await;
+    let js = jetstream::new(client.clone());
+    let frames = jpeg_frames("vtest.avi", 1, 1, 320);
+    assert!(publish_frame(&js, &frame_msg("poison", 1, &frames[0])).await);
+    // A worker that fails on this frame every time: take it and give it back.
+    let consumer: jetstream::consumer::PullConsumer = js
+        .get_stream(nvr_subjects::streams::FRAMES)
+        .await
+        .unwrap()
+        .get_consumer(nvr_subjects::streams::DETECTORS_CONSUMER)
+        .await
+        .unwrap();
+    let mut deliveries = 0;
+    while deliveries < 5 {
+        let mut batch = consumer
+            .fetch()
+            .max_messages(1)
+            .expires(Duration::from_secs(2))
+            .messages()
+            .await
+            .unwrap();
+        while let Some(Ok(m)) = batch.next().await {
+            deliveries += 1;
+            m.ack_with(jetstream::AckKind::Nak(None)).await.unwrap();
+        }
+    }
+    // Workers keep pulling: the server gives up on the frame instead of a sixth delivery.
+    let mut again = consumer
+        .fetch()
+        .max_messages(1)
+        .expires(Duration::from_secs(1))
+        .messages()
+        .await
+        .unwrap();
+    assert!(again.next().await.is_none(), "no sixth delivery");
+    let st = eventually(Duration::from_secs(20), "dead_lettered_count 1", || {
+        let st = json_get(api, "/api/v1/plugins/nvr-detection/status");
+        (st["dead_lettered_count"] == 1).then_some(st)
+    });
+    assert_eq!(st["queue_size"], 0, "{st}");
+    p.interrupt();
+    assert_eq!(p.wait_exit(Duration::from_secs(10)), Some(0));
+    assert!(p.seen.iter().any(|l| l.contains("maximum number of deliveries")));
+}
