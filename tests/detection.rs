@@ -362,6 +362,12 @@ async fn two_detection_nodes_share_frames_and_a_killed_one_loses_none() {
     b.wait_for_log("detection node running", Duration::from_secs(60));
 
     let client = server.client().await;
+    // Both nodes are instances of the NATS micro service (what `nats micro ls` lists).
+    let infos = service_infos(&client, "nvr-detection", 2).await;
+    assert_eq!(infos.len(), 2, "{infos:?}");
+    let ids: BTreeSet<String> = infos.iter().map(|i| i["id"].as_str().unwrap_or("").to_string()).collect();
+    assert_eq!(ids.len(), 2, "two distinct instances: {infos:?}");
+    assert!(infos.iter().all(|i| i["name"] == "nvr-detection" && i["metadata"]["backend"] == "cpu"), "{infos:?}");
     let js = jetstream::new(client.clone());
     let frames = jpeg_frames("vtest.avi", 5, 40, 320);
     let total = 160u64;
@@ -439,6 +445,26 @@ async fn two_detection_nodes_share_frames_and_a_killed_one_loses_none() {
     assert!(pa + b_at_kill.0 >= total, "a {pa} + b {} cover every frame", b_at_kill.0);
     a.interrupt();
     assert_eq!(a.wait_exit(Duration::from_secs(10)), Some(0));
+}
+
+/// Replies to `$SRV.INFO.<service>` until `want` instances answered (bounded).
+async fn service_infos(client: &async_nats::Client, service: &str, want: usize) -> Vec<Value> {
+    let inbox = client.new_inbox();
+    let mut sub = client.subscribe(inbox.clone()).await.unwrap();
+    client
+        .publish_with_reply(format!("$SRV.INFO.{service}"), inbox, "".into())
+        .await
+        .unwrap();
+    client.flush().await.unwrap();
+    let mut out = Vec::new();
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(5);
+    while out.len() < want {
+        match tokio::time::timeout_at(deadline, sub.next()).await {
+            Ok(Some(m)) => out.push(serde_json::from_slice(&m.payload).unwrap()),
+            _ => break,
+        }
+    }
+    out
 }
 
 /// Every stored Detections of `camera`: seq -> worker.
