@@ -145,7 +145,9 @@ pub async fn run(_cfg: &crate::config::Config, args: TrackBenchArgs) -> Result<E
             }
             _ => None,
         };
-        let ratio = theirs.filter(|t| *t > 0.0).map(|t| ours.updates_per_sec / t);
+        let ratio = theirs
+            .filter(|t| *t > 0.0)
+            .map(|t| ours.updates_per_sec / t);
         println!(
             "{:>8} {:>16.0} {:>12.1} {:>12.1} {:>18} {:>8}",
             n,
@@ -197,7 +199,10 @@ pub async fn run(_cfg: &crate::config::Config, args: TrackBenchArgs) -> Result<E
     let all_met = if reference_missing.is_some() {
         None
     } else {
-        Some(rows.iter().all(|(_, _, r)| r.is_some_and(|r| r >= TARGET_RATIO)))
+        Some(
+            rows.iter()
+                .all(|(_, _, r)| r.is_some_and(|r| r >= TARGET_RATIO)),
+        )
     };
     md.push('\n');
     match (all_met, &reference_missing) {

@@ -26,7 +26,7 @@ use std::collections::VecDeque;
 
 use nvr_subjects::{DetectedObject, Track, TrackState};
 
-use super::assign::{assign, iou};
+use super::assign::{iou, Assigner};
 use super::kalman::{xyxy_to_cxcywh, KalmanBox, KalmanParams};
 
 /// Tuning of [`Tracker`]. `Default` is chosen for 5 fps NVR footage.
@@ -271,6 +271,23 @@ pub struct Tracker {
     next_id: u64,
     step: u64,
     last_ts: Option<u64>,
+    /// Scratch buffers reused by every update (no state).
+    scratch: Scratch,
+}
+
+/// Buffers [`Tracker::update`] reuses between calls.
+#[derive(Debug, Clone, Default)]
+struct Scratch {
+    /// The gated assignment solver.
+    assigner: Assigner,
+    /// Allowed pairs of one stage: (pool row, candidate column, cost).
+    edges: Vec<(usize, usize, f64)>,
+    /// Candidates of one stage sorted by left edge: (x1, column).
+    by_x1: Vec<(f32, usize)>,
+    /// Label index of each detection of the update.
+    det_label: Vec<u32>,
+    /// Label index of each track (`u32::MAX`: no detection has its label).
+    track_label: Vec<u32>,
 }
 
 impl Tracker {
@@ -282,6 +299,7 @@ impl Tracker {
             next_id: 1,
             step: 0,
             last_ts: None,
+            scratch: Scratch::default(),
         }
     }
 
@@ -343,6 +361,7 @@ impl Tracker {
                 low.push(i);
             }
         }
+        self.intern_labels(dets);
         let mut det_used = vec![false; dets.len()];
         let mut track_used = vec![false; self.tracks.len()];
         let mut pairs: Vec<(usize, usize)> = Vec::new();
@@ -432,7 +451,7 @@ impl Tracker {
                 id,
                 label: d.label.clone(),
                 score: d.score,
-                kf_at_obs: kf.clone(),
+                kf_at_obs: kf,
                 kf,
                 confirmed,
                 matched: true,
@@ -472,8 +491,38 @@ impl Tracker {
         }
     }
 
+    /// Numbers the labels of this update's detections and gives each track
+    /// the number of its label, so the stages compare integers, not strings.
+    fn intern_labels(&mut self, dets: &[DetectedObject]) {
+        let mut labels: Vec<&str> = Vec::new();
+        let sc = &mut self.scratch;
+        sc.det_label.clear();
+        for d in dets {
+            let id = match labels.iter().position(|l| *l == d.label) {
+                Some(i) => i,
+                None => {
+                    labels.push(&d.label);
+                    labels.len() - 1
+                }
+            };
+            sc.det_label.push(id as u32);
+        }
+        sc.track_label.clear();
+        for t in &self.tracks {
+            let id = labels
+                .iter()
+                .position(|l| *l == t.label)
+                .map_or(u32::MAX, |i| i as u32);
+            sc.track_label.push(id);
+        }
+    }
+
+    /// One association stage: the gated cost of every (track, detection)
+    /// pair that can match, then the assignment. Only pairs whose boxes
+    /// overlap can pass an IoU gate, so candidates are swept in order of
+    /// their left edge and each track only looks at those that can reach it.
     fn match_stage(
-        &self,
+        &mut self,
         pool: &[usize],
         cand: &[usize],
         dets: &[DetectedObject],
@@ -483,6 +532,7 @@ impl Tracker {
         if pool.is_empty() || cand.is_empty() {
             return Vec::new();
         }
+        let mut sc = std::mem::take(&mut self.scratch);
         let p = &self.params;
         let (gate, limit) = match stage {
             Stage::First => (p.match_iou, 10.0),
@@ -490,9 +540,22 @@ impl Tracker {
             Stage::Recovery => (p.recovery_iou, 10.0),
             Stage::Tentative => (p.tentative_match_iou, 10.0),
         };
-        let mut cost = vec![None; pool.len() * cand.len()];
+        sc.by_x1.clear();
+        let mut max_w = 0.0f64;
+        for (c, &di) in cand.iter().enumerate() {
+            let b = dets[di].bbox;
+            sc.by_x1.push((b[0], c));
+            max_w = max_w.max(b[2] as f64 - b[0] as f64);
+        }
+        sc.by_x1
+            .sort_unstable_by(|a, b| a.0.total_cmp(&b.0).then(a.1.cmp(&b.1)));
+        sc.edges.clear();
         for (r, &ti) in pool.iter().enumerate() {
             let t = &self.tracks[ti];
+            let tl = sc.track_label[ti];
+            if tl == u32::MAX {
+                continue;
+            }
             let tb = match stage {
                 Stage::Recovery => t.last_obs(),
                 _ => t.kf.xyxy(),
@@ -503,11 +566,21 @@ impl Tracker {
             } else {
                 None
             };
-            for (c, &di) in cand.iter().enumerate() {
-                let d = &dets[di];
-                if d.label != t.label {
+            // A box overlaps `tb` horizontally only if it starts before tb's
+            // right edge and ends after its left edge, so it starts after
+            // `tb[0] - width`; the margin covers rounding.
+            let left = tb[0] as f64;
+            let lower = left - max_w * 1.001 - 1e-6 * left.abs();
+            let from = sc.by_x1.partition_point(|&(x1, _)| (x1 as f64) <= lower);
+            for &(x1, c) in &sc.by_x1[from..] {
+                if x1 >= tb[2] || x1.is_nan() {
+                    break;
+                }
+                let di = cand[c];
+                if sc.det_label[di] != tl {
                     continue;
                 }
+                let d = &dets[di];
                 let o = iou(tb, d.bbox);
                 if o < gate || o <= 0.0 {
                     continue;
@@ -535,10 +608,14 @@ impl Tracker {
                     }
                 }
                 // Costs are shifted to be positive; the gate already decided validity.
-                cost[r * cand.len() + c] = Some(v + 1.0);
+                sc.edges.push((r, c, v + 1.0));
             }
         }
-        assign(pool.len(), cand.len(), &cost, limit)
+        let out = sc
+            .assigner
+            .assign_sparse(pool.len(), cand.len(), &sc.edges, limit);
+        self.scratch = sc;
+        out
     }
 
     /// Updates track `ti` with detection `d`; returns true when this match confirmed it.
@@ -561,7 +638,7 @@ impl Tracker {
             // replay virtual observations interpolated up to this one.
             let last = xyxy_to_cxcywh(t.last_obs());
             let step_dt = gap / k as f64;
-            let mut kf = t.kf_at_obs.clone();
+            let mut kf = t.kf_at_obs;
             for i in 1..k {
                 let a = i as f64 / k as f64;
                 let zi = [
@@ -577,7 +654,7 @@ impl Tracker {
             t.kf = kf;
         }
         t.kf.update(z);
-        t.kf_at_obs = t.kf.clone();
+        t.kf_at_obs = t.kf;
         if let Some(prev) = t.previous_obs(step, delta_t) {
             if let Some(dir) = unit_dir(prev, d.bbox) {
                 t.direction = Some(dir);

@@ -1,0 +1,416 @@
+//! Spatial tracking through NATS: two `nvr spatial` shard nodes with
+//! disjoint camera sets fed by `nvr sim`, summed by the main API; and, with
+//! `nvr run`, one walker seen by two overlapping cameras keeps one global
+//! identity while a walker crossing a blind gap keeps it too and produces
+//! exactly one `handoff` event on `nvr.events.handoff.<shard>`.
+
+mod common;
+
+use std::collections::{BTreeMap, BTreeSet};
+use std::time::Duration;
+
+use async_nats::jetstream;
+use common::*;
+use futures::StreamExt;
+use nvr_subjects::{
+    decode, encode, event_kind, msg_id, subjects, DetectedObject, Detections, Event, SpatialTracks,
+    SCHEMA_VERSION,
+};
+use serde_json::Value;
+
+fn get_json(port: u16, path: &str) -> Option<Value> {
+    let (code, body) = http_get(port, path);
+    if code != 200 {
+        return None;
+    }
+    serde_json::from_str(&body).ok()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn two_spatial_shards_are_summed_by_the_main_api() {
+    let server = NatsServer::start();
+    let dir = tempfile::tempdir().expect("tempdir");
+    let d = dir.path();
+    let sim_dir = d.join("sim");
+    let sim_args = ["--preset", "clean", "--seed", "4", "--duration-s", "20"];
+
+    // The simulator writes the floor and calibrated cameras as config.
+    let mut args = vec![
+        "sim",
+        "--no-publish",
+        "--out",
+        sim_dir.to_str().expect("utf-8"),
+    ];
+    args.extend(sim_args);
+    let (code, out, err) = nvr_output(&args, d, &[]);
+    assert_eq!(code, 0, "{out}{err}");
+    let sim_cfg = std::fs::read_to_string(sim_dir.join("config.yaml")).expect("sim config");
+    for f in ["floor_gt.txt", "cam1.gt.txt", "cam4.gt.txt"] {
+        assert!(sim_dir.join(f).is_file(), "{f} not written");
+    }
+    let api = free_port();
+    let cfg = write_config(
+        d,
+        &format!("{sim_cfg}api:\n  address: \"127.0.0.1:{api}\"\nspatial:\n  embedded: false\n"),
+    );
+    let cfg = cfg.to_str().expect("utf-8");
+    let url = server.url.as_str();
+
+    let shards = [("front", "cam1,cam2"), ("back", "cam3,cam4")];
+    let mut nodes = Vec::new();
+    for (shard, cams) in shards {
+        let port = free_port();
+        let addr = format!("127.0.0.1:{port}");
+        let mut p = NvrProcess::start(
+            &[
+                "spatial",
+                "--config",
+                cfg,
+                "--nats-url",
+                url,
+                "--shard",
+                shard,
+                "--cameras",
+                cams,
+                "--address",
+                &addr,
+            ],
+            d,
+            &[],
+        );
+        p.wait_for_log("spatial node running", Duration::from_secs(60));
+        nodes.push((shard, cams, port, p));
+    }
+    let mut main = NvrProcess::start(&["run", "--config", cfg, "--nats-url", url], d, &[]);
+    main.wait_for_log("nvr running", Duration::from_secs(60));
+
+    // Publish the same simulation as fast as possible.
+    let mut args = vec!["sim", "--speed", "0", "--config", cfg, "--nats-url", url];
+    args.extend(sim_args);
+    let (code, out, err) = nvr_output(&args, d, &[]);
+    assert_eq!(code, 0, "{out}{err}");
+    assert!(
+        out.contains("published 800 detections messages (cam1 200, cam2 200, cam3 200, cam4 200)"),
+        "{out}"
+    );
+
+    // Once every message is in, the figures are stable: the main API's
+    // per-shard entries equal what each node serves itself.
+    let (doc, per_node) = eventually(Duration::from_secs(60), "both shards fed", || {
+        let doc = get_json(api, "/api/v1/spatial/stats")?;
+        let shards = doc["shards"].as_array()?;
+        if shards.len() != 2 || shards.iter().any(|s| s["ingested"] != 400) {
+            return None;
+        }
+        for cam in ["cam1", "cam2", "cam3", "cam4"] {
+            if doc["tracking"][cam]["processed"] != 200 {
+                return None;
+            }
+        }
+        let mut per_node = BTreeMap::new();
+        for (shard, _, port, _) in &nodes {
+            let own = get_json(*port, "/stats")?;
+            let mine = shards.iter().find(|s| s["shard"] == *shard)?;
+            let theirs = &own["shards"][0];
+            for k in [
+                "active_tracks",
+                "total_tracks",
+                "cycles",
+                "handoffs_completed",
+            ] {
+                if mine[k] != theirs[k] {
+                    return None;
+                }
+            }
+            per_node.insert(shard.to_string(), own);
+        }
+        Some((doc, per_node))
+    });
+    let shards = doc["shards"].as_array().expect("shards");
+    let names: BTreeSet<&str> = shards.iter().filter_map(|s| s["shard"].as_str()).collect();
+    assert_eq!(names, BTreeSet::from(["back", "front"]), "{doc}");
+    assert_eq!(doc["nodes"], 2, "{doc}");
+    for key in ["active_tracks", "total_tracks", "handoffs_completed"] {
+        let sum: u64 = shards.iter().filter_map(|s| s[key].as_u64()).sum();
+        assert_eq!(doc[key].as_u64(), Some(sum), "{key}: {doc}");
+        let nodes_sum: u64 = per_node.values().filter_map(|n| n[key].as_u64()).sum();
+        assert_eq!(nodes_sum, sum, "{key}: per-node /stats vs main API");
+    }
+    for s in shards {
+        assert!(s["total_tracks"].as_u64().unwrap_or(0) > 0, "{s}");
+        assert!(s["active_tracks"].as_u64().unwrap_or(0) > 0, "{s}");
+    }
+    // Per-camera trackers of both nodes appear too (checked above: 200 each).
+    assert_eq!(
+        doc["tracking"].as_object().map(|m| m.len()),
+        Some(4),
+        "{doc}"
+    );
+
+    // The current global tracks of both shards, each from its own cameras.
+    let tracks = get_json(api, "/api/v1/spatial/tracks").expect("tracks");
+    let list = tracks["tracks"].as_array().expect("tracks list");
+    let mut node_total = 0;
+    for (_, _, port, _) in &nodes {
+        node_total += get_json(*port, "/tracks")
+            .and_then(|v| v.as_array().map(Vec::len))
+            .expect("node tracks");
+    }
+    assert!(!list.is_empty(), "{tracks}");
+    assert_eq!(list.len(), node_total, "{tracks}");
+    assert_eq!(tracks["count"], list.len());
+    let sets: Vec<BTreeSet<&str>> = nodes.iter().map(|n| n.1.split(',').collect()).collect();
+    let mut seen = [0usize; 2];
+    for t in list {
+        let cams: BTreeSet<&str> = t["sources"]
+            .as_array()
+            .expect("sources")
+            .iter()
+            .filter_map(|s| s["camera"].as_str())
+            .collect();
+        let owner = sets.iter().position(|s| cams.is_subset(s));
+        assert!(owner.is_some(), "a track mixes shards: {t}");
+        if let Some(i) = owner.filter(|_| !cams.is_empty()) {
+            seen[i] += 1;
+        }
+    }
+    assert!(
+        seen.iter().all(|n| *n > 0),
+        "tracks of both shards: {seen:?}"
+    );
+
+    main.interrupt();
+    assert_eq!(main.wait_exit(Duration::from_secs(10)), Some(0));
+    for (_, _, _, p) in &mut nodes {
+        p.interrupt();
+        assert_eq!(p.wait_exit(Duration::from_secs(10)), Some(0));
+    }
+}
+
+/// Pixels per metre of the test cameras: camera `ox` sees floor x in
+/// `[ox, ox + 12.8]`, y in `[0, 7.2]` (1280 x 720).
+const PX: f64 = 100.0;
+const T0: u64 = 1_700_000_000_000_000_000;
+const DT: u64 = 100_000_000;
+const FRAMES: u64 = 200;
+
+fn camera_yaml(id: &str, floor: &str, ox: f64) -> String {
+    format!(
+        "  - id: {id}\n    floor: {floor}\n    calibration:\n      homography: [[{s}, 0.0, {ox}], [0.0, {s}, 0.0], [0.0, 0.0, 1.0]]\n",
+        s = 1.0 / PX
+    )
+}
+
+/// A person standing at floor `(x, y)` as camera `ox` detects them.
+fn person(ox: f64, x: f64, y: f64) -> DetectedObject {
+    let (u, v) = ((x - ox) * PX, y * PX);
+    DetectedObject {
+        class_id: 0,
+        label: "person".into(),
+        score: 0.9,
+        bbox: [
+            ((u - 20.0) / 1280.0) as f32,
+            ((v - 150.0) / 720.0) as f32,
+            ((u + 20.0) / 1280.0) as f32,
+            (v / 720.0) as f32,
+        ],
+        embedding: None,
+    }
+}
+
+fn detections(camera: &str, i: u64, objects: Vec<DetectedObject>) -> Detections {
+    Detections {
+        v: SCHEMA_VERSION,
+        camera: camera.into(),
+        seq: i,
+        ts_ns: T0 + i * DT,
+        width: 1280,
+        height: 720,
+        model: "test".into(),
+        backend: "test".into(),
+        worker: "test".into(),
+        latency_ms: 0.0,
+        queue_ms: 0.0,
+        objects,
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn overlap_gives_one_identity_and_a_blind_gap_one_handoff() {
+    let server = NatsServer::start();
+    let dir = tempfile::tempdir().expect("tempdir");
+    let api = free_port();
+    // Floor "hall": cameras overlapping on x 8..12.8. Floor "corridor":
+    // cameras with a blind gap on x 12.8..16. One shard per floor.
+    let yaml = format!(
+        "api:\n  address: \"127.0.0.1:{api}\"\ndetection:\n  embedded: false\n\
+         floors:\n  - id: hall\n    size_m: [21, 8]\n  - id: corridor\n    size_m: [29, 8]\n\
+         cameras:\n{}{}{}{}",
+        camera_yaml("hall_a", "hall", 0.0),
+        camera_yaml("hall_b", "hall", 8.0),
+        camera_yaml("corr_a", "corridor", 0.0),
+        camera_yaml("corr_c", "corridor", 16.0),
+    );
+    let cfg = write_config(dir.path(), &yaml);
+    let mut nvr = NvrProcess::start(
+        &[
+            "run",
+            "--config",
+            cfg.to_str().expect("utf-8"),
+            "--nats-url",
+            server.url.as_str(),
+        ],
+        dir.path(),
+        &[],
+    );
+    nvr.wait_for_log("nvr running", Duration::from_secs(60));
+
+    let watcher = server.client().await;
+    let mut spatial_sub = watcher
+        .subscribe(subjects::spatial_tracks("*"))
+        .await
+        .expect("subscribe");
+    watcher.flush().await.expect("flush");
+
+    // Publish frame by frame, every camera each frame (empty when unseen).
+    let js = jetstream::new(server.client().await);
+    for i in 0..FRAMES {
+        let hall_x = 1.0 + 0.09 * i as f64; // 1 .. 19 m at 0.9 m/s
+        let hall_y = 4.0 + 0.02 * (i as f64 * 0.3).sin();
+        let corr_x = 2.0 + 0.1 * i as f64; // 2 .. 22 m at 1 m/s
+        let frame = [
+            (
+                "hall_a",
+                (hall_x < 12.6).then(|| person(0.0, hall_x + 0.1, hall_y)),
+            ),
+            (
+                "hall_b",
+                (hall_x > 8.2).then(|| person(8.0, hall_x - 0.1, hall_y + 0.05)),
+            ),
+            ("corr_a", (corr_x < 12.5).then(|| person(0.0, corr_x, 3.0))),
+            ("corr_c", (corr_x > 16.3).then(|| person(16.0, corr_x, 3.0))),
+        ];
+        for (cam, obj) in frame {
+            let d = detections(cam, i, obj.into_iter().collect());
+            let mut headers = async_nats::HeaderMap::new();
+            headers.insert("Nats-Msg-Id", msg_id(cam, i).as_str());
+            headers.insert("Content-Type", "application/msgpack");
+            js.publish_with_headers(
+                subjects::detections(cam),
+                headers,
+                encode(&d).expect("encode").into(),
+            )
+            .await
+            .expect("publish")
+            .await
+            .expect("publish ack");
+        }
+    }
+
+    // Read the published global tracks until both shards reach the end.
+    let end = T0 + (FRAMES - 5) * DT;
+    let mut ids: BTreeMap<String, BTreeSet<u64>> = BTreeMap::new();
+    let mut last_ts: BTreeMap<String, u64> = BTreeMap::new();
+    let mut fused = false;
+    let reached = tokio::time::timeout(Duration::from_secs(60), async {
+        while ["hall", "corridor"]
+            .iter()
+            .any(|s| last_ts.get(*s).copied().unwrap_or(0) < end)
+        {
+            let Some(m) = spatial_sub.next().await else {
+                break;
+            };
+            let st: SpatialTracks = decode(&m.payload).expect("SpatialTracks");
+            for t in &st.tracks {
+                ids.entry(st.shard.clone()).or_default().insert(t.global_id);
+                let cams: BTreeSet<&str> = t.sources.iter().map(|s| s.camera.as_str()).collect();
+                fused |= cams.contains("hall_a") && cams.contains("hall_b");
+            }
+            last_ts.insert(st.shard.clone(), st.ts_ns);
+        }
+    })
+    .await;
+    assert!(reached.is_ok(), "spatial output stopped at {last_ts:?}");
+    assert_eq!(ids.get("hall").map(BTreeSet::len), Some(1), "{ids:?}");
+    assert_eq!(ids.get("corridor").map(BTreeSet::len), Some(1), "{ids:?}");
+    assert!(
+        fused,
+        "no global track was seen by both hall cameras at once"
+    );
+
+    // In the corridor, exactly one handoff, from the first camera to the
+    // second, after the walker's time in the blind gap (about 3.8 s at
+    // 1 m/s); in the hall, the walker passing from one camera to the other
+    // through the overlap is one handoff too. Both were published long
+    // before the last cycle read above; the events stream holds every event.
+    let handoffs = stored_handoffs(&js).await;
+    let of = |shard: &str| -> Vec<&Event> {
+        handoffs
+            .iter()
+            .filter(|h| h.shard.as_deref() == Some(shard))
+            .collect()
+    };
+    let corridor = of("corridor");
+    assert_eq!(corridor.len(), 1, "{handoffs:?}");
+    let h = corridor[0];
+    assert_eq!(h.kind, event_kind::HANDOFF);
+    assert_eq!(h.from_camera.as_deref(), Some("corr_a"));
+    assert_eq!(h.to_camera.as_deref(), Some("corr_c"));
+    assert_eq!(h.global_id, ids["corridor"].iter().next().copied());
+    let gap = h.gap_ms.unwrap_or(0);
+    assert!((3_000..=4_800).contains(&gap), "gap {gap} ms");
+    let hall = of("hall");
+    assert_eq!(hall.len(), 1, "{handoffs:?}");
+    assert_eq!(hall[0].from_camera.as_deref(), Some("hall_a"));
+    assert_eq!(hall[0].to_camera.as_deref(), Some("hall_b"));
+    assert_eq!(hall[0].global_id, ids["hall"].iter().next().copied());
+    assert_eq!(handoffs.len(), 2, "{handoffs:?}");
+
+    let stats = eventually(Duration::from_secs(20), "spatial stats", || {
+        get_json(api, "/api/v1/spatial/stats").filter(|v| v["handoffs_completed"] == 2)
+    });
+    assert_eq!(stats["total_tracks"], 2, "{stats}");
+    assert_eq!(stats["handoff_failures"], 0, "{stats}");
+
+    nvr.interrupt();
+    assert_eq!(nvr.wait_exit(Duration::from_secs(10)), Some(0));
+}
+
+/// Every handoff event stored in `NVR_EVENTS`.
+async fn stored_handoffs(js: &jetstream::Context) -> Vec<Event> {
+    use jetstream::consumer::{pull, AckPolicy, DeliverPolicy};
+    let stream = js
+        .get_stream(nvr_subjects::streams::EVENTS)
+        .await
+        .expect("events stream");
+    let mut consumer = stream
+        .create_consumer(pull::Config {
+            filter_subject: subjects::events(event_kind::HANDOFF, ">"),
+            deliver_policy: DeliverPolicy::All,
+            ack_policy: AckPolicy::None,
+            ..Default::default()
+        })
+        .await
+        .expect("consumer");
+    let n = consumer.info().await.expect("consumer info").num_pending as usize;
+    let mut out = Vec::with_capacity(n);
+    if n == 0 {
+        return out;
+    }
+    let mut msgs = consumer.messages().await.expect("messages");
+    let read = tokio::time::timeout(Duration::from_secs(10), async {
+        while out.len() < n {
+            match msgs.next().await {
+                Some(Ok(m)) => out.push(decode(&m.payload).expect("Event")),
+                _ => break,
+            }
+        }
+    })
+    .await;
+    assert!(
+        read.is_ok(),
+        "read {} of {n} stored handoff events",
+        out.len()
+    );
+    out
+}
