@@ -5,7 +5,14 @@
 //! baseline that does no cross-camera association. `bench/spatial_eval/score.py`
 //! scores them. With `--bench`, also times the spatial matching cycle.
 //!
-//! Usage: `spatial_eval <outdir> [--bench] [--seed N]`
+//! With `--diag <preset>`, runs that preset only and prints, for each
+//! ground-truth person, every change of the predicted global id matched to
+//! them (greedy 1 m floor matching that keeps a previous match while it
+//! holds), with the camera tracks behind both ids and the ground-truth
+//! person behind each camera track, plus the per-camera tracker's own
+//! identity switches.
+//!
+//! Usage: `spatial_eval <outdir> [--bench] [--seed N] [--diag PRESET]`
 
 use std::collections::BTreeMap;
 use std::fmt::Write as _;
@@ -50,6 +57,12 @@ fn params_from_env() -> Result<SpatialParams> {
             "unbind_m" => p.unbind_m = f()?,
             "unbind_cycles" => p.unbind_cycles = f()? as u32,
             "merge_m" => p.merge_m = f()?,
+            "merge_similarity" => p.merge_similarity = f()?,
+            "swap_check_similarity" => p.swap_check_similarity = f()?,
+            "swap_margin" => p.swap_margin = f()?,
+            "appearance_free_gap_ms" => p.appearance_free_gap_ms = f()? as u64,
+            "max_handoff_radius_m" => p.max_handoff_radius_m = f()?,
+            "max_speed_mps" => p.max_speed_mps = f()?,
             "merge_cycles" => p.merge_cycles = f()? as u32,
             "alpha" => p.alpha = f()?,
             "beta" => p.beta = f()?,
@@ -60,7 +73,37 @@ fn params_from_env() -> Result<SpatialParams> {
     Ok(p)
 }
 
+/// Per-frame record kept for `--diag`.
+#[derive(Default)]
+struct DiagFrame {
+    /// (global id, x, y, sources as (camera, track id)).
+    preds: Vec<(u64, f64, f64, Vec<(String, u64)>)>,
+    /// (camera, camera track id) -> ground-truth person, by box overlap.
+    cam_gt: BTreeMap<(String, u64), u64>,
+}
+
+fn iou(a: [f64; 4], b: [f64; 4]) -> f64 {
+    let w = (a[2].min(b[2]) - a[0].max(b[0])).max(0.0);
+    let h = (a[3].min(b[3]) - a[1].max(b[1])).max(0.0);
+    let i = w * h;
+    let u = (a[2] - a[0]) * (a[3] - a[1]) + (b[2] - b[0]) * (b[3] - b[1]) - i;
+    if u > 0.0 {
+        i / u
+    } else {
+        0.0
+    }
+}
+
 fn run_preset(preset: NoisePreset, seed: u64, dir: &Path) -> Result<serde_json::Value> {
+    run_preset_inner(preset, seed, dir, None)
+}
+
+fn run_preset_inner(
+    preset: NoisePreset,
+    seed: u64,
+    dir: &Path,
+    mut diag: Option<&mut Vec<DiagFrame>>,
+) -> Result<serde_json::Value> {
     let cfg = SimConfig::preset(preset, seed);
     let t0 = Instant::now();
     let out = sim::simulate(&cfg);
@@ -96,10 +139,28 @@ fn run_preset(preset: NoisePreset, seed: u64, dir: &Path) -> Result<serde_json::
     let mut baseline = String::new();
     let mut events: BTreeMap<String, u64> = BTreeMap::new();
     let mut rejected = 0u64;
+    let dump: Vec<u64> = std::env::var("SPATIAL_EVAL_DUMP")
+        .unwrap_or_default()
+        .split(',')
+        .filter_map(|x| x.parse().ok())
+        .collect();
     let t1 = Instant::now();
     let mut mi = 0;
+    // Per camera, ground-truth boxes by frame (for --diag).
+    let mut gt_boxes: BTreeMap<(String, u64), Vec<(u64, [f64; 4])>> = BTreeMap::new();
+    if diag.is_some() {
+        for (cam, rows) in &out.gt_camera {
+            for r in rows {
+                gt_boxes
+                    .entry((cam.clone(), r.frame))
+                    .or_default()
+                    .push((r.id, [r.x, r.y, r.x + r.w, r.y + r.h]));
+            }
+        }
+    }
     for (fi, frame_ts) in out.frame_ts_ns.iter().enumerate() {
         let frame = fi as u64 + 1;
+        let mut df = DiagFrame::default();
         while mi < out.messages.len() && out.messages[mi].seq == fi as u64 {
             let m = &out.messages[mi];
             mi += 1;
@@ -118,6 +179,41 @@ fn run_preset(preset: NoisePreset, seed: u64, dir: &Path) -> Result<serde_json::
                     let _ = writeln!(baseline, "{frame},{id},{:.4},{:.4}", p[0], p[1]);
                 }
             }
+            if diag.is_some() {
+                let gts = gt_boxes
+                    .get(&(m.camera.clone(), frame))
+                    .cloned()
+                    .unwrap_or_default();
+                let mut pairs = Vec::new();
+                for t in &to.tracks {
+                    if t.state != TrackState::Confirmed {
+                        continue;
+                    }
+                    let b = [
+                        t.bbox[0] as f64 * m.width as f64,
+                        t.bbox[1] as f64 * m.height as f64,
+                        t.bbox[2] as f64 * m.width as f64,
+                        t.bbox[3] as f64 * m.height as f64,
+                    ];
+                    for (gid, gb) in &gts {
+                        let o = iou(b, *gb);
+                        if o > 0.3 {
+                            pairs.push((o, t.track_id, *gid));
+                        }
+                    }
+                }
+                pairs.sort_by(|a, b| b.0.total_cmp(&a.0).then(a.1.cmp(&b.1)));
+                let mut used_t = std::collections::BTreeSet::new();
+                let mut used_g = std::collections::BTreeSet::new();
+                for (_, tid, gid) in pairs {
+                    if used_t.contains(&tid) || used_g.contains(&gid) {
+                        continue;
+                    }
+                    used_t.insert(tid);
+                    used_g.insert(gid);
+                    df.cam_gt.insert((m.camera.clone(), tid), gid);
+                }
+            }
             let ct = CameraTracks {
                 v: SCHEMA_VERSION,
                 camera: m.camera.clone(),
@@ -132,13 +228,30 @@ fn run_preset(preset: NoisePreset, seed: u64, dir: &Path) -> Result<serde_json::
             }
         }
         let step = spatial.step(frame_ts + 50_000_000);
+        if diag.is_some() && dump.contains(&frame) {
+            println!("--- frame {frame}: {spatial:?}");
+        }
         for e in &step.events {
             *events.entry(e.kind.clone()).or_default() += 1;
         }
         for t in &step.tracks.tracks {
             if t.last_seen_ns >= *frame_ts {
                 let _ = writeln!(ours, "{frame},{},{:.4},{:.4}", t.global_id, t.x_m, t.y_m);
+                if diag.is_some() {
+                    df.preds.push((
+                        t.global_id,
+                        t.x_m as f64,
+                        t.y_m as f64,
+                        t.sources
+                            .iter()
+                            .map(|s| (s.camera.clone(), s.track_id))
+                            .collect(),
+                    ));
+                }
             }
+        }
+        if let Some(d) = diag.as_deref_mut() {
+            d.push(df);
         }
     }
     let run_s = t1.elapsed().as_secs_f64();
@@ -166,11 +279,153 @@ fn run_preset(preset: NoisePreset, seed: u64, dir: &Path) -> Result<serde_json::
     Ok(v)
 }
 
+/// Prints the identity switches of one preset (see the module docs).
+fn run_diag(preset: NoisePreset, seed: u64, dir: &Path) -> Result<()> {
+    let mut frames = Vec::new();
+    run_preset_inner(preset, seed, dir, Some(&mut frames))?;
+    let out = sim::simulate(&SimConfig::preset(preset, seed));
+    let mut gt_by_frame: BTreeMap<u64, Vec<(u64, f64, f64)>> = BTreeMap::new();
+    for (f, id, x, y) in &out.gt_floor {
+        gt_by_frame.entry(*f).or_default().push((*id, *x, *y));
+    }
+    let srcs = |s: &[(String, u64)], df: &DiagFrame| -> String {
+        s.iter()
+            .map(|(c, t)| {
+                let g = df
+                    .cam_gt
+                    .get(&(c.clone(), *t))
+                    .map_or("?".to_string(), |g| g.to_string());
+                format!("{c}:{t}(gt{g})")
+            })
+            .collect::<Vec<_>>()
+            .join(" ")
+    };
+    let mut prev: BTreeMap<u64, u64> = BTreeMap::new(); // gt -> pred (current match)
+    let mut last: BTreeMap<u64, u64> = BTreeMap::new(); // gt -> last matched pred
+    let mut first_seen: BTreeMap<u64, u64> = BTreeMap::new(); // pred -> frame
+    let mut pred_gts: BTreeMap<u64, BTreeMap<u64, u64>> = BTreeMap::new();
+    let mut cam_prev: BTreeMap<(String, u64), u64> = BTreeMap::new();
+    let mut switches = 0;
+    let mut cam_switches = 0;
+    let mut misses: BTreeMap<u64, u64> = BTreeMap::new();
+    // gt -> segments (pred or 0 for a miss, first frame, last frame).
+    let mut segs: BTreeMap<u64, Vec<(u64, u64, u64)>> = BTreeMap::new();
+    for (fi, df) in frames.iter().enumerate() {
+        let f = fi as u64 + 1;
+        for (gid, ..) in &df.preds {
+            first_seen.entry(*gid).or_insert(f);
+        }
+        for (k, g) in &df.cam_gt {
+            if let Some(pg) = cam_prev.insert(k.clone(), *g) {
+                if pg != *g {
+                    cam_switches += 1;
+                    println!(
+                        "f{f:5} camera track {}:{} switches gt{pg} -> gt{g}",
+                        k.0, k.1
+                    );
+                }
+            }
+        }
+        let gts = gt_by_frame.get(&f).cloned().unwrap_or_default();
+        let d = |g: &(u64, f64, f64), p: &(u64, f64, f64, Vec<(String, u64)>)| {
+            ((g.1 - p.1).powi(2) + (g.2 - p.2).powi(2)).sqrt()
+        };
+        let mut cur: BTreeMap<u64, u64> = BTreeMap::new();
+        let mut used = std::collections::BTreeSet::new();
+        for g in &gts {
+            if let Some(pid) = prev.get(&g.0) {
+                if let Some(p) = df.preds.iter().find(|p| p.0 == *pid) {
+                    if d(g, p) <= 1.0 && !used.contains(pid) {
+                        cur.insert(g.0, *pid);
+                        used.insert(*pid);
+                    }
+                }
+            }
+        }
+        let mut pairs = Vec::new();
+        for g in gts.iter().filter(|g| !cur.contains_key(&g.0)) {
+            for p in df.preds.iter().filter(|p| !used.contains(&p.0)) {
+                let dd = d(g, p);
+                if dd <= 1.0 {
+                    pairs.push((dd, g.0, p.0));
+                }
+            }
+        }
+        pairs.sort_by(|a, b| a.0.total_cmp(&b.0).then((a.1, a.2).cmp(&(b.1, b.2))));
+        for (_, g, p) in pairs {
+            if cur.contains_key(&g) || used.contains(&p) {
+                continue;
+            }
+            cur.insert(g, p);
+            used.insert(p);
+        }
+        for g in &gts {
+            let p = cur.get(&g.0).copied().unwrap_or(0);
+            let v = segs.entry(g.0).or_default();
+            match v.last_mut() {
+                Some(l) if l.0 == p && l.2 + 1 == f => l.2 = f,
+                _ => v.push((p, f, f)),
+            }
+            match cur.get(&g.0) {
+                None => *misses.entry(g.0).or_default() += 1,
+                Some(p) => {
+                    *pred_gts.entry(*p).or_default().entry(g.0).or_default() += 1;
+                    if let Some(lp) = last.get(&g.0) {
+                        if lp != p {
+                            switches += 1;
+                            let new = first_seen.get(p) == Some(&f);
+                            let a = df.preds.iter().find(|q| q.0 == *lp);
+                            let b = df.preds.iter().find(|q| q.0 == *p);
+                            let a_gt = cur.iter().find(|(_, q)| *q == lp).map(|(g, _)| *g);
+                            println!(
+                                "f{f:5} gt{} at ({:.1},{:.1}): pred {lp} -> {p}{}  | old {lp}: {} now on gt{:?} src [{}] | new {p} src [{}]",
+                                g.0,
+                                g.1,
+                                g.2,
+                                if new { " (new id)" } else { "" },
+                                a.map_or("gone".to_string(), |a| format!("at ({:.1},{:.1})", a.1, a.2)),
+                                a_gt,
+                                a.map_or(String::new(), |a| srcs(&a.3, df)),
+                                b.map_or(String::new(), |b| srcs(&b.3, df)),
+                            );
+                        }
+                    }
+                    last.insert(g.0, *p);
+                }
+            }
+        }
+        prev = cur;
+    }
+    println!("global id switches {switches}, camera track switches {cam_switches}");
+    println!("misses per gt: {misses:?}");
+    for (g, v) in &segs {
+        let t: Vec<String> = v
+            .iter()
+            .map(|(p, a, b)| {
+                if *p == 0 {
+                    format!("-[{a}-{b}]")
+                } else {
+                    format!("{p}[{a}-{b}]")
+                }
+            })
+            .collect();
+        println!("gt{g}: {}", t.join(" "));
+    }
+    for (p, m) in &pred_gts {
+        println!(
+            "pred {p} (first f{}): gt frames {m:?}",
+            first_seen.get(p).copied().unwrap_or(0)
+        );
+    }
+    Ok(())
+}
+
 fn main() -> Result<()> {
     let args: Vec<String> = std::env::args().skip(1).collect();
     let mut outdir: Option<PathBuf> = None;
     let mut do_bench = false;
     let mut seed = 42u64;
+    let mut diag: Option<NoisePreset> = None;
     let mut i = 0;
     while i < args.len() {
         match args[i].as_str() {
@@ -182,14 +437,28 @@ fn main() -> Result<()> {
                     .parse()
                     .with_context(|| format!("--seed {s:?}: not an unsigned integer"))?;
             }
+            "--diag" => {
+                i += 1;
+                diag = Some(match args.get(i).map(String::as_str) {
+                    Some("clean") => NoisePreset::Clean,
+                    Some("default") => NoisePreset::Default,
+                    Some("hard") => NoisePreset::Hard,
+                    other => bail!("--diag needs clean, default or hard, got {other:?}"),
+                });
+            }
             a if outdir.is_none() && !a.starts_with('-') => outdir = Some(PathBuf::from(a)),
             a => bail!(
-                "unexpected argument {a:?}; usage: spatial_eval <outdir> [--bench] [--seed N]"
+                "unexpected argument {a:?}; usage: spatial_eval <outdir> [--bench] [--seed N] [--diag PRESET]"
             ),
         }
         i += 1;
     }
     let outdir = outdir.context("usage: spatial_eval <outdir> [--bench] [--seed N]")?;
+    if let Some(p) = diag {
+        let dir = outdir.join(preset_name(p));
+        std::fs::create_dir_all(&dir).with_context(|| format!("creating {}", dir.display()))?;
+        return run_diag(p, seed, &dir);
+    }
     let mut runs = Vec::new();
     for p in [NoisePreset::Clean, NoisePreset::Default, NoisePreset::Hard] {
         let dir = outdir.join(preset_name(p));

@@ -54,9 +54,18 @@ pub struct SpatialParams {
     /// A bound source whose appearance stays below this similarity to its
     /// identity for `unbind_cycles` is unbound (camera-tracker identity swap).
     pub unbind_similarity: f64,
+    /// A bound source at least this similar to its identity is not checked
+    /// against the other identities nearby.
+    pub swap_check_similarity: f64,
+    /// A bound source this much more similar to another identity that could
+    /// be at its position than to its own counts as a camera-tracker swap.
+    pub swap_margin: f64,
     /// Two identities seen by disjoint cameras closer than this (metres) with
     /// similar appearance for `merge_cycles` cycles are merged.
     pub merge_m: f64,
+    /// Least cosine similarity of two coinciding identities for a merge, when
+    /// both have embeddings.
+    pub merge_similarity: f64,
     /// Consecutive cycles before two coinciding identities are merged.
     pub merge_cycles: u32,
     /// Blind gaps shorter than this (ms) are bridged without the handoff
@@ -88,13 +97,16 @@ impl Default for SpatialParams {
             max_speed_mps: 1.5,
             max_handoff_radius_m: 12.0,
             min_handoff_similarity: 0.6,
-            min_similarity: 0.3,
-            unbind_similarity: 0.3,
+            min_similarity: 0.5,
+            unbind_similarity: 0.5,
+            swap_check_similarity: 0.9,
+            swap_margin: 0.15,
             merge_m: 0.8,
-            merge_cycles: 3,
+            merge_similarity: 0.8,
+            merge_cycles: 5,
             appearance_free_gap_ms: 2_000,
             unbind_m: 2.5,
-            unbind_cycles: 8,
+            unbind_cycles: 3,
             min_hits: 1,
             alpha: 0.7,
             beta: 0.3,

@@ -126,6 +126,8 @@ struct Global {
     sources: BTreeSet<SourceKey>,
     last_camera: usize,
     emb: Option<Vec<f32>>,
+    /// Observations averaged into `emb` (its learning rate decays with it).
+    emb_n: u32,
     score: f32,
     created_cycle: u64,
 }
@@ -151,6 +153,11 @@ const GRID_CELL_M: f64 = 2.0;
 const NO_EDGE: f64 = 1.0e6;
 /// Highest speed (m/s) of the motion model.
 const MAX_SPEED_MPS: f64 = 3.0;
+/// Least learning rate of an identity's appearance.
+const APPEARANCE_RATE: f32 = 0.02;
+/// Observations after which an identity's appearance only learns from
+/// observations that agree with it.
+const APPEARANCE_SETTLE: u32 = 10;
 /// Identities seen within half of this (seconds) count as live for gating.
 const LIVE_WINDOW_S: f64 = 2.0;
 
@@ -457,8 +464,9 @@ impl SpatialTracker {
         if self.params.reid_enabled {
             if let (Some(a), Some(b)) = (&s.emb, &g.emb) {
                 let c = cosine(a, b);
-                if gap_ns > self.params.appearance_free_gap_ms * 1_000_000
-                    && c < self.params.min_handoff_similarity
+                if c < self.params.min_similarity
+                    || (gap_ns > self.params.appearance_free_gap_ms * 1_000_000
+                        && c < self.params.min_handoff_similarity)
                 {
                     return (None, true);
                 }
@@ -545,6 +553,7 @@ impl SpatialTracker {
                 last_seen: obs_ts,
                 sources: BTreeSet::new(),
                 last_camera: k.0,
+                emb_n: u32::from(emb.is_some()),
                 emb,
                 score,
                 created_cycle: self.stats.cycles,
@@ -563,6 +572,89 @@ impl SpatialTracker {
         e.track_id = Some(k.1);
         events.push(e);
         gid
+    }
+
+    /// Grid of the identities' positions seen within `max_gap_seconds`.
+    fn identity_grid(&self, ts_ns: u64) -> TwoGrids {
+        let mut grid = TwoGrids {
+            live: Grid {
+                cell: 3.0,
+                cells: HashMap::new(),
+            },
+            lost: Grid {
+                cell: 8.0,
+                cells: HashMap::new(),
+            },
+            r_live: self.params.gate_m
+                + 0.5 * LIVE_WINDOW_S * (self.params.max_speed_mps + MAX_SPEED_MPS),
+            r_lost: self.params.gate_m + self.params.max_handoff_radius_m.max(0.0) + MAX_SPEED_MPS,
+            tmp: Vec::new(),
+        };
+        for (gid, g) in &self.globals {
+            let unseen_s = ts_ns.saturating_sub(g.last_seen) as f64 / 1e9;
+            if unseen_s <= LIVE_WINDOW_S * 0.5 {
+                grid.live.insert(g.floor_idx, g.pos, *gid);
+            } else if unseen_s <= self.params.max_gap_seconds + 1.0 {
+                grid.lost.insert(g.floor_idx, g.pos, *gid);
+            }
+        }
+        grid
+    }
+
+    /// Whether bound source `k`'s appearance says it no longer shows
+    /// identity `gid`: too dissimilar to it, or clearly more similar to
+    /// another identity that could be there.
+    fn appearance_suspect(
+        &self,
+        k: SourceKey,
+        gid: u64,
+        grid: &mut TwoGrids,
+        cand: &mut Vec<u64>,
+    ) -> bool {
+        let (Some(s), Some(g)) = (self.sources.get(&k), self.globals.get(&gid)) else {
+            return false;
+        };
+        let (Some(se), Some(ge), Some(p)) = (&s.emb, &g.emb, s.pos) else {
+            return false;
+        };
+        if se.len() != ge.len() {
+            return false;
+        }
+        let own = cosine(se, ge);
+        if own < self.params.unbind_similarity {
+            return true;
+        }
+        if own >= self.params.swap_check_similarity {
+            return false;
+        }
+        grid.query(self.cams[k.0].floor_idx, p, cand);
+        for other in cand.iter() {
+            if *other == gid {
+                continue;
+            }
+            let Some(o) = self.globals.get(other) else {
+                continue;
+            };
+            let Some(oe) = &o.emb else {
+                continue;
+            };
+            if o.floor_idx != g.floor_idx || o.label != s.label || oe.len() != se.len() {
+                continue;
+            }
+            let gap_s = s.obs_ts.saturating_sub(o.last_seen) as f64 / 1e9;
+            if gap_s > self.params.max_gap_seconds {
+                continue;
+            }
+            let radius = self.params.gate_m
+                + (self.params.max_speed_mps * gap_s).min(self.params.max_handoff_radius_m);
+            if dist(o.pos, p) > radius {
+                continue;
+            }
+            if cosine(se, oe) > own + self.params.swap_margin {
+                return true;
+            }
+        }
+        false
     }
 
     /// One matching cycle at message time `ts_ns`.
@@ -604,27 +696,26 @@ impl SpatialTracker {
                 }
             }
         }
+        // Grid of identity positions before this cycle's updates, for the
+        // appearance check of bound sources against nearby identities.
+        let mut pre_grid = self.identity_grid(ts_ns);
+        let mut cand = Vec::new();
         for (gid, keys) in &fresh_by_global {
             let mut keys = keys.clone();
             // Consistency: a source whose appearance disagrees with its
-            // identity, or that is far from the identity's other sources,
-            // for several cycles is unbound and matched again.
-            let mut blamed: Option<usize> = None;
+            // identity (or fits a nearby identity clearly better: the camera
+            // tracker swapped two people), or that is far from the
+            // identity's other sources, for several cycles is unbound and
+            // matched again. Until then it does not move the identity.
+            let mut blamed: BTreeSet<usize> = BTreeSet::new();
             if self.params.reid_enabled {
-                if let Some(ge) = self.globals.get(gid).and_then(|g| g.emb.as_ref()) {
-                    let mut worst = self.params.unbind_similarity;
-                    for (i, k) in keys.iter().enumerate() {
-                        if let Some(se) = self.sources.get(k).and_then(|s| s.emb.as_ref()) {
-                            let c = cosine(se, ge);
-                            if c < worst {
-                                worst = c;
-                                blamed = Some(i);
-                            }
-                        }
+                for (i, k) in keys.iter().enumerate() {
+                    if self.appearance_suspect(*k, *gid, &mut pre_grid, &mut cand) {
+                        blamed.insert(i);
                     }
                 }
             }
-            if blamed.is_none() && keys.len() >= 2 {
+            if blamed.is_empty() && keys.len() >= 2 {
                 let pts: Vec<[f64; 2]> = keys
                     .iter()
                     .filter_map(|k| self.sources.get(k).and_then(|s| s.pos))
@@ -641,25 +732,49 @@ impl SpatialTracker {
                     }
                 }
                 if far {
-                    // Blame the youngest source.
-                    blamed = keys
-                        .iter()
-                        .enumerate()
-                        .max_by_key(|(i, k)| {
-                            (self.sources.get(k).map(|s| s.first_ts).unwrap_or(0), *i)
-                        })
-                        .map(|(i, _)| i);
+                    // Blame the source that fits the identity's appearance
+                    // least, else the youngest.
+                    let g_emb = self.globals.get(gid).and_then(|g| g.emb.clone());
+                    blamed.extend(
+                        keys.iter()
+                            .enumerate()
+                            .max_by(|(i, a), (j, b)| {
+                                let sa = self.sources.get(a);
+                                let sb = self.sources.get(b);
+                                let fit = |s: Option<&Source>| -> f64 {
+                                    match (s.and_then(|s| s.emb.as_ref()), &g_emb) {
+                                        (Some(e), Some(ge)) if self.params.reid_enabled => {
+                                            -cosine(e, ge)
+                                        }
+                                        _ => 0.0,
+                                    }
+                                };
+                                fit(sa)
+                                    .total_cmp(&fit(sb))
+                                    .then(
+                                        sa.map(|s| s.first_ts)
+                                            .unwrap_or(0)
+                                            .cmp(&sb.map(|s| s.first_ts).unwrap_or(0)),
+                                    )
+                                    .then(i.cmp(j))
+                            })
+                            .map(|(i, _)| i),
+                    );
                 }
             }
             for (i, k) in keys.iter().enumerate() {
-                if Some(i) != blamed {
+                if !blamed.contains(&i) {
                     if let Some(s) = self.sources.get_mut(k) {
                         s.bad_cycles = 0;
                     }
                 }
             }
-            if let Some(b) = blamed {
-                let bk = keys[b];
+            let mut kept = Vec::with_capacity(keys.len());
+            for (i, bk) in keys.drain(..).enumerate() {
+                if !blamed.contains(&i) {
+                    kept.push(bk);
+                    continue;
+                }
                 let mut drop = false;
                 if let Some(s) = self.sources.get_mut(&bk) {
                     s.bad_cycles += 1;
@@ -674,14 +789,11 @@ impl SpatialTracker {
                         g.sources.remove(&bk);
                     }
                     self.stats.unbound_sources += 1;
-                    keys.remove(b);
                     unbound.push(bk);
-                } else {
-                    // Keep it bound but do not let it move the identity.
-                    keys.remove(b);
                 }
+                // Otherwise it stays bound but does not move the identity.
             }
-            self.apply_observations(*gid, &keys);
+            self.apply_observations(*gid, &kept);
         }
         unbound.sort_unstable();
 
@@ -689,29 +801,7 @@ impl SpatialTracker {
         let reid_started = Instant::now();
         // Recently seen identities are searched in a small radius, those
         // lost for longer (blind-gap handoff) in the widened one.
-        let mut grid = TwoGrids {
-            live: Grid {
-                cell: 3.0,
-                cells: HashMap::new(),
-            },
-            lost: Grid {
-                cell: 8.0,
-                cells: HashMap::new(),
-            },
-            r_live: self.params.gate_m
-                + 0.5 * LIVE_WINDOW_S * (self.params.max_speed_mps + MAX_SPEED_MPS),
-            r_lost: self.params.gate_m + self.params.max_handoff_radius_m.max(0.0) + MAX_SPEED_MPS,
-            tmp: Vec::new(),
-        };
-        for (gid, g) in &self.globals {
-            let unseen_s = ts_ns.saturating_sub(g.last_seen) as f64 / 1e9;
-            if unseen_s <= LIVE_WINDOW_S * 0.5 {
-                grid.live.insert(g.floor_idx, g.pos, *gid);
-            } else if unseen_s <= self.params.max_gap_seconds + 1.0 {
-                grid.lost.insert(g.floor_idx, g.pos, *gid);
-            }
-        }
-        let mut cand = Vec::new();
+        let mut grid = self.identity_grid(ts_ns);
         // Round 1: optimal assignment per connected component.
         let mut edges: Vec<(usize, u64, f64)> = Vec::new();
         let mut refused_on_appearance = vec![false; unbound.len()];
@@ -903,6 +993,7 @@ impl SpatialTracker {
         let Some(g) = self.globals.get_mut(&gid) else {
             return;
         };
+        self.updated.insert(gid);
         let dt = t_max.saturating_sub(g.last_seen) as f64 / 1e9;
         if g.last_seen == t_max
             && dt == 0.0
@@ -934,26 +1025,46 @@ impl SpatialTracker {
             }
         }
         g.score = score;
-        if !embs.is_empty() {
-            let d = embs[0].len();
-            let mut acc: Vec<f32> = match &g.emb {
-                Some(e) if e.len() == d => e.iter().map(|x| x * 0.9).collect(),
-                _ => vec![0.0; d],
-            };
-            let wgt = if g.emb.as_ref().is_some_and(|e| e.len() == d) {
-                0.1 / embs.len() as f32
+        // Appearance: a running mean whose rate decays to `APPEARANCE_RATE`,
+        // fed only by observations that agree with it once it is settled, so
+        // that a camera track drifting to another person cannot drag it along.
+        let d = embs.first().map_or(0, |e| e.len());
+        let settled = g.emb_n >= APPEARANCE_SETTLE;
+        let mut fresh: Vec<&Vec<f32>> = Vec::new();
+        for e in embs {
+            if e.len() != d {
+                continue;
+            }
+            match &g.emb {
+                Some(ge) if ge.len() == d => {
+                    if !settled || cosine(e, ge) >= self.params.swap_check_similarity {
+                        fresh.push(e);
+                    }
+                }
+                _ => fresh.push(e),
+            }
+        }
+        if !fresh.is_empty() {
+            let prior = g.emb.as_ref().is_some_and(|e| e.len() == d);
+            let rate = if prior {
+                (1.0 / (g.emb_n as f32 + 1.0)).max(APPEARANCE_RATE)
             } else {
+                g.emb_n = 0;
                 1.0
             };
-            for e in &embs {
-                if e.len() == d {
-                    for (a, x) in acc.iter_mut().zip(e.iter()) {
-                        *a += wgt * x;
-                    }
+            let mut acc: Vec<f32> = match &g.emb {
+                Some(e) if prior => e.iter().map(|x| x * (1.0 - rate)).collect(),
+                _ => vec![0.0; d],
+            };
+            let wgt = rate / fresh.len() as f32;
+            for e in &fresh {
+                for (a, x) in acc.iter_mut().zip(e.iter()) {
+                    *a += wgt * x;
                 }
             }
             normalise(&mut acc);
             g.emb = Some(acc);
+            g.emb_n = g.emb_n.saturating_add(1);
         }
     }
 
@@ -990,7 +1101,7 @@ impl SpatialTracker {
                 }
                 if self.params.reid_enabled {
                     if let (Some(ea), Some(eb)) = (&ga.emb, &gb.emb) {
-                        if cosine(ea, eb) < self.params.min_handoff_similarity {
+                        if cosine(ea, eb) < self.params.merge_similarity {
                             continue;
                         }
                     }
