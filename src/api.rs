@@ -226,7 +226,8 @@ pub async fn detection_document(s: &Shared) -> Value {
     // Frames published here that no worker reported and that are no longer queued expired in the stream.
     let dead_lettered = s.dead_lettered.load(std::sync::atomic::Ordering::Relaxed);
     let expired = if published > 0 {
-        published.saturating_sub(processed + skipped + errors + dead_lettered + pending + ack_pending)
+        published
+            .saturating_sub(processed + skipped + errors + dead_lettered + pending + ack_pending)
     } else {
         0
     };

@@ -32,7 +32,12 @@ pub async fn run(loaded: &crate::config::Loaded, which: BenchCommand) -> Result<
 }
 
 /// Writes `<dir>/<name>.md` and `<dir>/<name>.json` and says where they went.
-pub fn write_results(dir: &Path, name: &str, markdown: &str, json: &serde_json::Value) -> Result<()> {
+pub fn write_results(
+    dir: &Path,
+    name: &str,
+    markdown: &str,
+    json: &serde_json::Value,
+) -> Result<()> {
     std::fs::create_dir_all(dir).with_context(|| format!("cannot create {}", dir.display()))?;
     let md = dir.join(format!("{name}.md"));
     let js = dir.join(format!("{name}.json"));
@@ -50,7 +55,9 @@ pub fn default_out() -> PathBuf {
 
 /// A one-line description of this machine for the results files.
 pub fn machine() -> String {
-    let cores = std::thread::available_parallelism().map(|n| n.get()).unwrap_or(0);
+    let cores = std::thread::available_parallelism()
+        .map(|n| n.get())
+        .unwrap_or(0);
     let cpu = std::fs::read_to_string("/proc/cpuinfo")
         .ok()
         .and_then(|s| {

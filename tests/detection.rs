@@ -55,7 +55,10 @@ fn now_ns() -> u64 {
 /// Publishes a frame to JetStream; true when the stream accepted it.
 async fn publish_frame(js: &jetstream::Context, f: &Frame) -> bool {
     let mut headers = async_nats::HeaderMap::new();
-    headers.insert("Nats-Msg-Id", nvr_subjects::msg_id(&f.camera, f.seq).as_str());
+    headers.insert(
+        "Nats-Msg-Id",
+        nvr_subjects::msg_id(&f.camera, f.seq).as_str(),
+    );
     headers.insert("Content-Type", "application/msgpack");
     let payload = encode(f).expect("encode frame");
     match js
@@ -104,10 +107,19 @@ fn assert_plausible_people(dets: &[Detections]) {
         assert_eq!((d.width, d.height), (768, 576), "original frame size");
         for b in persons(d) {
             total += 1;
-            assert!(b.iter().all(|v| (0.0..=1.0).contains(v)), "{b:?} not normalised");
+            assert!(
+                b.iter().all(|v| (0.0..=1.0).contains(v)),
+                "{b:?} not normalised"
+            );
             let (w, h) = ((b[2] - b[0]) * 768.0, (b[3] - b[1]) * 576.0);
-            assert!(h > w * 0.9, "pedestrian box {b:?} is wider than tall ({w:.0}x{h:.0} px)");
-            assert!((30.0..=300.0).contains(&h), "pedestrian height {h:.0} px implausible");
+            assert!(
+                h > w * 0.9,
+                "pedestrian box {b:?} is wider than tall ({w:.0}x{h:.0} px)"
+            );
+            assert!(
+                (30.0..=300.0).contains(&h),
+                "pedestrian height {h:.0} px implausible"
+            );
         }
     }
     let mean = total as f64 / dets.len() as f64;
@@ -118,7 +130,12 @@ fn assert_plausible_people(dets: &[Detections]) {
 }
 
 /// Collects `n` Detections of `camera` from a core subscription.
-async fn collect_detections(client: &async_nats::Client, camera: &str, n: usize, timeout: Duration) -> Vec<Detections> {
+async fn collect_detections(
+    client: &async_nats::Client,
+    camera: &str,
+    n: usize,
+    timeout: Duration,
+) -> Vec<Detections> {
     let mut sub = client
         .subscribe(subjects::detections(camera))
         .await
@@ -162,34 +179,61 @@ async fn camera_on_real_footage_yields_people_and_a_bad_camera_is_isolated() {
     let dets = collect_detections(&client, "vt", 12, Duration::from_secs(60)).await;
     assert_plausible_people(&dets);
     let seqs: Vec<u64> = dets.iter().map(|d| d.seq).collect();
-    assert!(seqs.windows(2).all(|w| w[0] < w[1]), "seq increases: {seqs:?}");
-    assert!(dets.iter().all(|d| d.model == "yolox_nano_dynamic" && d.backend == "cpu"));
+    assert!(
+        seqs.windows(2).all(|w| w[0] < w[1]),
+        "seq increases: {seqs:?}"
+    );
+    assert!(dets
+        .iter()
+        .all(|d| d.model == "yolox_nano_dynamic" && d.backend == "cpu"));
 
-    let health = eventually(Duration::from_secs(30), "broken camera error in health", || {
-        let v = json_get(api, "/api/v1/system/health");
-        let cams = v["components"]["cameras"].as_array()?.clone();
-        let broken = cams.iter().find(|c| c["id"] == "broken")?.clone();
-        (broken["errors"].as_u64()? >= 1).then_some(v)
-    });
+    let health = eventually(
+        Duration::from_secs(30),
+        "broken camera error in health",
+        || {
+            let v = json_get(api, "/api/v1/system/health");
+            let cams = v["components"]["cameras"].as_array()?.clone();
+            let broken = cams.iter().find(|c| c["id"] == "broken")?.clone();
+            (broken["errors"].as_u64()? >= 1).then_some(v)
+        },
+    );
     let cams = health["components"]["cameras"].as_array().unwrap();
     let vt = cams.iter().find(|c| c["id"] == "vt").unwrap();
     let broken = cams.iter().find(|c| c["id"] == "broken").unwrap();
     assert_eq!(vt["state"], "streaming", "{vt}");
     assert!(vt["frames_published"].as_u64().unwrap() >= 12, "{vt}");
-    assert!(vt["fps_out"].as_f64().is_some() && vt["fps_in"].as_f64().is_some(), "{vt}");
+    assert!(
+        vt["fps_out"].as_f64().is_some() && vt["fps_in"].as_f64().is_some(),
+        "{vt}"
+    );
     assert_ne!(broken["state"], "streaming", "{broken}");
     let err = broken["last_error"].as_str().unwrap_or_default();
-    assert!(err.contains("rtsp://127.0.0.1:1/nothing"), "error names the URL: {broken}");
+    assert!(
+        err.contains("rtsp://127.0.0.1:1/nothing"),
+        "error names the URL: {broken}"
+    );
     assert!(!err.contains('\n'), "one-line error: {err:?}");
 
     let st = json_get(api, "/api/v1/plugins/nvr-detection/status");
     assert_eq!(st["connected"], true, "{st}");
     assert_eq!(st["backend"], "cpu", "{st}");
     assert!(st["processed_count"].as_u64().unwrap() >= 12, "{st}");
-    for k in ["queue_size", "error_count", "skipped_count", "avg_latency_ms", "p50_latency_ms", "p95_latency_ms", "p99_latency_ms", "fps"] {
+    for k in [
+        "queue_size",
+        "error_count",
+        "skipped_count",
+        "avg_latency_ms",
+        "p50_latency_ms",
+        "p95_latency_ms",
+        "p99_latency_ms",
+        "fps",
+    ] {
         assert!(st[k].is_number(), "{k} missing: {st}");
     }
-    assert!(st["cameras"]["vt"]["processed"].as_u64().unwrap() >= 12, "{st}");
+    assert!(
+        st["cameras"]["vt"]["processed"].as_u64().unwrap() >= 12,
+        "{st}"
+    );
     assert_eq!(st["workers"].as_array().unwrap().len(), 1, "{st}");
     p.interrupt();
     assert_eq!(p.wait_exit(Duration::from_secs(10)), Some(0));
@@ -209,11 +253,18 @@ async fn astronaut_through_a_detection_node_is_one_person() {
             data().join("models").display()
         ),
     );
-    let mut node = NvrProcess::start(&["detector", "--config", cfg.to_str().unwrap()], dir.path(), &[]);
+    let mut node = NvrProcess::start(
+        &["detector", "--config", cfg.to_str().unwrap()],
+        dir.path(),
+        &[],
+    );
     node.wait_for_log("detection node running", Duration::from_secs(60));
     let client = server.client().await;
     let js = jetstream::new(client.clone());
-    let mut sub = client.subscribe(subjects::detections("astro")).await.unwrap();
+    let mut sub = client
+        .subscribe(subjects::detections("astro"))
+        .await
+        .unwrap();
     client.flush().await.unwrap();
     let frame = jpeg_frames("astronaut.png", 1, 1, 416).remove(0);
     assert!(publish_frame(&js, &frame_msg("astro", 1, &frame)).await);
@@ -227,15 +278,24 @@ async fn astronaut_through_a_detection_node_is_one_person() {
     assert_eq!(people.len(), 1, "exactly one person: {:?}", d.objects);
     // Hand-labelled: hair top to the bottom edge, left edge to the suit's side.
     let expected = [20.0 / 512.0, 15.0 / 512.0, 365.0 / 512.0, 1.0];
-    assert!(iou(people[0], expected) >= 0.6, "{:?} vs {expected:?}", people[0]);
+    assert!(
+        iou(people[0], expected) >= 0.6,
+        "{:?} vs {expected:?}",
+        people[0]
+    );
     assert_eq!(
-        m.headers.as_ref().and_then(|h| h.get("Nats-Msg-Id")).map(|v| v.to_string()),
+        m.headers
+            .as_ref()
+            .and_then(|h| h.get("Nats-Msg-Id"))
+            .map(|v| v.to_string()),
         Some("astro-1".to_string())
     );
     // The counter moves once the frame is acknowledged, just after the publish.
-    eventually(Duration::from_secs(10), "processed_count 1 on /status", || {
-        (json_get(http, "/status")["workers"][0]["processed_count"] == 1).then_some(())
-    });
+    eventually(
+        Duration::from_secs(10),
+        "processed_count 1 on /status",
+        || (json_get(http, "/status")["workers"][0]["processed_count"] == 1).then_some(()),
+    );
     let (code, _) = http_get(http, "/health");
     assert_eq!(code, 200);
     node.interrupt();
@@ -255,9 +315,11 @@ impl Drop for Procs {
 }
 
 fn wait_listening(port: u16) {
-    eventually(Duration::from_secs(10), "rtsp-server-perl listening", || {
-        std::net::TcpStream::connect(("127.0.0.1", port)).ok()
-    });
+    eventually(
+        Duration::from_secs(10),
+        "rtsp-server-perl listening",
+        || std::net::TcpStream::connect(("127.0.0.1", port)).ok(),
+    );
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -324,7 +386,13 @@ async fn rtsp_camera_on_loopback_yields_detections() {
     assert_eq!(p.wait_exit(Duration::from_secs(10)), Some(0));
 }
 
-fn detector_config(dir: &std::path::Path, name: &str, nats: &str, http: u16, extra: &str) -> std::path::PathBuf {
+fn detector_config(
+    dir: &std::path::Path,
+    name: &str,
+    nats: &str,
+    http: u16,
+    extra: &str,
+) -> std::path::PathBuf {
     let d = dir.join(name);
     std::fs::create_dir_all(&d).unwrap();
     write_config(
@@ -344,7 +412,11 @@ fn worker_counts(http: u16) -> (u64, u64, u64) {
     let v = json_get(http, "/status");
     let w = v["workers"].as_array().cloned().unwrap_or_default();
     let sum = |k: &str| w.iter().map(|x| x[k].as_u64().unwrap_or(0)).sum::<u64>();
-    (sum("processed_count"), sum("skipped_count"), sum("error_count"))
+    (
+        sum("processed_count"),
+        sum("skipped_count"),
+        sum("error_count"),
+    )
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -356,8 +428,16 @@ async fn two_detection_nodes_share_frames_and_a_killed_one_loses_none() {
     let extra = "  max_frame_age_ms: 600000\n";
     let ca = detector_config(dir.path(), "a", &server.url, ha, extra);
     let cb = detector_config(dir.path(), "b", &server.url, hb, extra);
-    let mut a = NvrProcess::start(&["detector", "--config", ca.to_str().unwrap()], dir.path(), &[]);
-    let mut b = NvrProcess::start(&["detector", "--config", cb.to_str().unwrap()], dir.path(), &[]);
+    let mut a = NvrProcess::start(
+        &["detector", "--config", ca.to_str().unwrap()],
+        dir.path(),
+        &[],
+    );
+    let mut b = NvrProcess::start(
+        &["detector", "--config", cb.to_str().unwrap()],
+        dir.path(),
+        &[],
+    );
     a.wait_for_log("detection node running", Duration::from_secs(60));
     b.wait_for_log("detection node running", Duration::from_secs(60));
 
@@ -365,9 +445,17 @@ async fn two_detection_nodes_share_frames_and_a_killed_one_loses_none() {
     // Both nodes are instances of the NATS micro service (what `nats micro ls` lists).
     let infos = service_infos(&client, "nvr-detection", 2).await;
     assert_eq!(infos.len(), 2, "{infos:?}");
-    let ids: BTreeSet<String> = infos.iter().map(|i| i["id"].as_str().unwrap_or("").to_string()).collect();
+    let ids: BTreeSet<String> = infos
+        .iter()
+        .map(|i| i["id"].as_str().unwrap_or("").to_string())
+        .collect();
     assert_eq!(ids.len(), 2, "two distinct instances: {infos:?}");
-    assert!(infos.iter().all(|i| i["name"] == "nvr-detection" && i["metadata"]["backend"] == "cpu"), "{infos:?}");
+    assert!(
+        infos
+            .iter()
+            .all(|i| i["name"] == "nvr-detection" && i["metadata"]["backend"] == "cpu"),
+        "{infos:?}"
+    );
     let js = jetstream::new(client.clone());
     let frames = jpeg_frames("vtest.avi", 5, 40, 320);
     let total = 160u64;
@@ -434,15 +522,27 @@ async fn two_detection_nodes_share_frames_and_a_killed_one_loses_none() {
         "published {total} != detections {} + skipped {sa} + errors {ea} + pending {pending}",
         seen.len()
     );
-    assert_eq!(sa + ea, 0, "nothing skipped or failed with a 10-minute frame age");
+    assert_eq!(
+        sa + ea,
+        0,
+        "nothing skipped or failed with a 10-minute frame age"
+    );
     let expected: BTreeSet<u64> = (1..=total).collect();
-    assert_eq!(seen.keys().copied().collect::<BTreeSet<_>>(), expected, "every frame has detections");
+    assert_eq!(
+        seen.keys().copied().collect::<BTreeSet<_>>(),
+        expected,
+        "every frame has detections"
+    );
     assert!(b_at_kill.0 > 0, "the killed node had processed frames");
     assert!(
         info.delivered.consumer_sequence > total,
         "the killed node held unacknowledged frames that were delivered again"
     );
-    assert!(pa + b_at_kill.0 >= total, "a {pa} + b {} cover every frame", b_at_kill.0);
+    assert!(
+        pa + b_at_kill.0 >= total,
+        "a {pa} + b {} cover every frame",
+        b_at_kill.0
+    );
     a.interrupt();
     assert_eq!(a.wait_exit(Duration::from_secs(10)), Some(0));
 }
@@ -469,7 +569,10 @@ async fn service_infos(client: &async_nats::Client, service: &str, want: usize) 
 
 /// Every stored Detections of `camera`: seq -> worker.
 async fn read_detection_seqs(js: &jetstream::Context, camera: &str) -> BTreeMap<u64, String> {
-    let stream = js.get_stream(nvr_subjects::streams::DETECTIONS).await.unwrap();
+    let stream = js
+        .get_stream(nvr_subjects::streams::DETECTIONS)
+        .await
+        .unwrap();
     let consumer = stream
         .create_consumer(jetstream::consumer::pull::OrderedConfig {
             filter_subject: subjects::detections(camera),
@@ -479,16 +582,12 @@ async fn read_detection_seqs(js: &jetstream::Context, camera: &str) -> BTreeMap<
         .unwrap();
     let mut out = BTreeMap::new();
     let mut msgs = consumer.messages().await.unwrap();
-    loop {
-        match tokio::time::timeout(Duration::from_millis(500), msgs.next()).await {
-            Ok(Some(Ok(m))) => {
-                let d: Detections = decode(&m.payload).unwrap();
-                out.insert(d.seq, d.worker.clone());
-                if m.info().map(|i| i.pending == 0).unwrap_or(false) {
-                    break;
-                }
-            }
-            _ => break,
+    while let Ok(Some(Ok(m))) = tokio::time::timeout(Duration::from_millis(500), msgs.next()).await
+    {
+        let d: Detections = decode(&m.payload).unwrap();
+        out.insert(d.seq, d.worker.clone());
+        if m.info().map(|i| i.pending == 0).unwrap_or(false) {
+            break;
         }
     }
     out
@@ -529,7 +628,12 @@ async fn overload_keeps_the_queue_bounded_counts_skips_and_memory_stays_flat() {
             for seq in 1..=seconds * 10 {
                 tick.tick().await;
                 offered += 1;
-                if publish_frame(&js, &frame_msg(&cam, seq, &frames[seq as usize % frames.len()])).await {
+                if publish_frame(
+                    &js,
+                    &frame_msg(&cam, seq, &frames[seq as usize % frames.len()]),
+                )
+                .await
+                {
                     accepted += 1;
                 }
             }
@@ -544,7 +648,10 @@ async fn overload_keeps_the_queue_bounded_counts_skips_and_memory_stays_flat() {
         let st = json_get(api, "/api/v1/plugins/nvr-detection/status");
         let q = st["queue_size"].as_u64().unwrap();
         let mem = st["nodes"][0]["memory_mb"].as_f64().unwrap();
-        assert!(q <= bound, "queue_size {q} above the per-camera bound {bound}");
+        assert!(
+            q <= bound,
+            "queue_size {q} above the per-camera bound {bound}"
+        );
         samples.push((q, mem));
     }
     let (mut offered, mut accepted) = (0, 0);
@@ -555,13 +662,19 @@ async fn overload_keeps_the_queue_bounded_counts_skips_and_memory_stays_flat() {
     }
     let st = eventually(Duration::from_secs(60), "queue drained", || {
         let st = json_get(api, "/api/v1/plugins/nvr-detection/status");
-        let done = st["processed_count"].as_u64()? + st["skipped_count"].as_u64()? + st["error_count"].as_u64()?;
+        let done = st["processed_count"].as_u64()?
+            + st["skipped_count"].as_u64()?
+            + st["error_count"].as_u64()?;
         (st["queue_size"].as_u64()? == 0 && done >= accepted).then_some(st)
     });
     let processed = st["processed_count"].as_u64().unwrap();
     let skipped = st["skipped_count"].as_u64().unwrap();
     let errors = st["error_count"].as_u64().unwrap();
-    assert_eq!(processed + skipped + errors, accepted, "every accepted frame accounted for: {st}");
+    assert_eq!(
+        processed + skipped + errors,
+        accepted,
+        "every accepted frame accounted for: {st}"
+    );
     assert!(skipped > 0, "overload must skip frames: {st}");
     assert!(processed > 0, "{st}");
     let refused = offered - accepted;
@@ -571,19 +684,32 @@ async fn overload_keeps_the_queue_bounded_counts_skips_and_memory_stays_flat() {
         .values()
         .map(|c| c["skipped"].as_u64().unwrap_or(0))
         .sum();
-    assert_eq!(skipped_per_cam, skipped, "per-camera skipped counts add up: {st}");
+    assert_eq!(
+        skipped_per_cam, skipped,
+        "per-camera skipped counts add up: {st}"
+    );
     eprintln!(
         "overload: offered {offered}, refused at publish {refused}, processed {processed}, skipped {skipped}, queue samples {:?}",
         samples.iter().map(|s| s.0).collect::<Vec<_>>()
     );
     let third = samples.len() / 3;
     let (early, late) = (samples[third].1, samples.last().unwrap().1);
-    assert!(late - early < 40.0, "memory grew from {early:.0} MiB to {late:.0} MiB under overload");
+    assert!(
+        late - early < 40.0,
+        "memory grew from {early:.0} MiB to {late:.0} MiB under overload"
+    );
     p.interrupt();
     assert_eq!(p.wait_exit(Duration::from_secs(10)), Some(0));
-    let skip_logs = p.seen.iter().filter(|l| l.contains("frame skipped")).count();
+    let skip_logs = p
+        .seen
+        .iter()
+        .filter(|l| l.contains("frame skipped"))
+        .count();
     assert!(skip_logs >= 1, "\"frame skipped\" logged");
-    assert!((skip_logs as u64) < skipped.max(2), "skip logging is rate-limited ({skip_logs} lines for {skipped} skips)");
+    assert!(
+        (skip_logs as u64) < skipped.max(2),
+        "skip logging is rate-limited ({skip_logs} lines for {skipped} skips)"
+    );
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -642,5 +768,8 @@ async fn a_frame_given_up_after_max_deliveries_is_counted() {
     assert_eq!(st["queue_size"], 0, "{st}");
     p.interrupt();
     assert_eq!(p.wait_exit(Duration::from_secs(10)), Some(0));
-    assert!(p.seen.iter().any(|l| l.contains("maximum number of deliveries")));
+    assert!(p
+        .seen
+        .iter()
+        .any(|l| l.contains("maximum number of deliveries")));
 }

@@ -39,21 +39,36 @@ fn detections(seq: u64, x: f32) -> Detections {
 
 async fn publish(js: &jetstream::Context, d: &Detections) {
     let mut h = async_nats::HeaderMap::new();
-    h.insert("Nats-Msg-Id", nvr_subjects::msg_id(&d.camera, d.seq).as_str());
-    js.publish_with_headers(subjects::detections(&d.camera), h, encode(d).unwrap().into())
-        .await
-        .unwrap()
-        .await
-        .unwrap();
+    h.insert(
+        "Nats-Msg-Id",
+        nvr_subjects::msg_id(&d.camera, d.seq).as_str(),
+    );
+    js.publish_with_headers(
+        subjects::detections(&d.camera),
+        h,
+        encode(d).unwrap().into(),
+    )
+    .await
+    .unwrap()
+    .await
+    .unwrap();
 }
 
 /// Runs one `nvr run` incarnation over detections `seqs`, returning the
 /// highest track id and global id it published.
-async fn incarnation(server: &NatsServer, cfg: &std::path::Path, dir: &std::path::Path, seqs: std::ops::RangeInclusive<u64>) -> (u64, u64) {
+async fn incarnation(
+    server: &NatsServer,
+    cfg: &std::path::Path,
+    dir: &std::path::Path,
+    seqs: std::ops::RangeInclusive<u64>,
+) -> (u64, u64) {
     let client = server.client().await;
     let js = jetstream::new(client.clone());
     let mut tracks = client.subscribe(subjects::tracks("hall")).await.unwrap();
-    let mut spatial = client.subscribe(subjects::spatial_tracks("lobby")).await.unwrap();
+    let mut spatial = client
+        .subscribe(subjects::spatial_tracks("lobby"))
+        .await
+        .unwrap();
     client.flush().await.unwrap();
     let mut p = NvrProcess::start(&["run", "--config", cfg.to_str().unwrap()], dir, &[]);
     p.wait_for_log("nvr running", Duration::from_secs(60));
@@ -103,7 +118,13 @@ async fn track_and_global_ids_continue_after_a_restart() {
     assert!(t1 >= 1, "first run produced tracks");
     // Much later in message time: the first walker is long gone.
     let (t2, g2) = incarnation(&server, &cfg, dir.path(), 400..=420).await;
-    assert!(t2 > t1, "track ids continue after a restart: first run up to {t1}, second run {t2}");
+    assert!(
+        t2 > t1,
+        "track ids continue after a restart: first run up to {t1}, second run {t2}"
+    );
     assert!(g1 >= 1, "first run produced global tracks");
-    assert!(g2 > g1, "global ids continue after a restart: {g1} then {g2}");
+    assert!(
+        g2 > g1,
+        "global ids continue after a restart: {g1} then {g2}"
+    );
 }

@@ -105,6 +105,20 @@ pub fn mask_url(url: &str) -> String {
     url.to_string()
 }
 
+/// The last message stored on `subject` in `stream`, decoded; `None` when
+/// there is none or it cannot be read. Actors use it at start to continue
+/// their identity counters where the previous incarnation stopped, so IDs
+/// stay unique for all time across restarts.
+pub async fn last_stored<M: Message>(
+    js: &jetstream::Context,
+    stream: &str,
+    subject: &str,
+) -> Option<M> {
+    let stream = js.get_stream(stream).await.ok()?;
+    let msg = stream.get_last_raw_message_by_subject(subject).await.ok()?;
+    nvr_subjects::decode::<M>(&msg.payload).ok()
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -115,14 +129,4 @@ mod tests {
         assert_eq!(mask_url("rtsp://h/s"), "rtsp://h/s");
         assert_eq!(mask_url("data/x.mp4"), "data/x.mp4");
     }
-}
-
-/// The last message stored on `subject` in `stream`, decoded; `None` when
-/// there is none or it cannot be read. Actors use it at start to continue
-/// their identity counters where the previous incarnation stopped, so IDs
-/// stay unique for all time across restarts.
-pub async fn last_stored<M: Message>(js: &jetstream::Context, stream: &str, subject: &str) -> Option<M> {
-    let stream = js.get_stream(stream).await.ok()?;
-    let msg = stream.get_last_raw_message_by_subject(subject).await.ok()?;
-    nvr_subjects::decode::<M>(&msg.payload).ok()
 }

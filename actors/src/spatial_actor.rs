@@ -181,7 +181,8 @@ impl Actor for SpatialActor {
             s.shard = args.shard.clone();
             s.cameras = args.cameras.iter().map(|c| c.id.clone()).collect();
         }
-        let mut tracker = SpatialTracker::new(&args.shard, args.params.clone(), args.cameras.clone());
+        let mut tracker =
+            SpatialTracker::new(&args.shard, args.params.clone(), args.cameras.clone());
         tracker.set_next_id(resume_global_id(&args.js, &args.shard).await);
         Ok(SpatialState {
             tracker,

@@ -237,9 +237,7 @@ pub async fn probe(spec: &SourceSpec, timeout: Duration) -> Result<VideoInfo, So
         .stderr(Stdio::piped())
         .kill_on_drop(true);
     die_with_parent(&mut cmd, libc::SIGKILL);
-    let child = cmd
-        .spawn()
-        .map_err(|e| spawn_error(spec, &url, e))?;
+    let child = cmd.spawn().map_err(|e| spawn_error(spec, &url, e))?;
     // Dropping the future on timeout drops the child, which kills it.
     let out = tokio::time::timeout(timeout, child.wait_with_output())
         .await

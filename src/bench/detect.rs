@@ -329,7 +329,11 @@ async fn raw_parallel(
 /// (original width, original height, JPEG) of frames spread over the footage.
 type EncodedFrame = (u32, u32, Vec<u8>);
 
-async fn load_frames(path: &std::path::Path, max_side: u32, quality: u8) -> Result<Vec<EncodedFrame>> {
+async fn load_frames(
+    path: &std::path::Path,
+    max_side: u32,
+    quality: u8,
+) -> Result<Vec<EncodedFrame>> {
     if !path.is_file() {
         bail!("footage {} not found; run scripts/setup", path.display());
     }
@@ -382,7 +386,11 @@ async fn full_path(
     let (sup, handle) = crate::supervisor::start_supervisor(specs).await?;
     // Wait for every worker to load its model before timing anything.
     let deadline = Instant::now() + Duration::from_secs(60);
-    while node.loaded.iter().any(|l| l.lock().map(|l| l.is_none()).unwrap_or(true)) {
+    while node
+        .loaded
+        .iter()
+        .any(|l| l.lock().map(|l| l.is_none()).unwrap_or(true))
+    {
         if Instant::now() > deadline {
             bail!("detector workers did not load the model within 60 s");
         }
@@ -403,7 +411,17 @@ async fn full_path(
     }
     let overload = if args.overload_cameras > 0 {
         step_no += 1;
-        let s = one_step(cfg, args, &client, &js, &node, frames.clone(), args.overload_cameras, step_no).await?;
+        let s = one_step(
+            cfg,
+            args,
+            &client,
+            &js,
+            &node,
+            frames.clone(),
+            args.overload_cameras,
+            step_no,
+        )
+        .await?;
         print_step(&s);
         Some(s)
     } else {
@@ -474,7 +492,8 @@ async fn one_step(
     let period = Duration::from_secs_f64(1.0 / args.fps.max(0.1));
     let mut pubs = Vec::new();
     for i in 0..cameras {
-        let (js, frames, counters, cancel) = (js.clone(), frames.clone(), counters.clone(), cancel.clone());
+        let (js, frames, counters, cancel) =
+            (js.clone(), frames.clone(), counters.clone(), cancel.clone());
         let camera = format!("{prefix}{i:03}");
         let offset = period.mul_f64(i as f64 / cameras as f64);
         pubs.push(tokio::spawn(async move {
@@ -503,7 +522,10 @@ async fn one_step(
                 };
                 counters.offered.fetch_add(1, Ordering::Relaxed);
                 let id = nvr_subjects::msg_id(&camera, seq);
-                if bus::publish_js(&js, subjects::frames(&camera), &f, Some(&id)).await.is_err() {
+                if bus::publish_js(&js, subjects::frames(&camera), &f, Some(&id))
+                    .await
+                    .is_err()
+                {
                     counters.dropped.fetch_add(1, Ordering::Relaxed);
                 }
             }
@@ -533,7 +555,8 @@ async fn one_step(
     let received_at_end = counters.received.load(Ordering::Relaxed);
     let elapsed = started.elapsed().as_secs_f64();
     // Drain: wait until the queue is empty and every accepted frame is accounted for.
-    let drain_deadline = Instant::now() + Duration::from_millis(cfg.detection.max_frame_age_ms + 10_000);
+    let drain_deadline =
+        Instant::now() + Duration::from_millis(cfg.detection.max_frame_age_ms + 10_000);
     loop {
         let queue = consumer
             .info()
@@ -541,8 +564,11 @@ async fn one_step(
             .map(|i| i.num_pending + i.num_ack_pending as u64)
             .unwrap_or(0);
         let (p, s, e) = worker_totals(node);
-        let accepted = counters.offered.load(Ordering::Relaxed) - counters.dropped.load(Ordering::Relaxed);
-        if (queue == 0 && (p - p0) + (s - s0) + (e - e0) >= accepted) || Instant::now() > drain_deadline {
+        let accepted =
+            counters.offered.load(Ordering::Relaxed) - counters.dropped.load(Ordering::Relaxed);
+        if (queue == 0 && (p - p0) + (s - s0) + (e - e0) >= accepted)
+            || Instant::now() > drain_deadline
+        {
             break;
         }
         tokio::time::sleep(Duration::from_millis(200)).await;
