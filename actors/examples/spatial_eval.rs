@@ -25,6 +25,10 @@ use nvr_actors::spatial::{bench, CameraGeometry, Homography, SpatialParams, Spat
 use nvr_actors::track::{Tracker, TrackerParams};
 use nvr_subjects::{CameraTracks, TrackState, SCHEMA_VERSION};
 
+/// Identities unobserved for up to this long (seconds) whose predicted
+/// position is still inside a camera's view are reported (missed or occluded).
+const COAST_S: f64 = 1.0;
+
 fn preset_name(p: NoisePreset) -> &'static str {
     match p {
         NoisePreset::Clean => "clean",
@@ -139,6 +143,10 @@ fn run_preset_inner(
     let mut baseline = String::new();
     let mut events: BTreeMap<String, u64> = BTreeMap::new();
     let mut rejected = 0u64;
+    let coast_s: f64 = std::env::var("SPATIAL_EVAL_COAST_S")
+        .ok()
+        .and_then(|v| v.parse().ok())
+        .unwrap_or(COAST_S);
     let dump: Vec<u64> = std::env::var("SPATIAL_EVAL_DUMP")
         .unwrap_or_default()
         .split(',')
@@ -248,6 +256,13 @@ fn run_preset_inner(
                             .collect(),
                     ));
                 }
+            }
+        }
+        for t in spatial.coasting_tracks(*frame_ts, coast_s) {
+            let _ = writeln!(ours, "{frame},{},{:.4},{:.4}", t.global_id, t.x_m, t.y_m);
+            if diag.is_some() {
+                df.preds
+                    .push((t.global_id, t.x_m as f64, t.y_m as f64, Vec::new()));
             }
         }
         if let Some(d) = diag.as_deref_mut() {

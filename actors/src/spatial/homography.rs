@@ -251,6 +251,24 @@ impl Homography {
         }
     }
 
+    /// The pixel that sees floor point `(x, y)` (inverse of [`Homography::project`]),
+    /// or `None` when no pixel in front of the camera does.
+    pub fn to_image(&self, x: f64, y: f64) -> Option<[f64; 2]> {
+        let inv = self.m.try_inverse()?;
+        let p = inv * Vector3::new(x, y, 1.0);
+        if p[2].abs() <= 1e-12 {
+            return None;
+        }
+        let (u, v) = (p[0] / p[2], p[1] / p[2]);
+        // The same pixel must see the floor in front of the camera.
+        let back = self.project(u, v)?;
+        if u.is_finite() && v.is_finite() && dist(back, [x, y]) < 1e-6 * (1.0 + x.abs() + y.abs()) {
+            Some([u, v])
+        } else {
+            None
+        }
+    }
+
     /// Mean and maximum floor distance (metres) between the projected image
     /// points and the given floor points. A point that does not project counts
     /// as infinitely far.
@@ -405,6 +423,18 @@ mod tests {
             let h = Homography::from_points(&noisy, &floor).unwrap();
             let (_, max) = h.reprojection_error(&img, &floor);
             prop_assert!(max < 0.1, "max {}", max);
+        }
+    }
+
+    #[test]
+    fn to_image_inverts_project() {
+        let h =
+            Homography::from_matrix([[0.01, 0.002, -1.0], [0.0005, 0.02, 0.5], [0.0, 0.001, 1.0]])
+                .unwrap();
+        for (u, v) in [(100.0, 200.0), (640.0, 360.0), (1200.0, 700.0)] {
+            let p = h.project(u, v).unwrap();
+            let q = h.to_image(p[0], p[1]).unwrap();
+            assert!((q[0] - u).abs() < 1e-6 && (q[1] - v).abs() < 1e-6, "{q:?}");
         }
     }
 }

@@ -99,6 +99,8 @@ struct CamState {
     floor_idx: usize,
     emb_dim: Option<usize>,
     last_ts: Option<u64>,
+    /// Image size of the latest message, pixels.
+    size: Option<(u32, u32)>,
 }
 
 #[derive(Debug, Clone)]
@@ -153,6 +155,12 @@ const GRID_CELL_M: f64 = 2.0;
 const NO_EDGE: f64 = 1.0e6;
 /// Highest speed (m/s) of the motion model.
 const MAX_SPEED_MPS: f64 = 3.0;
+/// Fraction of the image width and height kept as border by `in_view`.
+const VIEW_MARGIN: f64 = 0.01;
+/// Distance (metres) within which an observed identity may hide a coasting one.
+const OCCLUDER_M: f64 = 1.2;
+/// Identities observed within this (ns) before a time count as seen then.
+const SEEN_NOW_NS: u64 = 60_000_000;
 /// Least learning rate of an identity's appearance.
 const APPEARANCE_RATE: f32 = 0.02;
 /// Observations after which an identity's appearance only learns from
@@ -281,6 +289,7 @@ impl SpatialTracker {
                 floor_idx,
                 emb_dim: None,
                 last_ts: None,
+                size: None,
             });
         }
         SpatialTracker {
@@ -335,6 +344,7 @@ impl SpatialTracker {
             }
         }
         self.cams[ci].last_ts = Some(msg.ts_ns);
+        self.cams[ci].size = Some((msg.width, msg.height));
         let mut first_err = None;
         let present: BTreeSet<u64> = msg.tracks.iter().map(|t| t.track_id).collect();
         // Release ended camera tracks.
@@ -473,7 +483,9 @@ impl SpatialTracker {
                 app = (1.0 - c).clamp(0.0, 2.0);
             }
         }
-        let cost = (1.0 - w) * (d / self.params.gate_m.max(1e-3) + 0.1 * gap_s) + w * 2.0 * app;
+        // Distance counts relative to the gate in use: across a long blind
+        // gap the position says little and appearance decides.
+        let cost = (1.0 - w) * (d / radius.max(1e-3) + 0.1 * gap_s) + w * 2.0 * app;
         (Some(cost), false)
     }
 
@@ -1171,6 +1183,75 @@ impl SpatialTracker {
             .collect()
     }
 
+    /// Whether floor point `p` of floor `floor_idx` lies inside the image of
+    /// one of the shard's cameras (away from the border).
+    fn in_view(&self, floor_idx: usize, p: [f64; 2]) -> bool {
+        self.cams.iter().any(|c| {
+            let Some((w, h)) = c.size else {
+                return false;
+            };
+            if c.floor_idx != floor_idx {
+                return false;
+            }
+            let (w, h) = (w as f64, h as f64);
+            c.geom.homography.to_image(p[0], p[1]).is_some_and(|q| {
+                q[0] >= VIEW_MARGIN * w
+                    && q[0] <= (1.0 - VIEW_MARGIN) * w
+                    && q[1] >= VIEW_MARGIN * h
+                    && q[1] <= (1.0 - VIEW_MARGIN) * h
+            })
+        })
+    }
+
+    /// Identities not observed at `ts_ns` whose predicted position is still
+    /// inside a camera's view: a person missed by the detector or occluded
+    /// rather than gone. An identity with another observed identity within
+    /// `OCCLUDER_M` (a likely occluder) coasts up to `max_coast_s` seconds,
+    /// others up to a third of it. Positions are extrapolated along the
+    /// identity's velocity; `last_seen_ns` stays the last observation.
+    /// Sorted by `global_id`.
+    pub fn coasting_tracks(&self, ts_ns: u64, max_coast_s: f64) -> Vec<SpatialTrack> {
+        let max_ns = (max_coast_s.max(0.0) * 1e9) as u64;
+        let short_ns = max_ns / 3;
+        let seen: Vec<(usize, [f64; 2])> = self
+            .globals
+            .values()
+            .filter(|g| g.last_seen >= ts_ns.saturating_sub(SEEN_NOW_NS))
+            .map(|g| (g.floor_idx, g.pos))
+            .collect();
+        let ids: BTreeSet<u64> = self
+            .globals
+            .iter()
+            .filter(|(_, g)| g.last_seen < ts_ns && ts_ns - g.last_seen <= max_ns)
+            .map(|(id, _)| *id)
+            .collect();
+        let mut out = self.tracks_at(ts_ns);
+        out.retain_mut(|t| {
+            if !ids.contains(&t.global_id) {
+                return false;
+            }
+            let Some(g) = self.globals.get(&t.global_id) else {
+                return false;
+            };
+            let dt = (ts_ns - g.last_seen) as f64 / 1e9;
+            let p = [g.pos[0] + g.vel[0] * dt, g.pos[1] + g.vel[1] * dt];
+            if ts_ns - g.last_seen > short_ns
+                && !seen
+                    .iter()
+                    .any(|(f, q)| *f == g.floor_idx && dist(*q, p) <= OCCLUDER_M)
+            {
+                return false;
+            }
+            if !self.in_view(g.floor_idx, p) {
+                return false;
+            }
+            t.x_m = p[0] as f32;
+            t.y_m = p[1] as f32;
+            true
+        });
+        out
+    }
+
     /// Counters.
     pub fn stats(&self) -> SpatialStats {
         let mut s = self.stats.clone();
@@ -1496,6 +1577,164 @@ mod tests {
         let e = st.ingest(&msg("zz", T0, vec![])).unwrap_err();
         assert_eq!(e, IngestError::UnknownCamera("zz".into()));
         assert_eq!(st.stats().rejected_messages, 2);
+    }
+
+    fn unit(i: usize) -> Option<Vec<f32>> {
+        let mut e = vec![0.05f32; 8];
+        e[i] = 1.0;
+        Some(e)
+    }
+
+    /// Global id whose latest observation is nearest to `x, y`.
+    fn id_near(out: &StepOutput, x: f64, y: f64) -> Option<u64> {
+        out.tracks
+            .tracks
+            .iter()
+            .filter(|t| t.last_seen_ns + DT > out.tracks.ts_ns)
+            .map(|t| (dist([t.x_m as f64, t.y_m as f64], [x, y]), t.global_id))
+            .filter(|(d, _)| *d < 0.8)
+            .min_by(|a, b| a.0.total_cmp(&b.0))
+            .map(|(_, id)| id)
+    }
+
+    #[test]
+    fn crossing_in_an_overlap_keeps_ids_despite_a_camera_tracker_swap() {
+        // Two people cross at x = 10 in the overlap of cameras a (0..12.8)
+        // and b (8..20.8). Camera a's tracker swaps their track ids at the
+        // crossing; its track embeddings drift from one person to the other
+        // as a smoothed tracker's would.
+        let mut st = SpatialTracker::new(
+            "s",
+            SpatialParams::default(),
+            vec![cam("a", 0.0), cam("b", 8.0)],
+        );
+        let (ea, eb) = (unit(0).unwrap(), unit(1).unwrap());
+        let mut emb_a1 = ea.clone(); // camera a, track 1
+        let mut emb_a2 = eb.clone(); // camera a, track 2
+        let mut first: Option<(u64, u64)> = None;
+        for i in 0..60u64 {
+            let ts = T0 + i * DT;
+            let t = i as f64 * 0.1;
+            // Person P walks right, person Q walks left, 0.6 m apart in y.
+            let (px, py) = (8.5 + 0.5 * t, 3.0);
+            let (qx, qy) = (11.5 - 0.5 * t, 3.6);
+            let swapped = i >= 30;
+            // After the swap track 1 shows Q and track 2 shows P.
+            let (t1, t2) = if swapped {
+                ((qx, qy, &eb), (px, py, &ea))
+            } else {
+                ((px, py, &ea), (qx, qy, &eb))
+            };
+            for (e, target) in [(&mut emb_a1, t1.2), (&mut emb_a2, t2.2)] {
+                for (x, y) in e.iter_mut().zip(target.iter()) {
+                    *x = 0.9 * *x + 0.1 * y;
+                }
+                normalise(e);
+            }
+            st.ingest(&msg(
+                "a",
+                ts,
+                vec![
+                    track(1, 0.0, t1.0, t1.1, Some(emb_a1.clone())),
+                    track(2, 0.0, t2.0, t2.1, Some(emb_a2.clone())),
+                ],
+            ))
+            .unwrap();
+            st.ingest(&msg(
+                "b",
+                ts + 1_000_000,
+                vec![
+                    track(5, 8.0, px, py, Some(ea.clone())),
+                    track(6, 8.0, qx, qy, Some(eb.clone())),
+                ],
+            ))
+            .unwrap();
+            let out = st.step(ts + 50_000_000);
+            let (Some(ip), Some(iq)) = (id_near(&out, px, py), id_near(&out, qx, qy)) else {
+                continue;
+            };
+            match first {
+                None if i >= 3 => first = Some((ip, iq)),
+                Some(f) if i >= 45 => assert_eq!(f, (ip, iq), "frame {i}"),
+                _ => {}
+            }
+        }
+        let (ip, iq) = first.unwrap();
+        assert_ne!(ip, iq);
+        let s = st.stats();
+        assert!(s.unbound_sources >= 1, "{s:?}");
+        assert_eq!(s.total_tracks, 2, "{s:?}");
+    }
+
+    #[test]
+    fn reentry_after_a_blind_gap_keeps_the_id_by_appearance() {
+        // P and Q leave camera a's view at the same place; after 8 s (within
+        // max_gap_seconds) only P comes back, on a new camera track.
+        let mut st = SpatialTracker::new("s", SpatialParams::default(), vec![cam("a", 0.0)]);
+        let mut ids = BTreeMap::new();
+        for i in 0..20u64 {
+            let ts = T0 + i * DT;
+            st.ingest(&msg(
+                "a",
+                ts,
+                vec![
+                    track(1, 0.0, 1.0, 3.0 + 0.01 * i as f64, unit(0)),
+                    track(2, 0.0, 1.0, 4.0 + 0.01 * i as f64, unit(1)),
+                ],
+            ))
+            .unwrap();
+            let out = st.step(ts + 1);
+            if let Some(id) = id_near(&out, 1.0, 3.0 + 0.01 * i as f64) {
+                ids.insert("p", id);
+            }
+            if let Some(id) = id_near(&out, 1.0, 4.0 + 0.01 * i as f64) {
+                ids.insert("q", id);
+            }
+        }
+        st.ingest(&msg("a", T0 + 20 * DT, vec![])).unwrap();
+        st.step(T0 + 20 * DT + 1);
+        for i in 100..110u64 {
+            let ts = T0 + i * DT;
+            // P comes back nearer to where Q was last seen.
+            st.ingest(&msg("a", ts, vec![track(7, 0.0, 1.1, 4.1, unit(0))]))
+                .unwrap();
+            let out = st.step(ts + 1);
+            assert_eq!(id_near(&out, 1.1, 4.1), Some(ids["p"]), "frame {i}");
+        }
+        assert_eq!(st.stats().total_tracks, 2);
+    }
+
+    #[test]
+    fn coasting_reports_an_occluded_identity_in_view_only() {
+        let mut st = SpatialTracker::new("s", SpatialParams::default(), vec![cam("a", 0.0)]);
+        for i in 0..10u64 {
+            let ts = T0 + i * DT;
+            st.ingest(&msg(
+                "a",
+                ts,
+                vec![
+                    track(1, 0.0, 5.0, 3.0, unit(0)),
+                    track(2, 0.0, 5.6, 3.0, unit(1)),
+                    track(3, 0.0, 11.0, 3.0, unit(2)),
+                ],
+            ))
+            .unwrap();
+            st.step(ts + 1);
+        }
+        // Tracks 2 (next to 1) and 3 (alone) are missed for 0.6 s.
+        for i in 10..16u64 {
+            let ts = T0 + i * DT;
+            st.ingest(&msg("a", ts, vec![track(1, 0.0, 5.0, 3.0, unit(0))]))
+                .unwrap();
+            st.step(ts + 1);
+        }
+        // At the time of the latest frame, track 1 is observed, 2 and 3 not.
+        let c = st.coasting_tracks(T0 + 15 * DT, 1.0);
+        let near: Vec<f32> = c.iter().map(|t| t.x_m).collect();
+        assert_eq!(c.len(), 1, "{near:?}");
+        assert!((c[0].x_m - 5.6).abs() < 0.3, "{near:?}");
+        // Long after, nothing coasts.
+        assert!(st.coasting_tracks(T0 + 40 * DT, 1.0).is_empty());
     }
 
     fn scripted_run(seed: u64) -> (Vec<StepOutput>, SpatialStats) {
