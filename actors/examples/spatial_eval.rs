@@ -77,11 +77,15 @@ fn params_from_env() -> Result<SpatialParams> {
     Ok(p)
 }
 
+/// A reported identity: global id, x, y, sources as (camera, track id).
+type DiagPred = (u64, f64, f64, Vec<(String, u64)>);
+/// Ground-truth boxes (person, x1 y1 x2 y2 pixels) by (camera, frame).
+type GtBoxes = BTreeMap<(String, u64), Vec<(u64, [f64; 4])>>;
+
 /// Per-frame record kept for `--diag`.
 #[derive(Default)]
 struct DiagFrame {
-    /// (global id, x, y, sources as (camera, track id)).
-    preds: Vec<(u64, f64, f64, Vec<(String, u64)>)>,
+    preds: Vec<DiagPred>,
     /// (camera, camera track id) -> ground-truth person, by box overlap.
     cam_gt: BTreeMap<(String, u64), u64>,
 }
@@ -155,7 +159,7 @@ fn run_preset_inner(
     let t1 = Instant::now();
     let mut mi = 0;
     // Per camera, ground-truth boxes by frame (for --diag).
-    let mut gt_boxes: BTreeMap<(String, u64), Vec<(u64, [f64; 4])>> = BTreeMap::new();
+    let mut gt_boxes: GtBoxes = BTreeMap::new();
     if diag.is_some() {
         for (cam, rows) in &out.gt_camera {
             for r in rows {
@@ -342,9 +346,8 @@ fn run_diag(preset: NoisePreset, seed: u64, dir: &Path) -> Result<()> {
             }
         }
         let gts = gt_by_frame.get(&f).cloned().unwrap_or_default();
-        let d = |g: &(u64, f64, f64), p: &(u64, f64, f64, Vec<(String, u64)>)| {
-            ((g.1 - p.1).powi(2) + (g.2 - p.2).powi(2)).sqrt()
-        };
+        let d =
+            |g: &(u64, f64, f64), p: &DiagPred| ((g.1 - p.1).powi(2) + (g.2 - p.2).powi(2)).sqrt();
         let mut cur: BTreeMap<u64, u64> = BTreeMap::new();
         let mut used = std::collections::BTreeSet::new();
         for g in &gts {
