@@ -336,7 +336,7 @@ pub fn aggregate_spatial(nodes: &[SpatialNodeStatus]) -> Value {
         "active_tracks": active,
         "total_tracks": total,
         "avg_processing_ms": round3(avg),
-        "p99_processing_ms": round3(p99),
+        "p99_processing_ms": round3(if hist.is_empty() { p99 } else { Latency::of(&hist).p99_ms }),
         "reid_matching_ms": round3(reid_avg),
         "handoffs_completed": handoffs,
         "handoff_failures": failures,

@@ -365,7 +365,18 @@ pub struct SpatialNodeStatus {
     pub tracking: BTreeMap<String, TrackingStatus>,
     /// Current global tracks, when asked for.
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
-    pub tracks: Vec<SpatialTrack>,
+    pub tracks: Vec<ShardTrack>,
+}
+
+/// A global track with the shard that owns it: global ids are unique within
+/// a shard, so (shard, global_id) identifies a track across the deployment.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct ShardTrack {
+    /// The shard that tracks it.
+    pub shard: String,
+    /// The track as published on `nvr.spatial.<shard>.tracks`.
+    #[serde(flatten)]
+    pub track: SpatialTrack,
 }
 
 impl SpatialNode {
@@ -458,9 +469,17 @@ impl SpatialNode {
                 .filter_map(|(k, v)| v.lock().ok().map(|v| (k.clone(), v.clone())))
                 .collect(),
             tracks: if with_tracks {
-                self.tracks
+                self.shards
                     .iter()
-                    .filter_map(|t| t.lock().ok().map(|t| t.clone()))
+                    .zip(&self.tracks)
+                    .filter_map(|(s, t)| {
+                        let shard = s.lock().ok()?.shard.clone();
+                        let tracks = t.lock().ok()?.clone();
+                        Some(tracks.into_iter().map(move |track| ShardTrack {
+                            shard: shard.clone(),
+                            track,
+                        }))
+                    })
                     .flatten()
                     .collect()
             } else {

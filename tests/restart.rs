@@ -128,3 +128,50 @@ async fn track_and_global_ids_continue_after_a_restart() {
         "global ids continue after a restart: {g1} then {g2}"
     );
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn global_tracks_expire_when_every_camera_goes_quiet() {
+    let server = NatsServer::start();
+    let dir = tempfile::tempdir().unwrap();
+    let api = free_port();
+    let cfg = write_config(
+        dir.path(),
+        &format!(
+            "nats:\n  embedded: false\n  url: \"{}\"\napi:\n  address: \"127.0.0.1:{api}\"\ndetection:\n  embedded: false\nspatial:\n  track_ttl_seconds: 2\n  max_gap_seconds: 1\nfloors:\n  - id: lobby\n    size_m: [10.0, 10.0]\ncameras:\n  - id: hall\n    floor: lobby\n    calibration:\n      points:\n        - {{ image: [0, 480], floor: [0.0, 0.0] }}\n        - {{ image: [640, 480], floor: [10.0, 0.0] }}\n        - {{ image: [640, 0], floor: [10.0, 10.0] }}\n        - {{ image: [0, 0], floor: [0.0, 10.0] }}\n",
+            server.url
+        ),
+    );
+    let client = server.client().await;
+    let js = jetstream::new(client.clone());
+    let mut p = NvrProcess::start(&["run", "--config", cfg.to_str().unwrap()], dir.path(), &[]);
+    p.wait_for_log("nvr running", Duration::from_secs(60));
+    for seq in 1..=15 {
+        publish(&js, &detections(seq, 0.1 + 0.01 * seq as f32)).await;
+    }
+    let count = |v: &serde_json::Value| v["count"].as_u64().unwrap_or(0);
+    eventually(Duration::from_secs(20), "a global track", || {
+        let (code, body) = http_get(api, "/api/v1/spatial/tracks");
+        let v: serde_json::Value = serde_json::from_str(&body).ok()?;
+        (code == 200 && count(&v) >= 1).then_some(())
+    });
+    // The camera stops: its walker must not stay on the floor plan forever.
+    p.wait_for_log("carrying the shard clock forward", Duration::from_secs(20));
+    let v = eventually(
+        Duration::from_secs(30),
+        "tracks expired after the input stopped",
+        || {
+            let (_, body) = http_get(api, "/api/v1/spatial/tracks");
+            let v: serde_json::Value = serde_json::from_str(&body).ok()?;
+            (count(&v) == 0).then_some(v)
+        },
+    );
+    assert_eq!(v["tracks"], serde_json::json!([]));
+    let stats: serde_json::Value =
+        serde_json::from_str(&http_get(api, "/api/v1/spatial/stats").1).unwrap();
+    assert!(
+        stats["expired_tracks"].as_u64().unwrap_or(0) >= 1,
+        "{stats}"
+    );
+    p.interrupt();
+    assert_eq!(p.wait_exit(Duration::from_secs(10)), Some(0));
+}

@@ -17,7 +17,7 @@ use ractor::{Actor, ActorProcessingErr, ActorRef};
 use serde::{Deserialize, Serialize};
 use tokio::task::JoinHandle;
 use tokio_util::sync::CancellationToken;
-use tracing::{debug, warn};
+use tracing::{debug, info, warn};
 
 use crate::bus;
 use crate::spatial::{CameraGeometry, SpatialParams, SpatialStats, SpatialTracker};
@@ -75,7 +75,14 @@ pub enum SpatialMsg {
     Tracks(Box<jetstream::Message>),
     /// A consumer pump ended; fail so the supervisor restarts us.
     PumpFailed(String),
+    /// A wall-clock tick: when every camera has gone quiet, message time is
+    /// carried forward so tracks still expire by their TTL.
+    Tick,
 }
+
+/// Wall time without any input after which the shard's clock is carried
+/// forward by the wall clock (cameras down, publisher stopped).
+const IDLE_AFTER: Duration = Duration::from_secs(3);
 
 /// State of the spatial actor.
 pub struct SpatialState {
@@ -93,8 +100,12 @@ pub struct SpatialState {
     reid_hist: Histogram<u64>,
     /// Stops the pumps.
     cancel: CancellationToken,
-    /// Consumer pumps, one per camera.
+    /// Consumer pumps, one per camera, and the tick task.
     pumps: Vec<JoinHandle<()>>,
+    /// When the last message arrived (wall clock), for idle expiry.
+    last_input: Instant,
+    /// Message time carried forward while idle; `None` while input flows.
+    idle_mark: Option<u64>,
 }
 
 /// The first global id for a new incarnation of a shard: one past the
@@ -181,6 +192,23 @@ impl Actor for SpatialActor {
             s.shard = args.shard.clone();
             s.cameras = args.cameras.iter().map(|c| c.id.clone()).collect();
         }
+        {
+            let me = myself.clone();
+            let token = cancel.clone();
+            pumps.push(tokio::spawn(async move {
+                let mut tick = tokio::time::interval(Duration::from_secs(1));
+                loop {
+                    tokio::select! {
+                        _ = token.cancelled() => return,
+                        _ = tick.tick() => {
+                            if me.cast(SpatialMsg::Tick).is_err() {
+                                return;
+                            }
+                        }
+                    }
+                }
+            }));
+        }
         let mut tracker =
             SpatialTracker::new(&args.shard, args.params.clone(), args.cameras.clone());
         tracker.set_next_id(resume_global_id(&args.js, &args.shard).await);
@@ -193,6 +221,8 @@ impl Actor for SpatialActor {
             reid_hist: new_histogram(),
             cancel,
             pumps,
+            last_input: Instant::now(),
+            idle_mark: None,
         })
     }
 
@@ -204,6 +234,20 @@ impl Actor for SpatialActor {
     ) -> Result<(), ActorProcessingErr> {
         match msg {
             SpatialMsg::PumpFailed(why) => Err(why.into()),
+            SpatialMsg::Tick => {
+                let idle = state.last_input.elapsed();
+                let newest = state.camera_ts.values().copied().max();
+                if let (true, Some(newest)) = (idle >= IDLE_AFTER, newest) {
+                    if state.tracker.stats().active_tracks > 0 {
+                        if state.idle_mark.is_none() {
+                            info!(shard = %state.args.shard, idle_s = idle.as_secs(), "no camera input; carrying the shard clock forward so tracks expire");
+                        }
+                        state.idle_mark = Some(newest + idle.as_nanos() as u64);
+                        run_cycles(state).await;
+                    }
+                }
+                Ok(())
+            }
             SpatialMsg::Tracks(m) => {
                 let ct: CameraTracks = match decode(&m.payload) {
                     Ok(c) => c,
@@ -227,6 +271,8 @@ impl Actor for SpatialActor {
                 update(&state.args.status, |s| s.ingested += 1);
                 let e = state.camera_ts.entry(ct.camera.clone()).or_insert(0);
                 *e = (*e).max(ct.ts_ns);
+                state.last_input = Instant::now();
+                state.idle_mark = None;
                 run_cycles(state).await;
                 let _ = m.ack().await;
                 Ok(())
@@ -268,6 +314,7 @@ async fn run_cycles(state: &mut SpatialState) {
     let Some(mark) = watermark(&state.camera_ts) else {
         return;
     };
+    let mark = mark.max(state.idle_mark.unwrap_or(0));
     let interval = state.args.params.matching_interval_ms.max(1) * 1_000_000;
     let next = *state
         .next_step_ns
