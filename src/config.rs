@@ -250,7 +250,7 @@ impl Default for DetectionConfig {
 }
 
 impl DetectionConfig {
-    /// Detector workers to start: `workers`, or with 0 one per core (up to 8)
+    /// Detector workers to start: `workers`, or with 0 two per core (up to 8)
     /// on the CPU, where parallel single-threaded sessions outrun one
     /// multi-threaded session on a small model, and 2 on an accelerator, so
     /// decoding the next frame overlaps the current inference.
@@ -259,10 +259,12 @@ impl DetectionConfig {
             return self.workers;
         }
         if self.backend == "cpu" {
-            std::thread::available_parallelism()
+            // Two single-threaded sessions per core: while one waits on NATS
+            // (publish and ack round trips) the other keeps the core busy.
+            (2 * std::thread::available_parallelism()
                 .map(|n| n.get())
-                .unwrap_or(2)
-                .clamp(1, 8)
+                .unwrap_or(2))
+            .clamp(1, 8)
         } else {
             2
         }

@@ -45,10 +45,10 @@ pub struct DetectBenchArgs {
     pub input_size: u32,
     /// Camera counts of the sweep (ascending); it stops at the first count
     /// with 1% or more frames skipped.
-    #[arg(long, value_delimiter = ',', default_value = "4,8,12,16,18,20,22,24")]
+    #[arg(long, value_delimiter = ',', default_value = "8,16,20,24,28,32,36,40")]
     pub cameras: Vec<usize>,
     /// Cameras of the overload step (0 = none).
-    #[arg(long, default_value_t = 40)]
+    #[arg(long, default_value_t = 60)]
     pub overload_cameras: usize,
     /// Frames per second of each synthetic camera.
     #[arg(long, default_value_t = 5.0)]
@@ -138,15 +138,18 @@ pub async fn run(cfg: &Config, args: DetectBenchArgs) -> Result<ExitCode> {
         threads
     );
 
-    // (a) the model alone: one session with every core's thread, and (when the
-    // node runs several workers) as many single sessions in parallel as it
-    // has workers; the better of the two is the machine's raw model rate.
+    // (a) the model alone: one session using every core, one single-threaded
+    // session per core, and the node's own layout; the best of them is the
+    // machine's raw model rate.
     let mut raw = Vec::new();
     for &size in &args.raw_sizes {
-        let mut layouts = vec![(1usize, threads * workers)];
-        if workers > 1 {
-            layouts.push((workers, threads));
-        }
+        let cores = std::thread::available_parallelism()
+            .map(|n| n.get())
+            .unwrap_or(2);
+        let mut layouts = vec![(1usize, cores), (cores, 1), (workers, threads)];
+        layouts.dedup();
+        layouts.sort();
+        layouts.dedup();
         for (sessions, th) in layouts {
             let r = raw_parallel(&model, size, args.raw_iterations, sessions, th).await?;
             println!(
