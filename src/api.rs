@@ -142,8 +142,16 @@ async fn queue_size(s: &Shared) -> Option<(u64, u64)> {
 
 /// The aggregated detection status document.
 pub async fn detection_document(s: &Shared) -> Value {
-    let nodes = detection_nodes(s).await;
+    // Read in this order so a frame counted as published is, at the later
+    // reads, either still queued, in flight or in a worker's counters: the
+    // expired figure never counts a frame that is merely on its way.
+    let published: u64 = s
+        .cameras
+        .values()
+        .filter_map(|c| c.lock().ok().map(|c| c.frames_published))
+        .sum();
     let queue = queue_size(s).await;
+    let nodes = detection_nodes(s).await;
     let mut lat = new_histogram();
     let mut e2e = new_histogram();
     let (mut processed, mut errors, mut skipped, mut malformed) = (0u64, 0u64, 0u64, 0u64);
@@ -213,11 +221,6 @@ pub async fn detection_document(s: &Shared) -> Value {
     let l = Latency::of(&lat);
     let el = Latency::of(&e2e);
     let (pending, ack_pending) = queue.unwrap_or((0, 0));
-    let published: u64 = s
-        .cameras
-        .values()
-        .filter_map(|c| c.lock().ok().map(|c| c.frames_published))
-        .sum();
     let dropped_publish: u64 = s
         .cameras
         .values()
