@@ -175,3 +175,38 @@ async fn global_tracks_expire_when_every_camera_goes_quiet() {
     p.interrupt();
     assert_eq!(p.wait_exit(Duration::from_secs(10)), Some(0));
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_second_tracker_of_the_same_camera_is_warned_about() {
+    let server = NatsServer::start();
+    let dir = tempfile::tempdir().unwrap();
+    let (api, spatial) = (free_port(), free_port());
+    let cfg = write_config(
+        dir.path(),
+        &format!(
+            "nats:\n  embedded: false\n  url: \"{}\"\napi:\n  address: \"127.0.0.1:{api}\"\ndetection:\n  embedded: false\nfloors:\n  - id: lobby\n    size_m: [10.0, 10.0]\ncameras:\n  - id: hall\n    floor: lobby\n    calibration:\n      points:\n        - {{ image: [0, 480], floor: [0.0, 0.0] }}\n        - {{ image: [640, 480], floor: [10.0, 0.0] }}\n        - {{ image: [640, 0], floor: [10.0, 10.0] }}\n        - {{ image: [0, 0], floor: [0.0, 10.0] }}\n",
+            server.url
+        ),
+    );
+    let mut main = NvrProcess::start(&["run", "--config", cfg.to_str().unwrap()], dir.path(), &[]);
+    main.wait_for_log("nvr running", Duration::from_secs(60));
+    let addr = format!("127.0.0.1:{spatial}");
+    let mut node = NvrProcess::start(
+        &["spatial", "--config", cfg.to_str().unwrap()],
+        dir.path(),
+        &[
+            ("SPATIAL_SHARD", "lobby"),
+            ("SPATIAL_CAMERAS", "hall"),
+            ("SPATIAL_ADDR", addr.as_str()),
+        ],
+    );
+    node.wait_for_log(
+        "another process may be tracking this camera",
+        Duration::from_secs(30),
+    );
+    node.wait_for_log("spatial node running", Duration::from_secs(30));
+    node.interrupt();
+    main.interrupt();
+    assert_eq!(node.wait_exit(Duration::from_secs(10)), Some(0));
+    assert_eq!(main.wait_exit(Duration::from_secs(10)), Some(0));
+}

@@ -111,6 +111,20 @@ impl Actor for TrackActor {
             true,
         )
         .await?;
+        let mut consumer = consumer;
+        if let Ok(info) = consumer.info().await {
+            if info.num_waiting > 0 {
+                // Pull requests already waiting on this durable before our
+                // pump starts: another process tracks this camera (or a
+                // previous incarnation's requests have not expired yet).
+                warn!(
+                    camera = %args.camera,
+                    consumer = %args.durable,
+                    waiting = info.num_waiting,
+                    "another process may be tracking this camera; its detections would be split between the two (run the track actors of a camera in one place: SPATIAL_EMBEDDED=false where nvr spatial nodes run)"
+                );
+            }
+        }
         let cancel = CancellationToken::new();
         let token = cancel.clone();
         let window = Duration::from_millis(args.reorder_window_ms.max(50));
