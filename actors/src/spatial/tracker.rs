@@ -101,6 +101,12 @@ struct CamState {
     last_ts: Option<u64>,
     /// Image size of the latest message, pixels.
     size: Option<(u32, u32)>,
+    /// Running sum of the camera's confirmed track embeddings and how many
+    /// it holds: their mean (the camera's colour and viewpoint bias, shared
+    /// by everyone it sees) is taken out of each embedding before it is
+    /// compared with other cameras' views.
+    emb_sum: Vec<f64>,
+    emb_count: f64,
 }
 
 #[derive(Debug, Clone)]
@@ -168,6 +174,10 @@ const APPEARANCE_RATE: f32 = 0.02;
 const APPEARANCE_SETTLE: u32 = 10;
 /// Identities seen within half of this (seconds) count as live for gating.
 const LIVE_WINDOW_S: f64 = 2.0;
+/// Pseudo-count of zero embeddings the camera mean starts from.
+const CAMERA_MEAN_PRIOR: f64 = 20.0;
+/// Observations the camera mean is taken over (older ones decay).
+const CAMERA_MEAN_WINDOW: f64 = 2000.0;
 
 fn dist(a: [f64; 2], b: [f64; 2]) -> f64 {
     ((a[0] - b[0]).powi(2) + (a[1] - b[1]).powi(2)).sqrt()
@@ -269,6 +279,38 @@ fn find(parent: &mut [usize], mut i: usize) -> usize {
     i
 }
 
+impl CamState {
+    /// `e` less the camera's mean embedding, normalised; `learn` adds `e` to
+    /// that mean first. The mean is shrunk towards zero while few
+    /// observations back it (`CAMERA_MEAN_PRIOR`) and forgets old ones
+    /// beyond `CAMERA_MEAN_WINDOW`.
+    fn debias(&mut self, e: &[f32], learn: bool) -> Vec<f32> {
+        if self.emb_sum.len() != e.len() {
+            self.emb_sum = vec![0.0; e.len()];
+            self.emb_count = 0.0;
+        }
+        if learn {
+            if self.emb_count >= CAMERA_MEAN_WINDOW {
+                let r = (CAMERA_MEAN_WINDOW - 1.0) / CAMERA_MEAN_WINDOW;
+                self.emb_sum.iter_mut().for_each(|x| *x *= r);
+                self.emb_count = CAMERA_MEAN_WINDOW - 1.0;
+            }
+            for (a, x) in self.emb_sum.iter_mut().zip(e) {
+                *a += f64::from(*x);
+            }
+            self.emb_count += 1.0;
+        }
+        let k = 1.0 / (self.emb_count + CAMERA_MEAN_PRIOR);
+        let mut v: Vec<f32> = e
+            .iter()
+            .zip(&self.emb_sum)
+            .map(|(x, m)| (f64::from(*x) - k * m) as f32)
+            .collect();
+        normalise(&mut v);
+        v
+    }
+}
+
 impl SpatialTracker {
     /// A tracker for `shard` over `cameras`.
     pub fn new(shard: &str, params: SpatialParams, cameras: Vec<CameraGeometry>) -> SpatialTracker {
@@ -290,6 +332,8 @@ impl SpatialTracker {
                 emb_dim: None,
                 last_ts: None,
                 size: None,
+                emb_sum: Vec::new(),
+                emb_count: 0.0,
             });
         }
         SpatialTracker {
@@ -399,7 +443,7 @@ impl SpatialTracker {
             src.observed = t.state != TrackState::Lost;
             if let Some(e) = &t.embedding {
                 if e.iter().all(|x| x.is_finite()) && !e.is_empty() {
-                    src.emb = Some(e.clone());
+                    src.emb = Some(self.cams[ci].debias(e, t.state == TrackState::Confirmed));
                 }
             }
             if t.state != TrackState::Confirmed || t.bbox.iter().any(|x| !x.is_finite()) {
