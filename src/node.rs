@@ -571,19 +571,10 @@ pub async fn register_services(
             .await
         {
             Ok(svc) => {
-                if let Ok(mut ep) = svc
-                    .endpoint_builder()
-                    .name("status")
-                    .add("nvr.svc.detection.status")
-                    .await
-                {
-                    tokio::spawn(async move {
-                        while let Some(req) = ep.next().await {
-                            let body = serde_json::to_vec(&d.status()).unwrap_or_default();
-                            let _ = req.respond(Ok(body.into())).await;
-                        }
-                    });
-                }
+                json_endpoint(&svc, "status", "nvr.svc.detection.status", move || {
+                    d.status()
+                })
+                .await;
                 out.push(svc);
             }
             Err(e) => tracing::warn!("cannot register micro service nvr-detection: {e}"),
@@ -609,19 +600,10 @@ pub async fn register_services(
             .await
         {
             Ok(svc) => {
-                if let Ok(mut ep) = svc
-                    .endpoint_builder()
-                    .name("stats")
-                    .add("nvr.svc.spatial.stats")
-                    .await
-                {
-                    tokio::spawn(async move {
-                        while let Some(req) = ep.next().await {
-                            let body = serde_json::to_vec(&s.status(false)).unwrap_or_default();
-                            let _ = req.respond(Ok(body.into())).await;
-                        }
-                    });
-                }
+                json_endpoint(&svc, "stats", "nvr.svc.spatial.stats", move || {
+                    s.status(false)
+                })
+                .await;
                 out.push(svc);
             }
             Err(e) => tracing::warn!("cannot register micro service nvr-spatial: {e}"),
@@ -633,6 +615,32 @@ pub async fn register_services(
 /// The NATS URL a node connects to (nodes never start a server).
 fn node_url(cfg: &Config) -> String {
     cfg.nats.url.clone()
+}
+
+/// Adds an endpoint to a micro service that answers every request with
+/// `status()` as JSON.
+async fn json_endpoint<T: Serialize>(
+    svc: &async_nats::service::Service,
+    name: &str,
+    subject: &str,
+    status: impl Fn() -> T + Send + 'static,
+) {
+    match svc
+        .endpoint_builder()
+        .name(name)
+        .add(subject.to_string())
+        .await
+    {
+        Ok(mut ep) => {
+            tokio::spawn(async move {
+                while let Some(req) = ep.next().await {
+                    let body = serde_json::to_vec(&status()).unwrap_or_default();
+                    let _ = req.respond(Ok(body.into())).await;
+                }
+            });
+        }
+        Err(e) => tracing::warn!("cannot add micro service endpoint {subject}: {e}"),
+    }
 }
 
 /// `nvr detector`: a standalone detection node.

@@ -37,6 +37,15 @@ fn detections(seq: u64, x: f32) -> Detections {
     }
 }
 
+/// A process on an external server with detection off and one calibrated
+/// camera `hall` on floor `lobby`; `extra` is inserted before the floors.
+fn hall_config(nats_url: &str, api: u16, extra: &str) -> String {
+    let floors = "floors:\n  - id: lobby\n    size_m: [10.0, 10.0]\ncameras:\n  - id: hall\n    floor: lobby\n    calibration:\n      points:\n        - { image: [0, 480], floor: [0.0, 0.0] }\n        - { image: [640, 480], floor: [10.0, 0.0] }\n        - { image: [640, 0], floor: [10.0, 10.0] }\n        - { image: [0, 0], floor: [0.0, 10.0] }\n";
+    format!(
+        "nats:\n  embedded: false\n  url: \"{nats_url}\"\napi:\n  address: \"127.0.0.1:{api}\"\ndetection:\n  embedded: false\n{extra}{floors}"
+    )
+}
+
 async fn publish(js: &jetstream::Context, d: &Detections) {
     let mut h = async_nats::HeaderMap::new();
     h.insert(
@@ -107,13 +116,7 @@ async fn track_and_global_ids_continue_after_a_restart() {
     let server = NatsServer::start();
     let dir = tempfile::tempdir().unwrap();
     let api = free_port();
-    let cfg = write_config(
-        dir.path(),
-        &format!(
-            "nats:\n  embedded: false\n  url: \"{}\"\napi:\n  address: \"127.0.0.1:{api}\"\ndetection:\n  embedded: false\nfloors:\n  - id: lobby\n    size_m: [10.0, 10.0]\ncameras:\n  - id: hall\n    floor: lobby\n    calibration:\n      points:\n        - {{ image: [0, 480], floor: [0.0, 0.0] }}\n        - {{ image: [640, 480], floor: [10.0, 0.0] }}\n        - {{ image: [640, 0], floor: [10.0, 10.0] }}\n        - {{ image: [0, 0], floor: [0.0, 10.0] }}\n",
-            server.url
-        ),
-    );
+    let cfg = write_config(dir.path(), &hall_config(&server.url, api, ""));
     let (t1, g1) = incarnation(&server, &cfg, dir.path(), 1..=20).await;
     assert!(t1 >= 1, "first run produced tracks");
     // Much later in message time: the first walker is long gone.
@@ -136,9 +139,10 @@ async fn global_tracks_expire_when_every_camera_goes_quiet() {
     let api = free_port();
     let cfg = write_config(
         dir.path(),
-        &format!(
-            "nats:\n  embedded: false\n  url: \"{}\"\napi:\n  address: \"127.0.0.1:{api}\"\ndetection:\n  embedded: false\nspatial:\n  track_ttl_seconds: 2\n  max_gap_seconds: 1\nfloors:\n  - id: lobby\n    size_m: [10.0, 10.0]\ncameras:\n  - id: hall\n    floor: lobby\n    calibration:\n      points:\n        - {{ image: [0, 480], floor: [0.0, 0.0] }}\n        - {{ image: [640, 480], floor: [10.0, 0.0] }}\n        - {{ image: [640, 0], floor: [10.0, 10.0] }}\n        - {{ image: [0, 0], floor: [0.0, 10.0] }}\n",
-            server.url
+        &hall_config(
+            &server.url,
+            api,
+            "spatial:\n  track_ttl_seconds: 2\n  max_gap_seconds: 1\n",
         ),
     );
     let client = server.client().await;
@@ -181,13 +185,7 @@ async fn a_second_tracker_of_the_same_camera_is_warned_about() {
     let server = NatsServer::start();
     let dir = tempfile::tempdir().unwrap();
     let (api, spatial) = (free_port(), free_port());
-    let cfg = write_config(
-        dir.path(),
-        &format!(
-            "nats:\n  embedded: false\n  url: \"{}\"\napi:\n  address: \"127.0.0.1:{api}\"\ndetection:\n  embedded: false\nfloors:\n  - id: lobby\n    size_m: [10.0, 10.0]\ncameras:\n  - id: hall\n    floor: lobby\n    calibration:\n      points:\n        - {{ image: [0, 480], floor: [0.0, 0.0] }}\n        - {{ image: [640, 480], floor: [10.0, 0.0] }}\n        - {{ image: [640, 0], floor: [10.0, 10.0] }}\n        - {{ image: [0, 0], floor: [0.0, 10.0] }}\n",
-            server.url
-        ),
-    );
+    let cfg = write_config(dir.path(), &hall_config(&server.url, api, ""));
     let mut main = NvrProcess::start(&["run", "--config", cfg.to_str().unwrap()], dir.path(), &[]);
     main.wait_for_log("nvr running", Duration::from_secs(60));
     let addr = format!("127.0.0.1:{spatial}");

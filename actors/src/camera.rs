@@ -18,7 +18,7 @@ use tracing::{info, warn};
 use crate::bus::{self, mask_url, now_ns};
 use crate::detect::RgbImage;
 use crate::status::{CameraState, CameraStatus, RateMeter};
-use crate::video::{FfmpegSource, SourceSpec};
+use crate::video::{Backoff, FfmpegSource, SourceSpec};
 
 /// What a camera actor needs.
 pub struct CameraArgs {
@@ -122,7 +122,7 @@ fn set(status: &Mutex<CameraStatus>, f: impl FnOnce(&mut CameraStatus)) {
 async fn pump(args: CameraArgs, cancel: CancellationToken) {
     let status = args.status.clone();
     let url = mask_url(&args.source.url);
-    let mut backoff = Reconnect::default();
+    let mut backoff = Backoff::new();
     // Sequence numbers start at the wall-clock millisecond so that they keep
     // increasing across restarts (JetStream de-duplicates on `<camera>-<seq>`).
     let mut seq = now_ns() / 1_000_000;
@@ -166,8 +166,7 @@ async fn pump(args: CameraArgs, cancel: CancellationToken) {
                 Err(e) => break Some(e.to_string()),
             };
             rate_in.tick();
-            if !reset_done && healthy_since.elapsed() > Duration::from_secs(30) {
-                backoff.reset();
+            if !reset_done && backoff.note_run(healthy_since.elapsed()) {
                 reset_done = true;
             }
             let ts_ns = now_ns();
@@ -246,7 +245,7 @@ async fn pump(args: CameraArgs, cancel: CancellationToken) {
 
 /// Sleeps for the next backoff delay; true when cancelled meanwhile.
 async fn wait_backoff(
-    backoff: &mut Reconnect,
+    backoff: &mut Backoff,
     cancel: &CancellationToken,
     status: &Mutex<CameraStatus>,
 ) -> bool {
@@ -258,35 +257,13 @@ async fn wait_backoff(
     }
 }
 
-/// Exponential reconnect delay: 500 ms doubling up to 30 s, reset after a
-/// healthy run.
-#[derive(Debug, Default)]
-struct Reconnect {
-    /// Consecutive failures.
-    failures: u32,
-}
-
-impl Reconnect {
-    fn next_delay(&mut self) -> Duration {
-        let ms = 500u64
-            .saturating_mul(1u64 << self.failures.min(6))
-            .min(30_000);
-        self.failures = self.failures.saturating_add(1);
-        Duration::from_millis(ms)
-    }
-
-    fn reset(&mut self) {
-        self.failures = 0;
-    }
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
 
     #[test]
     fn reconnect_delay_doubles_caps_and_resets() {
-        let mut r = Reconnect::default();
+        let mut r = Backoff::new();
         let d: Vec<u64> = (0..8).map(|_| r.next_delay().as_millis() as u64).collect();
         assert_eq!(d, vec![500, 1000, 2000, 4000, 8000, 16000, 30000, 30000]);
         r.reset();
