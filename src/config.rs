@@ -299,6 +299,9 @@ pub struct TrackingConfig {
     pub min_hits: u32,
     /// A track unmatched this long is removed.
     pub max_lost_ms: u64,
+    /// Smoothing of a track's published appearance embedding (0 = the latest
+    /// detection's; the spatial tracker averages per identity itself).
+    pub embedding_momentum: f32,
 }
 
 impl Default for TrackingConfig {
@@ -312,6 +315,7 @@ impl Default for TrackingConfig {
             match_iou: p.match_iou,
             min_hits: p.min_hits,
             max_lost_ms: p.max_lost_ms,
+            embedding_momentum: p.embedding_momentum,
         }
     }
 }
@@ -326,6 +330,7 @@ impl TrackingConfig {
             match_iou: self.match_iou,
             min_hits: self.min_hits,
             max_lost_ms: self.max_lost_ms,
+            embedding_momentum: self.embedding_momentum,
             ..Default::default()
         }
     }
@@ -900,6 +905,12 @@ pub fn validate(c: &Config) -> Result<(), ConfigError> {
     check_unit("tracking.low_threshold", t.low_threshold)?;
     check_unit("tracking.new_track_threshold", t.new_track_threshold)?;
     check_unit("tracking.match_iou", t.match_iou)?;
+    if !(0.0..1.0).contains(&t.embedding_momentum) {
+        return err(format!(
+            "tracking.embedding_momentum = {}: must be at least 0 and below 1",
+            t.embedding_momentum
+        ));
+    }
     if t.low_threshold > t.high_threshold {
         return err(format!(
             "tracking.low_threshold = {}: must not exceed tracking.high_threshold ({})",
@@ -1277,6 +1288,10 @@ mod tests {
             ("cameras:\n  - id: a\n  - id: a\n", "duplicate camera id"),
             ("cameras:\n  - id: a\n    floor: nowhere\n", "no such floor"),
             ("foo: 1\n", "unknown field `foo`"),
+            (
+                "tracking:\n  embedding_momentum: 1.0\n",
+                "tracking.embedding_momentum = 1",
+            ),
             ("detection: [1, 2\n", "c.yaml"),
         ];
         for (yaml, want) in cases {

@@ -88,6 +88,8 @@ struct DiagFrame {
     preds: Vec<DiagPred>,
     /// (camera, camera track id) -> ground-truth person, by box overlap.
     cam_gt: BTreeMap<(String, u64), u64>,
+    /// Ground-truth persons with a detection (box overlap) on some camera.
+    detected: std::collections::BTreeSet<u64>,
 }
 
 fn iou(a: [f64; 4], b: [f64; 4]) -> f64 {
@@ -138,9 +140,22 @@ fn run_preset_inner(
         .enumerate()
         .map(|(i, g)| (g.id.clone(), i as u64))
         .collect();
+    // `SPATIAL_EVAL_TRACKER="key=value,..."` overrides per-camera tracker
+    // parameters (for tuning).
+    let mut tracker_params = TrackerParams::default();
+    for kv in std::env::var("SPATIAL_EVAL_TRACKER")
+        .unwrap_or_default()
+        .split(',')
+        .filter(|s| !s.is_empty())
+    {
+        let (k, v) = kv
+            .split_once('=')
+            .with_context(|| format!("SPATIAL_EVAL_TRACKER: {kv:?} is not key=value"))?;
+        tracker_params.set(k, v).map_err(anyhow::Error::msg)?;
+    }
     let mut trackers: BTreeMap<String, Tracker> = geoms
         .iter()
-        .map(|g| (g.id.clone(), Tracker::new(TrackerParams::default())))
+        .map(|g| (g.id.clone(), Tracker::new(tracker_params.clone())))
         .collect();
     let mut spatial = SpatialTracker::new("eval", params_from_env()?, geoms);
     let mut ours = String::new();
@@ -156,6 +171,9 @@ fn run_preset_inner(
         .split(',')
         .filter_map(|x| x.parse().ok())
         .collect();
+    let dump_gt: Option<u64> = std::env::var("SPATIAL_EVAL_DUMP_GT")
+        .ok()
+        .and_then(|v| v.parse().ok());
     let t1 = Instant::now();
     let mut mi = 0;
     // Per camera, ground-truth boxes by frame (for --diag).
@@ -196,6 +214,51 @@ fn run_preset_inner(
                     .get(&(m.camera.clone(), frame))
                     .cloned()
                     .unwrap_or_default();
+                for o in &m.objects {
+                    let b = [
+                        o.bbox[0] as f64 * m.width as f64,
+                        o.bbox[1] as f64 * m.height as f64,
+                        o.bbox[2] as f64 * m.width as f64,
+                        o.bbox[3] as f64 * m.height as f64,
+                    ];
+                    for (gid, gb) in &gts {
+                        if iou(b, *gb) > 0.5 {
+                            df.detected.insert(*gid);
+                        }
+                    }
+                }
+                if let Some(who) = dump_gt.filter(|_| dump.contains(&frame)) {
+                    for (gid, gb) in gts.iter().filter(|g| g.0 == who) {
+                        println!("f{frame} {} gt{gid} box {gb:.0?}", m.camera);
+                        for o in &m.objects {
+                            let b = [
+                                o.bbox[0] as f64 * m.width as f64,
+                                o.bbox[1] as f64 * m.height as f64,
+                                o.bbox[2] as f64 * m.width as f64,
+                                o.bbox[3] as f64 * m.height as f64,
+                            ];
+                            let v = iou(b, *gb);
+                            if v > 0.1 {
+                                println!("   det iou {v:.2} score {:.2} {b:.0?}", o.score);
+                            }
+                        }
+                        for t in &to.tracks {
+                            let b = [
+                                t.bbox[0] as f64 * m.width as f64,
+                                t.bbox[1] as f64 * m.height as f64,
+                                t.bbox[2] as f64 * m.width as f64,
+                                t.bbox[3] as f64 * m.height as f64,
+                            ];
+                            let v = iou(b, *gb);
+                            if v > 0.1 {
+                                println!(
+                                    "   track {} {:?} iou {v:.2} hits {} {b:.0?}",
+                                    t.track_id, t.state, t.hits
+                                );
+                            }
+                        }
+                    }
+                }
                 let mut pairs = Vec::new();
                 for t in &to.tracks {
                     if t.state != TrackState::Confirmed {
@@ -240,7 +303,7 @@ fn run_preset_inner(
             }
         }
         let step = spatial.step(frame_ts + 50_000_000);
-        if diag.is_some() && dump.contains(&frame) {
+        if diag.is_some() && dump.contains(&frame) && dump_gt.is_none() {
             println!("--- frame {frame}: {spatial:?}");
         }
         for e in &step.events {
@@ -327,6 +390,8 @@ fn run_diag(preset: NoisePreset, seed: u64, dir: &Path) -> Result<()> {
     let mut switches = 0;
     let mut cam_switches = 0;
     let mut misses: BTreeMap<u64, u64> = BTreeMap::new();
+    // Misses with and without a confirmed camera track on the person.
+    let mut miss_kind: BTreeMap<&str, u64> = BTreeMap::new();
     // gt -> segments (pred or 0 for a miss, first frame, last frame).
     let mut segs: BTreeMap<u64, Vec<(u64, u64, u64)>> = BTreeMap::new();
     for (fi, df) in frames.iter().enumerate() {
@@ -385,7 +450,18 @@ fn run_diag(preset: NoisePreset, seed: u64, dir: &Path) -> Result<()> {
                 _ => v.push((p, f, f)),
             }
             match cur.get(&g.0) {
-                None => *misses.entry(g.0).or_default() += 1,
+                None => {
+                    *misses.entry(g.0).or_default() += 1;
+                    let tracked = df.cam_gt.values().any(|x| *x == g.0);
+                    let kind = if tracked {
+                        "tracked"
+                    } else if df.detected.contains(&g.0) {
+                        "detected, untracked"
+                    } else {
+                        "undetected"
+                    };
+                    *miss_kind.entry(kind).or_default() += 1;
+                }
                 Some(p) => {
                     *pred_gts.entry(*p).or_default().entry(g.0).or_default() += 1;
                     if let Some(lp) = last.get(&g.0) {
@@ -416,6 +492,7 @@ fn run_diag(preset: NoisePreset, seed: u64, dir: &Path) -> Result<()> {
     }
     println!("global id switches {switches}, camera track switches {cam_switches}");
     println!("misses per gt: {misses:?}");
+    println!("misses by camera tracking: {miss_kind:?}");
     for (g, v) in &segs {
         let t: Vec<String> = v
             .iter()

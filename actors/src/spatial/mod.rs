@@ -106,7 +106,7 @@ impl Default for SpatialParams {
             merge_cycles: 5,
             appearance_free_gap_ms: 2_000,
             unbind_m: 2.5,
-            unbind_cycles: 3,
+            unbind_cycles: 1,
             min_hits: 1,
             alpha: 0.7,
             beta: 0.3,
