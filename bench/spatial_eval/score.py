@@ -117,7 +117,7 @@ def main():
           "Simulated 20 x 12 m floor, 4 pinhole cameras (1280x720) with overlaps and blind gaps, "
           "10 fps, 120 s per preset. Detections -> per-camera tracker -> spatial tracker, offline on message time. "
           "`ours` reports the identities observed in a frame plus those unobserved for up to 1 s whose predicted "
-          "position is still inside a camera's view (missed or occluded; `SpatialTracker::coasting_tracks`). "
+          "position is still inside a camera's view (missed or occluded), and for up to 10 s those carried along by the identity they vanished next to (a group member hidden behind another; `SpatialTracker::coasting_tracks`). "
           "`baseline`: no cross-camera association (each camera track is its own identity). "
           "Ground truth: people seen by at least one camera. Distances on the floor, 1 m threshold.", "",
           "Reproduce: `scripts/eval-spatial`.", "", table, ""]

@@ -8,6 +8,9 @@
 //! appearance, first with a linear assignment over the gated candidates
 //! (solved per connected component), then greedily, creating new identities
 //! for the rest. A spatial hash over identity positions keeps gating local.
+//! An identity that vanishes right next to another one moving like it (a
+//! group member hidden behind another) is carried along at the same offset
+//! until it is seen again or `COMPANION_MAX_S` has passed.
 
 use std::collections::{BTreeMap, BTreeSet, HashMap};
 use std::time::Instant;
@@ -92,6 +95,10 @@ pub struct SpatialStats {
 }
 
 type SourceKey = (usize, u64);
+/// The identity an unobserved one walks next to, and its offset from it.
+type Companion = Option<(u64, [f64; 2])>;
+/// Position, velocity and the message time they refer to.
+type Motion = ([f64; 2], [f64; 2], u64);
 
 #[derive(Debug, Clone)]
 struct CamState {
@@ -130,6 +137,15 @@ struct Global {
     label: String,
     pos: [f64; 2],
     vel: [f64; 2],
+    /// Message time `pos` refers to: the last observation, or later while
+    /// the identity is carried along by its companion.
+    pos_ts: u64,
+    /// While unobserved: the identity it was walking next to when it
+    /// disappeared (most likely hidden behind it) and its offset from it.
+    companion: Option<(u64, [f64; 2])>,
+    /// Position at the last observation: where it vanished, should it have
+    /// left rather than walked on hidden behind its companion.
+    obs_pos: [f64; 2],
     last_seen: u64,
     sources: BTreeSet<SourceKey>,
     last_camera: usize,
@@ -167,6 +183,12 @@ const VIEW_MARGIN: f64 = 0.01;
 const OCCLUDER_M: f64 = 1.2;
 /// Identities observed within this (ns) before a time count as seen then.
 const SEEN_NOW_NS: u64 = 60_000_000;
+/// An identity unobserved for at most this long (s) can attach to a companion.
+const COMPANION_ATTACH_S: f64 = 0.5;
+/// Longest time (s) an unobserved identity is carried along by its companion.
+const COMPANION_MAX_S: f64 = 10.0;
+/// Largest velocity difference (m/s) between an identity and its companion.
+const COMPANION_SPEED_DIFF_MPS: f64 = 0.7;
 /// Least learning rate of an identity's appearance.
 const APPEARANCE_RATE: f32 = 0.02;
 /// Observations after which an identity's appearance only learns from
@@ -505,11 +527,16 @@ impl SpatialTracker {
         if gap_s > self.params.max_gap_seconds || g.floor_idx != self.cams[k.0].floor_idx {
             return (None, false);
         }
-        let horizon = gap_s.min(1.0);
+        let horizon = (s.obs_ts.saturating_sub(g.pos_ts) as f64 / 1e9).min(1.0);
         let pred = [g.pos[0] + g.vel[0] * horizon, g.pos[1] + g.vel[1] * horizon];
         let radius = self.params.gate_m
             + (self.params.max_speed_mps * gap_s).min(self.params.max_handoff_radius_m);
-        let d = dist(pred, p);
+        let mut d = dist(pred, p);
+        if g.pos_ts > g.last_seen {
+            // Carried along by a companion: it may as well have left where
+            // it vanished.
+            d = d.min(dist(g.obs_pos, p));
+        }
         if d > radius || g.label != s.label || self.has_live_source_on(g, k.0) {
             return (None, false);
         }
@@ -606,6 +633,9 @@ impl SpatialTracker {
                 label,
                 pos,
                 vel: [0.0, 0.0],
+                pos_ts: obs_ts,
+                companion: None,
+                obs_pos: pos,
                 last_seen: obs_ts,
                 sources: BTreeSet::new(),
                 last_camera: k.0,
@@ -989,7 +1019,10 @@ impl SpatialTracker {
         // 4. Merge identities that coincide on disjoint cameras.
         self.merge_coinciding(ts_ns, &mut events);
 
-        // 5. Cap.
+        // 5. Unobserved identities move with the one they walked beside.
+        self.follow_companions(ts_ns);
+
+        // 6. Cap.
         if self.globals.len() > self.params.max_tracks {
             let excess = self.globals.len() - self.params.max_tracks;
             let mut order: Vec<(u64, u64)> = self
@@ -1050,7 +1083,9 @@ impl SpatialTracker {
             return;
         };
         self.updated.insert(gid);
+        g.companion = None;
         let dt = t_max.saturating_sub(g.last_seen) as f64 / 1e9;
+        let dt_pred = t_max.saturating_sub(g.pos_ts) as f64 / 1e9;
         if g.last_seen == t_max
             && dt == 0.0
             && g.sources.len() <= 1
@@ -1063,7 +1098,7 @@ impl SpatialTracker {
             g.vel = [0.0, 0.0];
         } else {
             let (a, b) = (self.params.alpha, self.params.beta);
-            let pred = [g.pos[0] + g.vel[0] * dt, g.pos[1] + g.vel[1] * dt];
+            let pred = [g.pos[0] + g.vel[0] * dt_pred, g.pos[1] + g.vel[1] * dt_pred];
             let innov = [meas[0] - pred[0], meas[1] - pred[1]];
             g.pos = [pred[0] + a * innov[0], pred[1] + a * innov[1]];
             if dt > 1e-3 {
@@ -1075,6 +1110,8 @@ impl SpatialTracker {
             }
         }
         g.last_seen = g.last_seen.max(t_max);
+        g.pos_ts = g.pos_ts.max(t_max);
+        g.obs_pos = g.pos;
         if let Some(c) = cam {
             if !keys.iter().any(|k| k.0 == g.last_camera) {
                 g.last_camera = c;
@@ -1121,6 +1158,84 @@ impl SpatialTracker {
             normalise(&mut acc);
             g.emb = Some(acc);
             g.emb_n = g.emb_n.saturating_add(1);
+        }
+    }
+
+    /// An identity that stops being observed right next to another one that
+    /// moves like it (a group: it is most likely hidden behind it) is carried
+    /// along at the same offset while that one is observed, for up to
+    /// `COMPANION_MAX_S`; re-association and coasting then start from where
+    /// it most likely is rather than from where it vanished.
+    fn follow_companions(&mut self, ts_ns: u64) {
+        let attach_ns = (COMPANION_ATTACH_S * 1e9) as u64;
+        let max_ns = (COMPANION_MAX_S * 1e9) as u64;
+        // Observed identities: (floor, position, velocity, position time).
+        let mut observed: HashMap<u64, (usize, [f64; 2], [f64; 2], u64)> = HashMap::new();
+        let mut grid = Grid {
+            cell: GRID_CELL_M,
+            cells: HashMap::new(),
+        };
+        for id in &self.updated {
+            if let Some(g) = self.globals.get(id) {
+                observed.insert(*id, (g.floor_idx, g.pos, g.vel, g.pos_ts));
+                grid.insert(g.floor_idx, g.pos, *id);
+            }
+        }
+        if observed.is_empty() {
+            return;
+        }
+        let mut cand = Vec::new();
+        // (identity, its companion from now on, new position/velocity/time).
+        let mut moves: Vec<(u64, Companion, Option<Motion>)> = Vec::new();
+        for (gid, g) in &self.globals {
+            if self.updated.contains(gid) {
+                continue;
+            }
+            let unseen = ts_ns.saturating_sub(g.last_seen);
+            if unseen > max_ns {
+                if g.companion.is_some() {
+                    moves.push((*gid, None, None));
+                }
+                continue;
+            }
+            match g.companion {
+                Some((cid, off)) => {
+                    if let Some(c) = observed.get(&cid) {
+                        let p = [c.1[0] + off[0], c.1[1] + off[1]];
+                        moves.push((*gid, Some((cid, off)), Some((p, c.2, c.3))));
+                    } else if !self.globals.contains_key(&cid) {
+                        moves.push((*gid, None, None));
+                    }
+                }
+                None if unseen <= attach_ns => {
+                    let dt = ts_ns.saturating_sub(g.pos_ts) as f64 / 1e9;
+                    let here = [g.pos[0] + g.vel[0] * dt, g.pos[1] + g.vel[1] * dt];
+                    grid.query(g.floor_idx, here, OCCLUDER_M, &mut cand);
+                    // Nearest first, ties by id (`cand` is sorted).
+                    let best = cand
+                        .iter()
+                        .filter_map(|id| observed.get(id).map(|o| (*id, o)))
+                        .filter(|(_, o)| dist(o.2, g.vel) <= COMPANION_SPEED_DIFF_MPS)
+                        .map(|(id, o)| (dist(o.1, here), id, o))
+                        .filter(|(d, ..)| *d <= OCCLUDER_M)
+                        .min_by(|a, b| a.0.total_cmp(&b.0).then(a.1.cmp(&b.1)));
+                    if let Some((_, cid, o)) = best {
+                        let off = [here[0] - o.1[0], here[1] - o.1[1]];
+                        moves.push((*gid, Some((cid, off)), Some((here, o.2, o.3))));
+                    }
+                }
+                None => {}
+            }
+        }
+        for (gid, comp, state) in moves {
+            if let Some(g) = self.globals.get_mut(&gid) {
+                g.companion = comp;
+                if let Some((p, v, t)) = state {
+                    g.pos = p;
+                    g.vel = v;
+                    g.pos_ts = t;
+                }
+            }
         }
     }
 
@@ -1251,8 +1366,10 @@ impl SpatialTracker {
     /// inside a camera's view: a person missed by the detector or occluded
     /// rather than gone. An identity with another observed identity within
     /// `OCCLUDER_M` (a likely occluder) coasts up to `max_coast_s` seconds,
-    /// others up to a third of it. Positions are extrapolated along the
-    /// identity's velocity; `last_seen_ns` stays the last observation.
+    /// others up to a third of it; one carried along by the companion it
+    /// vanished next to (see `follow_companions`) as long as that one is
+    /// observed, up to `COMPANION_MAX_S`. Positions are extrapolated along
+    /// the identity's velocity; `last_seen_ns` stays the last observation.
     /// Sorted by `global_id`.
     pub fn coasting_tracks(&self, ts_ns: u64, max_coast_s: f64) -> Vec<SpatialTrack> {
         let max_ns = (max_coast_s.max(0.0) * 1e9) as u64;
@@ -1263,10 +1380,17 @@ impl SpatialTracker {
             .filter(|g| g.last_seen >= ts_ns.saturating_sub(SEEN_NOW_NS))
             .map(|g| (g.floor_idx, g.pos))
             .collect();
+        let seen_now = |id: u64| {
+            self.globals
+                .get(&id)
+                .is_some_and(|c| c.last_seen >= ts_ns.saturating_sub(SEEN_NOW_NS))
+        };
+        // Carried along by a companion observed now.
+        let carried = |g: &Global| g.companion.is_some_and(|(c, _)| seen_now(c));
         let ids: BTreeSet<u64> = self
             .globals
             .iter()
-            .filter(|(_, g)| g.last_seen < ts_ns && ts_ns - g.last_seen <= max_ns)
+            .filter(|(_, g)| g.last_seen < ts_ns && (ts_ns - g.last_seen <= max_ns || carried(g)))
             .map(|(id, _)| *id)
             .collect();
         let mut out = self.tracks_at(ts_ns);
@@ -1277,9 +1401,10 @@ impl SpatialTracker {
             let Some(g) = self.globals.get(&t.global_id) else {
                 return false;
             };
-            let dt = (ts_ns - g.last_seen) as f64 / 1e9;
+            let dt = ts_ns.saturating_sub(g.pos_ts) as f64 / 1e9;
             let p = [g.pos[0] + g.vel[0] * dt, g.pos[1] + g.vel[1] * dt];
             if ts_ns - g.last_seen > short_ns
+                && !carried(g)
                 && !seen
                     .iter()
                     .any(|(f, q)| *f == g.floor_idx && dist(*q, p) <= OCCLUDER_M)
@@ -1746,6 +1871,62 @@ mod tests {
             assert_eq!(id_near(&out, 1.1, 4.1), Some(ids["p"]), "frame {i}");
         }
         assert_eq!(st.stats().total_tracks, 2);
+    }
+
+    /// Leader walks along y = 3 at 1 m/s from x = 1; a follower starts at x0
+    /// and walks at `follower_vx`. It is hidden from 2 s to 6 s, then seen again
+    /// under a new camera track id. Returns the follower's identity before
+    /// and after, and what coasts at 5 s.
+    fn hidden_follower(x0: f64, follower_vx: f64) -> (u64, Option<u64>, Vec<SpatialTrack>) {
+        let mut st = SpatialTracker::new("s", SpatialParams::default(), vec![cam("a", 0.0)]);
+        let leader_x = |t: f64| 1.0 + t;
+        let follower_x = |t: f64| x0 + follower_vx * t;
+        let mut before = None;
+        let mut coasting = Vec::new();
+        let mut after = None;
+        for i in 0..70u64 {
+            let t = i as f64 * 0.1;
+            let ts = T0 + i * DT;
+            let mut tracks = vec![track(1, 0.0, leader_x(t), 3.0, unit(0))];
+            let hidden = (2.0..6.0).contains(&t);
+            if !hidden {
+                let id = if t < 2.0 { 2 } else { 3 };
+                tracks.push(track(id, 0.0, follower_x(t), 3.0, unit(1)));
+            }
+            st.ingest(&msg("a", ts, tracks)).unwrap();
+            let out = st.step(ts + 1);
+            if i == 19 {
+                before = id_near(&out, follower_x(t), 3.0);
+            }
+            if i == 50 {
+                coasting = st.coasting_tracks(ts, 1.0);
+            }
+            if i == 69 {
+                after = id_near(&out, follower_x(t), 3.0);
+            }
+        }
+        (before.expect("follower identity"), after, coasting)
+    }
+
+    #[test]
+    fn a_follower_hidden_behind_its_leader_is_carried_along_and_keeps_its_id() {
+        // 0.7 m behind the leader.
+        let (before, after, coasting) = hidden_follower(0.3, 1.0);
+        // 3 s after it vanished it is still reported, next to the leader.
+        let c: Vec<(u64, f32)> = coasting.iter().map(|t| (t.global_id, t.x_m)).collect();
+        assert_eq!(c.len(), 1, "{c:?}");
+        assert_eq!(c[0].0, before, "{c:?}");
+        assert!((c[0].1 - 5.3).abs() < 0.3, "{c:?}");
+        assert_eq!(after, Some(before));
+    }
+
+    #[test]
+    fn a_person_vanishing_next_to_a_passer_by_is_not_carried_along() {
+        // It stands still, 0.4 m from where the leader passes at 2 s.
+        let (before, after, coasting) = hidden_follower(3.4, 0.0);
+        assert!(coasting.is_empty(), "{coasting:?}");
+        // Seen again where it vanished, it keeps its identity.
+        assert_eq!(after, Some(before));
     }
 
     #[test]
