@@ -1,12 +1,14 @@
 """Scores predicted floor tracks against the simulator's floor ground truth.
 
-Usage: score.py <outdir> [<results dir>]
+Usage: score.py <outdir> [<results dir>] [--seeds <dir>]
 
 <outdir> holds one folder per preset (floor_gt.txt, ours.txt, baseline.txt,
 run.json, all `frame,id,x,y` in metres) and runs.json, as written by the
 `spatial_eval` example. Metrics: MOTA, IDF1 and ID switches from motmetrics
 with a 1 m gate (squared distance <= 1), HOTA from trackeval on similarity
 max(0, 1 - d / 1 m). Writes spatial.md and spatial.json to the results dir.
+With --seeds, <dir> holds one such outdir per extra simulator seed (`s<N>`);
+their scores are summarised per preset (mean, worst) next to the main table.
 """
 import json
 import sys
@@ -88,11 +90,33 @@ def score(gt, pred):
     }
 
 
+def score_seeds(seeds_dir):
+    """{preset: [(seed, scores of ours)]} over the seed folders."""
+    per = defaultdict(list)
+    for d in sorted(Path(seeds_dir).glob("s*"), key=lambda p: int(p.name[1:]) if p.name[1:].isdigit() else -1):
+        runs_path = d / "runs.json"
+        if not runs_path.exists():
+            raise SystemExit(f"{runs_path} missing")
+        for run in json.loads(runs_path.read_text())["runs"]:
+            preset = run["preset"]
+            gt = load(d / preset / "floor_gt.txt")
+            per[preset].append((run["seed"], score(gt, load(d / preset / "ours.txt"))))
+    return per
+
+
 def main():
-    if len(sys.argv) < 2:
-        raise SystemExit("usage: score.py <outdir> [<results dir>]")
-    out = Path(sys.argv[1])
-    res_dir = Path(sys.argv[2]) if len(sys.argv) > 2 else Path("bench/results")
+    args = sys.argv[1:]
+    seeds_dir = None
+    if "--seeds" in args:
+        i = args.index("--seeds")
+        if i + 1 >= len(args):
+            raise SystemExit("--seeds needs a directory")
+        seeds_dir = args[i + 1]
+        del args[i:i + 2]
+    if not args:
+        raise SystemExit("usage: score.py <outdir> [<results dir>] [--seeds <dir>]")
+    out = Path(args[0])
+    res_dir = Path(args[1]) if len(args) > 1 else Path("bench/results")
     runs_path = out / "runs.json"
     if not runs_path.exists():
         raise SystemExit(f"{runs_path} missing: run the spatial_eval example first")
@@ -126,6 +150,27 @@ def main():
         f"{k} >= {v:.0f}: {'met' if results['presets'].get(k, {}).get('ours', {}).get('idf1', 0.0) >= v else 'NOT met'}"
         for k, v in targets.items()) + ".")
     md.append("")
+    if seeds_dir:
+        per = score_seeds(seeds_dir)
+        results["seeds"] = {p: [{"seed": sd, **r} for sd, r in v] for p, v in per.items()}
+        md += ["## Over simulator seeds", "",
+               "The same evaluation on other simulator seeds (different people, paths, noise draws).", "",
+               "| preset | seeds | IDF1 mean | IDF1 worst (seed) | MOTA mean | HOTA mean | target met at every seed |",
+               "|---|---:|---:|---:|---:|---:|---|"]
+        for preset in PRESETS:
+            v = per.get(preset, [])
+            if not v:
+                continue
+            idf1 = [r["idf1"] for _, r in v]
+            worst = min(v, key=lambda x: x[1]["idf1"])
+            tgt = targets.get(preset)
+            met = "-" if tgt is None else ("yes" if min(idf1) >= tgt else "no")
+            md.append(f"| {preset} | {len(v)} | {sum(idf1) / len(idf1):.1f} | {worst[1]['idf1']:.1f} ({worst[0]}) | "
+                      f"{sum(r['mota'] for _, r in v) / len(v):.1f} | {sum(r['hota'] for _, r in v) / len(v):.1f} | {met} |")
+        md.append("")
+        md.append("Seeds: " + ", ".join(str(sd) for sd, _ in per.get("default", [])) + ".")
+        md.append("")
+        print("\n".join(md[-(len(PRESETS) + 4):]))
     if results["bench"]:
         md += ["## Matching cycle benchmark", "",
                "Synthetic floor tiled by overlapping cameras; one cycle = ingest of every camera message + `step`.", "",

@@ -1167,23 +1167,13 @@ impl SpatialTracker {
     /// `COMPANION_MAX_S`; re-association and coasting then start from where
     /// it most likely is rather than from where it vanished.
     fn follow_companions(&mut self, ts_ns: u64) {
-        let attach_ns = (COMPANION_ATTACH_S * 1e9) as u64;
-        let max_ns = (COMPANION_MAX_S * 1e9) as u64;
-        // Observed identities: (floor, position, velocity, position time).
-        let mut observed: HashMap<u64, (usize, [f64; 2], [f64; 2], u64)> = HashMap::new();
-        let mut grid = Grid {
-            cell: GRID_CELL_M,
-            cells: HashMap::new(),
-        };
-        for id in &self.updated {
-            if let Some(g) = self.globals.get(id) {
-                observed.insert(*id, (g.floor_idx, g.pos, g.vel, g.pos_ts));
-                grid.insert(g.floor_idx, g.pos, *id);
-            }
-        }
-        if observed.is_empty() {
+        if self.updated.is_empty() {
             return;
         }
+        let attach_ns = (COMPANION_ATTACH_S * 1e9) as u64;
+        let max_ns = (COMPANION_MAX_S * 1e9) as u64;
+        // Grid of the identities observed in this cycle, built on first need.
+        let mut grid: Option<Grid> = None;
         let mut cand = Vec::new();
         // (identity, its companion from now on, new position/velocity/time).
         let mut moves: Vec<(u64, Companion, Option<Motion>)> = Vec::new();
@@ -1199,29 +1189,41 @@ impl SpatialTracker {
                 continue;
             }
             match g.companion {
-                Some((cid, off)) => {
-                    if let Some(c) = observed.get(&cid) {
-                        let p = [c.1[0] + off[0], c.1[1] + off[1]];
-                        moves.push((*gid, Some((cid, off)), Some((p, c.2, c.3))));
-                    } else if !self.globals.contains_key(&cid) {
-                        moves.push((*gid, None, None));
+                Some((cid, off)) => match self.globals.get(&cid) {
+                    Some(c) if self.updated.contains(&cid) => {
+                        let p = [c.pos[0] + off[0], c.pos[1] + off[1]];
+                        moves.push((*gid, Some((cid, off)), Some((p, c.vel, c.pos_ts))));
                     }
-                }
+                    Some(_) => {}
+                    None => moves.push((*gid, None, None)),
+                },
                 None if unseen <= attach_ns => {
+                    let grid = grid.get_or_insert_with(|| {
+                        let mut grid = Grid {
+                            cell: GRID_CELL_M,
+                            cells: HashMap::new(),
+                        };
+                        for id in &self.updated {
+                            if let Some(o) = self.globals.get(id) {
+                                grid.insert(o.floor_idx, o.pos, *id);
+                            }
+                        }
+                        grid
+                    });
                     let dt = ts_ns.saturating_sub(g.pos_ts) as f64 / 1e9;
                     let here = [g.pos[0] + g.vel[0] * dt, g.pos[1] + g.vel[1] * dt];
                     grid.query(g.floor_idx, here, OCCLUDER_M, &mut cand);
                     // Nearest first, ties by id (`cand` is sorted).
                     let best = cand
                         .iter()
-                        .filter_map(|id| observed.get(id).map(|o| (*id, o)))
-                        .filter(|(_, o)| dist(o.2, g.vel) <= COMPANION_SPEED_DIFF_MPS)
-                        .map(|(id, o)| (dist(o.1, here), id, o))
+                        .filter_map(|id| self.globals.get(id).map(|o| (*id, o)))
+                        .filter(|(_, o)| dist(o.vel, g.vel) <= COMPANION_SPEED_DIFF_MPS)
+                        .map(|(id, o)| (dist(o.pos, here), id, o))
                         .filter(|(d, ..)| *d <= OCCLUDER_M)
                         .min_by(|a, b| a.0.total_cmp(&b.0).then(a.1.cmp(&b.1)));
                     if let Some((_, cid, o)) = best {
-                        let off = [here[0] - o.1[0], here[1] - o.1[1]];
-                        moves.push((*gid, Some((cid, off)), Some((here, o.2, o.3))));
+                        let off = [here[0] - o.pos[0], here[1] - o.pos[1]];
+                        moves.push((*gid, Some((cid, off)), Some((here, o.vel, o.pos_ts))));
                     }
                 }
                 None => {}
