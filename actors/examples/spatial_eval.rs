@@ -10,7 +10,15 @@
 //! them (greedy 1 m floor matching that keeps a previous match while it
 //! holds), with the camera tracks behind both ids and the ground-truth
 //! person behind each camera track, plus the per-camera tracker's own
-//! identity switches.
+//! identity switches, and how many misses had a confirmed camera track on
+//! the person, only a detection, or neither.
+//!
+//! Tuning knobs (environment): `SPATIAL_EVAL_PARAMS` and
+//! `SPATIAL_EVAL_TRACKER` (`key=value,...` for the spatial and the
+//! per-camera tracker), `SPATIAL_EVAL_COAST_S`; with `--diag`,
+//! `SPATIAL_EVAL_DUMP=frame,...` prints the tracker state at those frames, or
+//! with `SPATIAL_EVAL_DUMP_GT=<person>` that person's boxes, detections and
+//! camera tracks there.
 //!
 //! Usage: `spatial_eval <outdir> [--bench] [--seed N] [--diag PRESET]`
 
