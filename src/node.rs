@@ -680,8 +680,9 @@ pub async fn run_detector_node(loaded: config::Loaded) -> Result<ExitCode> {
         .with_state(n2);
     let token = tokio_util::sync::CancellationToken::new();
     let api = crate::api::serve(listen, app, token.clone()).await?;
+    let mut signals = supervisor::ShutdownSignals::install();
     info!(node = %node.node, workers = node.workers.len(), http = %listen, nats = %url, "detection node running");
-    supervisor::wait_for_signal().await;
+    signals.recv().await;
     info!("shutting down");
     token.cancel();
     supervisor::shutdown_supervisor(&sup, handle).await;
@@ -770,8 +771,9 @@ pub async fn run_spatial_node(loaded: config::Loaded) -> Result<ExitCode> {
         .with_state(node.clone());
     let token = tokio_util::sync::CancellationToken::new();
     let api = crate::api::serve(listen, app, token.clone()).await?;
+    let mut signals = supervisor::ShutdownSignals::install();
     info!(shard = %shard, cameras = ?cameras, http = %listen, nats = %url, "spatial node running");
-    supervisor::wait_for_signal().await;
+    signals.recv().await;
     info!("shutting down");
     token.cancel();
     supervisor::shutdown_supervisor(&sup, handle).await;

@@ -253,27 +253,62 @@ pub async fn count_dead_letters(
     }))
 }
 
-/// Waits for SIGINT or SIGTERM.
-pub async fn wait_for_signal() {
-    let ctrl_c = tokio::signal::ctrl_c();
+/// SIGINT and SIGTERM listeners, registered when this is created: a signal
+/// that arrives before anyone waits is kept for the next [`Self::recv`]
+/// instead of being lost, or of killing the process by the default action
+/// while it is already reporting itself running.
+pub struct ShutdownSignals {
+    /// SIGINT (Ctrl-C); `None` if it could not be registered.
     #[cfg(unix)]
-    {
-        let mut term =
-            match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()) {
-                Ok(t) => t,
-                Err(_) => {
-                    let _ = ctrl_c.await;
-                    return;
-                }
-            };
-        tokio::select! {
-            _ = ctrl_c => {},
-            _ = term.recv() => {},
+    int: Option<tokio::signal::unix::Signal>,
+    /// SIGTERM (`docker stop`, systemd); `None` if it could not be registered.
+    #[cfg(unix)]
+    term: Option<tokio::signal::unix::Signal>,
+}
+
+impl ShutdownSignals {
+    /// Registers the listeners (inside the async runtime).
+    pub fn install() -> ShutdownSignals {
+        #[cfg(unix)]
+        {
+            use tokio::signal::unix::{signal, SignalKind};
+            ShutdownSignals {
+                int: signal(SignalKind::interrupt()).ok(),
+                term: signal(SignalKind::terminate()).ok(),
+            }
+        }
+        #[cfg(not(unix))]
+        {
+            ShutdownSignals {}
         }
     }
-    #[cfg(not(unix))]
-    {
-        let _ = ctrl_c.await;
+
+    /// Waits for the next SIGINT or SIGTERM.
+    pub async fn recv(&mut self) {
+        #[cfg(unix)]
+        {
+            async fn next(s: &mut Option<tokio::signal::unix::Signal>) {
+                match s {
+                    Some(s) => {
+                        s.recv().await;
+                    }
+                    None => std::future::pending::<()>().await,
+                }
+            }
+            if self.int.is_none() && self.term.is_none() {
+                let _ = tokio::signal::ctrl_c().await;
+                return;
+            }
+            let ShutdownSignals { int, term } = self;
+            tokio::select! {
+                _ = next(int) => {},
+                _ = next(term) => {},
+            }
+        }
+        #[cfg(not(unix))]
+        {
+            let _ = tokio::signal::ctrl_c().await;
+        }
     }
 }
 
@@ -406,9 +441,10 @@ async fn run_with_nats(
         api_token.clone(),
     )
     .await?;
+    let mut signals = ShutdownSignals::install();
     info!(api = %listen, nats = %url, embedded_nats = embedded, "nvr running");
 
-    wait_for_signal().await;
+    signals.recv().await;
     info!("shutting down");
     api_token.cancel();
     shutdown_supervisor(&sup, sup_handle).await;

@@ -98,6 +98,7 @@ pub async fn run(cfg: &crate::config::Config, args: TailArgs) -> Result<ExitCode
     let client = crate::nats::connect(cfg, &cfg.nats.url, "nvr tail").await?;
     let mut sub = client.subscribe(args.subject.clone()).await?;
     client.flush().await?;
+    let mut signals = crate::supervisor::ShutdownSignals::install();
     // Tell a waiting caller (or a test) that the subscription is live.
     eprintln!("tailing {}", args.subject);
     let mut n = 0u64;
@@ -106,7 +107,7 @@ pub async fn run(cfg: &crate::config::Config, args: TailArgs) -> Result<ExitCode
     loop {
         let msg = tokio::select! {
             m = sub.next() => m,
-            _ = crate::supervisor::wait_for_signal() => None,
+            _ = signals.recv() => None,
         };
         let Some(msg) = msg else { break };
         let line = to_json(&msg.subject, msg.headers.as_ref(), &msg.payload, args.full);
