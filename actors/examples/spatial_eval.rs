@@ -23,27 +23,14 @@
 //! Usage: `spatial_eval <outdir> [--bench] [--seed N] [--diag PRESET]`
 
 use std::collections::BTreeMap;
-use std::fmt::Write as _;
 use std::path::{Path, PathBuf};
-use std::time::Instant;
 
 use anyhow::{bail, Context, Result};
 use nvr_actors::sim::{self, NoisePreset, SimConfig};
-use nvr_actors::spatial::{bench, CameraGeometry, Homography, SpatialParams, SpatialTracker};
-use nvr_actors::track::{Tracker, TrackerParams};
-use nvr_subjects::{CameraTracks, TrackState, SCHEMA_VERSION};
-
-/// Identities unobserved for up to this long (seconds) whose predicted
-/// position is still inside a camera's view are reported (missed or occluded).
-const COAST_S: f64 = 1.0;
-
-fn preset_name(p: NoisePreset) -> &'static str {
-    match p {
-        NoisePreset::Clean => "clean",
-        NoisePreset::Default => "default",
-        NoisePreset::Hard => "hard",
-    }
-}
+use nvr_actors::spatial::eval::{self, preset_name, EvalHooks, EvalSettings};
+use nvr_actors::spatial::{bench, SpatialParams, SpatialTracker, StepOutput};
+use nvr_actors::track::{TrackerOutput, TrackerParams};
+use nvr_subjects::{Detections, SpatialTrack, TrackState};
 
 /// `SPATIAL_EVAL_PARAMS="key=value,..."` overrides spatial parameters (for tuning).
 fn params_from_env() -> Result<SpatialParams> {
@@ -116,41 +103,9 @@ fn run_preset(preset: NoisePreset, seed: u64, dir: &Path) -> Result<serde_json::
     run_preset_inner(preset, seed, dir, None)
 }
 
-fn run_preset_inner(
-    preset: NoisePreset,
-    seed: u64,
-    dir: &Path,
-    mut diag: Option<&mut Vec<DiagFrame>>,
-) -> Result<serde_json::Value> {
-    let cfg = SimConfig::preset(preset, seed);
-    let t0 = Instant::now();
-    let out = sim::simulate(&cfg);
-    let sim_s = t0.elapsed().as_secs_f64();
-    sim::write_ground_truth(&out, dir)
-        .with_context(|| format!("writing ground truth to {}", dir.display()))?;
-    std::fs::write(dir.join("cameras.yaml"), sim::config_yaml(&out))?;
-    let mut geoms = Vec::new();
-    for c in &out.cameras {
-        let h = Homography::from_points(&c.image_points, &c.floor_points)
-            .with_context(|| format!("camera {} calibration", c.id))?;
-        geoms.push(CameraGeometry {
-            id: c.id.clone(),
-            floor: c.floor.clone(),
-            homography: h,
-        });
-    }
-    let homs: BTreeMap<String, Homography> = geoms
-        .iter()
-        .map(|g| (g.id.clone(), g.homography.clone()))
-        .collect();
-    let cam_index: BTreeMap<String, u64> = geoms
-        .iter()
-        .enumerate()
-        .map(|(i, g)| (g.id.clone(), i as u64))
-        .collect();
-    // `SPATIAL_EVAL_TRACKER="key=value,..."` overrides per-camera tracker
-    // parameters (for tuning).
-    let mut tracker_params = TrackerParams::default();
+/// Evaluation settings from the environment (see the module docs).
+fn settings_from_env() -> Result<EvalSettings> {
+    let mut tracker = TrackerParams::default();
     for kv in std::env::var("SPATIAL_EVAL_TRACKER")
         .unwrap_or_default()
         .split(',')
@@ -159,21 +114,37 @@ fn run_preset_inner(
         let (k, v) = kv
             .split_once('=')
             .with_context(|| format!("SPATIAL_EVAL_TRACKER: {kv:?} is not key=value"))?;
-        tracker_params.set(k, v).map_err(anyhow::Error::msg)?;
+        tracker.set(k, v).map_err(anyhow::Error::msg)?;
     }
-    let mut trackers: BTreeMap<String, Tracker> = geoms
-        .iter()
-        .map(|g| (g.id.clone(), Tracker::new(tracker_params.clone())))
-        .collect();
-    let mut spatial = SpatialTracker::new("eval", params_from_env()?, geoms);
-    let mut ours = String::new();
-    let mut baseline = String::new();
-    let mut events: BTreeMap<String, u64> = BTreeMap::new();
-    let mut rejected = 0u64;
-    let coast_s: f64 = std::env::var("SPATIAL_EVAL_COAST_S")
-        .ok()
-        .and_then(|v| v.parse().ok())
-        .unwrap_or(COAST_S);
+    let coast_s = match std::env::var("SPATIAL_EVAL_COAST_S") {
+        Ok(v) => v
+            .parse()
+            .with_context(|| format!("SPATIAL_EVAL_COAST_S={v:?} is not a number"))?,
+        Err(_) => eval::COAST_S,
+    };
+    Ok(EvalSettings {
+        tracker,
+        spatial: params_from_env()?,
+        coast_s,
+    })
+}
+
+fn px_box(b: [f32; 4], m: &Detections) -> [f64; 4] {
+    [
+        b[0] as f64 * m.width as f64,
+        b[1] as f64 * m.height as f64,
+        b[2] as f64 * m.width as f64,
+        b[3] as f64 * m.height as f64,
+    ]
+}
+
+fn run_preset_inner(
+    preset: NoisePreset,
+    seed: u64,
+    dir: &Path,
+    diag: Option<&mut Vec<DiagFrame>>,
+) -> Result<serde_json::Value> {
+    let settings = settings_from_env()?;
     let dump: Vec<u64> = std::env::var("SPATIAL_EVAL_DUMP")
         .unwrap_or_default()
         .split(',')
@@ -182,53 +153,30 @@ fn run_preset_inner(
     let dump_gt: Option<u64> = std::env::var("SPATIAL_EVAL_DUMP_GT")
         .ok()
         .and_then(|v| v.parse().ok());
-    let t1 = Instant::now();
-    let mut mi = 0;
-    // Per camera, ground-truth boxes by frame (for --diag).
-    let mut gt_boxes: GtBoxes = BTreeMap::new();
-    if diag.is_some() {
-        for (cam, rows) in &out.gt_camera {
-            for r in rows {
-                gt_boxes
-                    .entry((cam.clone(), r.frame))
-                    .or_default()
-                    .push((r.id, [r.x, r.y, r.x + r.w, r.y + r.h]));
-            }
-        }
-    }
-    for (fi, frame_ts) in out.frame_ts_ns.iter().enumerate() {
-        let frame = fi as u64 + 1;
-        let mut df = DiagFrame::default();
-        while mi < out.messages.len() && out.messages[mi].seq == fi as u64 {
-            let m = &out.messages[mi];
-            mi += 1;
-            let Some(tr) = trackers.get_mut(&m.camera) else {
-                bail!("unknown camera {}", m.camera)
-            };
-            let to = tr.update(m.ts_ns, &m.objects);
-            for t in &to.tracks {
-                if t.state != TrackState::Confirmed {
-                    continue;
-                }
-                let u = 0.5 * (t.bbox[0] + t.bbox[2]) as f64 * m.width as f64;
-                let v = t.bbox[3] as f64 * m.height as f64;
-                if let Some(p) = homs[&m.camera].project(u, v) {
-                    let id = cam_index[&m.camera] * 1_000_000 + t.track_id;
-                    let _ = writeln!(baseline, "{frame},{id},{:.4},{:.4}", p[0], p[1]);
+    let run = match diag {
+        None => eval::run(preset, seed, &settings, EvalHooks::default()),
+        Some(frames) => {
+            // Per camera, ground-truth boxes by frame.
+            let gt_out = sim::simulate(&SimConfig::preset(preset, seed));
+            let mut gt_boxes: GtBoxes = BTreeMap::new();
+            for (cam, rows) in &gt_out.gt_camera {
+                for r in rows {
+                    gt_boxes
+                        .entry((cam.clone(), r.frame))
+                        .or_default()
+                        .push((r.id, [r.x, r.y, r.x + r.w, r.y + r.h]));
                 }
             }
-            if diag.is_some() {
+            let df = std::cell::RefCell::new(DiagFrame::default());
+            let frames = std::cell::RefCell::new(frames);
+            let mut on_message = |frame: u64, m: &Detections, to: &TrackerOutput| {
+                let mut df = df.borrow_mut();
                 let gts = gt_boxes
                     .get(&(m.camera.clone(), frame))
                     .cloned()
                     .unwrap_or_default();
                 for o in &m.objects {
-                    let b = [
-                        o.bbox[0] as f64 * m.width as f64,
-                        o.bbox[1] as f64 * m.height as f64,
-                        o.bbox[2] as f64 * m.width as f64,
-                        o.bbox[3] as f64 * m.height as f64,
-                    ];
+                    let b = px_box(o.bbox, m);
                     for (gid, gb) in &gts {
                         if iou(b, *gb) > 0.5 {
                             df.detected.insert(*gid);
@@ -239,24 +187,14 @@ fn run_preset_inner(
                     for (gid, gb) in gts.iter().filter(|g| g.0 == who) {
                         println!("f{frame} {} gt{gid} box {gb:.0?}", m.camera);
                         for o in &m.objects {
-                            let b = [
-                                o.bbox[0] as f64 * m.width as f64,
-                                o.bbox[1] as f64 * m.height as f64,
-                                o.bbox[2] as f64 * m.width as f64,
-                                o.bbox[3] as f64 * m.height as f64,
-                            ];
+                            let b = px_box(o.bbox, m);
                             let v = iou(b, *gb);
                             if v > 0.1 {
                                 println!("   det iou {v:.2} score {:.2} {b:.0?}", o.score);
                             }
                         }
                         for t in &to.tracks {
-                            let b = [
-                                t.bbox[0] as f64 * m.width as f64,
-                                t.bbox[1] as f64 * m.height as f64,
-                                t.bbox[2] as f64 * m.width as f64,
-                                t.bbox[3] as f64 * m.height as f64,
-                            ];
+                            let b = px_box(t.bbox, m);
                             let v = iou(b, *gb);
                             if v > 0.1 {
                                 println!(
@@ -272,12 +210,7 @@ fn run_preset_inner(
                     if t.state != TrackState::Confirmed {
                         continue;
                     }
-                    let b = [
-                        t.bbox[0] as f64 * m.width as f64,
-                        t.bbox[1] as f64 * m.height as f64,
-                        t.bbox[2] as f64 * m.width as f64,
-                        t.bbox[3] as f64 * m.height as f64,
-                    ];
+                    let b = px_box(t.bbox, m);
                     for (gid, gb) in &gts {
                         let o = iou(b, *gb);
                         if o > 0.3 {
@@ -296,77 +229,48 @@ fn run_preset_inner(
                     used_g.insert(gid);
                     df.cam_gt.insert((m.camera.clone(), tid), gid);
                 }
-            }
-            let ct = CameraTracks {
-                v: SCHEMA_VERSION,
-                camera: m.camera.clone(),
-                seq: m.seq,
-                ts_ns: m.ts_ns,
-                width: m.width,
-                height: m.height,
-                tracks: to.tracks,
             };
-            if spatial.ingest(&ct).is_err() {
-                rejected += 1;
-            }
-        }
-        let step = spatial.step(frame_ts + 50_000_000);
-        if diag.is_some() && dump.contains(&frame) && dump_gt.is_none() {
-            println!("--- frame {frame}: {spatial:?}");
-        }
-        for e in &step.events {
-            *events.entry(e.kind.clone()).or_default() += 1;
-        }
-        for t in &step.tracks.tracks {
-            if t.last_seen_ns >= *frame_ts {
-                let _ = writeln!(ours, "{frame},{},{:.4},{:.4}", t.global_id, t.x_m, t.y_m);
-                if diag.is_some() {
-                    df.preds.push((
-                        t.global_id,
-                        t.x_m as f64,
-                        t.y_m as f64,
-                        t.sources
-                            .iter()
-                            .map(|s| (s.camera.clone(), s.track_id))
-                            .collect(),
-                    ));
+            let mut on_step = |frame: u64,
+                               step: &StepOutput,
+                               coasting: &[SpatialTrack],
+                               spatial: &SpatialTracker| {
+                if dump.contains(&frame) && dump_gt.is_none() {
+                    println!("--- frame {frame}: {spatial:?}");
                 }
-            }
-        }
-        for t in spatial.coasting_tracks(*frame_ts, coast_s) {
-            let _ = writeln!(ours, "{frame},{},{:.4},{:.4}", t.global_id, t.x_m, t.y_m);
-            if diag.is_some() {
-                df.preds
-                    .push((t.global_id, t.x_m as f64, t.y_m as f64, Vec::new()));
-            }
-        }
-        if let Some(d) = diag.as_deref_mut() {
-            d.push(df);
+                let mut df = std::mem::take(&mut *df.borrow_mut());
+                for t in &step.tracks.tracks {
+                    if t.last_seen_ns + 50_000_000 >= step.tracks.ts_ns {
+                        df.preds.push((
+                            t.global_id,
+                            t.x_m as f64,
+                            t.y_m as f64,
+                            t.sources
+                                .iter()
+                                .map(|s| (s.camera.clone(), s.track_id))
+                                .collect(),
+                        ));
+                    }
+                }
+                for t in coasting {
+                    df.preds
+                        .push((t.global_id, t.x_m as f64, t.y_m as f64, Vec::new()));
+                }
+                frames.borrow_mut().push(df);
+            };
+            eval::run(
+                preset,
+                seed,
+                &settings,
+                EvalHooks {
+                    on_message: Some(&mut on_message),
+                    on_step: Some(&mut on_step),
+                },
+            )
         }
     }
-    let run_s = t1.elapsed().as_secs_f64();
-    std::fs::write(dir.join("ours.txt"), ours)?;
-    std::fs::write(dir.join("baseline.txt"), baseline)?;
-    let stats = spatial.stats();
-    let people_ids: std::collections::BTreeSet<u64> = out.gt_floor.iter().map(|r| r.1).collect();
-    let v = serde_json::json!({
-        "preset": preset_name(preset),
-        "seed": seed,
-        "people": cfg.people,
-        "people_seen": people_ids.len(),
-        "duration_s": cfg.duration_s,
-        "fps": cfg.fps,
-        "cameras": out.cameras.len(),
-        "messages": out.messages.len(),
-        "sim_seconds": sim_s,
-        "track_seconds": run_s,
-        "realtime_factor": cfg.duration_s / run_s.max(1e-9),
-        "rejected": rejected,
-        "events": events,
-        "stats": stats,
-    });
-    std::fs::write(dir.join("run.json"), serde_json::to_string_pretty(&v)?)?;
-    Ok(v)
+    .map_err(anyhow::Error::msg)?;
+    run.write(dir)
+        .with_context(|| format!("writing results to {}", dir.display()))
 }
 
 /// Prints the identity switches of one preset (see the module docs).

@@ -6,6 +6,7 @@
 //! Pure code, no I/O: the spatial actor wraps it.
 
 pub mod bench;
+pub mod eval;
 pub mod homography;
 mod tracker;
 

@@ -146,6 +146,8 @@ struct Global {
     /// Position at the last observation: where it vanished, should it have
     /// left rather than walked on hidden behind its companion.
     obs_pos: [f64; 2],
+    /// Matching cycle of the latest observation (cheap "observed now" test).
+    seen_cycle: u64,
     last_seen: u64,
     sources: BTreeSet<SourceKey>,
     last_camera: usize,
@@ -636,6 +638,7 @@ impl SpatialTracker {
                 pos_ts: obs_ts,
                 companion: None,
                 obs_pos: pos,
+                seen_cycle: self.stats.cycles,
                 last_seen: obs_ts,
                 sources: BTreeSet::new(),
                 last_camera: k.0,
@@ -1016,11 +1019,22 @@ impl SpatialTracker {
             s.fresh = false;
         }
 
+        // Grid of the identities observed in this cycle.
+        let mut observed = Grid {
+            cell: GRID_CELL_M,
+            cells: HashMap::new(),
+        };
+        for gid in &self.updated {
+            if let Some(g) = self.globals.get(gid) {
+                observed.insert(g.floor_idx, g.pos, *gid);
+            }
+        }
+
         // 4. Merge identities that coincide on disjoint cameras.
-        self.merge_coinciding(ts_ns, &mut events);
+        self.merge_coinciding(ts_ns, &observed, &mut events);
 
         // 5. Unobserved identities move with the one they walked beside.
-        self.follow_companions(ts_ns);
+        self.follow_companions(ts_ns, &observed);
 
         // 6. Cap.
         if self.globals.len() > self.params.max_tracks {
@@ -1083,6 +1097,7 @@ impl SpatialTracker {
             return;
         };
         self.updated.insert(gid);
+        g.seen_cycle = self.stats.cycles;
         g.companion = None;
         let dt = t_max.saturating_sub(g.last_seen) as f64 / 1e9;
         let dt_pred = t_max.saturating_sub(g.pos_ts) as f64 / 1e9;
@@ -1166,19 +1181,20 @@ impl SpatialTracker {
     /// along at the same offset while that one is observed, for up to
     /// `COMPANION_MAX_S`; re-association and coasting then start from where
     /// it most likely is rather than from where it vanished.
-    fn follow_companions(&mut self, ts_ns: u64) {
+    /// `observed` holds the positions of the identities observed in this
+    /// cycle (some may have been merged away since).
+    fn follow_companions(&mut self, ts_ns: u64, observed: &Grid) {
         if self.updated.is_empty() {
             return;
         }
         let attach_ns = (COMPANION_ATTACH_S * 1e9) as u64;
         let max_ns = (COMPANION_MAX_S * 1e9) as u64;
-        // Grid of the identities observed in this cycle, built on first need.
-        let mut grid: Option<Grid> = None;
         let mut cand = Vec::new();
         // (identity, its companion from now on, new position/velocity/time).
         let mut moves: Vec<(u64, Companion, Option<Motion>)> = Vec::new();
+        let cycle = self.stats.cycles;
         for (gid, g) in &self.globals {
-            if self.updated.contains(gid) {
+            if g.seen_cycle == cycle {
                 continue;
             }
             let unseen = ts_ns.saturating_sub(g.last_seen);
@@ -1190,7 +1206,7 @@ impl SpatialTracker {
             }
             match g.companion {
                 Some((cid, off)) => match self.globals.get(&cid) {
-                    Some(c) if self.updated.contains(&cid) => {
+                    Some(c) if c.seen_cycle == cycle => {
                         let p = [c.pos[0] + off[0], c.pos[1] + off[1]];
                         moves.push((*gid, Some((cid, off)), Some((p, c.vel, c.pos_ts))));
                     }
@@ -1198,21 +1214,9 @@ impl SpatialTracker {
                     None => moves.push((*gid, None, None)),
                 },
                 None if unseen <= attach_ns => {
-                    let grid = grid.get_or_insert_with(|| {
-                        let mut grid = Grid {
-                            cell: GRID_CELL_M,
-                            cells: HashMap::new(),
-                        };
-                        for id in &self.updated {
-                            if let Some(o) = self.globals.get(id) {
-                                grid.insert(o.floor_idx, o.pos, *id);
-                            }
-                        }
-                        grid
-                    });
                     let dt = ts_ns.saturating_sub(g.pos_ts) as f64 / 1e9;
                     let here = [g.pos[0] + g.vel[0] * dt, g.pos[1] + g.vel[1] * dt];
-                    grid.query(g.floor_idx, here, OCCLUDER_M, &mut cand);
+                    observed.query(g.floor_idx, here, OCCLUDER_M, &mut cand);
                     // Nearest first, ties by id (`cand` is sorted).
                     let best = cand
                         .iter()
@@ -1241,16 +1245,8 @@ impl SpatialTracker {
         }
     }
 
-    fn merge_coinciding(&mut self, ts_ns: u64, events: &mut Vec<Event>) {
-        let mut grid = Grid {
-            cell: GRID_CELL_M,
-            cells: HashMap::new(),
-        };
-        for gid in &self.updated {
-            if let Some(g) = self.globals.get(gid) {
-                grid.insert(g.floor_idx, g.pos, *gid);
-            }
-        }
+    /// `grid` holds the positions of the identities observed in this cycle.
+    fn merge_coinciding(&mut self, ts_ns: u64, grid: &Grid, events: &mut Vec<Event>) {
         let mut cand = Vec::new();
         let mut now: BTreeMap<(u64, u64), u32> = BTreeMap::new();
         for a in &self.updated {
