@@ -26,7 +26,7 @@ use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
 
 use anyhow::{bail, Context, Result};
-use nvr_actors::sim::{self, NoisePreset, SimConfig};
+use nvr_actors::sim::{self, NoisePreset, SimConfig, SimOutput};
 use nvr_actors::spatial::eval::{self, preset_name, EvalHooks, EvalSettings};
 use nvr_actors::spatial::{bench, SpatialParams, SpatialTracker, StepOutput};
 use nvr_actors::track::{TrackerOutput, TrackerParams};
@@ -100,7 +100,7 @@ fn iou(a: [f64; 4], b: [f64; 4]) -> f64 {
 }
 
 fn run_preset(preset: NoisePreset, seed: u64, dir: &Path) -> Result<serde_json::Value> {
-    run_preset_inner(preset, seed, dir, None)
+    Ok(run_preset_inner(preset, seed, dir, None)?.0)
 }
 
 /// Evaluation settings from the environment (see the module docs).
@@ -143,7 +143,7 @@ fn run_preset_inner(
     seed: u64,
     dir: &Path,
     diag: Option<&mut Vec<DiagFrame>>,
-) -> Result<serde_json::Value> {
+) -> Result<(serde_json::Value, SimOutput)> {
     let settings = settings_from_env()?;
     let dump: Vec<u64> = std::env::var("SPATIAL_EVAL_DUMP")
         .unwrap_or_default()
@@ -157,9 +157,9 @@ fn run_preset_inner(
         None => eval::run(preset, seed, &settings, EvalHooks::default()),
         Some(frames) => {
             // Per camera, ground-truth boxes by frame.
-            let gt_out = sim::simulate(&SimConfig::preset(preset, seed));
+            let out = sim::simulate(&SimConfig::preset(preset, seed));
             let mut gt_boxes: GtBoxes = BTreeMap::new();
-            for (cam, rows) in &gt_out.gt_camera {
+            for (cam, rows) in &out.gt_camera {
                 for r in rows {
                     gt_boxes
                         .entry((cam.clone(), r.frame))
@@ -257,9 +257,8 @@ fn run_preset_inner(
                 }
                 frames.borrow_mut().push(df);
             };
-            eval::run(
-                preset,
-                seed,
+            eval::run_on(
+                out,
                 &settings,
                 EvalHooks {
                     on_message: Some(&mut on_message),
@@ -269,15 +268,16 @@ fn run_preset_inner(
         }
     }
     .map_err(anyhow::Error::msg)?;
-    run.write(dir)
-        .with_context(|| format!("writing results to {}", dir.display()))
+    let v = run
+        .write(dir)
+        .with_context(|| format!("writing results to {}", dir.display()))?;
+    Ok((v, run.sim))
 }
 
 /// Prints the identity switches of one preset (see the module docs).
 fn run_diag(preset: NoisePreset, seed: u64, dir: &Path) -> Result<()> {
     let mut frames = Vec::new();
-    run_preset_inner(preset, seed, dir, Some(&mut frames))?;
-    let out = sim::simulate(&SimConfig::preset(preset, seed));
+    let (_, out) = run_preset_inner(preset, seed, dir, Some(&mut frames))?;
     let mut gt_by_frame: BTreeMap<u64, Vec<(u64, f64, f64)>> = BTreeMap::new();
     for (f, id, x, y) in &out.gt_floor {
         gt_by_frame.entry(*f).or_default().push((*id, *x, *y));

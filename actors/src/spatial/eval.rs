@@ -91,13 +91,24 @@ pub fn run(
     settings: &EvalSettings,
     hooks: EvalHooks<'_>,
 ) -> Result<EvalRun, String> {
+    let t0 = Instant::now();
+    let out = sim::simulate(&SimConfig::preset(preset, seed));
+    let sim_seconds = t0.elapsed().as_secs_f64();
+    let mut run = run_on(out, settings, hooks)?;
+    run.sim_seconds = sim_seconds;
+    Ok(run)
+}
+
+/// Runs an existing simulation (`sim_seconds` of the result is 0).
+pub fn run_on(
+    out: SimOutput,
+    settings: &EvalSettings,
+    hooks: EvalHooks<'_>,
+) -> Result<EvalRun, String> {
     let EvalHooks {
         mut on_message,
         mut on_step,
     } = hooks;
-    let t0 = Instant::now();
-    let out = sim::simulate(&SimConfig::preset(preset, seed));
-    let sim_seconds = t0.elapsed().as_secs_f64();
     let mut geoms = Vec::new();
     for c in &out.cameras {
         let h = Homography::from_points(&c.image_points, &c.floor_points)
@@ -190,7 +201,7 @@ pub fn run(
         events,
         rejected,
         stats: spatial.stats(),
-        sim_seconds,
+        sim_seconds: 0.0,
         track_seconds: t1.elapsed().as_secs_f64(),
     })
 }

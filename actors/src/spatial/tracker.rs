@@ -142,7 +142,7 @@ struct Global {
     pos_ts: u64,
     /// While unobserved: the identity it was walking next to when it
     /// disappeared (most likely hidden behind it) and its offset from it.
-    companion: Option<(u64, [f64; 2])>,
+    companion: Companion,
     /// Position at the last observation: where it vanished, should it have
     /// left rather than walked on hidden behind its companion.
     obs_pos: [f64; 2],
@@ -1372,19 +1372,18 @@ impl SpatialTracker {
     pub fn coasting_tracks(&self, ts_ns: u64, max_coast_s: f64) -> Vec<SpatialTrack> {
         let max_ns = (max_coast_s.max(0.0) * 1e9) as u64;
         let short_ns = max_ns / 3;
+        let seen_now = |g: &Global| g.last_seen >= ts_ns.saturating_sub(SEEN_NOW_NS);
         let seen: Vec<(usize, [f64; 2])> = self
             .globals
             .values()
-            .filter(|g| g.last_seen >= ts_ns.saturating_sub(SEEN_NOW_NS))
+            .filter(|g| seen_now(g))
             .map(|g| (g.floor_idx, g.pos))
             .collect();
-        let seen_now = |id: u64| {
-            self.globals
-                .get(&id)
-                .is_some_and(|c| c.last_seen >= ts_ns.saturating_sub(SEEN_NOW_NS))
-        };
         // Carried along by a companion observed now.
-        let carried = |g: &Global| g.companion.is_some_and(|(c, _)| seen_now(c));
+        let carried = |g: &Global| {
+            g.companion
+                .is_some_and(|(c, _)| self.globals.get(&c).is_some_and(seen_now))
+        };
         let ids: BTreeSet<u64> = self
             .globals
             .iter()
