@@ -27,15 +27,24 @@ use crate::supervisor::Shared;
 /// How long a status request waits for nodes to answer.
 const GATHER: Duration = Duration::from_millis(300);
 
-/// Starts serving `app` on `listen` until `token` is cancelled.
-pub async fn serve(
-    listen: SocketAddr,
+/// Binds the listen address of config key `key` (checked before anything
+/// else starts, so a port in use fails with one line and exit code 2).
+pub fn bind(key: &str, address: &str) -> Result<std::net::TcpListener> {
+    let listen: SocketAddr = crate::config::parse_listen(address)
+        .map_err(|e| anyhow::anyhow!("{key} = {address:?}: {e}"))?;
+    let l = std::net::TcpListener::bind(listen)
+        .map_err(|e| anyhow::anyhow!("{key} = {address:?}: cannot listen on {listen}: {e}"))?;
+    l.set_nonblocking(true)?;
+    Ok(l)
+}
+
+/// Starts serving `app` on `listener` until `token` is cancelled.
+pub fn serve(
+    listener: std::net::TcpListener,
     app: Router,
     token: tokio_util::sync::CancellationToken,
 ) -> Result<tokio::task::JoinHandle<()>> {
-    let listener = tokio::net::TcpListener::bind(listen)
-        .await
-        .map_err(|e| anyhow::anyhow!("cannot listen on {listen}: {e}"))?;
+    let listener = tokio::net::TcpListener::from_std(listener)?;
     Ok(tokio::spawn(async move {
         let _ = axum::serve(listener, app)
             .with_graceful_shutdown(async move { token.cancelled().await })
@@ -55,18 +64,60 @@ pub fn router(shared: Arc<Shared>) -> Router {
         .route("/api/v1/spatial/stats", get(spatial_stats))
         .route("/api/v1/spatial/tracks", get(spatial_tracks))
         .route("/metrics", get(metrics))
+        .layer(axum::middleware::from_fn_with_state(
+            shared.clone(),
+            require_token,
+        ))
         .with_state(shared)
 }
 
-/// `{"status": "ok"}` with 200, or 503 when NATS is unreachable.
-pub fn health_response(nats_ok: bool, service: &str) -> Response {
+/// With `api.token` set, every endpoint but `/health` needs
+/// `Authorization: Bearer <token>`; others get 401.
+async fn require_token(
+    State(s): State<Arc<Shared>>,
+    req: axum::extract::Request,
+    next: axum::middleware::Next,
+) -> Response {
+    let want = &s.config.api.token;
+    if want.is_empty() || req.uri().path() == "/health" {
+        return next.run(req).await;
+    }
+    let given = req
+        .headers()
+        .get(axum::http::header::AUTHORIZATION)
+        .and_then(|v| v.to_str().ok())
+        .and_then(|v| v.strip_prefix("Bearer "));
+    if given.is_some_and(|g| constant_time_eq(g.as_bytes(), want.as_bytes())) {
+        next.run(req).await
+    } else {
+        (
+            StatusCode::UNAUTHORIZED,
+            Json(json!({"error": "this endpoint needs Authorization: Bearer <api.token>"})),
+        )
+            .into_response()
+    }
+}
+
+/// Compares two secrets without an early exit on the first difference.
+fn constant_time_eq(a: &[u8], b: &[u8]) -> bool {
+    a.len() == b.len() && a.iter().zip(b).fold(0u8, |acc, (x, y)| acc | (x ^ y)) == 0
+}
+
+/// `{"status": "ok"}` with 200 while this process can do useful work, or 503
+/// with the reason: NATS does not answer within a second, or a contract
+/// stream is missing and could not be re-created.
+pub fn health_response(bus: &crate::health::BusHealth, service: &str) -> Response {
+    let problem = bus.problem();
+    let ok = problem.is_none();
     let body = json!({
-        "status": if nats_ok { "ok" } else { "unavailable" },
+        "status": if ok { "ok" } else { "unavailable" },
         "service": service,
-        "nats_connected": nats_ok,
+        "nats_connected": bus.nats_answers(),
+        "streams_ok": bus.streams_ok(),
+        "reason": problem,
         "version": env!("CARGO_PKG_VERSION"),
     });
-    let code = if nats_ok {
+    let code = if ok {
         StatusCode::OK
     } else {
         StatusCode::SERVICE_UNAVAILABLE
@@ -75,15 +126,29 @@ pub fn health_response(nats_ok: bool, service: &str) -> Response {
 }
 
 fn nats_ok(s: &Shared) -> bool {
-    s.client.connection_state() == async_nats::connection::State::Connected
+    s.bus.nats_answers()
 }
 
 async fn health(State(s): State<Arc<Shared>>) -> Response {
-    health_response(nats_ok(&s), "nvr")
+    health_response(&s.bus, "nvr")
 }
 
-/// Sends `body` to `subject` and collects every reply within [`GATHER`].
+/// Sends `body` to `subject` and collects every reply within [`GATHER`];
+/// the whole exchange is bounded, so a stalled server cannot hold a caller.
 pub async fn gather(
+    client: &async_nats::Client,
+    subject: &str,
+    body: &'static [u8],
+) -> Vec<Vec<u8>> {
+    if client.connection_state() != async_nats::connection::State::Connected {
+        return Vec::new();
+    }
+    tokio::time::timeout(GATHER * 2, gather_inner(client, subject, body))
+        .await
+        .unwrap_or_default()
+}
+
+async fn gather_inner(
     client: &async_nats::Client,
     subject: &str,
     body: &'static [u8],
@@ -99,7 +164,7 @@ pub async fn gather(
     {
         return Vec::new();
     }
-    let _ = tokio::time::timeout(Duration::from_secs(1), client.flush()).await;
+    let _ = tokio::time::timeout(GATHER, client.flush()).await;
     let mut out = Vec::new();
     let deadline = tokio::time::Instant::now() + GATHER;
     while let Ok(Some(m)) = tokio::time::timeout_at(deadline, sub.next()).await {
@@ -109,6 +174,9 @@ pub async fn gather(
 }
 
 async fn detection_nodes(s: &Shared) -> Vec<DetectionNodeStatus> {
+    if !nats_ok(s) {
+        return Vec::new();
+    }
     let mut nodes: Vec<DetectionNodeStatus> =
         gather(&s.client, status::DETECTION_STATUS_SUBJECT, b"")
             .await
@@ -120,6 +188,9 @@ async fn detection_nodes(s: &Shared) -> Vec<DetectionNodeStatus> {
 }
 
 async fn spatial_nodes(s: &Shared, with_tracks: bool) -> Vec<SpatialNodeStatus> {
+    if !nats_ok(s) {
+        return Vec::new();
+    }
     let body: &'static [u8] = if with_tracks { b"tracks" } else { b"" };
     let mut nodes: Vec<SpatialNodeStatus> = gather(&s.client, status::SPATIAL_STATUS_SUBJECT, body)
         .await
@@ -132,12 +203,18 @@ async fn spatial_nodes(s: &Shared, with_tracks: bool) -> Vec<SpatialNodeStatus> 
 
 /// Pending plus unacknowledged frames on the `detectors` consumer.
 async fn queue_size(s: &Shared) -> Option<(u64, u64)> {
-    let stream = s.js.get_stream(streams::FRAMES).await.ok()?;
-    let info = stream
-        .consumer_info(streams::DETECTORS_CONSUMER)
-        .await
-        .ok()?;
-    Some((info.num_pending, info.num_ack_pending as u64))
+    if !nats_ok(s) {
+        return None;
+    }
+    let read = async {
+        let stream = s.js.get_stream(streams::FRAMES).await.ok()?;
+        let info = stream
+            .consumer_info(streams::DETECTORS_CONSUMER)
+            .await
+            .ok()?;
+        Some((info.num_pending, info.num_ack_pending as u64))
+    };
+    tokio::time::timeout(GATHER, read).await.ok().flatten()
 }
 
 /// The aggregated detection status document.
@@ -152,9 +229,12 @@ pub async fn detection_document(s: &Shared) -> Value {
         .sum();
     let queue = queue_size(s).await;
     let nodes = detection_nodes(s).await;
+    let stored = s.stored.detections();
     let mut lat = new_histogram();
     let mut e2e = new_histogram();
     let (mut processed, mut errors, mut skipped, mut malformed) = (0u64, 0u64, 0u64, 0u64);
+    let mut delivery_errors = 0u64;
+    let mut refused = nvr_actors::guard::RefusalCounts::new();
     let mut fps = 0.0;
     let mut workers = Vec::new();
     let mut cameras: BTreeMap<String, Value> = BTreeMap::new();
@@ -163,6 +243,10 @@ pub async fn detection_document(s: &Shared) -> Value {
         for w in &n.workers {
             processed += w.processed_count;
             errors += w.error_count;
+            delivery_errors += w.delivery_error_count;
+            for (k, v) in &w.refused {
+                *refused.entry(k.clone()).or_insert(0) += v;
+            }
             skipped += w.skipped_count;
             malformed += w.malformed_count;
             fps += w.fps;
@@ -186,6 +270,8 @@ pub async fn detection_document(s: &Shared) -> Value {
                 "processed_count": w.processed_count,
                 "skipped_count": w.skipped_count,
                 "error_count": w.error_count,
+                "delivery_error_count": w.delivery_error_count,
+                "refused": w.refused,
                 "fps": round2(w.fps),
                 "avg_latency_ms": round2(w.latency.avg_ms),
                 "p50_latency_ms": round2(w.latency.p50_ms),
@@ -199,8 +285,11 @@ pub async fn detection_document(s: &Shared) -> Value {
         let Ok(st) = st.lock().map(|x| x.clone()) else {
             continue;
         };
-        per_cam.entry(cam.clone()).or_default();
-        let (p, sk, e, sum) = per_cam.get(cam).copied().unwrap_or_default();
+        let stored = stored.get(cam).copied().unwrap_or(0);
+        let e = per_cam.entry(cam.clone()).or_default();
+        // A node that died took its counters with it; what was stored stays.
+        e.0 = e.0.max(stored);
+        let (p, sk, e, sum) = *e;
         cameras.insert(
             cam.clone(),
             json!({
@@ -218,6 +307,9 @@ pub async fn detection_document(s: &Shared) -> Value {
                    "avg_latency_ms": if *p > 0 { round2(sum / *p as f64) } else { 0.0 }})
         });
     }
+    // Frames processed: what the live workers report, or what was stored for
+    // this process's cameras when that is more (a node died meanwhile).
+    let processed = processed.max(s.cameras.keys().filter_map(|c| stored.get(c)).sum::<u64>());
     let l = Latency::of(&lat);
     let el = Latency::of(&e2e);
     let (pending, ack_pending) = queue.unwrap_or((0, 0));
@@ -245,7 +337,9 @@ pub async fn detection_document(s: &Shared) -> Value {
         "queue_pending": pending,
         "queue_in_flight": ack_pending,
         "processed_count": processed,
-        "error_count": errors,
+        "error_count": errors + dead_lettered,
+        "delivery_error_count": delivery_errors,
+        "refused": refused,
         "skipped_count": skipped,
         "malformed_count": malformed,
         "dropped_at_publish_count": dropped_publish,
@@ -319,7 +413,7 @@ pub fn aggregate_spatial(nodes: &[SpatialNodeStatus]) -> Value {
                 "reid_matching_ms": round3(sh.reid.avg_ms),
                 "handoffs_completed": sh.stats.handoffs_completed, "handoff_failures": sh.stats.handoff_failures,
                 "evicted": sh.stats.evicted, "expired": sh.stats.expired, "cycles": sh.stats.cycles,
-                "ingested": sh.ingested, "rejected": sh.rejected, "malformed": sh.malformed,
+                "ingested": sh.ingested, "rejected": sh.rejected, "malformed": sh.malformed, "refused": sh.refused,
                 "last_error": sh.last_error,
             }));
         }
@@ -374,30 +468,76 @@ async fn system_health(State(s): State<Arc<Shared>>) -> Response {
     let det = detection_document(&s).await;
     let spatial_nodes = spatial_nodes(&s, false).await;
     let spatial = aggregate_spatial(&spatial_nodes);
+    let now = status::now_ms();
+    let mut verdict = crate::health::Verdict::default();
+    if let Some(p) = s.bus.problem() {
+        verdict.fatal.push(p);
+    }
     let mut cameras = Vec::new();
     let mut tracking = BTreeMap::new();
     for n in &spatial_nodes {
         tracking.extend(n.tracking.clone());
+        for sh in &n.shards {
+            verdict.actor(&format!("spatial shard {}", sh.shard), &sh.progress, now);
+        }
+    }
+    for (cam, t) in &tracking {
+        verdict.actor(&format!("tracker {cam}"), &t.progress, now);
     }
     for (id, c) in &s.cameras {
         if let Ok(c) = c.lock() {
             let mut c = c.clone();
             c.id = id.clone();
+            verdict.camera(&c);
             c.tracking = tracking.get(id).cloned();
             cameras.push(c);
         }
     }
-    let det_ok = !s.config.detection.embedded && !s.config.cameras.iter().any(|c| c.url.is_some())
-        || det["connected"].as_bool().unwrap_or(false);
+    let det_needed =
+        s.config.detection.embedded || s.config.cameras.iter().any(|c| c.url.is_some());
+    if ok && det_needed && !det["connected"].as_bool().unwrap_or(false) {
+        verdict.degraded.push("no detection worker answers".into());
+    }
+    if ok {
+        for n in det["workers"].as_array().into_iter().flatten() {
+            let refused_ms = n["refused_ms"].as_u64().unwrap_or(0);
+            if refused_ms > 0 && now.saturating_sub(refused_ms) < crate::health::REFUSED_WINDOW_MS {
+                verdict.degraded.push(format!(
+                    "detector {}: frames refused in the last {} s",
+                    n["worker"].as_str().unwrap_or(""),
+                    crate::health::REFUSED_WINDOW_MS / 1000
+                ));
+            }
+        }
+    }
+    let untracked: BTreeMap<String, Value> = s
+        .stored
+        .untracked()
+        .into_iter()
+        .map(|(c, (d, t))| (c, json!({"detections": d, "tracks": t})))
+        .collect();
+    if !untracked.is_empty() {
+        verdict.degraded.push(format!(
+            "messages stored for cameras nobody tracks: {}",
+            untracked.keys().cloned().collect::<Vec<_>>().join(", ")
+        ));
+    }
+    let status = verdict.status();
+    let reasons: Vec<&String> = verdict.fatal.iter().chain(&verdict.degraded).collect();
     let body = json!({
-        "status": if !ok { "unavailable" } else if det_ok { "ok" } else { "degraded" },
+        "status": status,
+        "reasons": reasons,
         "version": env!("CARGO_PKG_VERSION"),
         "uptime_s": round2(s.started.elapsed().as_secs_f64()),
         "memory_mb": round2(status::rss_mb()),
         "nats": {
             "connected": ok,
-            "url": s.nats_url,
+            "url": crate::nats::redact_url(&s.nats_url),
             "embedded": s.nats_embedded,
+            "embedded_restarts": s.nats_restarts.as_ref().map(|r| r.load(std::sync::atomic::Ordering::Relaxed)),
+            "streams_ok": s.bus.streams_ok(),
+            "streams_recreated": s.bus.recreated.load(std::sync::atomic::Ordering::Relaxed),
+            "reconnects": s.bus.reconnects.load(std::sync::atomic::Ordering::Relaxed),
             "server_name": info.server_name,
             "server_version": info.version,
             "jetstream": info.jetstream,
@@ -413,6 +553,7 @@ async fn system_health(State(s): State<Arc<Shared>>) -> Response {
                 "processed_count": det["processed_count"],
                 "error_count": det["error_count"],
                 "skipped_count": det["skipped_count"],
+                "refused": det["refused"],
             },
             "spatial": {
                 "embedded": s.config.spatial.embedded,
@@ -421,20 +562,107 @@ async fn system_health(State(s): State<Arc<Shared>>) -> Response {
                 "active_tracks": spatial["active_tracks"],
             },
             "cameras": cameras,
+            "untracked_cameras": untracked,
         },
     });
-    let code = if ok {
-        StatusCode::OK
-    } else {
+    let code = if status == "unavailable" {
         StatusCode::SERVICE_UNAVAILABLE
+    } else {
+        StatusCode::OK
     };
     (code, Json(body)).into_response()
 }
 
 async fn metrics(State(s): State<Arc<Shared>>) -> Response {
     let det = detection_document(&s).await;
-    let sp = aggregate_spatial(&spatial_nodes(&s, false).await);
+    let nodes = spatial_nodes(&s, false).await;
+    let sp = aggregate_spatial(&nodes);
     let mut out = String::new();
+    // Every refusal, drop and recovery counter, so nothing is lost silently.
+    let mut refused: BTreeMap<(&str, String), u64> = BTreeMap::new();
+    for (k, v) in det["refused"].as_object().into_iter().flatten() {
+        *refused.entry(("detection", k.clone())).or_insert(0) += v.as_u64().unwrap_or(0);
+    }
+    let (mut late, mut malformed_tracks, mut seq_resets) = (0u64, 0u64, 0u64);
+    for n in &nodes {
+        for t in n.tracking.values() {
+            late += t.late;
+            malformed_tracks += t.malformed;
+            seq_resets += t.seq_resets;
+            for (k, v) in &t.refused {
+                *refused.entry(("tracking", k.clone())).or_insert(0) += v;
+            }
+        }
+        for sh in &n.shards {
+            malformed_tracks += sh.malformed;
+            for (k, v) in &sh.refused {
+                *refused.entry(("spatial", k.clone())).or_insert(0) += v;
+            }
+        }
+    }
+    let _ = writeln!(out, "# HELP nvr_refused_total Messages or objects refused at an actor's boundary\n# TYPE nvr_refused_total counter");
+    for ((component, reason), v) in &refused {
+        let _ = writeln!(
+            out,
+            "nvr_refused_total{{component=\"{component}\",reason=\"{reason}\"}} {v}"
+        );
+    }
+    let counters: [(&str, &str, u64); 9] = [
+        (
+            "nvr_detection_malformed_total",
+            "Frame messages that could not be decoded",
+            det["malformed_count"].as_u64().unwrap_or(0),
+        ),
+        (
+            "nvr_detection_expired_total",
+            "Frames that expired in the stream before a worker took them",
+            det["expired_count"].as_u64().unwrap_or(0),
+        ),
+        (
+            "nvr_detection_dead_lettered_total",
+            "Frames given up after the maximum deliveries",
+            det["dead_lettered_count"].as_u64().unwrap_or(0),
+        ),
+        (
+            "nvr_detection_delivery_errors_total",
+            "Deliveries that failed and were left for redelivery",
+            det["delivery_error_count"].as_u64().unwrap_or(0),
+        ),
+        (
+            "nvr_tracking_late_total",
+            "Detections that arrived after their place in the order was passed",
+            late,
+        ),
+        (
+            "nvr_tracking_malformed_total",
+            "Detections or tracks messages that could not be decoded",
+            malformed_tracks,
+        ),
+        (
+            "nvr_tracking_seq_resets_total",
+            "Camera orderings reset by a sequence jump",
+            seq_resets,
+        ),
+        (
+            "nvr_nats_streams_recreated_total",
+            "Contract streams or consumers found missing and re-created",
+            s.bus.recreated.load(std::sync::atomic::Ordering::Relaxed),
+        ),
+        (
+            "nvr_nats_embedded_restarts_total",
+            "Restarts of the embedded nats-server",
+            s.nats_restarts
+                .as_ref()
+                .map(|r| r.load(std::sync::atomic::Ordering::Relaxed))
+                .unwrap_or(0),
+        ),
+    ];
+    for (name, help, v) in counters {
+        let _ = writeln!(
+            out,
+            "# HELP {name} {help}\n# TYPE {name} counter\n{name} {v}"
+        );
+    }
     let mut gauge = |name: &str, help: &str, v: f64| {
         let _ = writeln!(out, "# HELP {name} {help}\n# TYPE {name} gauge\n{name} {v}");
     };
@@ -563,7 +791,7 @@ pub async fn print_status(
         "/api/v1/plugins/nvr-detection/status",
         "/api/v1/spatial/stats",
     ] {
-        match http_get(&format!("{base}{path}")).await {
+        match http_get(&format!("{base}{path}"), &cfg.api.token).await {
             Ok((code, body)) => {
                 let v: Value = serde_json::from_str(&body).unwrap_or(Value::String(body));
                 println!(
@@ -585,8 +813,9 @@ pub async fn print_status(
     })
 }
 
-/// A minimal HTTP/1.1 GET (no TLS) for the CLI tools.
-pub async fn http_get(url: &str) -> Result<(u16, String)> {
+/// A minimal HTTP/1.1 GET (no TLS) for the CLI tools, with the API's bearer
+/// token when one is configured.
+pub async fn http_get(url: &str, token: &str) -> Result<(u16, String)> {
     use tokio::io::{AsyncReadExt, AsyncWriteExt};
     let rest = url
         .strip_prefix("http://")
@@ -601,8 +830,14 @@ pub async fn http_get(url: &str) -> Result<(u16, String)> {
     )
     .await
     .map_err(|_| anyhow::anyhow!("connect to {hostport} timed out"))??;
+    let auth = if token.is_empty() {
+        String::new()
+    } else {
+        format!("Authorization: Bearer {token}\r\n")
+    };
     conn.write_all(
-        format!("GET {path} HTTP/1.1\r\nHost: {hostport}\r\nConnection: close\r\n\r\n").as_bytes(),
+        format!("GET {path} HTTP/1.1\r\nHost: {hostport}\r\n{auth}Connection: close\r\n\r\n")
+            .as_bytes(),
     )
     .await?;
     let mut buf = Vec::new();

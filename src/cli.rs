@@ -62,7 +62,7 @@ pub enum Command {
 /// `nvr run`
 #[derive(Debug, Args)]
 pub struct RunArgs {
-    /// API listen address [default: 0.0.0.0:12000]
+    /// API listen address [default: 127.0.0.1:12000]
     #[arg(long)]
     pub api_addr: Option<String>,
 }

@@ -77,6 +77,8 @@ pub struct Config {
     pub tracking: TrackingConfig,
     /// Spatial (floor-plane) tracking.
     pub spatial: SpatialConfig,
+    /// Bounds every received message is checked against.
+    pub limits: LimitsConfig,
     /// Floors of the site.
     pub floors: Vec<FloorConfig>,
     /// Cameras.
@@ -92,6 +94,7 @@ impl Default for Config {
             detection: DetectionConfig::default(),
             tracking: TrackingConfig::default(),
             spatial: SpatialConfig::default(),
+            limits: LimitsConfig::default(),
             floors: Vec::new(),
             cameras: Vec::new(),
         }
@@ -102,14 +105,19 @@ impl Default for Config {
 #[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
 #[serde(deny_unknown_fields, default)]
 pub struct ApiConfig {
-    /// Listen address of the main API (`/health`, `/api/v1/...`, `/metrics`).
+    /// Listen address of the main API (`/health`, `/api/v1/...`, `/metrics`);
+    /// loopback by default: it serves people's floor positions.
     pub address: String,
+    /// When set, every endpoint but `/health` requires
+    /// `Authorization: Bearer <token>` (`NVR_API_TOKEN`). Never logged.
+    pub token: String,
 }
 
 impl Default for ApiConfig {
     fn default() -> Self {
         ApiConfig {
-            address: "0.0.0.0:12000".into(),
+            address: "127.0.0.1:12000".into(),
+            token: String::new(),
         }
     }
 }
@@ -122,7 +130,7 @@ pub struct NatsConfig {
     pub embedded: bool,
     /// Server URL; with `embedded`, where the child listens.
     pub url: String,
-    /// `nats-server` binary; empty = PATH, then `/usr/sbin/nats-server`.
+    /// `nats-server` binary; empty = `data/bin/nats-server` (from `scripts/setup`), then PATH, then `/usr/sbin`.
     pub server_bin: String,
     /// JetStream store directory of the embedded server.
     pub store_dir: String,
@@ -130,8 +138,26 @@ pub struct NatsConfig {
     pub replicas: usize,
     /// Stream limits.
     pub retention: RetentionConfig,
-    /// Credentials file for an external server, if it needs one.
+    /// Credentials file (`.creds`: JWT and NKey seed) for a server that needs one.
     pub credentials: String,
+    /// User name (or put `user:password@` in the URL).
+    pub user: String,
+    /// Password of `user`. Never logged.
+    pub password: String,
+    /// Authentication token (or put `token@` in the URL). Never logged.
+    pub token: String,
+    /// Users and least-privilege permissions per role on the embedded
+    /// server (`NATS_ROLES`): `on`, `off`, or `auto` = on when it listens on
+    /// a non-loopback address (so it is never exposed without authentication).
+    pub roles: String,
+    /// File holding an NKey seed (`SU...`).
+    pub nkey_seed_file: String,
+    /// CA certificate(s) (PEM) to verify the server's TLS certificate.
+    pub tls_ca_file: String,
+    /// Client certificate (PEM) for mutual TLS.
+    pub tls_cert_file: String,
+    /// Private key (PEM) of the client certificate.
+    pub tls_key_file: String,
 }
 
 impl Default for NatsConfig {
@@ -144,6 +170,14 @@ impl Default for NatsConfig {
             replicas: 1,
             retention: RetentionConfig::default(),
             credentials: String::new(),
+            user: String::new(),
+            password: String::new(),
+            token: String::new(),
+            roles: "auto".into(),
+            nkey_seed_file: String::new(),
+            tls_ca_file: String::new(),
+            tls_cert_file: String::new(),
+            tls_key_file: String::new(),
         }
     }
 }
@@ -356,6 +390,10 @@ pub struct SpatialConfig {
     pub max_tracks: usize,
     /// Period of the matching cycle.
     pub matching_interval_ms: u64,
+    /// Dimension every appearance embedding must have; 0 = any dimension up
+    /// to `limits.max_embedding_len` (embeddings of different dimensions are
+    /// never compared).
+    pub embedding_dim: usize,
     /// Shards; empty = one per floor.
     pub shards: Vec<ShardConfig>,
     /// The shard a `nvr spatial` node runs (`SPATIAL_SHARD`).
@@ -375,9 +413,84 @@ impl Default for SpatialConfig {
             track_ttl_seconds: 300.0,
             max_tracks: 10_000,
             matching_interval_ms: 200,
+            embedding_dim: 0,
             shards: Vec::new(),
             shard: String::new(),
             cameras: Vec::new(),
+        }
+    }
+}
+
+impl NatsConfig {
+    /// Whether the embedded server requires a user per role: `on`, or
+    /// `auto` with a listen address other than loopback.
+    pub fn roles_enabled(&self) -> bool {
+        match self.roles.as_str() {
+            "on" => true,
+            "off" => false,
+            _ => {
+                let first = self.url.split(',').next().unwrap_or("").trim();
+                let rest = first.split_once("://").map(|(_, r)| r).unwrap_or(first);
+                let rest = rest.rsplit_once('@').map(|(_, r)| r).unwrap_or(rest);
+                !matches!(
+                    host_port(rest).map(|(h, _)| h).as_deref(),
+                    Ok("127.0.0.1" | "localhost" | "::1" | "[::1]")
+                )
+            }
+        }
+    }
+}
+
+/// Bounds every received message is checked against (see `nvr_actors::guard`).
+/// A message outside them is refused with one log line and counted by
+/// reason in the status API and `/metrics`.
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
+#[serde(deny_unknown_fields, default)]
+pub struct LimitsConfig {
+    /// Refuse message timestamps further ahead of this machine's clock.
+    pub max_ahead_ms: u64,
+    /// Refuse message timestamps further behind this machine's clock.
+    pub max_behind_ms: u64,
+    /// Most objects one detections or tracks message may carry.
+    pub max_objects: usize,
+    /// Longest appearance embedding accepted.
+    pub max_embedding_len: usize,
+    /// A sequence number further than this from a camera's current one
+    /// starts a new ordering for that camera.
+    pub max_seq_jump: u64,
+    /// Box overshoot beyond the frame (normalised) that is clipped rather
+    /// than refused.
+    pub bbox_tolerance: f32,
+    /// Most pixels a frame or image header may declare.
+    pub max_image_pixels: u64,
+}
+
+impl Default for LimitsConfig {
+    fn default() -> Self {
+        let l = nvr_actors::guard::Limits::default();
+        LimitsConfig {
+            max_ahead_ms: l.max_ahead_ns / 1_000_000,
+            max_behind_ms: l.max_behind_ns / 1_000_000,
+            max_objects: l.max_objects,
+            max_embedding_len: l.max_embedding_len,
+            max_seq_jump: l.max_seq_jump,
+            bbox_tolerance: l.bbox_tolerance,
+            max_image_pixels: l.max_image_pixels,
+        }
+    }
+}
+
+impl LimitsConfig {
+    /// The limits for the actors.
+    pub fn limits(&self) -> nvr_actors::guard::Limits {
+        nvr_actors::guard::Limits {
+            max_ahead_ns: self.max_ahead_ms.saturating_mul(1_000_000),
+            max_behind_ns: self.max_behind_ms.saturating_mul(1_000_000),
+            max_objects: self.max_objects,
+            max_embedding_len: self.max_embedding_len,
+            max_seq_jump: self.max_seq_jump,
+            bbox_tolerance: self.bbox_tolerance,
+            max_image_pixels: self.max_image_pixels,
         }
     }
 }
@@ -512,9 +625,19 @@ pub struct Loaded {
 pub const ENV_VARS: &[(&str, &str)] = &[
     ("LOG_LEVEL", "log_level"),
     ("NVR_API_ADDR", "api.address"),
+    ("NVR_API_TOKEN", "api.token"),
     ("NATS_URL", "nats.url"),
     ("NATS_EMBEDDED", "nats.embedded"),
     ("NATS_STORE_DIR", "nats.store_dir"),
+    ("NATS_CREDS", "nats.credentials"),
+    ("NATS_USER", "nats.user"),
+    ("NATS_PASSWORD", "nats.password"),
+    ("NATS_TOKEN", "nats.token"),
+    ("NATS_NKEY_SEED_FILE", "nats.nkey_seed_file"),
+    ("NATS_ROLES", "nats.roles"),
+    ("NATS_CA_FILE", "nats.tls_ca_file"),
+    ("NATS_CERT_FILE", "nats.tls_cert_file"),
+    ("NATS_KEY_FILE", "nats.tls_key_file"),
     ("DETECTION_ADDR", "detection.address"),
     ("DETECTION_EMBEDDED", "detection.embedded"),
     ("DETECTION_BACKEND", "detection.backend"),
@@ -835,10 +958,41 @@ pub fn validate(c: &Config) -> Result<(), ConfigError> {
             r.frames_per_camera
         ));
     }
-    if r.max_age_hours.is_nan() || r.max_age_hours <= 0.0 {
+    if r.max_age_hours.is_nan() || r.max_age_hours * 3600.0 < 120.0 {
         return err(format!(
-            "nats.retention.max_age_hours = {}: must be positive",
+            "nats.retention.max_age_hours = {}: must be at least 2 minutes (0.0334), the streams' de-duplication window",
             r.max_age_hours
+        ));
+    }
+    if !matches!(c.nats.roles.as_str(), "auto" | "on" | "off") {
+        return err(format!(
+            "nats.roles = {:?}: must be auto, on or off",
+            c.nats.roles
+        ));
+    }
+    let l = &c.limits;
+    for (key, v, min) in [
+        ("limits.max_ahead_ms", l.max_ahead_ms, 1),
+        ("limits.max_behind_ms", l.max_behind_ms, 1_000),
+        ("limits.max_objects", l.max_objects as u64, 1),
+        ("limits.max_embedding_len", l.max_embedding_len as u64, 1),
+        ("limits.max_seq_jump", l.max_seq_jump, 1),
+        ("limits.max_image_pixels", l.max_image_pixels, 64 * 64),
+    ] {
+        if v < min {
+            return err(format!("{key} = {v}: must be at least {min}"));
+        }
+    }
+    if !(0.0..=1.0).contains(&l.bbox_tolerance) {
+        return err(format!(
+            "limits.bbox_tolerance = {}: must be in 0..=1",
+            l.bbox_tolerance
+        ));
+    }
+    if c.spatial.embedding_dim > l.max_embedding_len {
+        return err(format!(
+            "spatial.embedding_dim = {}: larger than limits.max_embedding_len ({})",
+            c.spatial.embedding_dim, l.max_embedding_len
         ));
     }
 
@@ -1101,6 +1255,44 @@ pub fn validate_nats_url(url: &str) -> Result<(), ConfigError> {
     Ok(())
 }
 
+/// Replaces every secret of the configuration by `***`: passwords and
+/// tokens, in their own keys and inside URLs.
+pub fn redact(c: &mut Config) {
+    for secret in [&mut c.nats.password, &mut c.nats.token, &mut c.api.token] {
+        if !secret.is_empty() {
+            *secret = "***".into();
+        }
+    }
+    c.nats.url = redact_nats_url(&c.nats.url);
+    for cam in &mut c.cameras {
+        if let Some(u) = &cam.url {
+            cam.url = Some(nvr_actors::bus::mask_url(u));
+        }
+    }
+}
+
+/// A NATS URL (or comma-separated list) with any `user:password@` or
+/// `token@` replaced by `***`.
+pub fn redact_nats_url(url: &str) -> String {
+    url.split(',')
+        .map(|one| {
+            let one = one.trim();
+            let (scheme, rest) = match one.split_once("://") {
+                Some((s, r)) => (format!("{s}://"), r),
+                None => (String::new(), one),
+            };
+            match rest.rsplit_once('@') {
+                Some((auth, host)) => match auth.split_once(':') {
+                    Some((user, _)) => format!("{scheme}{user}:***@{host}"),
+                    None => format!("{scheme}***@{host}"),
+                },
+                None => one.to_string(),
+            }
+        })
+        .collect::<Vec<_>>()
+        .join(",")
+}
+
 /// Checks a camera URL's shape (scheme, host, file existence).
 pub fn validate_camera_url(url: &str) -> Result<(), String> {
     if url.trim().is_empty() {
@@ -1136,7 +1328,9 @@ pub fn validate_camera_url(url: &str) -> Result<(), String> {
 
 /// Lines of `path = value  # source` for every leaf of the effective config.
 pub fn describe(loaded: &Loaded) -> Vec<String> {
-    let doc = serde_json::to_value(&loaded.config).unwrap_or(Value::Null);
+    let mut redacted = loaded.config.clone();
+    redact(&mut redacted);
+    let doc = serde_json::to_value(&redacted).unwrap_or(Value::Null);
     let mut leaves = Vec::new();
     leaf_paths(&doc, "", &mut leaves);
     let mut out = Vec::new();
@@ -1232,7 +1426,7 @@ mod tests {
         assert_eq!(c.spatial.max_gap_seconds, 30.0);
         assert_eq!(c.spatial.track_ttl_seconds, 300.0);
         assert_eq!(c.spatial.max_tracks, 10000);
-        assert_eq!(c.api.address, "0.0.0.0:12000");
+        assert_eq!(c.api.address, "127.0.0.1:12000");
     }
 
     #[test]

@@ -6,11 +6,15 @@
 
 mod api;
 mod bench;
+mod census;
 mod cli;
 mod config;
+mod health;
+mod lease;
 mod nats;
 mod node;
 mod replay;
+mod roles;
 mod sim;
 mod supervisor;
 mod tail;

@@ -4,73 +4,109 @@
 
 use std::path::{Path, PathBuf};
 use std::process::Stdio;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::Arc;
 use std::time::Duration;
 
 use anyhow::{anyhow, bail, Context, Result};
 use async_nats::jetstream::{self, consumer, stream};
 use nvr_subjects::streams::{self as spec, Discard, Retention, RetentionSettings, Storage};
 use tokio::process::{Child, Command};
-use tracing::{info, warn};
+use tracing::{error, info, warn};
 
 use crate::config::{Config, NatsConfig};
 
-/// A `nats-server` child owned by this process; stopped on [`EmbeddedServer::stop`] or drop.
+/// A supervised `nats-server` child owned by this process. A monitor task
+/// restarts it with backoff when it exits or stops answering (a stopped or
+/// wedged process is killed first); when it cannot be restarted,
+/// [`EmbeddedServer::failed`] resolves so the process exits non-zero and its
+/// service manager restarts it. Stopped on [`EmbeddedServer::stop`].
 pub struct EmbeddedServer {
-    /// The child process (killed on drop as a last resort).
-    child: Option<Child>,
     /// The URL clients use to reach it.
     pub url: String,
-    /// Its process id, for logs and tests.
-    pub pid: u32,
+    /// Asks the monitor to stop the child and return.
+    stop: tokio_util::sync::CancellationToken,
+    /// The monitor task (owns the child).
+    monitor: Option<tokio::task::JoinHandle<()>>,
+    /// Set with the reason once the server cannot be restarted.
+    failed: tokio::sync::watch::Receiver<Option<String>>,
+    /// Restarts so far (shown in health).
+    pub restarts: Arc<AtomicU64>,
 }
 
-/// Finds the `nats-server` binary: config, PATH, then `/usr/sbin`.
-pub fn find_server_bin(configured: &str) -> Result<PathBuf> {
-    if !configured.is_empty() {
-        let p = PathBuf::from(configured);
-        if p.is_file() {
-            return Ok(p);
-        }
-        bail!("nats.server_bin = {configured:?}: file does not exist");
-    }
-    if let Some(paths) = std::env::var_os("PATH") {
-        for dir in std::env::split_paths(&paths) {
-            let p = dir.join("nats-server");
-            if p.is_file() {
-                return Ok(p);
-            }
-        }
-    }
-    for p in ["/usr/sbin/nats-server", "/usr/local/bin/nats-server"] {
-        if Path::new(p).is_file() {
-            return Ok(p.into());
-        }
-    }
-    bail!("nats-server not found in PATH or /usr/sbin: run scripts/setup (or set nats.server_bin)")
+/// Consecutive failed restarts after which the embedded server is given up.
+const MAX_RESTART_FAILURES: u32 = 5;
+/// Consecutive failed liveness probes (one a second) after which a running
+/// but unresponsive server is killed and restarted.
+const MAX_PROBE_FAILURES: u32 = 15;
+
+/// How the embedded server is started: everything needed to start it again.
+#[derive(Clone)]
+struct ServerLaunch {
+    /// The generated configuration with the role users, when roles are on.
+    config_file: Option<PathBuf>,
+    bin: PathBuf,
+    host: String,
+    port: u16,
+    store_dir: String,
+    timeout: Duration,
 }
 
-impl EmbeddedServer {
-    /// Starts `nats-server -js` listening where `cfg.url` says and waits until it answers.
-    pub async fn start(cfg: &NatsConfig, timeout: Duration) -> Result<EmbeddedServer> {
-        let bin = find_server_bin(&cfg.server_bin)?;
-        let first = cfg.url.split(',').next().unwrap_or("").trim();
-        let rest = first.split_once("://").map(|(_, r)| r).unwrap_or(first);
-        let (host, port) = crate::config::host_port(rest).map_err(|e| anyhow!("nats.url: {e}"))?;
-        let host = if host == "localhost" {
-            "127.0.0.1".to_string()
-        } else {
-            host
-        };
-        std::fs::create_dir_all(&cfg.store_dir)
-            .with_context(|| format!("nats.store_dir {}: cannot create", cfg.store_dir))?;
-        let mut cmd = Command::new(&bin);
+/// The host and port the embedded server listens on, from `nats.url`.
+pub fn embedded_listen(cfg: &NatsConfig) -> Result<(String, u16)> {
+    let first = cfg.url.split(',').next().unwrap_or("").trim();
+    let rest = first.split_once("://").map(|(_, r)| r).unwrap_or(first);
+    let rest = rest.rsplit_once('@').map(|(_, r)| r).unwrap_or(rest);
+    let (host, port) = crate::config::host_port(rest).map_err(|e| anyhow!("nats.url: {e}"))?;
+    let host = if host == "localhost" {
+        "127.0.0.1".to_string()
+    } else {
+        host
+    };
+    Ok((host, port))
+}
+
+/// Checks, before anything is started, that the embedded server can run:
+/// the binary exists, the store directory can be created and the port is
+/// free (another server there would silently receive this process's
+/// streams). The error is one line naming what is wrong.
+pub fn preflight_embedded(cfg: &NatsConfig) -> Result<()> {
+    find_server_bin(&cfg.server_bin)?;
+    let (host, port) = embedded_listen(cfg)?;
+    std::fs::create_dir_all(&cfg.store_dir).map_err(|e| {
+        anyhow!(
+            "nats.store_dir = {:?}: cannot create it: {e}",
+            cfg.store_dir
+        )
+    })?;
+    port_free(&host, port)
+}
+
+/// Fails with one line when `host:port` cannot be bound.
+fn port_free(host: &str, port: u16) -> Result<()> {
+    match std::net::TcpListener::bind((host, port)) {
+        Ok(_) => Ok(()),
+        Err(e) => bail!(
+            "nats.url: port {port} on {host} is already in use ({e}); stop what holds it, pick another port, or set nats.embedded=false (NATS_EMBEDDED=false) to use the server there"
+        ),
+    }
+}
+
+impl ServerLaunch {
+    /// Starts the child and waits until it answers on its port.
+    async fn spawn(&self) -> Result<Child> {
+        port_free(&self.host, self.port)?;
+        let mut cmd = Command::new(&self.bin);
+        if let Some(c) = &self.config_file {
+            cmd.arg("-c").arg(c);
+        }
         cmd.arg("-js")
             .arg("-a")
-            .arg(&host)
+            .arg(&self.host)
             .arg("-p")
-            .arg(port.to_string())
+            .arg(self.port.to_string())
             .arg("-sd")
-            .arg(&cfg.store_dir)
+            .arg(&self.store_dir)
             .arg("-n")
             .arg("nvr-embedded")
             .stdin(Stdio::null())
@@ -80,13 +116,8 @@ impl EmbeddedServer {
         nvr_actors::video::die_with_parent(&mut cmd, libc::SIGTERM);
         let mut child = cmd
             .spawn()
-            .with_context(|| format!("cannot start {}", bin.display()))?;
-        let pid = child.id().unwrap_or(0);
-        let url = format!("nats://{host}:{port}");
-        info!(pid, %url, bin = %bin.display(), "started embedded nats-server");
-
-        let addr = format!("{host}:{port}");
-        let deadline = tokio::time::Instant::now() + timeout;
+            .with_context(|| format!("cannot start {}", self.bin.display()))?;
+        let deadline = tokio::time::Instant::now() + self.timeout;
         loop {
             if let Some(status) = child.try_wait()? {
                 let mut err = String::new();
@@ -97,12 +128,17 @@ impl EmbeddedServer {
                 let last = err.lines().last().unwrap_or("").to_string();
                 bail!("embedded nats-server exited ({status}) at start: {last}");
             }
-            if tokio::net::TcpStream::connect(&addr).await.is_ok() {
+            if probe(&self.host, self.port).await {
                 break;
             }
             if tokio::time::Instant::now() > deadline {
                 let _ = child.kill().await;
-                bail!("embedded nats-server did not answer on {addr} within {timeout:?}");
+                bail!(
+                    "embedded nats-server did not answer on {}:{} within {:?}",
+                    self.host,
+                    self.port,
+                    self.timeout
+                );
             }
             tokio::time::sleep(Duration::from_millis(50)).await;
         }
@@ -120,44 +156,335 @@ impl EmbeddedServer {
                 }
             });
         }
-        Ok(EmbeddedServer {
-            child: Some(child),
-            url,
-            pid,
-        })
+        Ok(child)
     }
+}
 
-    /// Asks the server to stop (SIGTERM), waits up to 3 s, then kills it.
-    pub async fn stop(mut self) {
-        if let Some(mut child) = self.child.take() {
-            if let Some(pid) = child.id() {
-                // SAFETY: sending a signal to our own child process id.
-                unsafe {
-                    libc::kill(pid as i32, libc::SIGTERM);
-                }
-            }
-            match tokio::time::timeout(Duration::from_secs(3), child.wait()).await {
-                Ok(_) => info!(pid = self.pid, "embedded nats-server stopped"),
-                Err(_) => {
-                    warn!(
-                        pid = self.pid,
-                        "embedded nats-server did not stop in 3 s; killing it"
-                    );
-                    let _ = child.kill().await;
-                }
-            }
+/// Whether a NATS server answers on `host:port`: it sends its `INFO` line
+/// within a second of a connection (a stopped process accepts the
+/// connection in the kernel but never sends it).
+pub async fn probe(host: &str, port: u16) -> bool {
+    use tokio::io::AsyncReadExt;
+    let attempt = async {
+        let mut s = tokio::net::TcpStream::connect((host, port)).await.ok()?;
+        let mut buf = [0u8; 4];
+        s.read_exact(&mut buf).await.ok()?;
+        Some(&buf == b"INFO")
+    };
+    matches!(
+        tokio::time::timeout(Duration::from_secs(1), attempt).await,
+        Ok(Some(true))
+    )
+}
+
+/// Sends SIGTERM to `child`, waits up to 3 s, then kills it.
+async fn terminate(child: &mut Child) {
+    if let Some(pid) = child.id() {
+        // SAFETY: sending a signal to our own child process id.
+        unsafe {
+            libc::kill(pid as i32, libc::SIGTERM);
+        }
+    }
+    match tokio::time::timeout(Duration::from_secs(3), child.wait()).await {
+        Ok(_) => info!("embedded nats-server stopped"),
+        Err(_) => {
+            warn!("embedded nats-server did not stop in 3 s; killing it");
+            let _ = child.kill().await;
         }
     }
 }
 
-/// Connects with the configured timeout and retries; the client then
-/// reconnects by itself for as long as the process lives.
+impl EmbeddedServer {
+    /// Starts `nats-server -js` listening where `cfg.url` says, waits until it
+    /// answers, and supervises it from then on.
+    pub async fn start(cfg: &NatsConfig, timeout: Duration) -> Result<EmbeddedServer> {
+        preflight_embedded(cfg)?;
+        let (host, port) = embedded_listen(cfg)?;
+        let config_file = if cfg.roles_enabled() {
+            let path = crate::roles::write_server_config(&cfg.store_dir)?;
+            info!(
+                roles = ?crate::roles::ROLES,
+                passwords = %Path::new(&cfg.store_dir).join("roles").display(),
+                "embedded nats-server requires a user per role"
+            );
+            Some(path)
+        } else {
+            None
+        };
+        let launch = ServerLaunch {
+            config_file,
+            bin: find_server_bin(&cfg.server_bin)?,
+            host: host.clone(),
+            port,
+            store_dir: cfg.store_dir.clone(),
+            timeout,
+        };
+        let child = launch.spawn().await?;
+        let pid = child.id().unwrap_or(0);
+        let url = format!("nats://{host}:{port}");
+        info!(pid, %url, bin = %launch.bin.display(), "started embedded nats-server");
+        let stop = tokio_util::sync::CancellationToken::new();
+        let (failed_tx, failed) = tokio::sync::watch::channel(None);
+        let restarts = Arc::new(AtomicU64::new(0));
+        let monitor = tokio::spawn(supervise(
+            launch,
+            child,
+            stop.clone(),
+            failed_tx,
+            restarts.clone(),
+        ));
+        Ok(EmbeddedServer {
+            url,
+            stop,
+            monitor: Some(monitor),
+            failed,
+            restarts,
+        })
+    }
+
+    /// Resolves with the reason once the server has died and could not be
+    /// restarted.
+    pub async fn failed(&self) -> String {
+        let mut rx = self.failed.clone();
+        loop {
+            if let Some(why) = rx.borrow_and_update().clone() {
+                return why;
+            }
+            if rx.changed().await.is_err() {
+                return std::future::pending().await;
+            }
+        }
+    }
+
+    /// Stops the server (SIGTERM, then a kill after 3 s) and its monitor.
+    pub async fn stop(mut self) {
+        self.stop.cancel();
+        if let Some(m) = self.monitor.take() {
+            let _ = tokio::time::timeout(Duration::from_secs(5), m).await;
+        }
+    }
+}
+
+/// The monitor: restarts the child when it exits or stops answering.
+async fn supervise(
+    launch: ServerLaunch,
+    mut child: Child,
+    stop: tokio_util::sync::CancellationToken,
+    failed: tokio::sync::watch::Sender<Option<String>>,
+    restarts: Arc<AtomicU64>,
+) {
+    let mut probe_failures = 0u32;
+    let mut tick = tokio::time::interval(Duration::from_secs(1));
+    loop {
+        tokio::select! {
+            _ = stop.cancelled() => {
+                terminate(&mut child).await;
+                return;
+            }
+            status = child.wait() => {
+                let status = status.map(|s| s.to_string()).unwrap_or_else(|e| e.to_string());
+                error!("embedded nats-server exited unexpectedly ({status}); restarting it");
+            }
+            _ = tick.tick() => {
+                if probe(&launch.host, launch.port).await {
+                    probe_failures = 0;
+                    continue;
+                }
+                probe_failures += 1;
+                if probe_failures < MAX_PROBE_FAILURES {
+                    if probe_failures == 3 {
+                        warn!("embedded nats-server does not answer on {}:{}", launch.host, launch.port);
+                    }
+                    continue;
+                }
+                error!(
+                    "embedded nats-server has not answered for {MAX_PROBE_FAILURES} s; killing and restarting it"
+                );
+                let _ = child.kill().await;
+            }
+        }
+        probe_failures = 0;
+        let mut attempt = 0u32;
+        child = loop {
+            if stop.is_cancelled() {
+                return;
+            }
+            let delay = crate::supervisor::backoff(attempt).min(Duration::from_secs(5));
+            tokio::select! {
+                _ = stop.cancelled() => return,
+                _ = tokio::time::sleep(delay) => {}
+            }
+            match launch.spawn().await {
+                Ok(c) => {
+                    restarts.fetch_add(1, Ordering::Relaxed);
+                    info!(pid = c.id().unwrap_or(0), "embedded nats-server restarted");
+                    break c;
+                }
+                Err(e) => {
+                    attempt += 1;
+                    error!(attempt, "cannot restart the embedded nats-server: {e:#}");
+                    if attempt >= MAX_RESTART_FAILURES {
+                        let _ = failed.send(Some(format!(
+                            "embedded nats-server could not be restarted after {attempt} attempts: {e:#}"
+                        )));
+                        return;
+                    }
+                }
+            }
+        };
+    }
+}
+
+/// Where `scripts/setup` puts the pinned `nats-server` (relative to the
+/// working directory).
+pub const SETUP_SERVER_BIN: &str = "data/bin/nats-server";
+
+/// Finds the `nats-server` binary: config, `data/bin/nats-server` (from
+/// `scripts/setup`), PATH, then `/usr/sbin`.
+pub fn find_server_bin(configured: &str) -> Result<PathBuf> {
+    if !configured.is_empty() {
+        let p = PathBuf::from(configured);
+        if p.is_file() {
+            return Ok(p);
+        }
+        bail!("nats.server_bin = {configured:?}: file does not exist");
+    }
+    if Path::new(SETUP_SERVER_BIN).is_file() {
+        return Ok(SETUP_SERVER_BIN.into());
+    }
+    // A build inside the checkout (target/<profile>/nvr) finds the checkout's copy.
+    if let Ok(exe) = std::env::current_exe() {
+        for dir in exe.ancestors().skip(1).take(4) {
+            let p = dir.join(SETUP_SERVER_BIN);
+            if p.is_file() {
+                return Ok(p);
+            }
+        }
+    }
+    if let Some(paths) = std::env::var_os("PATH") {
+        for dir in std::env::split_paths(&paths) {
+            let p = dir.join("nats-server");
+            if p.is_file() {
+                return Ok(p);
+            }
+        }
+    }
+    for p in ["/usr/sbin/nats-server", "/usr/local/bin/nats-server"] {
+        if Path::new(p).is_file() {
+            return Ok(p.into());
+        }
+    }
+    bail!("nats-server not found in {SETUP_SERVER_BIN}, PATH or /usr/sbin: run scripts/setup (or set nats.server_bin)")
+}
+
+/// A NATS URL with any credentials in it replaced by `***`, for logs.
+pub fn redact_url(url: &str) -> String {
+    crate::config::redact_nats_url(url)
+}
+
+/// Credentials found in a URL's user-info part, and the URL without them.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct UrlAuth {
+    /// The URL(s) with the user-info removed.
+    pub url: String,
+    /// `user:password@`.
+    pub user_password: Option<(String, String)>,
+    /// `token@`.
+    pub token: Option<String>,
+}
+
+/// Takes `user:password@` or `token@` out of a NATS URL (all servers of a
+/// list share them), percent-decoding them.
+pub fn split_url_auth(url: &str) -> UrlAuth {
+    let mut out = UrlAuth {
+        url: String::new(),
+        user_password: None,
+        token: None,
+    };
+    let mut urls = Vec::new();
+    for one in url.split(',') {
+        let one = one.trim();
+        let (scheme, rest) = match one.split_once("://") {
+            Some((s, r)) => (format!("{s}://"), r),
+            None => (String::new(), one),
+        };
+        match rest.rsplit_once('@') {
+            Some((auth, host)) => {
+                match auth.split_once(':') {
+                    Some((u, p)) => {
+                        out.user_password = Some((
+                            nvr_actors::video::url::percent_decode(u),
+                            nvr_actors::video::url::percent_decode(p),
+                        ))
+                    }
+                    None => out.token = Some(nvr_actors::video::url::percent_decode(auth)),
+                }
+                urls.push(format!("{scheme}{host}"));
+            }
+            None => urls.push(one.to_string()),
+        }
+    }
+    out.url = urls.join(",");
+    out
+}
+
+/// Client options carrying the configured authentication and TLS: a
+/// `.creds` file, an NKey seed file, user and password, a token (from the
+/// config or the URL), a CA file and a client certificate.
+async fn auth_options(cfg: &NatsConfig, from_url: &UrlAuth) -> Result<async_nats::ConnectOptions> {
+    let mut opts = async_nats::ConnectOptions::new();
+    if !cfg.credentials.is_empty() {
+        opts = async_nats::ConnectOptions::with_credentials_file(&cfg.credentials)
+            .await
+            .map_err(|e| anyhow!("nats.credentials {:?}: {e}", cfg.credentials))?;
+    } else if !cfg.nkey_seed_file.is_empty() {
+        let seed = std::fs::read_to_string(&cfg.nkey_seed_file)
+            .map_err(|e| anyhow!("nats.nkey_seed_file {:?}: {e}", cfg.nkey_seed_file))?;
+        opts = async_nats::ConnectOptions::with_nkey(seed.trim().to_string());
+    } else if !cfg.user.is_empty() {
+        opts = async_nats::ConnectOptions::with_user_and_password(
+            cfg.user.clone(),
+            cfg.password.clone(),
+        );
+    } else if !cfg.token.is_empty() {
+        opts = async_nats::ConnectOptions::with_token(cfg.token.clone());
+    } else if let Some((u, p)) = &from_url.user_password {
+        opts = async_nats::ConnectOptions::with_user_and_password(u.clone(), p.clone());
+    } else if let Some(t) = &from_url.token {
+        opts = async_nats::ConnectOptions::with_token(t.clone());
+    }
+    if !cfg.tls_ca_file.is_empty() {
+        opts = opts
+            .add_root_certificates(PathBuf::from(&cfg.tls_ca_file))
+            .require_tls(true);
+    }
+    match (cfg.tls_cert_file.is_empty(), cfg.tls_key_file.is_empty()) {
+        (true, true) => {}
+        (false, false) => {
+            opts = opts
+                .add_client_certificate(
+                    PathBuf::from(&cfg.tls_cert_file),
+                    PathBuf::from(&cfg.tls_key_file),
+                )
+                .require_tls(true);
+        }
+        _ => bail!("nats.tls_cert_file and nats.tls_key_file must be set together"),
+    }
+    Ok(opts)
+}
+
+/// Connects with the configured timeout, retries and credentials; the
+/// client then reconnects by itself for as long as the process lives.
+/// Credentials never appear in a log line.
 pub async fn connect(cfg: &Config, url: &str, name: &str) -> Result<async_nats::Client> {
     let d = &cfg.detection;
     let timeout = Duration::from_secs(d.timeout_seconds);
+    let auth = split_url_auth(url);
+    let shown = redact_url(url);
     let mut last = None;
     for attempt in 0..=d.max_retries {
-        let mut opts = async_nats::ConnectOptions::new()
+        let opts = auth_options(&cfg.nats, &auth)
+            .await?
             .name(name)
             .connection_timeout(timeout)
             .max_reconnects(None)
@@ -168,13 +495,13 @@ pub async fn connect(cfg: &Config, url: &str, name: &str) -> Result<async_nats::
                     other => tracing::debug!("NATS event: {other}"),
                 }
             });
-        if !cfg.nats.credentials.is_empty() {
-            opts = opts
-                .credentials_file(&cfg.nats.credentials)
-                .await
-                .with_context(|| format!("nats.credentials {}", cfg.nats.credentials))?;
-        }
-        match tokio::time::timeout(timeout, opts.connect(url)).await {
+        let addrs: Vec<async_nats::ServerAddr> = auth
+            .url
+            .split(',')
+            .map(|u| u.trim().parse())
+            .collect::<Result<_, _>>()
+            .map_err(|e| anyhow!("nats.url = {shown:?}: {e}"))?;
+        match tokio::time::timeout(timeout, opts.connect(addrs)).await {
             Ok(Ok(client)) => return Ok(client),
             Ok(Err(e)) => last = Some(e.to_string()),
             Err(_) => last = Some(format!("timed out after {timeout:?}")),
@@ -183,7 +510,7 @@ pub async fn connect(cfg: &Config, url: &str, name: &str) -> Result<async_nats::
             warn!(
                 attempt = attempt + 1,
                 of = d.max_retries + 1,
-                "cannot connect to NATS at {url}: {}; retrying in {} ms",
+                "cannot connect to NATS at {shown}: {}; retrying in {} ms",
                 last.as_deref().unwrap_or(""),
                 d.retry_delay_ms
             );
@@ -191,7 +518,7 @@ pub async fn connect(cfg: &Config, url: &str, name: &str) -> Result<async_nats::
         }
     }
     bail!(
-        "cannot connect to NATS at {url} after {} attempts: {}",
+        "cannot connect to NATS at {shown} after {} attempts: {}",
         d.max_retries + 1,
         last.unwrap_or_default()
     )
@@ -307,6 +634,39 @@ pub async fn ensure_streams(
     }
     ensure_detectors_consumer(js).await?;
     Ok(out)
+}
+
+/// [`ensure_streams`], or, for a node whose role may not manage streams
+/// (least-privilege users), a check that they all exist.
+pub async fn ensure_or_verify_streams(
+    js: &jetstream::Context,
+    settings: &RetentionSettings,
+) -> Result<()> {
+    let Err(e) = ensure_streams(js, settings).await else {
+        return Ok(());
+    };
+    use futures::StreamExt;
+    let present: Vec<String> = js
+        .stream_names()
+        .collect::<Vec<_>>()
+        .await
+        .into_iter()
+        .filter_map(Result::ok)
+        .collect();
+    let missing: Vec<&str> = spec::all_streams(settings)
+        .iter()
+        .map(|s| s.name)
+        .filter(|n| !present.iter().any(|p| p == n))
+        .collect();
+    if missing.is_empty() {
+        info!("streams exist; this node does not manage them ({e:#})");
+        Ok(())
+    } else {
+        Err(e.context(format!(
+            "setting up JetStream streams ({} missing)",
+            missing.join(", ")
+        )))
+    }
 }
 
 /// The pull configuration of the shared `detectors` consumer.

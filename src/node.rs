@@ -9,7 +9,7 @@ use std::process::ExitCode;
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
-use anyhow::{anyhow, bail, Context, Result};
+use anyhow::{anyhow, bail, Result};
 use async_nats::jetstream;
 use async_nats::service::ServiceExt;
 use axum::{extract::State, routing::get, Json, Router};
@@ -209,6 +209,7 @@ impl DetectionNode {
             );
             let cam_conf = cam_conf.clone();
             let js = js.clone();
+            let limits = cfg.limits.limits();
             let name = format!("detector:{worker}");
             let options = match options {
                 Ok(o) => o,
@@ -227,6 +228,7 @@ impl DetectionNode {
                     js: js.clone(),
                     stats: st.clone(),
                     loaded: ld.clone(),
+                    limits: limits.clone(),
                 }),
             });
         }
@@ -393,11 +395,12 @@ impl SpatialNode {
         for cam in track_cameras {
             let st = Arc::new(Mutex::new(TrackingStatus::default()));
             tracking.insert(cam.clone(), st.clone());
-            let (camera, params, window, js) = (
+            let (camera, params, window, js, limits) = (
                 cam.clone(),
                 cfg.tracking.params(),
                 cfg.tracking.reorder_window_ms,
                 js.clone(),
+                cfg.limits.limits(),
             );
             let name = format!("track:{cam}");
             specs.push(ChildSpec {
@@ -410,6 +413,7 @@ impl SpatialNode {
                     js: js.clone(),
                     durable: format!("track-{camera}"),
                     status: st.clone(),
+                    limits: limits.clone(),
                 }),
             });
         }
@@ -425,7 +429,7 @@ impl SpatialNode {
             let tr = Arc::new(Mutex::new(Vec::new()));
             statuses.push(st.clone());
             all_tracks.push(tr.clone());
-            let (params, js) = (params.clone(), js.clone());
+            let (params, js, limits) = (params.clone(), js.clone(), cfg.limits.limits());
             let name = format!("spatial:{}", plan.name);
             specs.push(ChildSpec {
                 name: name.clone(),
@@ -437,6 +441,7 @@ impl SpatialNode {
                     js: js.clone(),
                     status: st.clone(),
                     tracks: tr.clone(),
+                    limits: limits.clone(),
                 }),
             });
         }
@@ -497,6 +502,7 @@ pub fn spatial_params(cfg: &Config) -> SpatialParams {
         track_ttl_seconds: s.track_ttl_seconds,
         max_tracks: s.max_tracks,
         reid_enabled: s.reid_enabled,
+        embedding_dim: (s.embedding_dim > 0).then_some(s.embedding_dim),
         matching_interval_ms: s.matching_interval_ms,
         ..Default::default()
     }
@@ -643,6 +649,27 @@ async fn json_endpoint<T: Serialize>(
     }
 }
 
+/// Connects a node role to NATS, ensures the streams and starts the stream
+/// keeper that keeps them (and the role's `/health`) current.
+async fn connect_role(
+    cfg: &Config,
+    url: &str,
+    name: &str,
+) -> Result<(
+    async_nats::Client,
+    jetstream::Context,
+    Arc<crate::health::BusHealth>,
+    tokio::task::JoinHandle<()>,
+)> {
+    let client = crate::nats::connect(cfg, url, name).await?;
+    let js = jetstream::new(client.clone());
+    let retention = crate::nats::retention(cfg);
+    crate::nats::ensure_or_verify_streams(&js, &retention).await?;
+    let bus = Arc::new(crate::health::BusHealth::default());
+    let keeper = crate::health::spawn_keeper(client.clone(), retention, bus.clone());
+    Ok((client, js, bus, keeper))
+}
+
 /// `nvr detector`: a standalone detection node.
 pub async fn run_detector_node(loaded: config::Loaded) -> Result<ExitCode> {
     let cfg = Arc::new(loaded.config);
@@ -650,27 +677,28 @@ pub async fn run_detector_node(loaded: config::Loaded) -> Result<ExitCode> {
         eprintln!("config error: {e}");
         return Ok(ExitCode::from(2));
     }
-    let listen = config::parse_listen(&cfg.detection.address)
-        .map_err(|e| anyhow!("detection.address = {:?}: {e}", cfg.detection.address))?;
+    let listener = match crate::api::bind("detection.address", &cfg.detection.address) {
+        Ok(l) => l,
+        Err(e) => {
+            eprintln!("config error: {e:#}");
+            return Ok(ExitCode::from(2));
+        }
+    };
+    let listen = listener.local_addr()?;
     let url = node_url(&cfg);
-    let client = crate::nats::connect(&cfg, &url, "nvr detector").await?;
-    let js = jetstream::new(client.clone());
-    crate::nats::ensure_streams(&js, &crate::nats::retention(&cfg))
-        .await
-        .context("setting up JetStream streams")?;
+    let (client, js, bus, keeper) = connect_role(&cfg, &url, "nvr detector").await?;
     let (node, specs) = DetectionNode::new(&cfg, js.clone());
     let (sup, handle) = supervisor::start_supervisor(specs).await?;
     let responder = serve_detection_status(client.clone(), node.clone()).await?;
     let services = register_services(&client, Some(&node), None).await;
 
     let n2 = node.clone();
-    let c2 = client.clone();
     let app = Router::new()
         .route(
             "/health",
             get(move || {
-                let ok = c2.connection_state() == async_nats::connection::State::Connected;
-                async move { crate::api::health_response(ok, "nvr-detection") }
+                let bus = bus.clone();
+                async move { crate::api::health_response(&bus, "nvr-detection") }
             }),
         )
         .route(
@@ -679,14 +707,15 @@ pub async fn run_detector_node(loaded: config::Loaded) -> Result<ExitCode> {
         )
         .with_state(n2);
     let token = tokio_util::sync::CancellationToken::new();
-    let api = crate::api::serve(listen, app, token.clone()).await?;
+    let api = crate::api::serve(listener, app, token.clone())?;
     let mut signals = supervisor::ShutdownSignals::install();
-    info!(node = %node.node, workers = node.workers.len(), http = %listen, nats = %url, "detection node running");
+    info!(node = %node.node, workers = node.workers.len(), http = %listen, nats = %crate::nats::redact_url(&url), "detection node running");
     signals.recv().await;
     info!("shutting down");
     token.cancel();
     supervisor::shutdown_supervisor(&sup, handle).await;
     responder.abort();
+    keeper.abort();
     drop(services);
     let _ = tokio::time::timeout(Duration::from_secs(1), client.flush()).await;
     let _ = tokio::time::timeout(Duration::from_secs(2), api).await;
@@ -728,30 +757,35 @@ pub async fn run_spatial_node(loaded: config::Loaded) -> Result<ExitCode> {
             }
         }
     }
-    let listen = config::parse_listen(&cfg.spatial.address)
-        .map_err(|e| anyhow!("spatial.address = {:?}: {e}", cfg.spatial.address))?;
+    let listener = match crate::api::bind("spatial.address", &cfg.spatial.address) {
+        Ok(l) => l,
+        Err(e) => {
+            eprintln!("config error: {e:#}");
+            return Ok(ExitCode::from(2));
+        }
+    };
+    let listen = listener.local_addr()?;
     let url = node_url(&cfg);
-    let client = crate::nats::connect(&cfg, &url, "nvr spatial").await?;
-    let js = jetstream::new(client.clone());
-    crate::nats::ensure_streams(&js, &crate::nats::retention(&cfg))
-        .await
-        .context("setting up JetStream streams")?;
+    let (client, js, bus, keeper) = connect_role(&cfg, &url, "nvr spatial").await?;
     let plan = ShardPlan {
         name: shard.clone(),
         cameras: geos,
     };
     let (node, specs) = SpatialNode::new(&cfg, js.clone(), &cameras, vec![plan]);
-    let (sup, handle) = supervisor::start_supervisor(specs).await?;
-    let responder = serve_spatial_status(client.clone(), node.clone()).await?;
-    let services = register_services(&client, None, Some(&node)).await;
-
-    let c2 = client.clone();
+    let mut signals = supervisor::ShutdownSignals::install();
+    let mut lease = crate::lease::Lease::new(
+        &js,
+        cfg.nats.replicas,
+        &format!("spatial-{shard}"),
+        &node.node,
+    )
+    .await?;
     let app = Router::new()
         .route(
             "/health",
             get(move || {
-                let ok = c2.connection_state() == async_nats::connection::State::Connected;
-                async move { crate::api::health_response(ok, "nvr-spatial") }
+                let bus = bus.clone();
+                async move { crate::api::health_response(&bus, "nvr-spatial") }
             }),
         )
         .route(
@@ -770,16 +804,36 @@ pub async fn run_spatial_node(loaded: config::Loaded) -> Result<ExitCode> {
         )
         .with_state(node.clone());
     let token = tokio_util::sync::CancellationToken::new();
-    let api = crate::api::serve(listen, app, token.clone()).await?;
-    let mut signals = supervisor::ShutdownSignals::install();
-    info!(shard = %shard, cameras = ?cameras, http = %listen, nats = %url, "spatial node running");
-    signals.recv().await;
-    info!("shutting down");
+    let api = crate::api::serve(listener, app, token.clone())?;
+    // Exactly one active instance per shard: wait for the lease.
+    let acquired = tokio::select! {
+        _ = lease.acquire() => true,
+        _ = signals.recv() => false,
+    };
+    let mut code = ExitCode::SUCCESS;
+    if acquired {
+        let (sup, handle) = supervisor::start_supervisor(specs).await?;
+        let responder = serve_spatial_status(client.clone(), node.clone()).await?;
+        let services = register_services(&client, None, Some(&node)).await;
+        info!(shard = %shard, cameras = ?cameras, http = %listen, nats = %crate::nats::redact_url(&url), "spatial node running");
+        let lost = tokio::select! {
+            _ = signals.recv() => false,
+            _ = lease.hold() => true,
+        };
+        if lost {
+            tracing::error!(shard = %shard, "lease lost: another instance may be active; stopping this one");
+            code = ExitCode::from(1);
+        } else {
+            info!("shutting down");
+        }
+        supervisor::shutdown_supervisor(&sup, handle).await;
+        lease.release().await;
+        responder.abort();
+        drop(services);
+    }
     token.cancel();
-    supervisor::shutdown_supervisor(&sup, handle).await;
-    responder.abort();
-    drop(services);
+    keeper.abort();
     let _ = tokio::time::timeout(Duration::from_secs(1), client.flush()).await;
     let _ = tokio::time::timeout(Duration::from_secs(2), api).await;
-    Ok(ExitCode::SUCCESS)
+    Ok(code)
 }

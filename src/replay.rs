@@ -25,12 +25,16 @@ pub struct ReplayArgs {
 }
 
 /// Runs the tracker over `dets` (sorted by seq) and returns the outputs.
+/// Objects go through the same boundary checks as in the live track actor
+/// (`limits`), so a replay sees exactly what the live tracker saw.
 pub fn track_all(
     params: nvr_actors::track::TrackerParams,
+    limits: &nvr_actors::guard::Limits,
     mut dets: Vec<Detections>,
 ) -> Vec<CameraTracks> {
     dets.sort_by_key(|d| d.seq);
     dets.dedup_by_key(|d| d.seq);
+    dets.retain_mut(|d| nvr_actors::guard::clean_detections(&mut d.objects, limits).is_ok());
     let mut tracker = nvr_actors::track::Tracker::new(params);
     dets.into_iter()
         .map(|d| {
@@ -84,7 +88,8 @@ pub async fn run(cfg: &crate::config::Config, args: ReplayArgs) -> Result<ExitCo
     if bad > 0 {
         eprintln!("skipped {bad} malformed detections messages");
     }
-    for t in track_all(cfg.tracking.params(), dets) {
+    dets.retain(|d| d.camera == args.camera);
+    for t in track_all(cfg.tracking.params(), &cfg.limits.limits(), dets) {
         if args.hex {
             let bytes = encode(&t)?;
             println!(

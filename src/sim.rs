@@ -81,6 +81,8 @@ pub struct SimArgs {
     pub no_publish: bool,
     /// Shift timestamps to the current time and sequence numbers past any
     /// earlier run, so a running system takes every run as new footage.
+    /// Always done when publishing (receivers refuse timestamps far from
+    /// their clock); with `--no-publish` it also shifts the written files.
     #[arg(long)]
     pub now: bool,
 }
@@ -163,8 +165,16 @@ pub async fn run(cfg: &crate::config::Config, args: SimArgs) -> Result<ExitCode>
     let mut out = tokio::task::spawn_blocking(move || sim::simulate(&sim_cfg))
         .await
         .context("simulator thread")?;
-    if args.now {
-        shift_to(&mut out, nvr_actors::bus::now_ns());
+    if args.now || !args.no_publish {
+        // Paced, the simulation starts now; unpaced, it ends now, so every
+        // timestamp is in the receivers' window (never far ahead of their clock).
+        let span = out
+            .messages
+            .last()
+            .map(|m| m.ts_ns.saturating_sub(out.config.start_ns))
+            .unwrap_or(0);
+        let now = nvr_actors::bus::now_ns();
+        shift_to(&mut out, if args.speed == 0.0 { now - span } else { now });
     }
     if let Some(dir) = &args.out {
         sim::write_ground_truth(&out, dir)

@@ -224,6 +224,13 @@ pub struct Shared {
     /// Frames the server gave up on after `max_deliver` deliveries to the
     /// `detectors` consumer (JetStream advisories), so they are counted too.
     pub dead_lettered: Arc<std::sync::atomic::AtomicU64>,
+    /// Whether NATS answers and the streams exist (kept by the stream keeper).
+    pub bus: Arc<crate::health::BusHealth>,
+    /// Restarts of the embedded nats-server, when this process owns one.
+    pub nats_restarts: Option<Arc<std::sync::atomic::AtomicU64>>,
+    /// Detections stored per camera, counted from the stream itself, so a
+    /// detection node that dies does not take its processed frames with it.
+    pub stored: Arc<crate::census::Census>,
 }
 
 /// Counts JetStream's max-deliveries advisories of the `detectors` consumer
@@ -337,12 +344,14 @@ pub async fn shutdown_supervisor(sup: &ActorRef<SupMsg>, handle: tokio::task::Jo
 /// `nvr run`: everything the configuration enables, in one process.
 pub async fn run_all(loaded: crate::config::Loaded) -> Result<ExitCode> {
     let cfg = Arc::new(loaded.config);
-    if cfg.detection.embedded {
-        if let Err(e) = node::check_detection_config(&cfg).await {
-            eprintln!("config error: {e}");
+    // Startup faults: one line and exit code 2, before anything is started.
+    let api_listener = match preflight(&cfg).await {
+        Ok(l) => l,
+        Err(e) => {
+            eprintln!("config error: {e:#}");
             return Ok(ExitCode::from(2));
         }
-    }
+    };
     let shards = match node::shards_for_run(&cfg) {
         Ok(s) => s,
         Err(e) => {
@@ -360,24 +369,56 @@ pub async fn run_all(loaded: crate::config::Loaded) -> Result<ExitCode> {
         .as_ref()
         .map(|s| s.url.clone())
         .unwrap_or_else(|| cfg.nats.url.clone());
-    let result = run_with_nats(cfg.clone(), &url, server.is_some(), shards).await;
+    // The owner of a server with role users connects as `nvr`.
+    let cfg = if server.is_some() && cfg.nats.roles_enabled() && cfg.nats.user.is_empty() {
+        let mut c = (*cfg).clone();
+        c.nats.user = "nvr".into();
+        c.nats.password = crate::roles::password(&c.nats.store_dir, "nvr")?;
+        Arc::new(c)
+    } else {
+        cfg
+    };
+    let result = run_with_nats(cfg.clone(), &url, server.as_ref(), shards, api_listener).await;
     if let Some(s) = server {
         s.stop().await;
     }
     result
 }
 
+/// What `nvr run` checks before it starts anything: the detection model and
+/// backend, the embedded server (binary, store directory, free port) and
+/// the API port, which is bound here and kept.
+async fn preflight(cfg: &Config) -> Result<std::net::TcpListener> {
+    if cfg.detection.embedded {
+        node::check_detection_config(cfg)
+            .await
+            .map_err(|e| anyhow::anyhow!("{e}"))?;
+    }
+    if cfg.nats.embedded {
+        crate::nats::preflight_embedded(&cfg.nats)?;
+    }
+    crate::api::bind("api.address", &cfg.api.address)
+}
+
 async fn run_with_nats(
     cfg: Arc<Config>,
     url: &str,
-    embedded: bool,
+    server: Option<&crate::nats::EmbeddedServer>,
     shards: Vec<node::ShardPlan>,
+    api_listener: std::net::TcpListener,
 ) -> Result<ExitCode> {
+    let embedded = server.is_some();
     let client = crate::nats::connect(&cfg, url, "nvr run").await?;
     let js = jetstream::new(client.clone());
-    crate::nats::ensure_streams(&js, &crate::nats::retention(&cfg))
+    let retention = crate::nats::retention(&cfg);
+    crate::nats::ensure_streams(&js, &retention)
         .await
         .context("setting up JetStream streams")?;
+    let bus = Arc::new(crate::health::BusHealth::default());
+    let keeper = crate::health::spawn_keeper(client.clone(), retention, bus.clone());
+    let tracked: Vec<String> = cfg.cameras.iter().map(|c| c.id.clone()).collect();
+    let stored = Arc::new(crate::census::Census::new(tracked));
+    let census = crate::census::spawn(js.clone(), stored.clone());
 
     let mut specs = Vec::new();
     let mut cameras = BTreeMap::new();
@@ -419,6 +460,9 @@ async fn run_with_nats(
         nats_embedded: embedded,
         cameras,
         dead_lettered: Arc::new(std::sync::atomic::AtomicU64::new(0)),
+        bus,
+        nats_restarts: server.map(|s| s.restarts.clone()),
+        stored,
     });
     let dead_letters = count_dead_letters(&client, shared.dead_lettered.clone()).await?;
 
@@ -432,31 +476,47 @@ async fn run_with_nats(
     }
     let services = node::register_services(&client, detection.as_ref(), spatial.as_ref()).await;
 
-    let listen = crate::config::parse_listen(&cfg.api.address)
-        .map_err(|e| anyhow::anyhow!("api.address: {e}"))?;
+    let listen = api_listener.local_addr()?;
     let api_token = tokio_util::sync::CancellationToken::new();
     let api = crate::api::serve(
-        listen,
+        api_listener,
         crate::api::router(shared.clone()),
         api_token.clone(),
-    )
-    .await?;
+    )?;
     let mut signals = ShutdownSignals::install();
-    info!(api = %listen, nats = %url, embedded_nats = embedded, "nvr running");
+    info!(api = %listen, nats = %crate::nats::redact_url(url), embedded_nats = embedded, "nvr running");
 
-    signals.recv().await;
-    info!("shutting down");
+    let server_failed = async {
+        match server {
+            Some(s) => s.failed().await,
+            None => std::future::pending().await,
+        }
+    };
+    let fatal = tokio::select! {
+        _ = signals.recv() => None,
+        why = server_failed => Some(why),
+    };
+    match &fatal {
+        None => info!("shutting down"),
+        Some(why) => error!("{why}; shutting down so the service manager restarts nvr"),
+    }
     api_token.cancel();
     shutdown_supervisor(&sup, sup_handle).await;
     for r in responders {
         r.abort();
     }
     dead_letters.abort();
+    keeper.abort();
+    census.abort();
     drop(services);
     let _ = tokio::time::timeout(Duration::from_secs(1), client.flush()).await;
     let _ = tokio::time::timeout(Duration::from_secs(2), api).await;
     info!("stopped");
-    Ok(ExitCode::SUCCESS)
+    Ok(if fatal.is_some() {
+        ExitCode::from(1)
+    } else {
+        ExitCode::SUCCESS
+    })
 }
 
 #[cfg(test)]

@@ -9,41 +9,11 @@ use std::time::Duration;
 use async_nats::jetstream;
 use common::*;
 use futures::StreamExt;
-use nvr_subjects::messages::{CameraTracks, DetectedObject, Detections, SpatialTracks};
-use nvr_subjects::{decode, encode, subjects, SCHEMA_VERSION};
-
-const T0: u64 = 1_700_000_000_000_000_000;
+use nvr_subjects::messages::{CameraTracks, Detections, SpatialTracks};
+use nvr_subjects::{decode, encode, subjects};
 
 fn detections(seq: u64, x: f32) -> Detections {
-    Detections {
-        v: SCHEMA_VERSION,
-        camera: "hall".into(),
-        seq,
-        ts_ns: T0 + seq * 200_000_000,
-        width: 640,
-        height: 480,
-        model: "test".into(),
-        backend: "cpu".into(),
-        worker: "t".into(),
-        latency_ms: 1.0,
-        queue_ms: 1.0,
-        objects: vec![DetectedObject {
-            class_id: 0,
-            label: "person".into(),
-            score: 0.9,
-            bbox: [x, 0.3, x + 0.08, 0.8],
-            embedding: None,
-        }],
-    }
-}
-
-/// A process on an external server with detection off and one calibrated
-/// camera `hall` on floor `lobby`; `extra` is inserted before the floors.
-fn hall_config(nats_url: &str, api: u16, extra: &str) -> String {
-    let floors = "floors:\n  - id: lobby\n    size_m: [10.0, 10.0]\ncameras:\n  - id: hall\n    floor: lobby\n    calibration:\n      points:\n        - { image: [0, 480], floor: [0.0, 0.0] }\n        - { image: [640, 480], floor: [10.0, 0.0] }\n        - { image: [640, 0], floor: [10.0, 10.0] }\n        - { image: [0, 0], floor: [0.0, 10.0] }\n";
-    format!(
-        "nats:\n  embedded: false\n  url: \"{nats_url}\"\napi:\n  address: \"127.0.0.1:{api}\"\ndetection:\n  embedded: false\n{extra}{floors}"
-    )
+    walker("hall", seq, x)
 }
 
 async fn publish(js: &jetstream::Context, d: &Detections) {

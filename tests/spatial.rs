@@ -190,7 +190,6 @@ async fn two_spatial_shards_are_summed_by_the_main_api() {
 /// Pixels per metre of the test cameras: camera `ox` sees floor x in
 /// `[ox, ox + 12.8]`, y in `[0, 7.2]` (1280 x 720).
 const PX: f64 = 100.0;
-const T0: u64 = 1_700_000_000_000_000_000;
 const DT: u64 = 100_000_000;
 const FRAMES: u64 = 200;
 
@@ -223,7 +222,7 @@ fn detections(camera: &str, i: u64, objects: Vec<DetectedObject>) -> Detections 
         v: SCHEMA_VERSION,
         camera: camera.into(),
         seq: i,
-        ts_ns: T0 + i * DT,
+        ts_ns: *T0 + i * DT,
         width: 1280,
         height: 720,
         model: "test".into(),
@@ -308,7 +307,7 @@ async fn overlap_gives_one_identity_and_a_blind_gap_one_handoff() {
     }
 
     // Read the published global tracks until both shards reach the end.
-    let end = T0 + (FRAMES - 5) * DT;
+    let end = *T0 + (FRAMES - 5) * DT;
     let mut ids: BTreeMap<String, BTreeSet<u64>> = BTreeMap::new();
     let mut last_ts: BTreeMap<String, u64> = BTreeMap::new();
     let mut fused = false;

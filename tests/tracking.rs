@@ -26,14 +26,16 @@ const REORDER_WINDOW_MS: u64 = 2000;
 /// The detections of one camera: a deterministic 5 fps scene of 12 people
 /// (normalised boxes, misses, low-score false positives).
 fn scene(camera: &str) -> Vec<Detections> {
-    synthetic_sequence(12, FRAMES, 11)
-        .into_iter()
+    let seq = synthetic_sequence(12, FRAMES, 11);
+    // Message time starts at the test's origin, inside the receivers' window.
+    let first = seq.first().map(|(t, _)| *t).unwrap_or(0);
+    seq.into_iter()
         .enumerate()
         .map(|(i, (ts_ns, objects))| Detections {
             v: SCHEMA_VERSION,
             camera: camera.to_string(),
             seq: i as u64,
-            ts_ns,
+            ts_ns: ts_ns - first + *T0,
             width: 1920,
             height: 1080,
             model: "synthetic".into(),
@@ -53,7 +55,14 @@ fn expected(dets: &[Detections]) -> (Vec<CameraTracks>, usize) {
     let tracks = dets
         .iter()
         .map(|d| {
-            let out = tracker.update(d.ts_ns, &d.objects);
+            // The boundary checks of the live actor (boxes clipped into the frame).
+            let mut objects = d.objects.clone();
+            nvr_actors::guard::clean_detections(
+                &mut objects,
+                &nvr_actors::guard::Limits::default(),
+            )
+            .expect("a sane scene");
+            let out = tracker.update(d.ts_ns, &objects);
             started += out.started.len();
             CameraTracks {
                 v: SCHEMA_VERSION,

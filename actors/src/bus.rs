@@ -33,6 +33,11 @@ pub fn headers(msg_id: Option<&str>) -> HeaderMap {
     h
 }
 
+/// Woken whenever a JetStream publish fails, so the process's stream keeper
+/// checks at once that the contract's streams still exist (a deleted or
+/// lost stream is recreated within a second instead of at the next check).
+pub static PUBLISH_FAILED: tokio::sync::Notify = tokio::sync::Notify::const_new();
+
 /// Publishes `msg` to JetStream and waits for the stream's acknowledgement.
 /// Returns whether the server reported it as a duplicate.
 pub async fn publish_js<M: Message>(
@@ -42,9 +47,12 @@ pub async fn publish_js<M: Message>(
     msg_id: Option<&str>,
 ) -> Result<bool, PublishError> {
     let payload = encode(msg)?;
-    let fail = |subject: &str, reason: String| PublishError::Publish {
-        subject: subject.to_string(),
-        reason,
+    let fail = |subject: &str, reason: String| {
+        PUBLISH_FAILED.notify_one();
+        PublishError::Publish {
+            subject: subject.to_string(),
+            reason,
+        }
     };
     let ack = js
         .publish_with_headers(subject.clone(), headers(msg_id), payload.into())

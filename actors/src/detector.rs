@@ -16,7 +16,8 @@ use ractor::{Actor, ActorProcessingErr, ActorRef};
 use tracing::{debug, info, warn};
 
 use crate::bus::{self, now_ns};
-use crate::detect::{Detector, DetectorOptions, RgbImage};
+use crate::detect::{DetectError, Detector, DetectorOptions, RgbImage};
+use crate::guard::{self, Limits, Refusal};
 use crate::status::WorkerStats;
 
 /// What a detector worker needs to start.
@@ -39,6 +40,8 @@ pub struct DetectorArgs {
     pub stats: Arc<WorkerStats>,
     /// Backend information filled in once the model is loaded.
     pub loaded: Arc<std::sync::Mutex<Option<LoadedModel>>>,
+    /// Bounds every frame is checked against before it is decoded.
+    pub limits: Limits,
 }
 
 /// What the worker reports about its model once loaded.
@@ -178,6 +181,17 @@ async fn process(
             return Ok(());
         }
     };
+    if let Err(why) = check_frame(&m.subject, &frame, pulled_ns, &state.args.limits) {
+        let camera = subjects::camera_of(&m.subject).map(str::to_string);
+        let line = format!(
+            "frame refused ({why}) on {}: camera {:?}, seq {}, ts_ns {}, {}x{}",
+            m.subject, frame.camera, frame.seq, frame.ts_ns, frame.width, frame.height
+        );
+        warn!(worker = %state.args.worker, "{line}");
+        stats.record_refused(camera.as_deref(), why, &line);
+        let _ = m.ack_with(AckKind::Term).await;
+        return Ok(());
+    }
     let age_ms = pulled_ns.saturating_sub(frame.ts_ns) as f64 / 1e6;
     if age_ms > state.args.max_frame_age_ms as f64 {
         stats.record_skipped(&frame.camera);
@@ -212,8 +226,9 @@ async fn process(
     };
     let started = Instant::now();
     let camera = frame.camera.clone();
+    let max_pixels = state.args.limits.max_image_pixels;
     let (detector, result) = tokio::task::spawn_blocking(move || {
-        let r = infer(&mut detector, &frame, min_conf).map(|objs| (frame, objs));
+        let r = infer(&mut detector, &frame, min_conf, max_pixels).map(|objs| (frame, objs));
         (detector, r)
     })
     .await?;
@@ -223,7 +238,13 @@ async fn process(
         Ok(v) => v,
         Err(e) => {
             warn!(worker = %state.args.worker, camera = %camera, "frame failed: {e}");
-            stats.record_error(Some(&camera), &format!("camera {camera}: {e}"));
+            let line = format!("camera {camera}: {e}");
+            match e {
+                DetectError::TooLarge(_) => {
+                    stats.record_refused(Some(&camera), Refusal::ImageTooLarge, &line)
+                }
+                _ => stats.record_error(Some(&camera), &line),
+            }
             let _ = m.ack_with(AckKind::Term).await;
             return Ok(());
         }
@@ -269,7 +290,7 @@ async fn process(
         }
         Err(e) => {
             warn!(worker = %state.args.worker, "{e}; frame left for redelivery");
-            stats.record_error(Some(&det.camera), &e.to_string());
+            stats.record_delivery_error(&e.to_string());
             let _ = m
                 .ack_with(AckKind::Nak(Some(Duration::from_millis(200))))
                 .await;
@@ -278,16 +299,27 @@ async fn process(
     Ok(())
 }
 
+/// The boundary checks of a frame: its camera field agrees with the subject,
+/// its time is not ahead of this node's clock (one that is too old is
+/// skipped by age), and the size it declares is bounded.
+fn check_frame(subject: &str, frame: &Frame, now_ns: u64, limits: &Limits) -> Result<(), Refusal> {
+    guard::check_camera(subject, &frame.camera)?;
+    if frame.ts_ns > now_ns.saturating_add(limits.max_ahead_ns) {
+        return Err(Refusal::TimestampAhead);
+    }
+    guard::check_pixels(frame.width, frame.height, limits)?;
+    guard::check_pixels(frame.data_width, frame.data_height, limits)
+}
+
 /// Decodes the frame's image and runs the model (blocking).
 fn infer(
     detector: &mut Detector,
     frame: &Frame,
     min_conf: f32,
-) -> Result<Vec<nvr_subjects::DetectedObject>, String> {
+    max_pixels: u64,
+) -> Result<Vec<nvr_subjects::DetectedObject>, DetectError> {
     let img = match frame.encoding {
-        FrameEncoding::Jpeg => {
-            crate::detect::image::decode_jpeg(&frame.data).map_err(|e| e.to_string())?
-        }
+        FrameEncoding::Jpeg => crate::detect::image::decode_jpeg_limited(&frame.data, max_pixels)?,
         FrameEncoding::Rgb24 => {
             let w = if frame.data_width > 0 {
                 frame.data_width
@@ -301,10 +333,10 @@ fn infer(
             };
             let want = w as usize * h as usize * 3;
             if frame.data.len() != want || w == 0 || h == 0 {
-                return Err(format!(
+                return Err(DetectError::Image(format!(
                     "rgb24 frame has {} bytes, expected {w}x{h}x3 = {want}",
                     frame.data.len()
-                ));
+                )));
             }
             RgbImage {
                 width: w,
@@ -313,5 +345,5 @@ fn infer(
             }
         }
     };
-    detector.detect(&img, min_conf).map_err(|e| e.to_string())
+    detector.detect(&img, min_conf)
 }

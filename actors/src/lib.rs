@@ -6,6 +6,7 @@ pub mod bus;
 pub mod camera;
 pub mod detect;
 pub mod detector;
+pub mod guard;
 pub mod sim;
 pub mod spatial;
 pub mod spatial_actor;

@@ -20,8 +20,9 @@ use tokio_util::sync::CancellationToken;
 use tracing::{debug, info, warn};
 
 use crate::bus;
+use crate::guard::{self, Limits, Refusal};
 use crate::spatial::{CameraGeometry, SpatialParams, SpatialStats, SpatialTracker};
-use crate::status::{new_histogram, Latency};
+use crate::status::{new_histogram, now_ms, Latency, Progress, RefusalSink};
 
 /// A camera whose latest message is this far behind the newest one no
 /// longer holds the watermark back.
@@ -41,6 +42,8 @@ pub struct SpatialArgs {
     pub status: Arc<Mutex<ShardStatus>>,
     /// Latest global tracks, for `/api/v1/spatial/tracks`.
     pub tracks: Arc<Mutex<Vec<SpatialTrack>>>,
+    /// Bounds every camera-tracks message is checked against.
+    pub limits: Limits,
 }
 
 /// Status of one shard, as served by the status endpoints.
@@ -60,8 +63,14 @@ pub struct ShardStatus {
     pub ingested: u64,
     /// Messages that could not be decoded.
     pub malformed: u64,
-    /// Messages refused by the core (unknown camera, wrong embedding size).
+    /// Messages refused by the core (unknown camera, out of order).
     pub rejected: u64,
+    /// Messages or tracks refused at the boundary, by reason.
+    #[serde(default)]
+    pub refused: crate::guard::RefusalCounts,
+    /// Input and output marks, to tell a frozen shard from an idle one.
+    #[serde(default)]
+    pub progress: crate::status::Progress,
     /// Latest error.
     pub last_error: Option<String>,
     /// Processing-time histogram (V2, base64) for cross-node percentiles.
@@ -169,16 +178,25 @@ impl Actor for SpatialActor {
                         return;
                     }
                 };
+                let mut errors = 0u32;
                 loop {
                     tokio::select! {
                         _ = token.cancelled() => return,
                         next = messages.next() => match next {
                             Some(Ok(m)) => {
+                                errors = 0;
                                 if me.cast(SpatialMsg::Tracks(Box::new(m))).is_err() {
                                     return;
                                 }
                             }
-                            Some(Err(e)) => debug!("tracks consumer: {e}"),
+                            Some(Err(e)) => {
+                                errors += 1;
+                                debug!("tracks consumer: {e}");
+                                if errors >= crate::track_actor::PUMP_ERRORS {
+                                    let _ = me.cast(SpatialMsg::PumpFailed(format!("consumer: {e}")));
+                                    return;
+                                }
+                            }
                             None => {
                                 let _ = me.cast(SpatialMsg::PumpFailed("consumer closed".into()));
                                 return;
@@ -189,6 +207,7 @@ impl Actor for SpatialActor {
             }));
         }
         if let Ok(mut s) = args.status.lock() {
+            s.progress.started_ms = now_ms();
             s.shard = args.shard.clone();
             s.cameras = args.cameras.iter().map(|c| c.id.clone()).collect();
         }
@@ -249,7 +268,7 @@ impl Actor for SpatialActor {
                 Ok(())
             }
             SpatialMsg::Tracks(m) => {
-                let ct: CameraTracks = match decode(&m.payload) {
+                let mut ct: CameraTracks = match decode(&m.payload) {
                     Ok(c) => c,
                     Err(e) => {
                         warn!(shard = %state.args.shard, subject = %m.subject, "malformed tracks message: {e}");
@@ -261,6 +280,16 @@ impl Actor for SpatialActor {
                         return Ok(());
                     }
                 };
+                if let Err(why) = check(&m.subject, &mut ct, &state.args) {
+                    let line = format!(
+                        "camera tracks refused ({why}) on {}: camera {:?}, seq {}, ts_ns {}",
+                        m.subject, ct.camera, ct.seq, ct.ts_ns
+                    );
+                    warn!(shard = %state.args.shard, "{line}");
+                    update(&state.args.status, |s| s.note_refused(&[(why, 1)], line));
+                    let _ = m.ack_with(jetstream::AckKind::Term).await;
+                    return Ok(());
+                }
                 if let Err(e) = state.tracker.ingest(&ct) {
                     warn!(shard = %state.args.shard, camera = %ct.camera, "{e}");
                     update(&state.args.status, |s| {
@@ -268,7 +297,10 @@ impl Actor for SpatialActor {
                         s.last_error = Some(e.to_string());
                     });
                 }
-                update(&state.args.status, |s| s.ingested += 1);
+                update(&state.args.status, |s| {
+                    s.ingested += 1;
+                    s.progress.input_ms = now_ms();
+                });
                 let e = state.camera_ts.entry(ct.camera.clone()).or_insert(0);
                 *e = (*e).max(ct.ts_ns);
                 state.last_input = Instant::now();
@@ -290,6 +322,43 @@ impl Actor for SpatialActor {
             let _ = tokio::time::timeout(Duration::from_secs(2), p).await;
         }
         Ok(())
+    }
+}
+
+/// The boundary checks of a camera-tracks message: the camera agrees with
+/// the subject and belongs to the shard, its time is within the window
+/// around this node's clock (so it can never carry the shard's clock away),
+/// and its tracks' boxes and embeddings are sane (bad ones are dropped or
+/// stripped in place and counted).
+fn check(subject: &str, ct: &mut CameraTracks, args: &SpatialArgs) -> Result<(), Refusal> {
+    guard::check_camera(subject, &ct.camera)?;
+    if !args.cameras.iter().any(|c| c.id == ct.camera) {
+        return Err(Refusal::UnknownCamera);
+    }
+    guard::check_time(ct.ts_ns, bus::now_ns(), &args.limits)?;
+    let cleaned = guard::clean_tracks(&mut ct.tracks, args.params.embedding_dim, &args.limits)?;
+    if !cleaned.is_clean() {
+        let line = format!(
+            "camera tracks {} seq {}: tracks refused: {}",
+            ct.camera,
+            ct.seq,
+            cleaned.describe()
+        );
+        debug!("{line}");
+        update(&args.status, |s| s.note_refused(&cleaned.refused, line));
+    }
+    Ok(())
+}
+
+impl RefusalSink for ShardStatus {
+    fn refusal_parts(
+        &mut self,
+    ) -> (
+        &mut guard::RefusalCounts,
+        &mut Option<String>,
+        &mut Progress,
+    ) {
+        (&mut self.refused, &mut self.last_error, &mut self.progress)
     }
 }
 
@@ -360,6 +429,7 @@ async fn run_cycles(state: &mut SpatialState) {
         }
         let (hist, reid) = (&state.hist, &state.reid_hist);
         update(&state.args.status, |s| {
+            s.progress.output_ms = now_ms();
             s.stats = stats;
             s.processing = Latency::of(hist);
             s.reid = Latency::of(reid);

@@ -145,8 +145,12 @@ pub struct WorkerStats {
     pub processed: AtomicU64,
     /// Frames skipped as too old.
     pub skipped: AtomicU64,
-    /// Frames that failed.
+    /// Frames that failed for good (refused, undecodable, model error).
     pub errors: AtomicU64,
+    /// Deliveries that failed and were left for redelivery (a frame that
+    /// later succeeds, or is given up on by the server, counts once as a
+    /// frame elsewhere).
+    pub delivery_errors: AtomicU64,
     /// Frames whose message could not be decoded.
     pub malformed: AtomicU64,
     /// Inference latency, microseconds.
@@ -161,6 +165,10 @@ pub struct WorkerStats {
     pub rate: RateMeter,
     /// The latest error, for the status page.
     pub last_error: Mutex<Option<String>>,
+    /// Frames refused at the boundary, by reason (see [`crate::guard`]).
+    pub refused: Mutex<crate::guard::RefusalCounts>,
+    /// When a frame was last refused (ms since the Unix epoch).
+    pub refused_ms: AtomicU64,
 }
 
 impl WorkerStats {
@@ -171,6 +179,7 @@ impl WorkerStats {
             processed: AtomicU64::new(0),
             skipped: AtomicU64::new(0),
             errors: AtomicU64::new(0),
+            delivery_errors: AtomicU64::new(0),
             malformed: AtomicU64::new(0),
             latency: Mutex::new(new_histogram()),
             e2e: Mutex::new(new_histogram()),
@@ -178,7 +187,18 @@ impl WorkerStats {
             cameras: Mutex::new(BTreeMap::new()),
             rate: RateMeter::default(),
             last_error: Mutex::new(None),
+            refused: Mutex::new(Default::default()),
+            refused_ms: AtomicU64::new(0),
         }
+    }
+
+    /// Records a frame refused at the boundary (also counted as an error).
+    pub fn record_refused(&self, camera: Option<&str>, why: crate::guard::Refusal, error: &str) {
+        if let Ok(mut r) = self.refused.lock() {
+            crate::guard::count(&mut r, why, 1);
+        }
+        self.refused_ms.store(now_ms(), Ordering::Relaxed);
+        self.record_error(camera, error);
     }
 
     fn camera(&self, camera: &str, f: impl FnOnce(&mut CameraCounters)) {
@@ -211,6 +231,14 @@ impl WorkerStats {
     pub fn record_skipped(&self, camera: &str) {
         self.skipped.fetch_add(1, Ordering::Relaxed);
         self.camera(camera, |c| c.skipped += 1);
+    }
+
+    /// Records a failed delivery left for redelivery.
+    pub fn record_delivery_error(&self, error: &str) {
+        self.delivery_errors.fetch_add(1, Ordering::Relaxed);
+        if let Ok(mut e) = self.last_error.lock() {
+            *e = Some(error.to_string());
+        }
     }
 
     /// Records a failed frame.
@@ -246,6 +274,7 @@ impl WorkerStats {
             processed_count: self.processed.load(Ordering::Relaxed),
             skipped_count: self.skipped.load(Ordering::Relaxed),
             error_count: self.errors.load(Ordering::Relaxed),
+            delivery_error_count: self.delivery_errors.load(Ordering::Relaxed),
             malformed_count: self.malformed.load(Ordering::Relaxed),
             fps: self.rate.rate(),
             latency: Latency::of(&lat),
@@ -255,6 +284,8 @@ impl WorkerStats {
             e2e_hist: histogram_to_b64(&e2e),
             cameras: self.cameras.lock().map(|m| m.clone()).unwrap_or_default(),
             last_error: self.last_error.lock().ok().and_then(|e| e.clone()),
+            refused: self.refused.lock().map(|r| r.clone()).unwrap_or_default(),
+            refused_ms: self.refused_ms.load(Ordering::Relaxed),
         }
     }
 }
@@ -268,8 +299,11 @@ pub struct WorkerStatus {
     pub processed_count: u64,
     /// Frames skipped as too old.
     pub skipped_count: u64,
-    /// Frames that failed.
+    /// Frames that failed for good.
     pub error_count: u64,
+    /// Deliveries that failed and were left for redelivery.
+    #[serde(default)]
+    pub delivery_error_count: u64,
     /// Undecodable frame messages (included in `error_count`).
     pub malformed_count: u64,
     /// Frames per second over the last 10 s.
@@ -288,6 +322,12 @@ pub struct WorkerStatus {
     pub cameras: BTreeMap<String, CameraCounters>,
     /// The latest error.
     pub last_error: Option<String>,
+    /// Frames refused at the boundary, by reason (included in `error_count`).
+    #[serde(default)]
+    pub refused: crate::guard::RefusalCounts,
+    /// When a frame was last refused (ms since the Unix epoch, 0 = never).
+    #[serde(default)]
+    pub refused_ms: u64,
 }
 
 /// What a detection node answers on [`DETECTION_STATUS_SUBJECT`].
@@ -407,4 +447,118 @@ pub struct TrackingStatus {
     pub malformed: u64,
     /// Latest sequence number processed.
     pub last_seq: u64,
+    /// Messages or objects refused at the boundary, by reason.
+    #[serde(default)]
+    pub refused: crate::guard::RefusalCounts,
+    /// Times the sequence ordering was reset by a jump beyond `limits.max_seq_jump`.
+    #[serde(default)]
+    pub seq_resets: u64,
+    /// Latest refusal or error, for the status page.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub last_error: Option<String>,
+    /// Progress of the actor, to tell a frozen one from an idle one.
+    #[serde(default)]
+    pub progress: Progress,
+}
+
+/// Wall-clock marks (ms since the Unix epoch) of an actor's input and output:
+/// input that keeps arriving while output stopped long ago means the actor
+/// is frozen, whatever its counters say.
+#[derive(Debug, Clone, Copy, Default, Serialize, Deserialize, PartialEq, Eq)]
+pub struct Progress {
+    /// When the latest accepted input arrived.
+    pub input_ms: u64,
+    /// When the actor last produced output from its input.
+    pub output_ms: u64,
+    /// When the actor (this incarnation) started.
+    pub started_ms: u64,
+    /// When the latest message was refused at the boundary.
+    pub refused_ms: u64,
+}
+
+/// A status document that counts what its actor refused at the boundary.
+pub trait RefusalSink {
+    /// The refusal counts, the latest error and the progress marks.
+    fn refusal_parts(
+        &mut self,
+    ) -> (
+        &mut crate::guard::RefusalCounts,
+        &mut Option<String>,
+        &mut Progress,
+    );
+
+    /// Counts `reasons`, keeps `line` as the latest error and marks the time.
+    fn note_refused(&mut self, reasons: &[(crate::guard::Refusal, u64)], line: String) {
+        let (counts, last, progress) = self.refusal_parts();
+        for (why, n) in reasons {
+            crate::guard::count(counts, *why, *n);
+        }
+        *last = Some(line);
+        progress.refused_ms = now_ms();
+    }
+}
+
+impl RefusalSink for TrackingStatus {
+    fn refusal_parts(
+        &mut self,
+    ) -> (
+        &mut crate::guard::RefusalCounts,
+        &mut Option<String>,
+        &mut Progress,
+    ) {
+        (&mut self.refused, &mut self.last_error, &mut self.progress)
+    }
+}
+
+/// Milliseconds since the Unix epoch, now.
+pub fn now_ms() -> u64 {
+    crate::bus::now_ns() / 1_000_000
+}
+
+impl Progress {
+    /// How long input has gone unanswered while still arriving, if the actor
+    /// looks frozen (input within `window_ms`, no output for `window_ms`).
+    pub fn frozen_for_ms(&self, now_ms: u64, window_ms: u64) -> Option<u64> {
+        let recent_input = now_ms.saturating_sub(self.input_ms) < window_ms;
+        let since = self.output_ms.max(self.started_ms);
+        let stale_output = self.input_ms.saturating_sub(since) > window_ms;
+        (recent_input && stale_output).then(|| now_ms.saturating_sub(since))
+    }
+
+    /// Whether something was refused within `window_ms`.
+    pub fn refused_recently(&self, now_ms: u64, window_ms: u64) -> bool {
+        self.refused_ms > 0 && now_ms.saturating_sub(self.refused_ms) < window_ms
+    }
+}
+
+#[cfg(test)]
+mod progress_tests {
+    use super::*;
+
+    #[test]
+    fn frozen_only_when_input_flows_without_output() {
+        let p = Progress {
+            input_ms: 100_000,
+            output_ms: 80_000,
+            started_ms: 1_000,
+            refused_ms: 0,
+        };
+        assert_eq!(p.frozen_for_ms(101_000, 10_000), Some(21_000));
+        assert_eq!(p.frozen_for_ms(200_000, 10_000), None, "idle, not frozen");
+        let healthy = Progress {
+            input_ms: 100_000,
+            output_ms: 99_900,
+            started_ms: 1_000,
+            refused_ms: 0,
+        };
+        assert_eq!(healthy.frozen_for_ms(100_100, 10_000), None);
+        let just_started = Progress {
+            input_ms: 100_000,
+            output_ms: 0,
+            started_ms: 99_000,
+            refused_ms: 0,
+        };
+        assert_eq!(just_started.frozen_for_ms(100_100, 10_000), None);
+        assert!(!healthy.refused_recently(100_100, 60_000));
+    }
 }

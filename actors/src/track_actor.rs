@@ -19,8 +19,13 @@ use tokio_util::sync::CancellationToken;
 use tracing::{debug, warn};
 
 use crate::bus;
-use crate::status::TrackingStatus;
+use crate::guard::{self, Limits, Refusal, SeqVerdict};
+use crate::status::{now_ms, RefusalSink, TrackingStatus};
 use crate::track::{ReorderBuffer, Tracker, TrackerParams};
+
+/// Consecutive consumer errors after which the pump gives up and the actor
+/// restarts (re-creating its consumer).
+pub const PUMP_ERRORS: u32 = 3;
 
 /// What a track actor needs.
 pub struct TrackArgs {
@@ -36,6 +41,8 @@ pub struct TrackArgs {
     pub durable: String,
     /// Status shared with the API.
     pub status: Arc<Mutex<TrackingStatus>>,
+    /// Bounds every detections message is checked against.
+    pub limits: Limits,
 }
 
 /// Messages of the track actor.
@@ -137,16 +144,27 @@ impl Actor for TrackActor {
                     return;
                 }
             };
+            let mut errors = 0u32;
             loop {
                 tokio::select! {
                     _ = token.cancelled() => return,
                     next = tokio::time::timeout(window, messages.next()) => match next {
                         Ok(Some(Ok(m))) => {
+                            errors = 0;
                             if me.cast(TrackMsg::Detections(Box::new(m))).is_err() {
                                 return;
                             }
                         }
-                        Ok(Some(Err(e))) => debug!("detections consumer: {e}"),
+                        Ok(Some(Err(e))) => {
+                            // A consumer deleted with its stream never comes
+                            // back by itself: restart and create it again.
+                            errors += 1;
+                            debug!("detections consumer: {e}");
+                            if errors >= PUMP_ERRORS {
+                                let _ = me.cast(TrackMsg::PumpFailed(format!("consumer: {e}")));
+                                return;
+                            }
+                        }
                         Ok(None) => {
                             let _ = me.cast(TrackMsg::PumpFailed("consumer closed".into()));
                             return;
@@ -165,6 +183,7 @@ impl Actor for TrackActor {
         if next_id > 1 {
             debug!(camera = %args.camera, next_id, "continuing track ids");
         }
+        update(&args.status, |s| s.progress.started_ms = now_ms());
         Ok(TrackState {
             tracker: Tracker::with_next_id(args.params.clone(), next_id),
             reorder: ReorderBuffer::new(window_ns),
@@ -190,7 +209,7 @@ impl Actor for TrackActor {
                 process(state, ready).await;
             }
             TrackMsg::Detections(m) => {
-                let det: Detections = match decode(&m.payload) {
+                let mut det: Detections = match decode(&m.payload) {
                     Ok(d) => d,
                     Err(e) => {
                         warn!(camera = %state.args.camera, "malformed detections message: {e}");
@@ -199,7 +218,36 @@ impl Actor for TrackActor {
                         return Ok(());
                     }
                 };
+                if let Err(why) = check(&m.subject, &mut det, &state.args) {
+                    refuse(&state.args, why, 1, &m.subject, &det);
+                    let _ = m.ack_with(async_nats::jetstream::AckKind::Term).await;
+                    return Ok(());
+                }
+                update(&state.args.status, |s| s.progress.input_ms = now_ms());
                 let (seq, ts) = (det.seq, det.ts_ns);
+                let highest = state.released_any.then_some(state.highest_seq);
+                if guard::seq_verdict(seq, highest, &state.args.limits) == SeqVerdict::Reset {
+                    // The camera restarted its numbering, or one message
+                    // carried a wild seq: without a reset every later message
+                    // would count as late and tracking would stop.
+                    warn!(
+                        camera = %state.args.camera,
+                        seq,
+                        highest = state.highest_seq,
+                        "sequence number jumped beyond limits.max_seq_jump ({}); starting a new ordering",
+                        state.args.limits.max_seq_jump
+                    );
+                    let held = state.reorder.flush();
+                    process(state, held).await;
+                    state.reorder = ReorderBuffer::new(state.args.reorder_window_ms * 1_000_000);
+                    state.released_any = false;
+                    state.highest_seq = 0;
+                    state.max_arrived_seq = 0;
+                    update(&state.args.status, |s| {
+                        s.seq_resets += 1;
+                        guard::count(&mut s.refused, Refusal::SeqReset, 1);
+                    });
+                }
                 if state.released_any && seq <= state.highest_seq {
                     // Arrived after the window closed over its place: counted and dropped.
                     update(&state.args.status, |s| s.late += 1);
@@ -235,6 +283,38 @@ impl Actor for TrackActor {
         process(state, rest).await;
         Ok(())
     }
+}
+
+/// The boundary checks of a detections message; objects with bad boxes or
+/// embeddings are dropped or stripped in place and counted.
+fn check(subject: &str, det: &mut Detections, args: &TrackArgs) -> Result<(), Refusal> {
+    guard::check_camera(subject, &det.camera)?;
+    if det.camera != args.camera {
+        return Err(Refusal::UnknownCamera);
+    }
+    guard::check_time(det.ts_ns, bus::now_ns(), &args.limits)?;
+    let cleaned = guard::clean_detections(&mut det.objects, &args.limits)?;
+    if !cleaned.is_clean() {
+        let line = format!(
+            "detections {} seq {}: objects refused: {}",
+            det.camera,
+            det.seq,
+            cleaned.describe()
+        );
+        debug!("{line}");
+        update(&args.status, |s| s.note_refused(&cleaned.refused, line));
+    }
+    Ok(())
+}
+
+/// Logs and counts a refused message.
+fn refuse(args: &TrackArgs, why: Refusal, n: u64, subject: &str, det: &Detections) {
+    let line = format!(
+        "detections refused ({why}) on {subject}: camera {:?}, seq {}, ts_ns {}",
+        det.camera, det.seq, det.ts_ns
+    );
+    warn!(camera = %args.camera, "{line}");
+    update(&args.status, |s| s.note_refused(&[(why, n)], line));
 }
 
 fn update(status: &Mutex<TrackingStatus>, f: impl FnOnce(&mut TrackingStatus)) {
@@ -282,6 +362,7 @@ async fn process(state: &mut TrackState, ready: Vec<(Detections, jetstream::Mess
         let active = state.tracker.active_count();
         let started = out.started.len() as u64;
         update(&state.args.status, |s| {
+            s.progress.output_ms = now_ms();
             s.processed += 1;
             s.last_seq = det.seq;
             s.active_tracks = active;

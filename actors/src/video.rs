@@ -8,7 +8,7 @@
 
 mod args;
 mod backoff;
-mod url;
+pub mod url;
 
 use std::collections::VecDeque;
 use std::path::PathBuf;

@@ -31,22 +31,14 @@ pub fn require(path: &Path, what: &str) -> PathBuf {
     path.to_path_buf()
 }
 
-/// The `nats-server` binary (PATH or /usr/sbin), or a panic naming `scripts/setup`.
+/// The `nats-server` 2.15.1 binary that `scripts/setup` puts in
+/// `data/bin/`, or a panic naming `scripts/setup`.
 pub fn nats_server_bin() -> PathBuf {
-    if let Some(paths) = std::env::var_os("PATH") {
-        for dir in std::env::split_paths(&paths) {
-            let p = dir.join("nats-server");
-            if p.is_file() {
-                return p;
-            }
-        }
+    let p = Path::new(env!("CARGO_MANIFEST_DIR")).join("data/bin/nats-server");
+    if p.is_file() {
+        return p;
     }
-    for p in ["/usr/sbin/nats-server", "/usr/local/bin/nats-server"] {
-        if Path::new(p).is_file() {
-            return p.into();
-        }
-    }
-    panic!("nats-server not found in PATH or /usr/sbin: run scripts/setup first");
+    panic!("{} not found: run scripts/setup first", p.display());
 }
 
 /// A free TCP port on 127.0.0.1 (bound and released).
@@ -257,12 +249,21 @@ pub fn nvr_output(args: &[&str], cwd: &Path, env: &[(&str, &str)]) -> (i32, Stri
 
 /// GETs `http://127.0.0.1:<port><path>`; returns (status, body).
 pub fn http_get(port: u16, path: &str) -> (u16, String) {
+    http_get_with(port, path, &[])
+}
+
+/// `GET` with extra request headers.
+pub fn http_get_with(port: u16, path: &str, headers: &[(&str, &str)]) -> (u16, String) {
     use std::io::Write;
     let mut s = std::net::TcpStream::connect(("127.0.0.1", port)).expect("connect api");
     s.set_read_timeout(Some(Duration::from_secs(10))).ok();
+    let extra: String = headers
+        .iter()
+        .map(|(k, v)| format!("{k}: {v}\r\n"))
+        .collect();
     write!(
         s,
-        "GET {path} HTTP/1.1\r\nHost: localhost\r\nConnection: close\r\n\r\n"
+        "GET {path} HTTP/1.1\r\nHost: localhost\r\n{extra}Connection: close\r\n\r\n"
     )
     .expect("write");
     let mut buf = String::new();
@@ -338,4 +339,57 @@ pub fn nats_server_pids(needle: &str) -> Vec<u32> {
         }
     }
     out
+}
+
+/// A message-time origin two minutes in the past, rounded to the second:
+/// scripted input starts there so that it lies inside the receivers' time
+/// window (`limits.max_behind_ms`, `limits.max_ahead_ms`) while running ahead
+/// of the wall clock by up to two minutes.
+pub fn recent_t0() -> u64 {
+    let now = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .expect("clock after 1970")
+        .as_secs();
+    (now - 120) * 1_000_000_000
+}
+
+/// The message-time origin of a test binary's scripted input.
+pub static T0: std::sync::LazyLock<u64> = std::sync::LazyLock::new(recent_t0);
+
+/// Period of the scripted walker input (5 fps).
+pub const WALK_DT: u64 = 200_000_000;
+
+/// Detections of one person at normalised `x` on a 640x480 camera, at
+/// message time `T0 + seq * WALK_DT`.
+pub fn walker(camera: &str, seq: u64, x: f32) -> nvr_subjects::Detections {
+    nvr_subjects::Detections {
+        v: nvr_subjects::SCHEMA_VERSION,
+        camera: camera.into(),
+        seq,
+        ts_ns: *T0 + seq * WALK_DT,
+        width: 640,
+        height: 480,
+        model: "test".into(),
+        backend: "cpu".into(),
+        worker: "t".into(),
+        latency_ms: 1.0,
+        queue_ms: 1.0,
+        objects: vec![nvr_subjects::DetectedObject {
+            class_id: 0,
+            label: "person".into(),
+            score: 0.9,
+            bbox: [x, 0.3, x + 0.08, 0.8],
+            embedding: None,
+        }],
+    }
+}
+
+/// `nvr run` on an external server with detection off and one calibrated
+/// camera `hall` on floor `lobby` (640x480 pixels = 10 x 10 m); `extra` is
+/// top-level YAML inserted before the floors.
+pub fn hall_config(nats_url: &str, api: u16, extra: &str) -> String {
+    let floors = "floors:\n  - id: lobby\n    size_m: [10.0, 10.0]\ncameras:\n  - id: hall\n    floor: lobby\n    calibration:\n      points:\n        - { image: [0, 480], floor: [0.0, 0.0] }\n        - { image: [640, 480], floor: [10.0, 0.0] }\n        - { image: [640, 0], floor: [10.0, 10.0] }\n        - { image: [0, 0], floor: [0.0, 10.0] }\n";
+    format!(
+        "nats:\n  embedded: false\n  url: \"{nats_url}\"\napi:\n  address: \"127.0.0.1:{api}\"\ndetection:\n  embedded: false\n{extra}{floors}"
+    )
 }

@@ -80,8 +80,19 @@ impl RgbImage {
     }
 }
 
+/// Most pixels [`decode_jpeg`] accepts from a header (8K UHD).
+pub const DEFAULT_MAX_PIXELS: u64 = 7680 * 4320;
+
 /// Decode a JPEG into packed RGB. Corrupt input returns `Err`, never panics.
+/// Images that declare more than [`DEFAULT_MAX_PIXELS`] are refused.
 pub fn decode_jpeg(bytes: &[u8]) -> Result<RgbImage, DetectError> {
+    decode_jpeg_limited(bytes, DEFAULT_MAX_PIXELS)
+}
+
+/// Decode a JPEG into packed RGB, refusing one whose header declares more
+/// than `max_pixels` before any pixel buffer is allocated (a 19 KB file can
+/// declare 16384 x 16384 pixels: 800 MB once decoded).
+pub fn decode_jpeg_limited(bytes: &[u8], max_pixels: u64) -> Result<RgbImage, DetectError> {
     if bytes.len() < 4 || bytes[0] != 0xFF || bytes[1] != 0xD8 {
         return Err(DetectError::Decode(format!(
             "not a JPEG ({} bytes, missing SOI marker)",
@@ -102,6 +113,13 @@ pub fn decode_jpeg(bytes: &[u8]) -> Result<RgbImage, DetectError> {
         let info = decoder
             .info()
             .ok_or_else(|| DetectError::Decode("JPEG header without frame info".into()))?;
+        let declared = u64::from(info.width) * u64::from(info.height);
+        if declared > max_pixels {
+            return Err(DetectError::TooLarge(format!(
+                "JPEG header declares {}x{} = {declared} pixels, more than the limit of {max_pixels}",
+                info.width, info.height
+            )));
+        }
         let pixels = decoder
             .decode()
             .map_err(|e| DetectError::Decode(format!("corrupt JPEG: {e:?}")))?;

@@ -63,6 +63,9 @@ pub enum DetectError {
     /// Image bytes could not be decoded (corrupt or unsupported JPEG).
     #[error("image decode failed: {0}")]
     Decode(String),
+    /// The image declares more pixels than allowed; nothing was decoded.
+    #[error("image too large: {0}")]
+    TooLarge(String),
     /// Image could not be encoded.
     #[error("image encode failed: {0}")]
     Encode(String),

@@ -36,6 +36,11 @@ pub struct SpatialParams {
     pub max_tracks: usize,
     /// Use appearance embeddings when associating (`reid_enabled`).
     pub reid_enabled: bool,
+    /// Dimension every embedding must have (`spatial.embedding_dim`); others
+    /// are stripped from their track and counted. `None`: any dimension up
+    /// to `limits.max_embedding_len`, compared only with embeddings of the
+    /// same dimension (never fixed by whichever message came first).
+    pub embedding_dim: Option<usize>,
     /// How often the shard publishes a matching cycle, milliseconds (`matching_interval_ms`).
     pub matching_interval_ms: u64,
     /// Floor distance (metres) within which two simultaneous observations can
@@ -92,6 +97,7 @@ impl Default for SpatialParams {
             track_ttl_seconds: 300.0,
             max_tracks: 10_000,
             reid_enabled: true,
+            embedding_dim: None,
             matching_interval_ms: 200,
             gate_m: 1.5,
             appearance_weight: 0.7,

@@ -104,7 +104,6 @@ type Motion = ([f64; 2], [f64; 2], u64);
 struct CamState {
     geom: CameraGeometry,
     floor_idx: usize,
-    emb_dim: Option<usize>,
     last_ts: Option<u64>,
     /// Image size of the latest message, pixels.
     size: Option<(u32, u32)>,
@@ -208,6 +207,10 @@ fn dist(a: [f64; 2], b: [f64; 2]) -> f64 {
 }
 
 fn cosine(a: &[f32], b: &[f32]) -> f64 {
+    if a.len() != b.len() {
+        // Different descriptors: no evidence either way.
+        return 0.0;
+    }
     let (mut d, mut na, mut nb) = (0.0f64, 0.0f64, 0.0f64);
     for (x, y) in a.iter().zip(b) {
         d += (*x as f64) * (*y as f64);
@@ -353,7 +356,6 @@ impl SpatialTracker {
             cams.push(CamState {
                 geom,
                 floor_idx,
-                emb_dim: None,
                 last_ts: None,
                 size: None,
                 emb_sum: Vec::new(),
@@ -433,20 +435,16 @@ impl SpatialTracker {
         for t in &msg.tracks {
             let key = (ci, t.track_id);
             if let Some(e) = &t.embedding {
-                match self.cams[ci].emb_dim {
-                    None if !e.is_empty() => self.cams[ci].emb_dim = Some(e.len()),
-                    Some(d) if d != e.len() => {
-                        if first_err.is_none() {
-                            first_err = Some(IngestError::EmbeddingDimension {
-                                camera: msg.camera.clone(),
-                                track_id: t.track_id,
-                                expected: d,
-                                got: e.len(),
-                            });
-                        }
-                        continue;
+                if let Some(d) = self.params.embedding_dim.filter(|d| *d != e.len()) {
+                    if first_err.is_none() {
+                        first_err = Some(IngestError::EmbeddingDimension {
+                            camera: msg.camera.clone(),
+                            track_id: t.track_id,
+                            expected: d,
+                            got: e.len(),
+                        });
                     }
-                    _ => {}
+                    continue;
                 }
             }
             let src = self.sources.entry(key).or_insert_with(|| Source {
@@ -1708,7 +1706,26 @@ mod tests {
 
     #[test]
     fn wrong_embedding_dimension_is_rejected_and_counted() {
-        let mut st = SpatialTracker::new("s", SpatialParams::default(), vec![cam("a", 0.0)]);
+        // Unconfigured: the first message never fixes the dimension.
+        let mut free = SpatialTracker::new("s", SpatialParams::default(), vec![cam("a", 0.0)]);
+        free.ingest(&msg(
+            "a",
+            T0,
+            vec![track(1, 0.0, 2.0, 3.0, Some(vec![1.0; 9000]))],
+        ))
+        .unwrap();
+        free.ingest(&msg(
+            "a",
+            T0 + DT,
+            vec![track(1, 0.0, 2.0, 3.0, Some(vec![1.0, 0.0, 0.0]))],
+        ))
+        .unwrap();
+        assert_eq!(free.stats().rejected_messages, 0);
+        let params = SpatialParams {
+            embedding_dim: Some(3),
+            ..SpatialParams::default()
+        };
+        let mut st = SpatialTracker::new("s", params, vec![cam("a", 0.0)]);
         st.ingest(&msg(
             "a",
             T0,

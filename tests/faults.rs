@@ -1,0 +1,689 @@
+//! Faults and hostile input, through real processes and a real nats-server:
+//! single crafted messages that used to freeze tracking, a JPEG
+//! decompression bomb, lost streams, a killed, stopped or unrestartable
+//! embedded nats-server, busy ports, credentials in URLs.
+
+mod common;
+
+use std::time::Duration;
+
+use async_nats::jetstream;
+use common::*;
+use futures::StreamExt;
+use nvr_actors::bus::now_ns;
+use nvr_subjects::messages::{
+    CameraTracks, Detections, Frame, FrameEncoding, SpatialTracks, Track, TrackState,
+};
+use nvr_subjects::{decode, encode, subjects, Message, SCHEMA_VERSION};
+use serde_json::Value;
+
+const DT: u64 = WALK_DT;
+
+fn detections(camera: &str, seq: u64, x: f32) -> Detections {
+    walker(camera, seq, x)
+}
+
+async fn publish<M: Message>(js: &jetstream::Context, subject: String, m: &M) {
+    js.publish(subject, encode(m).unwrap().into())
+        .await
+        .unwrap()
+        .await
+        .unwrap();
+}
+
+fn json(port: u16, path: &str) -> Value {
+    let (code, body) = http_get(port, path);
+    assert!(code == 200 || code == 503, "{path}: {code} {body}");
+    serde_json::from_str(&body).unwrap_or_else(|e| panic!("{path}: {e}: {body}"))
+}
+
+/// Waits for the CameraTracks of `seq` on `sub`.
+async fn tracks_for(sub: &mut async_nats::Subscriber, seq: u64) -> CameraTracks {
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(20);
+    loop {
+        let m = tokio::time::timeout_at(deadline, sub.next())
+            .await
+            .unwrap_or_else(|_| panic!("no CameraTracks for seq {seq}"))
+            .unwrap();
+        let t: CameraTracks = decode(&m.payload).unwrap();
+        if t.seq == seq {
+            return t;
+        }
+    }
+}
+
+/// Waits for a SpatialTracks cycle at or after `ts_ns` on `sub`.
+async fn cycle_after(sub: &mut async_nats::Subscriber, ts_ns: u64) -> SpatialTracks {
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(20);
+    loop {
+        let m = tokio::time::timeout_at(deadline, sub.next())
+            .await
+            .expect("the shard keeps publishing cycles")
+            .unwrap();
+        let t: SpatialTracks = decode(&m.payload).unwrap();
+        if t.ts_ns >= ts_ns {
+            return t;
+        }
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn crafted_messages_are_refused_and_tracking_continues() {
+    let server = NatsServer::start();
+    let dir = tempfile::tempdir().unwrap();
+    let api = free_port();
+    let cfg = write_config(dir.path(), &hall_config(&server.url, api, ""));
+    let client = server.client().await;
+    let js = jetstream::new(client.clone());
+    let mut tracks = client.subscribe(subjects::tracks("hall")).await.unwrap();
+    let mut spatial = client
+        .subscribe(subjects::spatial_tracks("lobby"))
+        .await
+        .unwrap();
+    client.flush().await.unwrap();
+    let mut p = NvrProcess::start(&["run", "--config", cfg.to_str().unwrap()], dir.path(), &[]);
+    p.wait_for_log("nvr running", Duration::from_secs(60));
+
+    for seq in 1..=10 {
+        publish(
+            &js,
+            subjects::detections("hall"),
+            &detections("hall", seq, 0.1),
+        )
+        .await;
+    }
+    tracks_for(&mut tracks, 10).await;
+
+    // 1. Camera tracks one hour ahead: used to carry the shard's clock away.
+    let mut ahead = CameraTracks {
+        v: SCHEMA_VERSION,
+        camera: "hall".into(),
+        seq: 11,
+        ts_ns: *T0 + 3_600_000_000_000,
+        width: 640,
+        height: 480,
+        tracks: vec![],
+    };
+    publish(&js, subjects::tracks("hall"), &ahead).await;
+    // 2. Detections ten years ahead.
+    let mut far = detections("hall", 11, 0.1);
+    far.ts_ns += 10 * 365 * 24 * 3_600_000_000_000;
+    publish(&js, subjects::detections("hall"), &far).await;
+    // 3. A seq a thousand times larger than the camera's.
+    let mut wild = detections("hall", 11_000_000, 0.1);
+    wild.ts_ns = *T0 + 11 * DT;
+    publish(&js, subjects::detections("hall"), &wild).await;
+    // 4. Another camera's detections under hall's subject, and a wildcard camera.
+    publish(
+        &js,
+        subjects::detections("hall"),
+        &detections("cam2", 12, 0.5),
+    )
+    .await;
+    publish(&js, subjects::detections("hall"), &detections(">", 12, 0.5)).await;
+    // 5. Boxes that are not boxes.
+    let mut bad = detections("hall", 11, 0.1);
+    for b in [
+        [-50.0, -50.0, -10.0, -10.0],
+        [f32::NAN, 0.1, 0.2, 0.3],
+        [0.1, 0.1, f32::INFINITY, 0.3],
+    ] {
+        let mut o = bad.objects[0].clone();
+        o.bbox = b;
+        bad.objects.push(o);
+    }
+    publish(&js, subjects::detections("hall"), &bad).await;
+    // 6. A huge embedding on a camera track.
+    ahead.seq = 12;
+    ahead.ts_ns = *T0 + 12 * DT;
+    ahead.tracks = vec![Track {
+        track_id: 999,
+        label: "person".into(),
+        score: 0.9,
+        bbox: [0.1, 0.1, 0.2, 0.5],
+        state: TrackState::Confirmed,
+        hits: 10,
+        age_ms: 1000,
+        embedding: Some(vec![0.001; 190_000]),
+    }];
+    publish(&js, subjects::tracks("hall"), &ahead).await;
+    // 7. Camera tracks for a camera nobody tracks.
+    ahead.camera = "ghost".into();
+    publish(&js, subjects::tracks("ghost"), &ahead).await;
+
+    // Tracking goes on: every later normal message is tracked, and the
+    // shard keeps publishing cycles at the normal message times.
+    for seq in 12..=40 {
+        publish(
+            &js,
+            subjects::detections("hall"),
+            &detections("hall", seq, 0.1 + 0.005 * seq as f32),
+        )
+        .await;
+    }
+    let last = tracks_for(&mut tracks, 40).await;
+    assert!(
+        last.tracks.iter().any(|t| t.state == TrackState::Confirmed),
+        "the walker is tracked after the hostile messages: {last:?}"
+    );
+    let cycle = cycle_after(&mut spatial, *T0 + 35 * DT).await;
+    assert!(
+        cycle.ts_ns < *T0 + 60 * DT,
+        "the shard's clock stayed with the cameras: {}",
+        cycle.ts_ns
+    );
+    assert!(!cycle.tracks.is_empty(), "the walker is on the floor");
+
+    let mut last = Value::Null;
+    let deadline = std::time::Instant::now() + Duration::from_secs(10);
+    let health = loop {
+        let h = json(api, "/api/v1/system/health");
+        let cams = h["components"]["cameras"]
+            .as_array()
+            .cloned()
+            .unwrap_or_default();
+        let r = cams
+            .iter()
+            .find(|c| c["id"] == "hall")
+            .map(|c| c["tracking"]["refused"].clone())
+            .unwrap_or(Value::Null);
+        let n = |k: &str| r[k].as_u64().unwrap_or(0);
+        if n("timestamp_ahead") >= 1
+            && n("camera_mismatch") >= 1
+            && n("invalid_camera") >= 1
+            && n("bad_box") >= 3
+            && n("seq_reset") >= 1
+        {
+            break h;
+        }
+        last = h;
+        assert!(
+            std::time::Instant::now() < deadline,
+            "refusals not counted: {last}"
+        );
+        std::thread::sleep(Duration::from_millis(100));
+    };
+    let _ = last;
+    let shard = &health["components"]["spatial"]["shards"][0];
+    assert!(
+        shard["refused"]["timestamp_ahead"].as_u64().unwrap_or(0) >= 1,
+        "{shard}"
+    );
+    assert!(
+        shard["refused"]["bad_embedding"].as_u64().unwrap_or(0) >= 1,
+        "{shard}"
+    );
+    assert_eq!(health["status"], "degraded", "{health}");
+    let reasons = health["reasons"].to_string();
+    assert!(reasons.contains("refused"), "{reasons}");
+    assert!(
+        health["components"]["untracked_cameras"]["ghost"]["tracks"]
+            .as_u64()
+            .unwrap_or(0)
+            >= 1,
+        "{health}"
+    );
+    let metrics = http_get(api, "/metrics").1;
+    assert!(
+        metrics.contains("nvr_refused_total{component=\"tracking\",reason=\"timestamp_ahead\"}"),
+        "{metrics}"
+    );
+    // One line per refusal, naming what was wrong.
+    p.wait_for_log("refused (timestamp_ahead)", Duration::from_secs(5));
+    p.interrupt();
+    assert_eq!(p.wait_exit(Duration::from_secs(10)), Some(0));
+}
+
+/// A tiny JPEG whose header claims `w` x `h` pixels.
+fn jpeg_bomb(w: u16, h: u16) -> Vec<u8> {
+    let img = nvr_actors::detect::RgbImage::filled(16, 16, [120, 120, 120]);
+    let mut bytes = nvr_actors::detect::image::encode_jpeg(&img, 80).unwrap();
+    let sof = bytes
+        .windows(2)
+        .position(|w| w == [0xFF, 0xC0])
+        .expect("baseline SOF0 marker");
+    bytes[sof + 5..sof + 7].copy_from_slice(&h.to_be_bytes());
+    bytes[sof + 7..sof + 9].copy_from_slice(&w.to_be_bytes());
+    bytes
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn detector_refuses_bombs_and_foreign_frames() {
+    require(&data().join("models/yolox_nano_dynamic.onnx"), "the model");
+    let server = NatsServer::start();
+    let dir = tempfile::tempdir().unwrap();
+    let api = free_port();
+    let yaml = hall_config(&server.url, api, "").replace(
+        "detection:\n  embedded: false\n",
+        &format!(
+            "detection:\n  embedded: true\n  workers: 1\n  models_path: \"{}\"\n",
+            data().join("models").display()
+        ),
+    );
+    let cfg = write_config(dir.path(), &yaml);
+    let client = server.client().await;
+    let js = jetstream::new(client.clone());
+    let mut dets = client.subscribe("nvr.detections.*").await.unwrap();
+    client.flush().await.unwrap();
+    let mut p = NvrProcess::start(&["run", "--config", cfg.to_str().unwrap()], dir.path(), &[]);
+    p.wait_for_log("nvr running", Duration::from_secs(60));
+    let rss_before = rss_mb(p.child.id());
+
+    let frame = |camera: &str, seq: u64, data: Vec<u8>, w: u32, h: u32| Frame {
+        v: SCHEMA_VERSION,
+        camera: camera.into(),
+        seq,
+        ts_ns: now_ns(),
+        width: w,
+        height: h,
+        encoding: FrameEncoding::Jpeg,
+        data,
+        data_width: 0,
+        data_height: 0,
+    };
+    let real = nvr_actors::detect::image::encode_jpeg(
+        &nvr_actors::detect::RgbImage::filled(320, 240, [90, 90, 90]),
+        80,
+    )
+    .unwrap();
+    // Eight bombs: a 19 KB-class file declaring 16384 x 16384 pixels each.
+    for seq in 1..=8 {
+        let f = frame("hall", seq, jpeg_bomb(16_384, 16_384), 640, 480);
+        publish(&js, subjects::frames("hall"), &f).await;
+    }
+    // A frame on another camera's subject, and one an hour ahead.
+    publish(
+        &js,
+        subjects::frames("ghost"),
+        &frame("hall", 9, real.clone(), 640, 480),
+    )
+    .await;
+    let mut ahead = frame("hall", 10, real.clone(), 640, 480);
+    ahead.ts_ns += 3_600_000_000_000;
+    publish(&js, subjects::frames("hall"), &ahead).await;
+    // Then a normal frame is processed.
+    publish(
+        &js,
+        subjects::frames("hall"),
+        &frame("hall", 11, real, 640, 480),
+    )
+    .await;
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(30);
+    let det: Detections = loop {
+        let m = tokio::time::timeout_at(deadline, dets.next())
+            .await
+            .expect("detections for the normal frame")
+            .unwrap();
+        assert_eq!(
+            m.subject.as_str(),
+            "nvr.detections.hall",
+            "nothing published for ghost"
+        );
+        let d: Detections = decode(&m.payload).unwrap();
+        if d.seq == 11 {
+            break d;
+        }
+        assert_eq!(d.seq, 11, "only the normal frame is processed");
+    };
+    assert_eq!(det.camera, "hall");
+    let status = eventually(Duration::from_secs(10), "refusals counted", || {
+        let s = json(api, "/api/v1/plugins/nvr-detection/status");
+        let r = s["refused"].clone();
+        (r["image_too_large"].as_u64()? == 8
+            && r["camera_mismatch"].as_u64()? == 1
+            && r["timestamp_ahead"].as_u64()? == 1)
+            .then_some(s)
+    });
+    assert_eq!(status["error_count"].as_u64(), Some(10), "{status}");
+    let peak = peak_rss_mb(p.child.id());
+    println!("rss before {rss_before:.0} MB, peak after 8 bombs {peak:.0} MB");
+    // Each bomb would need 805 MB once decoded.
+    assert!(
+        peak < rss_before + 400.0,
+        "peak {peak} MB from {rss_before} MB"
+    );
+    p.wait_for_log("image too large", Duration::from_secs(5));
+    p.interrupt();
+    assert_eq!(p.wait_exit(Duration::from_secs(10)), Some(0));
+}
+
+fn proc_status_mb(pid: u32, key: &str) -> f64 {
+    std::fs::read_to_string(format!("/proc/{pid}/status"))
+        .unwrap_or_default()
+        .lines()
+        .find(|l| l.starts_with(key))
+        .and_then(|l| l.split_whitespace().nth(1))
+        .and_then(|v| v.parse::<f64>().ok())
+        .map(|kb| kb / 1024.0)
+        .unwrap_or(0.0)
+}
+
+fn rss_mb(pid: u32) -> f64 {
+    proc_status_mb(pid, "VmRSS:")
+}
+
+fn peak_rss_mb(pid: u32) -> f64 {
+    proc_status_mb(pid, "VmHWM:")
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn deleted_streams_are_recreated_and_tracking_resumes() {
+    let server = NatsServer::start();
+    let dir = tempfile::tempdir().unwrap();
+    let api = free_port();
+    let cfg = write_config(dir.path(), &hall_config(&server.url, api, ""));
+    let client = server.client().await;
+    let js = jetstream::new(client.clone());
+    let mut tracks = client.subscribe(subjects::tracks("hall")).await.unwrap();
+    client.flush().await.unwrap();
+    let mut p = NvrProcess::start(&["run", "--config", cfg.to_str().unwrap()], dir.path(), &[]);
+    p.wait_for_log("nvr running", Duration::from_secs(60));
+    publish(
+        &js,
+        subjects::detections("hall"),
+        &detections("hall", 1, 0.1),
+    )
+    .await;
+    tracks_for(&mut tracks, 1).await;
+
+    for s in ["NVR_FRAMES", "NVR_DETECTIONS"] {
+        assert!(js.delete_stream(s).await.unwrap().success);
+    }
+    p.wait_for_log("re-created", Duration::from_secs(15));
+    let h = eventually(Duration::from_secs(15), "streams back", || {
+        let h = json(api, "/api/v1/system/health");
+        (h["nats"]["streams_ok"] == true && h["nats"]["streams_recreated"].as_u64()? >= 1)
+            .then_some(h)
+    });
+    assert_eq!(h["status"], "ok", "{h}");
+    js.get_stream("NVR_FRAMES").await.expect("NVR_FRAMES again");
+    let frames = js.get_stream("NVR_FRAMES").await.unwrap();
+    frames
+        .consumer_info("detectors")
+        .await
+        .expect("the detectors consumer again");
+    // The track actor re-creates its consumer and tracking resumes.
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(30);
+    let mut seq = 2;
+    let resumed = loop {
+        assert!(
+            tokio::time::Instant::now() < deadline,
+            "tracking did not resume"
+        );
+        publish(
+            &js,
+            subjects::detections("hall"),
+            &detections("hall", seq, 0.1 + 0.01 * seq as f32),
+        )
+        .await;
+        seq += 1;
+        if let Ok(Some(m)) = tokio::time::timeout(Duration::from_millis(500), tracks.next()).await {
+            break m;
+        }
+    };
+    let t: CameraTracks = decode(&resumed.payload).unwrap();
+    assert_eq!(t.camera, "hall");
+    p.interrupt();
+    assert_eq!(p.wait_exit(Duration::from_secs(10)), Some(0));
+}
+
+/// `nvr run` with the shipped configuration on an embedded server at `port`.
+fn embedded_run(store: &std::path::Path, nats_port: u16, api: u16) -> NvrProcess {
+    require(&data().join("models/yolox_nano_dynamic.onnx"), "the model");
+    require(&data().join("samples/vtest.avi"), "the sample footage");
+    let url = format!("nats://127.0.0.1:{nats_port}");
+    let api_addr = format!("127.0.0.1:{api}");
+    NvrProcess::start(
+        &["run", "--config", "config/config.yaml"],
+        &root(),
+        &[
+            ("NATS_URL", url.as_str()),
+            ("NATS_EMBEDDED", "true"),
+            ("NATS_STORE_DIR", store.to_str().unwrap()),
+            ("NVR_API_ADDR", api_addr.as_str()),
+            ("DETECTION_WORKERS", "1"),
+        ],
+    )
+}
+
+fn server_pid(line: &str) -> u32 {
+    line.split("pid=")
+        .nth(1)
+        .and_then(|s| s.split_whitespace().next())
+        .and_then(|s| s.parse().ok())
+        .expect("pid in log line")
+}
+
+fn signal(pid: u32, sig: i32) {
+    // SAFETY: signalling a process this test started (through nvr).
+    unsafe {
+        libc::kill(pid as i32, sig);
+    }
+}
+
+fn frames_published(api: u16) -> Option<u64> {
+    let h = json(api, "/api/v1/system/health");
+    h["components"]["cameras"][0]["frames_published"].as_u64()
+}
+
+#[test]
+fn killed_or_stopped_embedded_server_is_noticed_and_restarted() {
+    let store = tempfile::tempdir().unwrap();
+    let (nats_port, api) = (free_port(), free_port());
+    let mut p = embedded_run(store.path(), nats_port, api);
+    let pid = server_pid(&p.wait_for_log("started embedded nats-server", Duration::from_secs(30)));
+    p.wait_for_log("nvr running", Duration::from_secs(60));
+    eventually(Duration::from_secs(30), "frames flow", || {
+        frames_published(api).filter(|n| *n > 0)
+    });
+
+    // Stopped: health says so while it lasts, and every call still answers.
+    signal(pid, libc::SIGSTOP);
+    let (code, body) = eventually(Duration::from_secs(10), "/health reports the stall", || {
+        let (c, b) = http_get(api, "/health");
+        (c == 503).then_some((c, b))
+    });
+    assert!(body.contains("NATS does not answer"), "{code} {body}");
+    let h = json(api, "/api/v1/system/health");
+    assert_eq!(h["status"], "unavailable", "{h}");
+    let (code, _) = http_get(api, "/api/v1/plugins/nvr-detection/status");
+    assert_eq!(code, 200);
+    signal(pid, libc::SIGCONT);
+    eventually(Duration::from_secs(10), "/health recovers", || {
+        (http_get(api, "/health").0 == 200).then_some(())
+    });
+
+    // Killed: restarted, the memory-backed frames stream re-created, frames flow again.
+    signal(pid, libc::SIGKILL);
+    p.wait_for_log("embedded nats-server restarted", Duration::from_secs(30));
+    let h = eventually(Duration::from_secs(30), "restart visible", || {
+        let h = json(api, "/api/v1/system/health");
+        (h["nats"]["embedded_restarts"].as_u64()? == 1 && h["nats"]["streams_ok"] == true)
+            .then_some(h)
+    });
+    let before = h["components"]["cameras"][0]["frames_published"]
+        .as_u64()
+        .unwrap_or(0);
+    eventually(
+        Duration::from_secs(30),
+        "frames flow after the restart",
+        || frames_published(api).filter(|n| *n > before + 5),
+    );
+    assert!(
+        !nats_server_pids(store.path().to_str().unwrap()).contains(&pid),
+        "the killed server is reaped, not a zombie"
+    );
+    p.interrupt();
+    assert_eq!(p.wait_exit(Duration::from_secs(15)), Some(0));
+}
+
+#[test]
+fn embedded_server_that_cannot_come_back_makes_nvr_exit_non_zero() {
+    let store = tempfile::tempdir().unwrap();
+    let (nats_port, api) = (free_port(), free_port());
+    let mut p = embedded_run(store.path(), nats_port, api);
+    let pid = server_pid(&p.wait_for_log("started embedded nats-server", Duration::from_secs(30)));
+    p.wait_for_log("nvr running", Duration::from_secs(60));
+    signal(pid, libc::SIGKILL);
+    // Something else takes the port before the server can come back.
+    let squatter = eventually(Duration::from_secs(5), "port taken", || {
+        std::net::TcpListener::bind(("127.0.0.1", nats_port)).ok()
+    });
+    let code = p.wait_exit(Duration::from_secs(60));
+    drop(squatter);
+    assert_eq!(code, Some(1), "log:\n{}", p.seen.join("\n"));
+    assert!(
+        p.seen.iter().any(|l| l.contains("could not be restarted")),
+        "{}",
+        p.seen.join("\n")
+    );
+}
+
+#[test]
+fn startup_faults_exit_2_with_one_line_before_starting_anything() {
+    let dir = tempfile::tempdir().unwrap();
+    let busy = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    let busy_port = busy.local_addr().unwrap().port();
+    let busy_url = format!("nats://127.0.0.1:{busy_port}");
+    let free_url = format!("nats://127.0.0.1:{}", free_port());
+    let api_busy = format!("127.0.0.1:{busy_port}");
+    let api_free = format!("127.0.0.1:{}", free_port());
+    let store = dir.path().join("store");
+    let store_s = store.to_str().unwrap().to_string();
+    let not_dir = dir.path().join("file");
+    std::fs::write(&not_dir, "x").unwrap();
+    let bad_store = not_dir.join("store");
+    let cases: Vec<(Vec<(&str, String)>, &str)> = vec![
+        (
+            vec![
+                ("NATS_URL", busy_url.clone()),
+                ("NVR_API_ADDR", api_free.clone()),
+            ],
+            "already in use",
+        ),
+        (
+            vec![
+                ("NATS_URL", free_url.clone()),
+                ("NVR_API_ADDR", api_busy.clone()),
+            ],
+            "api.address",
+        ),
+        (
+            vec![
+                ("NATS_URL", free_url.clone()),
+                ("NVR_API_ADDR", api_free.clone()),
+                ("NATS_STORE_DIR", bad_store.to_str().unwrap().to_string()),
+            ],
+            "nats.store_dir",
+        ),
+    ];
+    let cfg = write_config(
+        dir.path(),
+        "detection:\n  embedded: false\nnats:\n  server_bin: \"\"\n",
+    );
+    for (env, want) in cases {
+        let mut env: Vec<(&str, String)> = env;
+        env.push(("NATS_EMBEDDED", "true".into()));
+        if !env.iter().any(|(k, _)| *k == "NATS_STORE_DIR") {
+            env.push(("NATS_STORE_DIR", store_s.clone()));
+        }
+        let env_ref: Vec<(&str, &str)> = env.iter().map(|(k, v)| (*k, v.as_str())).collect();
+        let (code, _out, err) = nvr_output(
+            &["run", "--config", cfg.to_str().unwrap()],
+            dir.path(),
+            &env_ref,
+        );
+        assert_eq!(code, 2, "{want}: {err}");
+        let lines: Vec<&str> = err.lines().filter(|l| !l.trim().is_empty()).collect();
+        assert_eq!(lines.len(), 1, "one line expected, got {err:?}");
+        assert!(lines[0].contains(want), "{:?} lacks {want:?}", lines[0]);
+        assert!(
+            nats_server_pids(&store_s).is_empty(),
+            "no server was started for {want}"
+        );
+    }
+    // A missing server binary, and a retention nats-server would refuse.
+    let cfg = write_config(
+        dir.path(),
+        "detection:\n  embedded: false\nnats:\n  server_bin: /nonexistent/nats-server\n",
+    );
+    let (code, _, err) = nvr_output(
+        &["run", "--config", cfg.to_str().unwrap()],
+        dir.path(),
+        &[("NVR_API_ADDR", api_free.as_str())],
+    );
+    assert_eq!(code, 2, "{err}");
+    assert!(err.contains("nats.server_bin"), "{err}");
+    let cfg = write_config(dir.path(), "nats:\n  retention:\n    max_age_hours: 0.01\n");
+    let (code, _, err) = nvr_output(
+        &["config", "check", "--config", cfg.to_str().unwrap()],
+        dir.path(),
+        &[],
+    );
+    assert_eq!(code, 2, "{err}");
+    assert!(err.contains("max_age_hours"), "{err}");
+    drop(busy);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn credentials_in_the_url_work_and_are_never_printed() {
+    let dir = tempfile::tempdir().unwrap();
+    let port = free_port();
+    let mut server = std::process::Command::new(nats_server_bin())
+        .args(["-js", "-a", "127.0.0.1", "-p", &port.to_string()])
+        .args(["--user", "nvr", "--pass", "s3cr3t-pw"])
+        .arg("-sd")
+        .arg(dir.path().join("store"))
+        .stdout(std::process::Stdio::null())
+        .stderr(std::process::Stdio::null())
+        .spawn()
+        .unwrap();
+    let api = free_port();
+    let url = format!("nats://nvr:s3cr3t-pw@127.0.0.1:{port}");
+    let cfg = write_config(dir.path(), &hall_config(&url, api, ""));
+    let (code, out, err) = nvr_output(
+        &["config", "check", "--config", cfg.to_str().unwrap()],
+        dir.path(),
+        &[],
+    );
+    assert_eq!(code, 0, "{err}");
+    assert!(
+        !out.contains("s3cr3t-pw") && !err.contains("s3cr3t-pw"),
+        "{out}{err}"
+    );
+    assert!(out.contains("nats://nvr:***@127.0.0.1"), "{out}");
+    let mut p = NvrProcess::start(&["run", "--config", cfg.to_str().unwrap()], dir.path(), &[]);
+    p.wait_for_log("nvr running", Duration::from_secs(60));
+    eventually(Duration::from_secs(10), "healthy", || {
+        (http_get(api, "/health").0 == 200).then_some(())
+    });
+    let h = json(api, "/api/v1/system/health");
+    assert!(!h.to_string().contains("s3cr3t-pw"), "{h}");
+    p.interrupt();
+    assert_eq!(p.wait_exit(Duration::from_secs(10)), Some(0));
+    assert!(
+        p.seen.iter().all(|l| !l.contains("s3cr3t-pw")),
+        "password in the log:\n{}",
+        p.seen.join("\n")
+    );
+    // The password from the environment works the same way and a wrong one
+    // fails with the server's answer, still without printing it.
+    let cfg = write_config(
+        dir.path(),
+        &hall_config(&format!("nats://127.0.0.1:{port}"), api, ""),
+    );
+    let (code, _, err) = nvr_output(
+        &["run", "--config", cfg.to_str().unwrap()],
+        dir.path(),
+        &[
+            ("NATS_USER", "nvr"),
+            ("NATS_PASSWORD", "wrong-pw"),
+            ("NVR_API_ADDR", &format!("127.0.0.1:{}", free_port())),
+        ],
+    );
+    assert_ne!(code, 0);
+    assert!(err.contains("authorization"), "{err}");
+    assert!(!err.contains("wrong-pw"), "{err}");
+    let _ = server.kill();
+    let _ = server.wait();
+}
