@@ -285,7 +285,11 @@ pub async fn detection_document(s: &Shared) -> Value {
         let Ok(st) = st.lock().map(|x| x.clone()) else {
             continue;
         };
-        let stored = stored.get(cam).copied().unwrap_or(0);
+        let stored = if st.state == status::CameraState::External {
+            0
+        } else {
+            stored.get(cam).copied().unwrap_or(0)
+        };
         let e = per_cam.entry(cam.clone()).or_default();
         // A node that died took its counters with it; what was stored stays.
         e.0 = e.0.max(stored);
@@ -309,7 +313,16 @@ pub async fn detection_document(s: &Shared) -> Value {
     }
     // Frames processed: what the live workers report, or what was stored for
     // this process's cameras when that is more (a node died meanwhile).
-    let processed = processed.max(s.cameras.keys().filter_map(|c| stored.get(c)).sum::<u64>());
+    let processed = processed.max(
+        s.cameras
+            .iter()
+            .filter(|(_, st)| {
+                st.lock()
+                    .is_ok_and(|st| st.state != status::CameraState::External)
+            })
+            .filter_map(|(c, _)| stored.get(c))
+            .sum::<u64>(),
+    );
     let l = Latency::of(&lat);
     let el = Latency::of(&e2e);
     let (pending, ack_pending) = queue.unwrap_or((0, 0));
@@ -371,7 +384,7 @@ async fn detection_status(State(s): State<Arc<Shared>>) -> Json<Value> {
 
 /// Aggregates spatial node statuses into the stats document.
 pub fn aggregate_spatial(nodes: &[SpatialNodeStatus]) -> Value {
-    let mut active = 0usize;
+    let (mut active, mut lost) = (0usize, 0usize);
     let mut total = 0u64;
     let mut handoffs = 0u64;
     let mut failures = 0u64;
@@ -392,6 +405,7 @@ pub fn aggregate_spatial(nodes: &[SpatialNodeStatus]) -> Value {
         }
         for sh in &n.shards {
             active += sh.stats.active_tracks;
+            lost += sh.stats.lost_tracks;
             total += sh.stats.total_tracks;
             handoffs += sh.stats.handoffs_completed;
             failures += sh.stats.handoff_failures;
@@ -408,7 +422,8 @@ pub fn aggregate_spatial(nodes: &[SpatialNodeStatus]) -> Value {
             }
             shards.push(json!({
                 "shard": sh.shard, "node": n.node, "cameras": sh.cameras,
-                "active_tracks": sh.stats.active_tracks, "total_tracks": sh.stats.total_tracks,
+                "active_tracks": sh.stats.active_tracks, "lost_tracks": sh.stats.lost_tracks,
+                "total_tracks": sh.stats.total_tracks,
                 "avg_processing_ms": round3(sh.processing.avg_ms), "p99_processing_ms": round3(sh.processing.p99_ms),
                 "reid_matching_ms": round3(sh.reid.avg_ms),
                 "handoffs_completed": sh.stats.handoffs_completed, "handoff_failures": sh.stats.handoff_failures,
@@ -431,6 +446,7 @@ pub fn aggregate_spatial(nodes: &[SpatialNodeStatus]) -> Value {
     let attempts = handoffs + failures;
     json!({
         "active_tracks": active,
+        "lost_tracks": lost,
         "total_tracks": total,
         "avg_processing_ms": round3(avg),
         "p99_processing_ms": round3(if hist.is_empty() { p99 } else { Latency::of(&hist).p99_ms }),
@@ -583,7 +599,7 @@ async fn metrics(State(s): State<Arc<Shared>>) -> Response {
     for (k, v) in det["refused"].as_object().into_iter().flatten() {
         *refused.entry(("detection", k.clone())).or_insert(0) += v.as_u64().unwrap_or(0);
     }
-    let (mut late, mut malformed_tracks, mut seq_resets) = (0u64, 0u64, 0u64);
+    let (mut late, mut malformed_tracks, mut seq_resets, mut rejected) = (0u64, 0u64, 0u64, 0u64);
     for n in &nodes {
         for t in n.tracking.values() {
             late += t.late;
@@ -595,6 +611,7 @@ async fn metrics(State(s): State<Arc<Shared>>) -> Response {
         }
         for sh in &n.shards {
             malformed_tracks += sh.malformed;
+            rejected += sh.rejected;
             for (k, v) in &sh.refused {
                 *refused.entry(("spatial", k.clone())).or_insert(0) += v;
             }
@@ -607,7 +624,12 @@ async fn metrics(State(s): State<Arc<Shared>>) -> Response {
             "nvr_refused_total{{component=\"{component}\",reason=\"{reason}\"}} {v}"
         );
     }
-    let counters: [(&str, &str, u64); 9] = [
+    let counters: [(&str, &str, u64); 10] = [
+        (
+            "nvr_spatial_rejected_total",
+            "Camera-tracks messages the spatial core refused (unknown camera, out of order)",
+            rejected,
+        ),
         (
             "nvr_detection_malformed_total",
             "Frame messages that could not be decoded",

@@ -390,6 +390,9 @@ pub struct SpatialConfig {
     pub max_tracks: usize,
     /// Period of the matching cycle.
     pub matching_interval_ms: u64,
+    /// Longest time an unseen identity is published as `coasting` (predicted,
+    /// still expected in view) before it becomes `lost`.
+    pub max_coast_seconds: f64,
     /// Dimension every appearance embedding must have; 0 = any dimension up
     /// to `limits.max_embedding_len` (embeddings of different dimensions are
     /// never compared).
@@ -413,6 +416,7 @@ impl Default for SpatialConfig {
             track_ttl_seconds: 300.0,
             max_tracks: 10_000,
             matching_interval_ms: 200,
+            max_coast_seconds: 1.0,
             embedding_dim: 0,
             shards: Vec::new(),
             shard: String::new(),
@@ -1079,6 +1083,12 @@ pub fn validate(c: &Config) -> Result<(), ConfigError> {
         return err(format!(
             "spatial.max_gap_seconds = {}: must be >= 0",
             s.max_gap_seconds
+        ));
+    }
+    if !(s.max_coast_seconds >= 0.0 && s.max_coast_seconds.is_finite()) {
+        return err(format!(
+            "spatial.max_coast_seconds = {}: must be >= 0",
+            s.max_coast_seconds
         ));
     }
     if !(s.track_ttl_seconds > 0.0 && s.track_ttl_seconds.is_finite()) {

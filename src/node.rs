@@ -504,6 +504,7 @@ pub fn spatial_params(cfg: &Config) -> SpatialParams {
         reid_enabled: s.reid_enabled,
         embedding_dim: (s.embedding_dim > 0).then_some(s.embedding_dim),
         matching_interval_ms: s.matching_interval_ms,
+        max_coast_seconds: s.max_coast_seconds,
         ..Default::default()
     }
 }

@@ -687,3 +687,56 @@ async fn credentials_in_the_url_work_and_are_never_printed() {
     let _ = server.kill();
     let _ = server.wait();
 }
+
+#[test]
+fn a_killed_detection_node_keeps_its_processed_frames_counted() {
+    require(&data().join("models/yolox_nano_dynamic.onnx"), "the model");
+    require(&data().join("samples/vtest.avi"), "the sample footage");
+    let server = NatsServer::start();
+    let (api, det_http) = (free_port(), free_port());
+    let api_addr = format!("127.0.0.1:{api}");
+    let det_addr = format!("127.0.0.1:{det_http}");
+    let mut main = NvrProcess::start(
+        &["run", "--config", "config/config.yaml"],
+        &root(),
+        &[
+            ("NATS_URL", server.url.as_str()),
+            ("NVR_API_ADDR", api_addr.as_str()),
+            ("DETECTION_EMBEDDED", "false"),
+        ],
+    );
+    main.wait_for_log("nvr running", Duration::from_secs(60));
+    let mut node = NvrProcess::start(
+        &["detector", "--config", "config/config.yaml"],
+        &root(),
+        &[
+            ("NATS_URL", server.url.as_str()),
+            ("DETECTION_ADDR", det_addr.as_str()),
+            ("DETECTION_WORKERS", "1"),
+        ],
+    );
+    node.wait_for_log("detection node running", Duration::from_secs(60));
+    let status = |k: &str| json(api, "/api/v1/plugins/nvr-detection/status")[k].as_u64();
+    let before = eventually(Duration::from_secs(60), "frames processed", || {
+        status("processed_count").filter(|n| *n >= 10)
+    });
+    node.child.kill().expect("SIGKILL the detection node");
+    let _ = node.child.wait();
+    // With no node answering, the count stays (it comes from the stored
+    // detections), and nothing it processed is counted as expired.
+    let after = eventually(Duration::from_secs(10), "the node is gone", || {
+        let s = json(api, "/api/v1/plugins/nvr-detection/status");
+        (s["nodes"].as_array()?.is_empty()).then_some(s)
+    });
+    let processed = after["processed_count"].as_u64().unwrap_or(0);
+    assert!(
+        processed >= before,
+        "processed fell from {before} to {processed}: {after}"
+    );
+    assert!(
+        after["expired_count"].as_u64().unwrap_or(0) < before,
+        "processed frames moved to expired: {after}"
+    );
+    main.interrupt();
+    assert_eq!(main.wait_exit(Duration::from_secs(15)), Some(0));
+}

@@ -413,3 +413,121 @@ async fn stored_handoffs(js: &jetstream::Context) -> Vec<Event> {
     );
     out
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn published_states_follow_the_person_and_a_python_client_reads_the_floor() {
+    let python = require(&data().join("pyenv/bin/python"), "the python environment");
+    let server = NatsServer::start();
+    let dir = tempfile::tempdir().unwrap();
+    let api = free_port();
+    let cfg = write_config(dir.path(), &hall_config(&server.url, api, ""));
+    let client = server.client().await;
+    let js = jetstream::new(client.clone());
+    let mut spatial = client
+        .subscribe(subjects::spatial_tracks("lobby"))
+        .await
+        .unwrap();
+    client.flush().await.unwrap();
+    let mut p = NvrProcess::start(&["run", "--config", cfg.to_str().unwrap()], dir.path(), &[]);
+    p.wait_for_log("nvr running", Duration::from_secs(60));
+    let reader = std::process::Command::new(python)
+        .arg(root().join("subjects/python/floor_now.py"))
+        .args(["--url", &server.url, "--count", "12", "--json"])
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .expect("start floor_now.py");
+    // Give the client its subscription before the first cycle.
+    tokio::time::sleep(Duration::from_millis(500)).await;
+
+    let publish = |d: Detections| {
+        let js = js.clone();
+        async move {
+            let mut h = async_nats::HeaderMap::new();
+            h.insert("Nats-Msg-Id", msg_id(&d.camera, d.seq).as_str());
+            js.publish_with_headers(subjects::detections("hall"), h, encode(&d).unwrap().into())
+                .await
+                .unwrap()
+                .await
+                .unwrap();
+        }
+    };
+    // A walker for 4 s, then nobody for 4 s (the person left mid-view).
+    for seq in 1..=20 {
+        publish(walker("hall", seq, 0.3 + 0.005 * seq as f32)).await;
+    }
+    for seq in 21..=40 {
+        let mut d = walker("hall", seq, 0.0);
+        d.objects.clear();
+        publish(d).await;
+    }
+    let gone_at = *T0 + 21 * WALK_DT;
+    let mut states: BTreeMap<u64, String> = BTreeMap::new();
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(30);
+    while states
+        .keys()
+        .last()
+        .is_none_or(|ts| *ts < *T0 + 38 * WALK_DT)
+    {
+        let m = tokio::time::timeout_at(deadline, spatial.next())
+            .await
+            .expect("cycles until the end of the input")
+            .unwrap();
+        let v: Value = serde_json::to_value(decode::<SpatialTracks>(&m.payload).unwrap()).unwrap();
+        let ts = v["ts_ns"].as_u64().unwrap();
+        let st = v["tracks"][0]["state"]
+            .as_str()
+            .unwrap_or("none")
+            .to_string();
+        states.insert(ts, st);
+    }
+    let seen_while_walking: BTreeSet<&str> = states
+        .range(*T0 + 5 * WALK_DT..gone_at)
+        .map(|(_, s)| s.as_str())
+        .collect();
+    assert_eq!(
+        seen_while_walking,
+        BTreeSet::from(["observed"]),
+        "{states:?}"
+    );
+    let after: Vec<&str> = states
+        .range(gone_at + 1_500_000_000..)
+        .map(|(_, s)| s.as_str())
+        .collect();
+    assert!(
+        !after.is_empty() && after.iter().all(|s| *s == "lost"),
+        "lost once the coasting time is over: {states:?}"
+    );
+    let stats = eventually(Duration::from_secs(10), "stats follow the states", || {
+        let s = get_json(api, "/api/v1/spatial/stats")?;
+        (s["active_tracks"] == 0).then_some(s)
+    });
+    assert_eq!(stats["shards"][0]["lost_tracks"], 1, "{stats}");
+    assert_eq!(
+        stats["handoff_failures"], 0,
+        "one camera has no handoffs to fail: {stats}"
+    );
+
+    let out = reader
+        .wait_with_output()
+        .expect("floor_now.py ends after --count cycles");
+    let text = String::from_utf8_lossy(&out.stdout);
+    assert!(
+        out.status.success(),
+        "{text}{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let on_floor: Vec<Value> = text
+        .lines()
+        .filter_map(|l| serde_json::from_str::<Value>(l).ok())
+        .collect();
+    assert_eq!(on_floor.len(), 12, "{text}");
+    assert!(
+        on_floor
+            .iter()
+            .any(|c| c["on_floor"][0]["state"] == "observed" && c["on_floor"][0]["global_id"] == 1),
+        "{text}"
+    );
+    p.interrupt();
+    assert_eq!(p.wait_exit(Duration::from_secs(10)), Some(0));
+}

@@ -116,17 +116,13 @@ fn settings_from_env() -> Result<EvalSettings> {
             .with_context(|| format!("SPATIAL_EVAL_TRACKER: {kv:?} is not key=value"))?;
         tracker.set(k, v).map_err(anyhow::Error::msg)?;
     }
-    let coast_s = match std::env::var("SPATIAL_EVAL_COAST_S") {
-        Ok(v) => v
+    let mut spatial = params_from_env()?;
+    if let Ok(v) = std::env::var("SPATIAL_EVAL_COAST_S") {
+        spatial.max_coast_seconds = v
             .parse()
-            .with_context(|| format!("SPATIAL_EVAL_COAST_S={v:?} is not a number"))?,
-        Err(_) => eval::COAST_S,
-    };
-    Ok(EvalSettings {
-        tracker,
-        spatial: params_from_env()?,
-        coast_s,
-    })
+            .with_context(|| format!("SPATIAL_EVAL_COAST_S={v:?} is not a number"))?;
+    }
+    Ok(EvalSettings { tracker, spatial })
 }
 
 fn px_box(b: [f32; 4], m: &Detections) -> [f64; 4] {

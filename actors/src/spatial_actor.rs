@@ -24,9 +24,13 @@ use crate::guard::{self, Limits, Refusal};
 use crate::spatial::{CameraGeometry, SpatialParams, SpatialStats, SpatialTracker};
 use crate::status::{new_histogram, now_ms, Latency, Progress, RefusalSink};
 
-/// A camera whose latest message is this far behind the newest one no
+/// A camera whose messages stopped arriving this long ago (wall clock) no
 /// longer holds the watermark back.
-const STALL_NS: u64 = 2_000_000_000;
+const STALL_AFTER: Duration = Duration::from_secs(2);
+/// After the shard's first message, a configured camera that has sent
+/// nothing yet holds the first cycles back for this long (wall clock), so a
+/// run does not depend on which camera happened to publish first.
+const STARTUP_GRACE: Duration = Duration::from_secs(2);
 
 /// What a spatial actor needs.
 pub struct SpatialArgs {
@@ -99,8 +103,10 @@ pub struct SpatialState {
     args: SpatialArgs,
     /// The core.
     tracker: SpatialTracker,
-    /// Latest message time per camera.
-    camera_ts: BTreeMap<String, u64>,
+    /// Latest message time per camera and when (wall clock) it arrived.
+    camera_ts: BTreeMap<String, (u64, Instant)>,
+    /// When the shard's first message arrived.
+    first_input: Option<Instant>,
     /// Message time of the next matching cycle.
     next_step_ns: Option<u64>,
     /// Processing time per cycle, microseconds.
@@ -235,6 +241,7 @@ impl Actor for SpatialActor {
             tracker,
             args,
             camera_ts: BTreeMap::new(),
+            first_input: None,
             next_step_ns: None,
             hist: new_histogram(),
             reid_hist: new_histogram(),
@@ -255,9 +262,10 @@ impl Actor for SpatialActor {
             SpatialMsg::PumpFailed(why) => Err(why.into()),
             SpatialMsg::Tick => {
                 let idle = state.last_input.elapsed();
-                let newest = state.camera_ts.values().copied().max();
+                let newest = state.camera_ts.values().map(|(t, _)| *t).max();
                 if let (true, Some(newest)) = (idle >= IDLE_AFTER, newest) {
-                    if state.tracker.stats().active_tracks > 0 {
+                    let held = state.tracker.stats();
+                    if held.active_tracks + held.lost_tracks > 0 {
                         if state.idle_mark.is_none() {
                             info!(shard = %state.args.shard, idle_s = idle.as_secs(), "no camera input; carrying the shard clock forward so tracks expire");
                         }
@@ -301,9 +309,11 @@ impl Actor for SpatialActor {
                     s.ingested += 1;
                     s.progress.input_ms = now_ms();
                 });
-                let e = state.camera_ts.entry(ct.camera.clone()).or_insert(0);
-                *e = (*e).max(ct.ts_ns);
-                state.last_input = Instant::now();
+                let now = Instant::now();
+                let e = state.camera_ts.entry(ct.camera.clone()).or_insert((0, now));
+                *e = (e.0.max(ct.ts_ns), now);
+                state.first_input.get_or_insert(now);
+                state.last_input = now;
                 state.idle_mark = None;
                 run_cycles(state).await;
                 let _ = m.ack().await;
@@ -368,19 +378,40 @@ fn update(status: &Mutex<ShardStatus>, f: impl FnOnce(&mut ShardStatus)) {
     }
 }
 
-/// The message time every live camera has reached.
-pub fn watermark(camera_ts: &BTreeMap<String, u64>) -> Option<u64> {
-    let newest = camera_ts.values().copied().max()?;
+/// The message time every live camera of the shard has reached. A camera is
+/// live while its messages keep arriving (wall clock, [`STALL_AFTER`]); how
+/// far its message time lags never excludes it, so the cycles, and what they
+/// publish, do not depend on how fast or in which order the cameras'
+/// messages were published. Until every one of the `expected` cameras has
+/// sent something, no cycle runs for [`STARTUP_GRACE`] after the first
+/// message.
+pub fn watermark(
+    camera_ts: &BTreeMap<String, (u64, Instant)>,
+    expected: usize,
+    first_input: Option<Instant>,
+    now: Instant,
+) -> Option<u64> {
+    let starting = first_input.is_some_and(|f| now.duration_since(f) < STARTUP_GRACE);
+    if camera_ts.len() < expected && starting {
+        return None;
+    }
     camera_ts
         .values()
-        .copied()
-        .filter(|t| newest.saturating_sub(*t) <= STALL_NS)
+        .filter(|(_, at)| now.duration_since(*at) <= STALL_AFTER)
+        .map(|(t, _)| *t)
         .min()
 }
 
 /// Runs every matching cycle whose time the watermark has passed.
 async fn run_cycles(state: &mut SpatialState) {
-    let Some(mark) = watermark(&state.camera_ts) else {
+    let expected = state.args.cameras.len();
+    let Some(mark) = watermark(
+        &state.camera_ts,
+        expected,
+        state.first_input,
+        Instant::now(),
+    )
+    .or(state.idle_mark) else {
         return;
     };
     let mark = mark.max(state.idle_mark.unwrap_or(0));
@@ -447,13 +478,43 @@ mod tests {
     use super::*;
 
     #[test]
-    fn watermark_waits_for_live_cameras_only() {
+    fn watermark_waits_for_every_live_camera_whatever_its_lag() {
+        let t0 = Instant::now();
+        let now = t0 + Duration::from_secs(10);
         let mut m = BTreeMap::new();
-        assert_eq!(watermark(&m), None);
-        m.insert("a".to_string(), 10_000_000_000);
-        m.insert("b".to_string(), 9_500_000_000);
-        assert_eq!(watermark(&m), Some(9_500_000_000));
-        m.insert("c".to_string(), 1_000_000_000); // stalled
-        assert_eq!(watermark(&m), Some(9_500_000_000));
+        assert_eq!(watermark(&m, 3, None, now), None);
+        m.insert("a".to_string(), (10_000_000_000, now));
+        // Lagging far behind in message time but still arriving: waited for.
+        m.insert("b".to_string(), (1_000_000_000, now));
+        assert_eq!(watermark(&m, 2, Some(t0), now), Some(1_000_000_000));
+        // Its messages stopped arriving: no longer waited for.
+        m.insert(
+            "b".to_string(),
+            (1_000_000_000, now - Duration::from_secs(3)),
+        );
+        assert_eq!(watermark(&m, 2, Some(t0), now), Some(10_000_000_000));
+    }
+
+    #[test]
+    fn first_cycles_wait_for_every_configured_camera_within_a_grace() {
+        let t0 = Instant::now();
+        let mut m = BTreeMap::new();
+        m.insert("a".to_string(), (5_000_000_000, t0));
+        assert_eq!(
+            watermark(&m, 2, Some(t0), t0 + Duration::from_millis(500)),
+            None
+        );
+        let later = t0 + STARTUP_GRACE + Duration::from_millis(100);
+        m.insert("a".to_string(), (5_000_000_000, later));
+        assert_eq!(watermark(&m, 2, Some(t0), later), Some(5_000_000_000));
+        m.insert(
+            "b".to_string(),
+            (4_000_000_000, t0 + Duration::from_millis(600)),
+        );
+        assert_eq!(
+            watermark(&m, 2, Some(t0), t0 + Duration::from_millis(700)),
+            Some(4_000_000_000),
+            "every camera reported: no need to wait"
+        );
     }
 }

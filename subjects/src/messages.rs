@@ -185,6 +185,27 @@ pub struct SpatialTrack {
     pub sources: Vec<TrackSource>,
     /// Time of the latest observation, ns since the Unix epoch.
     pub last_seen_ns: u64,
+    /// Whether the identity is seen in this cycle, predicted through a short
+    /// miss, or kept only for re-identification ("who is on the floor now"
+    /// is `observed` + `coasting`). Read as `observed` when absent.
+    #[serde(default)]
+    pub state: SpatialState,
+}
+
+/// Whether a global identity is on the floor now.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum SpatialState {
+    /// Seen by at least one camera in this matching cycle.
+    #[default]
+    Observed,
+    /// Not seen in this cycle but predicted to be in a camera's view (a
+    /// detector miss or an occlusion), for at most `spatial.max_coast_seconds`;
+    /// the position is the prediction.
+    Coasting,
+    /// Gone from view; kept only for re-identification. The position is
+    /// where it was last seen, not where it is.
+    Lost,
 }
 
 /// Global tracks of one shard, published on `nvr.spatial.<shard>.tracks`.

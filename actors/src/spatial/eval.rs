@@ -10,35 +10,22 @@ use std::fmt::Write as _;
 use std::path::Path;
 use std::time::Instant;
 
-use nvr_subjects::{CameraTracks, Detections, SpatialTrack, TrackState, SCHEMA_VERSION};
+use nvr_subjects::{
+    CameraTracks, Detections, SpatialState, SpatialTrack, TrackState, SCHEMA_VERSION,
+};
 
 use super::{CameraGeometry, Homography, SpatialParams, SpatialStats, SpatialTracker, StepOutput};
 use crate::sim::{self, NoisePreset, SimConfig, SimOutput};
 use crate::track::{Tracker, TrackerOutput, TrackerParams};
 
-/// Identities unobserved for up to this long (seconds) whose predicted
-/// position is still inside a camera's view are reported (missed or occluded).
-pub const COAST_S: f64 = 1.0;
-
 /// Settings of one evaluation run.
-#[derive(Debug, Clone)]
+#[derive(Debug, Clone, Default)]
 pub struct EvalSettings {
     /// Per-camera tracker parameters.
     pub tracker: TrackerParams,
-    /// Spatial tracker parameters.
+    /// Spatial tracker parameters (`max_coast_seconds` bounds the coasting
+    /// identities that are published, and so scored).
     pub spatial: SpatialParams,
-    /// Coasting horizon passed to [`SpatialTracker::coasting_tracks`].
-    pub coast_s: f64,
-}
-
-impl Default for EvalSettings {
-    fn default() -> Self {
-        EvalSettings {
-            tracker: TrackerParams::default(),
-            spatial: SpatialParams::default(),
-            coast_s: COAST_S,
-        }
-    }
 }
 
 /// Observer of each camera message: (frame, message, per-camera tracker output).
@@ -181,15 +168,19 @@ pub fn run_on(
         for e in &step.events {
             *events.entry(e.kind.clone()).or_default() += 1;
         }
+        // Scored exactly as published: who is on the floor now.
         for t in &step.tracks.tracks {
-            if t.last_seen_ns >= *frame_ts {
+            if t.state != SpatialState::Lost {
                 let _ = writeln!(ours, "{frame},{},{:.4},{:.4}", t.global_id, t.x_m, t.y_m);
             }
         }
-        let coasting = spatial.coasting_tracks(*frame_ts, settings.coast_s);
-        for t in &coasting {
-            let _ = writeln!(ours, "{frame},{},{:.4},{:.4}", t.global_id, t.x_m, t.y_m);
-        }
+        let coasting: Vec<SpatialTrack> = step
+            .tracks
+            .tracks
+            .iter()
+            .filter(|t| t.state == SpatialState::Coasting)
+            .cloned()
+            .collect();
         if let Some(f) = on_step.as_mut() {
             f(frame, &step, &coasting, &spatial);
         }

@@ -43,6 +43,9 @@ pub struct SpatialParams {
     pub embedding_dim: Option<usize>,
     /// How often the shard publishes a matching cycle, milliseconds (`matching_interval_ms`).
     pub matching_interval_ms: u64,
+    /// Longest time (seconds) an unseen identity is published as `coasting`
+    /// (predicted, still expected in view) before it is `lost`.
+    pub max_coast_seconds: f64,
     /// Floor distance (metres) within which two simultaneous observations can
     /// be the same person.
     pub gate_m: f64,
@@ -99,6 +102,7 @@ impl Default for SpatialParams {
             reid_enabled: true,
             embedding_dim: None,
             matching_interval_ms: 200,
+            max_coast_seconds: 1.0,
             gate_m: 1.5,
             appearance_weight: 0.7,
             max_speed_mps: 1.5,

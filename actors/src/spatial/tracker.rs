@@ -16,8 +16,8 @@ use std::collections::{BTreeMap, BTreeSet, HashMap};
 use std::time::Instant;
 
 use nvr_subjects::{
-    event_kind, CameraTracks, Event, SpatialTrack, SpatialTracks, TrackSource, TrackState,
-    SCHEMA_VERSION,
+    event_kind, CameraTracks, Event, SpatialState, SpatialTrack, SpatialTracks, TrackSource,
+    TrackState, SCHEMA_VERSION,
 };
 use serde::{Deserialize, Serialize};
 
@@ -67,14 +67,18 @@ pub struct StepOutput {
 /// Counters of a [`SpatialTracker`].
 #[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
 pub struct SpatialStats {
-    /// Identities held now.
+    /// Identities on the floor at the last cycle: `observed` + `coasting`.
     pub active_tracks: usize,
+    /// Identities held only for re-identification (`lost`, or unseen for
+    /// longer than `max_gap_seconds` and not yet expired by the TTL).
+    #[serde(default)]
+    pub lost_tracks: usize,
     /// Identities created since start.
     pub total_tracks: u64,
     /// Handoffs from one camera to another.
     pub handoffs_completed: u64,
-    /// New identities created while a recently lost identity was within the
-    /// handoff gate but was refused on appearance.
+    /// New identities created while a recently lost identity last seen by
+    /// another camera was within the handoff gate but refused on appearance.
     pub handoff_failures: u64,
     /// Identities evicted because of `max_tracks`.
     pub evicted: u64,
@@ -580,7 +584,9 @@ impl SpatialTracker {
             .collect();
         let last_camera = g.last_camera;
         let last_seen = g.last_seen;
-        let is_new = g.sources.is_empty() && g.created_cycle == self.stats.cycles && last_seen == 0;
+        // An identity created in this cycle is not handed off: a new person
+        // seen by two cameras at once joins both, with no handoff event.
+        let is_new = g.created_cycle == self.stats.cycles;
         for sk in &stale {
             if let Some(s) = self.sources.get_mut(sk) {
                 s.bound = None;
@@ -900,7 +906,7 @@ impl SpatialTracker {
             for gid in &cand {
                 match self.cost(*k, *gid) {
                     (Some(c), _) => edges.push((i, *gid, c)),
-                    (None, true) => refused_on_appearance[i] = true,
+                    (None, true) if self.other_camera(*gid, k.0) => refused_on_appearance[i] = true,
                     _ => {}
                 }
             }
@@ -989,7 +995,7 @@ impl SpatialTracker {
             for gid in &cand {
                 match self.cost(*k, *gid) {
                     (Some(c), _) if best.is_none_or(|(bc, _)| c < bc) => best = Some((c, *gid)),
-                    (None, true) => refused_on_appearance[i] = true,
+                    (None, true) if self.other_camera(*gid, k.0) => refused_on_appearance[i] = true,
                     _ => {}
                 }
             }
@@ -1051,13 +1057,18 @@ impl SpatialTracker {
         }
 
         self.stats.cycles += 1;
-        self.stats.active_tracks = self.globals.len();
         let tracks = SpatialTracks {
             v: SCHEMA_VERSION,
             shard: self.shard.clone(),
             ts_ns,
-            tracks: self.tracks_at(ts_ns),
+            tracks: self.published_tracks(ts_ns),
         };
+        self.stats.active_tracks = tracks
+            .tracks
+            .iter()
+            .filter(|t| t.state != SpatialState::Lost)
+            .count();
+        self.stats.lost_tracks = self.globals.len() - self.stats.active_tracks;
         self.stats.last_step_ms = started.elapsed().as_secs_f64() * 1e3;
         StepOutput { tracks, events }
     }
@@ -1308,6 +1319,38 @@ impl SpatialTracker {
         }
     }
 
+    /// Whether identity `gid` was last seen by another camera than `cam`: only
+    /// then is a refusal on appearance a failed handoff (one camera alone
+    /// has no handoffs to fail).
+    fn other_camera(&self, gid: u64, cam: usize) -> bool {
+        self.globals.get(&gid).is_some_and(|g| g.last_camera != cam)
+    }
+
+    /// What a cycle publishes: every identity seen within `max_gap_seconds`
+    /// with its state. `observed`: seen within the last matching interval;
+    /// `coasting`: unseen but predicted in a camera's view (see
+    /// [`Self::coasting_tracks`]), at the predicted position; `lost`: kept
+    /// for re-identification, at its last position.
+    fn published_tracks(&self, ts_ns: u64) -> Vec<SpatialTrack> {
+        let interval = self.params.matching_interval_ms.max(1) * 1_000_000;
+        let coasting = self.coasting_positions(ts_ns, self.params.max_coast_seconds);
+        let mut out = self.tracks_at(ts_ns);
+        for t in &mut out {
+            if t.last_seen_ns + interval > ts_ns {
+                continue;
+            }
+            match coasting.get(&t.global_id) {
+                Some(p) => {
+                    t.state = SpatialState::Coasting;
+                    t.x_m = p[0] as f32;
+                    t.y_m = p[1] as f32;
+                }
+                None => t.state = SpatialState::Lost,
+            }
+        }
+        out
+    }
+
     fn tracks_at(&self, ts_ns: u64) -> Vec<SpatialTrack> {
         let gap_ns = (self.params.max_gap_seconds.max(0.0) * 1e9) as u64;
         self.globals
@@ -1333,6 +1376,7 @@ impl SpatialTracker {
                         })
                         .collect(),
                     last_seen_ns: g.last_seen,
+                    state: SpatialState::Observed,
                 }
             })
             .collect()
@@ -1368,6 +1412,23 @@ impl SpatialTracker {
     /// the identity's velocity; `last_seen_ns` stays the last observation.
     /// Sorted by `global_id`.
     pub fn coasting_tracks(&self, ts_ns: u64, max_coast_s: f64) -> Vec<SpatialTrack> {
+        let pos = self.coasting_positions(ts_ns, max_coast_s);
+        let mut out = self.tracks_at(ts_ns);
+        out.retain_mut(|t| match pos.get(&t.global_id) {
+            Some(p) => {
+                t.x_m = p[0] as f32;
+                t.y_m = p[1] as f32;
+                t.state = SpatialState::Coasting;
+                true
+            }
+            None => false,
+        });
+        out
+    }
+
+    /// The predicted positions of the identities [`Self::coasting_tracks`]
+    /// reports, by `global_id`.
+    fn coasting_positions(&self, ts_ns: u64, max_coast_s: f64) -> BTreeMap<u64, [f64; 2]> {
         let max_ns = (max_coast_s.max(0.0) * 1e9) as u64;
         let short_ns = max_ns / 3;
         let seen_now = |g: &Global| g.last_seen >= ts_ns.saturating_sub(SEEN_NOW_NS);
@@ -1388,13 +1449,10 @@ impl SpatialTracker {
             .filter(|(_, g)| g.last_seen < ts_ns && (ts_ns - g.last_seen <= max_ns || carried(g)))
             .map(|(id, _)| *id)
             .collect();
-        let mut out = self.tracks_at(ts_ns);
-        out.retain_mut(|t| {
-            if !ids.contains(&t.global_id) {
-                return false;
-            }
-            let Some(g) = self.globals.get(&t.global_id) else {
-                return false;
+        let mut out = BTreeMap::new();
+        for id in ids {
+            let Some(g) = self.globals.get(&id) else {
+                continue;
             };
             let dt = ts_ns.saturating_sub(g.pos_ts) as f64 / 1e9;
             let p = [g.pos[0] + g.vel[0] * dt, g.pos[1] + g.vel[1] * dt];
@@ -1404,28 +1462,24 @@ impl SpatialTracker {
                     .iter()
                     .any(|(f, q)| *f == g.floor_idx && dist(*q, p) <= OCCLUDER_M)
             {
-                return false;
+                continue;
             }
-            if !self.in_view(g.floor_idx, p) {
-                return false;
+            if self.in_view(g.floor_idx, p) {
+                out.insert(id, p);
             }
-            t.x_m = p[0] as f32;
-            t.y_m = p[1] as f32;
-            true
-        });
+        }
         out
     }
 
     /// Counters.
     pub fn stats(&self) -> SpatialStats {
-        let mut s = self.stats.clone();
-        s.active_tracks = self.globals.len();
-        s
+        self.stats.clone()
     }
 
-    /// Identities seen within `max_gap_seconds` of the last step, by `global_id`.
+    /// What the last step published: identities seen within
+    /// `max_gap_seconds`, with their state, by `global_id`.
     pub fn tracks(&self) -> Vec<SpatialTrack> {
-        self.tracks_at(self.last_step_ts)
+        self.published_tracks(self.last_step_ts)
     }
 }
 
@@ -1660,6 +1714,71 @@ mod tests {
     }
 
     #[test]
+    fn a_new_person_seen_by_two_cameras_at_once_is_no_handoff() {
+        let mut st = SpatialTracker::new(
+            "s",
+            SpatialParams::default(),
+            vec![cam("a", 0.0), cam("b", 0.0)],
+        );
+        let mut handoffs = 0;
+        for i in 0..10u64 {
+            let ts = T0 + i * DT;
+            for c in ["a", "b"] {
+                st.ingest(&msg(
+                    c,
+                    ts,
+                    vec![track(1, 0.0, 4.0 + 0.1 * i as f64, 3.0, None)],
+                ))
+                .unwrap();
+            }
+            let out = st.step(ts + 1);
+            handoffs += out
+                .events
+                .iter()
+                .filter(|e| e.kind == event_kind::HANDOFF)
+                .count();
+            assert_eq!(out.tracks.tracks.len(), 1, "one person, one identity");
+        }
+        assert_eq!(handoffs, 0);
+        assert_eq!(st.stats().handoffs_completed, 0);
+    }
+
+    #[test]
+    fn states_go_observed_coasting_lost() {
+        let mut st = SpatialTracker::new("s", SpatialParams::default(), vec![cam("a", 0.0)]);
+        let mut states = Vec::new();
+        for i in 0..30u64 {
+            let ts = T0 + i * DT;
+            // Seen for 10 cycles in the middle of the view, then missed.
+            let tracks = if i < 10 {
+                vec![track(1, 0.0, 4.0 + 0.05 * i as f64, 3.0, None)]
+            } else {
+                vec![]
+            };
+            st.ingest(&msg("a", ts, tracks)).unwrap();
+            let out = st.step(ts + 1);
+            states.push(out.tracks.tracks.first().map(|t| t.state));
+        }
+        // Observed while seen (and within one matching interval), then
+        // coasting for a while, then lost to the end.
+        let order: Vec<SpatialState> = states.iter().map(|s| s.expect("published")).collect();
+        let mut runs = order.clone();
+        runs.dedup();
+        assert_eq!(
+            runs,
+            vec![
+                SpatialState::Observed,
+                SpatialState::Coasting,
+                SpatialState::Lost
+            ],
+            "{order:?}"
+        );
+        assert!(order[..10].iter().all(|s| *s == SpatialState::Observed));
+        assert_eq!(st.stats().active_tracks, 0);
+        assert_eq!(st.stats().lost_tracks, 1);
+    }
+
+    #[test]
     fn ttl_expiry_emits_global_ended() {
         let params = SpatialParams {
             track_ttl_seconds: 5.0,
@@ -1671,10 +1790,13 @@ mod tests {
         st.step(T0 + 1);
         st.ingest(&msg("a", T0 + DT, vec![])).unwrap();
         let out = st.step(T0 + 4_000_000_000);
-        assert_eq!(st.stats().active_tracks, 1);
+        // Gone from view: lost (held for re-identification), not active.
+        assert_eq!(st.stats().active_tracks, 0);
+        assert_eq!(st.stats().lost_tracks, 1);
+        assert_eq!(out.tracks.tracks[0].state, SpatialState::Lost);
         assert!(out.events.is_empty());
         let out = st.step(T0 + 5_100_000_000);
-        assert_eq!(st.stats().active_tracks, 0);
+        assert_eq!(st.stats().active_tracks + st.stats().lost_tracks, 0);
         assert_eq!(st.stats().expired, 1);
         assert_eq!(out.events.len(), 1);
         assert_eq!(out.events[0].kind, event_kind::GLOBAL_ENDED);
