@@ -23,15 +23,18 @@ use nvr_subjects::streams::{self as spec, RetentionSettings};
 use tracing::{info, warn};
 
 /// A probe older than this no longer counts as NATS answering.
-const PROBE_FRESH: Duration = Duration::from_secs(3);
+const PROBE_FRESH: Duration = Duration::from_millis(2500);
 /// How often the streams are checked while nothing else prompts it.
-const STREAM_CHECK_EVERY: Duration = Duration::from_secs(3);
+const STREAM_CHECK_EVERY: Duration = Duration::from_secs(1);
 
 /// Bus health of this process, shared by the API and the keeper task.
 #[derive(Debug)]
 pub struct BusHealth {
     /// When NATS last answered a bounded round trip.
     last_answer: Mutex<Option<Instant>>,
+    /// Whether the latest round trip was answered (a failed one counts at
+    /// once, without waiting for the last answer to grow old).
+    last_probe_ok: AtomicBool,
     /// Whether every contract stream existed at the last check.
     streams_ok: AtomicBool,
     /// Streams or consumers found missing and re-created.
@@ -46,6 +49,7 @@ impl Default for BusHealth {
     fn default() -> Self {
         BusHealth {
             last_answer: Mutex::new(None),
+            last_probe_ok: AtomicBool::new(true),
             streams_ok: AtomicBool::new(true),
             recreated: AtomicU64::new(0),
             reconnects: AtomicU64::new(0),
@@ -57,11 +61,13 @@ impl Default for BusHealth {
 impl BusHealth {
     /// Whether NATS answered within the last few seconds.
     pub fn nats_answers(&self) -> bool {
-        self.last_answer
-            .lock()
-            .ok()
-            .and_then(|t| *t)
-            .is_some_and(|t| t.elapsed() < PROBE_FRESH)
+        self.last_probe_ok.load(Ordering::Relaxed)
+            && self
+                .last_answer
+                .lock()
+                .ok()
+                .and_then(|t| *t)
+                .is_some_and(|t| t.elapsed() < PROBE_FRESH)
     }
 
     /// Whether the streams existed at the last check.
@@ -122,6 +128,7 @@ pub fn spawn_keeper(
                     tokio::time::timeout(Duration::from_secs(1), js.query_account()).await,
                     Ok(Ok(_))
                 );
+            health.last_probe_ok.store(answered, Ordering::Relaxed);
             if answered {
                 if let Ok(mut t) = health.last_answer.lock() {
                     *t = Some(Instant::now());

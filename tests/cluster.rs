@@ -20,21 +20,38 @@ fn detections(seq: u64) -> Detections {
     walker("hall", seq, 0.1 + 0.002 * (seq % 300) as f32)
 }
 
+/// Publishes `d` until JetStream stores it. While a cluster elects a new
+/// stream leader an acknowledgement can time out; publishing again with the
+/// same `Nats-Msg-Id` is safe (the stream de-duplicates), as any client does.
 async fn publish(js: &jetstream::Context, d: &Detections) {
-    let mut h = async_nats::HeaderMap::new();
-    h.insert(
-        "Nats-Msg-Id",
-        nvr_subjects::msg_id(&d.camera, d.seq).as_str(),
-    );
-    let ack = js
-        .publish_with_headers(
-            subjects::detections(&d.camera),
-            h,
-            encode(d).unwrap().into(),
-        )
-        .await
-        .expect("publish");
-    ack.await.expect("stored");
+    let deadline = Instant::now() + Duration::from_secs(30);
+    loop {
+        let mut h = async_nats::HeaderMap::new();
+        h.insert(
+            "Nats-Msg-Id",
+            nvr_subjects::msg_id(&d.camera, d.seq).as_str(),
+        );
+        let sent = js
+            .publish_with_headers(
+                subjects::detections(&d.camera),
+                h,
+                encode(d).unwrap().into(),
+            )
+            .await;
+        let err = match sent {
+            Ok(ack) => match ack.await {
+                Ok(_) => return,
+                Err(e) => e.to_string(),
+            },
+            Err(e) => e.to_string(),
+        };
+        assert!(
+            Instant::now() < deadline,
+            "detections {} never stored: {err}",
+            d.seq
+        );
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
 }
 
 /// Publishes detections from `from` on until a SpatialTracks cycle at or
@@ -287,4 +304,163 @@ async fn a_three_node_cluster_loses_nothing_when_a_node_stops() {
     members[2].start();
     p.interrupt();
     assert_eq!(p.wait_exit(Duration::from_secs(15)), Some(0));
+}
+
+/// A TCP relay to the NATS server that can cut every connection and refuse
+/// new ones for a while: a detection node's network going away and back.
+struct Relay {
+    port: u16,
+    cut: std::sync::Arc<std::sync::atomic::AtomicBool>,
+    conns: std::sync::Arc<std::sync::Mutex<Vec<tokio::task::JoinHandle<()>>>>,
+    accept: tokio::task::JoinHandle<()>,
+}
+
+impl Relay {
+    async fn start(upstream: u16) -> Relay {
+        use std::sync::atomic::Ordering;
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let port = listener.local_addr().unwrap().port();
+        let cut = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(false));
+        let conns = std::sync::Arc::new(std::sync::Mutex::new(Vec::new()));
+        let (c2, k2) = (cut.clone(), conns.clone());
+        let accept = tokio::spawn(async move {
+            while let Ok((mut inbound, _)) = listener.accept().await {
+                if c2.load(Ordering::SeqCst) {
+                    continue; // dropped: the network is down
+                }
+                let Ok(mut outbound) =
+                    tokio::net::TcpStream::connect(("127.0.0.1", upstream)).await
+                else {
+                    continue;
+                };
+                let h = tokio::spawn(async move {
+                    let _ = tokio::io::copy_bidirectional(&mut inbound, &mut outbound).await;
+                });
+                k2.lock().unwrap().push(h);
+            }
+        });
+        Relay {
+            port,
+            cut,
+            conns,
+            accept,
+        }
+    }
+
+    fn set_cut(&self, down: bool) {
+        self.cut.store(down, std::sync::atomic::Ordering::SeqCst);
+        if down {
+            for h in self.conns.lock().unwrap().drain(..) {
+                h.abort();
+            }
+        }
+    }
+}
+
+impl Drop for Relay {
+    fn drop(&mut self) {
+        self.accept.abort();
+        self.set_cut(true);
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_detector_cut_off_and_restored_reconnects_with_no_duplicates() {
+    use nvr_subjects::messages::{Frame, FrameEncoding};
+    require(&data().join("models/yolox_nano_dynamic.onnx"), "the model");
+    let server = NatsServer::start();
+    let relay = Relay::start(server.port).await;
+    let dir = tempfile::tempdir().unwrap();
+    let http = free_port();
+    let cfg = write_config(
+        dir.path(),
+        &format!(
+            "nats:\n  embedded: false\n  url: \"nats://127.0.0.1:{}\"\n  retention:\n    frames_per_camera: 1000\n    frames_max_age_ms: 600000\ndetection:\n  address: \"127.0.0.1:{http}\"\n  models_path: \"{}\"\n  input_size: 320\n  workers: 1\n  threads: 1\n  max_frame_age_ms: 600000\n",
+            relay.port,
+            data().join("models").display()
+        ),
+    );
+    let mut node = NvrProcess::start(
+        &["detector", "--config", cfg.to_str().unwrap()],
+        dir.path(),
+        &[],
+    );
+    node.wait_for_log("detection node running", Duration::from_secs(60));
+    let client = server.client().await;
+    let js = jetstream::new(client.clone());
+    let img = nvr_actors::detect::RgbImage::filled(320, 240, [90, 90, 90]);
+    let jpeg = nvr_actors::detect::image::encode_jpeg(&img, 80).unwrap();
+    let total = 40u64;
+    let stored = |js: jetstream::Context| async move {
+        js.get_stream("NVR_DETECTIONS")
+            .await
+            .ok()?
+            .info()
+            .await
+            .ok()
+            .map(|i| i.state.messages)
+    };
+    for seq in 1..=total {
+        let f = Frame {
+            v: nvr_subjects::SCHEMA_VERSION,
+            camera: "door".into(),
+            seq,
+            ts_ns: nvr_actors::bus::now_ns(),
+            width: 640,
+            height: 480,
+            encoding: FrameEncoding::Jpeg,
+            data: jpeg.clone(),
+            data_width: 0,
+            data_height: 0,
+        };
+        let mut h = async_nats::HeaderMap::new();
+        h.insert("Nats-Msg-Id", nvr_subjects::msg_id("door", seq).as_str());
+        js.publish_with_headers(subjects::frames("door"), h, encode(&f).unwrap().into())
+            .await
+            .unwrap()
+            .await
+            .unwrap();
+        if seq == total / 4 {
+            // Cut the node off in the middle of its work, for 3 s.
+            let deadline = Instant::now() + Duration::from_secs(30);
+            while stored(js.clone()).await.unwrap_or(0) < 3 {
+                assert!(Instant::now() < deadline, "the node processes frames");
+                tokio::time::sleep(Duration::from_millis(100)).await;
+            }
+            relay.set_cut(true);
+            tokio::time::sleep(Duration::from_secs(3)).await;
+            relay.set_cut(false);
+        }
+    }
+    let deadline = Instant::now() + Duration::from_secs(90);
+    loop {
+        let n = stored(js.clone()).await.unwrap_or(0);
+        if n >= total {
+            break;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "only {n} of {total} frames have detections"
+        );
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+    // Exactly one stored detections message per frame: redeliveries after the
+    // cut were de-duplicated, nothing was lost.
+    tokio::time::sleep(Duration::from_millis(500)).await;
+    assert_eq!(stored(js.clone()).await, Some(total));
+    let mut seqs = std::collections::BTreeSet::new();
+    let stream = js.get_stream("NVR_DETECTIONS").await.unwrap();
+    for s in 1..=total {
+        let m = stream.get_raw_message(s).await.unwrap();
+        let d: Detections = decode(&m.payload).unwrap();
+        assert!(seqs.insert(d.seq), "frame {} stored twice", d.seq);
+    }
+    assert_eq!(seqs.len() as u64, total);
+    assert!(
+        node.wait_for_log("NATS connected", Duration::from_secs(10))
+            .contains("connected"),
+        "the node reconnected"
+    );
+    node.interrupt();
+    assert_eq!(node.wait_exit(Duration::from_secs(10)), Some(0));
 }

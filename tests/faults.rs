@@ -386,10 +386,15 @@ async fn deleted_streams_are_recreated_and_tracking_resumes() {
     .await;
     tracks_for(&mut tracks, 1).await;
 
+    let deleted = std::time::Instant::now();
     for s in ["NVR_FRAMES", "NVR_DETECTIONS"] {
         assert!(js.delete_stream(s).await.unwrap().success);
     }
     p.wait_for_log("re-created", Duration::from_secs(15));
+    println!(
+        "deleted streams re-created after {:.2} s",
+        deleted.elapsed().as_secs_f64()
+    );
     let h = eventually(Duration::from_secs(15), "streams back", || {
         let h = json(api, "/api/v1/system/health");
         (h["nats"]["streams_ok"] == true && h["nats"]["streams_recreated"].as_u64()? >= 1)
@@ -421,6 +426,10 @@ async fn deleted_streams_are_recreated_and_tracking_resumes() {
             break m;
         }
     };
+    println!(
+        "tracking resumed {:.2} s after the deletion",
+        deleted.elapsed().as_secs_f64()
+    );
     let t: CameraTracks = decode(&resumed.payload).unwrap();
     assert_eq!(t.camera, "hall");
     p.interrupt();
@@ -478,12 +487,17 @@ fn killed_or_stopped_embedded_server_is_noticed_and_restarted() {
     });
 
     // Stopped: health says so while it lasts, and every call still answers.
+    let stopped = std::time::Instant::now();
     signal(pid, libc::SIGSTOP);
     let (code, body) = eventually(Duration::from_secs(10), "/health reports the stall", || {
         let (c, b) = http_get(api, "/health");
         (c == 503).then_some((c, b))
     });
     assert!(body.contains("NATS does not answer"), "{code} {body}");
+    println!(
+        "stopped server reported by /health after {:.2} s",
+        stopped.elapsed().as_secs_f64()
+    );
     let h = json(api, "/api/v1/system/health");
     assert_eq!(h["status"], "unavailable", "{h}");
     let (code, _) = http_get(api, "/api/v1/plugins/nvr-detection/status");
@@ -494,8 +508,13 @@ fn killed_or_stopped_embedded_server_is_noticed_and_restarted() {
     });
 
     // Killed: restarted, the memory-backed frames stream re-created, frames flow again.
+    let killed = std::time::Instant::now();
     signal(pid, libc::SIGKILL);
     p.wait_for_log("embedded nats-server restarted", Duration::from_secs(30));
+    println!(
+        "killed server restarted after {:.2} s",
+        killed.elapsed().as_secs_f64()
+    );
     let h = eventually(Duration::from_secs(30), "restart visible", || {
         let h = json(api, "/api/v1/system/health");
         (h["nats"]["embedded_restarts"].as_u64()? == 1 && h["nats"]["streams_ok"] == true)
@@ -508,6 +527,10 @@ fn killed_or_stopped_embedded_server_is_noticed_and_restarted() {
         Duration::from_secs(30),
         "frames flow after the restart",
         || frames_published(api).filter(|n| *n > before + 5),
+    );
+    println!(
+        "frames flowing again {:.2} s after the kill",
+        killed.elapsed().as_secs_f64()
     );
     assert!(
         !nats_server_pids(store.path().to_str().unwrap()).contains(&pid),

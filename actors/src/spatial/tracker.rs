@@ -1333,7 +1333,7 @@ impl SpatialTracker {
     /// for re-identification, at its last position.
     fn published_tracks(&self, ts_ns: u64) -> Vec<SpatialTrack> {
         let interval = self.params.matching_interval_ms.max(1) * 1_000_000;
-        let coasting = self.coasting_positions(ts_ns, self.params.max_coast_seconds);
+        let coasting = self.coasting_positions(ts_ns, self.params.max_coast_seconds, interval);
         let mut out = self.tracks_at(ts_ns);
         for t in &mut out {
             if t.last_seen_ns + interval > ts_ns {
@@ -1412,7 +1412,7 @@ impl SpatialTracker {
     /// the identity's velocity; `last_seen_ns` stays the last observation.
     /// Sorted by `global_id`.
     pub fn coasting_tracks(&self, ts_ns: u64, max_coast_s: f64) -> Vec<SpatialTrack> {
-        let pos = self.coasting_positions(ts_ns, max_coast_s);
+        let pos = self.coasting_positions(ts_ns, max_coast_s, 1);
         let mut out = self.tracks_at(ts_ns);
         out.retain_mut(|t| match pos.get(&t.global_id) {
             Some(p) => {
@@ -1427,17 +1427,17 @@ impl SpatialTracker {
     }
 
     /// The predicted positions of the identities [`Self::coasting_tracks`]
-    /// reports, by `global_id`.
-    fn coasting_positions(&self, ts_ns: u64, max_coast_s: f64) -> BTreeMap<u64, [f64; 2]> {
+    /// reports, by `global_id`, among those unseen for at least `unseen_ns`
+    /// (only these are examined, so an all-observed floor costs nothing).
+    fn coasting_positions(
+        &self,
+        ts_ns: u64,
+        max_coast_s: f64,
+        unseen_ns: u64,
+    ) -> BTreeMap<u64, [f64; 2]> {
         let max_ns = (max_coast_s.max(0.0) * 1e9) as u64;
         let short_ns = max_ns / 3;
         let seen_now = |g: &Global| g.last_seen >= ts_ns.saturating_sub(SEEN_NOW_NS);
-        let seen: Vec<(usize, [f64; 2])> = self
-            .globals
-            .values()
-            .filter(|g| seen_now(g))
-            .map(|g| (g.floor_idx, g.pos))
-            .collect();
         // Carried along by a companion observed now.
         let carried = |g: &Global| {
             g.companion
@@ -1446,10 +1446,22 @@ impl SpatialTracker {
         let ids: BTreeSet<u64> = self
             .globals
             .iter()
-            .filter(|(_, g)| g.last_seen < ts_ns && (ts_ns - g.last_seen <= max_ns || carried(g)))
+            .filter(|(_, g)| {
+                g.last_seen + unseen_ns.max(1) <= ts_ns
+                    && (ts_ns - g.last_seen <= max_ns || carried(g))
+            })
             .map(|(id, _)| *id)
             .collect();
         let mut out = BTreeMap::new();
+        if ids.is_empty() {
+            return out;
+        }
+        let seen: Vec<(usize, [f64; 2])> = self
+            .globals
+            .values()
+            .filter(|g| seen_now(g))
+            .map(|g| (g.floor_idx, g.pos))
+            .collect();
         for id in ids {
             let Some(g) = self.globals.get(&id) else {
                 continue;
