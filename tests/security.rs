@@ -179,3 +179,146 @@ async fn roles_work_within_their_permissions_and_are_refused_outside() {
     p.interrupt();
     assert_eq!(p.wait_exit(Duration::from_secs(15)), Some(0));
 }
+
+/// Runs `openssl` with `args` in `dir`, panicking with its output on failure.
+fn openssl(dir: &std::path::Path, args: &[&str]) {
+    let out = std::process::Command::new("openssl")
+        .args(args)
+        .current_dir(dir)
+        .output()
+        .expect("openssl (Debian package openssl) is needed: run scripts/setup");
+    assert!(
+        out.status.success(),
+        "openssl {args:?}: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+}
+
+#[test]
+fn mutual_tls_from_the_environment() {
+    let dir = tempfile::tempdir().unwrap();
+    let d = dir.path();
+    let subj = |cn: &str| format!("/CN={cn}");
+    openssl(
+        d,
+        &[
+            "req",
+            "-x509",
+            "-newkey",
+            "rsa:2048",
+            "-nodes",
+            "-keyout",
+            "ca.key",
+            "-out",
+            "ca.pem",
+            "-days",
+            "2",
+            "-subj",
+            &subj("nvr-test-ca"),
+        ],
+    );
+    // X.509 v3 certificates (with extensions), as TLS libraries require.
+    std::fs::write(
+        d.join("server.ext"),
+        "subjectAltName=IP:127.0.0.1\nextendedKeyUsage=serverAuth\n",
+    )
+    .unwrap();
+    std::fs::write(d.join("client.ext"), "extendedKeyUsage=clientAuth\n").unwrap();
+    for name in ["server", "client"] {
+        let key = format!("{name}.key");
+        let csr = format!("{name}.csr");
+        let pem = format!("{name}.pem");
+        let ext = format!("{name}.ext");
+        openssl(
+            d,
+            &[
+                "req",
+                "-newkey",
+                "rsa:2048",
+                "-nodes",
+                "-keyout",
+                &key,
+                "-out",
+                &csr,
+                "-subj",
+                &subj(name),
+            ],
+        );
+        openssl(
+            d,
+            &[
+                "x509",
+                "-req",
+                "-in",
+                &csr,
+                "-CA",
+                "ca.pem",
+                "-CAkey",
+                "ca.key",
+                "-CAcreateserial",
+                "-out",
+                &pem,
+                "-days",
+                "2",
+                "-extfile",
+                &ext,
+            ],
+        );
+    }
+    let port = free_port();
+    let mut server = std::process::Command::new(nats_server_bin())
+        .args([
+            "-js",
+            "-a",
+            "127.0.0.1",
+            "-p",
+            &port.to_string(),
+            "--tls",
+            "--tlsverify",
+        ])
+        .args([
+            "--tlscert",
+            "server.pem",
+            "--tlskey",
+            "server.key",
+            "--tlscacert",
+            "ca.pem",
+        ])
+        .arg("-sd")
+        .arg(d.join("store"))
+        .current_dir(d)
+        .stdout(std::process::Stdio::null())
+        .stderr(std::process::Stdio::null())
+        .spawn()
+        .unwrap();
+    let api = free_port();
+    let url = format!("tls://127.0.0.1:{port}");
+    let cfg = write_config(d, &hall_config(&url, api, ""));
+    let ca = d.join("ca.pem");
+    let (cert, key) = (d.join("client.pem"), d.join("client.key"));
+    let tls_env = [
+        ("NATS_CA_FILE", ca.to_str().unwrap()),
+        ("NATS_CERT_FILE", cert.to_str().unwrap()),
+        ("NATS_KEY_FILE", key.to_str().unwrap()),
+    ];
+    let mut p = NvrProcess::start(&["run", "--config", cfg.to_str().unwrap()], d, &tls_env);
+    p.wait_for_log("nvr running", Duration::from_secs(60));
+    eventually(Duration::from_secs(10), "healthy over mutual TLS", || {
+        (http_get(api, "/health").0 == 200).then_some(())
+    });
+    p.interrupt();
+    assert_eq!(p.wait_exit(Duration::from_secs(10)), Some(0));
+    // Without the client certificate the server refuses the connection.
+    let (code, _, err) = nvr_output(
+        &["run", "--config", cfg.to_str().unwrap()],
+        d,
+        &[
+            ("NATS_CA_FILE", ca.to_str().unwrap()),
+            ("NVR_API_ADDR", &format!("127.0.0.1:{}", free_port())),
+        ],
+    );
+    assert_ne!(code, 0, "{err}");
+    assert!(err.contains("cannot connect to NATS"), "{err}");
+    let _ = server.kill();
+    let _ = server.wait();
+}
