@@ -1,9 +1,11 @@
 //! `SpatialActor`: one per shard (a floor or any camera set). It reads the
-//! `CameraTracks` of its cameras from durable JetStream consumers, feeds the
-//! spatial tracker core, and runs a matching cycle every
+//! `CameraTracks` of its cameras from durable JetStream consumers, holds
+//! them in message-time order, and runs a matching cycle every
 //! `matching_interval_ms` of message time once every live camera has
-//! reached that time (a watermark), so replaying the same input gives the
-//! same output. Each cycle publishes `SpatialTracks` and its events.
+//! reached that time (a watermark), giving the tracker core each message
+//! just before the first cycle at or after its time. So the output depends
+//! on the input only, not on how fast or in which order it arrived. Each
+//! cycle publishes `SpatialTracks` and its events.
 
 use std::collections::BTreeMap;
 use std::sync::{Arc, Mutex};
@@ -107,6 +109,11 @@ pub struct SpatialState {
     camera_ts: BTreeMap<String, (u64, Instant)>,
     /// When the shard's first message arrived.
     first_input: Option<Instant>,
+    /// Accepted messages not yet given to the tracker, in message-time order:
+    /// each is ingested just before the first cycle at or after its time, so
+    /// a cycle sees the same observations however fast the cameras' messages
+    /// arrived. Acknowledged once ingested.
+    pending: BTreeMap<(u64, String, u64), (CameraTracks, jetstream::Message)>,
     /// Message time of the next matching cycle.
     next_step_ns: Option<u64>,
     /// Processing time per cycle, microseconds.
@@ -242,6 +249,7 @@ impl Actor for SpatialActor {
             args,
             camera_ts: BTreeMap::new(),
             first_input: None,
+            pending: BTreeMap::new(),
             next_step_ns: None,
             hist: new_histogram(),
             reid_hist: new_histogram(),
@@ -263,6 +271,16 @@ impl Actor for SpatialActor {
             SpatialMsg::Tick => {
                 let idle = state.last_input.elapsed();
                 let newest = state.camera_ts.values().map(|(t, _)| *t).max();
+                if let (true, Some(newest), false) =
+                    (idle >= STALL_AFTER, newest, state.pending.is_empty())
+                {
+                    // The input stopped: what is held is due now, each
+                    // message at its own cycle.
+                    state.idle_mark = Some(newest);
+                    run_cycles(state).await;
+                    ingest_until(state, None).await;
+                    return Ok(());
+                }
                 if let (true, Some(newest)) = (idle >= IDLE_AFTER, newest) {
                     let held = state.tracker.stats();
                     if held.active_tracks + held.lost_tracks > 0 {
@@ -298,25 +316,15 @@ impl Actor for SpatialActor {
                     let _ = m.ack_with(jetstream::AckKind::Term).await;
                     return Ok(());
                 }
-                if let Err(e) = state.tracker.ingest(&ct) {
-                    warn!(shard = %state.args.shard, camera = %ct.camera, "{e}");
-                    update(&state.args.status, |s| {
-                        s.rejected += 1;
-                        s.last_error = Some(e.to_string());
-                    });
-                }
-                update(&state.args.status, |s| {
-                    s.ingested += 1;
-                    s.progress.input_ms = now_ms();
-                });
                 let now = Instant::now();
                 let e = state.camera_ts.entry(ct.camera.clone()).or_insert((0, now));
                 *e = (e.0.max(ct.ts_ns), now);
                 state.first_input.get_or_insert(now);
                 state.last_input = now;
                 state.idle_mark = None;
+                let key = (ct.ts_ns, ct.camera.clone(), ct.seq);
+                state.pending.insert(key, (ct, *m));
                 run_cycles(state).await;
-                let _ = m.ack().await;
                 Ok(())
             }
         }
@@ -369,6 +377,39 @@ impl RefusalSink for ShardStatus {
         &mut Progress,
     ) {
         (&mut self.refused, &mut self.last_error, &mut self.progress)
+    }
+}
+
+/// Most messages held for their cycle; beyond it the oldest are ingested at
+/// once (a live camera lagging very far behind the others).
+const MAX_PENDING: usize = 20_000;
+
+/// Gives the tracker every held message with a time up to `until` (all of
+/// them with `None`), in message-time order, and acknowledges each.
+async fn ingest_until(state: &mut SpatialState, until: Option<u64>) {
+    loop {
+        let due = match state.pending.first_key_value() {
+            Some((k, _)) => until.is_none_or(|u| k.0 <= u) || state.pending.len() > MAX_PENDING,
+            None => false,
+        };
+        if !due {
+            return;
+        }
+        let Some((_, (ct, m))) = state.pending.pop_first() else {
+            return;
+        };
+        if let Err(e) = state.tracker.ingest(&ct) {
+            warn!(shard = %state.args.shard, camera = %ct.camera, "{e}");
+            update(&state.args.status, |s| {
+                s.rejected += 1;
+                s.last_error = Some(e.to_string());
+            });
+        }
+        update(&state.args.status, |s| {
+            s.ingested += 1;
+            s.progress.input_ms = now_ms();
+        });
+        let _ = m.ack().await;
     }
 }
 
@@ -425,7 +466,11 @@ async fn run_cycles(state: &mut SpatialState) {
     } else {
         next
     };
+    // Messages older than the next cycle (late, or from before a jump)
+    // cannot wait for it.
+    ingest_until(state, Some(next.saturating_sub(interval))).await;
     while next <= mark {
+        ingest_until(state, Some(next)).await;
         let started = Instant::now();
         let out = state.tracker.step(next);
         let elapsed_us = started.elapsed().as_micros() as u64;
