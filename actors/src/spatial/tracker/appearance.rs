@@ -1,0 +1,127 @@
+//! Appearance: cosine similarity of embeddings, the per-camera bias taken
+//! out of them, and the check that a bound camera track still shows its
+//! identity.
+
+use super::grid::{dist, TwoGrids};
+use super::{CamState, SourceKey, SpatialTracker, CAMERA_MEAN_PRIOR, CAMERA_MEAN_WINDOW};
+
+pub(super) fn cosine(a: &[f32], b: &[f32]) -> f64 {
+    if a.len() != b.len() {
+        // Different descriptors: no evidence either way.
+        return 0.0;
+    }
+    let (mut d, mut na, mut nb) = (0.0f64, 0.0f64, 0.0f64);
+    for (x, y) in a.iter().zip(b) {
+        d += (*x as f64) * (*y as f64);
+        na += (*x as f64) * (*x as f64);
+        nb += (*y as f64) * (*y as f64);
+    }
+    if na <= 0.0 || nb <= 0.0 {
+        0.0
+    } else {
+        d / (na.sqrt() * nb.sqrt())
+    }
+}
+
+pub(super) fn normalise(v: &mut [f32]) {
+    let n = v
+        .iter()
+        .map(|x| (*x as f64) * (*x as f64))
+        .sum::<f64>()
+        .sqrt();
+    if n > 0.0 {
+        for x in v.iter_mut() {
+            *x = (*x as f64 / n) as f32;
+        }
+    }
+}
+
+impl CamState {
+    /// `e` less the camera's mean embedding, normalised; `learn` adds `e` to
+    /// that mean first. The mean is shrunk towards zero while few
+    /// observations back it (`CAMERA_MEAN_PRIOR`) and forgets old ones
+    /// beyond `CAMERA_MEAN_WINDOW`.
+    pub(super) fn debias(&mut self, e: &[f32], learn: bool) -> Vec<f32> {
+        if self.emb_sum.len() != e.len() {
+            self.emb_sum = vec![0.0; e.len()];
+            self.emb_count = 0.0;
+        }
+        if learn {
+            if self.emb_count >= CAMERA_MEAN_WINDOW {
+                let r = (CAMERA_MEAN_WINDOW - 1.0) / CAMERA_MEAN_WINDOW;
+                self.emb_sum.iter_mut().for_each(|x| *x *= r);
+                self.emb_count = CAMERA_MEAN_WINDOW - 1.0;
+            }
+            for (a, x) in self.emb_sum.iter_mut().zip(e) {
+                *a += f64::from(*x);
+            }
+            self.emb_count += 1.0;
+        }
+        let k = 1.0 / (self.emb_count + CAMERA_MEAN_PRIOR);
+        let mut v: Vec<f32> = e
+            .iter()
+            .zip(&self.emb_sum)
+            .map(|(x, m)| (f64::from(*x) - k * m) as f32)
+            .collect();
+        normalise(&mut v);
+        v
+    }
+}
+
+impl SpatialTracker {
+    /// Whether bound source `k`'s appearance says it no longer shows
+    /// identity `gid`: too dissimilar to it, or clearly more similar to
+    /// another identity that could be there.
+    pub(super) fn appearance_suspect(
+        &self,
+        k: SourceKey,
+        gid: u64,
+        grid: &mut TwoGrids,
+        cand: &mut Vec<u64>,
+    ) -> bool {
+        let (Some(s), Some(g)) = (self.sources.get(&k), self.globals.get(&gid)) else {
+            return false;
+        };
+        let (Some(se), Some(ge), Some(p)) = (&s.emb, &g.emb, s.pos) else {
+            return false;
+        };
+        if se.len() != ge.len() {
+            return false;
+        }
+        let own = cosine(se, ge);
+        if own < self.params.unbind_similarity {
+            return true;
+        }
+        if own >= self.params.swap_check_similarity {
+            return false;
+        }
+        grid.query(self.cams[k.0].floor_idx, p, cand);
+        for other in cand.iter() {
+            if *other == gid {
+                continue;
+            }
+            let Some(o) = self.globals.get(other) else {
+                continue;
+            };
+            let Some(oe) = &o.emb else {
+                continue;
+            };
+            if o.floor_idx != g.floor_idx || o.label != s.label || oe.len() != se.len() {
+                continue;
+            }
+            let gap_s = s.obs_ts.saturating_sub(o.last_seen) as f64 / 1e9;
+            if gap_s > self.params.max_gap_seconds {
+                continue;
+            }
+            let radius = self.params.gate_m
+                + (self.params.max_speed_mps * gap_s).min(self.params.max_handoff_radius_m);
+            if dist(o.pos, p) > radius {
+                continue;
+            }
+            if cosine(se, oe) > own + self.params.swap_margin {
+                return true;
+            }
+        }
+        false
+    }
+}

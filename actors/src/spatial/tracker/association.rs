@@ -1,0 +1,330 @@
+//! Association of camera tracks (sources) to global identities: the gated
+//! cost (floor distance widened across blind gaps, label, appearance),
+//! binding with handoff events, new identities, and the two assignment
+//! rounds of a cycle.
+
+use std::collections::{BTreeMap, BTreeSet};
+
+use nvr_subjects::{event_kind, Event};
+
+use super::appearance::cosine;
+use super::grid::{dist, find, TwoGrids};
+use super::{Global, SourceKey, SpatialTracker, NO_EDGE};
+
+impl SpatialTracker {
+    /// Whether `g` has a currently observed source on camera `ci`.
+    pub(super) fn has_live_source_on(&self, g: &Global, ci: usize) -> bool {
+        g.sources
+            .range((ci, 0)..=(ci, u64::MAX))
+            .any(|k| self.sources.get(k).is_some_and(|s| s.observed))
+    }
+
+    /// Association cost of source `k` to identity `gid`, or `None` when gated
+    /// out. The flag says the refusal was on appearance alone.
+    pub(super) fn cost(&self, k: SourceKey, gid: u64) -> (Option<f64>, bool) {
+        let (Some(s), Some(g)) = (self.sources.get(&k), self.globals.get(&gid)) else {
+            return (None, false);
+        };
+        let Some(p) = s.pos else {
+            return (None, false);
+        };
+        let gap_ns = s.obs_ts.saturating_sub(g.last_seen);
+        let gap_s = gap_ns as f64 / 1e9;
+        if gap_s > self.params.max_gap_seconds || g.floor_idx != self.cams[k.0].floor_idx {
+            return (None, false);
+        }
+        let horizon = (s.obs_ts.saturating_sub(g.pos_ts) as f64 / 1e9).min(1.0);
+        let pred = [g.pos[0] + g.vel[0] * horizon, g.pos[1] + g.vel[1] * horizon];
+        let radius = self.params.gate_m
+            + (self.params.max_speed_mps * gap_s).min(self.params.max_handoff_radius_m);
+        let mut d = dist(pred, p);
+        if g.pos_ts > g.last_seen {
+            // Carried along by a companion: it may as well have left where
+            // it vanished.
+            d = d.min(dist(g.obs_pos, p));
+        }
+        if d > radius || g.label != s.label || self.has_live_source_on(g, k.0) {
+            return (None, false);
+        }
+        let w = self.params.appearance_weight.clamp(0.0, 1.0);
+        let mut app = 0.5;
+        if self.params.reid_enabled {
+            if let (Some(a), Some(b)) = (&s.emb, &g.emb) {
+                let c = cosine(a, b);
+                if c < self.params.min_similarity
+                    || (gap_ns > self.params.appearance_free_gap_ms * 1_000_000
+                        && c < self.params.min_handoff_similarity)
+                {
+                    return (None, true);
+                }
+                app = (1.0 - c).clamp(0.0, 2.0);
+            }
+        }
+        // Distance counts relative to the gate in use: across a long blind
+        // gap the position says little and appearance decides.
+        let cost = (1.0 - w) * (d / radius.max(1e-3) + 0.1 * gap_s) + w * 2.0 * app;
+        (Some(cost), false)
+    }
+
+    /// Binds source `k` to identity `gid`, emitting a handoff when the
+    /// identity arrives on a camera it is not currently seen on.
+    pub(super) fn bind(&mut self, k: SourceKey, gid: u64, ts_ns: u64, events: &mut Vec<Event>) {
+        let Some(g) = self.globals.get(&gid) else {
+            return;
+        };
+        // Superseded (lost) sources of the same camera leave the identity.
+        let stale: Vec<SourceKey> = g
+            .sources
+            .range((k.0, 0)..=(k.0, u64::MAX))
+            .copied()
+            .collect();
+        let live_cams: BTreeSet<usize> = g
+            .sources
+            .iter()
+            .filter(|sk| self.sources.get(sk).is_some_and(|s| s.observed))
+            .map(|sk| sk.0)
+            .collect();
+        let last_camera = g.last_camera;
+        let last_seen = g.last_seen;
+        // An identity created in this cycle is not handed off: a new person
+        // seen by two cameras at once joins both, with no handoff event.
+        let is_new = g.created_cycle == self.stats.cycles;
+        for sk in &stale {
+            if let Some(s) = self.sources.get_mut(sk) {
+                s.bound = None;
+            }
+        }
+        let obs_ts = self.sources.get(&k).map(|s| s.obs_ts).unwrap_or(ts_ns);
+        if let Some(s) = self.sources.get_mut(&k) {
+            s.bound = Some(gid);
+            s.bad_cycles = 0;
+        }
+        if let Some(g) = self.globals.get_mut(&gid) {
+            for sk in &stale {
+                g.sources.remove(sk);
+            }
+            g.sources.insert(k);
+        }
+        if !is_new && last_camera != k.0 && !live_cams.contains(&k.0) {
+            let mut e = self.new_event(event_kind::HANDOFF, ts_ns, gid);
+            e.from_camera = Some(self.cams[last_camera].geom.id.clone());
+            e.to_camera = Some(self.cams[k.0].geom.id.clone());
+            e.track_id = Some(k.1);
+            e.camera = Some(self.cams[k.0].geom.id.clone());
+            e.gap_ms = Some(if live_cams.is_empty() {
+                obs_ts.saturating_sub(last_seen) / 1_000_000
+            } else {
+                0
+            });
+            events.push(e);
+            self.stats.handoffs_completed += 1;
+        }
+    }
+
+    pub(super) fn create_global(
+        &mut self,
+        k: SourceKey,
+        ts_ns: u64,
+        events: &mut Vec<Event>,
+    ) -> u64 {
+        let gid = self.next_id;
+        self.next_id += 1;
+        let (pos, label, emb, score, obs_ts) = match self.sources.get(&k) {
+            Some(s) => (
+                s.pos.unwrap_or([0.0, 0.0]),
+                s.label.clone(),
+                s.emb.clone(),
+                s.score,
+                s.obs_ts,
+            ),
+            None => ([0.0, 0.0], String::new(), None, 0.0, ts_ns),
+        };
+        self.globals.insert(
+            gid,
+            Global {
+                floor_idx: self.cams[k.0].floor_idx,
+                label,
+                pos,
+                vel: [0.0, 0.0],
+                pos_ts: obs_ts,
+                companion: None,
+                obs_pos: pos,
+                seen_cycle: self.stats.cycles,
+                last_seen: obs_ts,
+                sources: BTreeSet::new(),
+                last_camera: k.0,
+                emb_n: u32::from(emb.is_some()),
+                emb,
+                score,
+                created_cycle: self.stats.cycles,
+            },
+        );
+        self.stats.total_tracks += 1;
+        if let Some(s) = self.sources.get_mut(&k) {
+            s.bound = Some(gid);
+            s.bad_cycles = 0;
+        }
+        if let Some(g) = self.globals.get_mut(&gid) {
+            g.sources.insert(k);
+        }
+        let mut e = self.new_event(event_kind::GLOBAL_STARTED, ts_ns, gid);
+        e.camera = Some(self.cams[k.0].geom.id.clone());
+        e.track_id = Some(k.1);
+        events.push(e);
+        gid
+    }
+
+    /// Whether identity `gid` was last seen by another camera than `cam`: only
+    /// then is a refusal on appearance a failed handoff (one camera alone
+    /// has no handoffs to fail).
+    pub(super) fn other_camera(&self, gid: u64, cam: usize) -> bool {
+        self.globals.get(&gid).is_some_and(|g| g.last_camera != cam)
+    }
+
+    /// Round 1 of the association: an optimal assignment of `unbound`
+    /// sources to gated identities, solved per connected component.
+    /// Marks sources refused on appearance alone by another camera's identity.
+    pub(super) fn assign_optimal(
+        &self,
+        unbound: &[SourceKey],
+        grid: &mut TwoGrids,
+        refused_on_appearance: &mut [bool],
+    ) -> Vec<Option<u64>> {
+        let mut cand = Vec::new();
+        let mut edges: Vec<(usize, u64, f64)> = Vec::new();
+        for (i, k) in unbound.iter().enumerate() {
+            let Some(p) = self.sources.get(k).and_then(|s| s.pos) else {
+                continue;
+            };
+            grid.query(self.cams[k.0].floor_idx, p, &mut cand);
+            for gid in &cand {
+                match self.cost(*k, *gid) {
+                    (Some(c), _) => edges.push((i, *gid, c)),
+                    (None, true) if self.other_camera(*gid, k.0) => refused_on_appearance[i] = true,
+                    _ => {}
+                }
+            }
+        }
+        let mut assigned: Vec<Option<u64>> = vec![None; unbound.len()];
+        if !edges.is_empty() {
+            let gids: Vec<u64> = {
+                let s: BTreeSet<u64> = edges.iter().map(|e| e.1).collect();
+                s.into_iter().collect()
+            };
+            let gindex: BTreeMap<u64, usize> =
+                gids.iter().enumerate().map(|(i, g)| (*g, i)).collect();
+            let nu = unbound.len();
+            let mut parent: Vec<usize> = (0..nu + gids.len()).collect();
+            for (i, gid, _) in &edges {
+                let a = find(&mut parent, *i);
+                let b = find(&mut parent, nu + gindex[gid]);
+                if a != b {
+                    parent[a.max(b)] = a.min(b);
+                }
+            }
+            let mut comps: BTreeMap<usize, Vec<(usize, usize, f64)>> = BTreeMap::new();
+            for (i, gid, c) in &edges {
+                let r = find(&mut parent, *i);
+                comps.entry(r).or_default().push((*i, gindex[gid], *c));
+            }
+            for (_, es) in comps {
+                let rows: Vec<usize> = es
+                    .iter()
+                    .map(|e| e.0)
+                    .collect::<BTreeSet<_>>()
+                    .into_iter()
+                    .collect();
+                let cols: Vec<usize> = es
+                    .iter()
+                    .map(|e| e.1)
+                    .collect::<BTreeSet<_>>()
+                    .into_iter()
+                    .collect();
+                if rows.len() == 1 || cols.len() == 1 {
+                    // Trivial component: the cheapest edge (ties by order).
+                    let best = es.iter().fold(None::<(usize, usize, f64)>, |b, e| match b {
+                        Some(bb) if bb.2 <= e.2 => Some(bb),
+                        _ => Some(*e),
+                    });
+                    if let Some((i, j, _)) = best {
+                        assigned[i] = Some(gids[j]);
+                    }
+                    continue;
+                }
+                let ri: BTreeMap<usize, usize> =
+                    rows.iter().enumerate().map(|(a, b)| (*b, a)).collect();
+                let cj: BTreeMap<usize, usize> =
+                    cols.iter().enumerate().map(|(a, b)| (*b, a)).collect();
+                let (nr, nc) = (rows.len(), cols.len());
+                let mut m = vec![NO_EDGE; nr * nc];
+                for (i, j, c) in &es {
+                    m[ri[i] * nc + cj[j]] = *c;
+                }
+                if let Ok((rr, cc)) = lsap::solve(nr, nc, &m, false) {
+                    for (a, b) in rr.iter().zip(cc.iter()) {
+                        if m[a * nc + b] < NO_EDGE {
+                            assigned[rows[*a]] = Some(gids[cols[*b]]);
+                        }
+                    }
+                }
+            }
+        }
+        assigned
+    }
+
+    /// Binds each unbound source to an identity or creates one for it:
+    /// first by optimal assignment against the identities known before
+    /// this cycle, then greedily, including identities created in this
+    /// cycle (two cameras seeing one new person).
+    pub(super) fn associate(&mut self, ts_ns: u64, unbound: &[SourceKey], events: &mut Vec<Event>) {
+        // Recently seen identities are searched in a small radius, those
+        // lost for longer (blind-gap handoff) in the widened one.
+        let mut grid = self.identity_grid(ts_ns);
+        let mut refused_on_appearance = vec![false; unbound.len()];
+        let assigned = self.assign_optimal(unbound, &mut grid, &mut refused_on_appearance);
+        let mut cand = Vec::new();
+        for (i, k) in unbound.iter().enumerate() {
+            if let Some(gid) = assigned[i] {
+                self.bind(*k, gid, ts_ns, events);
+                self.apply_observations(gid, &[*k]);
+            }
+        }
+        // Round 2: the rest, greedily, against identities including those
+        // created in this cycle (two cameras seeing one new person).
+        for (i, k) in unbound.iter().enumerate() {
+            if assigned[i].is_some() {
+                continue;
+            }
+            let Some(p) = self.sources.get(k).and_then(|s| s.pos) else {
+                continue;
+            };
+            grid.query(self.cams[k.0].floor_idx, p, &mut cand);
+            let mut best: Option<(f64, u64)> = None;
+            for gid in &cand {
+                match self.cost(*k, *gid) {
+                    (Some(c), _) if best.is_none_or(|(bc, _)| c < bc) => best = Some((c, *gid)),
+                    (None, true) if self.other_camera(*gid, k.0) => refused_on_appearance[i] = true,
+                    _ => {}
+                }
+            }
+            match best {
+                Some((_, gid)) => {
+                    self.bind(*k, gid, ts_ns, events);
+                    self.apply_observations(gid, &[*k]);
+                    if let Some(g) = self.globals.get(&gid) {
+                        grid.live.insert(g.floor_idx, g.pos, gid);
+                    }
+                }
+                None => {
+                    if refused_on_appearance[i] {
+                        self.stats.handoff_failures += 1;
+                    }
+                    let gid = self.create_global(*k, ts_ns, events);
+                    if let Some(g) = self.globals.get(&gid) {
+                        grid.live.insert(g.floor_idx, g.pos, gid);
+                    }
+                }
+            }
+        }
+    }
+}

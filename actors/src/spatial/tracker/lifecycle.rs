@@ -1,0 +1,444 @@
+//! Identity lifecycle: expiry, fusing fresh observations into the motion
+//! and appearance model, unbinding camera tracks that disagree with their
+//! identity, group members carried along by a companion, merging
+//! identities that coincide, and the cap on their number.
+
+use std::collections::{BTreeMap, BTreeSet};
+
+use nvr_subjects::{event_kind, Event};
+
+use super::appearance::{cosine, normalise};
+use super::grid::{dist, Grid, TwoGrids};
+use super::{
+    Companion, Motion, Source, SourceKey, SpatialTracker, APPEARANCE_RATE, APPEARANCE_SETTLE,
+    COMPANION_ATTACH_S, COMPANION_MAX_S, COMPANION_SPEED_DIFF_MPS, MAX_SPEED_MPS, OCCLUDER_M,
+};
+
+impl SpatialTracker {
+    /// Forgets identities unseen for longer than `track_ttl_seconds`.
+    pub(super) fn expire(&mut self, ts_ns: u64, events: &mut Vec<Event>) {
+        let ttl_ns = (self.params.track_ttl_seconds.max(0.0) * 1e9) as u64;
+        let expired: Vec<u64> = self
+            .globals
+            .iter()
+            .filter(|(_, g)| ts_ns.saturating_sub(g.last_seen) > ttl_ns)
+            .map(|(id, _)| *id)
+            .collect();
+        for gid in expired {
+            self.remove_global(gid);
+            self.stats.expired += 1;
+            events.push(self.new_event(event_kind::GLOBAL_ENDED, ts_ns, gid));
+        }
+    }
+
+    /// Fresh observations of bound sources update their identity; returns
+    /// the sources to associate: unbound ones (confirmed long enough) and
+    /// those unbound now for disagreeing with their identity.
+    pub(super) fn update_bound(&mut self, ts_ns: u64) -> Vec<SourceKey> {
+        let mut fresh_by_global: BTreeMap<u64, Vec<SourceKey>> = BTreeMap::new();
+        let mut unbound: Vec<SourceKey> = Vec::new();
+        for (k, s) in &self.sources {
+            if !s.fresh || s.pos.is_none() {
+                continue;
+            }
+            match s.bound {
+                Some(gid) if self.globals.contains_key(&gid) => {
+                    fresh_by_global.entry(gid).or_default().push(*k)
+                }
+                _ => {
+                    if s.hits >= self.params.min_hits && s.observed {
+                        unbound.push(*k)
+                    }
+                }
+            }
+        }
+        // Grid of identity positions before this cycle's updates, for the
+        // appearance check of bound sources against nearby identities.
+        let mut pre_grid = self.identity_grid(ts_ns);
+        let mut cand = Vec::new();
+        for (gid, keys) in &fresh_by_global {
+            let mut keys = keys.clone();
+            let blamed = self.blamed_sources(gid, &keys, &mut pre_grid, &mut cand);
+            for (i, k) in keys.iter().enumerate() {
+                if !blamed.contains(&i) {
+                    if let Some(s) = self.sources.get_mut(k) {
+                        s.bad_cycles = 0;
+                    }
+                }
+            }
+            let mut kept = Vec::with_capacity(keys.len());
+            for (i, bk) in keys.drain(..).enumerate() {
+                if !blamed.contains(&i) {
+                    kept.push(bk);
+                    continue;
+                }
+                let mut drop = false;
+                if let Some(s) = self.sources.get_mut(&bk) {
+                    s.bad_cycles += 1;
+                    if s.bad_cycles >= self.params.unbind_cycles {
+                        s.bound = None;
+                        s.bad_cycles = 0;
+                        drop = true;
+                    }
+                }
+                if drop {
+                    if let Some(g) = self.globals.get_mut(gid) {
+                        g.sources.remove(&bk);
+                    }
+                    self.stats.unbound_sources += 1;
+                    unbound.push(bk);
+                }
+                // Otherwise it stays bound but does not move the identity.
+            }
+            self.apply_observations(*gid, &kept);
+        }
+        unbound.sort_unstable();
+        unbound
+    }
+
+    /// Which of identity `gid`'s fresh sources `keys` (by index) disagree
+    /// with it this cycle.
+    fn blamed_sources(
+        &self,
+        gid: &u64,
+        keys: &[SourceKey],
+        pre_grid: &mut TwoGrids,
+        cand: &mut Vec<u64>,
+    ) -> BTreeSet<usize> {
+        // Consistency: a source whose appearance disagrees with its
+        // identity (or fits a nearby identity clearly better: the camera
+        // tracker swapped two people), or that is far from the
+        // identity's other sources, for several cycles is unbound and
+        // matched again. Until then it does not move the identity.
+        let mut blamed: BTreeSet<usize> = BTreeSet::new();
+        if self.params.reid_enabled {
+            for (i, k) in keys.iter().enumerate() {
+                if self.appearance_suspect(*k, *gid, pre_grid, cand) {
+                    blamed.insert(i);
+                }
+            }
+        }
+        if blamed.is_empty() && keys.len() >= 2 {
+            let pts: Vec<[f64; 2]> = keys
+                .iter()
+                .filter_map(|k| self.sources.get(k).and_then(|s| s.pos))
+                .collect();
+            let n = pts.len() as f64;
+            let sum = pts
+                .iter()
+                .fold([0.0, 0.0], |a, p| [a[0] + p[0], a[1] + p[1]]);
+            let mut far = false;
+            for p in &pts {
+                let others = [(sum[0] - p[0]) / (n - 1.0), (sum[1] - p[1]) / (n - 1.0)];
+                if dist(*p, others) > self.params.unbind_m {
+                    far = true;
+                }
+            }
+            if far {
+                // Blame the source that fits the identity's appearance
+                // least, else the youngest.
+                let g_emb = self.globals.get(gid).and_then(|g| g.emb.clone());
+                blamed.extend(
+                    keys.iter()
+                        .enumerate()
+                        .max_by(|(i, a), (j, b)| {
+                            let sa = self.sources.get(a);
+                            let sb = self.sources.get(b);
+                            let fit = |s: Option<&Source>| -> f64 {
+                                match (s.and_then(|s| s.emb.as_ref()), &g_emb) {
+                                    (Some(e), Some(ge)) if self.params.reid_enabled => {
+                                        -cosine(e, ge)
+                                    }
+                                    _ => 0.0,
+                                }
+                            };
+                            fit(sa)
+                                .total_cmp(&fit(sb))
+                                .then(
+                                    sa.map(|s| s.first_ts)
+                                        .unwrap_or(0)
+                                        .cmp(&sb.map(|s| s.first_ts).unwrap_or(0)),
+                                )
+                                .then(i.cmp(j))
+                        })
+                        .map(|(i, _)| i),
+                );
+            }
+        }
+        blamed
+    }
+
+    /// Fuses the fresh observations `keys` into identity `gid`'s motion model.
+    pub(super) fn apply_observations(&mut self, gid: u64, keys: &[SourceKey]) {
+        let mut sum = [0.0, 0.0];
+        let mut n = 0.0;
+        let mut t_max = 0u64;
+        let mut score = 0.0f32;
+        let mut cam = None;
+        let mut embs: Vec<&Vec<f32>> = Vec::new();
+        for k in keys {
+            if let Some(s) = self.sources.get(k) {
+                if let Some(p) = s.pos {
+                    sum[0] += p[0];
+                    sum[1] += p[1];
+                    n += 1.0;
+                    if s.obs_ts >= t_max {
+                        t_max = s.obs_ts;
+                        cam = Some(k.0);
+                    }
+                    score = score.max(s.score);
+                    if let Some(e) = &s.emb {
+                        embs.push(e);
+                    }
+                }
+            }
+        }
+        if n == 0.0 {
+            return;
+        }
+        let meas = [sum[0] / n, sum[1] / n];
+        let Some(g) = self.globals.get_mut(&gid) else {
+            return;
+        };
+        self.updated.insert(gid);
+        g.seen_cycle = self.stats.cycles;
+        g.companion = None;
+        let dt = t_max.saturating_sub(g.last_seen) as f64 / 1e9;
+        let dt_pred = t_max.saturating_sub(g.pos_ts) as f64 / 1e9;
+        if g.last_seen == t_max
+            && dt == 0.0
+            && g.sources.len() <= 1
+            && g.created_cycle == self.stats.cycles
+        {
+            // Just created from this observation.
+            g.pos = meas;
+        } else if dt > 1.0 {
+            g.pos = meas;
+            g.vel = [0.0, 0.0];
+        } else {
+            let (a, b) = (self.params.alpha, self.params.beta);
+            let pred = [g.pos[0] + g.vel[0] * dt_pred, g.pos[1] + g.vel[1] * dt_pred];
+            let innov = [meas[0] - pred[0], meas[1] - pred[1]];
+            g.pos = [pred[0] + a * innov[0], pred[1] + a * innov[1]];
+            if dt > 1e-3 {
+                g.vel = [g.vel[0] + b * innov[0] / dt, g.vel[1] + b * innov[1] / dt];
+                let sp = (g.vel[0].powi(2) + g.vel[1].powi(2)).sqrt();
+                if sp > MAX_SPEED_MPS {
+                    g.vel = [g.vel[0] * MAX_SPEED_MPS / sp, g.vel[1] * MAX_SPEED_MPS / sp];
+                }
+            }
+        }
+        g.last_seen = g.last_seen.max(t_max);
+        g.pos_ts = g.pos_ts.max(t_max);
+        g.obs_pos = g.pos;
+        if let Some(c) = cam {
+            if !keys.iter().any(|k| k.0 == g.last_camera) {
+                g.last_camera = c;
+            }
+        }
+        g.score = score;
+        // Appearance: a running mean whose rate decays to `APPEARANCE_RATE`,
+        // fed only by observations that agree with it once it is settled, so
+        // that a camera track drifting to another person cannot drag it along.
+        let d = embs.first().map_or(0, |e| e.len());
+        let settled = g.emb_n >= APPEARANCE_SETTLE;
+        let mut fresh: Vec<&Vec<f32>> = Vec::new();
+        for e in embs {
+            if e.len() != d {
+                continue;
+            }
+            match &g.emb {
+                Some(ge) if ge.len() == d => {
+                    if !settled || cosine(e, ge) >= self.params.swap_check_similarity {
+                        fresh.push(e);
+                    }
+                }
+                _ => fresh.push(e),
+            }
+        }
+        if !fresh.is_empty() {
+            let prior = g.emb.as_ref().is_some_and(|e| e.len() == d);
+            let rate = if prior {
+                (1.0 / (g.emb_n as f32 + 1.0)).max(APPEARANCE_RATE)
+            } else {
+                g.emb_n = 0;
+                1.0
+            };
+            let mut acc: Vec<f32> = match &g.emb {
+                Some(e) if prior => e.iter().map(|x| x * (1.0 - rate)).collect(),
+                _ => vec![0.0; d],
+            };
+            let wgt = rate / fresh.len() as f32;
+            for e in &fresh {
+                for (a, x) in acc.iter_mut().zip(e.iter()) {
+                    *a += wgt * x;
+                }
+            }
+            normalise(&mut acc);
+            g.emb = Some(acc);
+            g.emb_n = g.emb_n.saturating_add(1);
+        }
+    }
+
+    /// An identity that stops being observed right next to another one that
+    /// moves like it (a group: it is most likely hidden behind it) is carried
+    /// along at the same offset while that one is observed, for up to
+    /// `COMPANION_MAX_S`; re-association and coasting then start from where
+    /// it most likely is rather than from where it vanished.
+    /// `observed` holds the positions of the identities observed in this
+    /// cycle (some may have been merged away since).
+    pub(super) fn follow_companions(&mut self, ts_ns: u64, observed: &Grid) {
+        if self.updated.is_empty() {
+            return;
+        }
+        let attach_ns = (COMPANION_ATTACH_S * 1e9) as u64;
+        let max_ns = (COMPANION_MAX_S * 1e9) as u64;
+        let mut cand = Vec::new();
+        // (identity, its companion from now on, new position/velocity/time).
+        let mut moves: Vec<(u64, Companion, Option<Motion>)> = Vec::new();
+        let cycle = self.stats.cycles;
+        for (gid, g) in &self.globals {
+            if g.seen_cycle == cycle {
+                continue;
+            }
+            let unseen = ts_ns.saturating_sub(g.last_seen);
+            if unseen > max_ns {
+                if g.companion.is_some() {
+                    moves.push((*gid, None, None));
+                }
+                continue;
+            }
+            match g.companion {
+                Some((cid, off)) => match self.globals.get(&cid) {
+                    Some(c) if c.seen_cycle == cycle => {
+                        let p = [c.pos[0] + off[0], c.pos[1] + off[1]];
+                        moves.push((*gid, Some((cid, off)), Some((p, c.vel, c.pos_ts))));
+                    }
+                    Some(_) => {}
+                    None => moves.push((*gid, None, None)),
+                },
+                None if unseen <= attach_ns => {
+                    let dt = ts_ns.saturating_sub(g.pos_ts) as f64 / 1e9;
+                    let here = [g.pos[0] + g.vel[0] * dt, g.pos[1] + g.vel[1] * dt];
+                    observed.query(g.floor_idx, here, OCCLUDER_M, &mut cand);
+                    // Nearest first, ties by id (`cand` is sorted).
+                    let best = cand
+                        .iter()
+                        .filter_map(|id| self.globals.get(id).map(|o| (*id, o)))
+                        .filter(|(_, o)| dist(o.vel, g.vel) <= COMPANION_SPEED_DIFF_MPS)
+                        .map(|(id, o)| (dist(o.pos, here), id, o))
+                        .filter(|(d, ..)| *d <= OCCLUDER_M)
+                        .min_by(|a, b| a.0.total_cmp(&b.0).then(a.1.cmp(&b.1)));
+                    if let Some((_, cid, o)) = best {
+                        let off = [here[0] - o.pos[0], here[1] - o.pos[1]];
+                        moves.push((*gid, Some((cid, off)), Some((here, o.vel, o.pos_ts))));
+                    }
+                }
+                None => {}
+            }
+        }
+        for (gid, comp, state) in moves {
+            if let Some(g) = self.globals.get_mut(&gid) {
+                g.companion = comp;
+                if let Some((p, v, t)) = state {
+                    g.pos = p;
+                    g.vel = v;
+                    g.pos_ts = t;
+                }
+            }
+        }
+    }
+
+    /// `grid` holds the positions of the identities observed in this cycle.
+    pub(super) fn merge_coinciding(&mut self, ts_ns: u64, grid: &Grid, events: &mut Vec<Event>) {
+        let mut cand = Vec::new();
+        let mut now: BTreeMap<(u64, u64), u32> = BTreeMap::new();
+        for a in &self.updated {
+            let Some(ga) = self.globals.get(a) else {
+                continue;
+            };
+            grid.query(ga.floor_idx, ga.pos, self.params.merge_m, &mut cand);
+            for b in cand.iter().filter(|b| *b > a) {
+                let Some(gb) = self.globals.get(b) else {
+                    continue;
+                };
+                if gb.floor_idx != ga.floor_idx
+                    || gb.label != ga.label
+                    || dist(ga.pos, gb.pos) > self.params.merge_m
+                {
+                    continue;
+                }
+                let cams_a: BTreeSet<usize> = ga.sources.iter().map(|k| k.0).collect();
+                if gb.sources.iter().any(|k| cams_a.contains(&k.0)) {
+                    continue;
+                }
+                if self.params.reid_enabled {
+                    if let (Some(ea), Some(eb)) = (&ga.emb, &gb.emb) {
+                        if cosine(ea, eb) < self.params.merge_similarity {
+                            continue;
+                        }
+                    }
+                }
+                let c = self.merge_counts.get(&(*a, *b)).copied().unwrap_or(0) + 1;
+                now.insert((*a, *b), c);
+            }
+        }
+        self.merge_counts = now;
+        let ready: Vec<(u64, u64)> = self
+            .merge_counts
+            .iter()
+            .filter(|(_, c)| **c >= self.params.merge_cycles)
+            .map(|(k, _)| *k)
+            .collect();
+        for (a, b) in ready {
+            if !self.globals.contains_key(&a) {
+                continue;
+            }
+            let Some(gb) = self.globals.remove(&b) else {
+                continue;
+            };
+            self.merge_counts.remove(&(a, b));
+            for k in &gb.sources {
+                if let Some(s) = self.sources.get_mut(k) {
+                    s.bound = Some(a);
+                }
+            }
+            if let Some(ga) = self.globals.get_mut(&a) {
+                ga.sources.extend(gb.sources.iter().copied());
+                ga.last_seen = ga.last_seen.max(gb.last_seen);
+            }
+            self.stats.merged += 1;
+            let mut e = self.new_event(event_kind::GLOBAL_ENDED, ts_ns, b);
+            e.track_id = None;
+            events.push(e);
+        }
+    }
+
+    /// Evicts the stalest identities beyond `max_tracks`.
+    pub(super) fn cap(&mut self, ts_ns: u64, events: &mut Vec<Event>) {
+        if self.globals.len() > self.params.max_tracks {
+            let excess = self.globals.len() - self.params.max_tracks;
+            let mut order: Vec<(u64, u64)> = self
+                .globals
+                .iter()
+                .map(|(id, g)| (g.last_seen, *id))
+                .collect();
+            order.sort_unstable();
+            for (_, gid) in order.into_iter().take(excess) {
+                self.remove_global(gid);
+                self.stats.evicted += 1;
+                events.push(self.new_event(event_kind::GLOBAL_ENDED, ts_ns, gid));
+            }
+        }
+    }
+
+    pub(super) fn remove_global(&mut self, gid: u64) {
+        if let Some(g) = self.globals.remove(&gid) {
+            for k in g.sources {
+                if let Some(s) = self.sources.get_mut(&k) {
+                    s.bound = None;
+                }
+            }
+        }
+    }
+}

@@ -1,0 +1,442 @@
+//! The spatial tracker: ingest of camera tracks, one matching cycle per step.
+//!
+//! Each camera track ("source") is projected to the floor by its foot point
+//! (bottom centre of the box). A source, once bound to a global identity,
+//! keeps it while it lives (sticky binding), unless it keeps disagreeing with
+//! the identity's other sources. Unbound sources are matched to identities
+//! by floor distance (widened across blind gaps), time since last seen and
+//! appearance, first with a linear assignment over the gated candidates
+//! (solved per connected component), then greedily, creating new identities
+//! for the rest. A spatial hash over identity positions keeps gating local.
+//! An identity that vanishes right next to another one moving like it (a
+//! group member hidden behind another) is carried along at the same offset
+//! until it is seen again or `COMPANION_MAX_S` has passed.
+
+mod appearance;
+mod association;
+mod grid;
+mod lifecycle;
+mod output;
+#[cfg(test)]
+mod tests;
+
+use std::collections::{BTreeMap, BTreeSet, HashMap};
+use std::time::Instant;
+
+use nvr_subjects::{
+    CameraTracks, Event, SpatialState, SpatialTrack, SpatialTracks, TrackState, SCHEMA_VERSION,
+};
+use serde::{Deserialize, Serialize};
+
+use super::{CameraGeometry, SpatialParams};
+
+/// Why (part of) a `CameraTracks` message was refused.
+#[derive(Debug, Clone, PartialEq, thiserror::Error)]
+pub enum IngestError {
+    /// The camera is not part of this shard.
+    #[error("camera {0:?} is not configured in this spatial shard")]
+    UnknownCamera(String),
+    /// A track's embedding length differs from the first one seen on that camera.
+    #[error(
+        "camera {camera:?} track {track_id}: embedding has {got} dimensions, expected {expected}"
+    )]
+    EmbeddingDimension {
+        /// Camera id.
+        camera: String,
+        /// Per-camera track id.
+        track_id: u64,
+        /// Dimension first seen on this camera.
+        expected: usize,
+        /// Dimension of the offending embedding.
+        got: usize,
+    },
+    /// The message is older than one already ingested for the camera.
+    #[error("camera {camera:?}: message at {ts_ns} ns is older than the last one ({last_ns} ns)")]
+    OutOfOrder {
+        /// Camera id.
+        camera: String,
+        /// Timestamp of the refused message.
+        ts_ns: u64,
+        /// Timestamp of the latest accepted message.
+        last_ns: u64,
+    },
+}
+
+/// Result of one matching cycle.
+#[derive(Debug, Clone, PartialEq)]
+pub struct StepOutput {
+    /// Identities seen within `max_gap_seconds`, by `global_id`.
+    pub tracks: SpatialTracks,
+    /// Handoff and lifecycle events of this cycle.
+    pub events: Vec<Event>,
+}
+
+/// Counters of a [`SpatialTracker`].
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+pub struct SpatialStats {
+    /// Identities on the floor at the last cycle: `observed` + `coasting`.
+    pub active_tracks: usize,
+    /// Identities held only for re-identification (`lost`, or unseen for
+    /// longer than `max_gap_seconds` and not yet expired by the TTL).
+    #[serde(default)]
+    pub lost_tracks: usize,
+    /// Identities created since start.
+    pub total_tracks: u64,
+    /// Handoffs from one camera to another.
+    pub handoffs_completed: u64,
+    /// New identities created while a recently lost identity last seen by
+    /// another camera was within the handoff gate but refused on appearance.
+    pub handoff_failures: u64,
+    /// Identities evicted because of `max_tracks`.
+    pub evicted: u64,
+    /// Identities expired by `track_ttl_seconds`.
+    pub expired: u64,
+    /// Messages refused in whole or in part.
+    pub rejected_messages: u64,
+    /// Camera tracks unbound from their identity for disagreeing with its other sources.
+    pub unbound_sources: u64,
+    /// Duration of the last association (re-identification) phase, ms.
+    pub last_reid_ms: f64,
+    /// Duration of the last whole step, ms.
+    pub last_step_ms: f64,
+    /// Identities merged into an older one they coincided with.
+    pub merged: u64,
+    /// Matching cycles run.
+    pub cycles: u64,
+}
+
+type SourceKey = (usize, u64);
+/// The identity an unobserved one walks next to, and its offset from it.
+type Companion = Option<(u64, [f64; 2])>;
+/// Position, velocity and the message time they refer to.
+type Motion = ([f64; 2], [f64; 2], u64);
+
+#[derive(Debug, Clone)]
+struct CamState {
+    geom: CameraGeometry,
+    floor_idx: usize,
+    last_ts: Option<u64>,
+    /// Image size of the latest message, pixels.
+    size: Option<(u32, u32)>,
+    /// Running sum of the camera's confirmed track embeddings and how many
+    /// it holds: their mean (the camera's colour and viewpoint bias, shared
+    /// by everyone it sees) is taken out of each embedding before it is
+    /// compared with other cameras' views.
+    emb_sum: Vec<f64>,
+    emb_count: f64,
+}
+
+#[derive(Debug, Clone)]
+struct Source {
+    pos: Option<[f64; 2]>,
+    obs_ts: u64,
+    fresh: bool,
+    observed: bool,
+    emb: Option<Vec<f32>>,
+    label: String,
+    score: f32,
+    hits: u32,
+    bound: Option<u64>,
+    bad_cycles: u32,
+    first_ts: u64,
+}
+
+#[derive(Debug, Clone)]
+struct Global {
+    floor_idx: usize,
+    label: String,
+    pos: [f64; 2],
+    vel: [f64; 2],
+    /// Message time `pos` refers to: the last observation, or later while
+    /// the identity is carried along by its companion.
+    pos_ts: u64,
+    /// While unobserved: the identity it was walking next to when it
+    /// disappeared (most likely hidden behind it) and its offset from it.
+    companion: Companion,
+    /// Position at the last observation: where it vanished, should it have
+    /// left rather than walked on hidden behind its companion.
+    obs_pos: [f64; 2],
+    /// Matching cycle of the latest observation (cheap "observed now" test).
+    seen_cycle: u64,
+    last_seen: u64,
+    sources: BTreeSet<SourceKey>,
+    last_camera: usize,
+    emb: Option<Vec<f32>>,
+    /// Observations averaged into `emb` (its learning rate decays with it).
+    emb_n: u32,
+    score: f32,
+    created_cycle: u64,
+}
+
+/// Cross-camera tracker of one shard.
+#[derive(Debug, Clone)]
+pub struct SpatialTracker {
+    shard: String,
+    params: SpatialParams,
+    cams: Vec<CamState>,
+    cam_index: BTreeMap<String, usize>,
+    floors: Vec<String>,
+    sources: BTreeMap<SourceKey, Source>,
+    globals: BTreeMap<u64, Global>,
+    next_id: u64,
+    stats: SpatialStats,
+    last_step_ts: u64,
+    updated: BTreeSet<u64>,
+    merge_counts: BTreeMap<(u64, u64), u32>,
+}
+
+const GRID_CELL_M: f64 = 2.0;
+const NO_EDGE: f64 = 1.0e6;
+/// Highest speed (m/s) of the motion model.
+const MAX_SPEED_MPS: f64 = 3.0;
+/// Fraction of the image width and height kept as border by `in_view`.
+const VIEW_MARGIN: f64 = 0.01;
+/// Distance (metres) within which an observed identity may hide a coasting one.
+const OCCLUDER_M: f64 = 1.2;
+/// Identities observed within this (ns) before a time count as seen then.
+const SEEN_NOW_NS: u64 = 60_000_000;
+/// An identity unobserved for at most this long (s) can attach to a companion.
+const COMPANION_ATTACH_S: f64 = 0.5;
+/// Longest time (s) an unobserved identity is carried along by its companion.
+const COMPANION_MAX_S: f64 = 10.0;
+/// Largest velocity difference (m/s) between an identity and its companion.
+const COMPANION_SPEED_DIFF_MPS: f64 = 0.7;
+/// Least learning rate of an identity's appearance.
+const APPEARANCE_RATE: f32 = 0.02;
+/// Observations after which an identity's appearance only learns from
+/// observations that agree with it.
+const APPEARANCE_SETTLE: u32 = 10;
+/// Identities seen within half of this (seconds) count as live for gating.
+const LIVE_WINDOW_S: f64 = 2.0;
+/// Pseudo-count of zero embeddings the camera mean starts from.
+const CAMERA_MEAN_PRIOR: f64 = 20.0;
+/// Observations the camera mean is taken over (older ones decay).
+const CAMERA_MEAN_WINDOW: f64 = 2000.0;
+
+use grid::Grid;
+
+impl SpatialTracker {
+    /// A tracker for `shard` over `cameras`.
+    pub fn new(shard: &str, params: SpatialParams, cameras: Vec<CameraGeometry>) -> SpatialTracker {
+        let mut floors: Vec<String> = Vec::new();
+        let mut cams = Vec::new();
+        let mut cam_index = BTreeMap::new();
+        for geom in cameras {
+            let floor_idx = match floors.iter().position(|f| *f == geom.floor) {
+                Some(i) => i,
+                None => {
+                    floors.push(geom.floor.clone());
+                    floors.len() - 1
+                }
+            };
+            cam_index.insert(geom.id.clone(), cams.len());
+            cams.push(CamState {
+                geom,
+                floor_idx,
+                last_ts: None,
+                size: None,
+                emb_sum: Vec::new(),
+                emb_count: 0.0,
+            });
+        }
+        SpatialTracker {
+            shard: shard.to_string(),
+            params,
+            cams,
+            cam_index,
+            floors,
+            sources: BTreeMap::new(),
+            globals: BTreeMap::new(),
+            next_id: 1,
+            stats: SpatialStats::default(),
+            last_step_ts: 0,
+            updated: BTreeSet::new(),
+            merge_counts: BTreeMap::new(),
+        }
+    }
+
+    /// Continues global ids at `next_id` (at least 1), for a shard that
+    /// restarts after having published ids before.
+    pub fn set_next_id(&mut self, next_id: u64) {
+        self.next_id = self.next_id.max(next_id);
+    }
+
+    /// The shard name.
+    pub fn shard(&self) -> &str {
+        &self.shard
+    }
+
+    /// The parameters in use.
+    pub fn params(&self) -> &SpatialParams {
+        &self.params
+    }
+
+    /// Records the latest observations of one camera. Camera tracks absent
+    /// from the message have ended and are released. On a per-track error
+    /// (wrong embedding dimension) the other tracks are still taken, the
+    /// message is counted as rejected and the first error is returned.
+    pub fn ingest(&mut self, msg: &CameraTracks) -> Result<(), IngestError> {
+        let Some(&ci) = self.cam_index.get(&msg.camera) else {
+            self.stats.rejected_messages += 1;
+            return Err(IngestError::UnknownCamera(msg.camera.clone()));
+        };
+        if let Some(last) = self.cams[ci].last_ts {
+            if msg.ts_ns < last {
+                self.stats.rejected_messages += 1;
+                return Err(IngestError::OutOfOrder {
+                    camera: msg.camera.clone(),
+                    ts_ns: msg.ts_ns,
+                    last_ns: last,
+                });
+            }
+        }
+        self.cams[ci].last_ts = Some(msg.ts_ns);
+        self.cams[ci].size = Some((msg.width, msg.height));
+        let mut first_err = None;
+        let present: BTreeSet<u64> = msg.tracks.iter().map(|t| t.track_id).collect();
+        // Release ended camera tracks.
+        let ended: Vec<SourceKey> = self
+            .sources
+            .range((ci, 0)..=(ci, u64::MAX))
+            .filter(|(k, _)| !present.contains(&k.1))
+            .map(|(k, _)| *k)
+            .collect();
+        for k in ended {
+            if let Some(s) = self.sources.remove(&k) {
+                if let Some(g) = s.bound.and_then(|gid| self.globals.get_mut(&gid)) {
+                    g.sources.remove(&k);
+                }
+            }
+        }
+        let (w, h) = (msg.width as f64, msg.height as f64);
+        for t in &msg.tracks {
+            let key = (ci, t.track_id);
+            if let Some(e) = &t.embedding {
+                if let Some(d) = self.params.embedding_dim.filter(|d| *d != e.len()) {
+                    if first_err.is_none() {
+                        first_err = Some(IngestError::EmbeddingDimension {
+                            camera: msg.camera.clone(),
+                            track_id: t.track_id,
+                            expected: d,
+                            got: e.len(),
+                        });
+                    }
+                    continue;
+                }
+            }
+            let src = self.sources.entry(key).or_insert_with(|| Source {
+                pos: None,
+                obs_ts: msg.ts_ns,
+                fresh: false,
+                observed: false,
+                emb: None,
+                label: t.label.clone(),
+                score: t.score,
+                hits: 0,
+                bound: None,
+                bad_cycles: 0,
+                first_ts: msg.ts_ns,
+            });
+            src.hits = t.hits;
+            src.label.clone_from(&t.label);
+            src.observed = t.state != TrackState::Lost;
+            if let Some(e) = &t.embedding {
+                if e.iter().all(|x| x.is_finite()) && !e.is_empty() {
+                    src.emb = Some(self.cams[ci].debias(e, t.state == TrackState::Confirmed));
+                }
+            }
+            if t.state != TrackState::Confirmed || t.bbox.iter().any(|x| !x.is_finite()) {
+                continue;
+            }
+            let u = 0.5 * (t.bbox[0] as f64 + t.bbox[2] as f64) * w;
+            let v = t.bbox[3] as f64 * h;
+            if let Some(p) = self.cams[ci].geom.homography.project(u, v) {
+                src.pos = Some(p);
+                src.obs_ts = msg.ts_ns;
+                src.fresh = true;
+                src.score = t.score;
+            }
+        }
+        match first_err {
+            Some(e) => {
+                self.stats.rejected_messages += 1;
+                Err(e)
+            }
+            None => Ok(()),
+        }
+    }
+
+    pub(super) fn new_event(&self, kind: &str, ts_ns: u64, gid: u64) -> Event {
+        let mut e = Event::new(kind, ts_ns);
+        e.shard = Some(self.shard.clone());
+        e.global_id = Some(gid);
+        e
+    }
+
+    /// One matching cycle at message time `ts_ns`.
+    pub fn step(&mut self, ts_ns: u64) -> StepOutput {
+        let started = Instant::now();
+        let mut events = Vec::new();
+        self.last_step_ts = ts_ns;
+        self.updated.clear();
+
+        // 1. Expiry by TTL.
+        self.expire(ts_ns, &mut events);
+        // 2. Fresh observations of bound sources update their identity.
+        let unbound = self.update_bound(ts_ns);
+        // 3. Association of unbound sources.
+        let reid_started = Instant::now();
+        self.associate(ts_ns, &unbound, &mut events);
+        self.stats.last_reid_ms = reid_started.elapsed().as_secs_f64() * 1e3;
+        for s in self.sources.values_mut() {
+            s.fresh = false;
+        }
+
+        // Grid of the identities observed in this cycle.
+        let mut observed = Grid {
+            cell: GRID_CELL_M,
+            cells: HashMap::new(),
+        };
+        for gid in &self.updated {
+            if let Some(g) = self.globals.get(gid) {
+                observed.insert(g.floor_idx, g.pos, *gid);
+            }
+        }
+
+        // 4. Merge identities that coincide on disjoint cameras.
+        self.merge_coinciding(ts_ns, &observed, &mut events);
+
+        // 5. Unobserved identities move with the one they walked beside.
+        self.follow_companions(ts_ns, &observed);
+
+        // 6. Cap.
+        self.cap(ts_ns, &mut events);
+
+        self.stats.cycles += 1;
+        let tracks = SpatialTracks {
+            v: SCHEMA_VERSION,
+            shard: self.shard.clone(),
+            ts_ns,
+            tracks: self.published_tracks(ts_ns),
+        };
+        self.stats.active_tracks = tracks
+            .tracks
+            .iter()
+            .filter(|t| t.state != SpatialState::Lost)
+            .count();
+        self.stats.lost_tracks = self.globals.len() - self.stats.active_tracks;
+        self.stats.last_step_ms = started.elapsed().as_secs_f64() * 1e3;
+        StepOutput { tracks, events }
+    }
+
+    /// Counters.
+    pub fn stats(&self) -> SpatialStats {
+        self.stats.clone()
+    }
+
+    /// What the last step published: identities seen within
+    /// `max_gap_seconds`, with their state, by `global_id`.
+    pub fn tracks(&self) -> Vec<SpatialTrack> {
+        self.published_tracks(self.last_step_ts)
+    }
+}

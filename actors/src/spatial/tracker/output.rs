@@ -1,0 +1,168 @@
+//! What a cycle publishes: every identity within `max_gap_seconds` with its
+//! state (observed, coasting while predicted in a camera's view, lost).
+
+use std::collections::{BTreeMap, BTreeSet};
+
+use nvr_subjects::{SpatialState, SpatialTrack, TrackSource};
+
+use super::grid::dist;
+use super::{Global, SpatialTracker, OCCLUDER_M, SEEN_NOW_NS, VIEW_MARGIN};
+
+impl SpatialTracker {
+    /// What a cycle publishes: every identity seen within `max_gap_seconds`
+    /// with its state. `observed`: seen within the last matching interval;
+    /// `coasting`: unseen but predicted in a camera's view (see
+    /// [`Self::coasting_tracks`]), at the predicted position; `lost`: kept
+    /// for re-identification, at its last position.
+    pub(super) fn published_tracks(&self, ts_ns: u64) -> Vec<SpatialTrack> {
+        let interval = self.params.matching_interval_ms.max(1) * 1_000_000;
+        let coasting = self.coasting_positions(ts_ns, self.params.max_coast_seconds, interval);
+        let mut out = self.tracks_at(ts_ns);
+        for t in &mut out {
+            if t.last_seen_ns + interval > ts_ns {
+                continue;
+            }
+            match coasting.get(&t.global_id) {
+                Some(p) => {
+                    t.state = SpatialState::Coasting;
+                    t.x_m = p[0] as f32;
+                    t.y_m = p[1] as f32;
+                }
+                None => t.state = SpatialState::Lost,
+            }
+        }
+        out
+    }
+
+    pub(super) fn tracks_at(&self, ts_ns: u64) -> Vec<SpatialTrack> {
+        let gap_ns = (self.params.max_gap_seconds.max(0.0) * 1e9) as u64;
+        self.globals
+            .iter()
+            .filter(|(_, g)| ts_ns.saturating_sub(g.last_seen) <= gap_ns)
+            .map(|(id, g)| {
+                let unseen_s = ts_ns.saturating_sub(g.last_seen) as f64 / 1e9;
+                SpatialTrack {
+                    global_id: *id,
+                    floor: self.floors[g.floor_idx].clone(),
+                    x_m: g.pos[0] as f32,
+                    y_m: g.pos[1] as f32,
+                    vx: g.vel[0] as f32,
+                    vy: g.vel[1] as f32,
+                    label: g.label.clone(),
+                    confidence: (g.score as f64 * (-unseen_s / 5.0).exp()).clamp(0.0, 1.0) as f32,
+                    sources: g
+                        .sources
+                        .iter()
+                        .map(|k| TrackSource {
+                            camera: self.cams[k.0].geom.id.clone(),
+                            track_id: k.1,
+                        })
+                        .collect(),
+                    last_seen_ns: g.last_seen,
+                    state: SpatialState::Observed,
+                }
+            })
+            .collect()
+    }
+
+    /// Whether floor point `p` of floor `floor_idx` lies inside the image of
+    /// one of the shard's cameras (away from the border).
+    pub(super) fn in_view(&self, floor_idx: usize, p: [f64; 2]) -> bool {
+        self.cams.iter().any(|c| {
+            let Some((w, h)) = c.size else {
+                return false;
+            };
+            if c.floor_idx != floor_idx {
+                return false;
+            }
+            let (w, h) = (w as f64, h as f64);
+            c.geom.homography.to_image(p[0], p[1]).is_some_and(|q| {
+                q[0] >= VIEW_MARGIN * w
+                    && q[0] <= (1.0 - VIEW_MARGIN) * w
+                    && q[1] >= VIEW_MARGIN * h
+                    && q[1] <= (1.0 - VIEW_MARGIN) * h
+            })
+        })
+    }
+
+    /// Identities not observed at `ts_ns` whose predicted position is still
+    /// inside a camera's view: a person missed by the detector or occluded
+    /// rather than gone. An identity with another observed identity within
+    /// `OCCLUDER_M` (a likely occluder) coasts up to `max_coast_s` seconds,
+    /// others up to a third of it; one carried along by the companion it
+    /// vanished next to (see `follow_companions`) as long as that one is
+    /// observed, up to `COMPANION_MAX_S`. Positions are extrapolated along
+    /// the identity's velocity; `last_seen_ns` stays the last observation.
+    /// Sorted by `global_id`.
+    pub fn coasting_tracks(&self, ts_ns: u64, max_coast_s: f64) -> Vec<SpatialTrack> {
+        let pos = self.coasting_positions(ts_ns, max_coast_s, 1);
+        let mut out = self.tracks_at(ts_ns);
+        out.retain_mut(|t| match pos.get(&t.global_id) {
+            Some(p) => {
+                t.x_m = p[0] as f32;
+                t.y_m = p[1] as f32;
+                t.state = SpatialState::Coasting;
+                true
+            }
+            None => false,
+        });
+        out
+    }
+
+    /// The predicted positions of the identities [`Self::coasting_tracks`]
+    /// reports, by `global_id`, among those unseen for at least `unseen_ns`
+    /// (only these are examined, so an all-observed floor costs nothing).
+    pub(super) fn coasting_positions(
+        &self,
+        ts_ns: u64,
+        max_coast_s: f64,
+        unseen_ns: u64,
+    ) -> BTreeMap<u64, [f64; 2]> {
+        let max_ns = (max_coast_s.max(0.0) * 1e9) as u64;
+        let short_ns = max_ns / 3;
+        let seen_now = |g: &Global| g.last_seen >= ts_ns.saturating_sub(SEEN_NOW_NS);
+        // Carried along by a companion observed now.
+        let carried = |g: &Global| {
+            g.companion
+                .is_some_and(|(c, _)| self.globals.get(&c).is_some_and(seen_now))
+        };
+        let ids: BTreeSet<u64> = self
+            .globals
+            .iter()
+            .filter(|(_, g)| {
+                g.last_seen + unseen_ns.max(1) <= ts_ns
+                    && (ts_ns - g.last_seen <= max_ns || carried(g))
+            })
+            .map(|(id, _)| *id)
+            .collect();
+        let mut out = BTreeMap::new();
+        if ids.is_empty() {
+            return out;
+        }
+        let seen: Vec<(usize, [f64; 2])> = self
+            .globals
+            .values()
+            .filter(|g| seen_now(g))
+            .map(|g| (g.floor_idx, g.pos))
+            .collect();
+        for id in ids {
+            let Some(g) = self.globals.get(&id) else {
+                continue;
+            };
+            let dt = ts_ns.saturating_sub(g.pos_ts) as f64 / 1e9;
+            let p = [g.pos[0] + g.vel[0] * dt, g.pos[1] + g.vel[1] * dt];
+            if ts_ns - g.last_seen > short_ns
+                && !carried(g)
+                && !seen
+                    .iter()
+                    .any(|(f, q)| *f == g.floor_idx && dist(*q, p) <= OCCLUDER_M)
+            {
+                continue;
+            }
+            if self.in_view(g.floor_idx, p) {
+                out.insert(id, p);
+            }
+        }
+        out
+    }
+}
