@@ -325,8 +325,15 @@ pub struct TrackingConfig {
     pub high_threshold: f32,
     /// ByteTrack second-stage score.
     pub low_threshold: f32,
-    /// Minimum score to start a track.
+    /// Minimum score to start a track confirmed after `min_hits` matches.
     pub new_track_threshold: f32,
+    /// Minimum score to start a track at all; below `new_track_threshold` it
+    /// needs `low_birth_hits` matches (people the detector scores low).
+    pub birth_threshold: f32,
+    /// Matches a track born below `new_track_threshold` needs to be confirmed.
+    pub low_birth_hits: u32,
+    /// Consecutive misses a tentative track survives.
+    pub tentative_max_misses: u32,
     /// Minimum IoU in the first association stage.
     pub match_iou: f32,
     /// Matches before a track is confirmed.
@@ -346,6 +353,9 @@ impl Default for TrackingConfig {
             high_threshold: p.high_threshold,
             low_threshold: p.low_threshold,
             new_track_threshold: p.new_track_threshold,
+            birth_threshold: p.birth_threshold,
+            low_birth_hits: p.low_birth_hits,
+            tentative_max_misses: p.tentative_max_misses,
             match_iou: p.match_iou,
             min_hits: p.min_hits,
             max_lost_ms: p.max_lost_ms,
@@ -361,6 +371,9 @@ impl TrackingConfig {
             high_threshold: self.high_threshold,
             low_threshold: self.low_threshold,
             new_track_threshold: self.new_track_threshold,
+            birth_threshold: self.birth_threshold,
+            low_birth_hits: self.low_birth_hits,
+            tentative_max_misses: self.tentative_max_misses,
             match_iou: self.match_iou,
             min_hits: self.min_hits,
             max_lost_ms: self.max_lost_ms,
@@ -380,8 +393,6 @@ pub struct SpatialConfig {
     pub address: String,
     /// Attach and use appearance embeddings (`SPATIAL_REID_ENABLED`).
     pub reid_enabled: bool,
-    /// Optional ONNX re-ID model; empty = colour descriptor.
-    pub reid_model: String,
     /// Handoff window across a blind gap (`SPATIAL_MAX_GAP_SECONDS`).
     pub max_gap_seconds: f64,
     /// Global track time-to-live (`SPATIAL_TRACK_TTL_SECONDS`).
@@ -397,6 +408,9 @@ pub struct SpatialConfig {
     /// to `limits.max_embedding_len` (embeddings of different dimensions are
     /// never compared).
     pub embedding_dim: usize,
+    /// The association's tuning constants (see `spatial.tuning` in
+    /// config/config.yaml for what each one does).
+    pub tuning: SpatialTuning,
     /// Shards; empty = one per floor.
     pub shards: Vec<ShardConfig>,
     /// The shard a `nvr spatial` node runs (`SPATIAL_SHARD`).
@@ -411,17 +425,154 @@ impl Default for SpatialConfig {
             embedded: true,
             address: "localhost:12020".into(),
             reid_enabled: true,
-            reid_model: String::new(),
             max_gap_seconds: 30.0,
             track_ttl_seconds: 300.0,
             max_tracks: 10_000,
             matching_interval_ms: 200,
             max_coast_seconds: 1.0,
             embedding_dim: 0,
+            tuning: SpatialTuning::default(),
             shards: Vec::new(),
             shard: String::new(),
             cameras: Vec::new(),
         }
+    }
+}
+
+/// Tuning constants of the cross-camera association (`spatial.tuning`).
+/// Defaults are `nvr_actors::spatial::SpatialParams::default()`.
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
+#[serde(deny_unknown_fields, default)]
+pub struct SpatialTuning {
+    /// Floor distance (m) within which two simultaneous observations can be the same person.
+    pub gate_m: f64,
+    /// Weight of appearance dissimilarity in the association cost, 0..1.
+    pub appearance_weight: f64,
+    /// Walking speed (m/s) assumed when widening the gate across a blind gap.
+    pub max_speed_mps: f64,
+    /// Upper bound (m) of the widened gate across a blind gap.
+    pub max_handoff_radius_m: f64,
+    /// Least cosine similarity for a handoff across a blind gap longer than `appearance_free_gap_ms`.
+    pub min_handoff_similarity: f64,
+    /// Least cosine similarity for any association when both sides carry embeddings.
+    pub min_similarity: f64,
+    /// A bound camera track less similar than this to its identity for `unbind_cycles` is unbound.
+    pub unbind_similarity: f64,
+    /// A bound camera track at least this similar to its identity is not compared with identities nearby.
+    pub swap_check_similarity: f64,
+    /// A bound camera track this much more similar to a nearby identity than to its own counts as a camera-tracker swap.
+    pub swap_margin: f64,
+    /// Two identities seen by disjoint cameras closer than this (m) may be one person.
+    pub merge_m: f64,
+    /// Least cosine similarity of two coinciding identities for a merge.
+    pub merge_similarity: f64,
+    /// Consecutive cycles two identities must coincide before they are merged.
+    pub merge_cycles: u32,
+    /// Blind gaps shorter than this (ms) are bridged without `min_handoff_similarity`.
+    pub appearance_free_gap_ms: u64,
+    /// A camera track this far (m) from its identity's other camera tracks is inconsistent.
+    pub unbind_m: f64,
+    /// Consecutive inconsistent cycles after which a camera track is unbound.
+    pub unbind_cycles: u32,
+    /// Camera tracks with fewer hits are not associated.
+    pub min_hits: u32,
+    /// Distance (m) from a box's bottom centre to the point below the person's axis, along the camera's viewing direction.
+    pub foot_offset_m: f64,
+    /// Subtract each camera's mean embedding before comparing appearance.
+    pub camera_debias: bool,
+    /// Position smoothing of the floor motion model, 0..1 (1 = take the measurement).
+    pub alpha: f64,
+    /// Velocity smoothing of the floor motion model, 0..1.
+    pub beta: f64,
+}
+
+impl Default for SpatialTuning {
+    fn default() -> Self {
+        let p = nvr_actors::spatial::SpatialParams::default();
+        SpatialTuning {
+            gate_m: p.gate_m,
+            appearance_weight: p.appearance_weight,
+            max_speed_mps: p.max_speed_mps,
+            max_handoff_radius_m: p.max_handoff_radius_m,
+            min_handoff_similarity: p.min_handoff_similarity,
+            min_similarity: p.min_similarity,
+            unbind_similarity: p.unbind_similarity,
+            swap_check_similarity: p.swap_check_similarity,
+            swap_margin: p.swap_margin,
+            merge_m: p.merge_m,
+            merge_similarity: p.merge_similarity,
+            merge_cycles: p.merge_cycles,
+            appearance_free_gap_ms: p.appearance_free_gap_ms,
+            unbind_m: p.unbind_m,
+            unbind_cycles: p.unbind_cycles,
+            min_hits: p.min_hits,
+            foot_offset_m: p.foot_offset_m,
+            camera_debias: p.camera_debias,
+            alpha: p.alpha,
+            beta: p.beta,
+        }
+    }
+}
+
+impl SpatialTuning {
+    /// Copies the tuning into `p`.
+    pub fn apply(&self, p: &mut nvr_actors::spatial::SpatialParams) {
+        p.gate_m = self.gate_m;
+        p.appearance_weight = self.appearance_weight;
+        p.max_speed_mps = self.max_speed_mps;
+        p.max_handoff_radius_m = self.max_handoff_radius_m;
+        p.min_handoff_similarity = self.min_handoff_similarity;
+        p.min_similarity = self.min_similarity;
+        p.unbind_similarity = self.unbind_similarity;
+        p.swap_check_similarity = self.swap_check_similarity;
+        p.swap_margin = self.swap_margin;
+        p.merge_m = self.merge_m;
+        p.merge_similarity = self.merge_similarity;
+        p.merge_cycles = self.merge_cycles;
+        p.appearance_free_gap_ms = self.appearance_free_gap_ms;
+        p.unbind_m = self.unbind_m;
+        p.unbind_cycles = self.unbind_cycles;
+        p.min_hits = self.min_hits;
+        p.foot_offset_m = self.foot_offset_m;
+        p.camera_debias = self.camera_debias;
+        p.alpha = self.alpha;
+        p.beta = self.beta;
+    }
+
+    /// Every value finite and in its range.
+    fn check(&self) -> Result<(), ConfigError> {
+        let unit = [
+            ("appearance_weight", self.appearance_weight),
+            ("alpha", self.alpha),
+            ("beta", self.beta),
+        ];
+        for (k, v) in unit {
+            if !(0.0..=1.0).contains(&v) {
+                return err(format!("spatial.tuning.{k} = {v}: must be within 0..1"));
+            }
+        }
+        let non_negative = [
+            ("gate_m", self.gate_m),
+            ("max_speed_mps", self.max_speed_mps),
+            ("max_handoff_radius_m", self.max_handoff_radius_m),
+            ("min_handoff_similarity", self.min_handoff_similarity),
+            ("min_similarity", self.min_similarity),
+            ("unbind_similarity", self.unbind_similarity),
+            ("swap_check_similarity", self.swap_check_similarity),
+            ("swap_margin", self.swap_margin),
+            ("merge_m", self.merge_m),
+            ("merge_similarity", self.merge_similarity),
+            ("unbind_m", self.unbind_m),
+            ("foot_offset_m", self.foot_offset_m),
+        ];
+        for (k, v) in non_negative {
+            if !(v >= 0.0 && v.is_finite()) {
+                return err(format!(
+                    "spatial.tuning.{k} = {v}: must be a finite number >= 0"
+                ));
+            }
+        }
+        Ok(())
     }
 }
 
@@ -1062,6 +1213,13 @@ pub fn validate(c: &Config) -> Result<(), ConfigError> {
     check_unit("tracking.high_threshold", t.high_threshold)?;
     check_unit("tracking.low_threshold", t.low_threshold)?;
     check_unit("tracking.new_track_threshold", t.new_track_threshold)?;
+    check_unit("tracking.birth_threshold", t.birth_threshold)?;
+    if t.birth_threshold > t.new_track_threshold {
+        return err(format!(
+            "tracking.birth_threshold = {}: must not exceed tracking.new_track_threshold ({})",
+            t.birth_threshold, t.new_track_threshold
+        ));
+    }
     check_unit("tracking.match_iou", t.match_iou)?;
     if !(0.0..1.0).contains(&t.embedding_momentum) {
         return err(format!(
@@ -1103,12 +1261,7 @@ pub fn validate(c: &Config) -> Result<(), ConfigError> {
     if s.matching_interval_ms == 0 {
         return err("spatial.matching_interval_ms = 0: must be positive");
     }
-    if !s.reid_model.is_empty() && !Path::new(&s.reid_model).is_file() {
-        return err(format!(
-            "spatial.reid_model = {:?}: file does not exist",
-            s.reid_model
-        ));
-    }
+    s.tuning.check()?;
 
     let mut floors = std::collections::BTreeSet::new();
     for (i, f) in c.floors.iter().enumerate() {

@@ -497,7 +497,7 @@ impl SpatialNode {
 /// Spatial parameters from the configuration.
 pub fn spatial_params(cfg: &Config) -> SpatialParams {
     let s = &cfg.spatial;
-    SpatialParams {
+    let mut p = SpatialParams {
         max_gap_seconds: s.max_gap_seconds,
         track_ttl_seconds: s.track_ttl_seconds,
         max_tracks: s.max_tracks,
@@ -506,7 +506,9 @@ pub fn spatial_params(cfg: &Config) -> SpatialParams {
         matching_interval_ms: s.matching_interval_ms,
         max_coast_seconds: s.max_coast_seconds,
         ..Default::default()
-    }
+    };
+    s.tuning.apply(&mut p);
+    p
 }
 
 /// Answers status requests on `subject` with `f()` as JSON, until aborted.

@@ -103,8 +103,10 @@ const IDLE_AFTER: Duration = Duration::from_secs(3);
 pub struct SpatialState {
     /// Static args.
     args: SpatialArgs,
-    /// The core.
-    tracker: SpatialTracker,
+    /// The core; `None` only while a cycle runs on a blocking thread.
+    tracker: Option<SpatialTracker>,
+    /// Statistics of the core after its last cycle (read without it).
+    stats: SpatialStats,
     /// Latest message time per camera and when (wall clock) it arrived.
     camera_ts: BTreeMap<String, (u64, Instant)>,
     /// When the shard's first message arrived.
@@ -245,7 +247,8 @@ impl Actor for SpatialActor {
             SpatialTracker::new(&args.shard, args.params.clone(), args.cameras.clone());
         tracker.set_next_id(resume_global_id(&args.js, &args.shard).await);
         Ok(SpatialState {
-            tracker,
+            stats: tracker.stats(),
+            tracker: Some(tracker),
             args,
             camera_ts: BTreeMap::new(),
             first_input: None,
@@ -277,18 +280,18 @@ impl Actor for SpatialActor {
                     // The input stopped: what is held is due now, each
                     // message at its own cycle.
                     state.idle_mark = Some(newest);
-                    run_cycles(state).await;
-                    ingest_until(state, None).await;
+                    run_cycles(state).await?;
+                    ingest_until(state, None).await?;
                     return Ok(());
                 }
                 if let (true, Some(newest)) = (idle >= IDLE_AFTER, newest) {
-                    let held = state.tracker.stats();
+                    let held = &state.stats;
                     if held.active_tracks + held.lost_tracks > 0 {
                         if state.idle_mark.is_none() {
                             info!(shard = %state.args.shard, idle_s = idle.as_secs(), "no camera input; carrying the shard clock forward so tracks expire");
                         }
                         state.idle_mark = Some(newest + idle.as_nanos() as u64);
-                        run_cycles(state).await;
+                        run_cycles(state).await?;
                     }
                 }
                 Ok(())
@@ -324,7 +327,7 @@ impl Actor for SpatialActor {
                 state.idle_mark = None;
                 let key = (ct.ts_ns, ct.camera.clone(), ct.seq);
                 state.pending.insert(key, (ct, *m));
-                run_cycles(state).await;
+                run_cycles(state).await?;
                 Ok(())
             }
         }
@@ -384,33 +387,72 @@ impl RefusalSink for ShardStatus {
 /// once (a live camera lagging very far behind the others).
 const MAX_PENDING: usize = 20_000;
 
+/// Runs `f` on the tracker core on a blocking thread, off the async
+/// runtime's workers (a cycle over thousands of identities is milliseconds
+/// of CPU that would otherwise stall every other task on that worker).
+async fn on_core<R: Send + 'static>(
+    state: &mut SpatialState,
+    f: impl FnOnce(&mut SpatialTracker) -> R + Send + 'static,
+) -> Result<R, ActorProcessingErr> {
+    let mut core = state
+        .tracker
+        .take()
+        .ok_or("spatial core missing after a failed cycle")?;
+    let (core, r) = tokio::task::spawn_blocking(move || {
+        let r = f(&mut core);
+        (core, r)
+    })
+    .await
+    .map_err(|e| format!("spatial core failed: {e}"))?;
+    state.tracker = Some(core);
+    Ok(r)
+}
+
 /// Gives the tracker every held message with a time up to `until` (all of
 /// them with `None`), in message-time order, and acknowledges each.
-async fn ingest_until(state: &mut SpatialState, until: Option<u64>) {
-    loop {
-        let due = match state.pending.first_key_value() {
-            Some((k, _)) => until.is_none_or(|u| k.0 <= u) || state.pending.len() > MAX_PENDING,
-            None => false,
-        };
-        if !due {
-            return;
+async fn ingest_until(
+    state: &mut SpatialState,
+    until: Option<u64>,
+) -> Result<(), ActorProcessingErr> {
+    let mut due = Vec::new();
+    while let Some((k, _)) = state.pending.first_key_value() {
+        if !(until.is_none_or(|u| k.0 <= u) || state.pending.len() > MAX_PENDING) {
+            break;
         }
-        let Some((_, (ct, m))) = state.pending.pop_first() else {
-            return;
-        };
-        if let Err(e) = state.tracker.ingest(&ct) {
-            warn!(shard = %state.args.shard, camera = %ct.camera, "{e}");
+        if let Some((_, m)) = state.pending.pop_first() {
+            due.push(m);
+        }
+    }
+    if due.is_empty() {
+        return Ok(());
+    }
+    let (msgs, acks): (Vec<CameraTracks>, Vec<jetstream::Message>) = due.into_iter().unzip();
+    let results = on_core(state, move |core| {
+        msgs.iter()
+            .map(|ct| {
+                core.ingest(ct)
+                    .map_err(|e| (ct.camera.clone(), e.to_string()))
+            })
+            .collect::<Vec<_>>()
+    })
+    .await?;
+    for r in results {
+        if let Err((camera, e)) = r {
+            warn!(shard = %state.args.shard, camera = %camera, "{e}");
             update(&state.args.status, |s| {
                 s.rejected += 1;
-                s.last_error = Some(e.to_string());
+                s.last_error = Some(e);
             });
         }
         update(&state.args.status, |s| {
             s.ingested += 1;
             s.progress.input_ms = now_ms();
         });
+    }
+    for m in acks {
         let _ = m.ack().await;
     }
+    Ok(())
 }
 
 fn update(status: &Mutex<ShardStatus>, f: impl FnOnce(&mut ShardStatus)) {
@@ -444,7 +486,7 @@ pub fn watermark(
 }
 
 /// Runs every matching cycle whose time the watermark has passed.
-async fn run_cycles(state: &mut SpatialState) {
+async fn run_cycles(state: &mut SpatialState) -> Result<(), ActorProcessingErr> {
     let expected = state.args.cameras.len();
     let Some(mark) = watermark(
         &state.camera_ts,
@@ -453,7 +495,7 @@ async fn run_cycles(state: &mut SpatialState) {
         Instant::now(),
     )
     .or(state.idle_mark) else {
-        return;
+        return Ok(());
     };
     let mark = mark.max(state.idle_mark.unwrap_or(0));
     let interval = state.args.params.matching_interval_ms.max(1) * 1_000_000;
@@ -468,14 +510,17 @@ async fn run_cycles(state: &mut SpatialState) {
     };
     // Messages older than the next cycle (late, or from before a jump)
     // cannot wait for it.
-    ingest_until(state, Some(next.saturating_sub(interval))).await;
+    ingest_until(state, Some(next.saturating_sub(interval))).await?;
     while next <= mark {
-        ingest_until(state, Some(next)).await;
-        let started = Instant::now();
-        let out = state.tracker.step(next);
-        let elapsed_us = started.elapsed().as_micros() as u64;
+        ingest_until(state, Some(next)).await?;
+        let (out, stats) = on_core(state, move |core| {
+            let out = core.step(next);
+            (out, core.stats())
+        })
+        .await?;
+        let elapsed_us = (stats.last_step_ms * 1000.0) as u64;
         let _ = state.hist.record(elapsed_us.max(1));
-        let stats = state.tracker.stats();
+        state.stats = stats.clone();
         let _ = state
             .reid_hist
             .record(((stats.last_reid_ms * 1000.0) as u64).max(1));
@@ -516,6 +561,7 @@ async fn run_cycles(state: &mut SpatialState) {
         next += interval;
     }
     state.next_step_ns = Some(next);
+    Ok(())
 }
 
 #[cfg(test)]

@@ -1,5 +1,6 @@
 //! Synthetic throughput benchmark of one spatial matching cycle at a given
-//! number of active identities (no I/O; callers print or store the rows).
+//! number of active identities, with noisy per-frame embeddings under a
+//! colour cast per camera (no I/O; callers print or store the rows).
 
 use std::time::Instant;
 
@@ -69,7 +70,7 @@ pub fn bench_cycle(active_tracks: usize, cycles: usize) -> BenchRow {
         ..SpatialParams::default()
     };
     let mut tracker = SpatialTracker::new("bench", params, geoms);
-    let dim = 32;
+    let dim = crate::detect::embed::COLOUR_DESCRIPTOR_LEN;
     let mut people: Vec<([f64; 2], [f64; 2], Vec<f32>)> = (0..active_tracks)
         .map(|_| {
             let p = [
@@ -82,6 +83,10 @@ pub fn bench_cycle(active_tracks: usize, cycles: usize) -> BenchRow {
             e.iter_mut().for_each(|x| *x /= n);
             (p, [1.2 * a.cos(), 1.2 * a.sin()], e)
         })
+        .collect();
+    // Per camera: a gain per embedding component (its colour cast).
+    let gains: Vec<Vec<f32>> = (0..cams.len())
+        .map(|_| (0..dim).map(|_| rng.random_range(0.8f32..1.2)).collect())
         .collect();
     // Per camera: which person has which camera track id (churn restarts ids).
     let mut track_ids: Vec<Vec<u64>> = vec![(0..active_tracks as u64).collect(); cams.len()];
@@ -114,6 +119,15 @@ pub fn bench_cycle(active_tracks: usize, cycles: usize) -> BenchRow {
                     track_ids[ci][pi] = next_id;
                     next_id += 1;
                 }
+                // What a real descriptor gives: the person's appearance under
+                // this camera's colour gain, with fresh noise every frame.
+                let mut emb: Vec<f32> = e
+                    .iter()
+                    .enumerate()
+                    .map(|(k, x)| x * gains[ci][k] + rng.random_range(-0.15f32..0.15))
+                    .collect();
+                let n = emb.iter().map(|x| x * x).sum::<f32>().sqrt().max(1e-6);
+                emb.iter_mut().for_each(|x| *x /= n);
                 tracks.push(Track {
                     track_id: track_ids[ci][pi],
                     label: "person".into(),
@@ -127,7 +141,7 @@ pub fn bench_cycle(active_tracks: usize, cycles: usize) -> BenchRow {
                     state: TrackState::Confirmed,
                     hits: 10,
                     age_ms: 1000,
-                    embedding: Some(e.clone()),
+                    embedding: Some(emb),
                 });
             }
             tracks.sort_by_key(|t| t.track_id);

@@ -87,6 +87,14 @@ pub struct SpatialParams {
     pub unbind_cycles: u32,
     /// Only camera tracks with at least this many hits are associated.
     pub min_hits: u32,
+    /// Distance (metres) from the bottom centre of a person's box to the
+    /// point below the person's axis, along the camera's viewing direction
+    /// on the floor: a box's lowest point is the front of the feet, about a
+    /// body radius nearer the camera than where the person stands.
+    pub foot_offset_m: f64,
+    /// Subtract each camera's mean embedding (its colour and viewpoint bias,
+    /// shared by everyone it sees) before comparing appearance across cameras.
+    pub camera_debias: bool,
     /// Position smoothing of the motion model, 0..1 (1 = take the measurement).
     pub alpha: f64,
     /// Velocity smoothing of the motion model, 0..1.
@@ -117,8 +125,10 @@ impl Default for SpatialParams {
             merge_cycles: 5,
             appearance_free_gap_ms: 2_000,
             unbind_m: 2.5,
-            unbind_cycles: 1,
+            unbind_cycles: 3,
             min_hits: 1,
+            foot_offset_m: 0.2,
+            camera_debias: true,
             alpha: 0.7,
             beta: 0.3,
         }

@@ -36,8 +36,20 @@ pub struct TrackerParams {
     pub high_threshold: f32,
     /// Detections scoring at least this (and below `high_threshold`) take part in the second stage.
     pub low_threshold: f32,
-    /// Minimum score of an unmatched detection to start a new track.
+    /// Minimum score of an unmatched detection to start a track that
+    /// confirms after `min_hits` matches.
     pub new_track_threshold: f32,
+    /// Minimum score of an unmatched detection to start a track at all: below
+    /// `new_track_threshold` it confirms only after `low_birth_hits` matches,
+    /// so a person the detector keeps scoring low (far, small, partly
+    /// occluded) is still tracked while a one-frame false detection is not.
+    pub birth_threshold: f32,
+    /// Matches a track born from a detection below `new_track_threshold`
+    /// needs before it is confirmed.
+    pub low_birth_hits: u32,
+    /// Consecutive misses a tentative track survives (a detector gap right
+    /// after a person appears does not restart its confirmation).
+    pub tentative_max_misses: u32,
     /// Minimum IoU (predicted box vs detection) for a first-stage match.
     pub match_iou: f32,
     /// Minimum IoU for a second-stage (low-score detection) match.
@@ -85,6 +97,9 @@ impl Default for TrackerParams {
             high_threshold: 0.6,
             low_threshold: 0.1,
             new_track_threshold: 0.7,
+            birth_threshold: 0.45,
+            low_birth_hits: 3,
+            tentative_max_misses: 1,
             match_iou: 0.2,
             low_match_iou: 0.3,
             tentative_match_iou: 0.2,
@@ -121,6 +136,9 @@ impl TrackerParams {
             "high_threshold" => self.high_threshold = f(key, value)?,
             "low_threshold" => self.low_threshold = f(key, value)?,
             "new_track_threshold" => self.new_track_threshold = f(key, value)?,
+            "birth_threshold" => self.birth_threshold = f(key, value)?,
+            "low_birth_hits" => self.low_birth_hits = u(key, value)? as u32,
+            "tentative_max_misses" => self.tentative_max_misses = u(key, value)? as u32,
             "match_iou" => self.match_iou = f(key, value)?,
             "low_match_iou" => self.low_match_iou = f(key, value)?,
             "tentative_match_iou" => self.tentative_match_iou = f(key, value)?,
@@ -188,6 +206,8 @@ struct TrackInner {
     /// Filter state right after the last observation (for the re-update).
     kf_at_obs: KalmanBox,
     confirmed: bool,
+    /// Matches needed to confirm (more for a track born from a low score).
+    needed_hits: u32,
     /// Matched in the latest update.
     matched: bool,
     hits: u32,
@@ -393,11 +413,18 @@ impl Tracker {
         let m = self.match_stage(&pool, &rest, dets, step, Stage::Recovery);
         self.take(m, &pool, &rest, &mut pairs, &mut track_used, &mut det_used);
 
-        // 5. tentative tracks x remaining high detections
+        // 5. tentative tracks x remaining detections that could start one
         let pool: Vec<usize> = (0..self.tracks.len())
             .filter(|&i| !self.tracks[i].confirmed)
             .collect();
-        let rest: Vec<usize> = high.iter().copied().filter(|&d| !det_used[d]).collect();
+        let mut birth: Vec<usize> = high
+            .iter()
+            .chain(low.iter())
+            .copied()
+            .filter(|&d| dets[d].score >= p.birth_threshold)
+            .collect();
+        birth.sort_unstable();
+        let rest: Vec<usize> = birth.iter().copied().filter(|&d| !det_used[d]).collect();
         let m = self.match_stage(&pool, &rest, dets, step, Stage::Tentative);
         self.take(m, &pool, &rest, &mut pairs, &mut track_used, &mut det_used);
 
@@ -424,7 +451,7 @@ impl Tracker {
                 return true;
             }
             if !t.confirmed {
-                return false;
+                return t.misses <= p.tentative_max_misses;
             }
             if ts.saturating_sub(t.last_obs_ts) > max_lost_ns {
                 ended.push(t.id);
@@ -433,16 +460,22 @@ impl Tracker {
             true
         });
 
-        // New tracks from remaining confident detections.
-        for &di in &high {
+        // New tracks from the remaining detections that may start one.
+        for &di in &birth {
             let d = &dets[di];
-            if det_used[di] || d.score < p.new_track_threshold {
+            if det_used[di] {
                 continue;
             }
             let id = self.next_id;
             self.next_id += 1;
             let kf = KalmanBox::new(xyxy_to_cxcywh(d.bbox), p.kalman());
-            let confirmed = p.min_hits <= 1 || (p.confirm_first_update && step == 1);
+            let confident = d.score >= p.new_track_threshold;
+            let needed_hits = if confident {
+                p.min_hits
+            } else {
+                p.min_hits.max(p.low_birth_hits)
+            };
+            let confirmed = needed_hits <= 1 || (confident && p.confirm_first_update && step == 1);
             if confirmed {
                 started.push(id);
             }
@@ -459,6 +492,7 @@ impl Tracker {
                 kf_at_obs: kf,
                 kf,
                 confirmed,
+                needed_hits,
                 matched: true,
                 hits: 1,
                 misses: 0,
@@ -627,7 +661,6 @@ impl Tracker {
     fn apply_match(&mut self, ti: usize, d: &DetectedObject, ts: u64, step: u64) -> bool {
         let p = &self.params;
         let delta_t = p.delta_t;
-        let min_hits = p.min_hits;
         let momentum = p.embedding_momentum;
         let t = &mut self.tracks[ti];
         let z = xyxy_to_cxcywh(d.bbox);
@@ -687,7 +720,7 @@ impl Tracker {
                 slot => *slot = Some(de),
             }
         }
-        if !t.confirmed && t.hits >= min_hits {
+        if !t.confirmed && t.hits >= t.needed_hits {
             t.confirmed = true;
             return true;
         }
@@ -701,7 +734,7 @@ impl Tracker {
                 track_id: t.id,
                 label: t.label.clone(),
                 score: t.score,
-                bbox: t.kf.xyxy(),
+                bbox: clip_to_frame(t.kf.xyxy()),
                 state: if !t.confirmed {
                     TrackState::Tentative
                 } else if t.matched {
@@ -715,6 +748,18 @@ impl Tracker {
             })
             .collect()
     }
+}
+
+/// A published box kept inside the frame (a lost track's prediction may
+/// drift out of it; readers refuse boxes outside the frame): clamped, and
+/// at least a sliver wide and high at the border it left through.
+fn clip_to_frame(b: [f32; 4]) -> [f32; 4] {
+    const EPS: f32 = 1e-3;
+    let x0 = b[0].clamp(0.0, 1.0 - EPS);
+    let y0 = b[1].clamp(0.0, 1.0 - EPS);
+    let x1 = b[2].clamp(x0 + EPS, 1.0);
+    let y1 = b[3].clamp(y0 + EPS, 1.0);
+    [x0, y0, x1, y1]
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -884,9 +929,10 @@ mod tests {
             ..TrackerParams::default()
         });
         tr.update(T0, &[det("person", 0.9, 0.5, 0.5, 0.05, 0.1)]);
-        let o = tr.update(T0 + FRAME, &[]);
+        tr.update(T0 + FRAME, &[]);
+        let o = tr.update(T0 + 2 * FRAME, &[]);
         assert!(o.tracks.is_empty() && o.ended.is_empty());
-        let o = tr.update(T0 + 2 * FRAME, &[det("person", 0.9, 0.5, 0.5, 0.05, 0.1)]);
+        let o = tr.update(T0 + 3 * FRAME, &[det("person", 0.9, 0.5, 0.5, 0.05, 0.1)]);
         assert_eq!(o.tracks[0].track_id, 2, "ids are never reused");
     }
 
@@ -904,6 +950,72 @@ mod tests {
     }
 
     #[test]
+    fn repeated_low_scores_start_a_track_a_flicker_does_not() {
+        let mut tr = Tracker::new(TrackerParams {
+            confirm_first_update: false,
+            ..TrackerParams::default()
+        });
+        // One 0.55 false detection: tentative, never confirmed, gone after
+        // its allowed misses.
+        tr.update(T0, &[det("person", 0.55, 0.2, 0.5, 0.05, 0.1)]);
+        let o = tr.update(T0 + FRAME, &[]);
+        assert!(o.tracks.iter().all(|t| t.state == TrackState::Tentative));
+        let o = tr.update(T0 + 2 * FRAME, &[]);
+        assert!(o.tracks.is_empty(), "{:?}", o.tracks);
+        // A person the detector keeps scoring 0.55 is confirmed on the third match.
+        let mut ids = Vec::new();
+        for i in 0..4u64 {
+            let x = 0.6 + 0.005 * i as f32;
+            let o = tr.update(
+                T0 + (10 + i) * FRAME,
+                &[det("person", 0.55, x, 0.5, 0.05, 0.1)],
+            );
+            ids.push(confirmed_ids(&o));
+        }
+        assert!(ids[0].is_empty() && ids[1].is_empty(), "{ids:?}");
+        assert_eq!(ids[2].len(), 1, "{ids:?}");
+        assert_eq!(ids[2], ids[3]);
+        // Below birth_threshold nothing starts.
+        let mut tr = Tracker::new(TrackerParams::default());
+        let o = tr.update(T0, &[det("person", 0.4, 0.5, 0.5, 0.05, 0.1)]);
+        assert!(o.tracks.is_empty());
+    }
+
+    #[test]
+    fn a_tentative_track_survives_one_missed_frame() {
+        let mut tr = Tracker::new(TrackerParams {
+            confirm_first_update: false,
+            ..TrackerParams::default()
+        });
+        tr.update(T0, &[det("person", 0.9, 0.5, 0.5, 0.05, 0.1)]);
+        tr.update(T0 + FRAME, &[]);
+        let o = tr.update(T0 + 2 * FRAME, &[det("person", 0.9, 0.5, 0.5, 0.05, 0.1)]);
+        assert_eq!(confirmed_ids(&o).len(), 1, "{:?}", o.tracks);
+        assert_eq!(o.tracks[0].track_id, 1);
+    }
+
+    #[test]
+    fn published_boxes_stay_inside_the_frame() {
+        let mut tr = Tracker::new(TrackerParams::default());
+        // Moving fast towards the right border, then unseen: the prediction
+        // leaves the frame, the published box does not.
+        for i in 0..4u64 {
+            let x = 0.80 + 0.05 * i as f32;
+            tr.update(T0 + i * FRAME, &[det("person", 0.9, x, 0.5, 0.05, 0.1)]);
+        }
+        for i in 4..12u64 {
+            let o = tr.update(T0 + i * FRAME, &[]);
+            for t in &o.tracks {
+                assert!(
+                    crate::guard::clean_box(t.bbox, 0.0) == Some(t.bbox),
+                    "{:?}",
+                    t.bbox
+                );
+            }
+        }
+    }
+
+    #[test]
     fn labels_never_mix() {
         let mut tr = Tracker::new(TrackerParams {
             confirm_first_update: false,
@@ -911,9 +1023,14 @@ mod tests {
         });
         tr.update(T0, &[det("person", 0.9, 0.5, 0.5, 0.05, 0.1)]);
         let o = tr.update(T0 + FRAME, &[det("car", 0.9, 0.5, 0.5, 0.05, 0.1)]);
-        assert_eq!(o.tracks.len(), 1);
-        assert_eq!(o.tracks[0].label, "car");
-        assert_eq!(o.tracks[0].track_id, 2);
+        // The person's tentative track is not continued by the car.
+        let car: Vec<_> = o.tracks.iter().filter(|t| t.label == "car").collect();
+        assert_eq!(car.len(), 1);
+        assert_eq!(car[0].track_id, 2);
+        assert!(o
+            .tracks
+            .iter()
+            .all(|t| t.track_id != 1 || t.label == "person"));
     }
 
     #[test]

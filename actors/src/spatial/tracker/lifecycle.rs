@@ -77,6 +77,7 @@ impl SpatialTracker {
                     s.bad_cycles += 1;
                     if s.bad_cycles >= self.params.unbind_cycles {
                         s.bound = None;
+                        s.prev_bound = Some(*gid);
                         s.bad_cycles = 0;
                         drop = true;
                     }
@@ -326,6 +327,13 @@ impl SpatialTracker {
                         .iter()
                         .filter_map(|id| self.globals.get(id).map(|o| (*id, o)))
                         .filter(|(_, o)| dist(o.vel, g.vel) <= COMPANION_SPEED_DIFF_MPS)
+                        .filter(|(_, o)| {
+                            !o.sources.iter().any(|k| {
+                                self.sources
+                                    .get(k)
+                                    .is_some_and(|s| s.prev_bound == Some(*gid))
+                            })
+                        })
                         .map(|(id, o)| (dist(o.pos, here), id, o))
                         .filter(|(d, ..)| *d <= OCCLUDER_M)
                         .min_by(|a, b| a.0.total_cmp(&b.0).then(a.1.cmp(&b.1)));

@@ -14,6 +14,7 @@
 
 mod appearance;
 mod association;
+mod foot;
 mod grid;
 mod lifecycle;
 mod output;
@@ -138,6 +139,10 @@ struct Source {
     hits: u32,
     bound: Option<u64>,
     bad_cycles: u32,
+    /// The identity this camera track was last unbound from for disagreeing
+    /// with it: that identity may not ride along with it as a hidden
+    /// companion (it would be a duplicate of the same person).
+    prev_bound: Option<u64>,
     first_ts: u64,
 }
 
@@ -335,6 +340,7 @@ impl SpatialTracker {
                 hits: 0,
                 bound: None,
                 bad_cycles: 0,
+                prev_bound: None,
                 first_ts: msg.ts_ns,
             });
             src.hits = t.hits;
@@ -342,15 +348,21 @@ impl SpatialTracker {
             src.observed = t.state != TrackState::Lost;
             if let Some(e) = &t.embedding {
                 if e.iter().all(|x| x.is_finite()) && !e.is_empty() {
-                    src.emb = Some(self.cams[ci].debias(e, t.state == TrackState::Confirmed));
+                    let learn = t.state == TrackState::Confirmed;
+                    src.emb = Some(if self.params.camera_debias {
+                        self.cams[ci].debias(e, learn)
+                    } else {
+                        let mut v = e.clone();
+                        appearance::normalise(&mut v);
+                        v
+                    });
                 }
             }
             if t.state != TrackState::Confirmed || t.bbox.iter().any(|x| !x.is_finite()) {
                 continue;
             }
-            let u = 0.5 * (t.bbox[0] as f64 + t.bbox[2] as f64) * w;
-            let v = t.bbox[3] as f64 * h;
-            if let Some(p) = self.cams[ci].geom.homography.project(u, v) {
+            let hom = &self.cams[ci].geom.homography;
+            if let Some(p) = foot::foot_point(hom, t.bbox, w, h, self.params.foot_offset_m) {
                 src.pos = Some(p);
                 src.obs_ts = msg.ts_ns;
                 src.fresh = true;

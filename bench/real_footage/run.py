@@ -1,0 +1,264 @@
+"""Real-footage check of nvr's cross-camera identity.
+
+Usage::
+
+    data/pyenv/bin/python bench/real_footage/run.py --nvr target/release/nvr --out DIR \\
+        [--frames N] [--runs 3] [--video data/samples/vtest.avi] \\
+        [--results bench/results] [--max-frame-age-ms 2000] [--analyse-only]
+
+The sample video is decoded at 5 fps and cut into two overlapping views
+(``left`` x in [0,480), ``right`` x in [288,768)) plus the full frame
+(``full``, the reference); see ``frames.py``. For each run a fresh
+``nvr run`` (embedded NATS, detection on the CPU, spatial; see
+``nvrproc.py``) gets the three cameras as external cameras, ``left`` and
+``right`` on floor ``lobby`` and ``full`` alone on floor ``ref``; the
+harness publishes the JPEG frames in real time and collects
+``CameraTracks``, ``SpatialTracks`` and events (``publish.py``), stops nvr
+with SIGTERM and scores the run (``metrics.py``, ``diagnose.py``). The same
+input is run ``--runs`` times (default 3) to show the spread.
+
+Output: ``DIR/run<k>/`` (config, nvr log, collected messages ``bus.msgpack``,
+``meta.json``, ``metrics.json``) and the summary ``DIR/real_footage.{json,md}``,
+also written to ``--results`` (default ``bench/results``; there the JSON keeps
+the per-item details of run 1 only). ``--analyse-only``
+re-scores the runs already in DIR without starting nvr.
+
+Exit code 0 when every run completed; 1 with nvr's log tail on any failure.
+"""
+import argparse
+import hashlib
+import json
+import shutil
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+
+import diagnose  # noqa: E402
+import frames as frames_mod  # noqa: E402
+import metrics  # noqa: E402
+import nvrproc  # noqa: E402
+import publish  # noqa: E402
+import report  # noqa: E402
+
+REPO = nvrproc.REPO
+
+
+def log(msg):
+    print(msg, flush=True)
+
+
+def snapshot_binary(src, out):
+    """Copies the nvr binary (it may be rebuilt meanwhile) and describes it."""
+    src = Path(src).resolve()
+    if not src.is_file():
+        raise nvrproc.NvrError(f"nvr binary not found: {src}")
+    dst = Path(out) / "nvr.bin"
+    for _ in range(3):
+        st = src.stat()
+        shutil.copy2(src, dst)
+        if src.stat().st_mtime == st.st_mtime and dst.stat().st_size == st.st_size:
+            break
+        time.sleep(2)
+    dst.chmod(0o755)
+    sha = hashlib.sha256(dst.read_bytes()).hexdigest()
+    ver = subprocess.run([str(dst), "--version"], capture_output=True, text=True, check=False).stdout.strip()
+    head = subprocess.run(["git", "-C", str(REPO), "rev-parse", "--short", "HEAD"], capture_output=True, text=True, check=False).stdout.strip()
+    dirty = subprocess.run(["git", "-C", str(REPO), "status", "--porcelain", "--untracked-files=no"], capture_output=True, text=True, check=False).stdout.strip()
+    info = {
+        "path": str(src),
+        "mtime": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime(src.stat().st_mtime)),
+        "sha256": sha[:16],
+        "version": ver,
+        "repo_head": head + (" (working tree modified)" if dirty else ""),
+    }
+    return dst, info
+
+
+def log_findings(path):
+    """WARN/ERROR lines of nvr's log, grouped by message (first example kept)."""
+    groups = {}
+    counts = {"WARN": 0, "ERROR": 0}
+    for line in Path(path).read_text(errors="replace").splitlines():
+        for lvl in ("WARN", "ERROR"):
+            if f" {lvl} " in line:
+                counts[lvl] += 1
+                msg = line.split(f" {lvl} ", 1)[1]
+                key = lvl + " " + "".join(c for c in msg[:60] if not c.isdigit())
+                g = groups.setdefault(key, {"level": lvl, "count": 0, "example": msg[:300]})
+                g["count"] += 1
+    return {"counts": counts, "messages": list(groups.values())}
+
+
+def one_run(binary, src_frames, run_dir, args):
+    """Starts nvr, publishes, collects, stops; returns the session meta."""
+    run_dir.mkdir(parents=True, exist_ok=True)
+    store = Path(tempfile.mkdtemp(prefix="nvr-rf-store-"))
+    nats_port, api_port = nvrproc.free_port(), nvrproc.free_port()
+    cfg = run_dir / "config.yaml"
+    nvrproc.write_config(cfg, store, nats_port, api_port, max_frame_age_ms=args.max_frame_age_ms, overrides=args.set)
+    nvr = nvrproc.Nvr(binary, cfg, api_port, run_dir / "nvr.log")
+    t0 = time.monotonic()
+    try:
+        nvrproc.config_check(binary, cfg, run_dir / "config_check.txt")
+        nvr.start()
+        meta = publish.session(
+            nvr, f"nats://127.0.0.1:{nats_port}", src_frames, run_dir, tolerate_skips=args.tolerate_skips, log=log
+        )
+    except nvrproc.NvrError:
+        nvr.stop()
+        shutil.rmtree(store, ignore_errors=True)
+        raise
+    except BaseException as e:  # noqa: BLE001 - any failure is reported with nvr's log
+        nvr.stop()
+        shutil.rmtree(store, ignore_errors=True)
+        nvr.fail(f"harness error during the run: {e!r}")
+    rc = nvr.stop()
+    shutil.rmtree(store, ignore_errors=True)
+    if rc != 0:
+        nvr.fail(f"nvr exited with code {rc} after SIGTERM")
+    meta["nvr_exit_code"] = rc
+    meta["wall_s"] = time.monotonic() - t0
+    meta["log"] = log_findings(run_dir / "nvr.log")
+    (run_dir / "meta.json").write_text(json.dumps(meta, indent=1))
+    return meta
+
+
+def score_run(run_dir):
+    """Metrics and diagnosis of the run saved in ``run_dir``."""
+    meta = json.loads((run_dir / "meta.json").read_text())
+    run = metrics.Run(publish.load_bus(run_dir / "bus.msgpack"), meta)
+    m = metrics.compute(run)
+    d = diagnose.diagnose(run, m)
+    out = metrics.public(m)
+    out["diagnosis"] = d
+    out["fingerprint"] = fingerprint(run)
+    out["session"] = {
+        k: meta.get(k)
+        for k in ("publish_s", "publish_late_ms_max", "wall_s", "nvr_exit_code", "detector_problems", "log")
+    }
+    det = meta.get("detector_status") or {}
+    out["session"]["detector"] = {
+        k: det.get(k)
+        for k in ("processed_count", "skipped_count", "error_count", "refused", "e2e_latency_ms", "p50_latency_ms", "p99_latency_ms")
+    }
+    shards = (meta.get("spatial_stats") or {}).get("shards") or []
+    out["session"]["spatial_shards"] = [
+        {k: s.get(k) for k in ("shard", "cycles", "ingested", "rejected", "refused", "total_tracks", "handoffs_completed", "handoff_failures")}
+        for s in shards
+    ]
+    (run_dir / "metrics.json").write_text(json.dumps(out, indent=1, default=str))
+    return out
+
+
+def fingerprint(run):
+    """Time-free digests of the outputs, to compare runs for determinism."""
+
+    def digest(items):
+        return hashlib.sha256(json.dumps(items, sort_keys=True).encode()).hexdigest()[:12]
+
+    out = {}
+    for cam in sorted(run.tracks):
+        items = []
+        for fi in sorted(run.tracks[cam]):
+            items.append([fi, [[t["track_id"], t["state"], [round(x, 3) for x in t["bbox"]]] for t in run.tracks[cam][fi]]])
+        out[f"tracks.{cam}"] = digest(items)
+    base = run.meta["base_ns"]
+    for shard, cycles in sorted(run.spatial.items()):
+        items = []
+        for ts, tracks in cycles:
+            items.append(
+                [
+                    (ts - base) // 1_000_000,
+                    sorted(
+                        [t["global_id"], t.get("state"), sorted((s["camera"], s["track_id"]) for s in t["sources"]), round(t["x_m"], 2), round(t["y_m"], 2)]
+                        for t in tracks
+                    ),
+                ]
+            )
+        out[f"spatial.{shard}"] = digest(items)
+        out[f"spatial.{shard}.cycles"] = len(cycles)
+    return out
+
+
+def main(argv=None):
+    ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    ap.add_argument("--nvr", default=str(REPO / "target" / "release" / "nvr"), help="nvr binary")
+    ap.add_argument("--out", required=True, help="output directory")
+    ap.add_argument("--frames", type=int, default=0, help="source frames to use (0 = the whole video)")
+    ap.add_argument("--runs", type=int, default=3, help="repetitions of the same input")
+    ap.add_argument("--video", default=str(REPO / "data" / "samples" / "vtest.avi"))
+    ap.add_argument("--fps", type=float, default=5.0)
+    ap.add_argument("--results", default=str(REPO / "bench" / "results"), help="where real_footage.{json,md} go too ('' = only --out)")
+    ap.add_argument("--max-frame-age-ms", type=int, default=2000, help="detection.max_frame_age_ms of the generated config")
+    ap.add_argument("--tolerate-skips", action="store_true", help="do not fail when the detector skips frames")
+    ap.add_argument("--set", action="append", default=[], metavar="KEY=VALUE", help="config override, e.g. spatial.tuning.camera_debias=false (repeatable)")
+    ap.add_argument("--analyse-only", action="store_true", help="re-score the runs in --out, start nothing")
+    args = ap.parse_args(argv)
+    out = Path(args.out).resolve()
+    out.mkdir(parents=True, exist_ok=True)
+    t0 = time.monotonic()
+    try:
+        if args.analyse_only:
+            setup = json.loads((out / "setup.json").read_text())
+            run_dirs = sorted(p for p in out.glob("run*") if (p / "bus.msgpack").is_file())
+            if not run_dirs:
+                raise nvrproc.NvrError(f"no runs in {out}")
+        else:
+            binary, binfo = snapshot_binary(args.nvr, out)
+            log(f"nvr: {binfo}")
+            log(f"decoding {args.video} at {args.fps} fps ...")
+            src = frames_mod.decode(args.video, fps=args.fps, max_frames=args.frames or None)
+            log(f"{len(src)} source frames x 3 cameras")
+            setup = {
+                "binary": binfo,
+                "video": args.video,
+                "fps": args.fps,
+                "source_frames": len(src),
+                "frames_arg": args.frames,
+                "runs": args.runs,
+                "views": frames_mod.VIEWS,
+                "max_frame_age_ms": args.max_frame_age_ms,
+            }
+            (out / "setup.json").write_text(json.dumps(setup, indent=1))
+            run_dirs = []
+            for k in range(1, args.runs + 1):
+                rd = out / f"run{k}"
+                if rd.exists():
+                    shutil.rmtree(rd)
+                log(f"run {k}/{args.runs} ...")
+                meta = one_run(binary, src, rd, args)
+                log(
+                    f"run {k}: published in {meta['publish_s']:.1f} s, nvr exit {meta['nvr_exit_code']}, "
+                    f"detector skipped {meta['detector_status'].get('skipped_count')}, "
+                    f"log WARN {meta['log']['counts']['WARN']} ERROR {meta['log']['counts']['ERROR']}"
+                )
+                run_dirs.append(rd)
+            setup["runs_wall_s"] = time.monotonic() - t0
+            (out / "setup.json").write_text(json.dumps(setup, indent=1))
+        scored = []
+        for rd in run_dirs:
+            log(f"scoring {rd.name} ...")
+            scored.append(score_run(rd))
+        summary = report.summarise(setup, scored)
+        summary["runtime_s"] = time.monotonic() - t0
+        text = report.markdown(summary)
+        targets = [out] + ([Path(args.results)] if args.results else [])
+        for i, t in enumerate(targets):
+            t.mkdir(parents=True, exist_ok=True)
+            doc = summary if i == 0 else report.compact(summary)
+            (t / "real_footage.json").write_text(json.dumps(doc, indent=1, default=str))
+            (t / "real_footage.md").write_text(text)
+        print(report.console(summary), flush=True)
+        log(f"written: {', '.join(str(t / 'real_footage.md') for t in targets)} (runtime {summary['runtime_s']:.0f} s)")
+        return 0
+    except nvrproc.NvrError as e:
+        print(f"FAILED: {e}", file=sys.stderr, flush=True)
+        return 1
+
+
+if __name__ == "__main__":
+    sys.exit(main())
