@@ -423,6 +423,7 @@ pub fn aggregate_spatial(nodes: &[SpatialNodeStatus]) -> Value {
             shards.push(json!({
                 "shard": sh.shard, "node": n.node, "cameras": sh.cameras,
                 "active_tracks": sh.stats.active_tracks, "lost_tracks": sh.stats.lost_tracks,
+                "static_tracks": sh.stats.static_tracks,
                 "total_tracks": sh.stats.total_tracks,
                 "avg_processing_ms": round3(sh.processing.avg_ms), "p99_processing_ms": round3(sh.processing.p99_ms),
                 "reid_matching_ms": round3(sh.reid.avg_ms),

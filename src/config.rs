@@ -480,6 +480,21 @@ pub struct SpatialTuning {
     pub foot_offset_m: f64,
     /// Subtract each camera's mean embedding before comparing appearance.
     pub camera_debias: bool,
+    /// Longest time (s) an identity that vanished right next to another one
+    /// moving like it is carried along with it; 0 disables.
+    pub companion_max_s: f64,
+    /// Floor distance (m) within which a camera track can join an identity
+    /// another camera sees right now.
+    pub overlap_gate_m: f64,
+    /// Quantile of different people's similarity a blind-gap handoff must
+    /// exceed (the appearance model's own false-match level); 0
+    /// disables.
+    pub impostor_quantile: f64,
+    /// An identity seen by one camera only that stays within `static_m` of
+    /// where it appeared this long (s) is published as `static`; 0 disables.
+    pub static_after_s: f64,
+    /// See `static_after_s` (metres).
+    pub static_m: f64,
     /// Position smoothing of the floor motion model, 0..1 (1 = take the measurement).
     pub alpha: f64,
     /// Velocity smoothing of the floor motion model, 0..1.
@@ -508,6 +523,11 @@ impl Default for SpatialTuning {
             min_hits: p.min_hits,
             foot_offset_m: p.foot_offset_m,
             camera_debias: p.camera_debias,
+            companion_max_s: p.companion_max_s,
+            overlap_gate_m: p.overlap_gate_m,
+            impostor_quantile: p.impostor_quantile,
+            static_after_s: p.static_after_s,
+            static_m: p.static_m,
             alpha: p.alpha,
             beta: p.beta,
         }
@@ -535,6 +555,11 @@ impl SpatialTuning {
         p.min_hits = self.min_hits;
         p.foot_offset_m = self.foot_offset_m;
         p.camera_debias = self.camera_debias;
+        p.companion_max_s = self.companion_max_s;
+        p.overlap_gate_m = self.overlap_gate_m;
+        p.impostor_quantile = self.impostor_quantile;
+        p.static_after_s = self.static_after_s;
+        p.static_m = self.static_m;
         p.alpha = self.alpha;
         p.beta = self.beta;
     }
@@ -543,6 +568,7 @@ impl SpatialTuning {
     fn check(&self) -> Result<(), ConfigError> {
         let unit = [
             ("appearance_weight", self.appearance_weight),
+            ("impostor_quantile", self.impostor_quantile),
             ("alpha", self.alpha),
             ("beta", self.beta),
         ];
@@ -564,6 +590,10 @@ impl SpatialTuning {
             ("merge_similarity", self.merge_similarity),
             ("unbind_m", self.unbind_m),
             ("foot_offset_m", self.foot_offset_m),
+            ("static_after_s", self.static_after_s),
+            ("static_m", self.static_m),
+            ("overlap_gate_m", self.overlap_gate_m),
+            ("companion_max_s", self.companion_max_s),
         ];
         for (k, v) in non_negative {
             if !(v >= 0.0 && v.is_finite()) {

@@ -4,7 +4,9 @@
 Subscribes to `nvr.spatial.<shard>.tracks` (every shard by default) and, for
 each matching cycle, prints one line per shard: the identities whose `state`
 is `observed` or `coasting`, with their position. `lost` identities are
-dropped: they are kept by the tracker only for re-identification.
+dropped: they are kept by the tracker only for re-identification. `static`
+ones (a detection that never moved and that no second camera confirms) are
+counted apart, not as people.
 
 Needs `nats-py` and `msgpack` (both in data/pyenv after scripts/setup):
 
@@ -36,6 +38,11 @@ def on_floor(msg):
     ]
 
 
+def static(msg):
+    """Identities that look like fixed false detections (`static`)."""
+    return [t for t in msg.get("tracks", []) if t.get("state") == "static"]
+
+
 def describe(msg):
     people = on_floor(msg)
     parts = [
@@ -43,9 +50,13 @@ def describe(msg):
         f"({t['x_m']:.2f}, {t['y_m']:.2f}) {t['floor']}"
         for t in people
     ]
-    return f"{msg['shard']} ts={msg['ts_ns']} on floor: {len(people)}" + (
+    fixed = static(msg)
+    line = f"{msg['shard']} ts={msg['ts_ns']} on floor: {len(people)}" + (
         ": " + "; ".join(parts) if parts else ""
     )
+    if fixed:
+        line += f" | static (not counted): {len(fixed)}"
+    return line
 
 
 async def main():
@@ -74,7 +85,7 @@ async def main():
             return
         if args.json:
             print(json.dumps({"shard": msg["shard"], "ts_ns": msg["ts_ns"],
-                              "on_floor": on_floor(msg)}), flush=True)
+                              "on_floor": on_floor(msg), "static": static(msg)}), flush=True)
         else:
             print(describe(msg), flush=True)
         seen += 1

@@ -6,7 +6,6 @@
 //! Pure code, no I/O: the spatial actor wraps it.
 
 pub mod bench;
-pub mod eval;
 pub mod homography;
 mod tracker;
 
@@ -49,6 +48,10 @@ pub struct SpatialParams {
     /// Floor distance (metres) within which two simultaneous observations can
     /// be the same person.
     pub gate_m: f64,
+    /// Floor distance (metres) within which a camera track can join an
+    /// identity another camera sees right now (overlapping views of one
+    /// person agree to calibration and foot-point error).
+    pub overlap_gate_m: f64,
     /// Weight of appearance dissimilarity in the association cost, 0..1.
     pub appearance_weight: f64,
     /// Walking speed (m/s) assumed when widening the gate across a blind gap.
@@ -92,6 +95,25 @@ pub struct SpatialParams {
     /// on the floor: a box's lowest point is the front of the feet, about a
     /// body radius nearer the camera than where the person stands.
     pub foot_offset_m: f64,
+    /// An identity seen by one camera only (although another camera looks at
+    /// that place) that has stayed within `static_m` metres of where it
+    /// appeared for at least this long (seconds) is
+    /// published as `static` (a fixed false detection) rather than as a
+    /// person on the floor. 0 disables.
+    pub static_after_s: f64,
+    /// See `static_after_s`.
+    pub static_m: f64,
+    /// Quantile of the similarity between different people (identities
+    /// observed at the same time) that a handoff across a blind gap must
+    /// exceed, on top of `min_handoff_similarity`: where the appearance model cannot tell people
+    /// apart (real footage, a colour descriptor), association leans on
+    /// geometry and motion instead of reusing an identity for someone
+    /// else. 0 disables.
+    pub impostor_quantile: f64,
+    /// Longest time (seconds) an identity that vanished right next to
+    /// another one moving like it (a group member hidden behind it) is
+    /// carried along with it; 0 disables.
+    pub companion_max_s: f64,
     /// Subtract each camera's mean embedding (its colour and viewpoint bias,
     /// shared by everyone it sees) before comparing appearance across cameras.
     pub camera_debias: bool,
@@ -112,6 +134,7 @@ impl Default for SpatialParams {
             matching_interval_ms: 200,
             max_coast_seconds: 1.0,
             gate_m: 1.5,
+            overlap_gate_m: 1.5,
             appearance_weight: 0.7,
             max_speed_mps: 1.5,
             max_handoff_radius_m: 12.0,
@@ -120,15 +143,19 @@ impl Default for SpatialParams {
             unbind_similarity: 0.5,
             swap_check_similarity: 0.9,
             swap_margin: 0.15,
-            merge_m: 0.8,
-            merge_similarity: 0.8,
+            merge_m: 1.2,
+            merge_similarity: 0.5,
             merge_cycles: 5,
             appearance_free_gap_ms: 2_000,
-            unbind_m: 2.5,
+            unbind_m: 1.5,
             unbind_cycles: 3,
             min_hits: 1,
             foot_offset_m: 0.2,
-            camera_debias: true,
+            camera_debias: false,
+            companion_max_s: 0.0,
+            impostor_quantile: 0.95,
+            static_after_s: 10.0,
+            static_m: 0.75,
             alpha: 0.7,
             beta: 0.3,
         }

@@ -2,6 +2,8 @@
 //! out of them, and the check that a bound camera track still shows its
 //! identity.
 
+use std::collections::VecDeque;
+
 use super::grid::{dist, TwoGrids};
 use super::{CamState, SourceKey, SpatialTracker, CAMERA_MEAN_PRIOR, CAMERA_MEAN_WINDOW};
 
@@ -109,13 +111,12 @@ impl SpatialTracker {
             if o.floor_idx != g.floor_idx || o.label != s.label || oe.len() != se.len() {
                 continue;
             }
+            // A camera tracker swaps two people who are both there: only an
+            // identity seen within the last `SWAP_RECENT_S`, within the gate,
+            // can be the one this camera track now shows (comparing with
+            // every lost identity around would find a look-alike by chance).
             let gap_s = s.obs_ts.saturating_sub(o.last_seen) as f64 / 1e9;
-            if gap_s > self.params.max_gap_seconds {
-                continue;
-            }
-            let radius = self.params.gate_m
-                + (self.params.max_speed_mps * gap_s).min(self.params.max_handoff_radius_m);
-            if dist(o.pos, p) > radius {
+            if gap_s > SWAP_RECENT_S || dist(o.pos, p) > self.params.gate_m {
                 continue;
             }
             if cosine(se, oe) > own + self.params.swap_margin {
@@ -123,5 +124,82 @@ impl SpatialTracker {
             }
         }
         false
+    }
+}
+
+/// Identities seen within this (s) count as present for the swap check.
+const SWAP_RECENT_S: f64 = 1.0;
+
+/// Similarities seen between different people.
+const IMPOSTOR_WINDOW: usize = 2000;
+/// Samples needed before the impostor level is used.
+const IMPOSTOR_MIN_SAMPLES: usize = 50;
+/// Pairs sampled per cycle.
+const IMPOSTOR_PAIRS_PER_CYCLE: usize = 16;
+
+/// The latest similarities between identities observed in the same cycle
+/// (different people by construction), and the quantile in use.
+#[derive(Debug, Clone, Default)]
+pub(super) struct Impostors {
+    window: VecDeque<f32>,
+    level: Option<f64>,
+}
+
+impl SpatialTracker {
+    /// Samples the similarity of pairs of identities observed in this cycle
+    /// and refreshes the impostor level.
+    pub(super) fn sample_impostors(&mut self) {
+        let q = self.params.impostor_quantile;
+        if !(q > 0.0) || !self.params.reid_enabled {
+            self.impostors.level = None;
+            return;
+        }
+        let ids: Vec<u64> = self.updated.iter().copied().collect();
+        let mut added = 0;
+        for w in ids.windows(2) {
+            if added >= IMPOSTOR_PAIRS_PER_CYCLE {
+                break;
+            }
+            let (Some(a), Some(b)) = (self.globals.get(&w[0]), self.globals.get(&w[1])) else {
+                continue;
+            };
+            let (Some(ea), Some(eb)) = (&a.emb, &b.emb) else {
+                continue;
+            };
+            // Far enough apart to be two people (not one seen twice).
+            if ea.len() != eb.len()
+                || a.floor_idx != b.floor_idx
+                || dist(a.pos, b.pos) < 2.0 * self.params.merge_m
+            {
+                continue;
+            }
+            if self.impostors.window.len() >= IMPOSTOR_WINDOW {
+                self.impostors.window.pop_front();
+            }
+            self.impostors.window.push_back(cosine(ea, eb) as f32);
+            added += 1;
+        }
+        if added == 0 && self.impostors.level.is_some() {
+            return;
+        }
+        let n = self.impostors.window.len();
+        self.impostors.level = (n >= IMPOSTOR_MIN_SAMPLES).then(|| {
+            let mut v: Vec<f32> = self.impostors.window.iter().copied().collect();
+            let k = ((n as f64 * q.min(1.0)).ceil() as usize).clamp(1, n) - 1;
+            let (_, x, _) = v.select_nth_unstable_by(k, |a, b| a.total_cmp(b));
+            f64::from(*x)
+        });
+    }
+
+    /// Least similarity for a handoff across a blind gap.
+    pub(super) fn handoff_similarity(&self) -> f64 {
+        self.params
+            .min_handoff_similarity
+            .max(self.impostors.level.unwrap_or(0.0))
+    }
+
+    /// Least similarity for merging two coinciding identities.
+    pub(super) fn merge_similarity(&self) -> f64 {
+        self.params.merge_similarity
     }
 }

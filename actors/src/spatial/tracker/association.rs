@@ -35,13 +35,19 @@ impl SpatialTracker {
         }
         let horizon = (s.obs_ts.saturating_sub(g.pos_ts) as f64 / 1e9).min(1.0);
         let pred = [g.pos[0] + g.vel[0] * horizon, g.pos[1] + g.vel[1] * horizon];
-        let radius = self.params.gate_m
+        let mut radius = self.params.gate_m
             + (self.params.max_speed_mps * gap_s).min(self.params.max_handoff_radius_m);
         let mut d = dist(pred, p);
         if g.pos_ts > g.last_seen {
             // Carried along by a companion: it may as well have left where
             // it vanished.
             d = d.min(dist(g.obs_pos, p));
+        }
+        // Seen by another camera right now: two calibrated views of one
+        // person agree closely, so the gate is the tighter `overlap_gate_m`.
+        let co_observed = gap_ns <= self.params.matching_interval_ms.max(1) * 1_000_000;
+        if co_observed {
+            radius = radius.min(self.params.overlap_gate_m);
         }
         if d > radius || g.label != s.label || self.has_live_source_on(g, k.0) {
             return (None, false);
@@ -51,9 +57,12 @@ impl SpatialTracker {
         if self.params.reid_enabled {
             if let (Some(a), Some(b)) = (&s.emb, &g.emb) {
                 let c = cosine(a, b);
-                if c < self.params.min_similarity
+                // Seen by another camera right now, within the gate: the
+                // geometry is the evidence (two views of one person rarely
+                // look alike across cameras); appearance only weighs in.
+                if (!co_observed && c < self.params.min_similarity)
                     || (gap_ns > self.params.appearance_free_gap_ms * 1_000_000
-                        && c < self.params.min_handoff_similarity)
+                        && c < self.handoff_similarity())
                 {
                     return (None, true);
                 }
@@ -157,6 +166,10 @@ impl SpatialTracker {
                 emb,
                 score,
                 created_cycle: self.stats.cycles,
+                born_ts: obs_ts,
+                origin: pos,
+                max_disp: 0.0,
+                cams_seen: BTreeSet::from([k.0]),
             },
         );
         self.stats.total_tracks += 1;
@@ -286,7 +299,7 @@ impl SpatialTracker {
         for (i, k) in unbound.iter().enumerate() {
             if let Some(gid) = assigned[i] {
                 self.bind(*k, gid, ts_ns, events);
-                self.apply_observations(gid, &[*k]);
+                self.apply_observations(gid, &[*k], true);
             }
         }
         // Round 2: the rest, greedily, against identities including those
@@ -310,7 +323,7 @@ impl SpatialTracker {
             match best {
                 Some((_, gid)) => {
                     self.bind(*k, gid, ts_ns, events);
-                    self.apply_observations(gid, &[*k]);
+                    self.apply_observations(gid, &[*k], true);
                     if let Some(g) = self.globals.get(&gid) {
                         grid.live.insert(g.floor_idx, g.pos, gid);
                     }

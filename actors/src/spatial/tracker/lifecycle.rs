@@ -11,7 +11,7 @@ use super::appearance::{cosine, normalise};
 use super::grid::{dist, Grid, TwoGrids};
 use super::{
     Companion, Motion, Source, SourceKey, SpatialTracker, APPEARANCE_RATE, APPEARANCE_SETTLE,
-    COMPANION_ATTACH_S, COMPANION_MAX_S, COMPANION_SPEED_DIFF_MPS, MAX_SPEED_MPS, OCCLUDER_M,
+    COMPANION_ATTACH_S, COMPANION_SPEED_DIFF_MPS, MAX_SPEED_MPS, OCCLUDER_M,
 };
 
 impl SpatialTracker {
@@ -67,6 +67,7 @@ impl SpatialTracker {
                 }
             }
             let mut kept = Vec::with_capacity(keys.len());
+            let mut suspect = Vec::new();
             for (i, bk) in keys.drain(..).enumerate() {
                 if !blamed.contains(&i) {
                     kept.push(bk);
@@ -88,10 +89,18 @@ impl SpatialTracker {
                     }
                     self.stats.unbound_sources += 1;
                     unbound.push(bk);
+                } else {
+                    suspect.push(bk);
                 }
-                // Otherwise it stays bound but does not move the identity.
             }
-            self.apply_observations(*gid, &kept);
+            if kept.is_empty() {
+                // Only suspect sources: they still say where the identity
+                // is (a swap happens between people close together), but
+                // not what it looks like.
+                self.apply_observations(*gid, &suspect, false);
+            } else {
+                self.apply_observations(*gid, &kept, true);
+            }
         }
         unbound.sort_unstable();
         unbound
@@ -170,7 +179,8 @@ impl SpatialTracker {
     }
 
     /// Fuses the fresh observations `keys` into identity `gid`'s motion model.
-    pub(super) fn apply_observations(&mut self, gid: u64, keys: &[SourceKey]) {
+    /// `learn`: the observations also update the identity's appearance.
+    pub(super) fn apply_observations(&mut self, gid: u64, keys: &[SourceKey], learn: bool) {
         let mut sum = [0.0, 0.0];
         let mut n = 0.0;
         let mut t_max = 0u64;
@@ -232,12 +242,17 @@ impl SpatialTracker {
         g.last_seen = g.last_seen.max(t_max);
         g.pos_ts = g.pos_ts.max(t_max);
         g.obs_pos = g.pos;
+        g.max_disp = g.max_disp.max(dist(g.pos, g.origin));
+        g.cams_seen.extend(keys.iter().map(|k| k.0));
         if let Some(c) = cam {
             if !keys.iter().any(|k| k.0 == g.last_camera) {
                 g.last_camera = c;
             }
         }
         g.score = score;
+        if !learn {
+            return;
+        }
         // Appearance: a running mean whose rate decays to `APPEARANCE_RATE`,
         // fed only by observations that agree with it once it is settled, so
         // that a camera track drifting to another person cannot drag it along.
@@ -284,7 +299,7 @@ impl SpatialTracker {
     /// An identity that stops being observed right next to another one that
     /// moves like it (a group: it is most likely hidden behind it) is carried
     /// along at the same offset while that one is observed, for up to
-    /// `COMPANION_MAX_S`; re-association and coasting then start from where
+    /// `companion_max_s`; re-association and coasting then start from where
     /// it most likely is rather than from where it vanished.
     /// `observed` holds the positions of the identities observed in this
     /// cycle (some may have been merged away since).
@@ -293,7 +308,10 @@ impl SpatialTracker {
             return;
         }
         let attach_ns = (COMPANION_ATTACH_S * 1e9) as u64;
-        let max_ns = (COMPANION_MAX_S * 1e9) as u64;
+        if self.params.companion_max_s <= 0.0 {
+            return;
+        }
+        let max_ns = (self.params.companion_max_s * 1e9) as u64;
         let mut cand = Vec::new();
         // (identity, its companion from now on, new position/velocity/time).
         let mut moves: Vec<(u64, Companion, Option<Motion>)> = Vec::new();
@@ -382,13 +400,22 @@ impl SpatialTracker {
                 }
                 if self.params.reid_enabled {
                     if let (Some(ea), Some(eb)) = (&ga.emb, &gb.emb) {
-                        if cosine(ea, eb) < self.params.merge_similarity {
+                        if cosine(ea, eb) < self.merge_similarity() {
                             continue;
                         }
                     }
                 }
                 let c = self.merge_counts.get(&(*a, *b)).copied().unwrap_or(0) + 1;
                 now.insert((*a, *b), c);
+            }
+        }
+        // A pair not observed together in this cycle (a detector miss on
+        // either side) keeps its count; one observed apart starts again.
+        for (pair, c) in &self.merge_counts {
+            let both_seen = self.updated.contains(&pair.0) && self.updated.contains(&pair.1);
+            let exist = self.globals.contains_key(&pair.0) && self.globals.contains_key(&pair.1);
+            if exist && !both_seen {
+                now.entry(*pair).or_insert(*c);
             }
         }
         self.merge_counts = now;
@@ -414,6 +441,9 @@ impl SpatialTracker {
             if let Some(ga) = self.globals.get_mut(&a) {
                 ga.sources.extend(gb.sources.iter().copied());
                 ga.last_seen = ga.last_seen.max(gb.last_seen);
+                ga.cams_seen.extend(gb.cams_seen.iter().copied());
+                ga.max_disp = ga.max_disp.max(gb.max_disp).max(dist(gb.origin, ga.origin));
+                ga.born_ts = ga.born_ts.min(gb.born_ts);
             }
             self.stats.merged += 1;
             let mut e = self.new_event(event_kind::GLOBAL_ENDED, ts_ns, b);

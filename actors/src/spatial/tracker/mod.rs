@@ -10,7 +10,7 @@
 //! for the rest. A spatial hash over identity positions keeps gating local.
 //! An identity that vanishes right next to another one moving like it (a
 //! group member hidden behind another) is carried along at the same offset
-//! until it is seen again or `COMPANION_MAX_S` has passed.
+//! until it is seen again or `companion_max_s` has passed.
 
 mod appearance;
 mod association;
@@ -81,6 +81,10 @@ pub struct SpatialStats {
     /// longer than `max_gap_seconds` and not yet expired by the TTL).
     #[serde(default)]
     pub lost_tracks: usize,
+    /// Identities published as `static` at the last cycle (fixed false
+    /// detections, not counted in `active_tracks`).
+    #[serde(default)]
+    pub static_tracks: usize,
     /// Identities created since start.
     pub total_tracks: u64,
     /// Handoffs from one camera to another.
@@ -171,6 +175,13 @@ struct Global {
     emb_n: u32,
     score: f32,
     created_cycle: u64,
+    /// Message time and position of the first observation, the farthest
+    /// it has been from there since, and every camera that has seen it:
+    /// what tells a fixed false detection from a person (`static`).
+    born_ts: u64,
+    origin: [f64; 2],
+    max_disp: f64,
+    cams_seen: BTreeSet<usize>,
 }
 
 /// Cross-camera tracker of one shard.
@@ -188,6 +199,8 @@ pub struct SpatialTracker {
     last_step_ts: u64,
     updated: BTreeSet<u64>,
     merge_counts: BTreeMap<(u64, u64), u32>,
+    /// How alike different people look to this shard's appearance model.
+    impostors: appearance::Impostors,
 }
 
 const GRID_CELL_M: f64 = 2.0;
@@ -202,8 +215,6 @@ const OCCLUDER_M: f64 = 1.2;
 const SEEN_NOW_NS: u64 = 60_000_000;
 /// An identity unobserved for at most this long (s) can attach to a companion.
 const COMPANION_ATTACH_S: f64 = 0.5;
-/// Longest time (s) an unobserved identity is carried along by its companion.
-const COMPANION_MAX_S: f64 = 10.0;
 /// Largest velocity difference (m/s) between an identity and its companion.
 const COMPANION_SPEED_DIFF_MPS: f64 = 0.7;
 /// Least learning rate of an identity's appearance.
@@ -257,6 +268,7 @@ impl SpatialTracker {
             last_step_ts: 0,
             updated: BTreeSet::new(),
             merge_counts: BTreeMap::new(),
+            impostors: appearance::Impostors::default(),
         }
     }
 
@@ -415,6 +427,10 @@ impl SpatialTracker {
             }
         }
 
+        // What different people's similarity looks like, from the
+        // identities observed together in this cycle.
+        self.sample_impostors();
+
         // 4. Merge identities that coincide on disjoint cameras.
         self.merge_coinciding(ts_ns, &observed, &mut events);
 
@@ -431,12 +447,11 @@ impl SpatialTracker {
             ts_ns,
             tracks: self.published_tracks(ts_ns),
         };
-        self.stats.active_tracks = tracks
-            .tracks
-            .iter()
-            .filter(|t| t.state != SpatialState::Lost)
-            .count();
-        self.stats.lost_tracks = self.globals.len() - self.stats.active_tracks;
+        let count = |s: SpatialState| tracks.tracks.iter().filter(|t| t.state == s).count();
+        self.stats.active_tracks = count(SpatialState::Observed) + count(SpatialState::Coasting);
+        self.stats.static_tracks = count(SpatialState::Static);
+        self.stats.lost_tracks =
+            self.globals.len() - self.stats.active_tracks - self.stats.static_tracks;
         self.stats.last_step_ms = started.elapsed().as_secs_f64() * 1e3;
         StepOutput { tracks, events }
     }

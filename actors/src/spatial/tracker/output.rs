@@ -20,6 +20,13 @@ impl SpatialTracker {
         let mut out = self.tracks_at(ts_ns);
         for t in &mut out {
             if t.last_seen_ns + interval > ts_ns {
+                if self
+                    .globals
+                    .get(&t.global_id)
+                    .is_some_and(|g| self.is_static(g, ts_ns))
+                {
+                    t.state = SpatialState::Static;
+                }
                 continue;
             }
             match coasting.get(&t.global_id) {
@@ -65,14 +72,34 @@ impl SpatialTracker {
             .collect()
     }
 
+    /// Whether identity `g` looks like a fixed false detection: within
+    /// `static_m` of where it appeared for at least `static_after_s`, seen
+    /// by one camera only although another camera looks at that place (a
+    /// person standing there would be seen by both; one standing where a
+    /// single camera looks stays a person).
+    fn is_static(&self, g: &Global, ts_ns: u64) -> bool {
+        let after = self.params.static_after_s;
+        after > 0.0
+            && g.cams_seen.len() <= 1
+            && g.max_disp <= self.params.static_m
+            && ts_ns.saturating_sub(g.born_ts) as f64 / 1e9 >= after
+            && self.in_view_except(g.floor_idx, g.pos, &g.cams_seen)
+    }
+
     /// Whether floor point `p` of floor `floor_idx` lies inside the image of
     /// one of the shard's cameras (away from the border).
     pub(super) fn in_view(&self, floor_idx: usize, p: [f64; 2]) -> bool {
-        self.cams.iter().any(|c| {
+        self.in_view_except(floor_idx, p, &BTreeSet::new())
+    }
+
+    /// Whether floor point `p` lies inside the image of a camera of floor
+    /// `floor_idx` other than those in `except`.
+    fn in_view_except(&self, floor_idx: usize, p: [f64; 2], except: &BTreeSet<usize>) -> bool {
+        self.cams.iter().enumerate().any(|(ci, c)| {
             let Some((w, h)) = c.size else {
                 return false;
             };
-            if c.floor_idx != floor_idx {
+            if c.floor_idx != floor_idx || except.contains(&ci) {
                 return false;
             }
             let (w, h) = (w as f64, h as f64);
@@ -91,7 +118,7 @@ impl SpatialTracker {
     /// `OCCLUDER_M` (a likely occluder) coasts up to `max_coast_s` seconds,
     /// others up to a third of it; one carried along by the companion it
     /// vanished next to (see `follow_companions`) as long as that one is
-    /// observed, up to `COMPANION_MAX_S`. Positions are extrapolated along
+    /// observed, up to `companion_max_s`. Positions are extrapolated along
     /// the identity's velocity; `last_seen_ns` stays the last observation.
     /// Sorted by `global_id`.
     pub fn coasting_tracks(&self, ts_ns: u64, max_coast_s: f64) -> Vec<SpatialTrack> {

@@ -530,7 +530,12 @@ fn reentry_after_a_blind_gap_keeps_the_id_by_appearance() {
 /// under a new camera track id. Returns the follower's identity before
 /// and after, and what coasts at 5 s.
 fn hidden_follower(x0: f64, follower_vx: f64) -> (u64, Option<u64>, Vec<SpatialTrack>) {
-    let mut st = SpatialTracker::new("s", SpatialParams::default(), vec![cam("a", 0.0)]);
+    // Carrying a hidden group member along is off by default.
+    let params = SpatialParams {
+        companion_max_s: 10.0,
+        ..SpatialParams::default()
+    };
+    let mut st = SpatialTracker::new("s", params, vec![cam("a", 0.0)]);
     let leader_x = |t: f64| 1.0 + t;
     let follower_x = |t: f64| x0 + follower_vx * t;
     let mut before = None;

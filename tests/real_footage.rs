@@ -1,0 +1,66 @@
+//! Cross-camera identity on real footage through the whole service:
+//! `bench/real_footage/run.py` cuts `data/samples/vtest.avi` (5 fps) into two
+//! overlapping views (x in [0,480) and [288,768), one floor calibration
+//! shifted per view) plus the full frame on a floor of its own, publishes
+//! them as `Frame`s with identical timestamps to `nvr run` (real detector,
+//! colour descriptor, per-camera and spatial trackers) and scores the
+//! published global identities against the full frame's own camera tracks.
+//!
+//! Held here: global identity is better than keeping each view's camera
+//! track ids (linking must not make identity worse), the two views agree on
+//! the id of a person in their overlap at least as often as measured for
+//! this build, and an identity is rarely bound to two people at once.
+
+mod common;
+
+use common::*;
+
+fn metric(v: &serde_json::Value, name: &str) -> f64 {
+    v["table"]
+        .as_array()
+        .and_then(|rows| rows.iter().find(|r| r["metric"] == name))
+        .and_then(|r| r["mean"].as_f64())
+        .unwrap_or_else(|| panic!("no metric {name} in real_footage.json"))
+}
+
+#[test]
+fn global_identity_on_two_overlapping_views_beats_per_camera_ids() {
+    let py = require(&data().join("pyenv/bin/python"), "the python environment");
+    require(&data().join("samples/vtest.avi"), "the sample video");
+    let dir = tempfile::tempdir().unwrap();
+    let out = dir.path().join("out");
+    let o = std::process::Command::new(py)
+        .arg(root().join("bench/real_footage/run.py"))
+        .args([
+            "--nvr",
+            env!("CARGO_BIN_EXE_nvr"),
+            "--runs",
+            "1",
+            "--results",
+            "",
+        ])
+        .arg("--out")
+        .arg(&out)
+        .output()
+        .expect("run bench/real_footage/run.py");
+    let log = format!(
+        "{}{}",
+        String::from_utf8_lossy(&o.stdout),
+        String::from_utf8_lossy(&o.stderr)
+    );
+    assert!(o.status.success(), "real_footage run failed:\n{log}");
+    let v: serde_json::Value =
+        serde_json::from_str(&std::fs::read_to_string(out.join("real_footage.json")).unwrap())
+            .unwrap();
+    println!("{log}");
+    let global = metric(&v, "idf1_global.idf1");
+    let per_camera = metric(&v, "idf1_no_linking.idf1");
+    assert!(
+        global > per_camera,
+        "global IDF1 {global:.3} not above per-camera ids {per_camera:.3}"
+    );
+    let agreement = metric(&v, "overlap_agreement.fraction");
+    assert!(agreement >= 0.83, "overlap agreement {agreement:.3}");
+    let double = metric(&v, "double_binding.count");
+    assert!(double <= 40.0, "{double} cycles bind one id to two people");
+}
