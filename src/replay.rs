@@ -46,7 +46,7 @@ pub fn track_all(
                 ts_ns: d.ts_ns,
                 width: d.width,
                 height: d.height,
-                tracks: out.tracks,
+                tracks: out.published(),
             }
         })
         .collect()

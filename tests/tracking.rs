@@ -71,7 +71,7 @@ fn expected(dets: &[Detections]) -> (Vec<CameraTracks>, usize) {
                 ts_ns: d.ts_ns,
                 width: d.width,
                 height: d.height,
-                tracks: out.tracks,
+                tracks: out.published(),
             }
         })
         .collect();

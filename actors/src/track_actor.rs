@@ -336,7 +336,7 @@ async fn process(state: &mut TrackState, ready: Vec<(Detections, jetstream::Mess
             ts_ns: det.ts_ns,
             width: det.width,
             height: det.height,
-            tracks: out.tracks,
+            tracks: out.published(),
         };
         let id = nvr_subjects::msg_id(&det.camera, det.seq);
         let js = &state.args.js;

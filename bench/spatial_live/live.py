@@ -20,9 +20,14 @@ watermarks and limits), not a library call. This module:
    `Content-Type`) with JetStream publish, in timestamp order, unpaced (each
    publish awaits its ack). Scene time 0 is mapped to now - duration - 10 s,
    so every timestamp is inside `limits.max_behind_ms` and none is ahead;
-4. waits until the output stops (no spatial message for `quiet_s` after the
-   last publish; overall timeout), reads /api/v1/spatial/stats, sends
-   SIGTERM and returns the decoded messages (also saved as messages.msgpack).
+4. waits until the output is complete: every `CameraTracks` is in (or none
+   came for `quiet_s`) and a `SpatialTracks` cycle at or after the last
+   detection's time was published (or none came for `quiet_s`); overall
+   timeout. ("No spatial message for 4 s" never happens: when its input
+   stops, nvr's shard carries its clock forward with the wall clock and
+   keeps publishing cycles so that tracks expire.) Then it reads
+   /api/v1/spatial/stats, sends SIGTERM and returns the decoded messages
+   (also saved as messages.msgpack).
 
 With `embeddings=False` objects carry no `embedding` (as nvr's own detectors
 do when `spatial.reid_enabled` is false); run_eval's ablation keeps them.

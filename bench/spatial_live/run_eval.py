@@ -136,7 +136,7 @@ def one_run(scene, meta, nvr, run_dir, variant, overrides, embeddings, resume=Fa
 
 
 def eval_scene(args_tuple):
-    difficulty, seed, people, duration, nvr, ablations, work, sets = args_tuple
+    difficulty, seed, people, duration, nvr, ablations, work, sets, resume = args_tuple
     meta = {"difficulty": difficulty, "seed": seed, "people": people, "duration": duration}
     t = time.time()
     scene = sim.Scene(sim.difficulty(difficulty), seed, people, duration)
@@ -144,7 +144,7 @@ def eval_scene(args_tuple):
            "timing": {"sim_s": time.time() - t}}
     run_dir = Path(work) / difficulty / f"s{seed}"
     t = time.time()
-    run, fails = one_run(scene, meta, nvr, run_dir, "nvr", dict(sets) or None, True)
+    run, fails = one_run(scene, meta, nvr, run_dir, "nvr", dict(sets) or None, True, resume)
     out["failures"] += fails
     out["timing"]["nvr_run_s"] = time.time() - t
     truth = None
@@ -159,7 +159,7 @@ def eval_scene(args_tuple):
         out["api_refused"] = refused_counts(run["api"])
     if ablations:
         t = time.time()
-        run2, fails = one_run(scene, meta, nvr, run_dir, "nvr_reid_off", {**dict(sets), "spatial.reid_enabled": False}, True)
+        run2, fails = one_run(scene, meta, nvr, run_dir, "nvr_reid_off", {**dict(sets), "spatial.reid_enabled": False}, True, resume)
         out["failures"] += fails
         out["timing"]["ablation_run_s"] = time.time() - t
         if run2:
@@ -318,7 +318,8 @@ def main():
     print(f"run directories under {work}; nvr pinned: {binary}", flush=True)
     nvr = None if args.rescore else binary["pinned"]
     sets = tuple(parse_set(kv) for kv in args.set)
-    jobs = [(d, s, args.people, args.duration, nvr, args.ablations, work, sets) for d in diffs for s in seeds]
+    jobs = [(d, s, args.people, args.duration, nvr, args.ablations, work, sets, args.resume)
+            for d in diffs for s in seeds]
     scenes, t0 = [], time.time()
 
     def done(res):

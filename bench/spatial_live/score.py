@@ -11,7 +11,9 @@ not publish counts as an empty output, see `missing_cycles`):
 
 * hypotheses: the tracks of the cycle's `SpatialTracks` whose `state` is
   `observed` or `coasting` (absent state reads as `observed`), at
-  (`x_m`, `y_m`), identity `global_id`; `lost` ones are not on the floor;
+  (`x_m`, `y_m`), identity `global_id`, as subjects/README.md defines "who
+  is on the floor"; `lost` and `static` ones are not (diagnostic
+  `static`: how many `static` track-cycles sat within 1 m of a real person);
 * ground truth (`Scene.floor_truth`): every person in the room at the
   cycle's time (trajectory interpolated) who is *detectable* by at least one
   camera that has started: at least `min_visible` (0.5) of the person's

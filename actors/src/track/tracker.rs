@@ -178,6 +178,18 @@ impl TrackerParams {
     }
 }
 
+impl TrackerOutput {
+    /// The tracks as a `CameraTracks` message carries them: boxes
+    /// (normalised to the frame) kept inside the frame.
+    pub fn published(&self) -> Vec<Track> {
+        let mut tracks = self.tracks.clone();
+        for t in &mut tracks {
+            t.bbox = clip_to_frame(t.bbox);
+        }
+        tracks
+    }
+}
+
 /// The result of one [`Tracker::update`].
 #[derive(Debug, Clone, PartialEq, Default)]
 pub struct TrackerOutput {
@@ -734,7 +746,7 @@ impl Tracker {
                 track_id: t.id,
                 label: t.label.clone(),
                 score: t.score,
-                bbox: clip_to_frame(t.kf.xyxy()),
+                bbox: t.kf.xyxy(),
                 state: if !t.confirmed {
                     TrackState::Tentative
                 } else if t.matched {
@@ -750,10 +762,10 @@ impl Tracker {
     }
 }
 
-/// A published box kept inside the frame (a lost track's prediction may
-/// drift out of it; readers refuse boxes outside the frame): clamped, and
-/// at least a sliver wide and high at the border it left through.
-fn clip_to_frame(b: [f32; 4]) -> [f32; 4] {
+/// A box normalised to the frame kept inside it (a lost track's prediction
+/// may drift out of it; readers refuse boxes outside the frame): clamped,
+/// and at least a sliver wide and high at the border it left through.
+pub fn clip_to_frame(b: [f32; 4]) -> [f32; 4] {
     const EPS: f32 = 1e-3;
     let x0 = b[0].clamp(0.0, 1.0 - EPS);
     let y0 = b[1].clamp(0.0, 1.0 - EPS);
@@ -1003,16 +1015,16 @@ mod tests {
             let x = 0.80 + 0.05 * i as f32;
             tr.update(T0 + i * FRAME, &[det("person", 0.9, x, 0.5, 0.05, 0.1)]);
         }
+        let mut outside = 0;
         for i in 4..12u64 {
             let o = tr.update(T0 + i * FRAME, &[]);
             for t in &o.tracks {
-                assert!(
-                    crate::guard::clean_box(t.bbox, 0.0) == Some(t.bbox),
-                    "{:?}",
-                    t.bbox
-                );
+                outside += usize::from(t.bbox[2] > 1.0);
+                let b = clip_to_frame(t.bbox);
+                assert!(crate::guard::clean_box(b, 0.0) == Some(b), "{b:?}");
             }
         }
+        assert!(outside > 0, "the prediction should leave the frame");
     }
 
     #[test]

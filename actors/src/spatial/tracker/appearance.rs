@@ -150,7 +150,7 @@ impl SpatialTracker {
     /// and refreshes the impostor level.
     pub(super) fn sample_impostors(&mut self) {
         let q = self.params.impostor_quantile;
-        if !(q > 0.0) || !self.params.reid_enabled {
+        if q.is_nan() || q <= 0.0 || !self.params.reid_enabled {
             self.impostors.level = None;
             return;
         }
