@@ -107,10 +107,26 @@ fn constant_time_eq(a: &[u8], b: &[u8]) -> bool {
 /// with the reason: NATS does not answer within a second, or a contract
 /// stream is missing and could not be re-created.
 pub fn health_response(bus: &crate::health::BusHealth, service: &str) -> Response {
+    health_response_warming(bus, service, None)
+}
+
+/// [`health_response`], and `{"status": "warming"}` with 503 and the reason
+/// while `warming` says the process is not ready to take work yet.
+pub fn health_response_warming(
+    bus: &crate::health::BusHealth,
+    service: &str,
+    warming: Option<String>,
+) -> Response {
     let problem = bus.problem();
-    let ok = problem.is_none();
+    let ok = problem.is_none() && warming.is_none();
+    let status = match (&problem, &warming) {
+        (Some(_), _) => "unavailable",
+        (None, Some(_)) => "warming",
+        (None, None) => "ok",
+    };
+    let problem = problem.or(warming);
     let body = json!({
-        "status": if ok { "ok" } else { "unavailable" },
+        "status": status,
         "service": service,
         "nats_connected": bus.nats_answers(),
         "streams_ok": bus.streams_ok(),

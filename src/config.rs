@@ -235,6 +235,18 @@ pub struct DetectionConfig {
     pub threads: usize,
     /// Frames pulled per request.
     pub batch_size: usize,
+    /// Frames per model call (`DETECTION_MAX_BATCH`); 0 = automatic: 1 on
+    /// the CPU, measured at warm-up on an accelerator.
+    pub max_batch: usize,
+    /// How long a worker waits for more frames to fill a batch, ms.
+    pub batch_window_ms: u64,
+    /// cuDNN convolution search on CUDA and TensorRT: `heuristic` (fast
+    /// first inference), `exhaustive` or `default`.
+    pub cuda_conv_search: String,
+    /// TensorRT: build FP16 engines.
+    pub trt_fp16: bool,
+    /// TensorRT: engine cache directory (empty: `<models_path>/trt-cache`).
+    pub trt_cache_dir: String,
     /// Detection fps of a camera that sets none (`DETECTION_DEFAULT_FPS`).
     pub default_fps: f64,
     /// Minimum score reported (`DETECTION_MIN_CONFIDENCE`).
@@ -270,6 +282,11 @@ impl Default for DetectionConfig {
             workers: 0,
             threads: 0,
             batch_size: 4,
+            max_batch: 0,
+            batch_window_ms: 3,
+            cuda_conv_search: "heuristic".into(),
+            trt_fp16: true,
+            trt_cache_dir: String::new(),
             default_fps: 5.0,
             min_confidence: 0.5,
             nms_iou: 0.45,
@@ -286,8 +303,9 @@ impl Default for DetectionConfig {
 impl DetectionConfig {
     /// Detector workers to start: `workers`, or with 0 two per core (up to 8)
     /// on the CPU, where parallel single-threaded sessions outrun one
-    /// multi-threaded session on a small model, and 2 on an accelerator, so
-    /// decoding the next frame overlaps the current inference.
+    /// multi-threaded session on a small model, and one per two cores (2 to
+    /// 8) on an accelerator, so that decoding, NMS and publishing of some
+    /// batches overlap the inference of others.
     pub fn effective_workers(&self) -> usize {
         if self.workers > 0 {
             return self.workers;
@@ -300,7 +318,20 @@ impl DetectionConfig {
                 .unwrap_or(2))
             .clamp(1, 8)
         } else {
-            2
+            (std::thread::available_parallelism()
+                .map(|n| n.get())
+                .unwrap_or(2)
+                / 2)
+            .clamp(2, 8)
+        }
+    }
+
+    /// The TensorRT engine cache directory.
+    pub fn trt_cache_path(&self) -> PathBuf {
+        if self.trt_cache_dir.is_empty() {
+            Path::new(&self.models_path).join("trt-cache")
+        } else {
+            PathBuf::from(&self.trt_cache_dir)
         }
     }
 
@@ -833,6 +864,12 @@ pub const ENV_VARS: &[(&str, &str)] = &[
     ("DETECTION_MODEL", "detection.model"),
     ("DETECTION_INPUT_SIZE", "detection.input_size"),
     ("DETECTION_WORKERS", "detection.workers"),
+    ("DETECTION_THREADS", "detection.threads"),
+    ("DETECTION_MAX_BATCH", "detection.max_batch"),
+    ("DETECTION_BATCH_WINDOW_MS", "detection.batch_window_ms"),
+    ("DETECTION_CUDA_CONV_SEARCH", "detection.cuda_conv_search"),
+    ("DETECTION_TRT_FP16", "detection.trt_fp16"),
+    ("DETECTION_TRT_CACHE_DIR", "detection.trt_cache_dir"),
     ("SPATIAL_ADDR", "spatial.address"),
     ("SPATIAL_EMBEDDED", "spatial.embedded"),
     ("SPATIAL_REID_ENABLED", "spatial.reid_enabled"),
@@ -1208,6 +1245,24 @@ pub fn validate(c: &Config) -> Result<(), ConfigError> {
     }
     if d.workers > 64 {
         return err(format!("detection.workers = {}: at most 64", d.workers));
+    }
+    if d.max_batch > 64 {
+        return err(format!(
+            "detection.max_batch = {}: at most 64 (0 = automatic)",
+            d.max_batch
+        ));
+    }
+    if d.batch_window_ms > 1000 {
+        return err(format!(
+            "detection.batch_window_ms = {}: at most 1000",
+            d.batch_window_ms
+        ));
+    }
+    if nvr_actors::detect::model::conv_search(&d.cuda_conv_search).is_err() {
+        return err(format!(
+            "detection.cuda_conv_search = {:?}: must be heuristic, exhaustive or default",
+            d.cuda_conv_search
+        ));
     }
     if d.batch_size == 0 || d.batch_size > 256 {
         return err(format!(

@@ -15,11 +15,14 @@ use async_nats::service::ServiceExt;
 use axum::{extract::State, routing::get, Json, Router};
 use futures::StreamExt;
 use nvr_actors::camera::{CameraActor, CameraArgs};
+use nvr_actors::detect::model::GpuOptions;
 use nvr_actors::detect::{Backend, DetectorOptions, ModelType};
 use nvr_actors::detector::{DetectorActor, DetectorArgs, LoadedModel};
 use nvr_actors::spatial::{CameraGeometry, SpatialParams};
 use nvr_actors::spatial_actor::{ShardStatus, SpatialActor, SpatialArgs};
-use nvr_actors::status::{self, CameraStatus, DetectionNodeStatus, TrackingStatus, WorkerStats};
+use nvr_actors::status::{
+    self, CameraStatus, DetectionNodeStatus, NodeLayout, TrackingStatus, WorkerStats,
+};
 use nvr_actors::track_actor::{TrackActor, TrackArgs};
 use nvr_subjects::SpatialTrack;
 use ractor::Actor;
@@ -127,6 +130,13 @@ pub fn detector_options(cfg: &Config) -> Result<DetectorOptions> {
         nms_iou: d.nms_iou,
         labels: d.labels.clone(),
         embeddings: cfg.spatial.reid_enabled,
+        gpu: GpuOptions {
+            conv_search: d.cuda_conv_search.clone(),
+            trt_fp16: d.trt_fp16,
+            trt_cache_dir: d.trt_cache_path().display().to_string(),
+            max_batch: if d.max_batch > 0 { d.max_batch } else { 16 },
+            input_size: d.input_size,
+        },
     })
 }
 
@@ -170,6 +180,12 @@ pub struct DetectionNode {
     pub loaded: Vec<Arc<Mutex<Option<LoadedModel>>>>,
     /// Start time.
     pub started: Instant,
+    /// ONNX Runtime threads per worker.
+    pub threads: usize,
+    /// `config` when `detection.max_batch` was set, else `measured`.
+    pub batch_source: &'static str,
+    /// The fps a camera count is expressed in.
+    pub camera_fps: f64,
 }
 
 /// A name for this process: host and pid.
@@ -187,6 +203,14 @@ impl DetectionNode {
     pub fn new(cfg: &Config, js: jetstream::Context) -> (Arc<DetectionNode>, Vec<ChildSpec>) {
         let node = node_id();
         let workers = cfg.detection.effective_workers();
+        let cores = std::thread::available_parallelism()
+            .map(|n| n.get())
+            .unwrap_or(2);
+        let threads = if cfg.detection.threads > 0 {
+            cfg.detection.threads
+        } else {
+            (cores / workers).max(1)
+        };
         let mut stats = Vec::new();
         let mut loaded = Vec::new();
         let mut specs = Vec::new();
@@ -207,6 +231,8 @@ impl DetectionNode {
                 cfg.detection.batch_size,
                 cfg.detection.min_confidence,
             );
+            let (max_batch, window) = (cfg.detection.max_batch, cfg.detection.batch_window_ms);
+            let decode_threads = (cores / workers).max(1);
             let cam_conf = cam_conf.clone();
             let js = js.clone();
             let limits = cfg.limits.limits();
@@ -223,6 +249,9 @@ impl DetectionNode {
                     options: options.clone(),
                     max_frame_age_ms: max_age,
                     batch_size: batch,
+                    max_batch,
+                    batch_window_ms: window,
+                    decode_threads,
                     min_confidence: min_conf,
                     camera_min_confidence: cam_conf.clone(),
                     js: js.clone(),
@@ -240,6 +269,13 @@ impl DetectionNode {
                 workers: stats,
                 loaded,
                 started: Instant::now(),
+                threads,
+                batch_source: if cfg.detection.max_batch > 0 {
+                    "config"
+                } else {
+                    "measured"
+                },
+                camera_fps: cfg.detection.default_fps,
             }),
             specs,
         )
@@ -251,6 +287,7 @@ impl DetectionNode {
             .loaded
             .iter()
             .find_map(|l| l.lock().ok().and_then(|l| l.clone()));
+        let workers: Vec<_> = self.workers.iter().map(|w| w.snapshot()).collect();
         DetectionNodeStatus {
             node: self.node.clone(),
             backend: first
@@ -263,8 +300,24 @@ impl DetectionNode {
             input_size: self.input_size,
             uptime_s: self.started.elapsed().as_secs_f64(),
             memory_mb: status::rss_mb(),
-            workers: self.workers.iter().map(|w| w.snapshot()).collect(),
+            workers: workers.clone(),
+            layout: NodeLayout::of(&workers, self.threads, self.batch_source, self.camera_fps),
         }
+    }
+
+    /// Workers still warming up, as a health reason (`None` once all are ready).
+    pub fn warming(&self) -> Option<String> {
+        let warming = self
+            .workers
+            .iter()
+            .filter(|w| w.layout.lock().map(|l| l.is_none()).unwrap_or(false))
+            .count();
+        (warming > 0).then(|| {
+            format!(
+                "{warming} of {} detector workers warming up",
+                self.workers.len()
+            )
+        })
     }
 }
 
@@ -691,26 +744,29 @@ pub async fn run_detector_node(loaded: config::Loaded) -> Result<ExitCode> {
     let url = node_url(&cfg);
     let (client, js, bus, keeper) = connect_role(&cfg, &url, "nvr detector").await?;
     let (node, specs) = DetectionNode::new(&cfg, js.clone());
+    let n2 = node.clone();
+    let app =
+        Router::new()
+            .route(
+                "/health",
+                get(move |State(n): State<Arc<DetectionNode>>| {
+                    let bus = bus.clone();
+                    async move {
+                        crate::api::health_response_warming(&bus, "nvr-detection", n.warming())
+                    }
+                }),
+            )
+            .route(
+                "/status",
+                get(|State(n): State<Arc<DetectionNode>>| async move { Json(n.status()) }),
+            )
+            .with_state(n2);
+    let token = tokio_util::sync::CancellationToken::new();
+    // Health answers `warming` while the workers load and warm up.
+    let api = crate::api::serve(listener, app, token.clone())?;
     let (sup, handle) = supervisor::start_supervisor(specs).await?;
     let responder = serve_detection_status(client.clone(), node.clone()).await?;
     let services = register_services(&client, Some(&node), None).await;
-
-    let n2 = node.clone();
-    let app = Router::new()
-        .route(
-            "/health",
-            get(move || {
-                let bus = bus.clone();
-                async move { crate::api::health_response(&bus, "nvr-detection") }
-            }),
-        )
-        .route(
-            "/status",
-            get(|State(n): State<Arc<DetectionNode>>| async move { Json(n.status()) }),
-        )
-        .with_state(n2);
-    let token = tokio_util::sync::CancellationToken::new();
-    let api = crate::api::serve(listener, app, token.clone())?;
     let mut signals = supervisor::ShutdownSignals::install();
     info!(node = %node.node, workers = node.workers.len(), http = %listen, nats = %crate::nats::redact_url(&url), "detection node running");
     signals.recv().await;

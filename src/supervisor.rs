@@ -86,13 +86,23 @@ impl Actor for Supervisor {
         };
         let mut ordered = specs;
         ordered.sort_by_key(|s| std::cmp::Reverse(s.order));
-        // Start consumers before producers: spatial, trackers, detectors, cameras.
-        for spec in ordered {
-            let cell = (spec.spawn)(myself.get_cell())
-                .await
-                .map_err(|e| format!("{}: {e}", spec.name))?;
-            state.children.insert(spec.name.clone(), cell);
-            state.specs.insert(spec.name.clone(), spec);
+        // Start consumers before producers: spatial, trackers, detectors,
+        // cameras. Children of one order start together (a node's detector
+        // workers warm up their models at the same time).
+        let mut i = 0;
+        while i < ordered.len() {
+            let order = ordered[i].order;
+            let n = ordered[i..].iter().take_while(|s| s.order == order).count();
+            let group: Vec<ChildSpec> = ordered[i..i + n].to_vec();
+            i += n;
+            let started =
+                futures::future::join_all(group.iter().map(|spec| (spec.spawn)(myself.get_cell())))
+                    .await;
+            for (spec, r) in group.into_iter().zip(started) {
+                let cell = r.map_err(|e| format!("{}: {e}", spec.name))?;
+                state.children.insert(spec.name.clone(), cell);
+                state.specs.insert(spec.name.clone(), spec);
+            }
         }
         Ok(state)
     }

@@ -772,3 +772,73 @@ async fn a_frame_given_up_after_max_deliveries_is_counted() {
         .iter()
         .any(|l| l.contains("maximum number of deliveries")));
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn workers_warm_up_before_they_pull_and_the_node_shows_its_layout() {
+    model_ready();
+    let server = NatsServer::start();
+    let dir = tempfile::tempdir().unwrap();
+    let http = free_port();
+    let extra = "  max_batch: 3\n  max_frame_age_ms: 600000\n";
+    let cfg = detector_config(dir.path(), "n", &server.url, http, extra);
+    let text = std::fs::read_to_string(&cfg).unwrap();
+    std::fs::write(&cfg, text.replace("  workers: 1\n", "  workers: 2\n")).unwrap();
+    let mut node = NvrProcess::start(
+        &["detector", "--config", cfg.to_str().unwrap()],
+        dir.path(),
+        &[],
+    );
+    // Health answers before the workers are warm, and says so.
+    let first = eventually(Duration::from_secs(60), "/health answering", || {
+        std::net::TcpStream::connect(("127.0.0.1", http)).ok()?;
+        Some(http_get(http, "/health"))
+    });
+    assert!(
+        first.0 == 200 || (first.0 == 503 && first.1.contains("warming")),
+        "{first:?}"
+    );
+    node.wait_for_log("detection node running", Duration::from_secs(60));
+    let client = server.client().await;
+    let js = jetstream::new(client.clone());
+    let frames = jpeg_frames("vtest.avi", 5, 40, 320);
+    for seq in 1..=9u64 {
+        let f = frame_msg("warm", seq, &frames[seq as usize % frames.len()]);
+        assert!(publish_frame(&js, &f).await);
+    }
+    eventually(Duration::from_secs(60), "9 frames processed", || {
+        (worker_counts(http).0 == 9).then_some(())
+    });
+    let st = json_get(http, "/status");
+    let layout = &st["layout"];
+    assert_eq!(layout["workers"], 2, "{st}");
+    assert_eq!(layout["warming"], 0, "{st}");
+    assert_eq!(layout["threads"], 1, "{st}");
+    assert_eq!(layout["batch"], 3, "{st}");
+    assert_eq!(layout["batch_source"], "config", "{st}");
+    let cap = layout["capacity_fps"].as_f64().unwrap_or(0.0);
+    let cams = layout["capacity_cameras"].as_f64().unwrap_or(0.0);
+    assert!(cap > 0.0, "{st}");
+    assert!((cams - cap / 5.0).abs() <= 0.2, "{st}");
+    for w in st["workers"].as_array().unwrap() {
+        let l = &w["layout"];
+        assert_eq!(l["batch"], 3, "{w}");
+        assert_eq!(l["batchable"], true, "{w}");
+        let sizes: Vec<u64> = l["timings"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .filter_map(|t| t["batch"].as_u64())
+            .collect();
+        assert_eq!(sizes, vec![1, 3], "{w}");
+        let warmed = l["warmed_ns"].as_u64().unwrap_or(0);
+        let pulled = w["first_pull_ns"].as_u64().unwrap_or(0);
+        assert!(
+            warmed > 0 && pulled > warmed,
+            "pulled at {pulled}, warmed at {warmed}"
+        );
+    }
+    let (code, body) = http_get(http, "/health");
+    assert_eq!(code, 200, "{body}");
+    node.interrupt();
+    assert_eq!(node.wait_exit(Duration::from_secs(10)), Some(0));
+}

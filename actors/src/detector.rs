@@ -1,9 +1,11 @@
-//! `DetectorActor`: one detection worker. It pulls batches of frames from the
-//! shared durable consumer `detectors` (the JetStream queue group), skips
-//! frames that waited too long, runs the model on a blocking thread,
-//! publishes `Detections` and acknowledges each frame only after JetStream
-//! stored its detections. A worker that dies leaves its unacknowledged
-//! frames to be redelivered to the others.
+//! `DetectorActor`: one detection worker. It loads the model and warms it up
+//! (measuring the batch sizes it may use) before it first asks the shared
+//! durable consumer `detectors` (the JetStream queue group) for frames. It
+//! then pulls frames, skips those that waited too long, decodes the rest on
+//! a few threads, runs the model on up to `max_batch` of them in one session
+//! call on a blocking thread, publishes `Detections` and acknowledges each
+//! frame only after JetStream stored its detections. A worker that dies
+//! leaves its unacknowledged frames to be redelivered to the others.
 
 use std::collections::BTreeMap;
 use std::sync::Arc;
@@ -16,9 +18,13 @@ use ractor::{Actor, ActorProcessingErr, ActorRef};
 use tracing::{debug, info, warn};
 
 use crate::bus::{self, now_ns};
+use crate::detect::batch::{choose_batch, BatchTiming};
 use crate::detect::{DetectError, Detector, DetectorOptions, RgbImage};
 use crate::guard::{self, Limits, Refusal};
-use crate::status::WorkerStats;
+use crate::status::{BatchTimingStatus, WorkerLayout, WorkerStats};
+
+/// Batch sizes an accelerator's warm-up measures when `max_batch` is automatic.
+const CALIBRATION_BATCHES: [usize; 5] = [1, 2, 4, 8, 16];
 
 /// What a detector worker needs to start.
 pub struct DetectorArgs {
@@ -28,8 +34,16 @@ pub struct DetectorArgs {
     pub options: DetectorOptions,
     /// Frames older than this when pulled are skipped.
     pub max_frame_age_ms: u64,
-    /// Frames per pull request.
+    /// Frames per pull request (at least the batch size).
     pub batch_size: usize,
+    /// Frames per session call; 0 = measured at warm-up (1 on the CPU,
+    /// where a batch is no faster than its frames one by one).
+    pub max_batch: usize,
+    /// How long to wait for more frames when a pull returned fewer than
+    /// the batch size, ms (0 = run what the pull returned).
+    pub batch_window_ms: u64,
+    /// Threads that decode a batch's images in parallel.
+    pub decode_threads: usize,
     /// Minimum score by default.
     pub min_confidence: f32,
     /// Per-camera minimum score.
@@ -62,14 +76,27 @@ pub enum DetectorMsg {
     Pull,
 }
 
+/// A loaded, warmed-up model and what its warm-up measured.
+struct Warm {
+    /// The model.
+    detector: Detector,
+    /// Timing per batch size tried.
+    timings: Vec<BatchTiming>,
+}
+
 /// State built in `pre_start`.
 pub struct DetectorState {
-    /// The model; moved into the blocking thread during inference.
+    /// The model; moved into the blocking thread during inference, and
+    /// absent until the warm-up finished.
     detector: Option<Detector>,
-    /// The shared consumer.
-    consumer: consumer::Consumer<consumer::pull::Config>,
+    /// The shared consumer, joined once warmed up.
+    consumer: Option<consumer::Consumer<consumer::pull::Config>>,
+    /// When the worker started loading its model.
+    started: Instant,
     /// Static parts of the args.
     args: DetectorArgs,
+    /// Frames per session call chosen at warm-up.
+    batch: usize,
     /// When "frame skipped" was last logged (rate limit).
     last_skip_log: Option<Instant>,
     /// Skips since the last log line.
@@ -90,33 +117,25 @@ impl Actor for DetectorActor {
         myself: ActorRef<Self::Msg>,
         args: DetectorArgs,
     ) -> Result<Self::State, ActorProcessingErr> {
+        // Loading and warming up block only this worker (the supervisor
+        // starts a node's workers together); the worker joins the queue
+        // group once warm.
         let opts = args.options.clone();
-        let detector = tokio::task::spawn_blocking(move || Detector::load(opts)).await??;
-        info!(
-            worker = %args.worker,
-            backend = detector.backend(),
-            model = detector.model_name(),
-            input = detector.input_size(),
-            "detector worker ready"
-        );
-        if let Ok(mut l) = args.loaded.lock() {
-            *l = Some(LoadedModel {
-                backend: detector.backend().to_string(),
-                fallback_reason: detector.fallback_reason().map(str::to_string),
-                model: detector.model_name().to_string(),
-            });
-        }
-        let stream = args.js.get_stream(streams::FRAMES).await?;
-        let consumer: consumer::Consumer<consumer::pull::Config> =
-            stream.get_consumer(streams::DETECTORS_CONSUMER).await?;
-        myself.cast(DetectorMsg::Pull)?;
-        Ok(DetectorState {
-            detector: Some(detector),
-            consumer,
+        let want = args.max_batch;
+        let started = Instant::now();
+        let warm = tokio::task::spawn_blocking(move || warm_up(opts, want)).await??;
+        let mut state = DetectorState {
+            detector: None,
+            consumer: None,
+            started,
             args,
+            batch: 1,
             last_skip_log: None,
             skips_unlogged: 0,
-        })
+        };
+        on_warm(&mut state, warm).await?;
+        myself.cast(DetectorMsg::Pull)?;
+        Ok(state)
     }
 
     async fn handle(
@@ -127,29 +146,36 @@ impl Actor for DetectorActor {
     ) -> Result<(), ActorProcessingErr> {
         match msg {
             DetectorMsg::Pull => {
-                let batch = state
-                    .consumer
-                    .fetch()
-                    .max_messages(state.args.batch_size)
-                    .expires(Duration::from_millis(500))
-                    .messages()
+                let _ = state.args.stats.first_pull_ns.compare_exchange(
+                    0,
+                    now_ns(),
+                    std::sync::atomic::Ordering::Relaxed,
+                    std::sync::atomic::Ordering::Relaxed,
+                );
+                let want = state.args.batch_size.max(state.batch);
+                let mut pulled = Vec::with_capacity(want);
+                pull(state, want, Duration::from_millis(500), &mut pulled).await;
+                let window = state.args.batch_window_ms;
+                if !pulled.is_empty() && pulled.len() < state.batch && window > 0 {
+                    let more = state.batch - pulled.len();
+                    pull(
+                        state,
+                        more,
+                        Duration::from_millis(window.max(1)),
+                        &mut pulled,
+                    )
                     .await;
-                match batch {
-                    Ok(mut messages) => {
-                        while let Some(m) = messages.next().await {
-                            match m {
-                                Ok(m) => process(state, m).await?,
-                                Err(e) => {
-                                    debug!("pull: {e}");
-                                    break;
-                                }
-                            }
-                        }
+                }
+                let mut ready = Vec::with_capacity(pulled.len());
+                for m in pulled {
+                    if let Some(w) = admit(state, m).await {
+                        ready.push(w);
                     }
-                    Err(e) => {
-                        warn!(worker = %state.args.worker, "pull failed: {e}; retrying");
-                        tokio::time::sleep(Duration::from_millis(500)).await;
-                    }
+                }
+                while !ready.is_empty() {
+                    let rest = ready.split_off(ready.len().min(state.batch));
+                    let batch = std::mem::replace(&mut ready, rest);
+                    run_batch(state, batch).await?;
                 }
                 myself.cast(DetectorMsg::Pull)?;
             }
@@ -158,11 +184,131 @@ impl Actor for DetectorActor {
     }
 }
 
-/// Processes one pulled frame message.
-async fn process(
+/// Loads the model and runs it at every batch size the worker may use
+/// (blocking).
+fn warm_up(opts: DetectorOptions, want: usize) -> Result<Warm, DetectError> {
+    let mut detector = Detector::load(opts)?;
+    let accel = detector.backend() != "cpu";
+    let sizes: Vec<usize> = match want {
+        0 if accel => CALIBRATION_BATCHES.to_vec(),
+        0 | 1 => vec![1],
+        n => vec![1, n],
+    };
+    let rounds = if accel { 3 } else { 1 };
+    let timings = detector.warm_up(&sizes, rounds)?;
+    Ok(Warm { detector, timings })
+}
+
+/// Takes the warmed-up model: chooses the batch, publishes the layout and
+/// only then joins the `detectors` consumer.
+async fn on_warm(state: &mut DetectorState, warm: Warm) -> Result<(), ActorProcessingErr> {
+    let Warm { detector, timings } = warm;
+    let args = &state.args;
+    let batch = match args.max_batch {
+        0 => choose_batch(&timings),
+        n if detector.batchable() => n,
+        _ => 1,
+    };
+    let at = |b: usize| timings.iter().find(|t| t.batch == b).map(BatchTiming::fps);
+    let layout = WorkerLayout {
+        batch,
+        batchable: detector.batchable(),
+        batch_note: detector.batch_note().map(str::to_string),
+        threads: args.options.threads,
+        warmup_ms: (state.started.elapsed().as_secs_f64() * 1e4).round() / 10.0,
+        warmed_ns: now_ns(),
+        timings: timings
+            .iter()
+            .map(|t| BatchTimingStatus {
+                batch: t.batch,
+                call_ms: (t.call_ms * 100.0).round() / 100.0,
+                fps: (t.fps() * 10.0).round() / 10.0,
+            })
+            .collect(),
+        capacity_fps: (at(batch).or(at(1)).unwrap_or(0.0) * 10.0).round() / 10.0,
+    };
+    info!(
+        worker = %args.worker,
+        backend = detector.backend(),
+        model = detector.model_name(),
+        input = detector.input_size(),
+        batch,
+        capacity_fps = layout.capacity_fps,
+        warmup_ms = layout.warmup_ms as u64,
+        "detector worker ready"
+    );
+    if let Ok(mut l) = args.loaded.lock() {
+        *l = Some(LoadedModel {
+            backend: detector.backend().to_string(),
+            fallback_reason: detector.fallback_reason().map(str::to_string),
+            model: detector.model_name().to_string(),
+        });
+    }
+    let stream = args.js.get_stream(streams::FRAMES).await?;
+    let consumer: consumer::Consumer<consumer::pull::Config> =
+        stream.get_consumer(streams::DETECTORS_CONSUMER).await?;
+    if let Ok(mut l) = args.stats.layout.lock() {
+        *l = Some(layout);
+    }
+    state.consumer = Some(consumer);
+    state.detector = Some(detector);
+    state.batch = batch;
+    Ok(())
+}
+
+/// Appends up to `max` frame messages from one pull request to `out`.
+async fn pull(
     state: &mut DetectorState,
-    m: jetstream::Message,
-) -> Result<(), ActorProcessingErr> {
+    max: usize,
+    expires: Duration,
+    out: &mut Vec<jetstream::Message>,
+) {
+    let Some(consumer) = &state.consumer else {
+        return;
+    };
+    let batch = consumer
+        .fetch()
+        .max_messages(max)
+        .expires(expires)
+        .messages()
+        .await;
+    match batch {
+        Ok(mut messages) => {
+            while let Some(m) = messages.next().await {
+                match m {
+                    Ok(m) => out.push(m),
+                    Err(e) => {
+                        debug!("pull: {e}");
+                        break;
+                    }
+                }
+            }
+        }
+        Err(e) => {
+            warn!(worker = %state.args.worker, "pull failed: {e}; retrying");
+            tokio::time::sleep(Duration::from_millis(500)).await;
+        }
+    }
+}
+
+/// A pulled message and its queue time (ms), kept while its frame runs.
+type Pulled = (jetstream::Message, f64);
+
+/// A frame admitted for inference.
+struct Work {
+    /// Its message, acknowledged once its detections are stored.
+    msg: jetstream::Message,
+    /// The decoded frame message.
+    frame: Frame,
+    /// Minimum score for its camera.
+    min_conf: f32,
+    /// Capture to pull, ms.
+    age_ms: f64,
+}
+
+/// Boundary checks and age: the frame to run, or `None` when it was
+/// refused or skipped (and acknowledged accordingly).
+async fn admit(state: &mut DetectorState, m: jetstream::Message) -> Option<Work> {
     let pulled_ns = now_ns();
     let stats = state.args.stats.clone();
     let frame: Frame = match decode(&m.payload) {
@@ -178,7 +324,7 @@ async fn process(
                 &format!("malformed frame on {}: {e}", m.subject),
             );
             let _ = m.ack_with(AckKind::Term).await;
-            return Ok(());
+            return None;
         }
     };
     if let Err(why) = check_frame(&m.subject, &frame, pulled_ns, &state.args.limits) {
@@ -190,7 +336,7 @@ async fn process(
         warn!(worker = %state.args.worker, "{line}");
         stats.record_refused(camera.as_deref(), why, &line);
         let _ = m.ack_with(AckKind::Term).await;
-        return Ok(());
+        return None;
     }
     let age_ms = pulled_ns.saturating_sub(frame.ts_ns) as f64 / 1e6;
     if age_ms > state.args.max_frame_age_ms as f64 {
@@ -213,7 +359,7 @@ async fn process(
             state.skips_unlogged = 0;
         }
         let _ = m.ack().await;
-        return Ok(());
+        return None;
     }
     let min_conf = state
         .args
@@ -221,20 +367,52 @@ async fn process(
         .get(&frame.camera)
         .copied()
         .unwrap_or(state.args.min_confidence);
+    Some(Work {
+        msg: m,
+        frame,
+        min_conf,
+        age_ms,
+    })
+}
+
+/// Decodes, runs and publishes one batch of admitted frames.
+async fn run_batch(state: &mut DetectorState, batch: Vec<Work>) -> Result<(), ActorProcessingErr> {
     let Some(mut detector) = state.detector.take() else {
         return Err("detector model missing".into());
     };
     let started = Instant::now();
-    let camera = frame.camera.clone();
     let max_pixels = state.args.limits.max_image_pixels;
-    let (detector, result) = tokio::task::spawn_blocking(move || {
-        let r = infer(&mut detector, &frame, min_conf, max_pixels).map(|objs| (frame, objs));
-        (detector, r)
+    let threads = state.args.decode_threads.max(1);
+    let (metas, frames): (Vec<Pulled>, Vec<(Frame, f32)>) = batch
+        .into_iter()
+        .map(|w| ((w.msg, w.age_ms), (w.frame, w.min_conf)))
+        .unzip();
+    let (detector, frames, results) = tokio::task::spawn_blocking(move || {
+        let r = infer_batch(&mut detector, &frames, max_pixels, threads);
+        (detector, frames, r)
     })
     .await?;
     state.detector = Some(detector);
     let latency_ms = started.elapsed().as_secs_f64() * 1000.0;
-    let (frame, objects) = match result {
+    for (((msg, age_ms), (frame, _)), result) in metas.into_iter().zip(frames).zip(results) {
+        publish(state, msg, frame, age_ms, result, latency_ms).await;
+    }
+    Ok(())
+}
+
+/// Publishes one frame's detections and acknowledges it once they are
+/// stored; a frame that failed is counted and terminated.
+async fn publish(
+    state: &mut DetectorState,
+    m: jetstream::Message,
+    frame: Frame,
+    age_ms: f64,
+    result: Result<Vec<nvr_subjects::DetectedObject>, DetectError>,
+    latency_ms: f64,
+) {
+    let stats = state.args.stats.clone();
+    let camera = frame.camera.clone();
+    let objects = match result {
         Ok(v) => v,
         Err(e) => {
             warn!(worker = %state.args.worker, camera = %camera, "frame failed: {e}");
@@ -246,7 +424,7 @@ async fn process(
                 _ => stats.record_error(Some(&camera), &line),
             }
             let _ = m.ack_with(AckKind::Term).await;
-            return Ok(());
+            return;
         }
     };
     let det = Detections {
@@ -296,7 +474,6 @@ async fn process(
                 .await;
         }
     }
-    Ok(())
 }
 
 /// The boundary checks of a frame: its camera field agrees with the subject,
@@ -311,15 +488,71 @@ fn check_frame(subject: &str, frame: &Frame, now_ns: u64, limits: &Limits) -> Re
     guard::check_pixels(frame.data_width, frame.data_height, limits)
 }
 
-/// Decodes the frame's image and runs the model (blocking).
-fn infer(
+/// Decodes the frames' images on up to `threads` threads and runs the model
+/// on those that decoded, in one session call when the model batches
+/// (blocking). One result per frame, in order.
+fn infer_batch(
     detector: &mut Detector,
-    frame: &Frame,
-    min_conf: f32,
+    frames: &[(Frame, f32)],
     max_pixels: u64,
-) -> Result<Vec<nvr_subjects::DetectedObject>, DetectError> {
-    let img = match frame.encoding {
-        FrameEncoding::Jpeg => crate::detect::image::decode_jpeg_limited(&frame.data, max_pixels)?,
+    threads: usize,
+) -> Vec<Result<Vec<nvr_subjects::DetectedObject>, DetectError>> {
+    let mut images: Vec<Option<Result<RgbImage, DetectError>>> =
+        (0..frames.len()).map(|_| None).collect();
+    let per = frames.len().div_ceil(threads.clamp(1, frames.len().max(1)));
+    if frames.len() <= 1 || per >= frames.len() {
+        for (slot, (f, _)) in images.iter_mut().zip(frames) {
+            *slot = Some(decode_image(f, max_pixels));
+        }
+    } else {
+        std::thread::scope(|scope| {
+            for (slots, chunk) in images.chunks_mut(per).zip(frames.chunks(per)) {
+                scope.spawn(move || {
+                    for (slot, (f, _)) in slots.iter_mut().zip(chunk) {
+                        *slot = Some(decode_image(f, max_pixels));
+                    }
+                });
+            }
+        });
+    }
+    let mut results: Vec<Result<Vec<nvr_subjects::DetectedObject>, DetectError>> =
+        Vec::with_capacity(frames.len());
+    let mut ok_idx = Vec::new();
+    let mut ok_imgs = Vec::new();
+    let mut ok_conf = Vec::new();
+    for (i, img) in images.into_iter().enumerate() {
+        match img.unwrap_or_else(|| Err(DetectError::Image("not decoded".into()))) {
+            Ok(img) => {
+                ok_idx.push(i);
+                ok_imgs.push(img);
+                ok_conf.push(frames[i].1);
+                results.push(Ok(Vec::new()));
+            }
+            Err(e) => results.push(Err(e)),
+        }
+    }
+    let refs: Vec<&RgbImage> = ok_imgs.iter().collect();
+    match detector.detect_batch(&refs, &ok_conf) {
+        Ok(per_frame) => {
+            for (i, objs) in ok_idx.into_iter().zip(per_frame) {
+                results[i] = Ok(objs);
+            }
+        }
+        Err(e) => {
+            let line = e.to_string();
+            for i in ok_idx {
+                results[i] = Err(DetectError::Inference(line.clone()));
+            }
+        }
+    }
+    results
+}
+
+/// The frame's image: JPEG decoded (bounded by `max_pixels`) or raw RGB
+/// checked against its declared size.
+fn decode_image(frame: &Frame, max_pixels: u64) -> Result<RgbImage, DetectError> {
+    match frame.encoding {
+        FrameEncoding::Jpeg => crate::detect::image::decode_jpeg_limited(&frame.data, max_pixels),
         FrameEncoding::Rgb24 => {
             let w = if frame.data_width > 0 {
                 frame.data_width
@@ -338,12 +571,11 @@ fn infer(
                     frame.data.len()
                 )));
             }
-            RgbImage {
+            Ok(RgbImage {
                 width: w,
                 height: h,
                 data: frame.data.clone(),
-            }
+            })
         }
-    };
-    detector.detect(&img, min_conf)
+    }
 }

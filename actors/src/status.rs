@@ -169,6 +169,44 @@ pub struct WorkerStats {
     pub refused: Mutex<crate::guard::RefusalCounts>,
     /// When a frame was last refused (ms since the Unix epoch).
     pub refused_ms: AtomicU64,
+    /// What the warm-up measured and chose; `None` while warming up.
+    pub layout: Mutex<Option<WorkerLayout>>,
+    /// When the worker first asked the queue for frames (ns since the Unix
+    /// epoch, 0 = not yet): always after its warm-up finished.
+    pub first_pull_ns: AtomicU64,
+}
+
+/// What a detector worker's warm-up measured and the batch it chose.
+#[derive(Debug, Clone, Default, Serialize, Deserialize, PartialEq)]
+pub struct WorkerLayout {
+    /// Frames per session call.
+    pub batch: usize,
+    /// Whether the model batches (see `detect::batch`).
+    pub batchable: bool,
+    /// Why it does not, when it does not.
+    pub batch_note: Option<String>,
+    /// ONNX Runtime threads of the worker's session.
+    pub threads: usize,
+    /// How long loading and warming up took, ms.
+    pub warmup_ms: f64,
+    /// When the warm-up finished (ns since the Unix epoch).
+    pub warmed_ns: u64,
+    /// Measured milliseconds per call, per batch size tried.
+    pub timings: Vec<BatchTimingStatus>,
+    /// Frames per second of this worker at its batch size (model only,
+    /// measured during warm-up while the node's other workers warmed too).
+    pub capacity_fps: f64,
+}
+
+/// One measured batch size.
+#[derive(Debug, Clone, Default, Serialize, Deserialize, PartialEq)]
+pub struct BatchTimingStatus {
+    /// Frames per call.
+    pub batch: usize,
+    /// Milliseconds per call.
+    pub call_ms: f64,
+    /// Frames per second at this size.
+    pub fps: f64,
 }
 
 impl WorkerStats {
@@ -189,6 +227,8 @@ impl WorkerStats {
             last_error: Mutex::new(None),
             refused: Mutex::new(Default::default()),
             refused_ms: AtomicU64::new(0),
+            layout: Mutex::new(None),
+            first_pull_ns: AtomicU64::new(0),
         }
     }
 
@@ -286,6 +326,8 @@ impl WorkerStats {
             last_error: self.last_error.lock().ok().and_then(|e| e.clone()),
             refused: self.refused.lock().map(|r| r.clone()).unwrap_or_default(),
             refused_ms: self.refused_ms.load(Ordering::Relaxed),
+            layout: self.layout.lock().ok().and_then(|l| l.clone()),
+            first_pull_ns: self.first_pull_ns.load(Ordering::Relaxed),
         }
     }
 }
@@ -328,6 +370,12 @@ pub struct WorkerStatus {
     /// When a frame was last refused (ms since the Unix epoch, 0 = never).
     #[serde(default)]
     pub refused_ms: u64,
+    /// Warm-up measurements and the chosen batch; absent while warming up.
+    #[serde(default)]
+    pub layout: Option<WorkerLayout>,
+    /// When the worker first pulled frames (ns since the Unix epoch, 0 = not yet).
+    #[serde(default)]
+    pub first_pull_ns: u64,
 }
 
 /// What a detection node answers on [`DETECTION_STATUS_SUBJECT`].
@@ -351,6 +399,58 @@ pub struct DetectionNodeStatus {
     pub memory_mb: f64,
     /// Workers of the node.
     pub workers: Vec<WorkerStatus>,
+    /// The node's layout and measured capacity.
+    #[serde(default)]
+    pub layout: NodeLayout,
+}
+
+/// How a detection node is laid out and what it measured it can do.
+#[derive(Debug, Clone, Default, Serialize, Deserialize, PartialEq)]
+pub struct NodeLayout {
+    /// Detector workers.
+    pub workers: usize,
+    /// Workers still warming up (the node takes no frames until they are 0).
+    pub warming: usize,
+    /// ONNX Runtime threads per worker.
+    pub threads: usize,
+    /// Frames per session call (the largest any worker chose).
+    pub batch: usize,
+    /// Whether `batch` was set by hand (`detection.max_batch`) or measured.
+    pub batch_source: String,
+    /// Frames per second the warmed-up workers sustain together (model
+    /// only, from the warm-up measurements).
+    pub capacity_fps: f64,
+    /// `capacity_fps` in cameras at `detection.default_fps`.
+    pub capacity_cameras: f64,
+    /// The fps that camera count assumes.
+    pub camera_fps: f64,
+}
+
+impl NodeLayout {
+    /// The layout of workers `stats` (threads and batch source from the config).
+    pub fn of(
+        stats: &[WorkerStatus],
+        threads: usize,
+        batch_source: &str,
+        camera_fps: f64,
+    ) -> NodeLayout {
+        let ready: Vec<&WorkerLayout> = stats.iter().filter_map(|w| w.layout.as_ref()).collect();
+        let capacity: f64 = ready.iter().map(|l| l.capacity_fps).sum();
+        NodeLayout {
+            workers: stats.len(),
+            warming: stats.len() - ready.len(),
+            threads,
+            batch: ready.iter().map(|l| l.batch).max().unwrap_or(0),
+            batch_source: batch_source.to_string(),
+            capacity_fps: (capacity * 10.0).round() / 10.0,
+            capacity_cameras: if camera_fps > 0.0 {
+                (capacity / camera_fps * 10.0).round() / 10.0
+            } else {
+                0.0
+            },
+            camera_fps,
+        }
+    }
 }
 
 /// Resident set size of this process in MiB (Linux `/proc/self/statm`).

@@ -403,3 +403,111 @@ fn raw_benchmark_runs() {
         assert!(b.fps > 0.0 && b.p50_ms > 0.0 && b.p99_ms >= b.p50_ms);
     }
 }
+
+/// Objects of two runs agree: same count, labels, and scores and boxes
+/// within float tolerance.
+fn assert_same_objects(a: &[DetectedObject], b: &[DetectedObject], ctx: &str) {
+    assert_eq!(a.len(), b.len(), "{ctx}: {a:?} vs {b:?}");
+    for (x, y) in a.iter().zip(b) {
+        assert_eq!(x.label, y.label, "{ctx}");
+        assert!((x.score - y.score).abs() <= 1e-3, "{ctx}: {x:?} vs {y:?}");
+        for k in 0..4 {
+            assert!(
+                (x.bbox[k] - y.bbox[k]).abs() <= 1e-3,
+                "{ctx}: {x:?} vs {y:?}"
+            );
+        }
+    }
+}
+
+#[test]
+fn batched_results_equal_single_frame_results_on_real_footage() {
+    let mut imgs = frames("samples/vtest.avi", 0, 40, 5);
+    // Another size in the same batch: its own letterbox geometry.
+    imgs.push(frames("samples/astronaut.png", 0, 1, 1).remove(0));
+    let mut d = detector(&dynamic_model(), 416);
+    assert!(
+        d.batchable(),
+        "the dynamic model from scripts/setup batches: {:?}",
+        d.batch_note()
+    );
+    let thresholds = [0.3, 0.5, 0.3, 0.4, 0.3, 0.5];
+    let singles: Vec<Vec<DetectedObject>> = imgs
+        .iter()
+        .zip(thresholds)
+        .map(|(img, t)| d.detect(img, t).unwrap())
+        .collect();
+    let refs: Vec<&RgbImage> = imgs.iter().collect();
+    let batched = d.detect_batch(&refs, &thresholds).unwrap();
+    assert_eq!(batched.len(), imgs.len());
+    let people: usize = singles.iter().map(|o| persons(o).len()).sum();
+    assert!(people >= 12, "{people} persons in 6 frames");
+    for (i, (s, b)) in singles.iter().zip(&batched).enumerate() {
+        assert_same_objects(s, b, &format!("frame {i}"));
+    }
+    // Batches of other sizes split the same way.
+    let pair = d.detect_batch(&refs[4..6], &thresholds[4..6]).unwrap();
+    assert_same_objects(&singles[4], &pair[0], "pair 0");
+    assert_same_objects(&singles[5], &pair[1], "pair 1");
+}
+
+#[test]
+fn a_model_that_cannot_batch_runs_one_frame_per_call() {
+    let imgs = frames("samples/vtest.avi", 0, 50, 2);
+    let refs: Vec<&RgbImage> = imgs.iter().collect();
+    // Fixed batch dimension.
+    let mut fixed = detector(&require("models/yolox_nano.onnx"), 416);
+    assert!(!fixed.batchable());
+    assert!(
+        fixed.batch_note().is_some_and(|n| n.contains("fixed")),
+        "{:?}",
+        fixed.batch_note()
+    );
+    // Symbolic batch dimension but a head that reshapes to a batch of 1:
+    // the load-time check must find that a batch gives other outputs.
+    let dir = tempfile::tempdir().unwrap();
+    let renamed = dir.path().join("renamed_batch.onnx");
+    let py = data_dir().join("pyenv/bin/python");
+    assert!(
+        py.is_file(),
+        "{} is missing; run scripts/setup",
+        py.display()
+    );
+    let status = std::process::Command::new(&py)
+        .args([
+            "-c",
+            "import sys, onnx\nm = onnx.load(sys.argv[1])\nm.graph.input[0].type.tensor_type.shape.dim[0].dim_param = 'batch'\nfor o in m.graph.output:\n    o.type.tensor_type.shape.dim[0].dim_param = 'batch'\nonnx.save(m, sys.argv[2])",
+        ])
+        .arg(require("models/yolox_nano.onnx"))
+        .arg(&renamed)
+        .status()
+        .expect("python of scripts/setup");
+    assert!(status.success(), "writing {}", renamed.display());
+    let mut unpatched = detector(&renamed, 416);
+    assert!(
+        !unpatched.batchable(),
+        "a wrongly batching model was accepted"
+    );
+    assert!(
+        unpatched
+            .batch_note()
+            .is_some_and(|n| n.contains("batch of 2")),
+        "{:?}",
+        unpatched.batch_note()
+    );
+    for d in [&mut fixed, &mut unpatched] {
+        let singles: Vec<_> = imgs.iter().map(|i| d.detect(i, 0.4).unwrap()).collect();
+        let batched = d.detect_batch(&refs, &[0.4, 0.4]).unwrap();
+        for (s, b) in singles.iter().zip(&batched) {
+            assert_same_objects(s, b, "one frame per call");
+        }
+    }
+}
+
+#[test]
+fn warm_up_measures_each_batch_size() {
+    let mut d = detector(&dynamic_model(), 320);
+    let t = d.warm_up(&[1, 2], 1).unwrap();
+    assert_eq!(t.iter().map(|t| t.batch).collect::<Vec<_>>(), vec![1, 2]);
+    assert!(t.iter().all(|t| t.call_ms > 0.0 && t.fps() > 0.0), "{t:?}");
+}

@@ -6,6 +6,7 @@
 //! resource is the ONNX Runtime shared library and the model file, both loaded
 //! by [`model::Detector::load`].
 
+pub mod batch;
 pub mod bench;
 pub mod decode;
 pub mod embed;

@@ -16,7 +16,7 @@ use super::decode::{decode_yolov8, decode_yolox, yolox_anchor_count, Candidate, 
 use super::embed::colour_descriptor;
 use super::image::RgbImage;
 use super::labels::{label_of, COCO_LABELS};
-use super::letterbox::Letterboxer;
+use super::letterbox::{Geometry, Letterboxer};
 use super::nms::nms;
 use super::DetectError;
 
@@ -43,6 +43,9 @@ pub enum Backend {
     CoreMl,
     /// Intel OpenVINO.
     OpenVino,
+    /// NVIDIA TensorRT (through ONNX Runtime's TensorRT provider; layers it
+    /// cannot take run on CUDA).
+    TensorRt,
 }
 
 impl Backend {
@@ -54,7 +57,13 @@ impl Backend {
             Backend::Rocm => "rocm",
             Backend::CoreMl => "coreml",
             Backend::OpenVino => "openvino",
+            Backend::TensorRt => "tensorrt",
         }
+    }
+
+    /// Whether the backend runs on an accelerator (batching pays off there).
+    pub fn is_accelerator(&self) -> bool {
+        !matches!(self, Backend::Cpu)
     }
 
     /// ONNX Runtime's name of the execution provider.
@@ -65,6 +74,7 @@ impl Backend {
             Backend::Rocm => ep::ROCm::NAME,
             Backend::CoreMl => ep::CoreML::NAME,
             Backend::OpenVino => ep::OpenVINO::NAME,
+            Backend::TensorRt => ep::TensorRT::NAME,
         }
     }
 }
@@ -84,9 +94,12 @@ impl FromStr for Backend {
             "rocm" => Ok(Backend::Rocm),
             "coreml" => Ok(Backend::CoreMl),
             "openvino" => Ok(Backend::OpenVino),
+            "tensorrt" | "trt" => Ok(Backend::TensorRt),
             other => Err(DetectError::Config {
                 what: "backend".into(),
-                reason: format!("{other:?} (expected cpu, cuda, rocm, coreml or openvino)"),
+                reason: format!(
+                    "{other:?} (expected cpu, cuda, tensorrt, rocm, coreml or openvino)"
+                ),
             }),
         }
     }
@@ -153,6 +166,7 @@ pub fn backend_available(backend: Backend) -> Result<bool, DetectError> {
         Backend::Rocm => ep::ROCm::is_available(),
         Backend::CoreMl => ep::CoreML::is_available(),
         Backend::OpenVino => ep::OpenVINO::is_available(),
+        Backend::TensorRt => ep::TensorRT::is_available(),
     };
     r.map_err(|e| {
         DetectError::Runtime(format!(
@@ -162,7 +176,7 @@ pub fn backend_available(backend: Backend) -> Result<bool, DetectError> {
     })
 }
 
-fn one_line(s: &str) -> String {
+pub(super) fn one_line(s: &str) -> String {
     s.lines()
         .map(str::trim)
         .filter(|l| !l.is_empty())
@@ -189,6 +203,8 @@ pub struct RuntimeOptions {
     pub allow_cpu_fallback: bool,
     /// Intra-op threads; 0 = ONNX Runtime's default.
     pub threads: usize,
+    /// GPU provider settings (CUDA and TensorRT).
+    pub gpu: GpuOptions,
 }
 
 impl Default for RuntimeOptions {
@@ -198,7 +214,52 @@ impl Default for RuntimeOptions {
             device_id: 0,
             allow_cpu_fallback: false,
             threads: 0,
+            gpu: GpuOptions::default(),
         }
+    }
+}
+
+/// Settings of the GPU execution providers that decide how long the first
+/// inference takes and how fast the rest run.
+#[derive(Debug, Clone, PartialEq)]
+pub struct GpuOptions {
+    /// cuDNN convolution algorithm search: `heuristic` (fast first call, the
+    /// default), `exhaustive` (benchmarks every algorithm on the first call
+    /// of each shape: seconds per worker) or `default`.
+    pub conv_search: String,
+    /// TensorRT: build FP16 engines.
+    pub trt_fp16: bool,
+    /// TensorRT: directory where built engines are cached between starts
+    /// (empty: no cache, every start rebuilds them).
+    pub trt_cache_dir: String,
+    /// TensorRT: largest batch of the engine's optimisation profile.
+    pub max_batch: usize,
+    /// Square input size, for the TensorRT profile.
+    pub input_size: u32,
+}
+
+impl Default for GpuOptions {
+    fn default() -> Self {
+        GpuOptions {
+            conv_search: "heuristic".into(),
+            trt_fp16: true,
+            trt_cache_dir: String::new(),
+            max_batch: 16,
+            input_size: 416,
+        }
+    }
+}
+
+/// The cuDNN search named `name` (`heuristic`, `exhaustive` or `default`).
+pub fn conv_search(name: &str) -> Result<ep::cuda::ConvAlgorithmSearch, DetectError> {
+    match name.trim().to_ascii_lowercase().as_str() {
+        "heuristic" => Ok(ep::cuda::ConvAlgorithmSearch::Heuristic),
+        "exhaustive" => Ok(ep::cuda::ConvAlgorithmSearch::Exhaustive),
+        "default" => Ok(ep::cuda::ConvAlgorithmSearch::Default),
+        other => Err(DetectError::Config {
+            what: "cuda_conv_search".into(),
+            reason: format!("{other:?} (expected heuristic, exhaustive or default)"),
+        }),
     }
 }
 
@@ -212,15 +273,49 @@ pub(crate) struct BuiltSession {
     pub fallback_reason: Option<String>,
 }
 
-fn dispatch(backend: Backend, device_id: i32) -> Option<ExecutionProviderDispatch> {
+fn cuda(device_id: i32, gpu: &GpuOptions) -> ep::CUDA {
+    let search = conv_search(&gpu.conv_search).unwrap_or(ep::cuda::ConvAlgorithmSearch::Heuristic);
+    ep::CUDA::default()
+        .with_device_id(device_id)
+        .with_conv_algorithm_search(search)
+}
+
+fn dispatch(
+    backend: Backend,
+    device_id: i32,
+    gpu: &GpuOptions,
+    input_name: &str,
+) -> Vec<ExecutionProviderDispatch> {
     let d = match backend {
-        Backend::Cpu => return None,
-        Backend::Cuda => ep::CUDA::default().with_device_id(device_id).build(),
+        Backend::Cpu => return Vec::new(),
+        Backend::TensorRt => {
+            let s = gpu.input_size;
+            let shape = |b: usize| format!("{input_name}:{b}x3x{s}x{s}");
+            let mut trt = ep::TensorRT::default()
+                .with_device_id(device_id)
+                .with_fp16(gpu.trt_fp16)
+                .with_profile_min_shapes(shape(1))
+                .with_profile_opt_shapes(shape(gpu.max_batch.max(1)))
+                .with_profile_max_shapes(shape(gpu.max_batch.max(1)));
+            if !gpu.trt_cache_dir.is_empty() {
+                trt = trt
+                    .with_engine_cache(true)
+                    .with_engine_cache_path(&gpu.trt_cache_dir)
+                    .with_timing_cache(true)
+                    .with_timing_cache_path(&gpu.trt_cache_dir);
+            }
+            // Layers TensorRT does not take run on CUDA.
+            return vec![
+                trt.build().error_on_failure(),
+                cuda(device_id, gpu).build().error_on_failure(),
+            ];
+        }
+        Backend::Cuda => cuda(device_id, gpu).build(),
         Backend::Rocm => ep::ROCm::default().with_device_id(device_id).build(),
         Backend::CoreMl => ep::CoreML::default().build(),
         Backend::OpenVino => ep::OpenVINO::default().build(),
     };
-    Some(d.error_on_failure())
+    vec![d.error_on_failure()]
 }
 
 /// Create a session for `path`, registering the requested execution provider
@@ -237,6 +332,16 @@ pub(crate) fn build_session(
             "file not found (run scripts/setup to download the default models)",
         ));
     }
+    // TensorRT's optimisation profile names the model's input.
+    let input_name = if opts.backend == Backend::TensorRt {
+        Session::builder(env)
+            .and_then(|mut b| b.commit_from_file(path))
+            .ok()
+            .and_then(|s| s.inputs().first().map(|i| i.name().to_string()))
+            .unwrap_or_else(|| "images".into())
+    } else {
+        String::new()
+    };
     // Err(true, ..) when the execution provider failed, Err(false, ..) when the model did.
     let builder = |backend: Backend| -> Result<Session, (bool, String)> {
         let mut b = Session::builder(env).map_err(|e| (false, one_line(&e.to_string())))?;
@@ -265,9 +370,10 @@ pub(crate) fn build_session(
                 )
             })?;
         }
-        if let Some(d) = dispatch(backend, opts.device_id) {
+        let providers = dispatch(backend, opts.device_id, &opts.gpu, &input_name);
+        if !providers.is_empty() {
             b = b
-                .with_execution_providers([d])
+                .with_execution_providers(providers)
                 .map_err(|e| (true, one_line(&e.to_string())))?;
         }
         b.commit_from_file(path)
@@ -335,6 +441,8 @@ pub struct DetectorOptions {
     pub labels: Vec<String>,
     /// Attach a colour descriptor to each person.
     pub embeddings: bool,
+    /// GPU provider settings.
+    pub gpu: GpuOptions,
 }
 
 impl DetectorOptions {
@@ -352,19 +460,20 @@ impl DetectorOptions {
             nms_iou: 0.45,
             labels: Vec::new(),
             embeddings: false,
+            gpu: GpuOptions::default(),
         }
     }
 }
 
 /// Dimension `i` of a shape, `None` when symbolic.
-fn dim(shape: &[i64], i: usize) -> Option<usize> {
+pub(super) fn dim(shape: &[i64], i: usize) -> Option<usize> {
     shape
         .get(i)
         .and_then(|&d| usize::try_from(d).ok())
         .filter(|&d| d > 0)
 }
 
-fn fmt_shape(shape: &[i64]) -> String {
+pub(super) fn fmt_shape(shape: &[i64]) -> String {
     let parts: Vec<String> = shape
         .iter()
         .map(|&d| {
@@ -538,28 +647,66 @@ fn validate_output(
     }
 }
 
+/// Candidates of one frame's slice `data` of the output head (`shape` is the
+/// head's shape; its batch dimension is ignored), keeping the classes in
+/// `allowed` (all when `None`).
+pub(super) fn decode_head(
+    model_type: ModelType,
+    input_size: u32,
+    allowed: Option<&[usize]>,
+    data: &[f32],
+    shape: &[i64],
+    min_confidence: f32,
+) -> Result<Vec<Candidate>, DetectError> {
+    let threshold = if min_confidence.is_nan() {
+        0.0
+    } else {
+        min_confidence.clamp(0.0, 1.0)
+    };
+    let keep = |c: usize| allowed.is_none_or(|a| a.binary_search(&c).is_ok());
+    match model_type {
+        ModelType::Yolox => decode_yolox(
+            data,
+            dim(shape, 2).unwrap_or(0),
+            input_size,
+            input_size,
+            threshold,
+            &keep,
+        ),
+        ModelType::Yolov8 => decode_yolov8(data, dim(shape, 1).unwrap_or(0), threshold, &keep),
+    }
+}
+
 /// A loaded detection model.
 pub struct Detector {
     /// The ONNX Runtime session.
-    session: Session,
+    pub(super) session: Session,
     /// How to decode the output head.
-    model_type: ModelType,
+    pub(super) model_type: ModelType,
     /// Side of the square model input.
-    input_size: u32,
+    pub(super) input_size: u32,
     /// Effective backend.
-    backend: Backend,
+    pub(super) backend: Backend,
     /// Why the requested backend was not used.
-    fallback_reason: Option<String>,
+    pub(super) fallback_reason: Option<String>,
     /// File stem of the model.
-    model_name: String,
+    pub(super) model_name: String,
     /// NMS IoU threshold.
-    nms_iou: f32,
+    pub(super) nms_iou: f32,
     /// Class ids to keep; `None` keeps all.
-    allowed: Option<Vec<usize>>,
+    pub(super) allowed: Option<Vec<usize>>,
     /// Attach colour descriptors to persons.
-    embeddings: bool,
+    pub(super) embeddings: bool,
     /// Reusable letterbox buffers.
-    letterbox: Letterboxer,
+    pub(super) letterbox: Letterboxer,
+    /// Whether one session call may carry several frames: the model's batch
+    /// dimension is symbolic and a batch gave the same outputs as single
+    /// frames when the model was loaded (see `batch.rs`).
+    pub(super) batchable: bool,
+    /// Why batching is off for this model, when it is.
+    pub(super) batch_note: Option<String>,
+    /// Reusable batch input tensor (`[B, 3, S, S]`).
+    pub(super) batch_input: Vec<f32>,
 }
 
 impl std::fmt::Debug for Detector {
@@ -618,6 +765,10 @@ impl Detector {
                 device_id: opts.device_id,
                 allow_cpu_fallback: opts.allow_cpu_fallback,
                 threads: opts.threads,
+                gpu: GpuOptions {
+                    input_size: opts.input_size,
+                    ..opts.gpu.clone()
+                },
             },
         )?;
         let input_size = validate_input(&built.session, path, opts.input_size)?;
@@ -633,7 +784,13 @@ impl Detector {
             .file_stem()
             .map(|s| s.to_string_lossy().into_owned())
             .unwrap_or_else(|| path.display().to_string());
-        Ok(Detector {
+        let batch_symbolic = built
+            .session
+            .inputs()
+            .first()
+            .and_then(|i| i.dtype().tensor_shape())
+            .is_some_and(|s| dim(s, 0).is_none());
+        let mut detector = Detector {
             session: built.session,
             model_type: opts.model_type,
             input_size,
@@ -644,7 +801,16 @@ impl Detector {
             allowed,
             embeddings: opts.embeddings,
             letterbox: Letterboxer::new(),
-        })
+            batchable: false,
+            batch_note: None,
+            batch_input: Vec::new(),
+        };
+        if batch_symbolic {
+            detector.check_batching()?;
+        } else {
+            detector.batch_note = Some("the model's batch dimension is fixed at 1".into());
+        }
+        Ok(detector)
     }
 
     /// Effective backend ("cpu" after a fallback).
@@ -680,16 +846,9 @@ impl Detector {
         img: &RgbImage,
         min_confidence: f32,
     ) -> Result<Vec<nvr_subjects::DetectedObject>, DetectError> {
-        let threshold = if min_confidence.is_nan() {
-            0.0
-        } else {
-            min_confidence.clamp(0.0, 1.0)
-        };
         let geometry = self.letterbox.run(img, self.input_size)?;
         let s = self.input_size as usize;
-        let allowed = self.allowed.as_deref();
-        let keep = |c: usize| allowed.is_none_or(|a| a.binary_search(&c).is_ok());
-        let mut candidates = {
+        let candidates = {
             let input = TensorRef::from_array_view(([1usize, 3, s, s], self.letterbox.tensor()))
                 .map_err(|e| DetectError::Inference(one_line(&e.to_string())))?;
             let outputs = self
@@ -706,20 +865,26 @@ impl Detector {
                     fmt_shape(shape)
                 )));
             }
-            match self.model_type {
-                ModelType::Yolox => decode_yolox(
-                    data,
-                    dim(shape, 2).unwrap_or(0),
-                    self.input_size,
-                    self.input_size,
-                    threshold,
-                    &keep,
-                )?,
-                ModelType::Yolov8 => {
-                    decode_yolov8(data, dim(shape, 1).unwrap_or(0), threshold, &keep)?
-                }
-            }
+            decode_head(
+                self.model_type,
+                self.input_size,
+                self.allowed.as_deref(),
+                data,
+                shape,
+                min_confidence,
+            )?
         };
+        Ok(self.finish(candidates, &geometry, img))
+    }
+
+    /// NMS, mapping back to the source image and descriptors: the objects
+    /// of one frame from its candidates.
+    pub(super) fn finish(
+        &self,
+        mut candidates: Vec<Candidate>,
+        geometry: &Geometry,
+        img: &RgbImage,
+    ) -> Vec<nvr_subjects::DetectedObject> {
         if candidates.len() > MAX_CANDIDATES {
             candidates.sort_by(|a, b| b.score.total_cmp(&a.score));
             candidates.truncate(MAX_CANDIDATES);
@@ -742,7 +907,7 @@ impl Detector {
                 embedding,
             });
         }
-        Ok(objects)
+        objects
     }
 }
 

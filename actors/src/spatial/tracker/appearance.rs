@@ -97,7 +97,15 @@ impl SpatialTracker {
         if own >= self.params.swap_check_similarity {
             return false;
         }
-        grid.query(self.cams[k.0].floor_idx, p, cand);
+        // Only identities within the gate can pass the test below; the grid
+        // holds positions from before this cycle's updates, which move an
+        // identity by less than `GRID_SLACK_M`.
+        grid.query_near(
+            self.cams[k.0].floor_idx,
+            p,
+            self.params.gate_m + GRID_SLACK_M,
+            cand,
+        );
         for other in cand.iter() {
             if *other == gid {
                 continue;
@@ -129,6 +137,9 @@ impl SpatialTracker {
 
 /// Identities seen within this (s) count as present for the swap check.
 const SWAP_RECENT_S: f64 = 1.0;
+/// How far (m) an identity may have moved since the grid was built, for the
+/// swap check's candidate search.
+const GRID_SLACK_M: f64 = 1.0;
 
 /// Similarities seen between different people.
 const IMPOSTOR_WINDOW: usize = 2000;

@@ -1,8 +1,6 @@
 //! Floor geometry helpers: distances, the spatial hash that keeps gating
 //! local, and union-find for splitting an assignment into components.
 
-use std::collections::HashMap;
-
 use super::{SpatialTracker, LIVE_WINDOW_S, MAX_SPEED_MPS};
 
 pub(super) fn dist(a: [f64; 2], b: [f64; 2]) -> f64 {
@@ -16,32 +14,80 @@ pub(super) fn cell_of(p: [f64; 2], cell: f64) -> (i32, i32) {
     )
 }
 
-/// Spatial hash of identity positions; lookups return sorted ids.
+/// Cell of a position: floor index and cell coordinates.
+type CellKey = (usize, i32, i32);
+
+/// Identity positions bucketed by floor cell, kept as one vector sorted by
+/// cell and id: a query reads one contiguous run per row of cells (a binary
+/// search each), with no hashing; lookups return sorted ids.
 pub(super) struct Grid {
     pub(super) cell: f64,
-    pub(super) cells: HashMap<(usize, i32, i32), Vec<u64>>,
+    /// Cell, id and position of every identity, sorted by cell and id.
+    entries: Vec<(CellKey, u64, [f64; 2])>,
 }
 
 impl Grid {
-    pub(super) fn insert(&mut self, floor: usize, p: [f64; 2], id: u64) {
-        let (cx, cy) = cell_of(p, self.cell);
-        self.cells.entry((floor, cx, cy)).or_default().push(id);
+    /// A grid of cell size `cell` (metres) over `(floor, position, id)`.
+    pub(super) fn build(
+        cell: f64,
+        items: impl IntoIterator<Item = (usize, [f64; 2], u64)>,
+    ) -> Grid {
+        let mut entries: Vec<(CellKey, u64, [f64; 2])> = items
+            .into_iter()
+            .map(|(floor, p, id)| {
+                let (cx, cy) = cell_of(p, cell);
+                ((floor, cx, cy), id, p)
+            })
+            .collect();
+        entries.sort_unstable_by_key(|e| (e.0, e.1));
+        Grid { cell, entries }
     }
 
+    /// Adds one identity (keeps the order).
+    pub(super) fn insert(&mut self, floor: usize, p: [f64; 2], id: u64) {
+        let (cx, cy) = cell_of(p, self.cell);
+        let key = ((floor, cx, cy), id);
+        let at = self.entries.partition_point(|x| (x.0, x.1) < key);
+        self.entries.insert(at, (key.0, id, p));
+    }
+
+    /// Ids in the cells that hold every point within `radius` of `p`
+    /// (a superset of the identities within `radius`), sorted.
     pub(super) fn query(&self, floor: usize, p: [f64; 2], radius: f64, out: &mut Vec<u64>) {
+        self.query_filtered(floor, p, radius, f64::INFINITY, out);
+    }
+
+    /// Ids of the identities at most `radius` from `p`, sorted.
+    pub(super) fn query_near(&self, floor: usize, p: [f64; 2], radius: f64, out: &mut Vec<u64>) {
+        self.query_filtered(floor, p, radius, radius, out);
+    }
+
+    /// Ids in the cells within `radius` of `p` that are at most `max_d`
+    /// from it, sorted.
+    fn query_filtered(
+        &self,
+        floor: usize,
+        p: [f64; 2],
+        radius: f64,
+        max_d: f64,
+        out: &mut Vec<u64>,
+    ) {
         out.clear();
-        if self.cells.is_empty() {
+        if self.entries.is_empty() {
             return;
         }
         let (cx, cy) = cell_of(p, self.cell);
-        let r = (radius / self.cell).ceil() as i32;
+        let r = (radius / self.cell).ceil().min(1e6) as i32;
+        let (y0, y1) = (cy.saturating_sub(r), cy.saturating_add(r));
         for dx in -r..=r {
-            for dy in -r..=r {
-                if let Some(v) =
-                    self.cells
-                        .get(&(floor, cx.saturating_add(dx), cy.saturating_add(dy)))
-                {
-                    out.extend_from_slice(v);
+            let x = cx.saturating_add(dx);
+            let lo = self.entries.partition_point(|e| e.0 < (floor, x, y0));
+            for e in &self.entries[lo..] {
+                if e.0 > (floor, x, y1) {
+                    break;
+                }
+                if max_d.is_infinite() || dist(e.2, p) <= max_d {
+                    out.push(e.1);
                 }
             }
         }
@@ -60,9 +106,26 @@ pub(super) struct TwoGrids {
 }
 
 impl TwoGrids {
+    /// Live identities within the live radius and lost ones within the
+    /// (wider) lost radius, sorted.
     pub(super) fn query(&mut self, floor: usize, p: [f64; 2], out: &mut Vec<u64>) {
         self.live.query(floor, p, self.r_live, out);
         self.lost.query(floor, p, self.r_lost, &mut self.tmp);
+        out.extend_from_slice(&self.tmp);
+        out.sort_unstable();
+        out.dedup();
+    }
+
+    /// Live and lost identities at most `radius` from `p`, sorted.
+    pub(super) fn query_near(
+        &mut self,
+        floor: usize,
+        p: [f64; 2],
+        radius: f64,
+        out: &mut Vec<u64>,
+    ) {
+        self.live.query_near(floor, p, radius, out);
+        self.lost.query_near(floor, p, radius, &mut self.tmp);
         out.extend_from_slice(&self.tmp);
         out.sort_unstable();
         out.dedup();
@@ -81,28 +144,23 @@ pub(super) fn find(parent: &mut [usize], mut i: usize) -> usize {
 impl SpatialTracker {
     /// Grid of the identities' positions seen within `max_gap_seconds`.
     pub(super) fn identity_grid(&self, ts_ns: u64) -> TwoGrids {
-        let mut grid = TwoGrids {
-            live: Grid {
-                cell: 3.0,
-                cells: HashMap::new(),
-            },
-            lost: Grid {
-                cell: 8.0,
-                cells: HashMap::new(),
-            },
+        let mut live = Vec::new();
+        let mut lost = Vec::new();
+        for (gid, g) in &self.globals {
+            let unseen_s = ts_ns.saturating_sub(g.last_seen) as f64 / 1e9;
+            if unseen_s <= LIVE_WINDOW_S * 0.5 {
+                live.push((g.floor_idx, g.pos, *gid));
+            } else if unseen_s <= self.params.max_gap_seconds + 1.0 {
+                lost.push((g.floor_idx, g.pos, *gid));
+            }
+        }
+        TwoGrids {
+            live: Grid::build(3.0, live),
+            lost: Grid::build(8.0, lost),
             r_live: self.params.gate_m
                 + 0.5 * LIVE_WINDOW_S * (self.params.max_speed_mps + MAX_SPEED_MPS),
             r_lost: self.params.gate_m + self.params.max_handoff_radius_m.max(0.0) + MAX_SPEED_MPS,
             tmp: Vec::new(),
-        };
-        for (gid, g) in &self.globals {
-            let unseen_s = ts_ns.saturating_sub(g.last_seen) as f64 / 1e9;
-            if unseen_s <= LIVE_WINDOW_S * 0.5 {
-                grid.live.insert(g.floor_idx, g.pos, *gid);
-            } else if unseen_s <= self.params.max_gap_seconds + 1.0 {
-                grid.lost.insert(g.floor_idx, g.pos, *gid);
-            }
         }
-        grid
     }
 }

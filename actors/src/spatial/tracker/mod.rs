@@ -21,7 +21,7 @@ mod output;
 #[cfg(test)]
 mod tests;
 
-use std::collections::{BTreeMap, BTreeSet, HashMap};
+use std::collections::{BTreeMap, BTreeSet};
 use std::time::Instant;
 
 use nvr_subjects::{
@@ -417,15 +417,12 @@ impl SpatialTracker {
         }
 
         // Grid of the identities observed in this cycle.
-        let mut observed = Grid {
-            cell: GRID_CELL_M,
-            cells: HashMap::new(),
-        };
-        for gid in &self.updated {
-            if let Some(g) = self.globals.get(gid) {
-                observed.insert(g.floor_idx, g.pos, *gid);
-            }
-        }
+        let observed = Grid::build(
+            GRID_CELL_M,
+            self.updated
+                .iter()
+                .filter_map(|gid| self.globals.get(gid).map(|g| (g.floor_idx, g.pos, *gid))),
+        );
 
         // What different people's similarity looks like, from the
         // identities observed together in this cycle.
