@@ -470,171 +470,49 @@ impl Default for SpatialConfig {
     }
 }
 
-/// Tuning constants of the cross-camera association (`spatial.tuning`).
-/// Defaults are `nvr_actors::spatial::SpatialParams::default()`.
-#[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
-#[serde(deny_unknown_fields, default)]
-pub struct SpatialTuning {
-    /// Floor distance (m) within which two simultaneous observations can be the same person.
-    pub gate_m: f64,
-    /// Weight of appearance dissimilarity in the association cost, 0..1.
-    pub appearance_weight: f64,
-    /// Walking speed (m/s) assumed when widening the gate across a blind gap.
-    pub max_speed_mps: f64,
-    /// Upper bound (m) of the widened gate across a blind gap.
-    pub max_handoff_radius_m: f64,
-    /// Least cosine similarity for a handoff across a blind gap longer than `appearance_free_gap_ms`.
-    pub min_handoff_similarity: f64,
-    /// Least cosine similarity for any association when both sides carry embeddings.
-    pub min_similarity: f64,
-    /// A bound camera track less similar than this to its identity for `unbind_cycles` is unbound.
-    pub unbind_similarity: f64,
-    /// A bound camera track at least this similar to its identity is not compared with identities nearby.
-    pub swap_check_similarity: f64,
-    /// A bound camera track this much more similar to a nearby identity than to its own counts as a camera-tracker swap.
-    pub swap_margin: f64,
-    /// Two identities seen by disjoint cameras closer than this (m) may be one person.
-    pub merge_m: f64,
-    /// Least cosine similarity of two coinciding identities for a merge.
-    pub merge_similarity: f64,
-    /// Consecutive cycles two identities must coincide before they are merged.
-    pub merge_cycles: u32,
-    /// Blind gaps shorter than this (ms) are bridged without `min_handoff_similarity`.
-    pub appearance_free_gap_ms: u64,
-    /// A camera track this far (m) from its identity's other camera tracks is inconsistent.
-    pub unbind_m: f64,
-    /// Consecutive inconsistent cycles after which a camera track is unbound.
-    pub unbind_cycles: u32,
-    /// Camera tracks with fewer hits are not associated.
-    pub min_hits: u32,
-    /// Distance (m) from a box's bottom centre to the point below the person's axis, along the camera's viewing direction.
-    pub foot_offset_m: f64,
-    /// Subtract each camera's mean embedding before comparing appearance.
-    pub camera_debias: bool,
-    /// Longest time (s) an identity that vanished right next to another one
-    /// moving like it is carried along with it; 0 disables.
-    pub companion_max_s: f64,
-    /// Floor distance (m) within which a camera track can join an identity
-    /// another camera sees right now.
-    pub overlap_gate_m: f64,
-    /// Quantile of different people's similarity a blind-gap handoff must
-    /// exceed (the appearance model's own false-match level); 0
-    /// disables.
-    pub impostor_quantile: f64,
-    /// An identity seen by one camera only that stays within `static_m` of
-    /// where it appeared this long (s) is published as `static`; 0 disables.
-    pub static_after_s: f64,
-    /// See `static_after_s` (metres).
-    pub static_m: f64,
-    /// Position smoothing of the floor motion model, 0..1 (1 = take the measurement).
-    pub alpha: f64,
-    /// Velocity smoothing of the floor motion model, 0..1.
-    pub beta: f64,
-}
+/// The association's tuning constants (`spatial.tuning`): the fields of
+/// [`nvr_actors::spatial::SpatialParams`] that are not set from `spatial.*`.
+pub type SpatialTuning = nvr_actors::spatial::SpatialParams;
 
-impl Default for SpatialTuning {
-    fn default() -> Self {
-        let p = nvr_actors::spatial::SpatialParams::default();
-        SpatialTuning {
-            gate_m: p.gate_m,
-            appearance_weight: p.appearance_weight,
-            max_speed_mps: p.max_speed_mps,
-            max_handoff_radius_m: p.max_handoff_radius_m,
-            min_handoff_similarity: p.min_handoff_similarity,
-            min_similarity: p.min_similarity,
-            unbind_similarity: p.unbind_similarity,
-            swap_check_similarity: p.swap_check_similarity,
-            swap_margin: p.swap_margin,
-            merge_m: p.merge_m,
-            merge_similarity: p.merge_similarity,
-            merge_cycles: p.merge_cycles,
-            appearance_free_gap_ms: p.appearance_free_gap_ms,
-            unbind_m: p.unbind_m,
-            unbind_cycles: p.unbind_cycles,
-            min_hits: p.min_hits,
-            foot_offset_m: p.foot_offset_m,
-            camera_debias: p.camera_debias,
-            companion_max_s: p.companion_max_s,
-            overlap_gate_m: p.overlap_gate_m,
-            impostor_quantile: p.impostor_quantile,
-            static_after_s: p.static_after_s,
-            static_m: p.static_m,
-            alpha: p.alpha,
-            beta: p.beta,
+/// Every tuning value finite and in its range.
+fn check_tuning(t: &SpatialTuning) -> Result<(), ConfigError> {
+    let unit = [
+        ("appearance_weight", t.appearance_weight),
+        ("impostor_quantile", t.impostor_quantile),
+        ("alpha", t.alpha),
+        ("beta", t.beta),
+    ];
+    for (k, v) in unit {
+        if !(0.0..=1.0).contains(&v) {
+            return err(format!("spatial.tuning.{k} = {v}: must be within 0..1"));
         }
     }
-}
-
-impl SpatialTuning {
-    /// Copies the tuning into `p`.
-    pub fn apply(&self, p: &mut nvr_actors::spatial::SpatialParams) {
-        p.gate_m = self.gate_m;
-        p.appearance_weight = self.appearance_weight;
-        p.max_speed_mps = self.max_speed_mps;
-        p.max_handoff_radius_m = self.max_handoff_radius_m;
-        p.min_handoff_similarity = self.min_handoff_similarity;
-        p.min_similarity = self.min_similarity;
-        p.unbind_similarity = self.unbind_similarity;
-        p.swap_check_similarity = self.swap_check_similarity;
-        p.swap_margin = self.swap_margin;
-        p.merge_m = self.merge_m;
-        p.merge_similarity = self.merge_similarity;
-        p.merge_cycles = self.merge_cycles;
-        p.appearance_free_gap_ms = self.appearance_free_gap_ms;
-        p.unbind_m = self.unbind_m;
-        p.unbind_cycles = self.unbind_cycles;
-        p.min_hits = self.min_hits;
-        p.foot_offset_m = self.foot_offset_m;
-        p.camera_debias = self.camera_debias;
-        p.companion_max_s = self.companion_max_s;
-        p.overlap_gate_m = self.overlap_gate_m;
-        p.impostor_quantile = self.impostor_quantile;
-        p.static_after_s = self.static_after_s;
-        p.static_m = self.static_m;
-        p.alpha = self.alpha;
-        p.beta = self.beta;
-    }
-
-    /// Every value finite and in its range.
-    fn check(&self) -> Result<(), ConfigError> {
-        let unit = [
-            ("appearance_weight", self.appearance_weight),
-            ("impostor_quantile", self.impostor_quantile),
-            ("alpha", self.alpha),
-            ("beta", self.beta),
-        ];
-        for (k, v) in unit {
-            if !(0.0..=1.0).contains(&v) {
-                return err(format!("spatial.tuning.{k} = {v}: must be within 0..1"));
-            }
+    let non_negative = [
+        ("gate_m", t.gate_m),
+        ("max_speed_mps", t.max_speed_mps),
+        ("max_handoff_radius_m", t.max_handoff_radius_m),
+        ("min_handoff_similarity", t.min_handoff_similarity),
+        ("min_similarity", t.min_similarity),
+        ("unbind_similarity", t.unbind_similarity),
+        ("swap_check_similarity", t.swap_check_similarity),
+        ("swap_margin", t.swap_margin),
+        ("merge_m", t.merge_m),
+        ("merge_similarity", t.merge_similarity),
+        ("unbind_m", t.unbind_m),
+        ("foot_offset_m", t.foot_offset_m),
+        ("static_after_s", t.static_after_s),
+        ("static_m", t.static_m),
+        ("overlap_gate_m", t.overlap_gate_m),
+        ("companion_max_s", t.companion_max_s),
+    ];
+    for (k, v) in non_negative {
+        if !(v >= 0.0 && v.is_finite()) {
+            return err(format!(
+                "spatial.tuning.{k} = {v}: must be a finite number >= 0"
+            ));
         }
-        let non_negative = [
-            ("gate_m", self.gate_m),
-            ("max_speed_mps", self.max_speed_mps),
-            ("max_handoff_radius_m", self.max_handoff_radius_m),
-            ("min_handoff_similarity", self.min_handoff_similarity),
-            ("min_similarity", self.min_similarity),
-            ("unbind_similarity", self.unbind_similarity),
-            ("swap_check_similarity", self.swap_check_similarity),
-            ("swap_margin", self.swap_margin),
-            ("merge_m", self.merge_m),
-            ("merge_similarity", self.merge_similarity),
-            ("unbind_m", self.unbind_m),
-            ("foot_offset_m", self.foot_offset_m),
-            ("static_after_s", self.static_after_s),
-            ("static_m", self.static_m),
-            ("overlap_gate_m", self.overlap_gate_m),
-            ("companion_max_s", self.companion_max_s),
-        ];
-        for (k, v) in non_negative {
-            if !(v >= 0.0 && v.is_finite()) {
-                return err(format!(
-                    "spatial.tuning.{k} = {v}: must be a finite number >= 0"
-                ));
-            }
-        }
-        Ok(())
     }
+    Ok(())
 }
 
 impl NatsConfig {
@@ -1346,7 +1224,7 @@ pub fn validate(c: &Config) -> Result<(), ConfigError> {
     if s.matching_interval_ms == 0 {
         return err("spatial.matching_interval_ms = 0: must be positive");
     }
-    s.tuning.check()?;
+    check_tuning(&s.tuning)?;
 
     let mut floors = std::collections::BTreeSet::new();
     for (i, f) in c.floors.iter().enumerate() {

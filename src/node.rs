@@ -206,11 +206,9 @@ impl DetectionNode {
         let cores = std::thread::available_parallelism()
             .map(|n| n.get())
             .unwrap_or(2);
-        let threads = if cfg.detection.threads > 0 {
-            cfg.detection.threads
-        } else {
-            (cores / workers).max(1)
-        };
+        // Validated before the node starts; without options it runs no worker.
+        let options = detector_options(cfg).ok();
+        let threads = options.as_ref().map_or(0, |o| o.threads);
         let mut stats = Vec::new();
         let mut loaded = Vec::new();
         let mut specs = Vec::new();
@@ -225,7 +223,6 @@ impl DetectionNode {
             let ld = Arc::new(Mutex::new(None));
             stats.push(st.clone());
             loaded.push(ld.clone());
-            let options = detector_options(cfg);
             let (max_age, batch, min_conf) = (
                 cfg.detection.max_frame_age_ms,
                 cfg.detection.batch_size,
@@ -237,9 +234,8 @@ impl DetectionNode {
             let js = js.clone();
             let limits = cfg.limits.limits();
             let name = format!("detector:{worker}");
-            let options = match options {
-                Ok(o) => o,
-                Err(_) => continue, // validated before; unreachable in practice
+            let Some(options) = options.clone() else {
+                continue;
             };
             specs.push(ChildSpec {
                 name: name.clone(),
@@ -550,7 +546,7 @@ impl SpatialNode {
 /// Spatial parameters from the configuration.
 pub fn spatial_params(cfg: &Config) -> SpatialParams {
     let s = &cfg.spatial;
-    let mut p = SpatialParams {
+    SpatialParams {
         max_gap_seconds: s.max_gap_seconds,
         track_ttl_seconds: s.track_ttl_seconds,
         max_tracks: s.max_tracks,
@@ -558,10 +554,8 @@ pub fn spatial_params(cfg: &Config) -> SpatialParams {
         embedding_dim: (s.embedding_dim > 0).then_some(s.embedding_dim),
         matching_interval_ms: s.matching_interval_ms,
         max_coast_seconds: s.max_coast_seconds,
-        ..Default::default()
-    };
-    s.tuning.apply(&mut p);
-    p
+        ..s.tuning.clone()
+    }
 }
 
 /// Answers status requests on `subject` with `f()` as JSON, until aborted.

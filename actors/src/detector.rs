@@ -538,10 +538,11 @@ fn infer_batch(
                 results[i] = Ok(objs);
             }
         }
-        Err(e) => {
-            let line = e.to_string();
-            for i in ok_idx {
-                results[i] = Err(DetectError::Inference(line.clone()));
+        // One frame must not fail the others of its batch: each runs alone,
+        // and only the one at fault gets the error.
+        Err(_) => {
+            for ((i, img), conf) in ok_idx.into_iter().zip(&ok_imgs).zip(&ok_conf) {
+                results[i] = detector.detect(img, *conf);
             }
         }
     }

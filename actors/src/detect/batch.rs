@@ -10,20 +10,14 @@
 
 use std::time::Instant;
 
-use ort::value::TensorRef;
-
 use super::image::RgbImage;
 use super::letterbox::Geometry;
-use super::model::{decode_head, fmt_shape, one_line, Detector};
+use super::model::{decode_head, Detector};
 use super::DetectError;
 
 /// Largest relative difference between a frame's output in a batch and
 /// alone that still counts as equal (float reordering across batch sizes).
 const BATCH_TOLERANCE: f32 = 1e-3;
-
-/// What one session call gave: each image's letterbox geometry, the head's
-/// shape and its data (all images, in order).
-type RawBatch = (Vec<Geometry>, Vec<i64>, Vec<f32>);
 
 /// Per-call timing of one batch size, measured after a first (cold) call.
 #[derive(Debug, Clone, Copy, PartialEq)]
@@ -83,36 +77,24 @@ impl Detector {
         self.batch_note.as_deref()
     }
 
-    /// Letterboxes `imgs` into one `[B, 3, S, S]` input, runs it and returns
-    /// the geometry of each image, the head's shape and its data.
-    fn run_raw(&mut self, imgs: &[&RgbImage]) -> Result<RawBatch, DetectError> {
-        let s = self.input_size as usize;
-        let per = 3 * s * s;
-        let n = imgs.len();
+    /// Letterboxes `imgs` into the model input (one `[B, 3, S, S]` tensor
+    /// for several) and returns the geometry of each image.
+    fn letterbox_all(&mut self, imgs: &[&RgbImage]) -> Result<Vec<Geometry>, DetectError> {
         self.batch_input.clear();
-        self.batch_input.reserve(n * per);
-        let mut geometry = Vec::with_capacity(n);
+        let mut geometry = Vec::with_capacity(imgs.len());
         for img in imgs {
             geometry.push(self.letterbox.run(img, self.input_size)?);
-            self.batch_input.extend_from_slice(self.letterbox.tensor());
+            if imgs.len() > 1 {
+                self.batch_input.extend_from_slice(self.letterbox.tensor());
+            }
         }
-        let input = TensorRef::from_array_view(([n, 3, s, s], &self.batch_input[..]))
-            .map_err(|e| DetectError::Inference(one_line(&e.to_string())))?;
-        let outputs = self
-            .session
-            .run(ort::inputs![input])
-            .map_err(|e| DetectError::Inference(one_line(&e.to_string())))?;
-        let (shape, data) = outputs[0]
-            .try_extract_tensor::<f32>()
-            .map_err(|e| DetectError::Inference(one_line(&e.to_string())))?;
-        let shape: Vec<i64> = shape.to_vec();
-        if shape.len() != 3 || shape[0] != n as i64 || data.len() % n.max(1) != 0 {
-            return Err(DetectError::Inference(format!(
-                "a batch of {n} gave an output of shape {}, expected [{n},..]",
-                fmt_shape(&shape)
-            )));
-        }
-        Ok((geometry, shape, data.to_vec()))
+        Ok(geometry)
+    }
+
+    /// The head's data for `imgs` in one call (the load-time check).
+    fn run_raw(&mut self, imgs: &[&RgbImage]) -> Result<Vec<f32>, DetectError> {
+        self.letterbox_all(imgs)?;
+        self.run_input(imgs.len(), |_, data| Ok(data.to_vec()))
     }
 
     /// Detects objects in several images with one session call when the
@@ -138,21 +120,29 @@ impl Detector {
                 .map(|(img, c)| self.detect(img, *c))
                 .collect();
         }
-        let (geometry, shape, data) = self.run_raw(imgs)?;
-        let per = data.len() / imgs.len();
-        let mut out = Vec::with_capacity(imgs.len());
-        for (i, img) in imgs.iter().enumerate() {
-            let candidates = decode_head(
-                self.model_type,
-                self.input_size,
-                self.allowed.as_deref(),
-                &data[i * per..(i + 1) * per],
-                &shape,
-                min_confidence[i],
-            )?;
-            out.push(self.finish(candidates, &geometry[i], img));
-        }
-        Ok(out)
+        let geometry = self.letterbox_all(imgs)?;
+        let (model_type, size, allowed) = (self.model_type, self.input_size, self.allowed.clone());
+        let n = imgs.len();
+        let candidates = self.run_input(n, |shape, data| {
+            let per = data.len() / n;
+            if per == 0 {
+                return Err(DetectError::Inference(
+                    "the model gave an empty output".into(),
+                ));
+            }
+            data.chunks(per)
+                .zip(min_confidence)
+                .map(|(slice, c)| {
+                    decode_head(model_type, size, allowed.as_deref(), slice, shape, *c)
+                })
+                .collect::<Result<Vec<_>, _>>()
+        })?;
+        Ok(candidates
+            .into_iter()
+            .zip(imgs)
+            .zip(&geometry)
+            .map(|((c, img), g)| self.finish(c, g, img))
+            .collect())
     }
 
     /// Decides whether this model batches: two different images alone and
@@ -160,16 +150,16 @@ impl Detector {
     pub(super) fn check_batching(&mut self) -> Result<(), DetectError> {
         let a = test_card(320, 240, 1);
         let b = test_card(200, 300, 2);
-        let (_, _, alone_a) = self.run_raw(&[&a])?;
-        let (_, _, alone_b) = self.run_raw(&[&b])?;
+        let alone_a = self.run_raw(&[&a])?;
+        let alone_b = self.run_raw(&[&b])?;
         let verdict = match self.run_raw(&[&a, &b]) {
             Err(e) => Err(format!("a batch of 2 fails ({e})")),
-            Ok((_, _, both)) if both.len() != alone_a.len() + alone_b.len() => Err(format!(
+            Ok(both) if both.len() != alone_a.len() + alone_b.len() => Err(format!(
                 "a batch of 2 gives {} values, expected {}",
                 both.len(),
                 alone_a.len() + alone_b.len()
             )),
-            Ok((_, _, both)) => {
+            Ok(both) => {
                 let (ba, bb) = both.split_at(alone_a.len());
                 let worst = max_rel_diff(ba, &alone_a).max(max_rel_diff(bb, &alone_b));
                 if worst <= BATCH_TOLERANCE {

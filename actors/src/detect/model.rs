@@ -61,11 +61,6 @@ impl Backend {
         }
     }
 
-    /// Whether the backend runs on an accelerator (batching pays off there).
-    pub fn is_accelerator(&self) -> bool {
-        !matches!(self, Backend::Cpu)
-    }
-
     /// ONNX Runtime's name of the execution provider.
     pub fn provider_name(&self) -> &'static str {
         match self {
@@ -847,34 +842,46 @@ impl Detector {
         min_confidence: f32,
     ) -> Result<Vec<nvr_subjects::DetectedObject>, DetectError> {
         let geometry = self.letterbox.run(img, self.input_size)?;
-        let s = self.input_size as usize;
-        let candidates = {
-            let input = TensorRef::from_array_view(([1usize, 3, s, s], self.letterbox.tensor()))
-                .map_err(|e| DetectError::Inference(one_line(&e.to_string())))?;
-            let outputs = self
-                .session
-                .run(ort::inputs![input])
-                .map_err(|e| DetectError::Inference(one_line(&e.to_string())))?;
-            let (shape, data) = outputs[0]
-                .try_extract_tensor::<f32>()
-                .map_err(|e| DetectError::Inference(one_line(&e.to_string())))?;
-            let shape: &[i64] = shape;
-            if shape.len() != 3 {
-                return Err(DetectError::Inference(format!(
-                    "model output has shape {}, expected rank 3",
-                    fmt_shape(shape)
-                )));
-            }
+        let (model_type, size, allowed) = (self.model_type, self.input_size, self.allowed.clone());
+        let candidates = self.run_input(1, |shape, data| {
             decode_head(
-                self.model_type,
-                self.input_size,
-                self.allowed.as_deref(),
+                model_type,
+                size,
+                allowed.as_deref(),
                 data,
                 shape,
                 min_confidence,
-            )?
-        };
+            )
+        })?;
         Ok(self.finish(candidates, &geometry, img))
+    }
+
+    /// Runs the model on the letterboxed input of `n` frames (`[n, 3, S, S]`:
+    /// the letterboxer's tensor for one frame, `batch_input` for more) and
+    /// hands the output head's shape and data to `read`.
+    pub(super) fn run_input<R>(
+        &mut self,
+        n: usize,
+        read: impl FnOnce(&[i64], &[f32]) -> Result<R, DetectError>,
+    ) -> Result<R, DetectError> {
+        let inference = |e: ort::Error| DetectError::Inference(one_line(&e.to_string()));
+        let s = self.input_size as usize;
+        let pixels = if n == 1 {
+            self.letterbox.tensor()
+        } else {
+            &self.batch_input[..]
+        };
+        let input = TensorRef::from_array_view(([n, 3, s, s], pixels)).map_err(inference)?;
+        let outputs = self.session.run(ort::inputs![input]).map_err(inference)?;
+        let (shape, data) = outputs[0].try_extract_tensor::<f32>().map_err(inference)?;
+        let shape: &[i64] = shape;
+        if shape.len() != 3 || shape[0] != n as i64 || data.len() % n.max(1) != 0 {
+            return Err(DetectError::Inference(format!(
+                "{n} frames gave an output of shape {}, expected [{n},..] of rank 3",
+                fmt_shape(shape)
+            )));
+        }
+        read(shape, data)
     }
 
     /// NMS, mapping back to the source image and descriptors: the objects

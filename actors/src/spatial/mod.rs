@@ -24,26 +24,38 @@ pub struct CameraGeometry {
 }
 
 /// Tuning of [`SpatialTracker`]. Defaults follow the seed's spatial settings.
-#[derive(Debug, Clone, PartialEq)]
+///
+/// The association's constants (every field not marked as set from the
+/// `spatial` section) are what the configuration's `spatial.tuning` holds,
+/// by the same names; the others come from `spatial.*` itself.
+#[derive(Debug, Clone, PartialEq, serde::Serialize, serde::Deserialize)]
+#[serde(default, deny_unknown_fields)]
 pub struct SpatialParams {
     /// Longest blind gap (seconds) across which an identity can be handed to
     /// another camera track (`SPATIAL_MAX_GAP_SECONDS`).
+    #[serde(skip)]
     pub max_gap_seconds: f64,
     /// An identity not seen for this long (seconds) is forgotten (`track_ttl_seconds`).
+    #[serde(skip)]
     pub track_ttl_seconds: f64,
     /// Most identities held at once; the stalest is evicted beyond it (`max_tracks`).
+    #[serde(skip)]
     pub max_tracks: usize,
     /// Use appearance embeddings when associating (`reid_enabled`).
+    #[serde(skip)]
     pub reid_enabled: bool,
     /// Dimension every embedding must have (`spatial.embedding_dim`); others
     /// are stripped from their track and counted. `None`: any dimension up
     /// to `limits.max_embedding_len`, compared only with embeddings of the
     /// same dimension (never fixed by whichever message came first).
+    #[serde(skip)]
     pub embedding_dim: Option<usize>,
     /// How often the shard publishes a matching cycle, milliseconds (`matching_interval_ms`).
+    #[serde(skip)]
     pub matching_interval_ms: u64,
     /// Longest time (seconds) an unseen identity is published as `coasting`
     /// (predicted, still expected in view) before it is `lost`.
+    #[serde(skip)]
     pub max_coast_seconds: f64,
     /// Floor distance (metres) within which two simultaneous observations can
     /// be the same person.
