@@ -14,7 +14,9 @@ For every compose/*.yaml that has a `services` map:
   - SPATIAL_CAMERAS of a spatial node are cameras of its --floor-plans files;
   - a NATS service used by nvr has JetStream enabled.
 It also checks that compose/Dockerfile is Debian bookworm based, runs
-scripts/setup and cargo build --release, and has `nvr` as entrypoint.
+scripts/setup and cargo build --release, has `nvr` as entrypoint, and has a
+`gpu` target carrying the GPU build of ONNX Runtime (the CPU image stays the
+default target).
 
 Prints one line per file and exits non-zero on any problem.
     data/pyenv/bin/python compose/validate.py
@@ -256,9 +258,21 @@ def check_file(path, known_env, global_flags, subs):
 def check_dockerfile(path):
     text = path.read_text()
     problems = []
-    froms = re.findall(r"^FROM\s+(\S+)", text, re.M)
-    if not froms or not all("bookworm" in f for f in froms):
-        problems.append(f"every stage should be Debian bookworm based (FROM {froms})")
+    stages = re.findall(r"^FROM\s+(\S+)(?:\s+AS\s+(\S+))?", text, re.M | re.I)
+    names = set()
+    for image, name in stages:
+        if "bookworm" not in image and image not in names:
+            problems.append(f"every stage should be Debian bookworm based or an earlier stage (FROM {image})")
+        if name:
+            names.add(name)
+    if not stages:
+        problems.append("no FROM")
+    if "gpu" not in names:
+        problems.append("no `gpu` target (the image with the GPU build of ONNX Runtime)")
+    elif "ORT_DYLIB_PATH=" not in text or "onnxruntime-gpu==" not in text:
+        problems.append("the `gpu` target does not carry the GPU build of ONNX Runtime (ORT_DYLIB_PATH)")
+    if stages and stages[-1][1] == "gpu":
+        problems.append("the default (last) target should be the CPU image, not `gpu`")
     if not re.search(r"scripts/setup", text):
         problems.append("does not run scripts/setup")
     if not re.search(r"cargo build --release", text):
@@ -295,7 +309,7 @@ def main():
         failures += 1
         print("FAIL Dockerfile: " + "; ".join(problems))
     else:
-        print("ok   Dockerfile: bookworm, scripts/setup, cargo build --release, ENTRYPOINT nvr")
+        print("ok   Dockerfile: bookworm, scripts/setup, cargo build --release, ENTRYPOINT nvr, a gpu target")
     if compose_files == 0:
         failures += 1
         print("FAIL no compose files found")

@@ -1,14 +1,26 @@
 //! `nvr bench detect`: (a) the raw ONNX Runtime inference rate of the model
-//! alone, (b) the full path camera publish -> NATS -> detector -> NATS on this
-//! machine with N synthetic cameras fed pre-encoded frames of real footage,
-//! and the ratio of (b) to (a).
+//! alone, (b) the full path camera -> NATS -> detector -> NATS with N
+//! synthetic cameras fed real footage, and the ratio of (b) to (a).
 //!
 //! The full path runs an embedded `nats-server` in a temporary directory and
-//! the same detector workers `nvr run` starts. Each synthetic camera publishes
-//! `Frame` messages at its fps, staggered like independent cameras; a core
-//! subscription on `nvr.detections.>` timestamps every result. A sweep over
-//! camera counts finds the largest one served with under 1% of frames
-//! skipped; an overload step measures the sustained throughput.
+//! the same detector workers `nvr run` starts, or with `--node` drives the
+//! detection nodes already serving the NATS server of `--nats-url`. Each
+//! synthetic camera publishes `Frame` messages at its fps, staggered like
+//! independent cameras; with the camera side on (the default) it first does
+//! what a camera does to each frame: decode a full-resolution image (a JPEG
+//! of the footage stands in for the video decoder), resize it and encode the
+//! JPEG it publishes. A core subscription on `nvr.detections.>` timestamps
+//! every result.
+//!
+//! A step is *steady* when, over its whole window (60 s by default), every
+//! offered frame but under 1% got detections, the queue did not grow (its
+//! mean over the last fifth of the window is at most one frame per camera
+//! above the first fifth's) and the end-to-end p99 is within
+//! `--p99-bound-ms`. The sweep stops at the first step that is not; the
+//! largest steady camera count is the node's capacity. An overload step then
+//! measures the detectors' peak rate; it publishes pre-encoded frames (no
+//! camera side), since on one machine the synthetic cameras of an overload
+//! would otherwise take the cores the detectors are measured on.
 
 use std::path::PathBuf;
 use std::process::ExitCode;
@@ -21,7 +33,7 @@ use clap::Args;
 use futures::StreamExt;
 use hdrhistogram::Histogram;
 use nvr_actors::bus::{self, now_ns};
-use nvr_actors::detect::image::{encode_jpeg, resize_to_fit};
+use nvr_actors::detect::image::{decode_jpeg, encode_jpeg, resize_to_fit};
 use nvr_actors::status::peak_rss_mb;
 use nvr_subjects::messages::{Detections, Frame, FrameEncoding};
 use nvr_subjects::{decode, subjects, SCHEMA_VERSION};
@@ -44,8 +56,8 @@ pub struct DetectBenchArgs {
     #[arg(long, default_value_t = 320)]
     pub input_size: u32,
     /// Camera counts of the sweep (ascending); it stops at the first count
-    /// with 1% or more frames skipped.
-    #[arg(long, value_delimiter = ',', default_value = "8,16,20,24,28,32,36,40")]
+    /// that is not served in a steady state.
+    #[arg(long, value_delimiter = ',', default_value = "8,16,20,24,28,32,36")]
     pub cameras: Vec<usize>,
     /// Cameras of the overload step (0 = none).
     #[arg(long, default_value_t = 60)]
@@ -53,9 +65,22 @@ pub struct DetectBenchArgs {
     /// Frames per second of each synthetic camera.
     #[arg(long, default_value_t = 5.0)]
     pub fps: f64,
-    /// Seconds each step publishes.
-    #[arg(long, default_value_t = 20.0)]
+    /// Seconds each step publishes (the steady-state window).
+    #[arg(long, default_value_t = 60.0)]
     pub duration_s: f64,
+    /// Largest end-to-end p99 (ms) of a steady step.
+    #[arg(long, default_value_t = 1000.0)]
+    pub p99_bound_ms: f64,
+    /// Do the camera side (decode, resize, JPEG encode) for every frame.
+    #[arg(long, default_value_t = true, action = clap::ArgAction::Set)]
+    pub camera_side: bool,
+    /// Backend of the detector workers (default: `detection.backend`).
+    #[arg(long)]
+    pub backend: Option<String>,
+    /// Drive the detection nodes already serving the NATS server of
+    /// `--nats-url` instead of starting workers here (no raw model rate).
+    #[arg(long)]
+    pub node: bool,
     /// Detector workers (default: `detection.workers`).
     #[arg(long)]
     pub workers: Option<usize>,
@@ -78,6 +103,8 @@ pub struct DetectBenchArgs {
 struct Step {
     /// Synthetic cameras.
     cameras: usize,
+    /// Whether the cameras did the camera side for every frame.
+    camera_side: bool,
     /// Frames offered by the cameras.
     offered: u64,
     /// Frames the stream accepted.
@@ -102,6 +129,14 @@ struct Step {
     e2e_p99_ms: f64,
     /// Largest queue size seen (pending + in flight on `detectors`).
     max_queue: u64,
+    /// Mean queue size over the first fifth of the window.
+    queue_start: f64,
+    /// Mean queue size over the last fifth of the window.
+    queue_end: f64,
+    /// Served in a steady state (see the module documentation).
+    steady: bool,
+    /// Mean GPU utilisation over the window, percent (where `nvidia-smi` exists).
+    gpu_util_pct: Option<f64>,
     /// Resident memory of this process at the end of the step, MiB.
     rss_mb: f64,
     /// Peak resident memory of this process so far, MiB (includes loading the footage).
@@ -117,8 +152,15 @@ pub async fn run(cfg: &Config, args: DetectBenchArgs) -> Result<ExitCode> {
     if let Some(t) = args.threads {
         cfg.detection.threads = t;
     }
+    if let Some(b) = &args.backend {
+        cfg.detection.backend = b.clone();
+    }
     cfg.detection.input_size = args.input_size;
-    cfg.spatial.reid_enabled = false;
+    // The colour descriptor is computed exactly when the config asks for it
+    // (`spatial.reid_enabled`, on by default).
+    if args.node {
+        return run_against_nodes(&cfg, &args).await;
+    }
     let model = cfg.detection.model_path();
     if !model.is_file() {
         bail!(
@@ -167,7 +209,7 @@ pub async fn run(cfg: &Config, args: DetectBenchArgs) -> Result<ExitCode> {
         frames.len(),
         args.footage.display(),
         args.input_size,
-        frames.iter().map(|f| f.2.len()).sum::<usize>() / frames.len().max(1) / 1024
+        frames.iter().map(|f| f.small.len()).sum::<usize>() / frames.len().max(1) / 1024
     );
     let store = tempfile::tempdir().context("temporary JetStream store")?;
     let port = free_port()?;
@@ -184,10 +226,7 @@ pub async fn run(cfg: &Config, args: DetectBenchArgs) -> Result<ExitCode> {
             .map(|r| r.fps)
             .fold(None, |a: Option<f64>, f| Some(a.map_or(f, |a| a.max(f))))
     };
-    let best = steps
-        .iter()
-        .filter(|s| s.skipped_pct < 1.0)
-        .max_by_key(|s| s.cameras);
+    let best = steps.iter().filter(|s| s.steady).max_by_key(|s| s.cameras);
     let ratio = match (&overload, raw_at(args.input_size)) {
         (Some(o), Some(r)) if r > 0.0 => Some(o.fps / r),
         _ => None,
@@ -197,11 +236,13 @@ pub async fn run(cfg: &Config, args: DetectBenchArgs) -> Result<ExitCode> {
     let _ = writeln!(md, "# Detection benchmark\n");
     let _ = writeln!(
         md,
-        "Command: `nvr bench detect` (release build). Machine: {}. Model: `{}`, {} worker(s) x {} ONNX Runtime thread(s), CPU backend.\n",
+        "Command: `nvr bench detect` (release build). Machine: {}. Model: `{}`, {} worker(s) x {} ONNX Runtime thread(s), backend {}, colour descriptor {}.\n",
         crate::bench::machine(),
         model.file_name().map(|f| f.to_string_lossy().into_owned()).unwrap_or_default(),
         cfg.detection.workers,
-        threads
+        threads,
+        cfg.detection.backend,
+        if cfg.spatial.reid_enabled { "on" } else { "off" }
     );
     let _ = writeln!(md, "## (a) Raw model rate (inference only, warm)\n\n| input | sessions x threads | fps | mean ms | p50 ms | p99 ms |\n|---|---|---|---|---|---|");
     for r in &raw {
@@ -211,39 +252,12 @@ pub async fn run(cfg: &Config, args: DetectBenchArgs) -> Result<ExitCode> {
             r.input_size, r.sessions, r.threads, r.fps, r.mean_ms, r.p50_ms, r.p99_ms
         );
     }
-    let _ = writeln!(
-        md,
-        "\n## (b) Full path: camera publish -> NATS -> detector -> NATS (input {}, {} fps per camera, {} s per step)\n",
-        args.input_size, args.fps, args.duration_s
-    );
-    let _ = writeln!(md, "| cameras | offered | processed | skipped % | fps | e2e p50 ms | e2e p99 ms | max queue | RSS MiB |\n|---|---|---|---|---|---|---|---|---|");
-    for s in steps.iter().chain(overload.iter()) {
-        let _ = writeln!(
-            md,
-            "| {} | {} | {} | {:.2} | {:.1} | {:.1} | {:.1} | {} | {:.0} |",
-            s.cameras,
-            s.offered,
-            s.processed,
-            s.skipped_pct,
-            s.fps,
-            s.e2e_p50_ms,
-            s.e2e_p99_ms,
-            s.max_queue,
-            s.rss_mb
-        );
-    }
-    let _ = writeln!(md);
-    if let Some(b) = best {
-        let _ = writeln!(
-            md,
-            "Largest camera count at {} fps with under 1% skipped: **{}** ({:.2}% skipped).",
-            args.fps, b.cameras, b.skipped_pct
-        );
-    }
+    steps_markdown(&mut md, &args, &steps, overload.as_ref());
     if let (Some(o), Some(r)) = (&overload, ratio) {
         let _ = writeln!(
             md,
-            "Sustained full-path rate under overload: {:.1} fps = **{:.2}** of the raw model rate at {} ({:.1} fps).",
+            "Peak full-path rate under overload ({} cameras, pre-encoded frames): {:.1} fps = **{:.2}** of the raw model rate at {} ({:.1} fps).",
+            o.cameras,
             o.fps,
             r,
             args.input_size,
@@ -267,7 +281,10 @@ pub async fn run(cfg: &Config, args: DetectBenchArgs) -> Result<ExitCode> {
             "steps": steps,
             "overload": overload,
         },
-        "max_cameras_under_1pct_skipped": best.map(|b| b.cameras),
+        "steady_state_cameras": best.map(|b| b.cameras),
+        "camera_side": args.camera_side,
+        "colour_descriptor": cfg.spatial.reid_enabled,
+        "backend": cfg.detection.backend,
         "full_to_raw_ratio": ratio,
     });
     crate::bench::write_results(&args.out, &args.name, &md, &doc)?;
@@ -329,19 +346,24 @@ async fn raw_parallel(
     })
 }
 
-/// (original width, original height, JPEG) of frames spread over the footage.
-type EncodedFrame = (u32, u32, Vec<u8>);
+/// One frame of the footage as a camera would publish it.
+struct Source {
+    /// Original width.
+    width: u32,
+    /// Original height.
+    height: u32,
+    /// The JPEG published without the camera side (resized, encoded once).
+    small: Vec<u8>,
+    /// The full-resolution image the camera side starts from, as a JPEG.
+    full: Vec<u8>,
+}
 
-async fn load_frames(
-    path: &std::path::Path,
-    max_side: u32,
-    quality: u8,
-) -> Result<Vec<EncodedFrame>> {
+async fn load_frames(path: &std::path::Path, max_side: u32, quality: u8) -> Result<Vec<Source>> {
     if !path.is_file() {
         bail!("footage {} not found; run scripts/setup", path.display());
     }
     let path = path.to_path_buf();
-    tokio::task::spawn_blocking(move || -> Result<Vec<EncodedFrame>> {
+    tokio::task::spawn_blocking(move || -> Result<Vec<Source>> {
         let frames = nvr_actors::detect::frames::read_frames(&path, 0, 8, 60)
             .map_err(|e| anyhow!("{}: {e}", path.display()))?;
         if frames.is_empty() {
@@ -351,13 +373,25 @@ async fn load_frames(
             .iter()
             .map(|f| {
                 let small = resize_to_fit(f, max_side);
-                let jpeg = encode_jpeg(&small, quality).map_err(|e| anyhow!("jpeg: {e}"))?;
-                Ok((f.width, f.height, jpeg))
+                let jpeg = |img, q| encode_jpeg(img, q).map_err(|e| anyhow!("jpeg: {e}"));
+                Ok(Source {
+                    width: f.width,
+                    height: f.height,
+                    small: jpeg(&small, quality)?,
+                    full: jpeg(f, 95)?,
+                })
             })
             .collect()
     })
     .await
     .map_err(|e| anyhow!("{e}"))?
+}
+
+/// What a camera does to a frame before publishing it: decode, resize to
+/// the model input, JPEG-encode (blocking).
+fn camera_side(src: &Source, max_side: u32, quality: u8) -> Option<Vec<u8>> {
+    let img = decode_jpeg(&src.full).ok()?;
+    encode_jpeg(&resize_to_fit(&img, max_side), quality).ok()
 }
 
 fn free_port() -> Result<u16> {
@@ -376,181 +410,379 @@ struct Counters {
     received: AtomicU64,
 }
 
+/// What a step drives: the bus, the footage and, when the workers run in
+/// this process, their node.
+struct Rig<'a> {
+    cfg: &'a Config,
+    args: &'a DetectBenchArgs,
+    client: async_nats::Client,
+    js: async_nats::jetstream::Context,
+    node: Option<&'a DetectionNode>,
+    frames: Arc<Vec<Source>>,
+}
+
 async fn full_path(
     cfg: &Config,
     args: &DetectBenchArgs,
     url: &str,
-    frames: Arc<Vec<EncodedFrame>>,
+    frames: Arc<Vec<Source>>,
 ) -> Result<(Vec<Step>, Option<Step>)> {
     let client = crate::nats::connect(cfg, url, "nvr bench detect").await?;
     let js = async_nats::jetstream::new(client.clone());
     crate::nats::ensure_streams(&js, &crate::nats::retention(cfg)).await?;
     let (node, specs) = DetectionNode::new(cfg, js.clone());
+    // Workers warm up in `pre_start`: once the supervisor runs, they are ready.
     let (sup, handle) = crate::supervisor::start_supervisor(specs).await?;
-    // Wait for every worker to load its model before timing anything.
-    let deadline = Instant::now() + Duration::from_secs(60);
-    while node
-        .loaded
-        .iter()
-        .any(|l| l.lock().map(|l| l.is_none()).unwrap_or(true))
-    {
-        if Instant::now() > deadline {
-            bail!("detector workers did not load the model within 60 s");
-        }
-        tokio::time::sleep(Duration::from_millis(50)).await;
-    }
+    let rig = Rig {
+        cfg,
+        args,
+        client,
+        js,
+        node: Some(&node),
+        frames,
+    };
+    let result = sweep(&rig).await;
+    crate::supervisor::shutdown_supervisor(&sup, handle).await;
+    result
+}
 
+/// The camera-count sweep, stopping at the first step that is not steady,
+/// then the overload step.
+async fn sweep(rig: &Rig<'_>) -> Result<(Vec<Step>, Option<Step>)> {
     let mut steps = Vec::new();
     let mut step_no = 0u64;
-    for &n in &args.cameras {
+    for &n in &rig.args.cameras {
         step_no += 1;
-        let s = one_step(cfg, args, &client, &js, &node, frames.clone(), n, step_no).await?;
+        let s = one_step(rig, n, step_no, rig.args.camera_side).await?;
         print_step(&s);
-        let stop = s.skipped_pct >= 1.0;
+        let stop = !s.steady;
         steps.push(s);
         if stop {
             break;
         }
     }
-    let overload = if args.overload_cameras > 0 {
+    let overload = if rig.args.overload_cameras > 0 {
         step_no += 1;
-        let s = one_step(
-            cfg,
-            args,
-            &client,
-            &js,
-            &node,
-            frames.clone(),
-            args.overload_cameras,
-            step_no,
-        )
-        .await?;
+        let s = one_step(rig, rig.args.overload_cameras, step_no, false).await?;
         print_step(&s);
         Some(s)
     } else {
         None
     };
-    crate::supervisor::shutdown_supervisor(&sup, handle).await;
     Ok((steps, overload))
+}
+
+/// `--node`: the sweep against the detection nodes already on the bus.
+async fn run_against_nodes(cfg: &Config, args: &DetectBenchArgs) -> Result<ExitCode> {
+    if cfg.nats.embedded {
+        bail!("--node drives running detection nodes: give their NATS server with --nats-url");
+    }
+    println!("machine (publisher): {}", crate::bench::machine());
+    let frames =
+        Arc::new(load_frames(&args.footage, args.input_size, cfg.detection.jpeg_quality).await?);
+    let client = crate::nats::connect(cfg, &cfg.nats.url, "nvr bench detect").await?;
+    let js = async_nats::jetstream::new(client.clone());
+    let nodes =
+        crate::api::gather(&client, nvr_actors::status::DETECTION_STATUS_SUBJECT, b"{}").await;
+    if nodes.is_empty() {
+        bail!(
+            "no detection node answers on {} at {}",
+            nvr_actors::status::DETECTION_STATUS_SUBJECT,
+            crate::nats::redact_url(&cfg.nats.url)
+        );
+    }
+    println!("detection nodes answering: {}", nodes.len());
+    let rig = Rig {
+        cfg,
+        args,
+        client,
+        js,
+        node: None,
+        frames,
+    };
+    let (steps, overload) = sweep(&rig).await?;
+    let best = steps.iter().filter(|s| s.steady).max_by_key(|s| s.cameras);
+    let mut md = String::new();
+    use std::fmt::Write as _;
+    let _ = writeln!(
+        md,
+        "# Detection benchmark against running nodes\n\nCommand: `nvr bench detect --node --nats-url ...`; {} detection node(s) answered.\n",
+        nodes.len()
+    );
+    steps_markdown(&mut md, args, &steps, overload.as_ref());
+    print!("\n{md}");
+    let doc = json!({
+        "nodes": nodes.len(),
+        "camera_side": args.camera_side,
+        "full_path": {"input_size": args.input_size, "fps_per_camera": args.fps, "duration_s": args.duration_s, "steps": steps, "overload": overload},
+        "steady_state_cameras": best.map(|b| b.cameras),
+    });
+    crate::bench::write_results(&args.out, &args.name, &md, &doc)?;
+    Ok(ExitCode::SUCCESS)
+}
+
+/// The full-path table and the steady-state verdict.
+fn steps_markdown(
+    md: &mut String,
+    args: &DetectBenchArgs,
+    steps: &[Step],
+    overload: Option<&Step>,
+) {
+    use std::fmt::Write as _;
+    let _ = writeln!(
+        md,
+        "\n## (b) Full path: camera -> NATS -> detector -> NATS (input {}, {} fps per camera, {} s per step)\n",
+        args.input_size, args.fps, args.duration_s
+    );
+    let _ = writeln!(md, "| cameras | camera side | offered | processed | not served % | fps | e2e p50 ms | e2e p99 ms | queue start / end / max | steady | GPU % | RSS MiB |\n|---|---|---|---|---|---|---|---|---|---|---|---|");
+    for s in steps.iter().chain(overload) {
+        let _ = writeln!(
+            md,
+            "| {} | {} | {} | {} | {:.2} | {:.1} | {:.1} | {:.1} | {:.0} / {:.0} / {} | {} | {} | {:.0} |",
+            s.cameras,
+            if s.camera_side { "on" } else { "off" },
+            s.offered,
+            s.processed,
+            s.skipped_pct,
+            s.fps,
+            s.e2e_p50_ms,
+            s.e2e_p99_ms,
+            s.queue_start,
+            s.queue_end,
+            s.max_queue,
+            if s.steady { "yes" } else { "no" },
+            s.gpu_util_pct.map_or("-".to_string(), |g| format!("{g:.0}")),
+            s.rss_mb
+        );
+    }
+    let _ = writeln!(md);
+    match steps.iter().filter(|s| s.steady).max_by_key(|s| s.cameras) {
+        Some(b) => {
+            let _ = writeln!(
+                md,
+                "Steady state: **{} cameras at {} fps** ({:.1} fps served, e2e p99 {:.0} ms within {:.0} ms, queue {:.0} -> {:.0}).",
+                b.cameras, args.fps, b.fps, b.e2e_p99_ms, args.p99_bound_ms, b.queue_start, b.queue_end
+            );
+        }
+        None => {
+            let _ = writeln!(md, "No step was served in a steady state.");
+        }
+    }
 }
 
 fn print_step(s: &Step) {
     println!(
-        "full path {:>3} cameras: {:>6.1} fps  skipped {:>6.2}%  e2e p50 {:>6.1} ms  p99 {:>7.1} ms  max queue {:>4}  RSS {:.0} MiB",
-        s.cameras, s.fps, s.skipped_pct, s.e2e_p50_ms, s.e2e_p99_ms, s.max_queue, s.rss_mb
+        "full path {:>3} cameras: {:>6.1} fps  not served {:>6.2}%  e2e p50 {:>6.1} ms  p99 {:>7.1} ms  queue {:.0} -> {:.0} (max {})  steady {}  RSS {:.0} MiB",
+        s.cameras,
+        s.fps,
+        s.skipped_pct,
+        s.e2e_p50_ms,
+        s.e2e_p99_ms,
+        s.queue_start,
+        s.queue_end,
+        s.max_queue,
+        if s.steady { "yes" } else { "no" },
+        s.rss_mb
     );
 }
 
-fn worker_totals(node: &DetectionNode) -> (u64, u64, u64) {
-    node.workers.iter().fold((0, 0, 0), |acc, w| {
-        (
-            acc.0 + w.processed.load(Ordering::Relaxed),
-            acc.1 + w.skipped.load(Ordering::Relaxed),
-            acc.2 + w.errors.load(Ordering::Relaxed),
-        )
+/// Processed, skipped and failed frames of the workers in this process.
+fn worker_totals(node: Option<&DetectionNode>) -> (u64, u64, u64) {
+    node.map_or((0, 0, 0), |node| {
+        node.workers.iter().fold((0, 0, 0), |acc, w| {
+            (
+                acc.0 + w.processed.load(Ordering::Relaxed),
+                acc.1 + w.skipped.load(Ordering::Relaxed),
+                acc.2 + w.errors.load(Ordering::Relaxed),
+            )
+        })
     })
 }
 
-#[allow(clippy::too_many_arguments)]
-async fn one_step(
-    cfg: &Config,
-    args: &DetectBenchArgs,
-    client: &async_nats::Client,
-    js: &async_nats::jetstream::Context,
-    node: &DetectionNode,
-    frames: Arc<Vec<EncodedFrame>>,
+/// GPU utilisation (percent, first GPU) from `nvidia-smi`, where it exists.
+fn gpu_util() -> Option<f64> {
+    let out = std::process::Command::new("nvidia-smi")
+        .args([
+            "--query-gpu=utilization.gpu",
+            "--format=csv,noheader,nounits",
+        ])
+        .output()
+        .ok()?;
+    String::from_utf8_lossy(&out.stdout)
+        .lines()
+        .next()?
+        .trim()
+        .parse()
+        .ok()
+}
+
+/// Starts `cameras` synthetic cameras publishing until `cancel`.
+fn start_cameras(
+    rig: &Rig<'_>,
     cameras: usize,
-    step_no: u64,
-) -> Result<Step> {
-    let counters = Arc::new(Counters::default());
-    let e2e = Arc::new(std::sync::Mutex::new(
-        Histogram::<u64>::new_with_bounds(1, 600_000_000, 3).map_err(|e| anyhow!("{e}"))?,
-    ));
-    let prefix = format!("s{step_no}c");
+    side: bool,
+    prefix: &str,
+    counters: &Arc<Counters>,
+    cancel: &CancellationToken,
+) -> Vec<tokio::task::JoinHandle<()>> {
+    let period = Duration::from_secs_f64(1.0 / rig.args.fps.max(0.1));
+    let (max_side, quality) = (rig.args.input_size, rig.cfg.detection.jpeg_quality);
+    (0..cameras)
+        .map(|i| {
+            let (js, frames, counters, cancel) = (
+                rig.js.clone(),
+                rig.frames.clone(),
+                counters.clone(),
+                cancel.clone(),
+            );
+            let camera = format!("{prefix}{i:03}");
+            let offset = period.mul_f64(i as f64 / cameras as f64);
+            tokio::spawn(async move {
+                tokio::time::sleep(offset).await;
+                let mut tick = tokio::time::interval(period);
+                tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Skip);
+                let mut seq = 0u64;
+                loop {
+                    tokio::select! {
+                        _ = tick.tick() => {}
+                        _ = cancel.cancelled() => break,
+                    }
+                    let k = (seq as usize + i * 7) % frames.len();
+                    seq += 1;
+                    let ts_ns = now_ns();
+                    counters.offered.fetch_add(1, Ordering::Relaxed);
+                    let data = if side {
+                        let frames = frames.clone();
+                        let encoded = tokio::task::spawn_blocking(move || {
+                            camera_side(&frames[k], max_side, quality)
+                        })
+                        .await;
+                        match encoded {
+                            Ok(Some(d)) => d,
+                            _ => {
+                                counters.dropped.fetch_add(1, Ordering::Relaxed);
+                                continue;
+                            }
+                        }
+                    } else {
+                        frames[k].small.clone()
+                    };
+                    let f = Frame {
+                        v: SCHEMA_VERSION,
+                        camera: camera.clone(),
+                        seq,
+                        ts_ns,
+                        width: frames[k].width,
+                        height: frames[k].height,
+                        encoding: FrameEncoding::Jpeg,
+                        data,
+                        data_width: 0,
+                        data_height: 0,
+                    };
+                    let id = nvr_subjects::msg_id(&camera, seq);
+                    if bus::publish_js(&js, subjects::frames(&camera), &f, Some(&id))
+                        .await
+                        .is_err()
+                    {
+                        counters.dropped.fetch_add(1, Ordering::Relaxed);
+                    }
+                }
+            })
+        })
+        .collect()
+}
+
+/// Counts the detections of this step's cameras and their end-to-end latency.
+async fn listen(
+    client: &async_nats::Client,
+    prefix: &str,
+    counters: &Arc<Counters>,
+    e2e: &Arc<std::sync::Mutex<Histogram<u64>>>,
+) -> Result<tokio::task::JoinHandle<()>> {
     let mut sub = client
         .subscribe(subjects::detections("*"))
         .await
         .map_err(|e| anyhow!("subscribe: {e}"))?;
-    let listener = {
-        let (counters, e2e, prefix) = (counters.clone(), e2e.clone(), prefix.clone());
-        tokio::spawn(async move {
-            while let Some(m) = sub.next().await {
-                let Ok(d) = decode::<Detections>(&m.payload) else {
-                    continue;
-                };
-                if !d.camera.starts_with(&prefix) {
-                    continue;
-                }
-                let ms = now_ns().saturating_sub(d.ts_ns) as f64 / 1e6;
-                counters.received.fetch_add(1, Ordering::Relaxed);
-                if let Ok(mut h) = e2e.lock() {
-                    let _ = h.record(((ms * 1000.0).round() as u64).max(1));
-                }
+    let (counters, e2e, prefix) = (counters.clone(), e2e.clone(), prefix.to_string());
+    let task = tokio::spawn(async move {
+        while let Some(m) = sub.next().await {
+            let Ok(d) = decode::<Detections>(&m.payload) else {
+                continue;
+            };
+            if !d.camera.starts_with(&prefix) {
+                continue;
             }
-        })
-    };
+            let ms = now_ns().saturating_sub(d.ts_ns) as f64 / 1e6;
+            counters.received.fetch_add(1, Ordering::Relaxed);
+            if let Ok(mut h) = e2e.lock() {
+                let _ = h.record(((ms * 1000.0).round() as u64).max(1));
+            }
+        }
+    });
     client.flush().await.map_err(|e| anyhow!("flush: {e}"))?;
-    let (p0, s0, e0) = worker_totals(node);
-    let cancel = CancellationToken::new();
-    let period = Duration::from_secs_f64(1.0 / args.fps.max(0.1));
-    let mut pubs = Vec::new();
-    for i in 0..cameras {
-        let (js, frames, counters, cancel) =
-            (js.clone(), frames.clone(), counters.clone(), cancel.clone());
-        let camera = format!("{prefix}{i:03}");
-        let offset = period.mul_f64(i as f64 / cameras as f64);
-        pubs.push(tokio::spawn(async move {
-            tokio::time::sleep(offset).await;
-            let mut tick = tokio::time::interval(period);
-            tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Skip);
-            let mut seq = 0u64;
-            loop {
-                tokio::select! {
-                    _ = tick.tick() => {}
-                    _ = cancel.cancelled() => break,
-                }
-                let (w, h, jpeg) = &frames[(seq as usize + i * 7) % frames.len()];
-                seq += 1;
-                let f = Frame {
-                    v: SCHEMA_VERSION,
-                    camera: camera.clone(),
-                    seq,
-                    ts_ns: now_ns(),
-                    width: *w,
-                    height: *h,
-                    encoding: FrameEncoding::Jpeg,
-                    data: jpeg.clone(),
-                    data_width: 0,
-                    data_height: 0,
-                };
-                counters.offered.fetch_add(1, Ordering::Relaxed);
-                let id = nvr_subjects::msg_id(&camera, seq);
-                if bus::publish_js(&js, subjects::frames(&camera), &f, Some(&id))
-                    .await
-                    .is_err()
-                {
-                    counters.dropped.fetch_add(1, Ordering::Relaxed);
-                }
-            }
-        }));
+    Ok(task)
+}
+
+/// Queue size and GPU utilisation sampled every half second over a window.
+struct Samples {
+    /// Queue size (pending + in flight on `detectors`) per sample.
+    queue: Vec<u64>,
+    /// GPU utilisation per sample, where `nvidia-smi` answered.
+    gpu: Vec<f64>,
+}
+
+impl Samples {
+    /// Mean queue over the samples in `[from, to)` fifths of the window.
+    fn queue_mean(&self, from: usize, to: usize) -> f64 {
+        let n = self.queue.len();
+        let (a, b) = (n * from / 5, (n * to / 5).max(n * from / 5 + 1).min(n));
+        let part = &self.queue[a.min(b)..b];
+        part.iter().sum::<u64>() as f64 / part.len().max(1) as f64
     }
-    // Publish for the step's duration, sampling the queue.
+}
+
+async fn sample_window(
+    consumer: &mut async_nats::jetstream::consumer::PullConsumer,
+    window: Duration,
+) -> Samples {
     let started = Instant::now();
-    let window = Duration::from_secs_f64(args.duration_s);
-    let mut max_queue = 0u64;
-    let mut consumer: async_nats::jetstream::consumer::PullConsumer = js
+    let mut s = Samples {
+        queue: Vec::new(),
+        gpu: Vec::new(),
+    };
+    while started.elapsed() < window {
+        tokio::time::sleep(Duration::from_millis(500)).await;
+        if let Ok(info) = consumer.info().await {
+            s.queue.push(info.num_pending + info.num_ack_pending as u64);
+        }
+        if let Ok(Some(g)) = tokio::task::spawn_blocking(gpu_util).await {
+            s.gpu.push(g);
+        }
+    }
+    s
+}
+
+async fn one_step(rig: &Rig<'_>, cameras: usize, step_no: u64, side: bool) -> Result<Step> {
+    let counters = Arc::new(Counters::default());
+    let e2e = Arc::new(std::sync::Mutex::new(
+        Histogram::<u64>::new_with_bounds(1, 600_000_000, 3).map_err(|e| anyhow!("{e}"))?,
+    ));
+    let prefix = format!("s{step_no}c{}-", std::process::id());
+    let listener = listen(&rig.client, &prefix, &counters, &e2e).await?;
+    let (p0, s0, e0) = worker_totals(rig.node);
+    let cancel = CancellationToken::new();
+    let pubs = start_cameras(rig, cameras, side, &prefix, &counters, &cancel);
+    // Publish for the step's window, sampling the queue.
+    let started = Instant::now();
+    let mut consumer: async_nats::jetstream::consumer::PullConsumer = rig
+        .js
         .get_stream(nvr_subjects::streams::FRAMES)
         .await
         .map_err(|e| anyhow!("{e}"))?
         .get_consumer(nvr_subjects::streams::DETECTORS_CONSUMER)
         .await
         .map_err(|e| anyhow!("{e}"))?;
-    while started.elapsed() < window {
-        tokio::time::sleep(Duration::from_millis(500)).await;
-        if let Ok(info) = consumer.info().await {
-            max_queue = max_queue.max(info.num_pending + info.num_ack_pending as u64);
-        }
-    }
+    let samples = sample_window(&mut consumer, Duration::from_secs_f64(rig.args.duration_s)).await;
     cancel.cancel();
     for p in pubs {
         let _ = p.await;
@@ -559,29 +791,37 @@ async fn one_step(
     let elapsed = started.elapsed().as_secs_f64();
     // Drain: wait until the queue is empty and every accepted frame is accounted for.
     let drain_deadline =
-        Instant::now() + Duration::from_millis(cfg.detection.max_frame_age_ms + 10_000);
+        Instant::now() + Duration::from_millis(rig.cfg.detection.max_frame_age_ms + 10_000);
     loop {
         let queue = consumer
             .info()
             .await
             .map(|i| i.num_pending + i.num_ack_pending as u64)
             .unwrap_or(0);
-        let (p, s, e) = worker_totals(node);
+        let (p, s, e) = worker_totals(rig.node);
         let accepted =
             counters.offered.load(Ordering::Relaxed) - counters.dropped.load(Ordering::Relaxed);
-        if (queue == 0 && (p - p0) + (s - s0) + (e - e0) >= accepted)
-            || Instant::now() > drain_deadline
-        {
+        let accounted = if rig.node.is_some() {
+            (p - p0) + (s - s0) + (e - e0)
+        } else {
+            counters.received.load(Ordering::Relaxed)
+        };
+        if (queue == 0 && accounted >= accepted) || Instant::now() > drain_deadline {
             break;
         }
         tokio::time::sleep(Duration::from_millis(200)).await;
     }
     // Let the last detections reach the listener.
-    let _ = client.flush().await;
+    let _ = rig.client.flush().await;
     tokio::time::sleep(Duration::from_millis(300)).await;
     listener.abort();
-    let (p, s, e) = worker_totals(node);
-    let (processed, skipped, errors) = (p - p0, s - s0, e - e0);
+    let (p, s, e) = worker_totals(rig.node);
+    let processed = if rig.node.is_some() {
+        p - p0
+    } else {
+        counters.received.load(Ordering::Relaxed)
+    };
+    let (skipped, errors) = (s - s0, e - e0);
     let offered = counters.offered.load(Ordering::Relaxed);
     let dropped = counters.dropped.load(Ordering::Relaxed);
     let published = offered - dropped;
@@ -589,8 +829,18 @@ async fn one_step(
     let not_served = offered.saturating_sub(processed);
     let h = e2e.lock().map_err(|_| anyhow!("histogram lock"))?;
     let pct = |q: f64| h.value_at_quantile(q) as f64 / 1000.0;
+    let skipped_pct = if offered > 0 {
+        100.0 * not_served as f64 / offered as f64
+    } else {
+        0.0
+    };
+    let (queue_start, queue_end) = (samples.queue_mean(0, 1), samples.queue_mean(4, 5));
+    let steady = skipped_pct < 1.0
+        && queue_end <= queue_start + cameras as f64
+        && pct(0.99) <= rig.args.p99_bound_ms;
     Ok(Step {
         cameras,
+        camera_side: side,
         offered,
         published,
         dropped_at_publish: dropped,
@@ -598,15 +848,16 @@ async fn one_step(
         skipped,
         errors,
         expired,
-        skipped_pct: if offered > 0 {
-            100.0 * not_served as f64 / offered as f64
-        } else {
-            0.0
-        },
+        skipped_pct,
         fps: received_at_end.min(processed) as f64 / elapsed,
         e2e_p50_ms: pct(0.5),
         e2e_p99_ms: pct(0.99),
-        max_queue,
+        max_queue: samples.queue.iter().copied().max().unwrap_or(0),
+        queue_start,
+        queue_end,
+        steady,
+        gpu_util_pct: (!samples.gpu.is_empty())
+            .then(|| samples.gpu.iter().sum::<f64>() / samples.gpu.len() as f64),
         rss_mb: nvr_actors::status::rss_mb(),
         peak_rss_mb: peak_rss_mb(),
     })
