@@ -248,16 +248,15 @@ pub async fn dispatch(cli: Cli, loaded: Loaded) -> Result<ExitCode> {
         Command::Status(args) => crate::api::print_status(&loaded.config, args).await,
         Command::Config {
             action: ConfigAction::Check,
-        } => {
-            config_check(&loaded);
-            Ok(ExitCode::SUCCESS)
-        }
+        } => Ok(config_check(&loaded)),
         Command::Bench { which } => crate::bench::run(&loaded, which).await,
         Command::Sim(args) => crate::sim::run(&loaded.config, args).await,
     }
 }
 
-fn config_check(loaded: &Loaded) {
+/// Prints the configuration with where each value came from; exit code 2
+/// with one line when something the configuration needs here is missing.
+fn config_check(loaded: &Loaded) -> ExitCode {
     match &loaded.file {
         Some(f) => println!("# configuration file: {}", f.display()),
         None => println!(
@@ -290,14 +289,21 @@ fn config_check(loaded: &Loaded) {
         }
     }
     let model = c.detection.model_path();
-    println!(
-        "# detection model: {} ({})",
-        model.display(),
-        if model.is_file() {
-            "found"
-        } else {
-            "NOT FOUND: run scripts/setup or set detection.models_path"
-        }
-    );
+    if model.is_file() {
+        println!("# detection model: {} (found)", model.display());
+    } else if c.detection.embedded {
+        eprintln!(
+            "config error: detection.model = {:?}: model file {} does not exist, and detection runs in this process (detection.embedded); run scripts/setup or set detection.models_path",
+            c.detection.model,
+            model.display()
+        );
+        return ExitCode::from(2);
+    } else {
+        println!(
+            "# detection model: {} NOT FOUND (not needed by `nvr run` with detection.embedded false; a `nvr detector` here needs it)",
+            model.display()
+        );
+    }
     println!("# configuration OK");
+    ExitCode::SUCCESS
 }

@@ -758,32 +758,55 @@ pub const ENV_VARS: &[(&str, &str)] = &[
     ("SPATIAL_CAMERAS", "spatial.cameras"),
 ];
 
-/// Parses an environment variable's text as a scalar of the natural type.
+/// Parses an environment variable's text as the type of the field it sets
+/// (read from the defaults): text stays text (a shard or camera named `1`),
+/// a boolean accepts true/yes/on/1 and false/no/off/0, a number must parse,
+/// a list is comma-separated. A field without a default value (an optional
+/// one) gets the natural type of the text. A value that does not fit is
+/// passed on as text, so the error names the key, the variable and the type.
 fn env_value(path: &str, text: &str) -> Value {
-    if path == "spatial.cameras" {
-        return Value::Array(
-            text.split(',')
+    let defaults = serde_json::to_value(Config::default()).unwrap_or(Value::Null);
+    let target = path
+        .split('.')
+        .try_fold(&defaults, |v, k| v.get(k))
+        .unwrap_or(&Value::Null);
+    let t = text.trim();
+    let as_text = || Value::String(text.to_string());
+    match target {
+        Value::String(_) => as_text(),
+        Value::Bool(_) => match t.to_ascii_lowercase().as_str() {
+            "true" | "yes" | "on" | "1" => Value::Bool(true),
+            "false" | "no" | "off" | "0" => Value::Bool(false),
+            _ => as_text(),
+        },
+        Value::Number(_) => guess_scalar(t)
+            .filter(Value::is_number)
+            .unwrap_or_else(as_text),
+        Value::Array(_) => Value::Array(
+            t.split(',')
                 .map(str::trim)
                 .filter(|s| !s.is_empty())
                 .map(|s| Value::String(s.into()))
                 .collect(),
-        );
+        ),
+        _ => guess_scalar(t).unwrap_or_else(as_text),
     }
-    let t = text.trim();
+}
+
+/// A boolean or a finite number, when `t` reads as one.
+fn guess_scalar(t: &str) -> Option<Value> {
     match t.to_ascii_lowercase().as_str() {
-        "true" | "yes" | "on" => return Value::Bool(true),
-        "false" | "no" | "off" => return Value::Bool(false),
+        "true" | "yes" | "on" => return Some(Value::Bool(true)),
+        "false" | "no" | "off" => return Some(Value::Bool(false)),
         _ => {}
     }
     if let Ok(i) = t.parse::<i64>() {
-        return Value::from(i);
+        return Some(Value::from(i));
     }
-    if let Ok(f) = t.parse::<f64>() {
-        if f.is_finite() {
-            return Value::from(f);
-        }
-    }
-    Value::String(text.to_string())
+    t.parse::<f64>()
+        .ok()
+        .filter(|f| f.is_finite())
+        .map(Value::from)
 }
 
 /// Writes `value` at dotted `path` in `doc`, creating maps on the way.
@@ -1419,37 +1442,21 @@ pub fn redact_nats_url(url: &str) -> String {
         .join(",")
 }
 
-/// Checks a camera URL's shape (scheme, host, file existence).
+/// Checks a camera URL with the rules the camera itself applies
+/// ([`nvr_actors::video::classify`]: scheme, file existence), plus a host
+/// for network sources.
 pub fn validate_camera_url(url: &str) -> Result<(), String> {
-    if url.trim().is_empty() {
-        return Err("is empty".into());
-    }
-    if let Some((scheme, rest)) = url.split_once("://") {
-        match scheme {
-            "rtsp" | "rtsps" | "http" | "https" | "rtmp" => {
-                let host = rest.split(['/', '?']).next().unwrap_or("");
-                let host = host.rsplit('@').next().unwrap_or(host);
-                if host.is_empty() {
-                    return Err("has no host".into());
-                }
-                Ok(())
-            }
-            "file" => {
-                if Path::new(rest).is_file() {
-                    Ok(())
-                } else {
-                    Err(format!("file {rest} does not exist"))
-                }
-            }
-            other => Err(format!(
-                "scheme {other:?} is not supported (rtsp, rtsps, http, https, rtmp, file)"
-            )),
+    use nvr_actors::video::SourceKind;
+    let kind = nvr_actors::video::classify(url).map_err(|e| e.to_string())?;
+    if matches!(kind, SourceKind::Rtsp | SourceKind::Http) {
+        let rest = url.trim().split_once("://").map_or("", |(_, r)| r);
+        let host = rest.split(['/', '?']).next().unwrap_or("");
+        let host = host.rsplit('@').next().unwrap_or(host);
+        if host.is_empty() {
+            return Err("has no host".into());
         }
-    } else if Path::new(url).is_file() {
-        Ok(())
-    } else {
-        Err("file does not exist".into())
     }
+    Ok(())
 }
 
 /// Lines of `path = value  # source` for every leaf of the effective config.
@@ -1573,6 +1580,38 @@ mod tests {
     }
 
     #[test]
+    fn env_values_take_the_type_of_their_field() {
+        let l = load_str(
+            "",
+            &[
+                ("SPATIAL_SHARD", "1"),
+                ("DETECTION_MODEL", "2024"),
+                ("SPATIAL_EMBEDDED", "0"),
+                ("DETECTION_WORKERS", "3"),
+                ("DETECTION_MIN_CONFIDENCE", "0.25"),
+                ("SPATIAL_CAMERAS", "7"),
+            ],
+            &[],
+        )
+        .unwrap();
+        assert_eq!(l.config.spatial.shard, "1");
+        assert_eq!(l.config.detection.model, "2024");
+        assert!(!l.config.spatial.embedded);
+        assert_eq!(l.config.detection.workers, 3);
+        assert_eq!(l.config.detection.min_confidence, 0.25);
+        assert_eq!(l.config.spatial.cameras, vec!["7"]);
+        let l = load_str("", &[("SPATIAL_SHARD", "on")], &[]).unwrap();
+        assert_eq!(l.config.spatial.shard, "on");
+        let e = load_str("", &[("DETECTION_WORKERS", "many")], &[])
+            .unwrap_err()
+            .to_string();
+        assert!(
+            e.contains("detection.workers") && e.contains("DETECTION_WORKERS"),
+            "{e}"
+        );
+    }
+
+    #[test]
     fn nats_url_env_means_external() {
         let l = load_str("", &[("NATS_URL", "nats://10.0.0.1:4222")], &[]).unwrap();
         assert!(!l.config.nats.embedded);
@@ -1603,6 +1642,14 @@ mod tests {
             (
                 "cameras:\n  - id: a\n    url: /nonexistent/file.mp4\n",
                 "cameras[0].url",
+            ),
+            (
+                "cameras:\n  - id: a\n    url: \"rtmp://host/live\"\n",
+                "unsupported scheme \"rtmp\"",
+            ),
+            (
+                "cameras:\n  - id: a\n    url: \"rtsp:///x\"\n",
+                "has no host",
             ),
             ("cameras:\n  - id: \"a.b\"\n", "cameras[0].id"),
             ("cameras:\n  - id: a\n  - id: a\n", "duplicate camera id"),

@@ -4,7 +4,7 @@
 
 use std::path::{Path, PathBuf};
 use std::process::Stdio;
-use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -15,6 +15,19 @@ use tokio::process::{Child, Command};
 use tracing::{error, info, warn};
 
 use crate::config::{Config, NatsConfig};
+
+/// Set once the process has begun an orderly shutdown: the connection
+/// dropping then (the embedded server stops last) is expected, not a fault.
+static SHUTTING_DOWN: AtomicBool = AtomicBool::new(false);
+
+/// Marks the start of an orderly shutdown (see [`SHUTTING_DOWN`]).
+pub fn mark_shutting_down() {
+    SHUTTING_DOWN.store(true, Ordering::Relaxed);
+}
+
+fn shutting_down() -> bool {
+    SHUTTING_DOWN.load(Ordering::Relaxed)
+}
 
 /// A supervised `nats-server` child owned by this process. A monitor task
 /// restarts it with backoff when it exits or stops answering (a stopped or
@@ -490,6 +503,9 @@ pub async fn connect(cfg: &Config, url: &str, name: &str) -> Result<async_nats::
             .max_reconnects(None)
             .event_callback(|ev| async move {
                 match ev {
+                    async_nats::Event::Disconnected if shutting_down() => {
+                        tracing::debug!("NATS disconnected while shutting down")
+                    }
                     async_nats::Event::Disconnected => warn!("NATS disconnected; reconnecting"),
                     async_nats::Event::Connected => info!("NATS connected"),
                     other => tracing::debug!("NATS event: {other}"),

@@ -765,6 +765,7 @@ pub async fn run_detector_node(loaded: config::Loaded) -> Result<ExitCode> {
     info!(node = %node.node, workers = node.workers.len(), http = %listen, nats = %crate::nats::redact_url(&url), "detection node running");
     signals.recv().await;
     info!("shutting down");
+    crate::nats::mark_shutting_down();
     token.cancel();
     supervisor::shutdown_supervisor(&sup, handle).await;
     responder.abort();
@@ -879,6 +880,7 @@ pub async fn run_spatial_node(loaded: config::Loaded) -> Result<ExitCode> {
         } else {
             info!("shutting down");
         }
+        crate::nats::mark_shutting_down();
         supervisor::shutdown_supervisor(&sup, handle).await;
         lease.release().await;
         responder.abort();

@@ -506,6 +506,7 @@ async fn run_with_nats(
         _ = signals.recv() => None,
         why = server_failed => Some(why),
     };
+    crate::nats::mark_shutting_down();
     match &fatal {
         None => info!("shutting down"),
         Some(why) => error!("{why}; shutting down so the service manager restarts nvr"),

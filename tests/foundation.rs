@@ -77,8 +77,13 @@ fn bad_config_exits_2_with_one_line() {
         dir.path(),
         "detection:\n  models_path: /nonexistent/models\nnats:\n  embedded: false\n",
     );
-    for cmd in ["run", "detector"] {
-        let (code, _, err) = nvr_output(&[cmd, "--config", cfg.to_str().unwrap()], dir.path(), &[]);
+    for cmd in ["run", "detector", "config check"] {
+        let args: Vec<&str> = cmd.split(' ').collect();
+        let (code, _, err) = nvr_output(
+            &[&args[..], &["--config", cfg.to_str().unwrap()]].concat(),
+            dir.path(),
+            &[],
+        );
         assert_eq!(code, 2, "{cmd}: {err}");
         let line = err
             .lines()
@@ -91,7 +96,10 @@ fn bad_config_exits_2_with_one_line() {
 #[test]
 fn config_check_shows_sources() {
     let dir = tempfile::tempdir().unwrap();
-    let cfg = write_config(dir.path(), "detection:\n  backend: cuda\n");
+    let cfg = write_config(
+        dir.path(),
+        "detection:\n  backend: cuda\n  embedded: false\n",
+    );
     let (code, out, err) = nvr_output(
         &["config", "check", "--config", cfg.to_str().unwrap()],
         dir.path(),
@@ -234,6 +242,17 @@ fn run_with_shipped_config_embeds_nats_and_stops_cleanly() {
     let code = p.wait_exit(Duration::from_secs(5));
     assert_eq!(code, Some(0), "did not stop within 5 s: {:?}", p.seen);
     assert!(t0.elapsed() < Duration::from_secs(5));
+    // A clean shutdown is not a fault: nothing after it warns.
+    let lines = p.all_lines(Duration::from_secs(5));
+    let from = lines
+        .iter()
+        .position(|l| l.contains("shutting down"))
+        .expect("a shutting down line");
+    let noisy: Vec<&String> = lines[from..]
+        .iter()
+        .filter(|l| l.contains(" WARN ") || l.contains(" ERROR "))
+        .collect();
+    assert!(noisy.is_empty(), "{noisy:#?}");
     assert!(
         !alive(pid)
             || std::fs::read_to_string(format!("/proc/{pid}/stat"))

@@ -211,6 +211,19 @@ impl NvrProcess {
         }
     }
 
+    /// Every log line up to the end of stderr (after exit): waits for the
+    /// reader to reach end of file, for up to `timeout`.
+    pub fn all_lines(&mut self, timeout: Duration) -> &[String] {
+        let deadline = Instant::now() + timeout;
+        while let Some(left) = deadline.checked_duration_since(Instant::now()) {
+            match self.lines.recv_timeout(left) {
+                Ok(l) => self.seen.push(l),
+                Err(_) => break,
+            }
+        }
+        &self.seen
+    }
+
     /// Everything left on stdout (after exit).
     pub fn stdout(&mut self) -> String {
         let mut s = String::new();
