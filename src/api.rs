@@ -495,6 +495,41 @@ async fn spatial_tracks(State(s): State<Arc<Shared>>) -> Json<Value> {
     Json(json!({ "count": tracks.len(), "tracks": tracks }))
 }
 
+/// Messages, bytes, first and last message time (Unix seconds) and the
+/// description of each contract stream; bounded to a second in all.
+async fn stream_states(js: &async_nats::jetstream::Context) -> Value {
+    let read = async {
+        let mut out = serde_json::Map::new();
+        for name in [
+            streams::FRAMES,
+            streams::DETECTIONS,
+            streams::TRACKS,
+            streams::SPATIAL,
+            streams::EVENTS,
+        ] {
+            let Ok(mut st) = js.get_stream(name).await else {
+                continue;
+            };
+            if let Ok(i) = st.info().await {
+                out.insert(
+                    name.to_string(),
+                    json!({
+                        "messages": i.state.messages,
+                        "bytes": i.state.bytes,
+                        "first_unix_s": i.state.first_timestamp.unix_timestamp(),
+                        "last_unix_s": i.state.last_timestamp.unix_timestamp(),
+                        "description": i.config.description,
+                    }),
+                );
+            }
+        }
+        Value::Object(out)
+    };
+    tokio::time::timeout(Duration::from_secs(1), read)
+        .await
+        .unwrap_or(Value::Null)
+}
+
 async fn system_health(State(s): State<Arc<Shared>>) -> Response {
     let ok = nats_ok(&s);
     let info = s.client.server_info();
@@ -575,6 +610,7 @@ async fn system_health(State(s): State<Arc<Shared>>) -> Response {
             "server_version": info.version,
             "jetstream": info.jetstream,
             "max_payload": info.max_payload,
+            "streams": stream_states(&s.js).await,
         },
         "components": {
             "detection": {

@@ -560,6 +560,7 @@ pub fn retention(cfg: &Config) -> RetentionSettings {
 pub fn stream_config(s: &spec::StreamSpec) -> stream::Config {
     stream::Config {
         name: s.name.to_string(),
+        description: stream_description(s.name).map(str::to_string),
         subjects: s.subjects.clone(),
         retention: match s.retention {
             Retention::Limits => stream::RetentionPolicy::Limits,
@@ -606,6 +607,23 @@ fn same_settings(a: &stream::Config, b: &stream::Config) -> bool {
         && a.discard_new_per_subject == b.discard_new_per_subject
         && a.num_replicas == b.num_replicas
         && a.duplicate_window == b.duplicate_window
+        && a.description == b.description
+}
+
+/// What a contract stream holds, for `nats stream ls` and `nats stream info`.
+fn stream_description(name: &str) -> Option<&'static str> {
+    Some(match name {
+        spec::FRAMES => "nvr camera frames (MessagePack Frame) waiting for the detectors consumer",
+        spec::DETECTIONS => {
+            "nvr detections per frame (MessagePack Detections), one subject per camera"
+        }
+        spec::TRACKS => "nvr per-camera tracks (MessagePack CameraTracks), one subject per camera",
+        spec::SPATIAL => "nvr global floor tracks per spatial shard (MessagePack SpatialTracks)",
+        spec::EVENTS => {
+            "nvr events (MessagePack Event): track and global starts and ends, handoffs"
+        }
+        _ => return None,
+    })
 }
 
 /// Creates or updates every stream of the contract and the `detectors`

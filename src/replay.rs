@@ -16,9 +16,16 @@ use nvr_subjects::{decode, encode, streams, subjects, CameraTracks, Detections, 
 /// Arguments of `nvr replay`.
 #[derive(Debug, Args)]
 pub struct ReplayArgs {
-    /// Camera whose detections to replay.
+    /// Camera whose detections to replay (`nvr replay <camera>`).
+    #[arg(
+        value_name = "CAMERA",
+        required_unless_present = "camera",
+        conflicts_with = "camera"
+    )]
+    pub camera_arg: Option<String>,
+    /// The same, as a flag.
     #[arg(long)]
-    pub camera: String,
+    pub camera: Option<String>,
     /// Print MessagePack bytes as hex instead of JSON.
     #[arg(long)]
     pub hex: bool,
@@ -54,6 +61,9 @@ pub fn track_all(
 
 /// Runs `nvr replay`.
 pub async fn run(cfg: &crate::config::Config, args: ReplayArgs) -> Result<ExitCode> {
+    let Some(camera) = args.camera_arg.as_deref().or(args.camera.as_deref()) else {
+        anyhow::bail!("name the camera to replay: nvr replay <camera>");
+    };
     let client = crate::nats::connect(cfg, &cfg.nats.url, "nvr replay").await?;
     let js = jetstream::new(client);
     let stream = js
@@ -62,7 +72,7 @@ pub async fn run(cfg: &crate::config::Config, args: ReplayArgs) -> Result<ExitCo
         .with_context(|| format!("stream {}", streams::DETECTIONS))?;
     let consumer = stream
         .create_consumer(consumer::pull::OrderedConfig {
-            filter_subject: subjects::detections(&args.camera),
+            filter_subject: subjects::detections(camera),
             deliver_policy: consumer::DeliverPolicy::All,
             ..Default::default()
         })
@@ -88,7 +98,7 @@ pub async fn run(cfg: &crate::config::Config, args: ReplayArgs) -> Result<ExitCo
     if bad > 0 {
         eprintln!("skipped {bad} malformed detections messages");
     }
-    dets.retain(|d| d.camera == args.camera);
+    dets.retain(|d| d.camera == camera);
     for t in track_all(cfg.tracking.params(), &cfg.limits.limits(), dets) {
         if args.hex {
             let bytes = encode(&t)?;

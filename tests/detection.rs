@@ -284,6 +284,20 @@ async fn astronaut_through_a_detection_node_is_one_person() {
             .map(|v| v.to_string()),
         Some("astro-1".to_string())
     );
+    // What the message is, readable without decoding it.
+    for (k, v) in [
+        ("Nvr-Kind", "detections"),
+        ("Nvr-Camera", "astro"),
+        ("Nvr-Seq", "1"),
+        ("Nvr-Schema", "1"),
+    ] {
+        let got = m
+            .headers
+            .as_ref()
+            .and_then(|h| h.get(k))
+            .map(|v| v.to_string());
+        assert_eq!(got.as_deref(), Some(v), "header {k}");
+    }
     // The counter moves once the frame is acknowledged, just after the publish.
     eventually(
         Duration::from_secs(10),

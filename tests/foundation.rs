@@ -236,6 +236,26 @@ fn run_with_shipped_config_embeds_nats_and_stops_cleanly() {
         "{v}"
     );
     assert!(v["components"]["cameras"].as_array().is_some(), "{v}");
+    // Each contract stream with its description and what it holds.
+    for name in [
+        "NVR_FRAMES",
+        "NVR_DETECTIONS",
+        "NVR_TRACKS",
+        "NVR_SPATIAL",
+        "NVR_EVENTS",
+    ] {
+        let st = &v["nats"]["streams"][name];
+        assert!(
+            st["messages"].is_u64() && st["bytes"].is_u64(),
+            "{name}: {v}"
+        );
+        assert!(
+            st["description"]
+                .as_str()
+                .is_some_and(|d| d.starts_with("nvr ")),
+            "{name}: {v}"
+        );
+    }
 
     let t0 = std::time::Instant::now();
     p.interrupt();

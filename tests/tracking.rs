@@ -283,24 +283,19 @@ async fn replay_twice_is_byte_identical_to_live_tracks() {
     nvr.interrupt();
     assert_eq!(nvr.wait_exit(Duration::from_secs(10)), Some(0));
 
-    let replay = || {
+    // `nvr replay <camera>` (as README shows) and `--camera <camera>`.
+    let replay = |camera: &[&str]| {
+        let url = ["--hex", "--nats-url", server.url.as_str()];
         let (code, out, err) = nvr_output(
-            &[
-                "replay",
-                "--camera",
-                "porch",
-                "--hex",
-                "--nats-url",
-                server.url.as_str(),
-            ],
+            &[&["replay"][..], camera, &url[..]].concat(),
             dir.path(),
             &[],
         );
         assert_eq!(code, 0, "{err}");
         out
     };
-    let first = replay();
-    let second = replay();
+    let first = replay(&["porch"]);
+    let second = replay(&["--camera", "porch"]);
     assert_eq!(first, second, "two replays differ");
     let lines: Vec<&str> = first.lines().collect();
     assert_eq!(lines.len(), FRAMES, "{err}", err = first);

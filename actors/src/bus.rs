@@ -5,7 +5,10 @@ use std::time::Duration;
 
 use async_nats::jetstream::{self, consumer};
 use async_nats::HeaderMap;
-use nvr_subjects::{encode, Message, CONTENT_TYPE_MSGPACK, HEADER_CONTENT_TYPE, HEADER_MSG_ID};
+use nvr_subjects::{
+    encode, Message, CONTENT_TYPE_MSGPACK, HEADER_CAMERA, HEADER_CONTENT_TYPE, HEADER_KIND,
+    HEADER_MSG_ID, HEADER_SCHEMA, HEADER_SEQ,
+};
 
 /// Why a publish failed.
 #[derive(Debug, thiserror::Error)]
@@ -23,13 +26,24 @@ pub enum PublishError {
     },
 }
 
-/// Headers of a contract message.
-pub fn headers(msg_id: Option<&str>) -> HeaderMap {
+/// Headers of a contract message: its content type, its id for
+/// de-duplication and what it is (`Nvr-Kind`, `Nvr-Camera`, `Nvr-Seq`,
+/// `Nvr-Schema`), so `nats sub` and `nats stream view` tell messages apart
+/// without decoding them.
+pub fn headers<M: Message>(msg: &M, msg_id: Option<&str>) -> HeaderMap {
     let mut h = HeaderMap::new();
     h.insert(HEADER_CONTENT_TYPE, CONTENT_TYPE_MSGPACK);
     if let Some(id) = msg_id {
         h.insert(HEADER_MSG_ID, id);
     }
+    h.insert(HEADER_KIND, msg.kind());
+    if let Some(scope) = msg.scope() {
+        h.insert(HEADER_CAMERA, scope);
+    }
+    if let Some(seq) = msg.seq() {
+        h.insert(HEADER_SEQ, seq.to_string().as_str());
+    }
+    h.insert(HEADER_SCHEMA, msg.version().to_string().as_str());
     h
 }
 
@@ -55,7 +69,7 @@ pub async fn publish_js<M: Message>(
         }
     };
     let ack = js
-        .publish_with_headers(subject.clone(), headers(msg_id), payload.into())
+        .publish_with_headers(subject.clone(), headers(msg, msg_id), payload.into())
         .await
         .map_err(|e| fail(&subject, e.to_string()))?;
     let ack = ack.await.map_err(|e| fail(&subject, e.to_string()))?;

@@ -22,24 +22,68 @@ pub enum CodecError {
 pub trait Message: Serialize + DeserializeOwned {
     /// The `v` field.
     fn version(&self) -> u32;
+    /// What the message is, for the `Nvr-Kind` header: `frame`,
+    /// `detections`, `tracks`, `spatial_tracks` or the event's kind.
+    fn kind(&self) -> &str;
+    /// The camera (or, for spatial messages, the shard) it is about.
+    fn scope(&self) -> Option<&str>;
+    /// Its per-camera sequence number, where it has one.
+    fn seq(&self) -> Option<u64>;
 }
 
-macro_rules! impl_message {
-    ($($t:ty),*) => {$(
+macro_rules! impl_camera_message {
+    ($($t:ty => $kind:literal),*) => {$(
         impl Message for $t {
             fn version(&self) -> u32 {
                 self.v
             }
+            fn kind(&self) -> &str {
+                $kind
+            }
+            fn scope(&self) -> Option<&str> {
+                Some(&self.camera)
+            }
+            fn seq(&self) -> Option<u64> {
+                Some(self.seq)
+            }
         }
     )*};
 }
-impl_message!(
-    crate::Frame,
-    crate::Detections,
-    crate::CameraTracks,
-    crate::SpatialTracks,
-    crate::Event
+impl_camera_message!(
+    crate::Frame => "frame",
+    crate::Detections => "detections",
+    crate::CameraTracks => "tracks"
 );
+
+impl Message for crate::SpatialTracks {
+    fn version(&self) -> u32 {
+        self.v
+    }
+    fn kind(&self) -> &str {
+        "spatial_tracks"
+    }
+    fn scope(&self) -> Option<&str> {
+        Some(&self.shard)
+    }
+    fn seq(&self) -> Option<u64> {
+        None
+    }
+}
+
+impl Message for crate::Event {
+    fn version(&self) -> u32 {
+        self.v
+    }
+    fn kind(&self) -> &str {
+        &self.kind
+    }
+    fn scope(&self) -> Option<&str> {
+        self.camera.as_deref().or(self.shard.as_deref())
+    }
+    fn seq(&self) -> Option<u64> {
+        None
+    }
+}
 
 /// Encodes `msg` as a MessagePack map with named fields.
 pub fn encode<M: Message>(msg: &M) -> Result<Vec<u8>, CodecError> {

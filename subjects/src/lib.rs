@@ -19,6 +19,15 @@ pub const SCHEMA_VERSION: u32 = 1;
 pub const HEADER_MSG_ID: &str = "Nats-Msg-Id";
 /// Header naming the payload encoding.
 pub const HEADER_CONTENT_TYPE: &str = "Content-Type";
+/// Header naming what a message is ([`Message::kind`]): `frame`,
+/// `detections`, `tracks`, `spatial_tracks` or an event kind.
+pub const HEADER_KIND: &str = "Nvr-Kind";
+/// Header naming the camera (or spatial shard) a message is about.
+pub const HEADER_CAMERA: &str = "Nvr-Camera";
+/// Header with a camera message's sequence number.
+pub const HEADER_SEQ: &str = "Nvr-Seq";
+/// Header with the schema version (`v`) of the payload.
+pub const HEADER_SCHEMA: &str = "Nvr-Schema";
 /// Value of [`HEADER_CONTENT_TYPE`] on every message of the contract.
 pub const CONTENT_TYPE_MSGPACK: &str = "application/msgpack";
 
