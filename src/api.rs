@@ -408,6 +408,7 @@ pub fn aggregate_spatial(nodes: &[SpatialNodeStatus]) -> Value {
     let mut expired = 0u64;
     let mut rejected = 0u64;
     let mut hist = new_histogram();
+    let mut statics = 0usize;
     let mut weighted = (0.0, 0u64);
     let mut reid = (0.0, 0u64);
     let mut p99: f64 = 0.0;
@@ -422,6 +423,7 @@ pub fn aggregate_spatial(nodes: &[SpatialNodeStatus]) -> Value {
         for sh in &n.shards {
             active += sh.stats.active_tracks;
             lost += sh.stats.lost_tracks;
+            statics += sh.stats.static_tracks;
             total += sh.stats.total_tracks;
             handoffs += sh.stats.handoffs_completed;
             failures += sh.stats.handoff_failures;
@@ -464,6 +466,7 @@ pub fn aggregate_spatial(nodes: &[SpatialNodeStatus]) -> Value {
     json!({
         "active_tracks": active,
         "lost_tracks": lost,
+        "static_tracks": statics,
         "total_tracks": total,
         "avg_processing_ms": round3(avg),
         "p99_processing_ms": round3(if hist.is_empty() { p99 } else { Latency::of(&hist).p99_ms }),
@@ -846,6 +849,94 @@ async fn metrics(State(s): State<Arc<Shared>>) -> Response {
         .into_response()
 }
 
+/// A few readable lines for one of `nvr status`'s documents.
+fn readable_status(path: &str, v: &Value) -> String {
+    use std::fmt::Write as _;
+    let mut out = String::new();
+    let n = |x: &Value| x.as_f64().map_or("-".to_string(), |f| format!("{f:.1}"));
+    let s = |x: &Value| x.as_str().unwrap_or("-").to_string();
+    match path {
+        "/api/v1/system/health" => {
+            let _ = writeln!(out, "health     {}", s(&v["status"]));
+            for r in v["reasons"].as_array().into_iter().flatten() {
+                let _ = writeln!(out, "  - {}", s(r));
+            }
+            let nats = &v["nats"];
+            let _ = writeln!(
+                out,
+                "nats       {} ({}, server {}, jetstream {})",
+                if nats["connected"] == true {
+                    "connected"
+                } else {
+                    "NOT connected"
+                },
+                s(&nats["url"]),
+                s(&nats["server_version"]),
+                nats["jetstream"]
+            );
+            for (name, st) in nats["streams"].as_object().into_iter().flatten() {
+                let _ = writeln!(
+                    out,
+                    "  {name:<16} {:>9} messages {:>12} bytes",
+                    st["messages"], st["bytes"]
+                );
+            }
+            let cams = v["components"]["cameras"]
+                .as_array()
+                .cloned()
+                .unwrap_or_default();
+            if !cams.is_empty() {
+                let _ = writeln!(
+                    out,
+                    "cameras    {:<16} {:<13} {:>6} {:>7} {:>6}  last error",
+                    "id", "state", "fps in", "fps out", "errors"
+                );
+                for c in &cams {
+                    let _ = writeln!(
+                        out,
+                        "           {:<16} {:<13} {:>6} {:>7} {:>6}  {}",
+                        s(&c["id"]),
+                        s(&c["state"]),
+                        n(&c["fps_in"]),
+                        n(&c["fps_out"]),
+                        c["errors"].to_string(),
+                        c["last_error"].as_str().unwrap_or("")
+                    );
+                }
+            }
+        }
+        "/api/v1/plugins/nvr-detection/status" => {
+            let _ = writeln!(
+                out,
+                "detection  {} | backend {} | queue {} | {} fps | processed {} skipped {} errors {} | latency avg {} ms p99 {} ms",
+                if v["connected"] == true { "connected" } else { "NO worker answers" },
+                s(&v["backend"]),
+                v["queue_size"],
+                n(&v["fps"]),
+                v["processed_count"],
+                v["skipped_count"],
+                v["error_count"],
+                n(&v["avg_latency_ms"]),
+                n(&v["p99_latency_ms"])
+            );
+        }
+        _ => {
+            let _ = writeln!(
+                out,
+                "spatial    {} active, {} lost, {} static | handoffs {} done, {} failed | cycle avg {} ms p99 {} ms",
+                v["active_tracks"],
+                v["lost_tracks"],
+                v["static_tracks"],
+                v["handoffs_completed"],
+                v["handoff_failures"],
+                n(&v["avg_processing_ms"]),
+                n(&v["p99_processing_ms"])
+            );
+        }
+    }
+    out
+}
+
 /// `nvr status`: prints the health, detection and spatial documents.
 pub async fn print_status(
     cfg: &crate::config::Config,
@@ -861,6 +952,8 @@ pub async fn print_status(
         }
     };
     let mut failed = false;
+    use std::io::IsTerminal;
+    let as_json = args.json || !std::io::stdout().is_terminal();
     for path in [
         "/api/v1/system/health",
         "/api/v1/plugins/nvr-detection/status",
@@ -869,10 +962,14 @@ pub async fn print_status(
         match http_get(&format!("{base}{path}"), &cfg.api.token).await {
             Ok((code, body)) => {
                 let v: Value = serde_json::from_str(&body).unwrap_or(Value::String(body));
-                println!(
-                    "{}",
-                    json!({"endpoint": path, "http_status": code, "body": v})
-                );
+                if as_json {
+                    println!(
+                        "{}",
+                        json!({"endpoint": path, "http_status": code, "body": v})
+                    );
+                } else {
+                    print!("{}", readable_status(path, &v));
+                }
                 failed |= code >= 500;
             }
             Err(e) => {

@@ -122,6 +122,10 @@ pub struct StatusArgs {
     /// Base URL of the API [default: http://127.0.0.1:<api port>]
     #[arg(long)]
     pub api: Option<String>,
+    /// One JSON line per endpoint (the default when stdout is not a
+    /// terminal); otherwise a readable summary.
+    #[arg(long)]
+    pub json: bool,
 }
 
 /// `nvr config ...`

@@ -619,10 +619,21 @@ pub async fn register_services(
             ("workers".to_string(), d.workers.len().to_string()),
         ]
         .into();
+        let work = d.clone();
         match client
             .service_builder()
             .description("nvr detection workers on the shared detectors consumer")
             .metadata(meta)
+            // `$SRV.STATS` carries the node's real work, not only the
+            // requests its status endpoint answered.
+            .stats_handler(move |_, _| {
+                let sum = |f: fn(&WorkerStats) -> u64| work.workers.iter().map(|w| f(w)).sum::<u64>();
+                serde_json::json!({
+                    "frames_processed": sum(|w| w.processed.load(std::sync::atomic::Ordering::Relaxed)),
+                    "frames_skipped": sum(|w| w.skipped.load(std::sync::atomic::Ordering::Relaxed)),
+                    "frames_failed": sum(|w| w.errors.load(std::sync::atomic::Ordering::Relaxed)),
+                })
+            })
             .start("nvr-detection", version)
             .await
         {
@@ -648,10 +659,19 @@ pub async fn register_services(
             ("shards".to_string(), shards.join(",")),
         ]
         .into();
+        let work = s.clone();
         match client
             .service_builder()
             .description("nvr spatial tracking shards")
             .metadata(meta)
+            .stats_handler(move |_, _| {
+                let shards: Vec<_> = work.shards.iter().filter_map(|x| x.lock().ok().map(|x| x.clone())).collect();
+                serde_json::json!({
+                    "messages_ingested": shards.iter().map(|x| x.ingested).sum::<u64>(),
+                    "messages_refused": shards.iter().map(|x| x.rejected + x.malformed).sum::<u64>(),
+                    "cycles": shards.iter().map(|x| x.stats.cycles).sum::<u64>(),
+                })
+            })
             .start("nvr-spatial", version)
             .await
         {

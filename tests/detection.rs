@@ -853,6 +853,16 @@ async fn workers_warm_up_before_they_pull_and_the_node_shows_its_layout() {
     }
     let (code, body) = http_get(http, "/health");
     assert_eq!(code, 200, "{body}");
+    // `$SRV.STATS` counts the frames, not only status requests.
+    let reply = client
+        .request("$SRV.STATS.nvr-detection", "".into())
+        .await
+        .unwrap();
+    let stats: Value = serde_json::from_slice(&reply.payload).unwrap();
+    assert_eq!(
+        stats["endpoints"][0]["data"]["frames_processed"], 9,
+        "{stats}"
+    );
     node.interrupt();
     assert_eq!(node.wait_exit(Duration::from_secs(10)), Some(0));
 }
