@@ -4,7 +4,6 @@
 //! local and remote nodes are aggregated the same way.
 
 use std::collections::BTreeMap;
-use std::fmt::Write as _;
 use std::net::SocketAddr;
 use std::process::ExitCode;
 use std::sync::Arc;
@@ -235,6 +234,11 @@ async fn queue_size(s: &Shared) -> Option<(u64, u64)> {
 
 /// The aggregated detection status document.
 pub async fn detection_document(s: &Shared) -> Value {
+    detection_document_and_nodes(s).await.0
+}
+
+/// [`detection_document`] and the node statuses it was made from.
+pub async fn detection_document_and_nodes(s: &Shared) -> (Value, Vec<status::DetectionNodeStatus>) {
     // Read in this order so a frame counted as published is, at the later
     // reads, either still queued, in flight or in a worker's counters: the
     // expired figure never counts a frame that is merely on its way.
@@ -359,7 +363,7 @@ pub async fn detection_document(s: &Shared) -> Value {
         .first()
         .map(|n| n.backend.clone())
         .unwrap_or_else(|| s.config.detection.backend.clone());
-    json!({
+    let doc = json!({
         "connected": !nodes.is_empty() && nats_ok(s),
         "backend": backend,
         "queue_size": pending + ack_pending,
@@ -384,10 +388,12 @@ pub async fn detection_document(s: &Shared) -> Value {
             "node": n.node, "backend": n.backend, "requested_backend": n.requested_backend,
             "fallback_reason": n.fallback_reason, "model": n.model, "input_size": n.input_size,
             "workers": n.workers.len(), "uptime_s": round2(n.uptime_s), "memory_mb": round2(n.memory_mb),
+            "layout": n.layout,
         })).collect::<Vec<_>>(),
         "workers": workers,
         "cameras": cameras,
-    })
+    });
+    (doc, nodes)
 }
 
 fn round2(v: f64) -> f64 {
@@ -645,11 +651,14 @@ async fn system_health(State(s): State<Arc<Shared>>) -> Response {
     (code, Json(body)).into_response()
 }
 
-async fn metrics(State(s): State<Arc<Shared>>) -> Response {
-    let det = detection_document(&s).await;
-    let nodes = spatial_nodes(&s, false).await;
-    let sp = aggregate_spatial(&nodes);
-    let mut out = String::new();
+/// One of a worker's counters.
+type WorkerCount = fn(&status::WorkerStatus) -> u64;
+
+async fn metrics(State(s): State<Arc<Shared>>, headers: axum::http::HeaderMap) -> Response {
+    use crate::metrics::{labels, Exposition};
+    let ((det, det_nodes), nodes) =
+        tokio::join!(detection_document_and_nodes(&s), spatial_nodes(&s, false));
+    let mut e = Exposition::default();
     // Every refusal, drop and recovery counter, so nothing is lost silently.
     let mut refused: BTreeMap<(&str, String), u64> = BTreeMap::new();
     for (k, v) in det["refused"].as_object().into_iter().flatten() {
@@ -673,180 +682,175 @@ async fn metrics(State(s): State<Arc<Shared>>) -> Response {
             }
         }
     }
-    let _ = writeln!(out, "# HELP nvr_refused_total Messages or objects refused at an actor's boundary\n# TYPE nvr_refused_total counter");
     for ((component, reason), v) in &refused {
-        let _ = writeln!(
-            out,
-            "nvr_refused_total{{component=\"{component}\",reason=\"{reason}\"}} {v}"
+        e.counter(
+            "nvr_refused",
+            "Messages or objects refused at an actor's boundary",
+            labels(&[("component", component), ("reason", reason)]),
+            *v,
         );
     }
+    let u = |v: &Value| v.as_u64().unwrap_or(0);
+    let relaxed = std::sync::atomic::Ordering::Relaxed;
     let counters: [(&str, &str, u64); 10] = [
         (
-            "nvr_spatial_rejected_total",
+            "nvr_spatial_rejected",
             "Camera-tracks messages the spatial core refused (unknown camera, out of order)",
             rejected,
         ),
         (
-            "nvr_detection_malformed_total",
+            "nvr_detection_malformed",
             "Frame messages that could not be decoded",
-            det["malformed_count"].as_u64().unwrap_or(0),
+            u(&det["malformed_count"]),
         ),
         (
-            "nvr_detection_expired_total",
+            "nvr_detection_expired",
             "Frames that expired in the stream before a worker took them",
-            det["expired_count"].as_u64().unwrap_or(0),
+            u(&det["expired_count"]),
         ),
         (
-            "nvr_detection_dead_lettered_total",
+            "nvr_detection_dead_lettered",
             "Frames given up after the maximum deliveries",
-            det["dead_lettered_count"].as_u64().unwrap_or(0),
+            u(&det["dead_lettered_count"]),
         ),
         (
-            "nvr_detection_delivery_errors_total",
+            "nvr_detection_delivery_errors",
             "Deliveries that failed and were left for redelivery",
-            det["delivery_error_count"].as_u64().unwrap_or(0),
+            u(&det["delivery_error_count"]),
         ),
         (
-            "nvr_tracking_late_total",
+            "nvr_tracking_late",
             "Detections that arrived after their place in the order was passed",
             late,
         ),
         (
-            "nvr_tracking_malformed_total",
+            "nvr_tracking_malformed",
             "Detections or tracks messages that could not be decoded",
             malformed_tracks,
         ),
         (
-            "nvr_tracking_seq_resets_total",
+            "nvr_tracking_seq_resets",
             "Camera orderings reset by a sequence jump",
             seq_resets,
         ),
         (
-            "nvr_nats_streams_recreated_total",
+            "nvr_nats_streams_recreated",
             "Contract streams or consumers found missing and re-created",
-            s.bus.recreated.load(std::sync::atomic::Ordering::Relaxed),
+            s.bus.recreated.load(relaxed),
         ),
         (
-            "nvr_nats_embedded_restarts_total",
+            "nvr_nats_embedded_restarts",
             "Restarts of the embedded nats-server",
             s.nats_restarts
                 .as_ref()
-                .map(|r| r.load(std::sync::atomic::Ordering::Relaxed))
+                .map(|r| r.load(relaxed))
                 .unwrap_or(0),
         ),
     ];
     for (name, help, v) in counters {
-        let _ = writeln!(
-            out,
-            "# HELP {name} {help}\n# TYPE {name} counter\n{name} {v}"
-        );
+        e.counter(name, help, Vec::new(), v);
     }
-    let mut gauge = |name: &str, help: &str, v: f64| {
-        let _ = writeln!(out, "# HELP {name} {help}\n# TYPE {name} gauge\n{name} {v}");
+    // Frame totals of every worker ever seen: they do not go down when a
+    // node leaves or a worker restarts.
+    let totals = crate::metrics::totals();
+    let per_worker = |f: WorkerCount| -> Vec<(String, u64)> {
+        det_nodes
+            .iter()
+            .flat_map(|n| n.workers.iter().map(move |w| (w.worker.clone(), f(w))))
+            .collect()
     };
-    let f = |v: &Value| v.as_f64().unwrap_or(0.0);
-    gauge(
+    let frame_totals: [(&str, &str, WorkerCount); 3] = [
+        (
+            "nvr_detection_frames_processed",
+            "Frames with published detections, all workers",
+            |w| w.processed_count,
+        ),
+        (
+            "nvr_detection_frames_skipped",
+            "Frames skipped as too old, all workers",
+            |w| w.skipped_count,
+        ),
+        (
+            "nvr_detection_frames_failed",
+            "Frames that failed for good, all workers",
+            |w| w.error_count,
+        ),
+    ];
+    for (name, help, f) in frame_totals {
+        e.counter(name, help, Vec::new(), totals.total(name, &per_worker(f)));
+    }
+    let flag = |b: bool| if b { 1.0 } else { 0.0 };
+    e.gauge(
         "nvr_nats_connected",
         "1 when connected to NATS",
-        if nats_ok(&s) { 1.0 } else { 0.0 },
+        None,
+        Vec::new(),
+        flag(nats_ok(&s)),
     );
-    gauge(
+    e.gauge(
         "nvr_detection_connected",
         "1 when at least one detection worker answered",
-        if det["connected"].as_bool().unwrap_or(false) {
-            1.0
-        } else {
-            0.0
-        },
+        None,
+        Vec::new(),
+        flag(det["connected"].as_bool().unwrap_or(false)),
     );
-    gauge(
-        "nvr_detection_queue_size",
+    e.gauge(
+        "nvr_detection_queue_frames",
         "Frames pending or in flight on the detectors consumer",
-        f(&det["queue_size"]),
+        None,
+        Vec::new(),
+        det["queue_size"].as_f64().unwrap_or(0.0),
     );
-    gauge(
-        "nvr_detection_processed_total",
-        "Frames with published detections",
-        f(&det["processed_count"]),
-    );
-    gauge(
-        "nvr_detection_errors_total",
-        "Frames that failed",
-        f(&det["error_count"]),
-    );
-    gauge(
-        "nvr_detection_skipped_total",
-        "Frames skipped as too old",
-        f(&det["skipped_count"]),
-    );
-    gauge(
-        "nvr_detection_latency_avg_ms",
-        "Mean inference latency",
-        f(&det["avg_latency_ms"]),
-    );
-    gauge(
-        "nvr_detection_latency_p99_ms",
-        "99th percentile inference latency",
-        f(&det["p99_latency_ms"]),
-    );
-    gauge(
+    e.gauge(
         "nvr_detection_fps",
-        "Frames processed per second",
-        f(&det["fps"]),
+        "Frames processed per second, all workers",
+        None,
+        Vec::new(),
+        det["fps"].as_f64().unwrap_or(0.0),
     );
-    gauge(
-        "nvr_spatial_active_tracks",
-        "Active global tracks",
-        f(&sp["active_tracks"]),
-    );
-    gauge(
-        "nvr_spatial_total_tracks",
-        "Global tracks ever created",
-        f(&sp["total_tracks"]),
-    );
-    gauge(
-        "nvr_spatial_processing_avg_ms",
-        "Mean matching-cycle time",
-        f(&sp["avg_processing_ms"]),
-    );
-    gauge(
-        "nvr_spatial_handoffs_total",
-        "Completed handoffs",
-        f(&sp["handoffs_completed"]),
-    );
-    gauge(
-        "nvr_process_memory_mb",
-        "Resident memory of this process",
-        status::rss_mb(),
-    );
-    let _ = writeln!(out, "# HELP nvr_camera_frames_published_total Frames published per camera\n# TYPE nvr_camera_frames_published_total counter");
     for (id, c) in &s.cameras {
         if let Ok(c) = c.lock() {
-            let _ = writeln!(
-                out,
-                "nvr_camera_frames_published_total{{camera=\"{id}\"}} {}",
-                c.frames_published
+            let l = labels(&[("camera", id)]);
+            e.counter(
+                "nvr_camera_frames_published",
+                "Frames published per camera",
+                l.clone(),
+                c.frames_published,
+            );
+            e.counter(
+                "nvr_camera_frames_dropped",
+                "Frames refused at publish per camera",
+                l,
+                c.frames_dropped,
             );
         }
     }
-    let _ = writeln!(out, "# HELP nvr_camera_frames_dropped_total Frames refused at publish per camera\n# TYPE nvr_camera_frames_dropped_total counter");
-    for (id, c) in &s.cameras {
-        if let Ok(c) = c.lock() {
-            let _ = writeln!(
-                out,
-                "nvr_camera_frames_dropped_total{{camera=\"{id}\"}} {}",
-                c.frames_dropped
-            );
-        }
-    }
-    (
-        [(
-            axum::http::header::CONTENT_TYPE,
-            "text/plain; version=0.0.4",
-        )],
-        out,
-    )
-        .into_response()
+    crate::metrics::detection_workers(&mut e, &det_nodes);
+    crate::metrics::spatial_shards(&mut e, &nodes);
+    crate::metrics::process(&mut e);
+    metrics_response(&headers, e)
+}
+
+/// The HTTP response of a scrape: OpenMetrics when the scraper asks for
+/// it, the Prometheus text format otherwise.
+pub fn metrics_response(
+    headers: &axum::http::HeaderMap,
+    e: crate::metrics::Exposition,
+) -> Response {
+    let openmetrics = headers
+        .get(axum::http::header::ACCEPT)
+        .and_then(|v| v.to_str().ok())
+        .is_some_and(|a| a.contains("application/openmetrics-text"));
+    let text = e.render();
+    let (content_type, body) = if openmetrics {
+        (crate::metrics::CONTENT_TYPE, text)
+    } else {
+        (
+            crate::metrics::CONTENT_TYPE_TEXT,
+            crate::metrics::to_prometheus_text(&text),
+        )
+    };
+    ([(axum::http::header::CONTENT_TYPE, content_type)], body).into_response()
 }
 
 /// A few readable lines for one of `nvr status`'s documents.

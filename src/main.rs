@@ -11,6 +11,7 @@ mod cli;
 mod config;
 mod health;
 mod lease;
+mod metrics;
 mod nats;
 mod node;
 mod replay;

@@ -774,6 +774,17 @@ pub async fn run_detector_node(loaded: config::Loaded) -> Result<ExitCode> {
                 "/status",
                 get(|State(n): State<Arc<DetectionNode>>| async move { Json(n.status()) }),
             )
+            .route(
+                "/metrics",
+                get(
+                    |State(n): State<Arc<DetectionNode>>, h: axum::http::HeaderMap| async move {
+                        let mut e = crate::metrics::Exposition::default();
+                        crate::metrics::detection_workers(&mut e, &[n.status()]);
+                        crate::metrics::process(&mut e);
+                        crate::api::metrics_response(&h, e)
+                    },
+                ),
+            )
             .with_state(n2);
     let token = tokio_util::sync::CancellationToken::new();
     // Health answers `warming` while the workers load and warm up.
@@ -875,6 +886,17 @@ pub async fn run_spatial_node(loaded: config::Loaded) -> Result<ExitCode> {
         .route(
             "/tracks",
             get(|State(n): State<Arc<SpatialNode>>| async move { Json(n.status(true).tracks) }),
+        )
+        .route(
+            "/metrics",
+            get(
+                |State(n): State<Arc<SpatialNode>>, h: axum::http::HeaderMap| async move {
+                    let mut e = crate::metrics::Exposition::default();
+                    crate::metrics::spatial_shards(&mut e, &[n.status(false)]);
+                    crate::metrics::process(&mut e);
+                    crate::api::metrics_response(&h, e)
+                },
+            ),
         )
         .with_state(node.clone());
     let token = tokio_util::sync::CancellationToken::new();

@@ -853,6 +853,14 @@ async fn workers_warm_up_before_they_pull_and_the_node_shows_its_layout() {
     }
     let (code, body) = http_get(http, "/health");
     assert_eq!(code, 200, "{body}");
+    // The node's own /metrics, as Prometheus accepts them.
+    let (code, scrape) = http_get(http, "/metrics");
+    assert_eq!(code, 200, "{scrape}");
+    promtool_check(&scrape);
+    assert!(
+        scrape.contains("nvr_detection_node_capacity_fps{"),
+        "{scrape}"
+    );
     // `$SRV.STATS` counts the frames, not only status requests.
     let reply = client
         .request("$SRV.STATS.nvr-detection", "".into())

@@ -257,6 +257,18 @@ fn run_with_shipped_config_embeds_nats_and_stops_cleanly() {
         );
     }
 
+    // Metrics Prometheus accepts: counters as counters, histograms in seconds.
+    let (code, scrape) = http_get(api, "/metrics");
+    assert_eq!(code, 200, "{scrape}");
+    promtool_check(&scrape);
+    for family in [
+        "# TYPE nvr_detection_frames_processed_total counter",
+        "# TYPE nvr_detection_inference_seconds histogram",
+        "# TYPE nvr_process_resident_memory_bytes gauge",
+    ] {
+        assert!(scrape.contains(family), "{family} missing:\n{scrape}");
+    }
+
     let t0 = std::time::Instant::now();
     p.interrupt();
     let code = p.wait_exit(Duration::from_secs(5));

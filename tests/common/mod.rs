@@ -406,3 +406,33 @@ pub fn hall_config(nats_url: &str, api: u16, extra: &str) -> String {
         "nats:\n  embedded: false\n  url: \"{nats_url}\"\napi:\n  address: \"127.0.0.1:{api}\"\ndetection:\n  embedded: false\n{extra}{floors}"
     )
 }
+
+/// Runs `promtool check metrics` on a scrape; fails naming the problems, or
+/// naming the setup command when promtool is missing.
+pub fn promtool_check(scrape: &str) {
+    use std::io::Write;
+    let mut child = match Command::new("promtool")
+        .args(["check", "metrics"])
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+    {
+        Ok(c) => c,
+        Err(e) => {
+            panic!("promtool: {e} (install it with scripts/setup: Debian's prometheus package)")
+        }
+    };
+    if let Some(mut stdin) = child.stdin.take() {
+        stdin
+            .write_all(scrape.as_bytes())
+            .expect("write to promtool");
+    }
+    let out = child.wait_with_output().expect("promtool");
+    assert!(
+        out.status.success(),
+        "promtool check metrics: {}{}",
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr)
+    );
+}
