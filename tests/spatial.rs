@@ -126,6 +126,15 @@ async fn two_spatial_shards_are_summed_by_the_main_api() {
         }
         Some((doc, per_node))
     });
+    // Each spatial node's own /metrics, as Prometheus accepts them.
+    for (shard, _, port, _) in &nodes {
+        let (code, scrape) = http_get(*port, "/metrics");
+        assert_eq!(code, 200, "{scrape}");
+        promtool_check(&scrape);
+        let cycles = "nvr_spatial_cycles_total{node=";
+        let own = format!("shard=\"{shard}\"");
+        assert!(scrape.contains(cycles) && scrape.contains(&own), "{scrape}");
+    }
     let shards = doc["shards"].as_array().expect("shards");
     let names: BTreeSet<&str> = shards.iter().filter_map(|s| s["shard"].as_str()).collect();
     assert_eq!(names, BTreeSet::from(["back", "front"]), "{doc}");
