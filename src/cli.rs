@@ -23,6 +23,9 @@ pub struct Cli {
     /// NATS server URL of a running server (no embedded server is started) [env: NATS_URL]
     #[arg(long, global = true)]
     pub nats_url: Option<String>,
+    /// Log line format: text or json [env: LOG_FORMAT]
+    #[arg(long, global = true)]
+    pub log_format: Option<String>,
     /// What to do.
     #[command(subcommand)]
     pub command: Command,
@@ -144,6 +147,9 @@ pub fn load_config(cli: &Cli) -> Result<Loaded, config::ConfigError> {
     if let Some(l) = &cli.log_level {
         ov.set("log_level", Value::from(l.clone()), "--log-level");
     }
+    if let Some(f) = &cli.log_format {
+        ov.set("log_format", Value::from(f.clone()), "--log-format");
+    }
     if let Some(u) = &cli.nats_url {
         ov.set("nats.url", Value::from(u.clone()), "--nats-url");
         ov.set("nats.embedded", Value::Bool(false), "--nats-url");
@@ -236,9 +242,14 @@ pub fn init_logging(cfg: &config::Config, cli: &Cli) {
             filter
         })
         .with_writer(std::io::stderr)
-        .with_ansi(std::io::IsTerminal::is_terminal(&std::io::stderr()))
         .with_target(false);
-    let _ = builder.try_init();
+    let _ = if cfg.log_format == "json" {
+        builder.json().flatten_event(true).try_init()
+    } else {
+        builder
+            .with_ansi(std::io::IsTerminal::is_terminal(&std::io::stderr()))
+            .try_init()
+    };
 }
 
 /// Runs the chosen subcommand.

@@ -67,6 +67,8 @@ impl fmt::Display for Source {
 pub struct Config {
     /// Log filter level (`LOG_LEVEL`); `RUST_LOG` overrides with a full filter.
     pub log_level: String,
+    /// Log line format (`LOG_FORMAT`): `text`, or `json` (one object per line).
+    pub log_format: String,
     /// The HTTP API.
     pub api: ApiConfig,
     /// The NATS server and the streams on it.
@@ -89,6 +91,7 @@ impl Default for Config {
     fn default() -> Self {
         Config {
             log_level: "info".into(),
+            log_format: "text".into(),
             api: ApiConfig::default(),
             nats: NatsConfig::default(),
             detection: DetectionConfig::default(),
@@ -718,6 +721,7 @@ pub struct Loaded {
 /// Environment variables and the key path each one sets.
 pub const ENV_VARS: &[(&str, &str)] = &[
     ("LOG_LEVEL", "log_level"),
+    ("LOG_FORMAT", "log_format"),
     ("NVR_API_ADDR", "api.address"),
     ("NVR_API_TOKEN", "api.token"),
     ("NATS_URL", "nats.url"),
@@ -1055,6 +1059,12 @@ fn push_array(doc: &mut Value, key: &str, item: Value) -> Result<(), ConfigError
 /// Checks the values that types alone cannot.
 pub fn validate(c: &Config) -> Result<(), ConfigError> {
     const LEVELS: &[&str] = &["trace", "debug", "info", "warn", "error", "off"];
+    if !["text", "json"].contains(&c.log_format.as_str()) {
+        return err(format!(
+            "log_format = {:?}: must be text or json",
+            c.log_format
+        ));
+    }
     if !LEVELS.contains(&c.log_level.to_ascii_lowercase().as_str()) {
         return err(format!(
             "log_level = {:?}: must be one of {}",

@@ -494,7 +494,42 @@ async fn run_with_nats(
         api_token.clone(),
     )?;
     let mut signals = ShutdownSignals::install();
-    info!(api = %listen, nats = %crate::nats::redact_url(url), embedded_nats = embedded, "nvr running");
+    // What runs where, in one line.
+    let detection_here = match &detection {
+        Some(d) => {
+            let l = d.status().layout;
+            format!(
+                "{} worker(s) here, {}, batch {}, ~{} fps measured",
+                l.workers, cfg.detection.backend, l.batch, l.capacity_fps
+            )
+        }
+        None => "on detection nodes (none here)".into(),
+    };
+    let spatial_here = match &spatial {
+        Some(s) => {
+            let names: Vec<String> = s
+                .shards
+                .iter()
+                .filter_map(|x| x.lock().ok().map(|x| x.shard.clone()))
+                .collect();
+            if names.is_empty() {
+                "per-camera tracking here, no calibrated shard".into()
+            } else {
+                format!("shard(s) {} here", names.join(", "))
+            }
+        }
+        None => "on spatial nodes (none here)".into(),
+    };
+    let camera_ids: Vec<&str> = cfg.cameras.iter().map(|c| c.id.as_str()).collect();
+    info!(
+        api = %format!("http://{listen}"),
+        nats = %crate::nats::redact_url(url),
+        embedded_nats = embedded,
+        detection = %detection_here,
+        spatial = %spatial_here,
+        cameras = %camera_ids.join(","),
+        "nvr running"
+    );
 
     let server_failed = async {
         match server {

@@ -407,3 +407,42 @@ async fn detections_round_trip_through_tail() {
     assert_eq!(lines[1]["type"], "unknown");
     assert!(lines[1]["payload_base64"].is_string());
 }
+
+#[test]
+fn json_log_lines_parse() {
+    let dir = tempfile::tempdir().unwrap();
+    let cfg = write_config(
+        dir.path(),
+        &format!(
+            "detection:\n  max_retries: 1\n  retry_delay_ms: 10\n  timeout_seconds: 1\n  models_path: \"{}\"\n",
+            data().join("models").display()
+        ),
+    );
+    let url = format!("nats://127.0.0.1:{}", free_port());
+    let (code, _, err) = nvr_output(
+        &[
+            "detector",
+            "--config",
+            cfg.to_str().unwrap(),
+            "--nats-url",
+            &url,
+            "--log-format",
+            "json",
+        ],
+        dir.path(),
+        &[],
+    );
+    assert_ne!(code, 0, "{err}");
+    let logs: Vec<serde_json::Value> = err
+        .lines()
+        .filter(|l| l.starts_with('{'))
+        .map(|l| serde_json::from_str(l).unwrap_or_else(|e| panic!("{l}: {e}")))
+        .collect();
+    assert!(
+        logs.iter().any(|v| v["level"] == "WARN"
+            && v["message"]
+                .as_str()
+                .is_some_and(|m| m.contains("cannot connect"))),
+        "{err}"
+    );
+}
