@@ -4,7 +4,8 @@
 For every compose/*.yaml that has a `services` map:
   - it parses as YAML (PyYAML; `x-*` extension fields and `<<` merges allowed);
   - every service has `image` or `build`; a build context and Dockerfile exist;
-  - `depends_on` targets are services of the same file;
+  - `depends_on` targets are services of the same file, each with
+    `condition: service_healthy`, and every service has a healthcheck;
   - named volumes are declared; bind-mount sources under compose/ exist;
   - every environment variable given to an nvr service is one nvr reads: the
     ENV_VARS table of src/config.rs plus the variables read directly with
@@ -203,6 +204,17 @@ def check_file(path, known_env, global_flags, subs):
         for d in devices or []:
             if "capabilities" not in d:
                 problems.append(f"{where}: a device reservation without capabilities")
+
+        hc = svc.get("healthcheck") or {}
+        if not hc.get("test"):
+            problems.append(f"{where}: no healthcheck")
+        deps = svc.get("depends_on") or {}
+        if isinstance(deps, list):
+            problems.append(f"{where}: depends_on without a health condition (use `<service>: {{condition: service_healthy}}`)")
+        else:
+            for dep, cond in deps.items():
+                if (cond or {}).get("condition") != "service_healthy":
+                    problems.append(f"{where}: depends_on {dep} without condition service_healthy")
 
         if is_nats(svc):
             args = as_list(svc.get("command"))
