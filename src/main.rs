@@ -14,6 +14,7 @@ mod lease;
 mod metrics;
 mod nats;
 mod node;
+mod progress;
 mod replay;
 mod roles;
 mod sim;

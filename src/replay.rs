@@ -80,6 +80,7 @@ pub async fn run(cfg: &crate::config::Config, args: ReplayArgs) -> Result<ExitCo
     let mut dets = Vec::new();
     let mut bad = 0u64;
     let mut messages = consumer.messages().await?;
+    let mut progress: Option<crate::progress::Progress> = None;
     loop {
         match tokio::time::timeout(Duration::from_millis(500), messages.next()).await {
             Ok(Some(Ok(m))) => {
@@ -87,13 +88,24 @@ pub async fn run(cfg: &crate::config::Config, args: ReplayArgs) -> Result<ExitCo
                     Ok(d) => dets.push(d),
                     Err(_) => bad += 1,
                 }
-                if m.info().map(|i| i.pending == 0).unwrap_or(false) {
+                let pending = m.info().map(|i| i.pending).ok();
+                let read = dets.len() as u64 + bad;
+                progress
+                    .get_or_insert_with(|| {
+                        let total = read + pending.unwrap_or(0);
+                        crate::progress::Progress::new("nvr replay reading", total, "messages")
+                    })
+                    .set(read);
+                if pending == Some(0) {
                     break;
                 }
             }
             Ok(Some(Err(e))) => anyhow::bail!("reading {}: {e}", streams::DETECTIONS),
             Ok(None) | Err(_) => break,
         }
+    }
+    if let Some(p) = progress {
+        p.finish();
     }
     if bad > 0 {
         eprintln!("skipped {bad} malformed detections messages");

@@ -211,7 +211,10 @@ async fn publish(cfg: &crate::config::Config, out: &SimOutput, speed: f64) -> Re
     let started = Instant::now();
     let mut per_camera: BTreeMap<&str, u64> = BTreeMap::new();
     let mut duplicates = 0u64;
+    let mut progress =
+        crate::progress::Progress::new("nvr sim publishing", out.messages.len() as u64, "messages");
     for m in &out.messages {
+        progress.inc(1);
         if speed > 0.0 {
             let offset = Duration::from_secs_f64((m.ts_ns - first_ts) as f64 / 1e9 / speed);
             tokio::time::sleep_until(tokio::time::Instant::from_std(started + offset)).await;
@@ -225,6 +228,7 @@ async fn publish(cfg: &crate::config::Config, out: &SimOutput, speed: f64) -> Re
         }
         *per_camera.entry(m.camera.as_str()).or_default() += 1;
     }
+    progress.finish();
     let _ = tokio::time::timeout(Duration::from_secs(2), client.flush()).await;
     let total: u64 = per_camera.values().sum();
     let cams: Vec<String> = per_camera.iter().map(|(c, n)| format!("{c} {n}")).collect();

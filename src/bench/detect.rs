@@ -750,8 +750,10 @@ async fn sample_window(
         queue: Vec::new(),
         gpu: Vec::new(),
     };
+    let mut progress = crate::progress::Progress::new("step", window.as_secs().max(1), "s");
     while started.elapsed() < window {
         tokio::time::sleep(Duration::from_millis(500)).await;
+        progress.set(started.elapsed().as_secs());
         if let Ok(info) = consumer.info().await {
             s.queue.push(info.num_pending + info.num_ack_pending as u64);
         }
@@ -759,6 +761,7 @@ async fn sample_window(
             s.gpu.push(g);
         }
     }
+    progress.finish();
     s
 }
 
