@@ -63,6 +63,7 @@ pub fn router(shared: Arc<Shared>) -> Router {
         .route("/api/v1/spatial/stats", get(spatial_stats))
         .route("/api/v1/spatial/tracks", get(spatial_tracks))
         .route("/metrics", get(metrics))
+        .merge(crate::web::routes())
         .layer(axum::middleware::from_fn_with_state(
             shared.clone(),
             require_token,
@@ -70,22 +71,32 @@ pub fn router(shared: Arc<Shared>) -> Router {
         .with_state(shared)
 }
 
-/// With `api.token` set, every endpoint but `/health` needs
-/// `Authorization: Bearer <token>`; others get 401.
+/// With `api.token` set, every endpoint but `/health` and the page's own
+/// assets needs `Authorization: Bearer <token>` (or `?token=<token>`, for
+/// what a browser loads without headers: images and the live feed); others
+/// get 401.
 async fn require_token(
     State(s): State<Arc<Shared>>,
     req: axum::extract::Request,
     next: axum::middleware::Next,
 ) -> Response {
     let want = &s.config.api.token;
-    if want.is_empty() || req.uri().path() == "/health" {
+    let path = req.uri().path();
+    if want.is_empty() || path == "/health" || crate::web::is_public(path) {
         return next.run(req).await;
     }
+    let from_query = req.uri().query().and_then(|q| {
+        q.split('&')
+            .find_map(|kv| kv.strip_prefix("token="))
+            .map(percent_decode)
+    });
     let given = req
         .headers()
         .get(axum::http::header::AUTHORIZATION)
         .and_then(|v| v.to_str().ok())
-        .and_then(|v| v.strip_prefix("Bearer "));
+        .and_then(|v| v.strip_prefix("Bearer "))
+        .map(str::to_string)
+        .or(from_query);
     if given.is_some_and(|g| constant_time_eq(g.as_bytes(), want.as_bytes())) {
         next.run(req).await
     } else {
@@ -95,6 +106,30 @@ async fn require_token(
         )
             .into_response()
     }
+}
+
+/// Decodes `%XX` escapes and `+` of a query value.
+fn percent_decode(v: &str) -> String {
+    let hex = |c: u8| (c as char).to_digit(16);
+    let b = v.as_bytes();
+    let mut out = Vec::with_capacity(b.len());
+    let mut i = 0;
+    while i < b.len() {
+        let escaped = (b[i] == b'%' && i + 2 < b.len())
+            .then(|| Some(hex(b[i + 1])? * 16 + hex(b[i + 2])?))
+            .flatten();
+        match (escaped, b[i]) {
+            (Some(x), _) => {
+                out.push(x as u8);
+                i += 3;
+                continue;
+            }
+            (None, b'+') => out.push(b' '),
+            (None, c) => out.push(c),
+        }
+        i += 1;
+    }
+    String::from_utf8_lossy(&out).into_owned()
 }
 
 /// Compares two secrets without an early exit on the first difference.
@@ -599,11 +634,15 @@ async fn system_health(State(s): State<Arc<Shared>>) -> Response {
             untracked.keys().cloned().collect::<Vec<_>>().join(", ")
         ));
     }
+    let machine = s.sampler.figures();
+    let scaling = crate::scaling::evaluate(&scaling_figures(&s, &det, &spatial, &machine));
     let status = verdict.status();
     let reasons: Vec<&String> = verdict.fatal.iter().chain(&verdict.degraded).collect();
     let body = json!({
         "status": status,
         "reasons": reasons,
+        "scaling": scaling,
+        "machine": machine,
         "version": env!("CARGO_PKG_VERSION"),
         "uptime_s": round2(s.started.elapsed().as_secs_f64()),
         "memory_mb": round2(status::rss_mb()),
@@ -649,6 +688,47 @@ async fn system_health(State(s): State<Arc<Shared>>) -> Response {
         StatusCode::OK
     };
     (code, Json(body)).into_response()
+}
+
+/// The figures of the "When to Scale" verdicts, from the detection and
+/// spatial documents and the machine sampler.
+fn scaling_figures(
+    s: &Shared,
+    det: &Value,
+    spatial: &Value,
+    machine: &crate::sampler::MachineFigures,
+) -> crate::scaling::Figures {
+    let det_nodes = det["nodes"].as_array().map_or(0, Vec::len);
+    let spatial_nodes = spatial["nodes"].as_u64().unwrap_or(0);
+    let with_det = |v: &Value| (det_nodes > 0).then(|| v.as_f64()).flatten();
+    let with_spatial = |v: &Value| (spatial_nodes > 0).then(|| v.as_f64()).flatten();
+    let processed = det["processed_count"].as_u64().unwrap_or(0);
+    let skipped = det["skipped_count"].as_u64().unwrap_or(0);
+    let cfg = &s.config;
+    let load_5fps: f64 = cfg
+        .cameras
+        .iter()
+        .filter(|c| c.url.is_some())
+        .map(|c| c.detection.fps.unwrap_or(cfg.detection.default_fps) / 5.0)
+        .sum();
+    crate::scaling::Figures {
+        detection_nodes: det_nodes,
+        detection_avg_latency_ms: with_det(&det["avg_latency_ms"]),
+        frame_drop_pct: s.drops.rate(processed, skipped),
+        cpu_1m_pct: machine.cpu_1m_pct,
+        gpu_1m_pct: machine.gpu_1m_pct,
+        cameras_at_5fps_per_node: (det_nodes > 0).then(|| load_5fps / det_nodes as f64),
+        detection_queue: (det_nodes > 0)
+            .then(|| det["queue_size"].as_u64())
+            .flatten(),
+        spatial_processing_ms: with_spatial(&spatial["avg_processing_ms"]),
+        active_tracks: (spatial_nodes > 0)
+            .then(|| spatial["active_tracks"].as_u64())
+            .flatten(),
+        reid_matching_ms: with_spatial(&spatial["reid_matching_ms"]),
+        memory_growth_mb_per_h: machine.memory_growth_mb_per_h,
+        handoff_failure_pct: with_spatial(&spatial["handoff_failure_rate_pct"]),
+    }
 }
 
 /// One of a worker's counters.

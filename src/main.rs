@@ -10,6 +10,7 @@ mod census;
 mod cli;
 mod config;
 mod health;
+mod latest;
 mod lease;
 mod metrics;
 mod nats;
@@ -17,9 +18,12 @@ mod node;
 mod progress;
 mod replay;
 mod roles;
+mod sampler;
+mod scaling;
 mod sim;
 mod supervisor;
 mod tail;
+mod web;
 
 use std::process::ExitCode;
 

@@ -241,6 +241,13 @@ pub struct Shared {
     /// Detections stored per camera, counted from the stream itself, so a
     /// detection node that dies does not take its processed frames with it.
     pub stored: Arc<crate::census::Census>,
+    /// Machine CPU, memory and GPU over time (the health page, the
+    /// "When to Scale" verdicts).
+    pub sampler: Arc<crate::sampler::Sampler>,
+    /// Recent detection counters, so the frame drop rate is a recent one.
+    pub drops: crate::scaling::DropWindow,
+    /// Each camera's latest frame, read off the bus while someone looks.
+    pub latest: Arc<crate::latest::LatestFrames>,
 }
 
 /// Counts JetStream's max-deliveries advisories of the `detectors` consumer
@@ -461,6 +468,7 @@ async fn run_with_nats(
         None
     };
 
+    let api_token = tokio_util::sync::CancellationToken::new();
     let shared = Arc::new(Shared {
         config: cfg.clone(),
         client: client.clone(),
@@ -473,6 +481,9 @@ async fn run_with_nats(
         bus,
         nats_restarts: server.map(|s| s.restarts.clone()),
         stored,
+        sampler: crate::sampler::Sampler::spawn(api_token.clone()),
+        drops: Default::default(),
+        latest: crate::latest::LatestFrames::new(client.clone()),
     });
     let dead_letters = count_dead_letters(&client, shared.dead_lettered.clone()).await?;
 
@@ -487,7 +498,6 @@ async fn run_with_nats(
     let services = node::register_services(&client, detection.as_ref(), spatial.as_ref()).await;
 
     let listen = api_listener.local_addr()?;
-    let api_token = tokio_util::sync::CancellationToken::new();
     let api = crate::api::serve(
         api_listener,
         crate::api::router(shared.clone()),

@@ -7,6 +7,7 @@ pub mod camera;
 pub mod detect;
 pub mod detector;
 pub mod guard;
+pub mod overlay;
 pub mod sim;
 pub mod spatial;
 pub mod spatial_actor;
