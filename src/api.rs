@@ -185,6 +185,10 @@ async fn health(State(s): State<Arc<Shared>>) -> Response {
 
 /// Sends `body` to `subject` and collects every reply within [`GATHER`];
 /// the whole exchange is bounded, so a stalled server cannot hold a caller.
+/// Once every node that answered recently has answered again it returns at
+/// once (a scrape then takes milliseconds, not the whole window); every
+/// [`FULL_GATHER_EVERY`] a background gather waits the whole window, so new
+/// nodes are found without a caller waiting for it.
 pub async fn gather(
     client: &async_nats::Client,
     subject: &str,
@@ -193,16 +197,119 @@ pub async fn gather(
     if client.connection_state() != async_nats::connection::State::Connected {
         return Vec::new();
     }
-    tokio::time::timeout(GATHER * 2, gather_inner(client, subject, body))
-        .await
-        .unwrap_or_default()
+    let (expected, discover) = ROSTER.expected(subject);
+    if discover {
+        let (client, subject) = (client.clone(), subject.to_string());
+        tokio::spawn(async move {
+            let replies =
+                tokio::time::timeout(GATHER * 2, gather_inner(&client, &subject, body, None))
+                    .await
+                    .unwrap_or_default();
+            ROSTER.answered(&subject, replies.iter().filter_map(|r| node_of(r)));
+        });
+    }
+    let replies = tokio::time::timeout(
+        GATHER * 2,
+        gather_inner(client, subject, body, expected.as_ref()),
+    )
+    .await
+    .unwrap_or_default();
+    ROSTER.answered(subject, replies.iter().filter_map(|r| node_of(r)));
+    replies
+}
+
+/// Learns which nodes answer the status subjects, in the background, so the
+/// first scrape after start does not wait the whole window.
+pub fn prime_roster(client: &async_nats::Client) {
+    for subject in [status::DETECTION_STATUS_SUBJECT, status::SPATIAL_STATUS_SUBJECT] {
+        let client = client.clone();
+        tokio::spawn(async move {
+            gather(&client, subject, b"").await;
+        });
+    }
+}
+
+/// How often a gather waits the whole window even when every known node
+/// answered.
+const FULL_GATHER_EVERY: Duration = Duration::from_secs(10);
+/// A known node that missed this many gathers in a row is forgotten.
+const FORGET_AFTER_MISSES: u32 = 3;
+
+/// The nodes that answer each status subject, learnt from their replies.
+static ROSTER: std::sync::LazyLock<Roster> = std::sync::LazyLock::new(Roster::default);
+
+/// The nodes of one subject (node -> gathers missed in a row) and when the
+/// window was last waited in full.
+type Known = (BTreeMap<String, u32>, Option<std::time::Instant>);
+
+/// Per subject: the nodes that answered recently and when the window was
+/// last waited in full.
+#[derive(Default)]
+struct Roster {
+    /// Subject -> its known nodes.
+    subjects: std::sync::Mutex<std::collections::HashMap<String, Known>>,
+}
+
+impl Roster {
+    /// The nodes to wait for (`None`: wait the whole window, nothing is known
+    /// yet) and whether a background gather should look for new nodes now.
+    fn expected(&self, subject: &str) -> (Option<std::collections::BTreeSet<String>>, bool) {
+        let Ok(mut m) = self.subjects.lock() else {
+            return (None, false);
+        };
+        let (nodes, full) = m.entry(subject.to_string()).or_default();
+        match full {
+            None => {
+                *full = Some(std::time::Instant::now());
+                (None, false)
+            }
+            Some(t) => {
+                let due = t.elapsed() >= FULL_GATHER_EVERY;
+                if due {
+                    *t = std::time::Instant::now();
+                }
+                (Some(nodes.keys().cloned().collect()), due)
+            }
+        }
+    }
+
+    /// Records who answered.
+    fn answered(&self, subject: &str, nodes: impl Iterator<Item = String>) {
+        let Ok(mut m) = self.subjects.lock() else {
+            return;
+        };
+        let (known, _) = m.entry(subject.to_string()).or_default();
+        let answered: std::collections::BTreeSet<String> = nodes.collect();
+        for (node, misses) in known.iter_mut() {
+            if !answered.contains(node) {
+                *misses += 1;
+            }
+        }
+        known.retain(|_, misses| *misses < FORGET_AFTER_MISSES);
+        for node in answered {
+            known.insert(node, 0);
+        }
+    }
+}
+
+/// The `node` field of a status reply.
+fn node_of(reply: &[u8]) -> Option<String> {
+    #[derive(serde::Deserialize)]
+    struct Node {
+        node: String,
+    }
+    serde_json::from_slice::<Node>(reply).ok().map(|n| n.node)
 }
 
 async fn gather_inner(
     client: &async_nats::Client,
     subject: &str,
     body: &'static [u8],
+    expected: Option<&std::collections::BTreeSet<String>>,
 ) -> Vec<Vec<u8>> {
+    if expected.is_some_and(|e| e.is_empty()) {
+        return Vec::new();
+    }
     let inbox = client.new_inbox();
     let Ok(mut sub) = client.subscribe(inbox.clone()).await else {
         return Vec::new();
@@ -216,9 +323,16 @@ async fn gather_inner(
     }
     let _ = tokio::time::timeout(GATHER, client.flush()).await;
     let mut out = Vec::new();
+    let mut missing = expected.cloned();
     let deadline = tokio::time::Instant::now() + GATHER;
     while let Ok(Some(m)) = tokio::time::timeout_at(deadline, sub.next()).await {
+        if let (Some(missing), Some(node)) = (missing.as_mut(), node_of(&m.payload)) {
+            missing.remove(&node);
+        }
         out.push(m.payload.to_vec());
+        if missing.as_ref().is_some_and(|m| m.is_empty()) {
+            break;
+        }
     }
     out
 }
@@ -1132,4 +1246,17 @@ fn dechunk(body: &str) -> String {
         rest = after[n..].trim_start_matches("\r\n");
     }
     out
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn query_values_are_percent_decoded() {
+        assert_eq!(percent_decode("a%2Bb%20c+d"), "a+b c d");
+        assert_eq!(percent_decode("100%"), "100%");
+        assert_eq!(percent_decode("%zz%4"), "%zz%4");
+        assert_eq!(percent_decode("%C3%A9"), "é");
+    }
 }

@@ -175,6 +175,16 @@ async fn roles_work_within_their_permissions_and_are_refused_outside() {
     assert!(code == 200, "{code} {body}");
     let (code, _) = http_get_with(api, "/metrics", &[("Authorization", "Bearer wrong")]);
     assert_eq!(code, 401);
+    // The page and its assets hold no data and load without the token; what
+    // a browser loads without headers (images, the live feed) may carry it
+    // as `?token=`.
+    for path in ["/", "/ui/app.js", "/ui/style.css", "/favicon.ico"] {
+        assert_eq!(http_get(api, path).0, 200, "{path}");
+    }
+    assert_eq!(http_get(api, "/api/v1/floors").0, 401);
+    assert_eq!(http_get(api, "/api/v1/floors?token=wrong").0, 401);
+    let (code, body) = http_get(api, "/api/v1/floors?t=1&token=t0ken");
+    assert_eq!(code, 200, "{body}");
 
     p.interrupt();
     assert_eq!(p.wait_exit(Duration::from_secs(15)), Some(0));

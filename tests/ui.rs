@@ -219,3 +219,235 @@ async fn health_page_shows_cameras_floor_plan_and_verdicts() {
     let errors = b.eval("nvr.errors");
     assert_eq!(errors, 0, "the page saw request errors");
 }
+
+/// Floors of the page benchmark, four cameras each.
+const BENCH_FLOORS: usize = 4;
+/// People per camera of the page benchmark (16 cameras: 200 in all).
+const PEOPLE_PER_CAMERA: usize = 13;
+/// Identities the benchmark waits for.
+const BENCH_IDS: u64 = 190;
+
+/// A 640x480 camera whose view is the 10 x 10 m square at `(ox, oy)`.
+fn square_camera(id: &str, floor: &str, ox: f64, oy: f64) -> String {
+    format!(
+        "  - id: {id}\n    floor: {floor}\n    calibration:\n      points:\n        - {{ image: [0, 480], floor: [{ox}, {oy}] }}\n        - {{ image: [640, 480], floor: [{}, {oy}] }}\n        - {{ image: [640, 0], floor: [{}, {}] }}\n        - {{ image: [0, 0], floor: [{ox}, {}] }}\n",
+        ox + 10.0,
+        ox + 10.0,
+        oy + 10.0,
+        oy + 10.0
+    )
+}
+
+/// One camera's people at frame `seq`: a grid, each walking to and fro.
+fn crowd(camera: &str, seq: u64, ts_ns: u64, people: usize) -> nvr_subjects::Detections {
+    let objects = (0..people)
+        .map(|k| {
+            let (col, row) = ((k % 4) as f32, (k / 4) as f32);
+            let phase = (seq as f32 * 0.05 + k as f32).sin() * 0.03;
+            let x = 0.1 + 0.22 * col + phase;
+            let foot = 0.3 + 0.18 * row;
+            nvr_subjects::DetectedObject {
+                class_id: 0,
+                label: "person".into(),
+                score: 0.9,
+                bbox: [x - 0.02, foot - 0.15, x + 0.02, foot],
+                embedding: None,
+            }
+        })
+        .collect();
+    nvr_subjects::Detections {
+        v: nvr_subjects::SCHEMA_VERSION,
+        camera: camera.into(),
+        seq,
+        ts_ns,
+        width: 640,
+        height: 480,
+        model: "bench".into(),
+        backend: "cpu".into(),
+        worker: "bench".into(),
+        latency_ms: 1.0,
+        queue_ms: 1.0,
+        objects,
+    }
+}
+
+fn percentile(v: &mut [f64], p: f64) -> f64 {
+    v.sort_by(|a, b| a.total_cmp(b));
+    v[((v.len() - 1) as f64 * p).round() as usize]
+}
+
+/// Page load and scrape times with 16 cameras on 4 floors and 200 people on
+/// the floor plans; writes `bench/results/ui.md` and `ui.json`. Run with
+/// `bench/ui/run` (a release build; `NVR_BIN` names it).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+#[ignore = "benchmark: bench/ui/run"]
+async fn page_load_with_16_cameras_and_200_identities() {
+    let server = NatsServer::start();
+    let dir = tempfile::tempdir().expect("tempdir");
+    let d = dir.path();
+    let api = free_port();
+    let mut cfg = format!(
+        "nats:\n  embedded: false\n  url: \"{}\"\napi:\n  address: \"127.0.0.1:{api}\"\ndetection:\n  embedded: false\nfloors:\n",
+        server.url
+    );
+    for f in 0..BENCH_FLOORS {
+        cfg += &format!("  - id: floor{f}\n    size_m: [20.0, 20.0]\n");
+    }
+    cfg += "cameras:\n";
+    let mut cameras = Vec::new();
+    for f in 0..BENCH_FLOORS {
+        for c in 0..4 {
+            let id = format!("f{f}c{c}");
+            cfg += &square_camera(
+                &id,
+                &format!("floor{f}"),
+                (c % 2) as f64 * 10.0,
+                (c / 2) as f64 * 10.0,
+            );
+            cameras.push(id);
+        }
+    }
+    let cfg = write_config(d, &cfg);
+    let mut main = NvrProcess::start(&["run", "--config", cfg.to_str().expect("utf-8")], d, &[]);
+    main.wait_for_log("nvr running", Duration::from_secs(60));
+
+    // 16 cameras at 5 fps, 12-13 people each, in real time.
+    let client = server.client().await;
+    let js = async_nats::jetstream::new(client);
+    let publisher = tokio::spawn(async move {
+        let mut tick = tokio::time::interval(Duration::from_millis(200));
+        for seq in 1u64.. {
+            tick.tick().await;
+            let now = std::time::SystemTime::now()
+                .duration_since(std::time::UNIX_EPOCH)
+                .expect("clock")
+                .as_nanos() as u64;
+            for (i, cam) in cameras.iter().enumerate() {
+                let people = if i < 200 - 12 * 16 {
+                    PEOPLE_PER_CAMERA
+                } else {
+                    PEOPLE_PER_CAMERA - 1
+                };
+                let m = crowd(cam, seq, now, people);
+                let body = nvr_subjects::encode(&m).expect("encode");
+                if let Ok(ack) = js
+                    .publish(nvr_subjects::subjects::detections(cam), body.into())
+                    .await
+                {
+                    let _ = ack.await;
+                }
+            }
+        }
+    });
+    let active = eventually(
+        Duration::from_secs(90),
+        "200 identities on the floors",
+        || {
+            let (code, body) = http_get(api, "/api/v1/spatial/stats");
+            let v: serde_json::Value = serde_json::from_str(&body).ok()?;
+            let n = v["active_tracks"].as_u64()?;
+            (code == 200 && n >= BENCH_IDS).then_some(n)
+        },
+    );
+
+    // Scrapes: /metrics and the documents the page polls.
+    let mut timings = serde_json::Map::new();
+    for path in ["/metrics", "/api/v1/system/health", "/api/v1/spatial/stats"] {
+        let mut ms: Vec<f64> = (0..30)
+            .map(|_| {
+                let t = std::time::Instant::now();
+                let (code, _) = http_get(api, path);
+                assert_eq!(code, 200, "{path}");
+                t.elapsed().as_secs_f64() * 1000.0
+            })
+            .collect();
+        let mean = ms.iter().sum::<f64>() / ms.len() as f64;
+        timings.insert(
+            path.into(),
+            serde_json::json!({"mean_ms": mean, "p50_ms": percentile(&mut ms, 0.5), "max_ms": percentile(&mut ms, 1.0)}),
+        );
+    }
+
+    // Page loads: from navigation to the first filled poll and to every
+    // identity drawn on the floor plans.
+    let mut b = Browser::launch(1400, 1600);
+    let (mut poll_ms, mut draw_ms, mut load_ms) = (Vec::new(), Vec::new(), Vec::new());
+    let mut event_bytes = 0;
+    let mut cold = serde_json::Value::Null;
+    // The first load also starts chromium's own machinery: reported apart.
+    for i in 0..11 {
+        b.navigate("about:blank");
+        b.navigate(&format!("http://127.0.0.1:{api}/"));
+        let want = BENCH_IDS;
+        let r = b.wait_for(
+            &format!(
+                "(() => {{ if (!window.nvr || nvr.polls < 1) return null; \
+                 const d = nvr.draws.find(d => d[1] >= {want}); if (!d) return null; \
+                 const n = performance.getEntriesByType('navigation')[0]; \
+                 return {{poll: nvr.firstPollMs, draw: d[0], load: n.loadEventEnd, bytes: nvr.lastEventBytes}}; }})()"
+            ),
+            Duration::from_secs(30),
+            "the page with every identity drawn",
+            "JSON.stringify({polls: window.nvr?.polls, draws: window.nvr?.draws?.slice(-3)})",
+        );
+        eprintln!("load {i}: {r}");
+        if i == 0 {
+            cold = r;
+            continue;
+        }
+        poll_ms.push(r["poll"].as_f64().expect("poll"));
+        draw_ms.push(r["draw"].as_f64().expect("draw"));
+        load_ms.push(r["load"].as_f64().expect("load"));
+        event_bytes = r["bytes"].as_u64().unwrap_or(0);
+    }
+    publisher.abort();
+    let stat = |v: &mut Vec<f64>| {
+        serde_json::json!({"mean_ms": v.iter().sum::<f64>() / v.len() as f64,
+                           "p50_ms": percentile(v, 0.5), "max_ms": percentile(v, 1.0)})
+    };
+    let doc = serde_json::json!({
+        "cameras": 16, "floors": BENCH_FLOORS, "active_tracks": active,
+        "nvr": nvr_bin().strip_prefix(root()).unwrap_or(&nvr_bin()).display().to_string(),
+        "cores": std::thread::available_parallelism().map(|n| n.get()).unwrap_or(1),
+        "scrape": timings,
+        "page_load_event": stat(&mut load_ms),
+        "page_first_poll": stat(&mut poll_ms),
+        "page_all_identities_drawn": stat(&mut draw_ms),
+        "live_event_bytes_per_shard_cycle": event_bytes,
+        "first_load_after_browser_start": cold,
+    });
+    let out = root().join("bench/results");
+    std::fs::create_dir_all(&out).expect("results dir");
+    std::fs::write(
+        out.join("ui.json"),
+        serde_json::to_string_pretty(&doc).expect("json"),
+    )
+    .expect("write");
+    let f = |v: &serde_json::Value| {
+        format!(
+            "{:.1} / {:.1} / {:.1}",
+            v["mean_ms"].as_f64().unwrap_or(0.0),
+            v["p50_ms"].as_f64().unwrap_or(0.0),
+            v["max_ms"].as_f64().unwrap_or(0.0)
+        )
+    };
+    let md = format!(
+        "# Health page and scrape times\n\n`bench/ui/run`: `nvr run` ({}) with 16 external cameras on {} floors fed over NATS at 5 fps, {} identities active on the floor plans; headless chromium on the same {}-core machine. Times in ms, mean / p50 / max.\n\n| what | ms |\n|---|---|\n| `GET /metrics` (30 scrapes) | {} |\n| `GET /api/v1/system/health` (30) | {} |\n| `GET /api/v1/spatial/stats` (30) | {} |\n| page load event (10 loads after the first) | {} |\n| page: first poll rendered | {} |\n| page: every identity drawn on the floor plans | {} |\n\nThe first load after chromium starts is left out of these (it took {:.0} ms to the load event and {:.0} ms until every identity was drawn). One live `tracks` event (one shard's cycle, {} identities per floor): {} bytes.\n",
+        doc["nvr"].as_str().unwrap_or(""),
+        BENCH_FLOORS,
+        active,
+        doc["cores"],
+        f(&doc["scrape"]["/metrics"]),
+        f(&doc["scrape"]["/api/v1/system/health"]),
+        f(&doc["scrape"]["/api/v1/spatial/stats"]),
+        f(&doc["page_load_event"]),
+        f(&doc["page_first_poll"]),
+        f(&doc["page_all_identities_drawn"]),
+        cold["load"].as_f64().unwrap_or(0.0),
+        cold["draw"].as_f64().unwrap_or(0.0),
+        active / BENCH_FLOORS as u64,
+        event_bytes
+    );
+    std::fs::write(out.join("ui.md"), &md).expect("write");
+    println!("{md}");
+}

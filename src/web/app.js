@@ -18,6 +18,8 @@ const nvr = window.nvr = {
   shards: {},        // shard -> latest tracks of that shard
   trails: new Map(), // global id -> [[x, y], ...]
   firstPollMs: null, firstTracksMs: null,
+  draws: [],         // [ms since navigation, identities drawn] of the first draws
+  lastEventBytes: 0,
 };
 
 function el(tag, attrs, ...children) {
@@ -277,12 +279,22 @@ function drawFloors() {
     for (const g of [...fl.layer.children]) if (!seen.has(g.dataset.id)) g.remove();
   }
   for (const [id, fl] of Object.entries(nvr.floors)) if (!byFloor[id]) fl.layer.replaceChildren();
+  if (nvr.draws.length < 100) {
+    nvr.draws.push([performance.now(), Object.values(byFloor).reduce((n, t) => n + t.length, 0)]);
+  }
 }
 
+// Browsers allow six connections per server; a page kept in the back/forward
+// cache must not hold one with its live feed.
+let live = null;
+window.addEventListener('pagehide', () => { if (live) { live.close(); live = null; } });
+window.addEventListener('pageshow', (e) => { if (e.persisted && !live) connectLive(); });
+
 function connectLive() {
-  const es = new EventSource('/api/v1/spatial/live' + query);
+  const es = live = new EventSource('/api/v1/spatial/live' + query);
   es.addEventListener('tracks', (ev) => {
     const m = JSON.parse(ev.data);
+    nvr.lastEventBytes = ev.data.length;
     nvr.shards[m.shard] = m.tracks;
     nvr.cycles++;
     if (nvr.firstTracksMs === null && m.tracks.length) nvr.firstTracksMs = performance.now();

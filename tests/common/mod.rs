@@ -120,9 +120,12 @@ impl Drop for NatsServer {
     }
 }
 
-/// The `nvr` binary under test.
+/// The `nvr` binary under test (`NVR_BIN` overrides it, so benchmarks run
+/// in the test harness can measure a release build).
 pub fn nvr_bin() -> PathBuf {
-    PathBuf::from(env!("CARGO_BIN_EXE_nvr"))
+    std::env::var_os("NVR_BIN")
+        .map(PathBuf::from)
+        .unwrap_or_else(|| PathBuf::from(env!("CARGO_BIN_EXE_nvr")))
 }
 
 /// A child `nvr` process whose stderr lines are collected; killed on drop.
