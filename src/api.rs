@@ -64,6 +64,7 @@ pub fn router(shared: Arc<Shared>) -> Router {
         .route("/api/v1/spatial/tracks", get(spatial_tracks))
         .route("/metrics", get(metrics))
         .merge(crate::web::routes())
+        .merge(crate::events::routes())
         .layer(axum::middleware::from_fn_with_state(
             shared.clone(),
             require_token,
@@ -188,7 +189,8 @@ async fn health(State(s): State<Arc<Shared>>) -> Response {
 /// Once every node that answered recently has answered again it returns at
 /// once (a scrape then takes milliseconds, not the whole window); every
 /// [`FULL_GATHER_EVERY`] a background gather waits the whole window, so new
-/// nodes are found without a caller waiting for it.
+/// nodes are found without a caller waiting for it. Until a first gather has
+/// waited the whole window, every caller waits it.
 pub async fn gather(
     client: &async_nats::Client,
     subject: &str,
@@ -205,23 +207,27 @@ pub async fn gather(
                 tokio::time::timeout(GATHER * 2, gather_inner(&client, &subject, body, None))
                     .await
                     .unwrap_or_default();
-            ROSTER.answered(&subject, replies.iter().filter_map(|r| node_of(r)));
+            ROSTER.answered(&subject, replies.iter().filter_map(|r| node_of(r)), true);
         });
     }
+    let full = expected.is_none();
     let replies = tokio::time::timeout(
         GATHER * 2,
         gather_inner(client, subject, body, expected.as_ref()),
     )
     .await
     .unwrap_or_default();
-    ROSTER.answered(subject, replies.iter().filter_map(|r| node_of(r)));
+    ROSTER.answered(subject, replies.iter().filter_map(|r| node_of(r)), full);
     replies
 }
 
 /// Learns which nodes answer the status subjects, in the background, so the
 /// first scrape after start does not wait the whole window.
 pub fn prime_roster(client: &async_nats::Client) {
-    for subject in [status::DETECTION_STATUS_SUBJECT, status::SPATIAL_STATUS_SUBJECT] {
+    for subject in [
+        status::DETECTION_STATUS_SUBJECT,
+        status::SPATIAL_STATUS_SUBJECT,
+    ] {
         let client = client.clone();
         tokio::spawn(async move {
             gather(&client, subject, b"").await;
@@ -238,56 +244,64 @@ const FORGET_AFTER_MISSES: u32 = 3;
 /// The nodes that answer each status subject, learnt from their replies.
 static ROSTER: std::sync::LazyLock<Roster> = std::sync::LazyLock::new(Roster::default);
 
-/// The nodes of one subject (node -> gathers missed in a row) and when the
-/// window was last waited in full.
-type Known = (BTreeMap<String, u32>, Option<std::time::Instant>);
+/// What is known about the nodes of one subject.
+#[derive(Default)]
+struct Known {
+    /// Node -> gathers it missed in a row.
+    nodes: BTreeMap<String, u32>,
+    /// Whether a gather that waited the whole window has completed.
+    learnt: bool,
+    /// When the last background discovery started.
+    discovered: Option<std::time::Instant>,
+}
 
-/// Per subject: the nodes that answered recently and when the window was
-/// last waited in full.
+/// Per subject: the nodes that answered recently.
 #[derive(Default)]
 struct Roster {
-    /// Subject -> its known nodes.
+    /// Subject -> what is known about its nodes.
     subjects: std::sync::Mutex<std::collections::HashMap<String, Known>>,
 }
 
 impl Roster {
-    /// The nodes to wait for (`None`: wait the whole window, nothing is known
-    /// yet) and whether a background gather should look for new nodes now.
+    /// The nodes to wait for (`None`: wait the whole window, nothing is
+    /// learnt yet) and whether a background gather should look for new
+    /// nodes now.
     fn expected(&self, subject: &str) -> (Option<std::collections::BTreeSet<String>>, bool) {
         let Ok(mut m) = self.subjects.lock() else {
             return (None, false);
         };
-        let (nodes, full) = m.entry(subject.to_string()).or_default();
-        match full {
-            None => {
-                *full = Some(std::time::Instant::now());
-                (None, false)
-            }
-            Some(t) => {
-                let due = t.elapsed() >= FULL_GATHER_EVERY;
-                if due {
-                    *t = std::time::Instant::now();
-                }
-                (Some(nodes.keys().cloned().collect()), due)
-            }
+        let k = m.entry(subject.to_string()).or_default();
+        if !k.learnt {
+            return (None, false);
         }
+        let due = k
+            .discovered
+            .is_none_or(|t| t.elapsed() >= FULL_GATHER_EVERY);
+        if due {
+            k.discovered = Some(std::time::Instant::now());
+        }
+        (Some(k.nodes.keys().cloned().collect()), due)
     }
 
-    /// Records who answered.
-    fn answered(&self, subject: &str, nodes: impl Iterator<Item = String>) {
+    /// Records who answered a gather (`full`: one that waited the whole window).
+    fn answered(&self, subject: &str, nodes: impl Iterator<Item = String>, full: bool) {
         let Ok(mut m) = self.subjects.lock() else {
             return;
         };
-        let (known, _) = m.entry(subject.to_string()).or_default();
+        let k = m.entry(subject.to_string()).or_default();
         let answered: std::collections::BTreeSet<String> = nodes.collect();
-        for (node, misses) in known.iter_mut() {
+        for (node, misses) in k.nodes.iter_mut() {
             if !answered.contains(node) {
                 *misses += 1;
             }
         }
-        known.retain(|_, misses| *misses < FORGET_AFTER_MISSES);
+        k.nodes.retain(|_, misses| *misses < FORGET_AFTER_MISSES);
         for node in answered {
-            known.insert(node, 0);
+            k.nodes.insert(node, 0);
+        }
+        if full && !k.learnt {
+            k.learnt = true;
+            k.discovered = Some(std::time::Instant::now());
         }
     }
 }
@@ -773,6 +787,12 @@ async fn system_health(State(s): State<Arc<Shared>>) -> Response {
             "jetstream": info.jetstream,
             "max_payload": info.max_payload,
             "streams": stream_states(&s.js).await,
+            "mqtt_listen": (!s.config.nats.mqtt_listen.is_empty()).then(|| s.config.nats.mqtt_listen.clone()),
+            "json_events": s.config.nats.json_events_on().then(|| json!({
+                "subjects": format!("{}.<kind>.<scope>", crate::events::JSON_PREFIX),
+                "mirrored": s.json_events.mirrored.load(std::sync::atomic::Ordering::Relaxed),
+                "failed": s.json_events.failed.load(std::sync::atomic::Ordering::Relaxed),
+            })),
         },
         "components": {
             "detection": {

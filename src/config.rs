@@ -161,6 +161,14 @@ pub struct NatsConfig {
     pub tls_cert_file: String,
     /// Private key (PEM) of the client certificate.
     pub tls_key_file: String,
+    /// MQTT listener of the embedded server (`host:port`, e.g.
+    /// `0.0.0.0:1883`); empty = none. MQTT clients (Home Assistant) then
+    /// read NATS subjects as topics (`nvr.json.events.handoff.lobby` is
+    /// `nvr/json/events/handoff/lobby`). Turns `json_events` on.
+    pub mqtt_listen: String,
+    /// Mirror every event as JSON on `nvr.json.events.<kind>.<scope>`
+    /// (for MQTT and tools that do not read MessagePack).
+    pub json_events: bool,
 }
 
 impl Default for NatsConfig {
@@ -181,7 +189,16 @@ impl Default for NatsConfig {
             tls_ca_file: String::new(),
             tls_cert_file: String::new(),
             tls_key_file: String::new(),
+            mqtt_listen: String::new(),
+            json_events: false,
         }
+    }
+}
+
+impl NatsConfig {
+    /// Whether events are mirrored as JSON.
+    pub fn json_events_on(&self) -> bool {
+        self.json_events || !self.mqtt_listen.is_empty()
     }
 }
 
@@ -736,6 +753,8 @@ pub const ENV_VARS: &[(&str, &str)] = &[
     ("NATS_CA_FILE", "nats.tls_ca_file"),
     ("NATS_CERT_FILE", "nats.tls_cert_file"),
     ("NATS_KEY_FILE", "nats.tls_key_file"),
+    ("NATS_MQTT_LISTEN", "nats.mqtt_listen"),
+    ("NATS_JSON_EVENTS", "nats.json_events"),
     ("DETECTION_ADDR", "detection.address"),
     ("DETECTION_EMBEDDED", "detection.embedded"),
     ("DETECTION_BACKEND", "detection.backend"),
@@ -1075,6 +1094,11 @@ pub fn validate(c: &Config) -> Result<(), ConfigError> {
     parse_listen(&c.api.address)
         .map_err(|e| ConfigError(format!("api.address = {:?}: {e}", c.api.address)))?;
     validate_nats_url(&c.nats.url)?;
+    if !c.nats.mqtt_listen.is_empty() {
+        parse_listen(&c.nats.mqtt_listen).map_err(|e| {
+            ConfigError(format!("nats.mqtt_listen = {:?}: {e}", c.nats.mqtt_listen))
+        })?;
+    }
     if c.nats.replicas == 0 || c.nats.replicas > 5 {
         return err(format!(
             "nats.replicas = {}: must be 1..=5",

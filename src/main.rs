@@ -9,6 +9,7 @@ mod bench;
 mod census;
 mod cli;
 mod config;
+mod events;
 mod health;
 mod latest;
 mod lease;

@@ -213,17 +213,26 @@ impl EmbeddedServer {
     pub async fn start(cfg: &NatsConfig, timeout: Duration) -> Result<EmbeddedServer> {
         preflight_embedded(cfg)?;
         let (host, port) = embedded_listen(cfg)?;
+        let mqtt = (!cfg.mqtt_listen.is_empty())
+            .then(|| format!("\nmqtt {{\n  listen: \"{}\"\n}}\n", cfg.mqtt_listen));
         let config_file = if cfg.roles_enabled() {
-            let path = crate::roles::write_server_config(&cfg.store_dir)?;
+            let path = crate::roles::write_server_config(&cfg.store_dir, mqtt.as_deref())?;
             info!(
                 roles = ?crate::roles::ROLES,
                 passwords = %Path::new(&cfg.store_dir).join("roles").display(),
                 "embedded nats-server requires a user per role"
             );
             Some(path)
+        } else if let Some(m) = &mqtt {
+            let path = Path::new(&cfg.store_dir).join("nats-server.conf");
+            std::fs::write(&path, m).with_context(|| format!("cannot write {}", path.display()))?;
+            Some(path)
         } else {
             None
         };
+        if mqtt.is_some() {
+            info!(listen = %cfg.mqtt_listen, "embedded nats-server serves MQTT");
+        }
         let launch = ServerLaunch {
             config_file,
             bin: find_server_bin(&cfg.server_bin)?,

@@ -149,10 +149,11 @@ pub fn server_config(store_dir: &str) -> Result<String> {
     ))
 }
 
-/// Writes the server configuration next to the store and returns its path.
-pub fn write_server_config(store_dir: &str) -> Result<PathBuf> {
+/// Writes the server configuration (and `extra`, such as the MQTT block, at
+/// its end) next to the store and returns its path.
+pub fn write_server_config(store_dir: &str, extra: Option<&str>) -> Result<PathBuf> {
     let path = Path::new(store_dir).join("roles").join("nats-server.conf");
-    let text = server_config(store_dir)?;
+    let text = server_config(store_dir)? + extra.unwrap_or_default();
     write_private(&path, &text)?;
     Ok(path)
 }

@@ -248,6 +248,8 @@ pub struct Shared {
     pub drops: crate::scaling::DropWindow,
     /// Each camera's latest frame, read off the bus while someone looks.
     pub latest: Arc<crate::latest::LatestFrames>,
+    /// Counters of the JSON event mirror (`nats.json_events`).
+    pub json_events: Arc<crate::events::MirrorCounts>,
 }
 
 /// Counts JetStream's max-deliveries advisories of the `detectors` consumer
@@ -484,7 +486,22 @@ async fn run_with_nats(
         sampler: crate::sampler::Sampler::spawn(api_token.clone()),
         drops: Default::default(),
         latest: crate::latest::LatestFrames::new(client.clone()),
+        json_events: Default::default(),
     });
+    // Stops after the actors, so their last events are mirrored too.
+    let mirror_token = tokio_util::sync::CancellationToken::new();
+    let json_mirror = if cfg.nats.json_events_on() {
+        Some(
+            crate::events::spawn_json_mirror(
+                client.clone(),
+                shared.json_events.clone(),
+                mirror_token.clone(),
+            )
+            .await?,
+        )
+    } else {
+        None
+    };
     let dead_letters = count_dead_letters(&client, shared.dead_lettered.clone()).await?;
 
     let (sup, sup_handle) = start_supervisor(specs).await?;
@@ -559,6 +576,10 @@ async fn run_with_nats(
     }
     api_token.cancel();
     shutdown_supervisor(&sup, sup_handle).await;
+    mirror_token.cancel();
+    if let Some(m) = json_mirror {
+        let _ = tokio::time::timeout(Duration::from_secs(1), m).await;
+    }
     for r in responders {
         r.abort();
     }

@@ -352,6 +352,19 @@ async fn process(state: &mut TrackState, ready: Vec<(Detections, jetstream::Mess
                 let mut ev = Event::new(kind, det.ts_ns);
                 ev.camera = Some(det.camera.clone());
                 ev.track_id = Some(*tid);
+                let seen = if kind == event_kind::TRACK_ENDED {
+                    out.ended_tracks.iter().find(|t| t.track_id == *tid)
+                } else {
+                    tracks.tracks.iter().find(|t| t.track_id == *tid)
+                };
+                if let Some(t) = seen {
+                    ev.label = Some(t.label.clone());
+                    ev.score = Some(t.score);
+                    ev.bbox = Some(t.bbox);
+                    if kind == event_kind::TRACK_ENDED {
+                        ev.duration_ms = Some(t.age_ms);
+                    }
+                }
                 let eid = format!("{}-{kind}-{tid}", det.camera);
                 ok &= bus::publish_js(js, subjects::events(kind, &det.camera), &ev, Some(&eid))
                     .await

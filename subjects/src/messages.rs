@@ -271,6 +271,25 @@ pub struct Event {
     /// Milliseconds between the last sighting on `from_camera` and the first on `to_camera`.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub gap_ms: Option<u64>,
+    /// Class label of the object (`person`, ...), so a consumer can act on
+    /// the event without looking the track up.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub label: Option<String>,
+    /// Detection score (per-camera events) or identity confidence (spatial).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub score: Option<f32>,
+    /// Box `[x1, y1, x2, y2]` normalised 0..1 of the frame (per-camera events).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub bbox: Option<[f32; 4]>,
+    /// Floor of the identity (spatial events).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub floor: Option<String>,
+    /// Floor position in metres (spatial events).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub position_m: Option<[f32; 2]>,
+    /// How long the track or identity existed, for `*_ended` events.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub duration_ms: Option<u64>,
 }
 
 impl Event {
@@ -287,6 +306,12 @@ impl Event {
             from_camera: None,
             to_camera: None,
             gap_ms: None,
+            label: None,
+            score: None,
+            bbox: None,
+            floor: None,
+            position_m: None,
+            duration_ms: None,
         }
     }
 }

@@ -199,6 +199,9 @@ pub struct TrackerOutput {
     pub started: Vec<u64>,
     /// Ids of previously confirmed tracks removed in this update.
     pub ended: Vec<u64>,
+    /// Those tracks as they were last seen (box of the last observation,
+    /// `age_ms` = first to last observation), for the `track_ended` event.
+    pub ended_tracks: Vec<Track>,
 }
 
 #[derive(Debug, Clone)]
@@ -457,6 +460,7 @@ impl Tracker {
                 t.misses += 1;
             }
         }
+        let mut ended_tracks = Vec::new();
         let max_lost_ns = p.max_lost_ms.saturating_mul(1_000_000);
         self.tracks.retain(|t| {
             if t.matched {
@@ -467,6 +471,16 @@ impl Tracker {
             }
             if ts.saturating_sub(t.last_obs_ts) > max_lost_ns {
                 ended.push(t.id);
+                ended_tracks.push(Track {
+                    track_id: t.id,
+                    label: t.label.clone(),
+                    score: t.score,
+                    bbox: clip_to_frame(t.kf_at_obs.xyxy()),
+                    state: TrackState::Lost,
+                    hits: t.hits,
+                    age_ms: t.last_obs_ts.saturating_sub(t.first_ts) / 1_000_000,
+                    embedding: None,
+                });
                 return false;
             }
             true
@@ -518,10 +532,12 @@ impl Tracker {
         }
         started.sort_unstable();
         ended.sort_unstable();
+        ended_tracks.sort_unstable_by_key(|t| t.track_id);
         TrackerOutput {
             tracks: self.snapshot(ts),
             started,
             ended,
+            ended_tracks,
         }
     }
 

@@ -25,9 +25,9 @@ impl SpatialTracker {
             .map(|(id, _)| *id)
             .collect();
         for gid in expired {
+            events.push(self.new_event(event_kind::GLOBAL_ENDED, ts_ns, gid));
             self.remove_global(gid);
             self.stats.expired += 1;
-            events.push(self.new_event(event_kind::GLOBAL_ENDED, ts_ns, gid));
         }
     }
 
@@ -463,9 +463,9 @@ impl SpatialTracker {
                 .collect();
             order.sort_unstable();
             for (_, gid) in order.into_iter().take(excess) {
+                events.push(self.new_event(event_kind::GLOBAL_ENDED, ts_ns, gid));
                 self.remove_global(gid);
                 self.stats.evicted += 1;
-                events.push(self.new_event(event_kind::GLOBAL_ENDED, ts_ns, gid));
             }
         }
     }

@@ -390,10 +390,21 @@ impl SpatialTracker {
         }
     }
 
+    /// An event about identity `gid`, with its label, confidence, floor and
+    /// position (and, when it ends, how long it existed) while it exists.
     pub(super) fn new_event(&self, kind: &str, ts_ns: u64, gid: u64) -> Event {
         let mut e = Event::new(kind, ts_ns);
         e.shard = Some(self.shard.clone());
         e.global_id = Some(gid);
+        if let Some(g) = self.globals.get(&gid) {
+            e.label = Some(g.label.clone());
+            e.score = Some(g.score);
+            e.floor = self.floors.get(g.floor_idx).cloned();
+            e.position_m = Some([g.pos[0] as f32, g.pos[1] as f32]);
+            if kind == nvr_subjects::event_kind::GLOBAL_ENDED {
+                e.duration_ms = Some(g.last_seen.saturating_sub(g.born_ts) / 1_000_000);
+            }
+        }
         e
     }
 
