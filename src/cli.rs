@@ -136,6 +136,13 @@ pub struct StatusArgs {
 pub enum ConfigAction {
     /// Validate the configuration and print every effective value with its source.
     Check,
+    /// List the environment variable of every configuration key, its default
+    /// and meaning (`*` marks those set now).
+    Env {
+        /// Print the reference as a Markdown table (`config/ENV.md`).
+        #[arg(long)]
+        markdown: bool,
+    },
 }
 
 /// Loads the configuration with this command line's overrides.
@@ -264,8 +271,38 @@ pub async fn dispatch(cli: Cli, loaded: Loaded) -> Result<ExitCode> {
         Command::Config {
             action: ConfigAction::Check,
         } => Ok(config_check(&loaded)),
+        Command::Config {
+            action: ConfigAction::Env { markdown },
+        } => {
+            if markdown {
+                print!("{}", crate::envvars::markdown());
+            } else {
+                print_env_table();
+            }
+            Ok(ExitCode::SUCCESS)
+        }
         Command::Bench { which } => crate::bench::run(&loaded, which).await,
         Command::Sim(args) => crate::sim::run(&loaded.config, args).await,
+    }
+}
+
+/// Prints every variable, its key, default and meaning; `*` marks those set.
+fn print_env_table() {
+    let vars = crate::envvars::all();
+    let w_var = vars.iter().map(|e| e.var.len()).max().unwrap_or(0) + 2;
+    let w_key = vars.iter().map(|e| e.key.len()).max().unwrap_or(0);
+    let w_def = vars
+        .iter()
+        .map(|e| e.default.chars().count().min(30))
+        .max()
+        .unwrap_or(0);
+    for e in vars {
+        let set = if std::env::var_os(&e.var).is_some() { "*" } else { " " };
+        let default: String = e.default.chars().take(30).collect();
+        println!(
+            "{set}{:w_var$}{:w_key$}  {:w_def$}  {}",
+            e.var, e.key, default, e.doc
+        );
     }
 }
 

@@ -735,7 +735,8 @@ pub struct Loaded {
     pub file: Option<PathBuf>,
 }
 
-/// Environment variables and the key path each one sets.
+/// Environment variables the seed names and the key path each one sets;
+/// every other key gets its path in capitals (see [`crate::envvars`]).
 pub const ENV_VARS: &[(&str, &str)] = &[
     ("LOG_LEVEL", "log_level"),
     ("LOG_FORMAT", "log_format"),
@@ -944,7 +945,8 @@ pub fn load(ov: &Overrides, env: &dyn Fn(&str) -> Option<String>) -> Result<Load
         (Value::Object(Default::default()), None)
     };
 
-    for (var, key) in ENV_VARS {
+    for e in crate::envvars::all() {
+        let (var, key) = (&e.var.as_str(), &e.key.as_str());
         if let Some(text) = env(var) {
             set_path(&mut doc, key, env_value(key, &text))?;
             sources.insert((*key).to_string(), Source::Env((*var).to_string()));

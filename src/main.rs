@@ -9,6 +9,7 @@ mod bench;
 mod census;
 mod cli;
 mod config;
+mod envvars;
 mod events;
 mod health;
 mod latest;
