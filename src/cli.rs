@@ -162,6 +162,16 @@ pub fn load_config(cli: &Cli) -> Result<Loaded, config::ConfigError> {
         ov.set("nats.embedded", Value::Bool(false), "--nats-url");
     }
     match &cli.command {
+        Command::Replay(a) => {
+            for kv in &a.set {
+                let Some((k, v)) = kv.split_once('=') else {
+                    return Err(config::ConfigError(format!(
+                        "--set {kv:?}: expected KEY=VALUE, e.g. --set tracking.max_lost_ms=5000"
+                    )));
+                };
+                ov.set(k.trim(), config::env_value(k.trim(), v), "--set");
+            }
+        }
         Command::Run(a) => {
             if let Some(v) = &a.api_addr {
                 ov.set("api.address", Value::from(v.clone()), "--api-addr");
@@ -297,7 +307,11 @@ fn print_env_table() {
         .max()
         .unwrap_or(0);
     for e in vars {
-        let set = if std::env::var_os(&e.var).is_some() { "*" } else { " " };
+        let set = if std::env::var_os(&e.var).is_some() {
+            "*"
+        } else {
+            " "
+        };
         let default: String = e.default.chars().take(30).collect();
         println!(
             "{set}{:w_var$}{:w_key$}  {:w_def$}  {}",

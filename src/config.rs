@@ -788,7 +788,7 @@ pub const ENV_VARS: &[(&str, &str)] = &[
 /// a list is comma-separated. A field without a default value (an optional
 /// one) gets the natural type of the text. A value that does not fit is
 /// passed on as text, so the error names the key, the variable and the type.
-fn env_value(path: &str, text: &str) -> Value {
+pub fn env_value(path: &str, text: &str) -> Value {
     let defaults = serde_json::to_value(Config::default()).unwrap_or(Value::Null);
     let target = path
         .split('.')

@@ -87,7 +87,10 @@ fn sample_docs() -> BTreeMap<String, String> {
         let Some((key, rest)) = trimmed.split_once(':') else {
             continue;
         };
-        if !key.chars().all(|c| c.is_ascii_lowercase() || c.is_ascii_digit() || c == '_') {
+        if !key
+            .chars()
+            .all(|c| c.is_ascii_lowercase() || c.is_ascii_digit() || c == '_')
+        {
             continue;
         }
         while stack.last().is_some_and(|(i, _)| *i >= indent) {
@@ -100,7 +103,8 @@ fn sample_docs() -> BTreeMap<String, String> {
             .collect::<Vec<_>>()
             .join(".");
         if let Some((_, comment)) = rest.split_once(" #") {
-            docs.entry(path).or_insert_with(|| strip_var(comment.trim()));
+            docs.entry(path)
+                .or_insert_with(|| strip_var(comment.trim()));
         }
     }
     docs
@@ -214,9 +218,15 @@ mod tests {
         let find = |k: &str| vars.iter().find(|e| e.key == k).map(|e| e.var.as_str());
         assert_eq!(find("api.address"), Some("NVR_API_ADDR"));
         assert_eq!(find("tracking.max_lost_ms"), Some("TRACKING_MAX_LOST_MS"));
-        assert_eq!(find("detection.allow_cpu_fallback"), Some("DETECTION_ALLOW_CPU_FALLBACK"));
+        assert_eq!(
+            find("detection.allow_cpu_fallback"),
+            Some("DETECTION_ALLOW_CPU_FALLBACK")
+        );
         assert_eq!(find("spatial.cameras"), Some("SPATIAL_CAMERAS"));
-        assert!(find("cameras").is_none(), "lists of objects are set in the file");
+        assert!(
+            find("cameras").is_none(),
+            "lists of objects are set in the file"
+        );
     }
 
     #[test]
@@ -227,8 +237,12 @@ mod tests {
             doc("tracking.max_lost_ms").as_deref(),
             Some("a track unmatched this long is removed")
         );
-        assert!(doc("api.address").unwrap_or_default().starts_with("HTTP API"));
-        assert!(doc("log_format").unwrap_or_default().starts_with("text, or json"));
+        assert!(doc("api.address")
+            .unwrap_or_default()
+            .starts_with("HTTP API"));
+        assert!(doc("log_format")
+            .unwrap_or_default()
+            .starts_with("text, or json"));
     }
 
     #[test]
@@ -244,7 +258,10 @@ mod tests {
         assert_eq!(strip_var("NATS_URL / --nats-url; with x"), "with x");
         assert_eq!(strip_var("LOG_FORMAT / --log-format: text"), "text");
         assert_eq!(strip_var("NVR_API_TOKEN: when set"), "when set");
-        assert_eq!(strip_var("ByteTrack first-stage score"), "ByteTrack first-stage score");
+        assert_eq!(
+            strip_var("ByteTrack first-stage score"),
+            "ByteTrack first-stage score"
+        );
         assert_eq!(strip_var("ONNX model file"), "ONNX model file");
     }
 }

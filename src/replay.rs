@@ -1,126 +1,389 @@
-//! `nvr replay`: reads the stored detections of a camera from JetStream
-//! (from the start of the stream or a sequence) and runs them through a
-//! fresh tracker in `seq` order, printing each `CameraTracks` as a JSON line
-//! (or its MessagePack bytes as hex). Because tracking runs on message time
-//! only, a replay reproduces the live output byte for byte.
+//! `nvr replay`: reads the recorded `Detections` of a time window from
+//! JetStream through an ordered consumer that starts at `--from`, streams
+//! them (constant memory: only each camera's reorder window is held) through
+//! fresh per-camera trackers built from the configuration plus any `--set`
+//! overrides, and writes the resulting tracks and events to stdout, a
+//! JSON-lines file (`--out`) or a separate subject prefix (`--into`), never
+//! into the live subjects. Each camera goes through what its live track
+//! actor does (boundary checks, the reorder window on message time, late
+//! and sequence-reset handling), and trackers run on message time only, so a
+//! replay of everything stored reproduces the live tracks byte for byte.
+//! `nvr replay <camera>` is the shorthand for one camera from the start.
 
+use std::collections::BTreeMap;
+use std::io::Write;
+use std::path::PathBuf;
 use std::process::ExitCode;
 use std::time::Duration;
 
-use anyhow::{Context, Result};
+use anyhow::{bail, Context, Result};
 use async_nats::jetstream::{self, consumer};
 use clap::Args;
 use futures::StreamExt;
-use nvr_subjects::{decode, encode, streams, subjects, CameraTracks, Detections, SCHEMA_VERSION};
+use nvr_actors::guard::{self, Limits, SeqVerdict};
+use nvr_actors::track::{ReorderBuffer, Tracker, TrackerParams};
+use nvr_subjects::{
+    decode, encode, streams, subjects, CameraTracks, Detections, Event, SCHEMA_VERSION,
+};
 
 /// Arguments of `nvr replay`.
 #[derive(Debug, Args)]
 pub struct ReplayArgs {
     /// Camera whose detections to replay (`nvr replay <camera>`).
-    #[arg(
-        value_name = "CAMERA",
-        required_unless_present = "camera",
-        conflicts_with = "camera"
-    )]
+    #[arg(value_name = "CAMERA", conflicts_with = "camera")]
     pub camera_arg: Option<String>,
-    /// The same, as a flag.
+    /// Cameras to replay (comma-separated); default: every camera recorded
+    /// in the window.
+    #[arg(long, value_delimiter = ',')]
+    pub camera: Vec<String>,
+    /// Start of the window: RFC 3339, Unix seconds, or relative (`-10m`);
+    /// default: the start of the stream.
+    #[arg(long, allow_hyphen_values = true)]
+    pub from: Option<String>,
+    /// End of the window (message time), same forms; default: now.
+    #[arg(long, allow_hyphen_values = true)]
+    pub to: Option<String>,
+    /// Change a configuration value for this replay only (`--set
+    /// tracking.max_lost_ms=5000`); repeatable. Parsed as the key's type.
+    #[arg(long = "set", value_name = "KEY=VALUE")]
+    pub set: Vec<String>,
+    /// Write JSON lines (`{"subject", "message"}`) to this file instead of stdout.
+    #[arg(long, conflicts_with = "into")]
+    pub out: Option<PathBuf>,
+    /// Publish the results under this subject prefix (`<prefix>.tracks.<camera>`,
+    /// `<prefix>.events.<kind>.<camera>`), never under `nvr.`.
     #[arg(long)]
-    pub camera: Option<String>,
-    /// Print MessagePack bytes as hex instead of JSON.
+    pub into: Option<String>,
+    /// Print MessagePack bytes as hex instead of JSON (tracks only).
     #[arg(long)]
     pub hex: bool,
 }
 
-/// Runs the tracker over `dets` (sorted by seq) and returns the outputs.
-/// Objects go through the same boundary checks as in the live track actor
-/// (`limits`), so a replay sees exactly what the live tracker saw.
-pub fn track_all(
-    params: nvr_actors::track::TrackerParams,
-    limits: &nvr_actors::guard::Limits,
-    mut dets: Vec<Detections>,
-) -> Vec<CameraTracks> {
-    dets.sort_by_key(|d| d.seq);
-    dets.dedup_by_key(|d| d.seq);
-    dets.retain_mut(|d| nvr_actors::guard::clean_detections(&mut d.objects, limits).is_ok());
-    let mut tracker = nvr_actors::track::Tracker::new(params);
-    dets.into_iter()
-        .map(|d| {
-            let out = tracker.update(d.ts_ns, &d.objects);
-            CameraTracks {
+/// One replayed output: tracks or an event, with the subject it would have.
+#[derive(Debug, Clone, PartialEq)]
+pub enum Output {
+    /// A camera's tracks after one detections message.
+    Tracks(CameraTracks),
+    /// A track event.
+    Event(Box<Event>),
+}
+
+impl Output {
+    /// The live subject of this output.
+    pub fn subject(&self) -> String {
+        match self {
+            Output::Tracks(t) => subjects::tracks(&t.camera),
+            Output::Event(e) => subjects::events(&e.kind, e.camera.as_deref().unwrap_or("")),
+        }
+    }
+}
+
+/// One camera as its live track actor handles it: boundary checks, reorder
+/// window, late and reset handling, tracker.
+pub struct CameraReplay {
+    /// The camera's tracker.
+    tracker: Tracker,
+    /// Detections waiting for their turn.
+    reorder: ReorderBuffer<Detections>,
+    /// Reorder window, ns.
+    window_ns: u64,
+    /// Whether anything was released.
+    released_any: bool,
+    /// Highest released seq.
+    highest_seq: u64,
+    /// Boundary limits.
+    limits: Limits,
+    /// Messages refused at the boundary or arriving late.
+    pub dropped: u64,
+}
+
+impl CameraReplay {
+    /// A fresh camera.
+    pub fn new(params: TrackerParams, reorder_window_ms: u64, limits: Limits) -> Self {
+        CameraReplay {
+            tracker: Tracker::new(params),
+            reorder: ReorderBuffer::new(reorder_window_ms * 1_000_000),
+            window_ns: reorder_window_ms * 1_000_000,
+            released_any: false,
+            highest_seq: 0,
+            limits,
+            dropped: 0,
+        }
+    }
+
+    /// Takes one detections message; returns what it released.
+    pub fn push(&mut self, mut det: Detections) -> Vec<Output> {
+        if guard::clean_detections(&mut det.objects, &self.limits).is_err() {
+            self.dropped += 1;
+            return Vec::new();
+        }
+        let mut out = Vec::new();
+        let highest = self.released_any.then_some(self.highest_seq);
+        if guard::seq_verdict(det.seq, highest, &self.limits) == SeqVerdict::Reset {
+            let held = self.reorder.flush();
+            out.extend(self.process(held));
+            self.reorder = ReorderBuffer::new(self.window_ns);
+            self.released_any = false;
+            self.highest_seq = 0;
+        }
+        if self.released_any && det.seq <= self.highest_seq {
+            self.dropped += 1;
+            return out;
+        }
+        let (seq, ts) = (det.seq, det.ts_ns);
+        if self.reorder.push(seq, ts, det).is_err() {
+            self.dropped += 1;
+            return out;
+        }
+        let ready = self.reorder.pop_ready();
+        out.extend(self.process(ready));
+        out
+    }
+
+    /// Releases what is still held (the end of the window).
+    pub fn finish(&mut self) -> Vec<Output> {
+        let rest = self.reorder.flush();
+        self.process(rest)
+    }
+
+    fn process(&mut self, ready: Vec<Detections>) -> Vec<Output> {
+        let mut out = Vec::new();
+        for det in ready {
+            self.highest_seq = self.highest_seq.max(det.seq);
+            self.released_any = true;
+            let o = self.tracker.update(det.ts_ns, &det.objects);
+            let tracks = CameraTracks {
                 v: SCHEMA_VERSION,
-                camera: d.camera,
-                seq: d.seq,
-                ts_ns: d.ts_ns,
-                width: d.width,
-                height: d.height,
-                tracks: out.published(),
+                camera: det.camera.clone(),
+                seq: det.seq,
+                ts_ns: det.ts_ns,
+                width: det.width,
+                height: det.height,
+                tracks: o.published(),
+            };
+            let events =
+                nvr_actors::track_actor::track_events(&det.camera, det.ts_ns, &o, &tracks.tracks);
+            out.push(Output::Tracks(tracks));
+            out.extend(events.into_iter().map(|e| Output::Event(Box::new(e))));
+        }
+        out
+    }
+}
+
+/// Where outputs go.
+enum Sink {
+    /// JSON lines (or hex tracks) on stdout or in a file.
+    Lines { w: Box<dyn Write>, hex: bool },
+    /// Published under a prefix.
+    Bus {
+        client: async_nats::Client,
+        prefix: String,
+    },
+}
+
+impl Sink {
+    async fn write(&mut self, o: &Output) -> Result<()> {
+        match self {
+            Sink::Lines { w, hex } => {
+                if *hex {
+                    if let Output::Tracks(t) = o {
+                        let bytes = encode(t)?;
+                        writeln!(
+                            w,
+                            "{}",
+                            bytes.iter().map(|b| format!("{b:02x}")).collect::<String>()
+                        )?;
+                    }
+                    return Ok(());
+                }
+                let message = match o {
+                    Output::Tracks(t) => serde_json::to_value(t)?,
+                    Output::Event(e) => serde_json::to_value(e)?,
+                };
+                let line = serde_json::json!({"subject": o.subject(), "message": message});
+                writeln!(w, "{line}")?;
             }
-        })
-        .collect()
+            Sink::Bus { client, prefix } => {
+                let subject = o.subject();
+                let rest = subject.strip_prefix("nvr.").unwrap_or(&subject);
+                let body = match o {
+                    Output::Tracks(t) => encode(t)?,
+                    Output::Event(e) => encode(e.as_ref())?,
+                };
+                client
+                    .publish(format!("{prefix}.{rest}"), body.into())
+                    .await?;
+            }
+        }
+        Ok(())
+    }
+
+    async fn finish(&mut self) -> Result<()> {
+        match self {
+            Sink::Lines { w, .. } => w.flush()?,
+            Sink::Bus { client, .. } => client.flush().await?,
+        }
+        Ok(())
+    }
+}
+
+/// Checks `--into`: a valid prefix of subject tokens that is not the live one.
+fn check_prefix(p: &str) -> Result<()> {
+    if p.split('.').any(|t| subjects::validate_token(t).is_err()) {
+        bail!("--into {p:?}: not a subject prefix (tokens of letters, digits, - and _)");
+    }
+    if p == nvr_subjects::subjects::PREFIX {
+        bail!("--into {p:?}: that is the live prefix; pick another, such as replay");
+    }
+    Ok(())
 }
 
 /// Runs `nvr replay`.
 pub async fn run(cfg: &crate::config::Config, args: ReplayArgs) -> Result<ExitCode> {
-    let Some(camera) = args.camera_arg.as_deref().or(args.camera.as_deref()) else {
-        anyhow::bail!("name the camera to replay: nvr replay <camera>");
-    };
+    let mut cameras = args.camera.clone();
+    cameras.extend(args.camera_arg.clone());
+    let now = nvr_actors::status::now_ms() * 1_000_000;
+    let from = args
+        .from
+        .as_deref()
+        .map(|t| crate::events::parse_time(t, now).map_err(|e| anyhow::anyhow!("--from {e}")))
+        .transpose()?;
+    let to = args
+        .to
+        .as_deref()
+        .map(|t| crate::events::parse_time(t, now).map_err(|e| anyhow::anyhow!("--to {e}")))
+        .transpose()?;
+    if let Some(p) = &args.into {
+        check_prefix(p)?;
+    }
     let client = crate::nats::connect(cfg, &cfg.nats.url, "nvr replay").await?;
-    let js = jetstream::new(client);
-    let stream = js
+    let js = jetstream::new(client.clone());
+    let mut sink = match (&args.out, &args.into) {
+        (Some(path), _) => Sink::Lines {
+            w: Box::new(std::io::BufWriter::new(
+                std::fs::File::create(path).with_context(|| format!("--out {}", path.display()))?,
+            )),
+            hex: args.hex,
+        },
+        (None, Some(prefix)) => Sink::Bus {
+            client: client.clone(),
+            prefix: prefix.clone(),
+        },
+        (None, None) => Sink::Lines {
+            w: Box::new(std::io::BufWriter::new(std::io::stdout())),
+            hex: args.hex,
+        },
+    };
+    // The shorthand and a plain `nvr replay <camera>` print tracks only, as
+    // the live subject carries them.
+    let tracks_only = args.out.is_none() && args.into.is_none();
+
+    let mut stream = js
         .get_stream(streams::DETECTIONS)
         .await
         .with_context(|| format!("stream {}", streams::DETECTIONS))?;
+    let info = stream.info().await?.clone();
+    let last = info.state.last_sequence;
+    let filter_subject = match cameras.as_slice() {
+        [one] => subjects::detections(one),
+        _ => subjects::all::DETECTIONS.to_string(),
+    };
+    let deliver_policy = match from {
+        Some(ns) => consumer::DeliverPolicy::ByStartTime {
+            start_time: time::OffsetDateTime::from_unix_timestamp_nanos(ns as i128)?,
+        },
+        None => consumer::DeliverPolicy::All,
+    };
     let consumer = stream
         .create_consumer(consumer::pull::OrderedConfig {
-            filter_subject: subjects::detections(camera),
-            deliver_policy: consumer::DeliverPolicy::All,
+            filter_subject,
+            deliver_policy,
             ..Default::default()
         })
         .await?;
-    let mut dets = Vec::new();
-    let mut bad = 0u64;
     let mut messages = consumer.messages().await?;
+    let params = cfg.tracking.params();
+    let limits = cfg.limits.limits();
+    let mut replays: BTreeMap<String, CameraReplay> = BTreeMap::new();
+    let (mut read, mut bad, mut written) = (0u64, 0u64, 0u64);
     let mut progress: Option<crate::progress::Progress> = None;
-    loop {
-        match tokio::time::timeout(Duration::from_millis(500), messages.next()).await {
-            Ok(Some(Ok(m))) => {
-                match decode::<Detections>(&m.payload) {
-                    Ok(d) => dets.push(d),
-                    Err(_) => bad += 1,
+    let started = std::time::Instant::now();
+    if info.state.messages > 0 {
+        loop {
+            let m = match tokio::time::timeout(Duration::from_secs(2), messages.next()).await {
+                Ok(Some(Ok(m))) => m,
+                Ok(Some(Err(e))) => bail!("reading {}: {e}", streams::DETECTIONS),
+                Ok(None) | Err(_) => break,
+            };
+            read += 1;
+            let (seq, pending) = m
+                .info()
+                .map(|i| (i.stream_sequence, i.pending))
+                .unwrap_or((last, 0));
+            progress
+                .get_or_insert_with(|| {
+                    crate::progress::Progress::new("nvr replay", read + pending, "messages")
+                })
+                .set(read);
+            match decode::<Detections>(&m.payload) {
+                Ok(d) => {
+                    let wanted = cameras.is_empty() || cameras.contains(&d.camera);
+                    let in_window =
+                        from.is_none_or(|f| d.ts_ns >= f) && to.is_none_or(|t| d.ts_ns < t);
+                    if wanted && in_window {
+                        let r = replays.entry(d.camera.clone()).or_insert_with(|| {
+                            CameraReplay::new(
+                                params.clone(),
+                                cfg.tracking.reorder_window_ms,
+                                limits.clone(),
+                            )
+                        });
+                        for o in r.push(d) {
+                            if !(tracks_only && matches!(o, Output::Event(_))) {
+                                sink.write(&o).await?;
+                                written += 1;
+                            }
+                        }
+                    }
                 }
-                let pending = m.info().map(|i| i.pending).ok();
-                let read = dets.len() as u64 + bad;
-                progress
-                    .get_or_insert_with(|| {
-                        let total = read + pending.unwrap_or(0);
-                        crate::progress::Progress::new("nvr replay reading", total, "messages")
-                    })
-                    .set(read);
-                if pending == Some(0) {
-                    break;
-                }
+                Err(_) => bad += 1,
             }
-            Ok(Some(Err(e))) => anyhow::bail!("reading {}: {e}", streams::DETECTIONS),
-            Ok(None) | Err(_) => break,
+            if pending == 0 || seq >= last {
+                break;
+            }
         }
     }
+    for r in replays.values_mut() {
+        for o in r.finish() {
+            if !(tracks_only && matches!(o, Output::Event(_))) {
+                sink.write(&o).await?;
+                written += 1;
+            }
+        }
+    }
+    sink.finish().await?;
     if let Some(p) = progress {
         p.finish();
     }
-    if bad > 0 {
-        eprintln!("skipped {bad} malformed detections messages");
-    }
-    dets.retain(|d| d.camera == camera);
-    for t in track_all(cfg.tracking.params(), &cfg.limits.limits(), dets) {
-        if args.hex {
-            let bytes = encode(&t)?;
-            println!(
-                "{}",
-                bytes.iter().map(|b| format!("{b:02x}")).collect::<String>()
-            );
-        } else {
-            println!("{}", serde_json::to_string(&t)?);
-        }
-    }
+    let dropped: u64 = replays.values().map(|r| r.dropped).sum();
+    eprintln!(
+        "nvr replay: read {read} detections messages of {} camera(s) in {:.2} s, wrote {written} outputs; {bad} malformed, {dropped} refused or late",
+        replays.len(),
+        started.elapsed().as_secs_f64()
+    );
     Ok(ExitCode::SUCCESS)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn into_never_the_live_prefix() {
+        assert!(check_prefix("replay").is_ok());
+        assert!(check_prefix("replay.run1").is_ok());
+        assert!(check_prefix("nvr").is_err());
+        assert!(check_prefix("a..b").is_err());
+        assert!(check_prefix("a b").is_err());
+    }
 }

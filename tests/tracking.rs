@@ -285,7 +285,13 @@ async fn replay_twice_is_byte_identical_to_live_tracks() {
 
     // `nvr replay <camera>` (as README shows) and `--camera <camera>`.
     let replay = |camera: &[&str]| {
-        let url = ["--hex", "--nats-url", server.url.as_str()];
+        let url = [
+            "--hex",
+            "--config",
+            "config.yaml",
+            "--nats-url",
+            server.url.as_str(),
+        ];
         let (code, out, err) = nvr_output(
             &[&["replay"][..], camera, &url[..]].concat(),
             dir.path(),
@@ -303,4 +309,116 @@ async fn replay_twice_is_byte_identical_to_live_tracks() {
         let hex: String = live.iter().map(|b| format!("{b:02x}")).collect();
         assert_eq!(*line, hex, "replayed message {i} differs from the live one");
     }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn replay_of_a_window_with_changed_settings_stays_off_the_live_subjects() {
+    let server = NatsServer::start();
+    let dir = tempfile::tempdir().expect("tempdir");
+    let (mut nvr, _api) = start_run(&server, dir.path(), &["porch", "yard"]);
+    let watcher = server.client().await;
+    let mut live_sub = watcher.subscribe("nvr.tracks.>").await.expect("subscribe");
+    watcher.flush().await.expect("flush");
+    let js = jetstream::new(server.client().await);
+    for cam in ["porch", "yard"] {
+        for d in scene(cam) {
+            publish(&js, &d).await;
+        }
+    }
+    let live = collect_tracks(&mut live_sub, &["porch", "yard"], FRAMES).await;
+    assert_eq!(live.get("yard").map(Vec::len), Some(FRAMES));
+    let run = |extra: &[&str]| {
+        let base = [
+            "replay",
+            "--config",
+            "config.yaml",
+            "--nats-url",
+            server.url.as_str(),
+        ];
+        let (code, out, err) = nvr_output(&[&base[..], extra].concat(), dir.path(), &[]);
+        assert_eq!(code, 0, "{err}");
+        (out, err)
+    };
+
+    // Both cameras, the whole window, into a JSON-lines file: tracks and
+    // events, the tracks equal to the live ones.
+    let out = dir.path().join("replay.jsonl");
+    let (_, err) = run(&["--from", "-10m", "--out", out.to_str().expect("utf-8")]);
+    assert!(err.contains("2 camera(s)"), "{err}");
+    let lines: Vec<serde_json::Value> = std::fs::read_to_string(&out)
+        .expect("replay file")
+        .lines()
+        .map(|l| serde_json::from_str(l).expect("JSON line"))
+        .collect();
+    let tracks: Vec<&serde_json::Value> = lines
+        .iter()
+        .filter(|l| l["subject"] == "nvr.tracks.yard")
+        .collect();
+    assert_eq!(tracks.len(), FRAMES);
+    for (i, (r, (_, l))) in tracks.iter().zip(&live["yard"]).enumerate() {
+        let r: CameraTracks = serde_json::from_value(r["message"].clone()).expect("tracks");
+        assert_eq!(&r, l, "yard message {i}");
+    }
+    let started = lines
+        .iter()
+        .filter(|l| l["subject"] == "nvr.events.track_started.porch")
+        .count();
+    assert!(started >= 5, "{started} track_started events");
+
+    // A window that ends half-way holds half the frames.
+    let half = scene("porch")[FRAMES / 2].ts_ns;
+    let out_half = dir.path().join("half.jsonl");
+    run(&[
+        "--camera",
+        "porch",
+        "--to",
+        &format!("{}", half as f64 / 1e9),
+        "--out",
+        out_half.to_str().expect("utf-8"),
+    ]);
+    let n = std::fs::read_to_string(&out_half)
+        .expect("file")
+        .lines()
+        .filter(|l| l.contains("\"subject\":\"nvr.tracks.porch\""))
+        .count();
+    assert!(
+        (FRAMES / 2 - 1..=FRAMES / 2 + 1).contains(&n),
+        "{n} tracks before the middle"
+    );
+
+    // A changed parameter, published under another prefix: different
+    // tracks there, nothing on the live subjects.
+    let mut replayed = watcher
+        .subscribe("replay.tracks.porch")
+        .await
+        .expect("subscribe");
+    watcher.flush().await.expect("flush");
+    run(&["porch", "--set", "tracking.min_hits=6", "--into", "replay"]);
+    let mut got = Vec::new();
+    while got.len() < FRAMES {
+        let m = tokio::time::timeout(Duration::from_secs(20), replayed.next())
+            .await
+            .expect("replayed tracks")
+            .expect("subscription");
+        got.push(nvr_subjects::decode::<CameraTracks>(&m.payload).expect("tracks"));
+    }
+    let differs = got.iter().zip(&live["porch"]).any(|(r, (_, l))| r != l);
+    assert!(
+        differs,
+        "min_hits 6 gave the same tracks as the live default"
+    );
+    let stray = tokio::time::timeout(Duration::from_millis(500), live_sub.next()).await;
+    assert!(
+        stray.is_err(),
+        "the live subjects received a message during the replay"
+    );
+    let (code, _, err) = nvr_output(
+        &["replay", "--nats-url", server.url.as_str(), "--into", "nvr"],
+        dir.path(),
+        &[],
+    );
+    assert_eq!(code, 1, "{err}");
+    assert!(err.contains("live prefix"), "{err}");
+    nvr.interrupt();
+    assert_eq!(nvr.wait_exit(Duration::from_secs(10)), Some(0));
 }

@@ -285,6 +285,43 @@ impl Actor for TrackActor {
     }
 }
 
+/// The `track_started` and `track_ended` events of one tracker update at
+/// message time `ts_ns`, with label, score, box (and duration when ended):
+/// what the track actor publishes, and what a replay reproduces.
+pub fn track_events(
+    camera: &str,
+    ts_ns: u64,
+    out: &crate::track::TrackerOutput,
+    published: &[nvr_subjects::Track],
+) -> Vec<Event> {
+    let mut events = Vec::new();
+    for (kind, ids) in [
+        (event_kind::TRACK_STARTED, &out.started),
+        (event_kind::TRACK_ENDED, &out.ended),
+    ] {
+        for tid in ids {
+            let mut ev = Event::new(kind, ts_ns);
+            ev.camera = Some(camera.to_string());
+            ev.track_id = Some(*tid);
+            let seen = if kind == event_kind::TRACK_ENDED {
+                out.ended_tracks.iter().find(|t| t.track_id == *tid)
+            } else {
+                published.iter().find(|t| t.track_id == *tid)
+            };
+            if let Some(t) = seen {
+                ev.label = Some(t.label.clone());
+                ev.score = Some(t.score);
+                ev.bbox = Some(t.bbox);
+                if kind == event_kind::TRACK_ENDED {
+                    ev.duration_ms = Some(t.age_ms);
+                }
+            }
+            events.push(ev);
+        }
+    }
+    events
+}
+
 /// The boundary checks of a detections message; objects with bad boxes or
 /// embeddings are dropped or stripped in place and counted.
 fn check(subject: &str, det: &mut Detections, args: &TrackArgs) -> Result<(), Refusal> {
@@ -344,33 +381,13 @@ async fn process(state: &mut TrackState, ready: Vec<(Detections, jetstream::Mess
             .await
             .map_err(|e| warn!(camera = %det.camera, "{e}"))
             .is_ok();
-        for (kind, ids) in [
-            (event_kind::TRACK_STARTED, &out.started),
-            (event_kind::TRACK_ENDED, &out.ended),
-        ] {
-            for tid in ids {
-                let mut ev = Event::new(kind, det.ts_ns);
-                ev.camera = Some(det.camera.clone());
-                ev.track_id = Some(*tid);
-                let seen = if kind == event_kind::TRACK_ENDED {
-                    out.ended_tracks.iter().find(|t| t.track_id == *tid)
-                } else {
-                    tracks.tracks.iter().find(|t| t.track_id == *tid)
-                };
-                if let Some(t) = seen {
-                    ev.label = Some(t.label.clone());
-                    ev.score = Some(t.score);
-                    ev.bbox = Some(t.bbox);
-                    if kind == event_kind::TRACK_ENDED {
-                        ev.duration_ms = Some(t.age_ms);
-                    }
-                }
-                let eid = format!("{}-{kind}-{tid}", det.camera);
-                ok &= bus::publish_js(js, subjects::events(kind, &det.camera), &ev, Some(&eid))
-                    .await
-                    .map_err(|e| warn!(camera = %det.camera, "{e}"))
-                    .is_ok();
-            }
+        for ev in track_events(&det.camera, det.ts_ns, &out, &tracks.tracks) {
+            let tid = ev.track_id.unwrap_or(0);
+            let eid = format!("{}-{}-{tid}", det.camera, ev.kind);
+            ok &= bus::publish_js(js, subjects::events(&ev.kind, &det.camera), &ev, Some(&eid))
+                .await
+                .map_err(|e| warn!(camera = %det.camera, "{e}"))
+                .is_ok();
         }
         let active = state.tracker.active_count();
         let started = out.started.len() as u64;
