@@ -600,9 +600,14 @@ fn startup_faults_exit_2_with_one_line_before_starting_anything() {
             "nats.store_dir",
         ),
     ];
+    // The server binary exists (the faults are elsewhere): the one setup
+    // installs, named absolutely since the test runs in a scratch directory.
     let cfg = write_config(
         dir.path(),
-        "detection:\n  embedded: false\nnats:\n  server_bin: \"\"\n",
+        &format!(
+            "detection:\n  embedded: false\nnats:\n  server_bin: \"{}\"\n",
+            nats_server_bin().display()
+        ),
     );
     for (env, want) in cases {
         let mut env: Vec<(&str, String)> = env;
