@@ -11,6 +11,7 @@ mod cli;
 mod config;
 mod envvars;
 mod events;
+mod gather;
 mod health;
 mod latest;
 mod lease;

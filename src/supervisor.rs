@@ -513,7 +513,7 @@ async fn run_with_nats(
         responders.push(node::serve_spatial_status(client.clone(), s.clone()).await?);
     }
     let services = node::register_services(&client, detection.as_ref(), spatial.as_ref()).await;
-    crate::api::prime_roster(&client);
+    crate::gather::prime_roster(&client);
 
     let listen = api_listener.local_addr()?;
     let api = crate::api::serve(

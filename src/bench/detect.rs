@@ -483,7 +483,7 @@ async fn run_against_nodes(cfg: &Config, args: &DetectBenchArgs) -> Result<ExitC
     let client = crate::nats::connect(cfg, &cfg.nats.url, "nvr bench detect").await?;
     let js = async_nats::jetstream::new(client.clone());
     let nodes =
-        crate::api::gather(&client, nvr_actors::status::DETECTION_STATUS_SUBJECT, b"{}").await;
+        crate::gather::gather(&client, nvr_actors::status::DETECTION_STATUS_SUBJECT, b"{}").await;
     if nodes.is_empty() {
         bail!(
             "no detection node answers on {} at {}",
