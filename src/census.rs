@@ -8,10 +8,10 @@
 //! tracks must be counted somewhere instead of being stored silently.
 
 use std::collections::BTreeMap;
-use std::sync::Mutex;
 use std::time::Duration;
 
 use async_nats::jetstream::{self, consumer};
+use dashmap::DashMap;
 use futures::StreamExt;
 use nvr_subjects::{streams, subjects};
 use tracing::debug;
@@ -21,10 +21,11 @@ use tracing::debug;
 pub struct Census {
     /// Cameras this process tracks; others are reported as untracked.
     tracked: Vec<String>,
-    /// Detections stored per camera.
-    detections: Mutex<BTreeMap<String, u64>>,
+    /// Detections stored per camera (written by the census task, read by
+    /// the API: a concurrent map).
+    detections: DashMap<String, u64>,
     /// Camera tracks stored per camera.
-    tracks: Mutex<BTreeMap<String, u64>>,
+    tracks: DashMap<String, u64>,
 }
 
 impl Census {
@@ -39,9 +40,9 @@ impl Census {
     /// Detections stored per camera.
     pub fn detections(&self) -> BTreeMap<String, u64> {
         self.detections
-            .lock()
-            .map(|m| m.clone())
-            .unwrap_or_default()
+            .iter()
+            .map(|e| (e.key().clone(), *e.value()))
+            .collect()
     }
 
     /// Messages stored for cameras this process does not track:
@@ -53,11 +54,9 @@ impl Census {
                 out.entry(c).or_default().0 = n;
             }
         }
-        if let Ok(t) = self.tracks.lock() {
-            for (c, n) in t.iter() {
-                if !self.tracked.contains(c) {
-                    out.entry(c.clone()).or_default().1 = *n;
-                }
+        for e in self.tracks.iter() {
+            if !self.tracked.contains(e.key()) {
+                out.entry(e.key().clone()).or_default().1 = *e.value();
             }
         }
         out
@@ -72,9 +71,7 @@ impl Census {
             Some(subjects::Family::Tracks) => &self.tracks,
             _ => return,
         };
-        if let Ok(mut m) = map.lock() {
-            *m.entry(camera.to_string()).or_insert(0) += 1;
-        }
+        *map.entry(camera.to_string()).or_insert(0) += 1;
     }
 }
 

@@ -7,7 +7,7 @@
 //! newest frame whose tracks have arrived, or the newest frame without boxes
 //! when none has.
 
-use std::collections::{HashMap, VecDeque};
+use std::collections::VecDeque;
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
@@ -75,7 +75,7 @@ pub struct LatestFrames {
     /// Client the subscriptions use.
     client: async_nats::Client,
     /// Watchers by camera id.
-    watchers: Mutex<HashMap<String, Arc<Watcher>>>,
+    watchers: dashmap::DashMap<String, Arc<Watcher>>,
 }
 
 impl LatestFrames {
@@ -83,7 +83,7 @@ impl LatestFrames {
     pub fn new(client: async_nats::Client) -> Arc<LatestFrames> {
         Arc::new(LatestFrames {
             client,
-            watchers: Mutex::new(HashMap::new()),
+            watchers: dashmap::DashMap::new(),
         })
     }
 
@@ -109,12 +109,8 @@ impl LatestFrames {
     }
 
     async fn watcher(self: &Arc<Self>, camera: &str) -> Result<Arc<Watcher>, NoPicture> {
-        if let Some(w) = self
-            .watchers
-            .lock()
-            .ok()
-            .and_then(|m| m.get(camera).cloned())
-        {
+        let known = self.watchers.get(camera).map(|w| w.value().clone());
+        if let Some(w) = known {
             if let Ok(mut s) = w.seen.lock() {
                 s.asked = Some(Instant::now());
             }
@@ -138,17 +134,13 @@ impl LatestFrames {
             }),
             changed: tokio::sync::Notify::new(),
         });
-        if let Ok(mut m) = self.watchers.lock() {
-            m.insert(camera.to_string(), w.clone());
-        }
+        self.watchers.insert(camera.to_string(), w.clone());
         let me = self.clone();
         let cam = camera.to_string();
         let task_w = w.clone();
         tokio::spawn(async move {
             watch(&task_w, frames, tracks).await;
-            if let Ok(mut m) = me.watchers.lock() {
-                m.remove(&cam);
-            }
+            me.watchers.remove_if(&cam, |_, v| Arc::ptr_eq(v, &task_w));
         });
         Ok(w)
     }

@@ -159,8 +159,9 @@ pub struct WorkerStats {
     pub e2e: Mutex<Histogram<u64>>,
     /// Queue time (capture to pull), microseconds.
     pub queue: Mutex<Histogram<u64>>,
-    /// Per-camera counters.
-    pub cameras: Mutex<BTreeMap<String, CameraCounters>>,
+    /// Per-camera counters (written by the worker on every frame, read by
+    /// status requests: a concurrent map).
+    pub cameras: dashmap::DashMap<String, CameraCounters>,
     /// Throughput.
     pub rate: RateMeter,
     /// The latest error, for the status page.
@@ -222,7 +223,7 @@ impl WorkerStats {
             latency: Mutex::new(new_histogram()),
             e2e: Mutex::new(new_histogram()),
             queue: Mutex::new(new_histogram()),
-            cameras: Mutex::new(BTreeMap::new()),
+            cameras: dashmap::DashMap::new(),
             rate: RateMeter::default(),
             last_error: Mutex::new(None),
             refused: Mutex::new(Default::default()),
@@ -242,9 +243,7 @@ impl WorkerStats {
     }
 
     fn camera(&self, camera: &str, f: impl FnOnce(&mut CameraCounters)) {
-        if let Ok(mut m) = self.cameras.lock() {
-            f(m.entry(camera.to_string()).or_default());
-        }
+        f(&mut self.cameras.entry(camera.to_string()).or_default());
     }
 
     /// Records a processed frame.
@@ -322,7 +321,11 @@ impl WorkerStats {
             queue_latency: Latency::of(&queue),
             latency_hist: histogram_to_b64(&lat),
             e2e_hist: histogram_to_b64(&e2e),
-            cameras: self.cameras.lock().map(|m| m.clone()).unwrap_or_default(),
+            cameras: self
+                .cameras
+                .iter()
+                .map(|e| (e.key().clone(), e.value().clone()))
+                .collect(),
             last_error: self.last_error.lock().ok().and_then(|e| e.clone()),
             refused: self.refused.lock().map(|r| r.clone()).unwrap_or_default(),
             refused_ms: self.refused_ms.load(Ordering::Relaxed),
