@@ -67,7 +67,8 @@ async fn roles_work_within_their_permissions_and_are_refused_outside() {
     let cfg = write_config(
         dir.path(),
         &format!(
-            "nats:\n  embedded: true\n  roles: \"on\"\n  url: \"{url}\"\n  store_dir: \"{}\"\napi:\n  address: \"127.0.0.1:{api}\"\n  token: \"t0ken\"\ndetection:\n  embedded: false\n  workers: 1\n  models_path: \"{}\"\nspatial:\n  embedded: false\ncameras:\n  - id: hall\n",
+            "nats:\n  embedded: true\n  server_bin: \"{}\"\n  roles: \"on\"\n  url: \"{url}\"\n  store_dir: \"{}\"\napi:\n  address: \"127.0.0.1:{api}\"\n  token: \"t0ken\"\ndetection:\n  embedded: false\n  workers: 1\n  models_path: \"{}\"\nspatial:\n  embedded: false\ncameras:\n  - id: hall\n",
+            nats_server_bin().display(),
             store.display(),
             data().join("models").display()
         ),
