@@ -214,9 +214,7 @@ async fn read(
         return Ok((Vec::new(), 0));
     }
     let deliver_policy = match after {
-        Some(ns) => consumer::DeliverPolicy::ByStartTime {
-            start_time: time::OffsetDateTime::from_unix_timestamp_nanos(ns as i128)?,
-        },
+        Some(ns) => crate::nats::start_at(ns)?,
         None => consumer::DeliverPolicy::ByStartSequence {
             start_sequence: last
                 .saturating_sub(SCAN_BACK)
@@ -227,14 +225,8 @@ async fn read(
         Some(k) => format!("nvr.events.{k}.*"),
         None => nvr_subjects::subjects::all::EVENTS.to_string(),
     };
-    let consumer = stream
-        .create_consumer(consumer::pull::OrderedConfig {
-            filter_subject,
-            deliver_policy,
-            ..Default::default()
-        })
-        .await?;
-    let mut messages = consumer.messages().await?;
+    let mut messages =
+        crate::nats::ordered_messages(&stream, filter_subject, deliver_policy).await?;
     let mut out = std::collections::VecDeque::new();
     let mut scanned = 0u64;
     let deadline = tokio::time::Instant::now() + READ_BUDGET;

@@ -157,25 +157,11 @@ async fn watch(
         tokio::select! {
             m = frames.next() => {
                 let Some(m) = m else { break };
-                let f = nvr_subjects::decode::<Frame>(&m.payload);
-                if let Ok(mut s) = w.seen.lock() {
-                    match f {
-                        Ok(f) => push(&mut s.frames, f),
-                        Err(_) => s.malformed += 1,
-                    }
-                }
-                w.changed.notify_waiters();
+                record(w, &m.payload, |s| &mut s.frames);
             }
             m = tracks.next() => {
                 let Some(m) = m else { break };
-                let t = nvr_subjects::decode::<CameraTracks>(&m.payload);
-                if let Ok(mut s) = w.seen.lock() {
-                    match t {
-                        Ok(t) => push(&mut s.tracks, t),
-                        Err(_) => s.malformed += 1,
-                    }
-                }
-                w.changed.notify_waiters();
+                record(w, &m.payload, |s| &mut s.tracks);
             }
             _ = tick.tick() => {
                 let idle = w
@@ -189,6 +175,23 @@ async fn watch(
             }
         }
     }
+}
+
+/// Keeps a decoded message in the queue `pick` chooses (a malformed one is
+/// counted) and wakes the waiting requests.
+fn record<T: nvr_subjects::Message>(
+    w: &Watcher,
+    payload: &[u8],
+    pick: impl FnOnce(&mut Seen) -> &mut VecDeque<T>,
+) {
+    let decoded = nvr_subjects::decode::<T>(payload);
+    if let Ok(mut s) = w.seen.lock() {
+        match decoded {
+            Ok(v) => push(pick(&mut s), v),
+            Err(_) => s.malformed += 1,
+        }
+    }
+    w.changed.notify_waiters();
 }
 
 fn push<T>(q: &mut VecDeque<T>, v: T) {

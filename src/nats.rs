@@ -741,3 +741,28 @@ pub async fn ensure_detectors_consumer(js: &jetstream::Context) -> Result<()> {
         .with_context(|| format!("consumer {}", spec::DETECTORS_CONSUMER))?;
     Ok(())
 }
+
+/// Where an ordered read of a window starts: the first message stored at or
+/// after `from_ns` (ns since the Unix epoch).
+pub fn start_at(from_ns: u64) -> Result<consumer::DeliverPolicy> {
+    Ok(consumer::DeliverPolicy::ByStartTime {
+        start_time: time::OffsetDateTime::from_unix_timestamp_nanos(from_ns as i128)?,
+    })
+}
+
+/// An ordered consumer's messages on `filter_subject` of `stream`, from
+/// `deliver_policy` on: how the events API and replay read a window.
+pub async fn ordered_messages(
+    stream: &stream::Stream,
+    filter_subject: String,
+    deliver_policy: consumer::DeliverPolicy,
+) -> Result<consumer::pull::Ordered> {
+    let consumer = stream
+        .create_consumer(consumer::pull::OrderedConfig {
+            filter_subject,
+            deliver_policy,
+            ..Default::default()
+        })
+        .await?;
+    Ok(consumer.messages().await?)
+}

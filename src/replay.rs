@@ -289,19 +289,11 @@ pub async fn run(cfg: &crate::config::Config, args: ReplayArgs) -> Result<ExitCo
         _ => subjects::all::DETECTIONS.to_string(),
     };
     let deliver_policy = match from {
-        Some(ns) => consumer::DeliverPolicy::ByStartTime {
-            start_time: time::OffsetDateTime::from_unix_timestamp_nanos(ns as i128)?,
-        },
+        Some(ns) => crate::nats::start_at(ns)?,
         None => consumer::DeliverPolicy::All,
     };
-    let consumer = stream
-        .create_consumer(consumer::pull::OrderedConfig {
-            filter_subject,
-            deliver_policy,
-            ..Default::default()
-        })
-        .await?;
-    let mut messages = consumer.messages().await?;
+    let mut messages =
+        crate::nats::ordered_messages(&stream, filter_subject, deliver_policy).await?;
     let params = cfg.tracking.params();
     let limits = cfg.limits.limits();
     let mut replays: BTreeMap<String, CameraReplay> = BTreeMap::new();
