@@ -394,6 +394,13 @@ pub struct TrackingConfig {
     /// Smoothing of a track's published appearance embedding (0 = the latest
     /// detection's; the spatial tracker averages per identity itself).
     pub embedding_momentum: f32,
+    /// Least appearance similarity for a track that missed a frame to take
+    /// back a detection that no longer overlaps it (after an occlusion);
+    /// above 1 turns it off.
+    pub reid_similarity: f32,
+    /// How far, in box heights per second since it was last seen, such a
+    /// detection may be from the track's last box.
+    pub reid_speed: f32,
 }
 
 impl Default for TrackingConfig {
@@ -411,6 +418,8 @@ impl Default for TrackingConfig {
             min_hits: p.min_hits,
             max_lost_ms: p.max_lost_ms,
             embedding_momentum: p.embedding_momentum,
+            reid_similarity: p.reid_similarity,
+            reid_speed: p.reid_speed,
         }
     }
 }
@@ -429,6 +438,8 @@ impl TrackingConfig {
             min_hits: self.min_hits,
             max_lost_ms: self.max_lost_ms,
             embedding_momentum: self.embedding_momentum,
+            reid_similarity: self.reid_similarity,
+            reid_speed: self.reid_speed,
             ..Default::default()
         }
     }

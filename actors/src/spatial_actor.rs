@@ -485,6 +485,23 @@ pub fn watermark(
         .min()
 }
 
+/// Most cycles a shard runs to catch up with its input at once: after a
+/// longer pause it jumps ahead instead of replaying empty cycles.
+const CATCH_UP_CYCLES: u64 = 50;
+
+/// Time of a shard's first matching cycle: the cycle at or after its
+/// earliest held message, so the seconds before the last camera started are
+/// tracked too (with the cameras that had started), but at most
+/// [`CATCH_UP_CYCLES`] before the watermark `mark`.
+pub fn first_cycle(first_held: Option<u64>, mark: u64, interval: u64) -> u64 {
+    let interval = interval.max(1);
+    let earliest = (mark / interval).saturating_sub(CATCH_UP_CYCLES) * interval;
+    match first_held {
+        Some(t) if t <= mark => (t.div_ceil(interval) * interval).max(earliest),
+        _ => (mark / interval + 1) * interval,
+    }
+}
+
 /// Runs every matching cycle whose time the watermark has passed.
 async fn run_cycles(state: &mut SpatialState) -> Result<(), ActorProcessingErr> {
     let expected = state.args.cameras.len();
@@ -499,10 +516,11 @@ async fn run_cycles(state: &mut SpatialState) -> Result<(), ActorProcessingErr> 
     };
     let mark = mark.max(state.idle_mark.unwrap_or(0));
     let interval = state.args.params.matching_interval_ms.max(1) * 1_000_000;
+    let first_held = state.pending.first_key_value().map(|(k, _)| k.0);
     let next = *state
         .next_step_ns
-        .get_or_insert((mark / interval + 1) * interval);
-    let mut next = if mark.saturating_sub(next) > 50 * interval {
+        .get_or_insert_with(|| first_cycle(first_held, mark, interval));
+    let mut next = if mark.saturating_sub(next) > CATCH_UP_CYCLES * interval {
         // Far behind (e.g. after a pause): jump instead of replaying empty cycles.
         (mark / interval) * interval
     } else {
@@ -584,6 +602,28 @@ mod tests {
             (1_000_000_000, now - Duration::from_secs(3)),
         );
         assert_eq!(watermark(&m, 2, Some(t0), now), Some(10_000_000_000));
+    }
+
+    #[test]
+    fn first_cycle_starts_at_the_earliest_held_message_within_the_catch_up() {
+        let ms = 1_000_000;
+        // Camera a started 3 s before the last camera: its first seconds count.
+        assert_eq!(
+            first_cycle(Some(2_050 * ms), 5_010 * ms, 200 * ms),
+            2_200 * ms
+        );
+        // On a cycle boundary: that very cycle.
+        assert_eq!(
+            first_cycle(Some(2_000 * ms), 5_010 * ms, 200 * ms),
+            2_000 * ms
+        );
+        // Far older: at most CATCH_UP_CYCLES before the watermark.
+        assert_eq!(
+            first_cycle(Some(0), 60_000 * ms, 200 * ms),
+            (300 - CATCH_UP_CYCLES) * 200 * ms
+        );
+        // Nothing held: the cycle after the watermark.
+        assert_eq!(first_cycle(None, 5_010 * ms, 200 * ms), 5_200 * ms);
     }
 
     #[test]

@@ -78,6 +78,15 @@ pub struct TrackerParams {
     /// several frames (on the simulator, 0.9 instead of 0 costs 18 points of
     /// global IDF1 on the hard preset).
     pub embedding_momentum: f32,
+    /// Least cosine similarity for a confirmed track that missed at least
+    /// one update to take back a detection on appearance alone, when its
+    /// box no longer overlaps (a person reappearing after an occlusion
+    /// away from where they vanished). Above 1 turns this stage off.
+    pub reid_similarity: f32,
+    /// How far (box heights per second since the track's last
+    /// observation, plus half a height) such a detection may be from the
+    /// track's last observed box.
+    pub reid_speed: f32,
     /// Nominal frame interval (ms) that the motion noise is expressed per.
     pub nominal_frame_ms: u64,
     /// Confirm tracks born in the very first update at once (ByteTrack's
@@ -111,6 +120,8 @@ impl Default for TrackerParams {
             fuse_score: true,
             appearance_weight: 0.3,
             embedding_momentum: 0.0,
+            reid_similarity: 0.8,
+            reid_speed: 1.0,
             nominal_frame_ms: 200,
             confirm_first_update: true,
             kf_pos_noise: 1.0 / 20.0,
@@ -159,6 +170,8 @@ impl TrackerParams {
             }
             "appearance_weight" => self.appearance_weight = f(key, value)?,
             "embedding_momentum" => self.embedding_momentum = f(key, value)?,
+            "reid_similarity" => self.reid_similarity = f(key, value)?,
+            "reid_speed" => self.reid_speed = f(key, value)?,
             "nominal_frame_ms" => self.nominal_frame_ms = u(key, value)?.max(1),
             "kf_pos_noise" => self.kf_pos_noise = f(key, value)?,
             "kf_vel_noise" => self.kf_vel_noise = f(key, value)?,
@@ -428,6 +441,20 @@ impl Tracker {
         let m = self.match_stage(&pool, &rest, dets, step, Stage::Recovery);
         self.take(m, &pool, &rest, &mut pairs, &mut track_used, &mut det_used);
 
+        // 4b. appearance re-identification: tracks that missed an update x
+        // remaining detections that could start a track, near and alike.
+        let pool: Vec<usize> = (0..self.tracks.len())
+            .filter(|&i| self.tracks[i].confirmed && !track_used[i] && !was_matched[i])
+            .collect();
+        let rest: Vec<usize> = high
+            .iter()
+            .chain(low.iter())
+            .copied()
+            .filter(|&d| !det_used[d] && dets[d].score >= p.birth_threshold)
+            .collect();
+        let m = self.reid_stage(&pool, &rest, dets, ts);
+        self.take(m, &pool, &rest, &mut pairs, &mut track_used, &mut det_used);
+
         // 5. tentative tracks x remaining detections that could start one
         let pool: Vec<usize> = (0..self.tracks.len())
             .filter(|&i| !self.tracks[i].confirmed)
@@ -685,6 +712,63 @@ impl Tracker {
         out
     }
 
+    /// Matches tracks `pool` that missed an update with detections `cand`
+    /// on appearance (cosine at least `reid_similarity`), within the
+    /// distance a person can have walked since the track's last
+    /// observation (`reid_speed` box heights per second, plus half a
+    /// height) and of a similar height; cheapest by dissimilarity, then
+    /// distance.
+    fn reid_stage(
+        &mut self,
+        pool: &[usize],
+        cand: &[usize],
+        dets: &[DetectedObject],
+        ts: u64,
+    ) -> Vec<(usize, usize)> {
+        let p = &self.params;
+        if pool.is_empty() || cand.is_empty() || p.reid_similarity > 1.0 {
+            return Vec::new();
+        }
+        let mut edges = Vec::new();
+        for (r, &ti) in pool.iter().enumerate() {
+            let t = &self.tracks[ti];
+            let Some(te) = &t.embedding else {
+                continue;
+            };
+            let tl = self.scratch.track_label[ti];
+            if tl == u32::MAX {
+                continue;
+            }
+            let last = t.last_obs();
+            let th = (last[3] - last[1]).max(1e-6) as f64;
+            let gap_s = ts.saturating_sub(t.last_obs_ts) as f64 / 1e9;
+            let reach = th * (0.5 + p.reid_speed as f64 * gap_s);
+            let tc = centre(last);
+            for (c, &di) in cand.iter().enumerate() {
+                let d = &dets[di];
+                if self.scratch.det_label[di] != tl {
+                    continue;
+                }
+                let Some(cs) = d.embedding.as_ref().and_then(|de| cosine(te, de)) else {
+                    continue;
+                };
+                let dh = (d.bbox[3] - d.bbox[1]) as f64;
+                let dc = centre(d.bbox);
+                let dist = ((dc[0] - tc[0]).powi(2) + (dc[1] - tc[1]).powi(2)).sqrt();
+                if cs < p.reid_similarity || dist > reach || dh < th / 1.5 || dh > th * 1.5 {
+                    continue;
+                }
+                edges.push((r, c, 1.0 + (1.0 - cs as f64) + 0.1 * dist / th));
+            }
+        }
+        let mut sc = std::mem::take(&mut self.scratch);
+        let out = sc
+            .assigner
+            .assign_sparse(pool.len(), cand.len(), &edges, 10.0);
+        self.scratch = sc;
+        out
+    }
+
     /// Updates track `ti` with detection `d`; returns true when this match confirmed it.
     fn apply_match(&mut self, ti: usize, d: &DetectedObject, ts: u64, step: u64) -> bool {
         let p = &self.params;
@@ -890,6 +974,57 @@ mod tests {
                 }
             }
         }
+    }
+
+    /// A person hidden for a second who reappears beside where they vanished
+    /// (no overlap with the last box) gets their track back on appearance;
+    /// someone who looks different there, or with the stage off, does not.
+    #[test]
+    fn reappearing_person_is_reidentified_on_appearance_only_when_alike() {
+        let run = |params: TrackerParams, back: Vec<f32>| -> (u64, u64) {
+            let mut tr = Tracker::new(params);
+            let person = |cx: f32, e: Vec<f32>| {
+                let mut d = det("person", 0.9, cx, 0.5, 0.05, 0.15);
+                d.embedding = Some(e);
+                d
+            };
+            let other = person(0.8, vec![0.0, 1.0, 0.0]);
+            let mut before = 0;
+            for f in 0..5u64 {
+                let o = tr.update(
+                    T0 + f * FRAME,
+                    &[person(0.3, vec![1.0, 0.0, 0.0]), other.clone()],
+                );
+                before = o
+                    .tracks
+                    .iter()
+                    .find(|t| t.bbox[0] < 0.5)
+                    .map_or(0, |t| t.track_id);
+            }
+            for f in 5..10u64 {
+                tr.update(T0 + f * FRAME, std::slice::from_ref(&other));
+            }
+            let o = tr.update(T0 + 10 * FRAME, &[person(0.36, back), other]);
+            let after = o
+                .tracks
+                .iter()
+                .find(|t| {
+                    t.state != TrackState::Lost
+                        && ((t.bbox[0] + t.bbox[2]) / 2.0 - 0.36).abs() < 0.02
+                })
+                .map_or(0, |t| t.track_id);
+            (before, after)
+        };
+        let (a, b) = run(TrackerParams::default(), vec![0.98, 0.1, 0.0]);
+        assert!(a != 0 && a == b, "alike: {a} then {b}");
+        let (a, b) = run(TrackerParams::default(), vec![0.0, 0.1, 1.0]);
+        assert!(a != 0 && b != 0 && a != b, "different: {a} then {b}");
+        let off = TrackerParams {
+            reid_similarity: 1.1,
+            ..Default::default()
+        };
+        let (a, b) = run(off, vec![0.98, 0.1, 0.0]);
+        assert!(a != 0 && b != 0 && a != b, "stage off: {a} then {b}");
     }
 
     #[test]

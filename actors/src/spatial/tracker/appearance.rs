@@ -5,7 +5,7 @@
 use std::collections::VecDeque;
 
 use super::grid::{dist, TwoGrids};
-use super::{CamState, SourceKey, SpatialTracker, CAMERA_MEAN_PRIOR, CAMERA_MEAN_WINDOW};
+use super::{CamState, Global, SourceKey, SpatialTracker, CAMERA_MEAN_PRIOR, CAMERA_MEAN_WINDOW};
 
 pub(super) fn cosine(a: &[f32], b: &[f32]) -> f64 {
     if a.len() != b.len() {
@@ -71,6 +71,23 @@ impl CamState {
 }
 
 impl SpatialTracker {
+    /// Similarity of embedding `e`, seen by camera `cam`, to identity `g`:
+    /// to that camera's own view of it when it has one (flag `true`),
+    /// else to its appearance over every camera.
+    pub(super) fn similarity(
+        &self,
+        g: &Global,
+        cam: usize,
+        e: Option<&[f32]>,
+    ) -> Option<(f64, bool)> {
+        let e = e?;
+        if let Some((v, _)) = g.cam_emb.get(&cam).filter(|(v, _)| v.len() == e.len()) {
+            return Some((cosine(e, v), true));
+        }
+        let ge = g.emb.as_ref().filter(|v| v.len() == e.len())?;
+        Some((cosine(e, ge), false))
+    }
+
     /// Whether bound source `k`'s appearance says it no longer shows
     /// identity `gid`: too dissimilar to it, or clearly more similar to
     /// another identity that could be there.
@@ -84,13 +101,12 @@ impl SpatialTracker {
         let (Some(s), Some(g)) = (self.sources.get(&k), self.globals.get(&gid)) else {
             return false;
         };
-        let (Some(se), Some(ge), Some(p)) = (&s.emb, &g.emb, s.pos) else {
+        let (Some(se), Some(p)) = (&s.emb, s.pos) else {
             return false;
         };
-        if se.len() != ge.len() {
+        let Some((own, _)) = self.similarity(g, k.0, Some(se)) else {
             return false;
-        }
-        let own = cosine(se, ge);
+        };
         if own < self.params.unbind_similarity {
             return true;
         }
@@ -113,12 +129,12 @@ impl SpatialTracker {
             let Some(o) = self.globals.get(other) else {
                 continue;
             };
-            let Some(oe) = &o.emb else {
-                continue;
-            };
-            if o.floor_idx != g.floor_idx || o.label != s.label || oe.len() != se.len() {
+            if o.floor_idx != g.floor_idx || o.label != s.label {
                 continue;
             }
+            let Some((theirs, _)) = self.similarity(o, k.0, Some(se)) else {
+                continue;
+            };
             // A camera tracker swaps two people who are both there: only an
             // identity seen within the last `SWAP_RECENT_S`, within the gate,
             // can be the one this camera track now shows (comparing with
@@ -127,7 +143,7 @@ impl SpatialTracker {
             if gap_s > SWAP_RECENT_S || dist(o.pos, p) > self.params.gate_m {
                 continue;
             }
-            if cosine(se, oe) > own + self.params.swap_margin {
+            if theirs > own + self.params.swap_margin {
                 return true;
             }
         }

@@ -7,7 +7,6 @@ use std::collections::{BTreeMap, BTreeSet};
 
 use nvr_subjects::{event_kind, Event};
 
-use super::appearance::cosine;
 use super::grid::{dist, find, TwoGrids};
 use super::{Global, SourceKey, SpatialTracker, NO_EDGE};
 
@@ -55,8 +54,12 @@ impl SpatialTracker {
         let w = self.params.appearance_weight.clamp(0.0, 1.0);
         let mut app = 0.5;
         if self.params.reid_enabled {
-            if let (Some(a), Some(b)) = (&s.emb, &g.emb) {
-                let c = cosine(a, b);
+            if let Some((c, same_camera)) = self.similarity(g, k.0, s.emb.as_deref()) {
+                // The camera has seen this identity before: its own view
+                // tells people apart far better than another camera's.
+                if same_camera && c < self.params.min_handoff_similarity {
+                    return (None, true);
+                }
                 // Seen by another camera right now, within the gate: the
                 // geometry is the evidence (two views of one person rarely
                 // look alike across cameras); appearance only weighs in.
@@ -163,6 +166,7 @@ impl SpatialTracker {
                 sources: BTreeSet::new(),
                 last_camera: k.0,
                 emb_n: u32::from(emb.is_some()),
+                cam_emb: emb.iter().map(|e| (k.0, (e.clone(), 1))).collect(),
                 emb,
                 score,
                 created_cycle: self.stats.cycles,

@@ -11,7 +11,8 @@ use super::appearance::{cosine, normalise};
 use super::grid::{dist, Grid, TwoGrids};
 use super::{
     Companion, Motion, Source, SourceKey, SpatialTracker, APPEARANCE_RATE, APPEARANCE_SETTLE,
-    COMPANION_ATTACH_S, COMPANION_SPEED_DIFF_MPS, MAX_SPEED_MPS, OCCLUDER_M,
+    CAMERA_VIEW_AGREE, CAMERA_VIEW_RATE, COMPANION_ATTACH_S, COMPANION_SPEED_DIFF_MPS,
+    MAX_SPEED_MPS, OCCLUDER_M,
 };
 
 impl SpatialTracker {
@@ -187,6 +188,7 @@ impl SpatialTracker {
         let mut score = 0.0f32;
         let mut cam = None;
         let mut embs: Vec<&Vec<f32>> = Vec::new();
+        let mut views: Vec<(usize, &Vec<f32>)> = Vec::new();
         for k in keys {
             if let Some(s) = self.sources.get(k) {
                 if let Some(p) = s.pos {
@@ -200,6 +202,7 @@ impl SpatialTracker {
                     score = score.max(s.score);
                     if let Some(e) = &s.emb {
                         embs.push(e);
+                        views.push((k.0, e));
                     }
                 }
             }
@@ -252,6 +255,27 @@ impl SpatialTracker {
         g.score = score;
         if !learn {
             return;
+        }
+        // Each camera's own view: learns faster (a person's look changes
+        // across one camera's field), and once settled only from
+        // observations that agree with it.
+        for (c, e) in views {
+            match g.cam_emb.get_mut(&c) {
+                Some((v, n)) if v.len() == e.len() => {
+                    if *n >= APPEARANCE_SETTLE && cosine(e, v) < CAMERA_VIEW_AGREE {
+                        continue;
+                    }
+                    let rate = (1.0 / (*n as f32 + 1.0)).max(CAMERA_VIEW_RATE);
+                    for (a, x) in v.iter_mut().zip(e.iter()) {
+                        *a = (1.0 - rate) * *a + rate * x;
+                    }
+                    normalise(v);
+                    *n = n.saturating_add(1);
+                }
+                _ => {
+                    g.cam_emb.insert(c, (e.clone(), 1));
+                }
+            }
         }
         // Appearance: a running mean whose rate decays to `APPEARANCE_RATE`,
         // fed only by observations that agree with it once it is settled, so
@@ -442,6 +466,9 @@ impl SpatialTracker {
                 ga.sources.extend(gb.sources.iter().copied());
                 ga.last_seen = ga.last_seen.max(gb.last_seen);
                 ga.cams_seen.extend(gb.cams_seen.iter().copied());
+                for (c, v) in gb.cam_emb {
+                    ga.cam_emb.entry(c).or_insert(v);
+                }
                 ga.max_disp = ga.max_disp.max(gb.max_disp).max(dist(gb.origin, ga.origin));
                 ga.born_ts = ga.born_ts.min(gb.born_ts);
             }

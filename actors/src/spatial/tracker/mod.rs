@@ -173,6 +173,11 @@ struct Global {
     emb: Option<Vec<f32>>,
     /// Observations averaged into `emb` (its learning rate decays with it).
     emb_n: u32,
+    /// Appearance as each camera has seen it, and how many observations
+    /// that holds: one camera's views of one person agree far more closely
+    /// than two cameras' do, so a camera track that starts on a camera
+    /// which has seen the identity before is compared with that view.
+    cam_emb: BTreeMap<usize, (Vec<f32>, u32)>,
     score: f32,
     created_cycle: u64,
     /// Message time and position of the first observation, the farthest
@@ -222,6 +227,11 @@ const APPEARANCE_RATE: f32 = 0.02;
 /// Observations after which an identity's appearance only learns from
 /// observations that agree with it.
 const APPEARANCE_SETTLE: u32 = 10;
+/// Once a camera's view of an identity holds this many observations, it
+/// learns only from observations at least this similar to it.
+const CAMERA_VIEW_AGREE: f64 = 0.7;
+/// Least learning rate of a camera's view of an identity.
+const CAMERA_VIEW_RATE: f32 = 0.1;
 /// Identities seen within half of this (seconds) count as live for gating.
 const LIVE_WINDOW_S: f64 = 2.0;
 /// Pseudo-count of zero embeddings the camera mean starts from.

@@ -20,12 +20,16 @@ impl SpatialTracker {
         let mut out = self.tracks_at(ts_ns);
         for t in &mut out {
             if t.last_seen_ns + interval > ts_ns {
-                if self
-                    .globals
-                    .get(&t.global_id)
-                    .is_some_and(|g| self.is_static(g, ts_ns))
-                {
-                    t.state = SpatialState::Static;
+                if let Some(g) = self.globals.get(&t.global_id) {
+                    if self.is_static(g, ts_ns) {
+                        t.state = SpatialState::Static;
+                    } else {
+                        // Where it is at the cycle's time: the latest
+                        // observation can be most of a cycle old.
+                        let dt = (ts_ns.saturating_sub(g.pos_ts) as f64 / 1e9).min(0.5);
+                        t.x_m = (g.pos[0] + g.vel[0] * dt) as f32;
+                        t.y_m = (g.pos[1] + g.vel[1] * dt) as f32;
+                    }
                 }
                 continue;
             }

@@ -690,3 +690,51 @@ proptest! {
         }
     }
 }
+
+/// A camera track that starts after a blind gap is compared with how its
+/// own camera saw the identity: one that looks like another camera's view
+/// of it but not like this camera's does not continue it.
+#[test]
+fn a_new_camera_track_is_compared_with_its_own_cameras_view() {
+    let run = |back: Vec<f32>| -> (u64, u64) {
+        let mut st = SpatialTracker::new(
+            "s",
+            SpatialParams::default(),
+            vec![cam("a", 0.0), cam("b", 8.0)],
+        );
+        let mut first = 0;
+        for i in 0..20u64 {
+            let ts = T0 + i * DT;
+            let ta = vec![track(1, 0.0, 10.0, 4.0, Some(vec![1.0, 0.0, 0.0, 0.0]))];
+            let tb = vec![track(2, 8.0, 10.0, 4.0, Some(vec![0.0, 1.0, 0.0, 0.0]))];
+            st.ingest(&msg("a", ts, ta)).unwrap();
+            st.ingest(&msg("b", ts, tb)).unwrap();
+            let out = st.step(ts + 50_000_000);
+            assert_eq!(ids(&out).len(), 1, "cycle {i}: one person, two views");
+            first = ids(&out)[0];
+        }
+        let mut last = 0;
+        for i in 20..50u64 {
+            let ts = T0 + i * DT;
+            let ta = if i >= 45 {
+                vec![track(3, 0.0, 10.3, 4.0, Some(back.clone()))]
+            } else {
+                vec![]
+            };
+            st.ingest(&msg("a", ts, ta)).unwrap();
+            st.ingest(&msg("b", ts, vec![])).unwrap();
+            let out = st.step(ts + 50_000_000);
+            if let Some(id) = ids(&out).first() {
+                last = *id;
+            }
+        }
+        (first, last)
+    };
+    let (a, b) = run(vec![1.0, 0.0, 0.0, 0.0]);
+    assert_eq!(a, b, "looks as camera a saw it: the same identity");
+    let (a, b) = run(vec![0.0, 1.0, 0.0, 0.0]);
+    assert!(
+        b != 0 && a != b,
+        "looks only as camera b saw it: a new identity ({a}, {b})"
+    );
+}
