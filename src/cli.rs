@@ -370,6 +370,9 @@ fn config_check(loaded: &Loaded) -> ExitCode {
             model.display()
         );
     }
+    for line in crate::retention::lines(c) {
+        println!("{line}");
+    }
     println!("# configuration OK");
     ExitCode::SUCCESS
 }

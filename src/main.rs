@@ -20,6 +20,7 @@ mod nats;
 mod node;
 mod progress;
 mod replay;
+mod retention;
 mod roles;
 mod sampler;
 mod scaling;
