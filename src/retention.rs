@@ -165,15 +165,17 @@ mod tests {
 
     #[test]
     fn config_check_lines_name_every_camera_and_the_cap_that_decides() {
-        let mut c = Config::default();
-        c.cameras = (0..8)
-            .map(|i| {
-                serde_json::from_value(
-                    serde_json::json!({"id": format!("cam{i}"), "detection": {"fps": 5.0}}),
-                )
-                .expect("camera")
-            })
-            .collect();
+        let mut c = Config {
+            cameras: (0..8)
+                .map(|i| {
+                    serde_json::from_value(
+                        serde_json::json!({"id": format!("cam{i}"), "detection": {"fps": 5.0}}),
+                    )
+                    .expect("camera")
+                })
+                .collect(),
+            ..Default::default()
+        };
         let l = lines(&c);
         for i in 0..8 {
             assert!(
