@@ -20,6 +20,7 @@ mod nats;
 mod node;
 mod progress;
 mod replay;
+mod replay_shard;
 mod retention;
 mod roles;
 mod sampler;

@@ -4,7 +4,10 @@
 //! fresh per-camera trackers built from the configuration plus any `--set`
 //! overrides, and writes the resulting tracks and events to stdout, a
 //! JSON-lines file (`--out`) or a separate subject prefix (`--into`), never
-//! into the live subjects. Each camera goes through what its live track
+//! into the live subjects. With `--shard`, the spatial shards named run on
+//! the replayed camera tracks too, cycle by cycle on message time as the live
+//! spatial actor runs them (see `replay_shard`), and their spatial tracks and
+//! events are written alongside. Each camera goes through what its live track
 //! actor does (boundary checks, the reorder window on message time, late
 //! and sequence-reset handling), and trackers run on message time only, so a
 //! replay of everything stored reproduces the live tracks byte for byte.
@@ -23,8 +26,11 @@ use futures::StreamExt;
 use nvr_actors::guard::{self, Limits, SeqVerdict};
 use nvr_actors::track::{ReorderBuffer, Tracker, TrackerParams};
 use nvr_subjects::{
-    decode, encode, streams, subjects, CameraTracks, Detections, Event, SCHEMA_VERSION,
+    decode, encode, streams, subjects, CameraTracks, Detections, Event, SpatialTracks,
+    SCHEMA_VERSION,
 };
+
+use crate::replay_shard::ShardReplay;
 
 /// Arguments of `nvr replay`.
 #[derive(Debug, Args)]
@@ -33,9 +39,14 @@ pub struct ReplayArgs {
     #[arg(value_name = "CAMERA", conflicts_with = "camera")]
     pub camera_arg: Option<String>,
     /// Cameras to replay (comma-separated); default: every camera recorded
-    /// in the window.
+    /// in the window (with `--shard`: the shards' cameras).
     #[arg(long, value_delimiter = ',')]
     pub camera: Vec<String>,
+    /// Spatial shards to replay as well (comma-separated; `all` for every
+    /// shard of the configuration): fresh shards fed with the replayed
+    /// camera tracks, writing spatial tracks and events.
+    #[arg(long, value_delimiter = ',')]
+    pub shard: Vec<String>,
     /// Start of the window: RFC 3339, Unix seconds, or relative (`-10m`);
     /// default: the start of the stream.
     #[arg(long, allow_hyphen_values = true)]
@@ -54,7 +65,8 @@ pub struct ReplayArgs {
     /// `<prefix>.events.<kind>.<camera>`), never under `nvr.`.
     #[arg(long)]
     pub into: Option<String>,
-    /// Print MessagePack bytes as hex instead of JSON (tracks only).
+    /// Print MessagePack bytes as hex instead of JSON (camera and spatial
+    /// tracks; events are left out).
     #[arg(long)]
     pub hex: bool,
 }
@@ -64,8 +76,15 @@ pub struct ReplayArgs {
 pub enum Output {
     /// A camera's tracks after one detections message.
     Tracks(CameraTracks),
-    /// A track event.
-    Event(Box<Event>),
+    /// A shard's tracks after one matching cycle.
+    Spatial(SpatialTracks),
+    /// An event and its scope (the camera or the shard).
+    Event {
+        /// Camera id or shard name, the last subject token.
+        scope: String,
+        /// The event.
+        event: Box<Event>,
+    },
 }
 
 impl Output {
@@ -73,7 +92,8 @@ impl Output {
     pub fn subject(&self) -> String {
         match self {
             Output::Tracks(t) => subjects::tracks(&t.camera),
-            Output::Event(e) => subjects::events(&e.kind, e.camera.as_deref().unwrap_or("")),
+            Output::Spatial(t) => subjects::spatial_tracks(&t.shard),
+            Output::Event { scope, event } => subjects::events(&event.kind, scope),
         }
     }
 }
@@ -164,7 +184,10 @@ impl CameraReplay {
             let events =
                 nvr_actors::track_actor::track_events(&det.camera, det.ts_ns, &o, &tracks.tracks);
             out.push(Output::Tracks(tracks));
-            out.extend(events.into_iter().map(|e| Output::Event(Box::new(e))));
+            out.extend(events.into_iter().map(|e| Output::Event {
+                scope: det.camera.clone(),
+                event: Box::new(e),
+            }));
         }
         out
     }
@@ -186,19 +209,22 @@ impl Sink {
         match self {
             Sink::Lines { w, hex } => {
                 if *hex {
-                    if let Output::Tracks(t) = o {
-                        let bytes = encode(t)?;
-                        writeln!(
-                            w,
-                            "{}",
-                            bytes.iter().map(|b| format!("{b:02x}")).collect::<String>()
-                        )?;
-                    }
+                    let bytes = match o {
+                        Output::Tracks(t) => encode(t)?,
+                        Output::Spatial(t) => encode(t)?,
+                        Output::Event { .. } => return Ok(()),
+                    };
+                    writeln!(
+                        w,
+                        "{}",
+                        bytes.iter().map(|b| format!("{b:02x}")).collect::<String>()
+                    )?;
                     return Ok(());
                 }
                 let message = match o {
                     Output::Tracks(t) => serde_json::to_value(t)?,
-                    Output::Event(e) => serde_json::to_value(e)?,
+                    Output::Spatial(t) => serde_json::to_value(t)?,
+                    Output::Event { event, .. } => serde_json::to_value(event)?,
                 };
                 let line = serde_json::json!({"subject": o.subject(), "message": message});
                 writeln!(w, "{line}")?;
@@ -208,7 +234,8 @@ impl Sink {
                 let rest = subject.strip_prefix("nvr.").unwrap_or(&subject);
                 let body = match o {
                     Output::Tracks(t) => encode(t)?,
-                    Output::Event(e) => encode(e.as_ref())?,
+                    Output::Spatial(t) => encode(t)?,
+                    Output::Event { event, .. } => encode(event.as_ref())?,
                 };
                 client
                     .publish(format!("{prefix}.{rest}"), body.into())
@@ -227,6 +254,53 @@ impl Sink {
     }
 }
 
+/// Fresh shards for `--shard` (`all`: every shard of the configuration).
+fn shard_replays(cfg: &crate::config::Config, names: &[String]) -> Result<Vec<ShardReplay>> {
+    if names.is_empty() {
+        return Ok(Vec::new());
+    }
+    let plans = crate::node::shards_for_run(cfg)?;
+    let all = names.iter().any(|n| n == "all");
+    for n in names.iter().filter(|n| *n != "all") {
+        if !plans.iter().any(|p| &p.name == n) {
+            let known: Vec<&str> = plans.iter().map(|p| p.name.as_str()).collect();
+            bail!("--shard {n}: no such shard in the configuration (shards: {known:?})");
+        }
+    }
+    let params = crate::node::spatial_params(cfg);
+    let limits = cfg.limits.limits();
+    Ok(plans
+        .into_iter()
+        .filter(|p| all || names.contains(&p.name))
+        .map(|p| ShardReplay::new(&p.name, params.clone(), p.cameras, limits.clone()))
+        .collect())
+}
+
+/// Camera outputs followed by the cycles of the shards they made due.
+fn with_shards(out: Vec<Output>, shards: &mut [ShardReplay]) -> Vec<Output> {
+    let mut all = Vec::with_capacity(out.len());
+    for o in out {
+        let cycles: Vec<_> = match &o {
+            Output::Tracks(t) => shards.iter_mut().flat_map(|s| s.push(t)).collect(),
+            _ => Vec::new(),
+        };
+        all.push(o);
+        all.extend(cycles.into_iter().flat_map(cycle_outputs));
+    }
+    all
+}
+
+/// A cycle's spatial tracks and events as outputs.
+fn cycle_outputs(c: crate::replay_shard::Cycle) -> Vec<Output> {
+    let shard = c.tracks.shard.clone();
+    let mut out = vec![Output::Spatial(c.tracks)];
+    out.extend(c.events.into_iter().map(|e| Output::Event {
+        scope: shard.clone(),
+        event: Box::new(e),
+    }));
+    out
+}
+
 /// Checks `--into`: a valid prefix of subject tokens that is not the live one.
 fn check_prefix(p: &str) -> Result<()> {
     if p.split('.').any(|t| subjects::validate_token(t).is_err()) {
@@ -242,6 +316,14 @@ fn check_prefix(p: &str) -> Result<()> {
 pub async fn run(cfg: &crate::config::Config, args: ReplayArgs) -> Result<ExitCode> {
     let mut cameras = args.camera.clone();
     cameras.extend(args.camera_arg.clone());
+    let mut shards = shard_replays(cfg, &args.shard)?;
+    if cameras.is_empty() && !shards.is_empty() {
+        for s in &shards {
+            cameras.extend(s.cameras().iter().cloned());
+        }
+        cameras.sort();
+        cameras.dedup();
+    }
     let now = nvr_actors::status::now_ms() * 1_000_000;
     let from = args
         .from
@@ -330,8 +412,9 @@ pub async fn run(cfg: &crate::config::Config, args: ReplayArgs) -> Result<ExitCo
                                 limits.clone(),
                             )
                         });
-                        for o in r.push(d) {
-                            if !(tracks_only && matches!(o, Output::Event(_))) {
+                        let out = with_shards(r.push(d), &mut shards);
+                        for o in out {
+                            if !(tracks_only && matches!(o, Output::Event { .. })) {
                                 sink.write(&o).await?;
                                 written += 1;
                             }
@@ -345,22 +428,29 @@ pub async fn run(cfg: &crate::config::Config, args: ReplayArgs) -> Result<ExitCo
             }
         }
     }
+    let mut rest = Vec::new();
     for r in replays.values_mut() {
-        for o in r.finish() {
-            if !(tracks_only && matches!(o, Output::Event(_))) {
-                sink.write(&o).await?;
-                written += 1;
-            }
+        rest.extend(with_shards(r.finish(), &mut shards));
+    }
+    for s in &mut shards {
+        rest.extend(s.finish().into_iter().flat_map(cycle_outputs));
+    }
+    for o in rest {
+        if !(tracks_only && matches!(o, Output::Event { .. })) {
+            sink.write(&o).await?;
+            written += 1;
         }
     }
     sink.finish().await?;
     if let Some(p) = progress {
         p.finish();
     }
-    let dropped: u64 = replays.values().map(|r| r.dropped).sum();
+    let dropped: u64 = replays.values().map(|r| r.dropped).sum::<u64>()
+        + shards.iter().map(|s| s.refused + s.rejected).sum::<u64>();
     eprintln!(
-        "nvr replay: read {read} detections messages of {} camera(s) in {:.2} s, wrote {written} outputs; {bad} malformed, {dropped} refused or late",
+        "nvr replay: read {read} detections messages of {} camera(s), {} shard(s) in {:.2} s, wrote {written} outputs; {bad} malformed, {dropped} refused or late",
         replays.len(),
+        shards.len(),
         started.elapsed().as_secs_f64()
     );
     Ok(ExitCode::SUCCESS)

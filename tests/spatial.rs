@@ -548,8 +548,10 @@ async fn published_states_follow_the_person_and_a_python_client_reads_the_floor(
 /// The SpatialTracks payloads a fresh `nvr run` publishes for two overlapping
 /// cameras' walker input, up to the input's last time; `paced` interleaves
 /// the cameras in time order with pauses, otherwise all of one camera is
-/// published before all of the other, as fast as possible.
-async fn spatial_output(paced: bool) -> Vec<Vec<u8>> {
+/// published before all of the other, as fast as possible. Also returns the
+/// spatial tracks `nvr replay --shard lobby` computes from the stored
+/// detections afterwards.
+async fn spatial_output(paced: bool) -> (Vec<Vec<u8>>, Vec<Vec<u8>>) {
     let server = NatsServer::start();
     let dir = tempfile::tempdir().unwrap();
     let api = free_port();
@@ -621,13 +623,48 @@ async fn spatial_output(paced: bool) -> Vec<Vec<u8>> {
     }
     p.interrupt();
     assert_eq!(p.wait_exit(Duration::from_secs(10)), Some(0));
-    out
+    let (code, text, err) = nvr_output(
+        &[
+            "replay",
+            "--shard",
+            "lobby",
+            "--hex",
+            "--config",
+            cfg.to_str().unwrap(),
+        ],
+        dir.path(),
+        &[],
+    );
+    assert_eq!(code, 0, "{err}");
+    let replayed: Vec<Vec<u8>> = text
+        .lines()
+        .map(|l| {
+            (0..l.len())
+                .step_by(2)
+                .map(|i| u8::from_str_radix(&l[i..i + 2], 16).expect("hex"))
+                .collect::<Vec<u8>>()
+        })
+        .filter(|b| decode::<SpatialTracks>(b).is_ok())
+        .collect();
+    (out, replayed)
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn paced_and_unpaced_publishing_give_byte_identical_output() {
-    let paced = spatial_output(true).await;
-    let unpaced = spatial_output(false).await;
+async fn paced_and_unpaced_publishing_give_byte_identical_output_and_replay_equals_live() {
+    let (paced, paced_replay) = spatial_output(true).await;
+    let (unpaced, unpaced_replay) = spatial_output(false).await;
+    for (live, replay) in [(&paced, &paced_replay), (&unpaced, &unpaced_replay)] {
+        assert_eq!(live.len(), replay.len(), "cycles replayed");
+        for (i, (a, b)) in live.iter().zip(replay).enumerate() {
+            assert_eq!(
+                a,
+                b,
+                "replayed cycle {i} differs:\n{:?}\n{:?}",
+                decode::<SpatialTracks>(a).unwrap(),
+                decode::<SpatialTracks>(b).unwrap()
+            );
+        }
+    }
     assert!(paced.len() >= 25, "{} cycles", paced.len());
     let ids = |v: &[Vec<u8>]| {
         v.iter()

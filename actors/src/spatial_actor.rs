@@ -28,11 +28,11 @@ use crate::status::{new_histogram, now_ms, Latency, Progress, RefusalSink};
 
 /// A camera whose messages stopped arriving this long ago (wall clock) no
 /// longer holds the watermark back.
-const STALL_AFTER: Duration = Duration::from_secs(2);
+pub const STALL_AFTER: Duration = Duration::from_secs(2);
 /// After the shard's first message, a configured camera that has sent
 /// nothing yet holds the first cycles back for this long (wall clock), so a
 /// run does not depend on which camera happened to publish first.
-const STARTUP_GRACE: Duration = Duration::from_secs(2);
+pub const STARTUP_GRACE: Duration = Duration::from_secs(2);
 
 /// What a spatial actor needs.
 pub struct SpatialArgs {
@@ -487,7 +487,7 @@ pub fn watermark(
 
 /// Most cycles a shard runs to catch up with its input at once: after a
 /// longer pause it jumps ahead instead of replaying empty cycles.
-const CATCH_UP_CYCLES: u64 = 50;
+pub const CATCH_UP_CYCLES: u64 = 50;
 
 /// Time of a shard's first matching cycle: the cycle at or after its
 /// earliest held message, so the seconds before the last camera started are
