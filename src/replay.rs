@@ -99,10 +99,21 @@ impl Output {
 }
 
 /// One camera as its live track actor handles it: boundary checks, reorder
-/// window, late and reset handling, tracker.
+/// window, late and reset handling, tracker, and the restarts of the live
+/// tracker (`tracker_started` events).
 pub struct CameraReplay {
     /// The camera's tracker.
     tracker: Tracker,
+    /// Its parameters, for a fresh tracker at a restart.
+    params: TrackerParams,
+    /// Restarts of the live tracker, `(last seq before, first track id
+    /// after)`, in seq order; those before `next_restart` are behind.
+    restarts: Vec<(u64, u64)>,
+    /// Index of the next restart in `restarts`.
+    next_restart: usize,
+    /// Seq after which the live tracker last restarted: older messages
+    /// arriving later went to the earlier incarnation.
+    resumed_after: Option<u64>,
     /// Detections waiting for their turn.
     reorder: ReorderBuffer<Detections>,
     /// Reorder window, ns.
@@ -118,10 +129,21 @@ pub struct CameraReplay {
 }
 
 impl CameraReplay {
-    /// A fresh camera.
-    pub fn new(params: TrackerParams, reorder_window_ms: u64, limits: Limits) -> Self {
+    /// A fresh camera; `restarts` are the live tracker's restarts as
+    /// `(last seq before, first track id after)`.
+    pub fn new(
+        params: TrackerParams,
+        reorder_window_ms: u64,
+        limits: Limits,
+        mut restarts: Vec<(u64, u64)>,
+    ) -> Self {
+        restarts.sort_unstable();
         CameraReplay {
-            tracker: Tracker::new(params),
+            tracker: Tracker::new(params.clone()),
+            params,
+            restarts,
+            next_restart: 0,
+            resumed_after: None,
             reorder: ReorderBuffer::new(reorder_window_ms * 1_000_000),
             window_ns: reorder_window_ms * 1_000_000,
             released_any: false,
@@ -138,6 +160,25 @@ impl CameraReplay {
             return Vec::new();
         }
         let mut out = Vec::new();
+        while let Some(&(after, next_id)) = self.restarts.get(self.next_restart) {
+            if det.seq <= after {
+                break;
+            }
+            // The live tracker stopped after `after` and started again
+            // empty: what the earlier one held is released by it.
+            let held = self.reorder.flush();
+            out.extend(self.process(held));
+            self.tracker = Tracker::with_next_id(self.params.clone(), next_id);
+            self.reorder = ReorderBuffer::new(self.window_ns);
+            self.released_any = false;
+            self.highest_seq = 0;
+            self.resumed_after = Some(after);
+            self.next_restart += 1;
+        }
+        if self.resumed_after.is_some_and(|a| det.seq <= a) {
+            self.dropped += 1;
+            return out;
+        }
         let highest = self.released_any.then_some(self.highest_seq);
         if guard::seq_verdict(det.seq, highest, &self.limits) == SeqVerdict::Reset {
             let held = self.reorder.flush();
@@ -255,7 +296,11 @@ impl Sink {
 }
 
 /// Fresh shards for `--shard` (`all`: every shard of the configuration).
-fn shard_replays(cfg: &crate::config::Config, names: &[String]) -> Result<Vec<ShardReplay>> {
+fn shard_replays(
+    cfg: &crate::config::Config,
+    names: &[String],
+    restarts: &mut Restarts,
+) -> Result<Vec<ShardReplay>> {
     if names.is_empty() {
         return Ok(Vec::new());
     }
@@ -272,8 +317,65 @@ fn shard_replays(cfg: &crate::config::Config, names: &[String]) -> Result<Vec<Sh
     Ok(plans
         .into_iter()
         .filter(|p| all || names.contains(&p.name))
-        .map(|p| ShardReplay::new(&p.name, params.clone(), p.cameras, limits.clone()))
+        .map(|p| {
+            let r = restarts.shards.remove(&p.name).unwrap_or_default();
+            ShardReplay::new(&p.name, params.clone(), p.cameras, limits.clone(), r)
+        })
         .collect())
+}
+
+/// The live trackers' restarts recorded in `NVR_EVENTS`.
+#[derive(Debug, Default)]
+struct Restarts {
+    /// Per camera: `(last seq before, first track id after)`.
+    cameras: BTreeMap<String, Vec<(u64, u64)>>,
+    /// Per shard: `(last cycle before, first global id after)`.
+    shards: BTreeMap<String, Vec<(u64, u64)>>,
+}
+
+impl Restarts {
+    async fn read(js: &jetstream::Context) -> Result<Restarts> {
+        use nvr_subjects::event_kind::{SHARD_STARTED, TRACKER_STARTED};
+        let mut r = Restarts::default();
+        let Ok(mut stream) = js.get_stream(streams::EVENTS).await else {
+            return Ok(r);
+        };
+        let last = stream.info().await?.state.last_sequence;
+        if last == 0 {
+            return Ok(r);
+        }
+        for kind in [TRACKER_STARTED, SHARD_STARTED] {
+            let mut messages = crate::nats::ordered_messages(
+                &stream,
+                format!("{}.events.{kind}.*", subjects::PREFIX),
+                consumer::DeliverPolicy::All,
+            )
+            .await?;
+            loop {
+                let m = match tokio::time::timeout(Duration::from_secs(1), messages.next()).await {
+                    Ok(Some(Ok(m))) => m,
+                    Ok(Some(Err(e))) => bail!("reading {}: {e}", streams::EVENTS),
+                    Ok(None) | Err(_) => break,
+                };
+                let pending = m.info().map(|i| i.pending).unwrap_or(0);
+                if let Ok(e) = decode::<Event>(&m.payload) {
+                    match (e.camera, e.seq, e.track_id, e.shard, e.global_id) {
+                        (Some(c), Some(seq), Some(id), _, _) if kind == TRACKER_STARTED => {
+                            r.cameras.entry(c).or_default().push((seq, id));
+                        }
+                        (_, _, _, Some(sh), Some(id)) if kind == SHARD_STARTED => {
+                            r.shards.entry(sh).or_default().push((e.ts_ns, id));
+                        }
+                        _ => {}
+                    }
+                }
+                if pending == 0 {
+                    break;
+                }
+            }
+        }
+        Ok(r)
+    }
 }
 
 /// Camera outputs followed by the cycles of the shards they made due.
@@ -316,7 +418,10 @@ fn check_prefix(p: &str) -> Result<()> {
 pub async fn run(cfg: &crate::config::Config, args: ReplayArgs) -> Result<ExitCode> {
     let mut cameras = args.camera.clone();
     cameras.extend(args.camera_arg.clone());
-    let mut shards = shard_replays(cfg, &args.shard)?;
+    let client = crate::nats::connect(cfg, &cfg.nats.url, "nvr replay").await?;
+    let js = jetstream::new(client.clone());
+    let mut restarts = Restarts::read(&js).await?;
+    let mut shards = shard_replays(cfg, &args.shard, &mut restarts)?;
     if cameras.is_empty() && !shards.is_empty() {
         for s in &shards {
             cameras.extend(s.cameras().iter().cloned());
@@ -338,8 +443,6 @@ pub async fn run(cfg: &crate::config::Config, args: ReplayArgs) -> Result<ExitCo
     if let Some(p) = &args.into {
         check_prefix(p)?;
     }
-    let client = crate::nats::connect(cfg, &cfg.nats.url, "nvr replay").await?;
-    let js = jetstream::new(client.clone());
     let mut sink = match (&args.out, &args.into) {
         (Some(path), _) => Sink::Lines {
             w: Box::new(std::io::BufWriter::new(
@@ -410,6 +513,7 @@ pub async fn run(cfg: &crate::config::Config, args: ReplayArgs) -> Result<ExitCo
                                 params.clone(),
                                 cfg.tracking.reorder_window_ms,
                                 limits.clone(),
+                                restarts.cameras.remove(&d.camera).unwrap_or_default(),
                             )
                         });
                         let out = with_shards(r.push(d), &mut shards);

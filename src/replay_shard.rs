@@ -47,6 +47,18 @@ pub struct ShardReplay {
     pending: BTreeMap<(u64, String, u64), CameraTracks>,
     /// Message time of the next cycle, once cycles started.
     next_step_ns: Option<u64>,
+    /// Name, for a fresh tracker at a restart.
+    shard: String,
+    /// Cameras' geometry, for a fresh tracker at a restart.
+    geometry: Vec<CameraGeometry>,
+    /// Restarts of the live shard, `(last cycle before, first global id
+    /// after)`, in time order; those before `next_restart` are behind.
+    restarts: Vec<(u64, u64)>,
+    /// Index of the next restart in `restarts`.
+    next_restart: usize,
+    /// Cycle time after which the live shard last restarted: older camera
+    /// tracks went to the earlier incarnation.
+    resumed_after: Option<u64>,
     /// Camera tracks refused at the boundary.
     pub refused: u64,
     /// Camera tracks the tracker rejected.
@@ -54,16 +66,24 @@ pub struct ShardReplay {
 }
 
 impl ShardReplay {
-    /// A fresh shard; global ids start at 1.
+    /// A fresh shard; global ids start at 1. `restarts` are the live
+    /// shard's restarts as `(last cycle before, first global id after)`.
     pub fn new(
         shard: &str,
         params: SpatialParams,
         cameras: Vec<CameraGeometry>,
         limits: Limits,
+        mut restarts: Vec<(u64, u64)>,
     ) -> Self {
+        restarts.sort_unstable();
         let ids = cameras.iter().map(|c| c.id.clone()).collect();
         ShardReplay {
-            tracker: SpatialTracker::new(shard, params.clone(), cameras),
+            tracker: SpatialTracker::new(shard, params.clone(), cameras.clone()),
+            shard: shard.to_string(),
+            geometry: cameras,
+            restarts,
+            next_restart: 0,
+            resumed_after: None,
             cameras: ids,
             params,
             limits,
@@ -90,19 +110,56 @@ impl ShardReplay {
         if !self.has_camera(&tracks.camera) {
             return Vec::new();
         }
+        let mut out = Vec::new();
+        while let Some(&(after, next_id)) = self.restarts.get(self.next_restart) {
+            if tracks.ts_ns <= after {
+                break;
+            }
+            out.extend(self.restart(after, next_id));
+        }
+        if self.resumed_after.is_some_and(|a| tracks.ts_ns <= a) {
+            self.refused += 1;
+            return out;
+        }
         let mut ct = tracks.clone();
         if guard::clean_tracks(&mut ct.tracks, self.params.embedding_dim, &self.limits).is_err() {
             self.refused += 1;
-            return Vec::new();
+            return out;
         }
         let e = self.camera_ts.entry(ct.camera.clone()).or_insert(0);
         *e = (*e).max(ct.ts_ns);
         self.pending
             .insert((ct.ts_ns, ct.camera.clone(), ct.seq), ct);
-        match self.watermark() {
-            Some(mark) => self.run_cycles(mark),
-            None => Vec::new(),
+        if let Some(mark) = self.watermark() {
+            out.extend(self.run_cycles(mark, true));
         }
+        out
+    }
+
+    /// The live shard published its last cycle at `after` and started again
+    /// empty: the earlier incarnation's remaining cycles up to `after` (it
+    /// ran them, idle ones included, before it stopped), then a fresh
+    /// tracker that takes the held tracks newer than `after`.
+    fn restart(&mut self, after: u64, next_id: u64) -> Vec<Cycle> {
+        let out = if self.next_step_ns.is_some() {
+            self.run_cycles(after, false)
+        } else {
+            Vec::new()
+        };
+        let mut tracker =
+            SpatialTracker::new(&self.shard, self.params.clone(), self.geometry.clone());
+        tracker.set_next_id(next_id);
+        self.tracker = tracker;
+        self.pending.retain(|k, _| k.0 > after);
+        self.camera_ts.clear();
+        for ct in self.pending.values() {
+            let e = self.camera_ts.entry(ct.camera.clone()).or_insert(0);
+            *e = (*e).max(ct.ts_ns);
+        }
+        self.next_step_ns = None;
+        self.resumed_after = Some(after);
+        self.next_restart += 1;
+        out
     }
 
     /// The end of the window: the cycles up to the newest message, then what
@@ -112,7 +169,7 @@ impl ShardReplay {
         let Some(newest) = self.camera_ts.values().copied().max() else {
             return Vec::new();
         };
-        let out = self.run_cycles(newest);
+        let out = self.run_cycles(newest, true);
         self.ingest_until(None);
         out
     }
@@ -148,13 +205,15 @@ impl ShardReplay {
         }
     }
 
-    fn run_cycles(&mut self, mark: u64) -> Vec<Cycle> {
+    /// Runs every cycle up to `mark`; `catch_up` jumps over a long gap as
+    /// the live actor does.
+    fn run_cycles(&mut self, mark: u64, catch_up: bool) -> Vec<Cycle> {
         let interval = self.params.matching_interval_ms.max(1) * 1_000_000;
         let first_held = self.pending.first_key_value().map(|(k, _)| k.0);
         let next = *self
             .next_step_ns
             .get_or_insert_with(|| first_cycle(first_held, mark, interval));
-        let mut next = if mark.saturating_sub(next) > CATCH_UP_CYCLES * interval {
+        let mut next = if catch_up && mark.saturating_sub(next) > CATCH_UP_CYCLES * interval {
             (mark / interval) * interval
         } else {
             next
@@ -220,6 +279,7 @@ mod tests {
             SpatialParams::default(),
             vec![camera("a"), camera("b")],
             Limits::default(),
+            Vec::new(),
         );
         let mut out = Vec::new();
         for (c, i) in order {
@@ -263,6 +323,7 @@ mod tests {
             SpatialParams::default(),
             vec![camera("a"), camera("b")],
             Limits::default(),
+            Vec::new(),
         );
         let mut during = 0;
         for (k, (c, i)) in only_a.iter().enumerate() {

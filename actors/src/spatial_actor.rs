@@ -134,8 +134,11 @@ pub struct SpatialState {
 
 /// The first global id for a new incarnation of a shard: one past the
 /// highest id in its last stored `SpatialTracks` and `handoff` event, or 1.
+/// When an earlier incarnation published cycles, announces the restart
+/// (`shard_started` at its last cycle's time) so a replay resets there.
 async fn resume_global_id(js: &async_nats::jetstream::Context, shard: &str) -> u64 {
     let mut max = 0;
+    let mut last_cycle = None;
     if let Some(t) = bus::last_stored::<nvr_subjects::SpatialTracks>(
         js,
         streams::SPATIAL,
@@ -144,6 +147,7 @@ async fn resume_global_id(js: &async_nats::jetstream::Context, shard: &str) -> u
     .await
     {
         max = t.tracks.iter().map(|t| t.global_id).max().unwrap_or(0);
+        last_cycle = Some(t.ts_ns);
     }
     if let Some(e) = bus::last_stored::<nvr_subjects::Event>(
         js,
@@ -153,6 +157,16 @@ async fn resume_global_id(js: &async_nats::jetstream::Context, shard: &str) -> u
     .await
     {
         max = max.max(e.global_id.unwrap_or(0));
+    }
+    if let Some(ts_ns) = last_cycle {
+        let mut e = nvr_subjects::Event::new(nvr_subjects::event_kind::SHARD_STARTED, ts_ns);
+        e.shard = Some(shard.to_string());
+        e.global_id = Some(max + 1);
+        let kind = nvr_subjects::event_kind::SHARD_STARTED;
+        let id = format!("{shard}-{kind}-{ts_ns}");
+        if let Err(e) = bus::publish_js(js, subjects::events(kind, shard), &e, Some(&id)).await {
+            warn!(shard = %shard, "{e}");
+        }
     }
     max + 1
 }

@@ -76,15 +76,28 @@ pub struct TrackState {
     max_arrived_seq: u64,
 }
 
+/// Where a new incarnation of a camera's tracker starts.
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub struct Resume {
+    /// The first track id it gives.
+    pub next_id: u64,
+    /// `(seq, ts_ns)` of the last `CameraTracks` an earlier incarnation
+    /// published, if any.
+    pub after: Option<(u64, u64)>,
+}
+
 /// The first track id for a new incarnation of a camera's tracker: one past
 /// the highest id in the camera's last stored `CameraTracks` and its last
-/// `track_started` / `track_ended` events (ids only grow), or 1.
-pub async fn resume_track_id(js: &jetstream::Context, camera: &str) -> u64 {
+/// `track_started` / `track_ended` events (ids only grow), or 1; and the
+/// last stored `CameraTracks`.
+pub async fn resume_track_id(js: &jetstream::Context, camera: &str) -> Resume {
     let mut max = 0;
+    let mut after = None;
     if let Some(t) =
         bus::last_stored::<CameraTracks>(js, streams::TRACKS, &subjects::tracks(camera)).await
     {
         max = t.tracks.iter().map(|t| t.track_id).max().unwrap_or(0);
+        after = Some((t.seq, t.ts_ns));
     }
     for kind in [event_kind::TRACK_STARTED, event_kind::TRACK_ENDED] {
         if let Some(e) =
@@ -93,7 +106,33 @@ pub async fn resume_track_id(js: &jetstream::Context, camera: &str) -> u64 {
             max = max.max(e.track_id.unwrap_or(0));
         }
     }
-    max + 1
+    Resume {
+        next_id: max + 1,
+        after,
+    }
+}
+
+/// Announces a restart: `tracker_started` after the earlier incarnation's
+/// last published message, so a replay resets its tracker at that point.
+async fn announce_restart(js: &jetstream::Context, camera: &str, r: Resume) {
+    let Some((seq, ts_ns)) = r.after else {
+        return;
+    };
+    let mut e = Event::new(event_kind::TRACKER_STARTED, ts_ns);
+    e.camera = Some(camera.to_string());
+    e.track_id = Some(r.next_id);
+    e.seq = Some(seq);
+    let id = format!("{camera}-{}-{seq}", event_kind::TRACKER_STARTED);
+    if let Err(e) = bus::publish_js(
+        js,
+        subjects::events(event_kind::TRACKER_STARTED, camera),
+        &e,
+        Some(&id),
+    )
+    .await
+    {
+        warn!(camera = %camera, "{e}");
+    }
 }
 
 /// The track actor.
@@ -179,7 +218,9 @@ impl Actor for TrackActor {
             }
         });
         let window_ns = args.reorder_window_ms * 1_000_000;
-        let next_id = resume_track_id(&args.js, &args.camera).await;
+        let resume = resume_track_id(&args.js, &args.camera).await;
+        announce_restart(&args.js, &args.camera, resume).await;
+        let next_id = resume.next_id;
         if next_id > 1 {
             debug!(camera = %args.camera, next_id, "continuing track ids");
         }

@@ -74,7 +74,7 @@ FIXTURES = {
         "v": 1, "kind": "handoff", "ts_ns": TS, "shard": "floor1", "camera": None,
         "global_id": 12, "track_id": None, "from_camera": "cam1", "to_camera": "cam2",
         "gap_ms": 1500, "label": None, "score": None, "bbox": None, "floor": None,
-        "position_m": None, "duration_ms": None,
+        "position_m": None, "duration_ms": None, "seq": None,
     },
 }
 

@@ -239,6 +239,14 @@ pub mod event_kind {
     pub const GLOBAL_STARTED: &str = "global_started";
     /// A global identity expired.
     pub const GLOBAL_ENDED: &str = "global_ended";
+    /// A camera's tracker started again after an earlier incarnation had
+    /// published tracks: it starts empty, after `seq`, with track ids from
+    /// `track_id`. Replay resets its tracker at the same point.
+    pub const TRACKER_STARTED: &str = "tracker_started";
+    /// A spatial shard started again after an earlier incarnation had
+    /// published cycles up to `ts_ns`: it starts empty, with global ids from
+    /// `global_id`. Replay resets its shard at the same point.
+    pub const SHARD_STARTED: &str = "shard_started";
 }
 
 /// A lifecycle event, published on `nvr.events.<kind>.<scope>`.
@@ -290,6 +298,10 @@ pub struct Event {
     /// How long the track or identity existed, for `*_ended` events.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub duration_ms: Option<u64>,
+    /// `tracker_started`: the last camera `seq` the previous incarnation
+    /// published tracks for.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub seq: Option<u64>,
 }
 
 impl Event {
@@ -312,6 +324,7 @@ impl Event {
             floor: None,
             position_m: None,
             duration_ms: None,
+            seq: None,
         }
     }
 }
