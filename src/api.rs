@@ -619,6 +619,12 @@ async fn system_health(State(s): State<Arc<Shared>>) -> Response {
             "max_payload": info.max_payload,
             "streams": stream_states(&s.js).await,
             "mqtt_listen": (!s.config.nats.mqtt_listen.is_empty()).then(|| s.config.nats.mqtt_listen.clone()),
+            "snapshots": (s.config.nats.retention.snapshots_max_mb != 0).then(|| json!({
+                "stream": nvr_subjects::streams::SNAPSHOTS,
+                "stored": s.snapshots.stored.load(std::sync::atomic::Ordering::Relaxed),
+                "missed": s.snapshots.missed.load(std::sync::atomic::Ordering::Relaxed),
+                "failed": s.snapshots.failed.load(std::sync::atomic::Ordering::Relaxed),
+            })),
             "json_events": s.config.nats.json_events_on().then(|| json!({
                 "subjects": format!("{}.<kind>.<scope>", crate::events::JSON_PREFIX),
                 "mirrored": s.json_events.mirrored.load(std::sync::atomic::Ordering::Relaxed),

@@ -214,6 +214,9 @@ pub struct RetentionConfig {
     pub max_age_hours: f64,
     /// Byte limit per file-backed stream.
     pub max_bytes_mb: i64,
+    /// Byte limit of the event snapshots (frame JPEGs of `track_started`
+    /// events, `NVR_SNAPSHOTS`); the oldest go first.
+    pub snapshots_max_mb: i64,
 }
 
 impl Default for RetentionConfig {
@@ -223,6 +226,7 @@ impl Default for RetentionConfig {
             frames_per_camera: 50,
             max_age_hours: 24.0,
             max_bytes_mb: 1024,
+            snapshots_max_mb: 256,
         }
     }
 }

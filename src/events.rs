@@ -251,6 +251,9 @@ async fn read(
                 v["time"] = json!(rfc3339(e.ts_ns));
                 v["subject"] = json!(m.subject.as_str());
                 v["stream_seq"] = json!(seq);
+                if e.kind == nvr_subjects::event_kind::TRACK_STARTED && e.seq.is_some() {
+                    v["snapshot"] = json!(format!("/api/v1/events/{seq}/snapshot.jpg"));
+                }
                 out.push_back(v);
                 if out.len() > limit {
                     if after.is_some() {
@@ -268,9 +271,31 @@ async fn read(
     Ok((out.into(), scanned))
 }
 
+/// `GET /api/v1/events/<stream_seq>/snapshot.jpg`.
+async fn snapshot(
+    State(s): State<Arc<Shared>>,
+    axum::extract::Path(seq): axum::extract::Path<String>,
+) -> Response {
+    let Ok(seq) = seq.parse::<u64>() else {
+        return bad_request(format!(
+            "event id {seq:?}: not a number (the stream_seq of GET /api/v1/events)"
+        ));
+    };
+    match crate::snapshots::serve(&s.js, seq).await {
+        Ok(jpeg) => ([(axum::http::header::CONTENT_TYPE, "image/jpeg")], jpeg).into_response(),
+        Err((code, why)) => (
+            StatusCode::from_u16(code).unwrap_or(StatusCode::NOT_FOUND),
+            Json(json!({ "error": why })),
+        )
+            .into_response(),
+    }
+}
+
 /// The events routes, merged into the API router.
 pub fn routes() -> Router<Arc<Shared>> {
-    Router::new().route("/api/v1/events", get(events))
+    Router::new()
+        .route("/api/v1/events", get(events))
+        .route("/api/v1/events/{seq}/snapshot.jpg", get(snapshot))
 }
 
 #[cfg(test)]

@@ -26,6 +26,7 @@ mod roles;
 mod sampler;
 mod scaling;
 mod sim;
+mod snapshots;
 mod supervisor;
 mod tail;
 mod web;

@@ -561,6 +561,11 @@ pub fn retention(cfg: &Config) -> RetentionSettings {
         } else {
             r.max_bytes_mb.saturating_mul(1024 * 1024)
         },
+        snapshots_max_bytes: if r.snapshots_max_mb < 0 {
+            -1
+        } else {
+            r.snapshots_max_mb.saturating_mul(1024 * 1024)
+        },
         replicas: cfg.nats.replicas,
     }
 }
@@ -630,6 +635,9 @@ fn stream_description(name: &str) -> Option<&'static str> {
         spec::SPATIAL => "nvr global floor tracks per spatial shard (MessagePack SpatialTracks)",
         spec::EVENTS => {
             "nvr events (MessagePack Event): track and global starts and ends, handoffs"
+        }
+        spec::SNAPSHOTS => {
+            "nvr event snapshots: JPEG of the frame a track_started event refers to, per camera and seq"
         }
         _ => return None,
     })

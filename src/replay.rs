@@ -222,8 +222,13 @@ impl CameraReplay {
                 height: det.height,
                 tracks: o.published(),
             };
-            let events =
-                nvr_actors::track_actor::track_events(&det.camera, det.ts_ns, &o, &tracks.tracks);
+            let events = nvr_actors::track_actor::track_events(
+                &det.camera,
+                det.seq,
+                det.ts_ns,
+                &o,
+                &tracks.tracks,
+            );
             out.push(Output::Tracks(tracks));
             out.extend(events.into_iter().map(|e| Output::Event {
                 scope: det.camera.clone(),

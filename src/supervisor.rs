@@ -250,6 +250,8 @@ pub struct Shared {
     pub latest: Arc<crate::latest::LatestFrames>,
     /// Counters of the JSON event mirror (`nats.json_events`).
     pub json_events: Arc<crate::events::MirrorCounts>,
+    /// Counters of the event snapshots (`nats.retention.snapshots_max_mb`).
+    pub snapshots: Arc<crate::snapshots::SnapshotCounts>,
 }
 
 /// Counts JetStream's max-deliveries advisories of the `detectors` consumer
@@ -487,6 +489,7 @@ async fn run_with_nats(
         drops: Default::default(),
         latest: crate::latest::LatestFrames::new(client.clone()),
         json_events: Default::default(),
+        snapshots: Default::default(),
     });
     // Stops after the actors, so their last events are mirrored too.
     let mirror_token = tokio_util::sync::CancellationToken::new();
@@ -495,6 +498,18 @@ async fn run_with_nats(
             crate::events::spawn_json_mirror(
                 client.clone(),
                 shared.json_events.clone(),
+                mirror_token.clone(),
+            )
+            .await?,
+        )
+    } else {
+        None
+    };
+    let snapshotter = if cfg.nats.retention.snapshots_max_mb != 0 {
+        Some(
+            crate::snapshots::spawn_snapshotter(
+                client.clone(),
+                shared.snapshots.clone(),
                 mirror_token.clone(),
             )
             .await?,
@@ -577,7 +592,7 @@ async fn run_with_nats(
     api_token.cancel();
     shutdown_supervisor(&sup, sup_handle).await;
     mirror_token.cancel();
-    if let Some(m) = json_mirror {
+    for m in [json_mirror, snapshotter].into_iter().flatten() {
         let _ = tokio::time::timeout(Duration::from_secs(1), m).await;
     }
     for r in responders {

@@ -178,3 +178,113 @@ async fn mqtt_clients_get_json_events_and_the_api_filters_them() {
     p.interrupt();
     assert_eq!(p.wait_exit(Duration::from_secs(15)), Some(0));
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_track_started_event_has_a_snapshot_of_its_frame_with_the_box() {
+    use nvr_actors::detect::image::{decode_jpeg, encode_jpeg, RgbImage};
+    let server = NatsServer::start();
+    let dir = tempfile::tempdir().expect("tempdir");
+    let api = free_port();
+    let cfg = write_config(dir.path(), &hall_config(&server.url, api, ""));
+    let mut p = NvrProcess::start(
+        &["run", "--config", cfg.to_str().expect("utf-8")],
+        dir.path(),
+        &[],
+    );
+    p.wait_for_log("nvr running", Duration::from_secs(60));
+    let js = async_nats::jetstream::new(server.client().await);
+    // A grey camera picture per frame, then the walker's detections of it.
+    let grey = RgbImage {
+        width: 640,
+        height: 480,
+        data: vec![128; 640 * 480 * 3],
+    };
+    let jpeg = encode_jpeg(&grey, 90).expect("jpeg");
+    for seq in 1..=15u64 {
+        let d = walker("hall", seq, 0.2 + 0.02 * seq as f32);
+        let f = nvr_subjects::Frame {
+            v: nvr_subjects::SCHEMA_VERSION,
+            camera: "hall".into(),
+            seq,
+            ts_ns: d.ts_ns,
+            width: 640,
+            height: 480,
+            encoding: nvr_subjects::FrameEncoding::Jpeg,
+            data: jpeg.clone(),
+            data_width: 0,
+            data_height: 0,
+        };
+        for (subject, body) in [
+            (
+                nvr_subjects::subjects::frames("hall"),
+                nvr_subjects::encode(&f).expect("encode"),
+            ),
+            (
+                nvr_subjects::subjects::detections("hall"),
+                nvr_subjects::encode(&d).expect("encode"),
+            ),
+        ] {
+            js.publish(subject, body.into())
+                .await
+                .expect("publish")
+                .await
+                .expect("ack");
+        }
+    }
+    let (_, doc) = eventually(Duration::from_secs(30), "a stored snapshot", || {
+        let (code, doc) = get_json(api, "/api/v1/system/health");
+        (code == 200 && doc["nats"]["snapshots"]["stored"].as_u64().unwrap_or(0) >= 1)
+            .then_some((code, doc))
+    });
+    assert_eq!(doc["nats"]["snapshots"]["failed"], 0, "{doc}");
+    let (code, doc) = get_json(api, "/api/v1/events?camera=hall&kind=track_started");
+    assert_eq!(code, 200, "{doc}");
+    let e = &doc["events"][0];
+    let url = e["snapshot"].as_str().expect("a snapshot link").to_string();
+    let (code, head, body) = http_get_bytes(api, &url);
+    assert_eq!(code, 200, "{head}");
+    assert!(head.to_ascii_lowercase().contains("image/jpeg"), "{head}");
+    let img = decode_jpeg(&body).expect("a JPEG");
+    assert_eq!((img.width, img.height), (640, 480));
+    // The event's box is drawn in its track's colour on the grey frame.
+    let bbox: Vec<f64> = e["bbox"]
+        .as_array()
+        .expect("bbox")
+        .iter()
+        .map(|v| v.as_f64().unwrap_or(0.0))
+        .collect();
+    let tid = e["track_id"].as_u64().expect("track id");
+    let want = nvr_actors::overlay::track_color(tid);
+    let (x, y) = (
+        (bbox[0] * 640.0) as usize + 1,
+        (bbox[3] * 480.0) as usize - 1,
+    );
+    let px = &img.data[(y * 640 + x) * 3..(y * 640 + x) * 3 + 3];
+    let near = |a: u8, b: u8| (a as i32 - b as i32).abs() < 60;
+    assert!(
+        px.iter().zip(want).all(|(a, b)| near(*a, b)),
+        "box edge pixel {px:?}, track colour {want:?}"
+    );
+    let inside = &img.data[((y - 40) * 640 + x + 10) * 3..((y - 40) * 640 + x + 10) * 3 + 3];
+    assert!(inside.iter().all(|v| near(*v, 128)), "{inside:?}");
+
+    // Other events have none, and say why; a bad id is a bad request.
+    let (_, doc) = get_json(api, "/api/v1/events?kind=global_started");
+    let gseq = doc["events"][0]["stream_seq"]
+        .as_u64()
+        .expect("a global_started event");
+    assert!(doc["events"][0]["snapshot"].is_null(), "{doc}");
+    let (code, doc) = get_json(api, &format!("/api/v1/events/{gseq}/snapshot.jpg"));
+    assert_eq!(code, 404, "{doc}");
+    assert!(
+        doc["error"]
+            .as_str()
+            .unwrap_or("")
+            .contains("only track_started"),
+        "{doc}"
+    );
+    let (code, _) = get_json(api, "/api/v1/events/latest/snapshot.jpg");
+    assert_eq!(code, 400);
+    p.interrupt();
+    assert_eq!(p.wait_exit(Duration::from_secs(15)), Some(0));
+}

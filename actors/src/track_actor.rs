@@ -331,6 +331,7 @@ impl Actor for TrackActor {
 /// what the track actor publishes, and what a replay reproduces.
 pub fn track_events(
     camera: &str,
+    seq: u64,
     ts_ns: u64,
     out: &crate::track::TrackerOutput,
     published: &[nvr_subjects::Track],
@@ -344,6 +345,10 @@ pub fn track_events(
             let mut ev = Event::new(kind, ts_ns);
             ev.camera = Some(camera.to_string());
             ev.track_id = Some(*tid);
+            if kind == event_kind::TRACK_STARTED {
+                // The frame it was confirmed on: its snapshot.
+                ev.seq = Some(seq);
+            }
             let seen = if kind == event_kind::TRACK_ENDED {
                 out.ended_tracks.iter().find(|t| t.track_id == *tid)
             } else {
@@ -422,7 +427,7 @@ async fn process(state: &mut TrackState, ready: Vec<(Detections, jetstream::Mess
             .await
             .map_err(|e| warn!(camera = %det.camera, "{e}"))
             .is_ok();
-        for ev in track_events(&det.camera, det.ts_ns, &out, &tracks.tracks) {
+        for ev in track_events(&det.camera, det.seq, det.ts_ns, &out, &tracks.tracks) {
             let tid = ev.track_id.unwrap_or(0);
             let eid = format!("{}-{}-{tid}", det.camera, ev.kind);
             ok &= bus::publish_js(js, subjects::events(&ev.kind, &det.camera), &ev, Some(&eid))

@@ -298,6 +298,8 @@ pub struct Event {
     /// How long the track or identity existed, for `*_ended` events.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub duration_ms: Option<u64>,
+    /// `track_started`: the camera `seq` of the frame the track was
+    /// confirmed on (its snapshot, `nvr.snapshots.<camera>.<seq>`);
     /// `tracker_started`: the last camera `seq` the previous incarnation
     /// published tracks for.
     #[serde(default, skip_serializing_if = "Option::is_none")]

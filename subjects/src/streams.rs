@@ -15,6 +15,8 @@ pub const TRACKS: &str = "NVR_TRACKS";
 pub const SPATIAL: &str = "NVR_SPATIAL";
 /// Stream of events.
 pub const EVENTS: &str = "NVR_EVENTS";
+/// Stream of event snapshots (frame JPEGs), bounded by its own byte cap.
+pub const SNAPSHOTS: &str = "NVR_SNAPSHOTS";
 
 /// The one durable pull consumer shared by every detector worker.
 pub const DETECTORS_CONSUMER: &str = "detectors";
@@ -82,6 +84,8 @@ pub struct RetentionSettings {
     pub max_age: Duration,
     /// Byte limit of each file-backed stream (-1 unlimited).
     pub max_bytes: i64,
+    /// Byte limit of `NVR_SNAPSHOTS` (-1 unlimited).
+    pub snapshots_max_bytes: i64,
     /// Replicas of every stream.
     pub replicas: usize,
 }
@@ -91,6 +95,7 @@ impl Default for RetentionSettings {
         RetentionSettings {
             frames_max_age: Duration::from_secs(10),
             frames_per_camera: 50,
+            snapshots_max_bytes: 256 * 1024 * 1024,
             max_age: Duration::from_secs(24 * 3600),
             max_bytes: 1 << 30,
             replicas: 1,
@@ -129,6 +134,11 @@ pub fn all_streams(r: &RetentionSettings) -> Vec<StreamSpec> {
         limits(TRACKS, crate::subjects::all::TRACKS),
         limits(SPATIAL, crate::subjects::all::SPATIAL),
         limits(EVENTS, crate::subjects::all::EVENTS),
+        StreamSpec {
+            max_bytes: r.snapshots_max_bytes,
+            max_msgs_per_subject: 1,
+            ..limits(SNAPSHOTS, crate::subjects::all::SNAPSHOTS)
+        },
     ]
 }
 

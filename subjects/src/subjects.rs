@@ -66,6 +66,12 @@ pub fn spatial_tracks(shard: &str) -> String {
     format!("{PREFIX}.spatial.{shard}.tracks")
 }
 
+/// `nvr.snapshots.<camera>.<seq>`: the JPEG of the frame a `track_started`
+/// event refers to.
+pub fn snapshot(camera: &str, seq: u64) -> String {
+    format!("{PREFIX}.snapshots.{camera}.{seq}")
+}
+
 /// `nvr.events.<kind>.<scope>`; the scope is a camera id or a shard name.
 pub fn events(kind: &str, scope: &str) -> String {
     format!("{PREFIX}.events.{kind}.{scope}")
@@ -83,6 +89,8 @@ pub mod all {
     pub const SPATIAL: &str = "nvr.spatial.*.tracks";
     /// Every event subject.
     pub const EVENTS: &str = "nvr.events.>";
+    /// Event snapshots (JPEG).
+    pub const SNAPSHOTS: &str = "nvr.snapshots.>";
 }
 
 /// Which message a concrete subject carries.
