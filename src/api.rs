@@ -509,6 +509,7 @@ async fn stream_states(js: &async_nats::jetstream::Context) -> Value {
             streams::TRACKS,
             streams::SPATIAL,
             streams::EVENTS,
+            streams::SNAPSHOTS,
         ] {
             let Ok(mut st) = js.get_stream(name).await else {
                 continue;

@@ -168,7 +168,12 @@ async fn streams_created_once_and_unchanged_on_restart() {
         dinfo.config.storage,
         async_nats::jetstream::stream::StorageType::File
     );
-    for s in [streams::TRACKS, streams::SPATIAL, streams::EVENTS] {
+    for s in [
+        streams::TRACKS,
+        streams::SPATIAL,
+        streams::EVENTS,
+        streams::SNAPSHOTS,
+    ] {
         js.get_stream(s)
             .await
             .unwrap_or_else(|e| panic!("{s}: {e}"));
@@ -184,7 +189,7 @@ async fn streams_created_once_and_unchanged_on_restart() {
     let mut p = NvrProcess::start(&args, dir.path(), &[]);
     p.wait_for_log("nvr running", Duration::from_secs(30));
     let unchanged = p.seen.iter().filter(|l| l.contains("Unchanged")).count();
-    assert_eq!(unchanged, 5, "{:?}", p.seen);
+    assert_eq!(unchanged, 6, "{:?}", p.seen);
     let again = frames.info().await.unwrap().clone();
     assert_eq!(again.config, info.config);
     p.interrupt();
@@ -243,6 +248,7 @@ fn run_with_shipped_config_embeds_nats_and_stops_cleanly() {
         "NVR_TRACKS",
         "NVR_SPATIAL",
         "NVR_EVENTS",
+        "NVR_SNAPSHOTS",
     ] {
         let st = &v["nats"]["streams"][name];
         assert!(

@@ -175,7 +175,9 @@ mod tests {
     #[test]
     fn frames_stream_is_a_bounded_work_queue_in_memory() {
         let s = all_streams(&RetentionSettings::default());
-        assert_eq!(s.len(), 5);
+        assert_eq!(s.len(), 6);
+        assert_eq!(s[5].name, SNAPSHOTS);
+        assert_eq!(s[5].max_msgs_per_subject, 1);
         let f = &s[0];
         assert_eq!(f.name, FRAMES);
         assert_eq!(f.retention, Retention::WorkQueue);
