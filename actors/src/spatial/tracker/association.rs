@@ -151,6 +151,7 @@ impl SpatialTracker {
             ),
             None => ([0.0, 0.0], String::new(), None, 0.0, ts_ns),
         };
+        let (foot, height) = self.box_foot_px(k);
         self.globals.insert(
             gid,
             Global {
@@ -174,6 +175,9 @@ impl SpatialTracker {
                 origin: pos,
                 max_disp: 0.0,
                 cams_seen: BTreeSet::from([k.0]),
+                cam_obs: BTreeMap::new(),
+                img_origin: (k.0, foot, height),
+                img_disp: 0.0,
             },
         );
         self.stats.total_tracks += 1;
@@ -189,6 +193,19 @@ impl SpatialTracker {
         e.track_id = Some(k.1);
         events.push(e);
         gid
+    }
+
+    /// Bottom centre and height (pixels) of source `k`'s latest box.
+    pub(super) fn box_foot_px(&self, k: SourceKey) -> ([f64; 2], f64) {
+        let (w, h) = self.cams[k.0]
+            .size
+            .map(|(w, h)| (w as f64, h as f64))
+            .unwrap_or((1.0, 1.0));
+        let b = self.sources.get(&k).map(|s| s.bbox).unwrap_or_default();
+        (
+            [(b[0] as f64 + b[2] as f64) * 0.5 * w, b[3] as f64 * h],
+            ((b[3] - b[1]) as f64 * h).max(1.0),
+        )
     }
 
     /// Whether identity `gid` was last seen by another camera than `cam`: only

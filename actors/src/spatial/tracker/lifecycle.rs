@@ -211,6 +211,7 @@ impl SpatialTracker {
             return;
         }
         let meas = [sum[0] / n, sum[1] / n];
+        let feet: Vec<([f64; 2], f64)> = keys.iter().map(|k| self.box_foot_px(*k)).collect();
         let Some(g) = self.globals.get_mut(&gid) else {
             return;
         };
@@ -247,6 +248,13 @@ impl SpatialTracker {
         g.obs_pos = g.pos;
         g.max_disp = g.max_disp.max(dist(g.pos, g.origin));
         g.cams_seen.extend(keys.iter().map(|k| k.0));
+        for (k, (foot, _)) in keys.iter().zip(&feet) {
+            *g.cam_obs.entry(k.0).or_insert(0) += 1;
+            if k.0 == g.img_origin.0 {
+                let d = dist(*foot, g.img_origin.1) / g.img_origin.2;
+                g.img_disp = g.img_disp.max(d);
+            }
+        }
         if let Some(c) = cam {
             if !keys.iter().any(|k| k.0 == g.last_camera) {
                 g.last_camera = c;
@@ -466,6 +474,10 @@ impl SpatialTracker {
                 ga.sources.extend(gb.sources.iter().copied());
                 ga.last_seen = ga.last_seen.max(gb.last_seen);
                 ga.cams_seen.extend(gb.cams_seen.iter().copied());
+                for (c, n) in &gb.cam_obs {
+                    *ga.cam_obs.entry(*c).or_insert(0) += n;
+                }
+                ga.img_disp = ga.img_disp.max(gb.img_disp);
                 for (c, v) in gb.cam_emb {
                     ga.cam_emb.entry(c).or_insert(v);
                 }

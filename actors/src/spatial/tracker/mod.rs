@@ -148,6 +148,8 @@ struct Source {
     /// companion (it would be a duplicate of the same person).
     prev_bound: Option<u64>,
     first_ts: u64,
+    /// Latest box, normalised 0..1 of the frame.
+    bbox: [f32; 4],
 }
 
 #[derive(Debug, Clone)]
@@ -187,6 +189,15 @@ struct Global {
     origin: [f64; 2],
     max_disp: f64,
     cams_seen: BTreeSet<usize>,
+    /// Observations per camera: a camera that saw it only a few times (a
+    /// passer-by's track bound to it briefly) does not make it a person.
+    cam_obs: BTreeMap<usize, u32>,
+    /// Camera, box bottom centre (pixels) and box height (pixels) of the
+    /// first observation, and the farthest the box has moved from there on
+    /// that camera since, in box heights: far from a camera a fixed false
+    /// detection's floor position jitters by metres, its box does not.
+    img_origin: (usize, [f64; 2], f64),
+    img_disp: f64,
 }
 
 /// Cross-camera tracker of one shard.
@@ -206,12 +217,25 @@ pub struct SpatialTracker {
     merge_counts: BTreeMap<(u64, u64), u32>,
     /// How alike different people look to this shard's appearance model.
     impostors: appearance::Impostors,
+    /// Where identities were found `static` (camera, box bottom centre and
+    /// height in pixels, last time): a fixed false detection that flickers
+    /// comes back as a new identity at the same place, which is `static`
+    /// from the start rather than after `static_after_s` again.
+    static_spots: Vec<(usize, [f64; 2], f64, u64)>,
 }
 
 const GRID_CELL_M: f64 = 2.0;
 const NO_EDGE: f64 = 1.0e6;
 /// Highest speed (m/s) of the motion model.
 const MAX_SPEED_MPS: f64 = 3.0;
+/// An identity whose box has stayed within this many box heights of where
+/// it appeared counts as not moving (see `static_after_s`).
+const STATIC_IMG_DISP: f64 = 0.5;
+/// Observations by which a camera counts as having seen an identity, for
+/// the `static` test.
+const STATIC_MIN_OBS: u32 = 5;
+/// A place where nothing was `static` for this long is forgotten (ns).
+const STATIC_SPOT_TTL_NS: u64 = 120_000_000_000;
 /// Fraction of the image width and height kept as border by `in_view`.
 const VIEW_MARGIN: f64 = 0.01;
 /// Distance (metres) within which an observed identity may hide a coasting one.
@@ -279,6 +303,7 @@ impl SpatialTracker {
             updated: BTreeSet::new(),
             merge_counts: BTreeMap::new(),
             impostors: appearance::Impostors::default(),
+            static_spots: Vec::new(),
         }
     }
 
@@ -364,7 +389,9 @@ impl SpatialTracker {
                 bad_cycles: 0,
                 prev_bound: None,
                 first_ts: msg.ts_ns,
+                bbox: t.bbox,
             });
+            src.bbox = t.bbox;
             src.hits = t.hits;
             src.label.clone_from(&t.label);
             src.observed = t.state != TrackState::Lost;
@@ -465,6 +492,7 @@ impl SpatialTracker {
             ts_ns,
             tracks: self.published_tracks(ts_ns),
         };
+        self.remember_static_spots(&tracks.tracks, ts_ns);
         let count = |s: SpatialState| tracks.tracks.iter().filter(|t| t.state == s).count();
         self.stats.active_tracks = count(SpatialState::Observed) + count(SpatialState::Coasting);
         self.stats.static_tracks = count(SpatialState::Static);

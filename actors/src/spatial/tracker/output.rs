@@ -6,7 +6,10 @@ use std::collections::{BTreeMap, BTreeSet};
 use nvr_subjects::{SpatialState, SpatialTrack, TrackSource};
 
 use super::grid::dist;
-use super::{Global, SpatialTracker, OCCLUDER_M, SEEN_NOW_NS, VIEW_MARGIN};
+use super::{
+    Global, SpatialTracker, OCCLUDER_M, SEEN_NOW_NS, STATIC_IMG_DISP, STATIC_MIN_OBS,
+    STATIC_SPOT_TTL_NS, VIEW_MARGIN,
+};
 
 impl SpatialTracker {
     /// What a cycle publishes: every identity seen within `max_gap_seconds`
@@ -32,6 +35,13 @@ impl SpatialTracker {
                     }
                 }
                 continue;
+            }
+            // A fixed false detection that flickers stays what it is.
+            if let Some(g) = self.globals.get(&t.global_id) {
+                if t.last_seen_ns + 2 * interval > ts_ns && self.is_static(g, ts_ns) {
+                    t.state = SpatialState::Static;
+                    continue;
+                }
             }
             match coasting.get(&t.global_id) {
                 Some(p) => {
@@ -81,13 +91,57 @@ impl SpatialTracker {
     /// by one camera only although another camera looks at that place (a
     /// person standing there would be seen by both; one standing where a
     /// single camera looks stays a person).
+    ///
+    /// Not moving: within `static_m` on the floor, or, on its camera's
+    /// image, within [`STATIC_IMG_DISP`] box heights (far from a camera the
+    /// floor position of a fixed box jitters by metres). Seen by: cameras
+    /// with at least [`STATIC_MIN_OBS`] observations of it.
     fn is_static(&self, g: &Global, ts_ns: u64) -> bool {
         let after = self.params.static_after_s;
-        after > 0.0
-            && g.cams_seen.len() <= 1
-            && g.max_disp <= self.params.static_m
-            && ts_ns.saturating_sub(g.born_ts) as f64 / 1e9 >= after
-            && self.in_view_except(g.floor_idx, g.pos, &g.cams_seen)
+        if after <= 0.0
+            || ((ts_ns.saturating_sub(g.born_ts) as f64 / 1e9) < after && !self.at_static_spot(g))
+        {
+            return false;
+        }
+        let seen_by: BTreeSet<usize> = g
+            .cam_obs
+            .iter()
+            .filter(|(_, n)| **n >= STATIC_MIN_OBS)
+            .map(|(c, _)| *c)
+            .collect();
+        seen_by.len() <= 1
+            && (g.max_disp <= self.params.static_m || g.img_disp <= STATIC_IMG_DISP)
+            && self.in_view_except(g.floor_idx, g.pos, &seen_by)
+    }
+
+    /// Whether `g` appeared where an identity was `static` before (same
+    /// camera, within [`STATIC_IMG_DISP`] box heights).
+    fn at_static_spot(&self, g: &Global) -> bool {
+        let (cam, foot, _) = g.img_origin;
+        self.static_spots
+            .iter()
+            .any(|(c, p, h, _)| *c == cam && dist(*p, foot) / h <= STATIC_IMG_DISP)
+    }
+
+    /// Keeps the places of this cycle's `static` identities; forgets those
+    /// unused for [`STATIC_SPOT_TTL_NS`].
+    pub(super) fn remember_static_spots(&mut self, tracks: &[SpatialTrack], ts_ns: u64) {
+        for t in tracks.iter().filter(|t| t.state == SpatialState::Static) {
+            let Some(g) = self.globals.get(&t.global_id) else {
+                continue;
+            };
+            let (cam, foot, h) = g.img_origin;
+            match self
+                .static_spots
+                .iter_mut()
+                .find(|(c, p, sh, _)| *c == cam && dist(*p, foot) / sh <= STATIC_IMG_DISP)
+            {
+                Some(s) => s.3 = ts_ns,
+                None => self.static_spots.push((cam, foot, h, ts_ns)),
+            }
+        }
+        self.static_spots
+            .retain(|s| ts_ns.saturating_sub(s.3) <= STATIC_SPOT_TTL_NS);
     }
 
     /// Whether floor point `p` of floor `floor_idx` lies inside the image of

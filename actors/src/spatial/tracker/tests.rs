@@ -738,3 +738,93 @@ fn a_new_camera_track_is_compared_with_its_own_cameras_view() {
         "looks only as camera b saw it: a new identity ({a}, {b})"
     );
 }
+
+/// A tall box (300 px) whose bottom centre is floor point (x, y) of camera
+/// `ox`.
+fn tall(id: u64, ox: f64, x: f64, y: f64) -> Track {
+    let mut t = track(id, ox, x, y, None);
+    t.bbox[1] = (((y * PX) - 300.0) / 720.0) as f32;
+    t
+}
+
+#[test]
+fn a_fixed_false_detection_is_static_even_when_its_floor_position_jitters_and_when_it_comes_back() {
+    // Camera a alone sees a fixed box at floor (10, 5), where camera b also
+    // looks: a person there would be seen by both. Its box bottom jumps by
+    // 1.2 m on the floor (the far-field jitter of a box of 300 px, well under
+    // half its height), more than `static_m`.
+    let mut st = SpatialTracker::new(
+        "s",
+        SpatialParams::default(),
+        vec![cam("a", 0.0), cam("b", 8.0)],
+    );
+    let state_of = |out: &StepOutput| {
+        out.tracks
+            .tracks
+            .iter()
+            .find(|t| t.last_seen_ns + 3 * DT > out.tracks.ts_ns)
+            .map(|t| (t.global_id, t.state))
+    };
+    let mut first = None;
+    let mut last = None;
+    for i in 0..150u64 {
+        let ts = T0 + i * DT;
+        let y = if i % 2 == 0 { 5.0 } else { 6.2 };
+        st.ingest(&msg("a", ts, vec![tall(1, 0.0, 10.0, y)]))
+            .unwrap();
+        st.ingest(&msg("b", ts, vec![])).unwrap();
+        let out = st.step(ts);
+        if i == 20 {
+            first = state_of(&out);
+        }
+        last = state_of(&out);
+    }
+    assert_eq!(first.map(|s| s.1), Some(SpatialState::Observed), "young");
+    let (gid, state) = last.expect("the box's identity");
+    assert_eq!(state, SpatialState::Static, "after static_after_s");
+    // It flickers off for 3 s (its camera track ends) and comes back as a
+    // new camera track: static at once, at the place it was static before.
+    let mut back = None;
+    for i in 150..200u64 {
+        let ts = T0 + i * DT;
+        let tracks = if i < 180 {
+            vec![]
+        } else {
+            vec![tall(2, 0.0, 10.0, 5.0)]
+        };
+        st.ingest(&msg("a", ts, tracks)).unwrap();
+        st.ingest(&msg("b", ts, vec![])).unwrap();
+        let out = st.step(ts);
+        if i == 185 {
+            back = state_of(&out);
+        }
+    }
+    let (gid2, state2) = back.expect("the box again");
+    assert_eq!(state2, SpatialState::Static, "identity {gid2} (was {gid})");
+}
+
+#[test]
+fn a_person_walking_where_only_one_camera_sees_them_is_never_static() {
+    let mut st = SpatialTracker::new(
+        "s",
+        SpatialParams::default(),
+        vec![cam("a", 0.0), cam("b", 8.0)],
+    );
+    for i in 0..150u64 {
+        let ts = T0 + i * DT;
+        // Slowly, 0.3 m/s, inside b's view too but missed by b.
+        let x = 8.5 + 0.03 * i as f64;
+        st.ingest(&msg("a", ts, vec![tall(1, 0.0, x, 5.0)]))
+            .unwrap();
+        st.ingest(&msg("b", ts, vec![])).unwrap();
+        let out = st.step(ts);
+        assert!(
+            out.tracks
+                .tracks
+                .iter()
+                .all(|t| t.state != SpatialState::Static),
+            "cycle {i}: {:?}",
+            out.tracks.tracks
+        );
+    }
+}
