@@ -885,7 +885,11 @@ pub async fn run_spatial_node(loaded: config::Loaded) -> Result<ExitCode> {
         )
         .route(
             "/tracks",
-            get(|State(n): State<Arc<SpatialNode>>| async move { Json(n.status(true).tracks) }),
+            get(|State(n): State<Arc<SpatialNode>>| async move {
+                // The shape of `GET /api/v1/spatial/tracks`.
+                let tracks = n.status(true).tracks;
+                Json(serde_json::json!({ "count": tracks.len(), "tracks": tracks }))
+            }),
         )
         .route(
             "/metrics",

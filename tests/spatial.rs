@@ -165,9 +165,13 @@ async fn two_spatial_shards_are_summed_by_the_main_api() {
     let list = tracks["tracks"].as_array().expect("tracks list");
     let mut node_total = 0;
     for (_, _, port, _) in &nodes {
-        node_total += get_json(*port, "/tracks")
-            .and_then(|v| v.as_array().map(Vec::len))
-            .expect("node tracks");
+        let v = get_json(*port, "/tracks").expect("node tracks");
+        let n = v["tracks"]
+            .as_array()
+            .map(Vec::len)
+            .expect("node tracks list");
+        assert_eq!(v["count"], n, "the API's shape: {v}");
+        node_total += n;
     }
     assert!(!list.is_empty(), "{tracks}");
     assert_eq!(list.len(), node_total, "{tracks}");
