@@ -273,14 +273,18 @@ mod tests {
         }
     }
 
-    fn replay(order: &[(&str, u64)]) -> Vec<Cycle> {
-        let mut r = ShardReplay::new(
+    fn two_cameras() -> ShardReplay {
+        ShardReplay::new(
             "lobby",
             SpatialParams::default(),
             vec![camera("a"), camera("b")],
             Limits::default(),
             Vec::new(),
-        );
+        )
+    }
+
+    fn replay(order: &[(&str, u64)]) -> Vec<Cycle> {
+        let mut r = two_cameras();
         let mut out = Vec::new();
         for (c, i) in order {
             out.extend(r.push(&tracks(c, *i)));
@@ -318,13 +322,7 @@ mod tests {
     #[test]
     fn a_camera_that_never_sends_holds_the_cycles_back_only_up_to_the_hold() {
         let only_a: Vec<_> = (0..HOLD as u64 + 10).map(|i| ("a", i)).collect();
-        let mut r = ShardReplay::new(
-            "lobby",
-            SpatialParams::default(),
-            vec![camera("a"), camera("b")],
-            Limits::default(),
-            Vec::new(),
-        );
+        let mut r = two_cameras();
         let mut during = 0;
         for (k, (c, i)) in only_a.iter().enumerate() {
             let n = r.push(&tracks(c, *i)).len();

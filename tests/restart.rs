@@ -179,38 +179,6 @@ async fn a_second_tracker_of_the_same_camera_is_warned_about() {
     assert_eq!(main.wait_exit(Duration::from_secs(10)), Some(0));
 }
 
-/// Every payload stored on `filter` in `stream`, in stream order.
-async fn stored(js: &jetstream::Context, stream: &str, filter: String) -> Vec<Vec<u8>> {
-    use jetstream::consumer::{pull, AckPolicy, DeliverPolicy};
-    let stream = js.get_stream(stream).await.expect("stream");
-    let mut consumer = stream
-        .create_consumer(pull::Config {
-            filter_subject: filter,
-            deliver_policy: DeliverPolicy::All,
-            ack_policy: AckPolicy::None,
-            ..Default::default()
-        })
-        .await
-        .expect("consumer");
-    let n = consumer.info().await.expect("consumer info").num_pending as usize;
-    let mut out = Vec::with_capacity(n);
-    if n == 0 {
-        return out;
-    }
-    let mut msgs = consumer.messages().await.expect("messages");
-    let _ = tokio::time::timeout(Duration::from_secs(10), async {
-        while out.len() < n {
-            match msgs.next().await {
-                Some(Ok(m)) => out.push(m.payload.to_vec()),
-                _ => break,
-            }
-        }
-    })
-    .await;
-    assert_eq!(out.len(), n, "stored messages read");
-    out
-}
-
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_replay_spanning_a_restart_equals_what_was_published() {
     let server = NatsServer::start();
@@ -223,14 +191,15 @@ async fn a_replay_spanning_a_restart_equals_what_was_published() {
     let (t2, g2) = incarnation(&server, &cfg, dir.path(), 31..=60).await;
     assert!(t2 > t1 && g2 > g1, "ids continue: {t1} {t2} {g1} {g2}");
     let js = jetstream::new(server.client().await);
-    let live_tracks = stored(&js, nvr_subjects::streams::TRACKS, subjects::tracks("hall")).await;
-    let live_spatial = stored(
+    let live_tracks =
+        stored_payloads(&js, nvr_subjects::streams::TRACKS, subjects::tracks("hall")).await;
+    let live_spatial = stored_payloads(
         &js,
         nvr_subjects::streams::SPATIAL,
         subjects::spatial_tracks("lobby"),
     )
     .await;
-    let restarts = stored(
+    let restarts = stored_payloads(
         &js,
         nvr_subjects::streams::EVENTS,
         "nvr.events.>".to_string(),
@@ -261,11 +230,7 @@ async fn a_replay_spanning_a_restart_equals_what_was_published() {
     );
     assert_eq!(code, 0, "{err}");
     let (mut tracks, mut spatial) = (Vec::new(), Vec::new());
-    for l in text.lines() {
-        let b: Vec<u8> = (0..l.len())
-            .step_by(2)
-            .map(|i| u8::from_str_radix(&l[i..i + 2], 16).expect("hex"))
-            .collect();
+    for b in hex_lines(&text) {
         if decode::<SpatialTracks>(&b).is_ok() {
             spatial.push(b);
         } else {

@@ -394,41 +394,15 @@ async fn overlap_gives_one_identity_and_a_blind_gap_one_handoff() {
 
 /// Every handoff event stored in `NVR_EVENTS`.
 async fn stored_handoffs(js: &jetstream::Context) -> Vec<Event> {
-    use jetstream::consumer::{pull, AckPolicy, DeliverPolicy};
-    let stream = js
-        .get_stream(nvr_subjects::streams::EVENTS)
-        .await
-        .expect("events stream");
-    let mut consumer = stream
-        .create_consumer(pull::Config {
-            filter_subject: subjects::events(event_kind::HANDOFF, ">"),
-            deliver_policy: DeliverPolicy::All,
-            ack_policy: AckPolicy::None,
-            ..Default::default()
-        })
-        .await
-        .expect("consumer");
-    let n = consumer.info().await.expect("consumer info").num_pending as usize;
-    let mut out = Vec::with_capacity(n);
-    if n == 0 {
-        return out;
-    }
-    let mut msgs = consumer.messages().await.expect("messages");
-    let read = tokio::time::timeout(Duration::from_secs(10), async {
-        while out.len() < n {
-            match msgs.next().await {
-                Some(Ok(m)) => out.push(decode(&m.payload).expect("Event")),
-                _ => break,
-            }
-        }
-    })
-    .await;
-    assert!(
-        read.is_ok(),
-        "read {} of {n} stored handoff events",
-        out.len()
-    );
-    out
+    stored_payloads(
+        js,
+        nvr_subjects::streams::EVENTS,
+        subjects::events(event_kind::HANDOFF, ">"),
+    )
+    .await
+    .iter()
+    .map(|b| decode(b).expect("Event"))
+    .collect()
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -640,14 +614,8 @@ async fn spatial_output(paced: bool) -> (Vec<Vec<u8>>, Vec<Vec<u8>>) {
         &[],
     );
     assert_eq!(code, 0, "{err}");
-    let replayed: Vec<Vec<u8>> = text
-        .lines()
-        .map(|l| {
-            (0..l.len())
-                .step_by(2)
-                .map(|i| u8::from_str_radix(&l[i..i + 2], 16).expect("hex"))
-                .collect::<Vec<u8>>()
-        })
+    let replayed: Vec<Vec<u8>> = hex_lines(&text)
+        .into_iter()
         .filter(|b| decode::<SpatialTracks>(b).is_ok())
         .collect();
     (out, replayed)

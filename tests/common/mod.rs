@@ -467,3 +467,52 @@ pub fn promtool_check(scrape: &str) {
         String::from_utf8_lossy(&out.stderr)
     );
 }
+
+/// Every payload stored on `filter` in `stream`, in stream order.
+pub async fn stored_payloads(
+    js: &async_nats::jetstream::Context,
+    stream: &str,
+    filter: String,
+) -> Vec<Vec<u8>> {
+    use async_nats::jetstream::consumer::{pull, AckPolicy, DeliverPolicy};
+    use futures::StreamExt;
+    let stream = js.get_stream(stream).await.expect("stream");
+    let mut consumer = stream
+        .create_consumer(pull::Config {
+            filter_subject: filter,
+            deliver_policy: DeliverPolicy::All,
+            ack_policy: AckPolicy::None,
+            ..Default::default()
+        })
+        .await
+        .expect("consumer");
+    let n = consumer.info().await.expect("consumer info").num_pending as usize;
+    let mut out = Vec::with_capacity(n);
+    if n == 0 {
+        return out;
+    }
+    let mut msgs = consumer.messages().await.expect("messages");
+    let _ = tokio::time::timeout(Duration::from_secs(10), async {
+        while out.len() < n {
+            match msgs.next().await {
+                Some(Ok(m)) => out.push(m.payload.to_vec()),
+                _ => break,
+            }
+        }
+    })
+    .await;
+    assert_eq!(out.len(), n, "stored messages read");
+    out
+}
+
+/// The lines of `nvr replay --hex` output as bytes.
+pub fn hex_lines(text: &str) -> Vec<Vec<u8>> {
+    text.lines()
+        .map(|l| {
+            (0..l.len())
+                .step_by(2)
+                .map(|i| u8::from_str_radix(&l[i..i + 2], 16).expect("hex"))
+                .collect()
+        })
+        .collect()
+}
