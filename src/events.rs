@@ -281,7 +281,7 @@ async fn snapshot(
             "event id {seq:?}: not a number (the stream_seq of GET /api/v1/events)"
         ));
     };
-    match crate::snapshots::serve(&s.js, seq).await {
+    match crate::snapshots::serve(&s.js, seq, s.config.limits.max_image_pixels).await {
         Ok(jpeg) => ([(axum::http::header::CONTENT_TYPE, "image/jpeg")], jpeg).into_response(),
         Err((code, why)) => (
             StatusCode::from_u16(code).unwrap_or(StatusCode::NOT_FOUND),

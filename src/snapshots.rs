@@ -21,6 +21,8 @@ use tracing::warn;
 const KEEP: usize = 25;
 /// How long an event waits for its frame to arrive.
 const WAIT: Duration = Duration::from_secs(5);
+/// Most events waiting for their frame at once (others count as missed).
+const MAX_WANTED: usize = 1000;
 
 /// Counters of the snapshotter.
 #[derive(Debug, Default)]
@@ -82,6 +84,7 @@ async fn store(
 /// Watches frames and `track_started` events until `token` is cancelled.
 pub async fn spawn_snapshotter(
     client: async_nats::Client,
+    cameras: Vec<String>,
     counts: Arc<SnapshotCounts>,
     token: tokio_util::sync::CancellationToken,
 ) -> anyhow::Result<tokio::task::JoinHandle<()>> {
@@ -99,6 +102,11 @@ pub async fn spawn_snapshotter(
                 _ = token.cancelled() => break,
                 m = frames.next() => {
                     let Some(m) = m else { break };
+                    // Only configured cameras: frames on made-up subjects
+                    // must not grow what is held.
+                    if !subjects::camera_of(&m.subject).is_some_and(|c| cameras.iter().any(|x| x == c)) {
+                        continue;
+                    }
                     let Some((camera, seq, jpeg)) = frame_jpeg(&m.payload) else {
                         counts.failed.fetch_add(1, Ordering::Relaxed);
                         continue;
@@ -127,7 +135,12 @@ pub async fn spawn_snapshotter(
                         .map(|(_, j)| j.clone());
                     match found {
                         Some(jpeg) => store(&js, &camera, seq, jpeg, &counts).await,
-                        None => wanted.push((camera, seq, Instant::now())),
+                        None if wanted.len() < MAX_WANTED => {
+                            wanted.push((camera, seq, Instant::now()));
+                        }
+                        None => {
+                            counts.missed.fetch_add(1, Ordering::Relaxed);
+                        }
                     }
                 }
                 _ = tick.tick() => {
@@ -142,7 +155,11 @@ pub async fn spawn_snapshotter(
 
 /// `GET /api/v1/events/<stream_seq>/snapshot.jpg`: the snapshot of a
 /// `track_started` event with its box drawn, or 404 saying why there is none.
-pub async fn serve(js: &jetstream::Context, event_seq: u64) -> Result<Vec<u8>, (u16, String)> {
+pub async fn serve(
+    js: &jetstream::Context,
+    event_seq: u64,
+    max_pixels: u64,
+) -> Result<Vec<u8>, (u16, String)> {
     let events = js
         .get_stream(nvr_subjects::streams::EVENTS)
         .await
@@ -192,13 +209,14 @@ pub async fn serve(js: &jetstream::Context, event_seq: u64) -> Result<Vec<u8>, (
                 ),
             )
         })?;
-    draw(&s.payload, &e).map_err(|why| (500, format!("snapshot of event {event_seq}: {why}")))
+    draw(&s.payload, &e, max_pixels)
+        .map_err(|why| (500, format!("snapshot of event {event_seq}: {why}")))
 }
 
 /// The JPEG with the event's box and label drawn.
-fn draw(jpeg: &[u8], e: &Event) -> Result<Vec<u8>, String> {
-    use nvr_actors::detect::image::{decode_jpeg, encode_jpeg};
-    let mut img = decode_jpeg(jpeg).map_err(|e| e.to_string())?;
+fn draw(jpeg: &[u8], e: &Event, max_pixels: u64) -> Result<Vec<u8>, String> {
+    use nvr_actors::detect::image::{decode_jpeg_limited, encode_jpeg};
+    let mut img = decode_jpeg_limited(jpeg, max_pixels).map_err(|e| e.to_string())?;
     if let Some(b) = e.bbox {
         let (w, h) = (img.width as f32, img.height as f32);
         let tid = e.track_id.unwrap_or(0);

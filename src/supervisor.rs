@@ -509,6 +509,7 @@ async fn run_with_nats(
         Some(
             crate::snapshots::spawn_snapshotter(
                 client.clone(),
+                cfg.cameras.iter().map(|c| c.id.clone()).collect(),
                 shared.snapshots.clone(),
                 mirror_token.clone(),
             )
