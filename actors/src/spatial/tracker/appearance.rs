@@ -110,13 +110,21 @@ impl SpatialTracker {
         if own < self.params.unbind_similarity {
             return true;
         }
-        if own >= self.params.swap_check_similarity {
+        // No other identity can beat `own` by `swap_margin` once `own` is
+        // within the margin of 1 (cosines are at most 1).
+        if own
+            >= self
+                .params
+                .swap_check_similarity
+                .min(1.0 - self.params.swap_margin)
+        {
             return false;
         }
-        // Only identities within the gate can pass the test below; the grid
-        // holds positions from before this cycle's updates, which move an
-        // identity by less than `GRID_SLACK_M`.
-        grid.query_near(
+        // Only identities within the gate and seen within `SWAP_RECENT_S`
+        // (the live grid) can pass the test below; the grid holds positions
+        // from before this cycle's updates, which move an identity by less
+        // than `GRID_SLACK_M`.
+        grid.live.query_near(
             self.cams[k.0].floor_idx,
             p,
             self.params.gate_m + GRID_SLACK_M,
@@ -129,20 +137,21 @@ impl SpatialTracker {
             let Some(o) = self.globals.get(other) else {
                 continue;
             };
-            if o.floor_idx != g.floor_idx || o.label != s.label {
-                continue;
-            }
-            let Some((theirs, _)) = self.similarity(o, k.0, Some(se)) else {
-                continue;
-            };
             // A camera tracker swaps two people who are both there: only an
             // identity seen within the last `SWAP_RECENT_S`, within the gate,
             // can be the one this camera track now shows (comparing with
             // every lost identity around would find a look-alike by chance).
             let gap_s = s.obs_ts.saturating_sub(o.last_seen) as f64 / 1e9;
-            if gap_s > SWAP_RECENT_S || dist(o.pos, p) > self.params.gate_m {
+            if gap_s > SWAP_RECENT_S
+                || dist(o.pos, p) > self.params.gate_m
+                || o.floor_idx != g.floor_idx
+                || o.label != s.label
+            {
                 continue;
             }
+            let Some((theirs, _)) = self.similarity(o, k.0, Some(se)) else {
+                continue;
+            };
             if theirs > own + self.params.swap_margin {
                 return true;
             }

@@ -1,6 +1,8 @@
 //! Floor geometry helpers: distances, the spatial hash that keeps gating
 //! local, and union-find for splitting an assignment into components.
 
+use std::collections::HashMap;
+
 use super::{SpatialTracker, LIVE_WINDOW_S, MAX_SPEED_MPS};
 
 pub(super) fn dist(a: [f64; 2], b: [f64; 2]) -> f64 {
@@ -18,12 +20,17 @@ pub(super) fn cell_of(p: [f64; 2], cell: f64) -> (i32, i32) {
 type CellKey = (usize, i32, i32);
 
 /// Identity positions bucketed by floor cell, kept as one vector sorted by
-/// cell and id: a query reads one contiguous run per row of cells (a binary
-/// search each), with no hashing; lookups return sorted ids.
+/// cell and id, with the range of each row of cells (floor and x) in a hash
+/// map: a query reads one contiguous run per row, found by a short binary
+/// search within the row; lookups return sorted ids.
 pub(super) struct Grid {
     pub(super) cell: f64,
     /// Cell, id and position of every identity, sorted by cell and id.
     entries: Vec<(CellKey, u64, [f64; 2])>,
+    /// Where each row of cells (floor, x) starts and ends in `entries`.
+    rows: HashMap<(usize, i32), (usize, usize)>,
+    /// Identities added after the build (few per cycle), scanned in full.
+    extra: Vec<(CellKey, u64, [f64; 2])>,
 }
 
 impl Grid {
@@ -40,15 +47,27 @@ impl Grid {
             })
             .collect();
         entries.sort_unstable_by_key(|e| (e.0, e.1));
-        Grid { cell, entries }
+        let mut rows: HashMap<(usize, i32), (usize, usize)> = HashMap::new();
+        let mut start = 0;
+        for i in 1..=entries.len() {
+            let row = |e: &(CellKey, u64, [f64; 2])| (e.0 .0, e.0 .1);
+            if i == entries.len() || row(&entries[i]) != row(&entries[start]) {
+                rows.insert(row(&entries[start]), (start, i));
+                start = i;
+            }
+        }
+        Grid {
+            cell,
+            entries,
+            rows,
+            extra: Vec::new(),
+        }
     }
 
-    /// Adds one identity (keeps the order).
+    /// Adds one identity.
     pub(super) fn insert(&mut self, floor: usize, p: [f64; 2], id: u64) {
         let (cx, cy) = cell_of(p, self.cell);
-        let key = ((floor, cx, cy), id);
-        let at = self.entries.partition_point(|x| (x.0, x.1) < key);
-        self.entries.insert(at, (key.0, id, p));
+        self.extra.push(((floor, cx, cy), id, p));
     }
 
     /// Ids in the cells that hold every point within `radius` of `p`
@@ -73,22 +92,37 @@ impl Grid {
         out: &mut Vec<u64>,
     ) {
         out.clear();
-        if self.entries.is_empty() {
-            return;
-        }
+        let near = |e: &(CellKey, u64, [f64; 2])| max_d.is_infinite() || dist(e.2, p) <= max_d;
         let (cx, cy) = cell_of(p, self.cell);
         let r = (radius / self.cell).ceil().min(1e6) as i32;
         let (y0, y1) = (cy.saturating_sub(r), cy.saturating_add(r));
-        for dx in -r..=r {
-            let x = cx.saturating_add(dx);
-            let lo = self.entries.partition_point(|e| e.0 < (floor, x, y0));
-            for e in &self.entries[lo..] {
-                if e.0 > (floor, x, y1) {
-                    break;
+        if !self.entries.is_empty() {
+            for dx in -r..=r {
+                let x = cx.saturating_add(dx);
+                let Some(&(a, b)) = self.rows.get(&(floor, x)) else {
+                    continue;
+                };
+                let row = &self.entries[a..b];
+                let lo = row.partition_point(|e| e.0 .2 < y0);
+                for e in &row[lo..] {
+                    if e.0 .2 > y1 {
+                        break;
+                    }
+                    if near(e) {
+                        out.push(e.1);
+                    }
                 }
-                if max_d.is_infinite() || dist(e.2, p) <= max_d {
-                    out.push(e.1);
-                }
+            }
+        }
+        for e in &self.extra {
+            let (f, x, y) = e.0;
+            if f == floor
+                && x >= cx.saturating_sub(r)
+                && x <= cx.saturating_add(r)
+                && (y0..=y1).contains(&y)
+                && near(e)
+            {
+                out.push(e.1);
             }
         }
         out.sort_unstable();
@@ -111,21 +145,6 @@ impl TwoGrids {
     pub(super) fn query(&mut self, floor: usize, p: [f64; 2], out: &mut Vec<u64>) {
         self.live.query(floor, p, self.r_live, out);
         self.lost.query(floor, p, self.r_lost, &mut self.tmp);
-        out.extend_from_slice(&self.tmp);
-        out.sort_unstable();
-        out.dedup();
-    }
-
-    /// Live and lost identities at most `radius` from `p`, sorted.
-    pub(super) fn query_near(
-        &mut self,
-        floor: usize,
-        p: [f64; 2],
-        radius: f64,
-        out: &mut Vec<u64>,
-    ) {
-        self.live.query_near(floor, p, radius, out);
-        self.lost.query_near(floor, p, radius, &mut self.tmp);
         out.extend_from_slice(&self.tmp);
         out.sort_unstable();
         out.dedup();

@@ -38,11 +38,13 @@ impl SpatialTracker {
     pub(super) fn update_bound(&mut self, ts_ns: u64) -> Vec<SourceKey> {
         let mut fresh_by_global: BTreeMap<u64, Vec<SourceKey>> = BTreeMap::new();
         let mut unbound: Vec<SourceKey> = Vec::new();
+        let mut jumped: Vec<(SourceKey, u64)> = Vec::new();
         for (k, s) in &self.sources {
             if !s.fresh || s.pos.is_none() {
                 continue;
             }
             match s.bound {
+                Some(gid) if s.jumped && self.globals.contains_key(&gid) => jumped.push((*k, gid)),
                 Some(gid) if self.globals.contains_key(&gid) => {
                     fresh_by_global.entry(gid).or_default().push(*k)
                 }
@@ -52,6 +54,21 @@ impl SpatialTracker {
                     }
                 }
             }
+        }
+        // A camera track whose box jumped now shows someone else: it leaves
+        // its identity at once (which is not moved by it) and is matched
+        // again like a new one.
+        for (k, gid) in jumped {
+            if let Some(s) = self.sources.get_mut(&k) {
+                s.bound = None;
+                s.prev_bound = Some(gid);
+                s.bad_cycles = 0;
+            }
+            if let Some(g) = self.globals.get_mut(&gid) {
+                g.sources.remove(&k);
+            }
+            self.stats.unbound_sources += 1;
+            unbound.push(k);
         }
         // Grid of identity positions before this cycle's updates, for the
         // appearance check of bound sources against nearby identities.
@@ -312,9 +329,14 @@ impl SpatialTracker {
                 g.emb_n = 0;
                 1.0
             };
-            let mut acc: Vec<f32> = match &g.emb {
-                Some(e) if prior => e.iter().map(|x| x * (1.0 - rate)).collect(),
-                _ => vec![0.0; d],
+            // Updated in place: this runs for every observed identity on
+            // every cycle.
+            let acc = match &mut g.emb {
+                Some(e) if prior => {
+                    e.iter_mut().for_each(|x| *x *= 1.0 - rate);
+                    e
+                }
+                slot => slot.insert(vec![0.0; d]),
             };
             let wgt = rate / fresh.len() as f32;
             for e in &fresh {
@@ -322,8 +344,7 @@ impl SpatialTracker {
                     *a += wgt * x;
                 }
             }
-            normalise(&mut acc);
-            g.emb = Some(acc);
+            normalise(acc);
             g.emb_n = g.emb_n.saturating_add(1);
         }
     }

@@ -103,15 +103,16 @@ impl SpatialTracker {
         {
             return false;
         }
+        if g.max_disp > self.params.static_m && g.img_disp > STATIC_IMG_DISP {
+            return false;
+        }
         let seen_by: BTreeSet<usize> = g
             .cam_obs
             .iter()
             .filter(|(_, n)| **n >= STATIC_MIN_OBS)
             .map(|(c, _)| *c)
             .collect();
-        seen_by.len() <= 1
-            && (g.max_disp <= self.params.static_m || g.img_disp <= STATIC_IMG_DISP)
-            && self.in_view_except(g.floor_idx, g.pos, &seen_by)
+        seen_by.len() <= 1 && self.in_view_except(g.floor_idx, g.pos, &seen_by)
     }
 
     /// Whether `g` appeared where an identity was `static` before (same

@@ -828,3 +828,64 @@ fn a_person_walking_where_only_one_camera_sees_them_is_never_static() {
         );
     }
 }
+
+#[test]
+fn box_jump_is_a_move_of_the_feet_or_the_size_not_a_walk_or_an_edge_cut() {
+    let b = |x: f32, bottom: f32, h: f32| [x - 0.02, bottom - h, x + 0.02, bottom];
+    let (w, h) = (1280.0, 720.0);
+    // A walk: 10 px of a 150 px box.
+    assert!(!box_jumped(b(0.5, 0.6, 0.2), b(0.505, 0.61, 0.2), w, h));
+    // Someone in front: the feet move by half a box height and the box grows.
+    assert!(box_jumped(b(0.5, 0.6, 0.2), b(0.5, 0.7, 0.27), w, h));
+    // The feet move by most of a box height.
+    assert!(box_jumped(b(0.5, 0.6, 0.2), b(0.5, 0.75, 0.2), w, h));
+    // Noisy boxes: the feet stay, the height changes by half; or the feet
+    // move by 40% of the height with the same size.
+    assert!(!box_jumped(b(0.5, 0.6, 0.2), b(0.5, 0.6, 0.3), w, h));
+    assert!(!box_jumped(b(0.5, 0.6, 0.2), b(0.5, 0.68, 0.2), w, h));
+    // Cut by the top edge of the frame: shrinks, feet stay.
+    assert!(!box_jumped(b(0.5, 0.3, 0.3), [0.48, 0.0, 0.52, 0.3], w, h));
+}
+
+#[test]
+fn a_camera_track_taken_over_by_someone_in_front_leaves_its_identity_at_once() {
+    // One camera. P walks right at y = 3, Q walks left at y = 4.6. At frame
+    // 20 the camera tracker moves P's track 1 to Q (Q's track 2 ends, P is
+    // hidden); at frame 25 P comes back as track 3. No embeddings: only
+    // the boxes tell. P and Q keep their identities and P's is never
+    // dragged to Q.
+    let mut st = SpatialTracker::new("s", SpatialParams::default(), vec![cam("a", 0.0)]);
+    let mut before = None;
+    for i in 0..40u64 {
+        let ts = T0 + i * DT;
+        let t = i as f64 * 0.1;
+        let (p, q) = ((4.0 + 0.5 * t, 3.0), (9.0 - 0.5 * t, 4.6));
+        // Q is nearer the camera: a box twice as tall.
+        let tracks = match i {
+            0..20 => vec![track(1, 0.0, p.0, p.1, None), tall(2, 0.0, q.0, q.1)],
+            20..25 => vec![tall(1, 0.0, q.0, q.1)],
+            _ => vec![tall(1, 0.0, q.0, q.1), track(3, 0.0, p.0, p.1, None)],
+        };
+        st.ingest(&msg("a", ts, tracks)).unwrap();
+        let out = st.step(ts + 50_000_000);
+        if (20..25).contains(&i) {
+            // P's identity is not where Q is.
+            let at_q = out
+                .tracks
+                .tracks
+                .iter()
+                .filter(|t| dist([t.x_m as f64, t.y_m as f64], [q.0, q.1]) < 0.5)
+                .count();
+            assert_eq!(at_q, 1, "frame {i}: {:?}", out.tracks.tracks);
+        }
+        let now = (id_near(&out, p.0, p.1), id_near(&out, q.0, q.1));
+        match i {
+            10 => before = Some(now),
+            35 => assert_eq!(Some(now), before, "frame {i}"),
+            _ => {}
+        }
+    }
+    let s = st.stats();
+    assert_eq!(s.total_tracks, 2, "{s:?}");
+    assert!(s.unbound_sources >= 1, "{s:?}");
+}
