@@ -38,13 +38,11 @@ impl SpatialTracker {
     pub(super) fn update_bound(&mut self, ts_ns: u64) -> Vec<SourceKey> {
         let mut fresh_by_global: BTreeMap<u64, Vec<SourceKey>> = BTreeMap::new();
         let mut unbound: Vec<SourceKey> = Vec::new();
-        let mut jumped: Vec<(SourceKey, u64)> = Vec::new();
         for (k, s) in &self.sources {
             if !s.fresh || s.pos.is_none() {
                 continue;
             }
             match s.bound {
-                Some(gid) if s.jumped && self.globals.contains_key(&gid) => jumped.push((*k, gid)),
                 Some(gid) if self.globals.contains_key(&gid) => {
                     fresh_by_global.entry(gid).or_default().push(*k)
                 }
@@ -54,21 +52,6 @@ impl SpatialTracker {
                     }
                 }
             }
-        }
-        // A camera track whose box jumped now shows someone else: it leaves
-        // its identity at once (which is not moved by it) and is matched
-        // again like a new one.
-        for (k, gid) in jumped {
-            if let Some(s) = self.sources.get_mut(&k) {
-                s.bound = None;
-                s.prev_bound = Some(gid);
-                s.bad_cycles = 0;
-            }
-            if let Some(g) = self.globals.get_mut(&gid) {
-                g.sources.remove(&k);
-            }
-            self.stats.unbound_sources += 1;
-            unbound.push(k);
         }
         // Grid of identity positions before this cycle's updates, for the
         // appearance check of bound sources against nearby identities.

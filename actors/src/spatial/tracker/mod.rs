@@ -150,13 +150,6 @@ struct Source {
     first_ts: u64,
     /// Latest box, normalised 0..1 of the frame.
     bbox: [f32; 4],
-    /// Box and message time of the latest confirmed observation: what the
-    /// next one is compared with to see the camera track jump.
-    obs_box: Option<([f32; 4], u64)>,
-    /// The latest observation's box is not where this camera track's
-    /// person can be (see [`box_jumped`]): the camera tracker moved the
-    /// track to someone else, typically a person walking in front.
-    jumped: bool,
 }
 
 #[derive(Debug, Clone)]
@@ -243,41 +236,6 @@ const STATIC_IMG_DISP: f64 = 0.5;
 const STATIC_MIN_OBS: u32 = 5;
 /// A place where nothing was `static` for this long is forgotten (ns).
 const STATIC_SPOT_TTL_NS: u64 = 120_000_000_000;
-/// Consecutive observations of a camera track at most this far apart (ns)
-/// are checked for a jump.
-const JUMP_WINDOW_NS: u64 = 600_000_000;
-/// A box whose bottom centre moved by more than this fraction of the taller
-/// box's height, and whose height changed by more than
-/// [`JUMP_HEIGHT_RATIO`], has jumped.
-const JUMP_FOOT_FRAC: f64 = 0.3;
-/// See [`JUMP_FOOT_FRAC`].
-const JUMP_HEIGHT_RATIO: f64 = 1.25;
-/// A box whose bottom centre moved by more than this fraction of the
-/// taller box's height has jumped, whatever its size.
-const JUMP_FOOT_FRAC_ALONE: f64 = 0.6;
-
-/// Whether a camera track's box `b` (normalised, frame `w` x `h` pixels)
-/// cannot show the person of its previous box `a` a moment earlier: its
-/// bottom centre moved by more than [`JUMP_FOOT_FRAC`] of the box height
-/// and its height changed by more than [`JUMP_HEIGHT_RATIO`] (neither box
-/// cut by the frame's top or bottom edge), or its bottom centre moved by
-/// more than [`JUMP_FOOT_FRAC_ALONE`]. A person walks a fifth of their
-/// height in 200 ms at most and keeps their size; a track taken over by
-/// someone walking in front moves to that person's feet and size at once.
-pub(super) fn box_jumped(a: [f32; 4], b: [f32; 4], w: f64, h: f64) -> bool {
-    let px = |v: [f32; 4]| {
-        (
-            [(v[0] as f64 + v[2] as f64) * 0.5 * w, v[3] as f64 * h],
-            ((v[3] - v[1]) as f64 * h).max(1.0),
-        )
-    };
-    let ((fa, ha), (fb, hb)) = (px(a), px(b));
-    let moved = grid::dist(fa, fb) / ha.max(hb);
-    let at_edge = |v: [f32; 4]| v[1] <= 0.01 || v[3] >= 0.99;
-    let resized = !at_edge(a) && !at_edge(b) && ha.max(hb) > JUMP_HEIGHT_RATIO * ha.min(hb);
-    moved > JUMP_FOOT_FRAC_ALONE || (moved > JUMP_FOOT_FRAC && resized)
-}
-
 /// Fraction of the image width and height kept as border by `in_view`.
 const VIEW_MARGIN: f64 = 0.01;
 /// Distance (metres) within which an observed identity may hide a coasting one.
@@ -432,8 +390,6 @@ impl SpatialTracker {
                 prev_bound: None,
                 first_ts: msg.ts_ns,
                 bbox: t.bbox,
-                obs_box: None,
-                jumped: false,
             });
             src.bbox = t.bbox;
             src.hits = t.hits;
@@ -456,10 +412,6 @@ impl SpatialTracker {
             }
             let hom = &self.cams[ci].geom.homography;
             if let Some(p) = foot::foot_point(hom, t.bbox, w, h, self.params.foot_offset_m) {
-                src.jumped |= src.obs_box.is_some_and(|(b, ts)| {
-                    msg.ts_ns.saturating_sub(ts) <= JUMP_WINDOW_NS && box_jumped(b, t.bbox, w, h)
-                });
-                src.obs_box = Some((t.bbox, msg.ts_ns));
                 src.pos = Some(p);
                 src.obs_ts = msg.ts_ns;
                 src.fresh = true;
@@ -510,7 +462,6 @@ impl SpatialTracker {
         self.stats.last_reid_ms = reid_started.elapsed().as_secs_f64() * 1e3;
         for s in self.sources.values_mut() {
             s.fresh = false;
-            s.jumped = false;
         }
 
         // Grid of the identities observed in this cycle.
