@@ -376,7 +376,10 @@ pub async fn detection_document_and_nodes(s: &Shared) -> (Value, Vec<status::Det
         "p50_latency_ms": round2(l.p50_ms),
         "p95_latency_ms": round2(l.p95_ms),
         "p99_latency_ms": round2(l.p99_ms),
-        "e2e_latency_ms": {"avg": round2(el.avg_ms), "p50": round2(el.p50_ms), "p99": round2(el.p99_ms)},
+        "e2e_avg_latency_ms": round2(el.avg_ms),
+        "e2e_p50_latency_ms": round2(el.p50_ms),
+        "e2e_p95_latency_ms": round2(el.p95_ms),
+        "e2e_p99_latency_ms": round2(el.p99_ms),
         "fps": round2(fps),
         "nodes": nodes.iter().map(|n| json!({
             "node": n.node, "backend": n.backend, "requested_backend": n.requested_backend,

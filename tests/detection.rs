@@ -220,6 +220,8 @@ async fn camera_on_real_footage_yields_people_and_a_bad_camera_is_isolated() {
         "p50_latency_ms",
         "p95_latency_ms",
         "p99_latency_ms",
+        "e2e_p50_latency_ms",
+        "e2e_p99_latency_ms",
         "fps",
     ] {
         assert!(st[k].is_number(), "{k} missing: {st}");

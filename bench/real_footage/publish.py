@@ -126,7 +126,7 @@ async def _session(nvr, nats_url, frames, period_ns, out_dir, tolerate_skips, lo
                         "processed": st.get("processed_count"),
                         "skipped": st.get("skipped_count"),
                         "queue_pending": st.get("queue_pending"),
-                        "e2e_p99_ms": (st.get("e2e_latency_ms") or {}).get("p99"),
+                        "e2e_p99_ms": st.get("e2e_p99_latency_ms"),
                     }
                 )
                 if bad and not tolerate_skips:

@@ -143,7 +143,8 @@ def score_run(run_dir):
     det = meta.get("detector_status") or {}
     out["session"]["detector"] = {
         k: det.get(k)
-        for k in ("processed_count", "skipped_count", "error_count", "refused", "e2e_latency_ms", "p50_latency_ms", "p99_latency_ms")
+        for k in ("processed_count", "skipped_count", "error_count", "refused", "e2e_p50_latency_ms", "e2e_p99_latency_ms",
+                  "p50_latency_ms", "p99_latency_ms")
     }
     shards = (meta.get("spatial_stats") or {}).get("shards") or []
     out["session"]["spatial_shards"] = [
