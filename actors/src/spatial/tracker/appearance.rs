@@ -5,7 +5,10 @@
 use std::collections::VecDeque;
 
 use super::grid::{dist, TwoGrids};
-use super::{CamState, Global, SourceKey, SpatialTracker, CAMERA_MEAN_PRIOR, CAMERA_MEAN_WINDOW};
+use super::{
+    CamState, Global, SourceKey, SpatialTracker, CAMERA_MEAN_PRIOR, CAMERA_MEAN_WINDOW,
+    LIVE_WINDOW_S,
+};
 
 pub(super) fn cosine(a: &[f32], b: &[f32]) -> f64 {
     if a.len() != b.len() {
@@ -160,8 +163,9 @@ impl SpatialTracker {
     }
 }
 
-/// Identities seen within this (s) count as present for the swap check.
-const SWAP_RECENT_S: f64 = 1.0;
+/// Identities seen within this (s) count as present for the swap check: the
+/// live grid (`identity_grid`), which is all the swap check searches.
+const SWAP_RECENT_S: f64 = LIVE_WINDOW_S * 0.5;
 /// How far (m) an identity may have moved since the grid was built, for the
 /// swap check's candidate search.
 const GRID_SLACK_M: f64 = 1.0;
