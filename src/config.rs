@@ -532,6 +532,7 @@ fn check_tuning(t: &SpatialTuning) -> Result<(), ConfigError> {
         ("swap_check_similarity", t.swap_check_similarity),
         ("swap_margin", t.swap_margin),
         ("merge_m", t.merge_m),
+        ("pair_m", t.pair_m),
         ("merge_similarity", t.merge_similarity),
         ("unbind_m", t.unbind_m),
         ("foot_offset_m", t.foot_offset_m),

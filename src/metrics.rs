@@ -344,6 +344,24 @@ pub fn spatial_shards(exp: &mut Exposition, nodes: &[SpatialNodeStatus]) {
             );
             c(
                 exp,
+                "nvr_spatial_identities_merged",
+                "Identities merged into an older one they coincided with",
+                sh.stats.merged,
+            );
+            c(
+                exp,
+                "nvr_spatial_sources_unbound",
+                "Camera tracks unbound from an identity they disagreed with",
+                sh.stats.unbound_sources,
+            );
+            c(
+                exp,
+                "nvr_spatial_sources_rebound",
+                "Camera tracks moved to the identity another camera gives at their floor point",
+                sh.stats.rebound_sources,
+            );
+            c(
+                exp,
                 "nvr_spatial_cycles",
                 "Matching cycles run",
                 sh.stats.cycles,

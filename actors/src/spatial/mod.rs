@@ -90,8 +90,15 @@ pub struct SpatialParams {
     /// Least cosine similarity of two coinciding identities for a merge, when
     /// both have embeddings.
     pub merge_similarity: f64,
-    /// Consecutive cycles before two coinciding identities are merged.
+    /// Consecutive cycles before two coinciding identities are merged (and
+    /// before a camera track joins the identity of a track it coincides
+    /// with, see `pair_m`).
     pub merge_cycles: u32,
+    /// Two camera tracks of different cameras closer than this (metres) on
+    /// the floor, with no other track of either camera near, are one person:
+    /// after `merge_cycles` cycles one joins the other's identity, where that
+    /// leaves each identity seen at most once by each camera. 0 disables.
+    pub pair_m: f64,
     /// Blind gaps shorter than this (ms) are bridged without the handoff
     /// similarity threshold.
     pub appearance_free_gap_ms: u64,
@@ -158,6 +165,7 @@ impl Default for SpatialParams {
             merge_m: 0.8,
             merge_similarity: 0.15,
             merge_cycles: 3,
+            pair_m: 0.25,
             appearance_free_gap_ms: 2_000,
             unbind_m: 1.5,
             unbind_cycles: 3,

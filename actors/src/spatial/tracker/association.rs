@@ -18,6 +18,15 @@ impl SpatialTracker {
             .any(|k| self.sources.get(k).is_some_and(|s| s.observed))
     }
 
+    /// Cameras with a currently observed source of `g`.
+    pub(super) fn live_cameras(&self, g: &Global) -> BTreeSet<usize> {
+        g.sources
+            .iter()
+            .filter(|k| self.sources.get(k).is_some_and(|s| s.observed))
+            .map(|k| k.0)
+            .collect()
+    }
+
     /// Association cost of source `k` to identity `gid`, or `None` when gated
     /// out. The flag says the refusal was on appearance alone.
     pub(super) fn cost(&self, k: SourceKey, gid: u64) -> (Option<f64>, bool) {

@@ -430,6 +430,10 @@ impl SpatialTracker {
                 {
                     continue;
                 }
+                // Disjoint cameras, counting the tracks a camera has lost
+                // but still holds: identities a little apart that each
+                // camera tracked on its own are two people more often than
+                // one (`reconcile_views` handles tracks that coincide).
                 let cams_a: BTreeSet<usize> = ga.sources.iter().map(|k| k.0).collect();
                 if gb.sources.iter().any(|k| cams_a.contains(&k.0)) {
                     continue;
@@ -462,37 +466,69 @@ impl SpatialTracker {
             .map(|(k, _)| *k)
             .collect();
         for (a, b) in ready {
-            if !self.globals.contains_key(&a) {
-                continue;
-            }
-            let Some(gb) = self.globals.remove(&b) else {
-                continue;
-            };
             self.merge_counts.remove(&(a, b));
-            for k in &gb.sources {
-                if let Some(s) = self.sources.get_mut(k) {
-                    s.bound = Some(a);
-                }
-            }
-            if let Some(ga) = self.globals.get_mut(&a) {
-                ga.sources.extend(gb.sources.iter().copied());
-                ga.last_seen = ga.last_seen.max(gb.last_seen);
-                ga.cams_seen.extend(gb.cams_seen.iter().copied());
-                for (c, n) in &gb.cam_obs {
-                    *ga.cam_obs.entry(*c).or_insert(0) += n;
-                }
-                ga.img_disp = ga.img_disp.max(gb.img_disp);
-                for (c, v) in gb.cam_emb {
-                    ga.cam_emb.entry(c).or_insert(v);
-                }
-                ga.max_disp = ga.max_disp.max(gb.max_disp).max(dist(gb.origin, ga.origin));
-                ga.born_ts = ga.born_ts.min(gb.born_ts);
-            }
-            self.stats.merged += 1;
-            let mut e = self.new_event(event_kind::GLOBAL_ENDED, ts_ns, b);
-            e.track_id = None;
-            events.push(e);
+            self.merge_into(a, b, ts_ns, events);
         }
+    }
+
+    /// Merges identity `b` into `a` (which keeps its id): `b`'s camera
+    /// tracks, history and appearance views join `a`, and `b` ends.
+    pub(super) fn merge_into(&mut self, a: u64, b: u64, ts_ns: u64, events: &mut Vec<Event>) {
+        if !self.globals.contains_key(&a) {
+            return;
+        }
+        let Some(gb) = self.globals.remove(&b) else {
+            return;
+        };
+        for k in &gb.sources {
+            if let Some(s) = self.sources.get_mut(k) {
+                s.bound = Some(a);
+            }
+        }
+        // Lost camera tracks of a camera the other identity sees live
+        // are superseded, as on a bind.
+        let live = {
+            let mut c = self.live_cameras(&gb);
+            c.extend(
+                self.globals
+                    .get(&a)
+                    .map(|g| self.live_cameras(g))
+                    .unwrap_or_default(),
+            );
+            c
+        };
+        let mut superseded = Vec::new();
+        if let Some(ga) = self.globals.get_mut(&a) {
+            ga.sources.extend(gb.sources.iter().copied());
+            for k in ga.sources.iter() {
+                if live.contains(&k.0) && !self.sources.get(k).is_some_and(|s| s.observed) {
+                    superseded.push(*k);
+                }
+            }
+            for k in &superseded {
+                ga.sources.remove(k);
+            }
+            ga.last_seen = ga.last_seen.max(gb.last_seen);
+            ga.cams_seen.extend(gb.cams_seen.iter().copied());
+            for (c, n) in &gb.cam_obs {
+                *ga.cam_obs.entry(*c).or_insert(0) += n;
+            }
+            ga.img_disp = ga.img_disp.max(gb.img_disp);
+            for (c, v) in gb.cam_emb {
+                ga.cam_emb.entry(c).or_insert(v);
+            }
+            ga.max_disp = ga.max_disp.max(gb.max_disp).max(dist(gb.origin, ga.origin));
+            ga.born_ts = ga.born_ts.min(gb.born_ts);
+        }
+        for k in &superseded {
+            if let Some(s) = self.sources.get_mut(k) {
+                s.bound = None;
+            }
+        }
+        self.stats.merged += 1;
+        let mut e = self.new_event(event_kind::GLOBAL_ENDED, ts_ns, b);
+        e.track_id = None;
+        events.push(e);
     }
 
     /// Evicts the stalest identities beyond `max_tracks`.

@@ -14,6 +14,9 @@
 
 mod appearance;
 mod association;
+mod consensus;
+#[cfg(test)]
+mod consensus_tests;
 mod foot;
 mod grid;
 mod lifecycle;
@@ -100,6 +103,10 @@ pub struct SpatialStats {
     pub rejected_messages: u64,
     /// Camera tracks unbound from their identity for disagreeing with its other sources.
     pub unbound_sources: u64,
+    /// Camera tracks moved to the identity of another camera's track that
+    /// coincides with them on the floor (see `pair_m`).
+    #[serde(default)]
+    pub rebound_sources: u64,
     /// Duration of the last association (re-identification) phase, ms.
     pub last_reid_ms: f64,
     /// Duration of the last whole step, ms.
@@ -215,6 +222,9 @@ pub struct SpatialTracker {
     last_step_ts: u64,
     updated: BTreeSet<u64>,
     merge_counts: BTreeMap<(u64, u64), u32>,
+    /// Consecutive cycles two camera tracks of different cameras, bound to
+    /// different identities, have coincided on the floor.
+    pair_counts: BTreeMap<(SourceKey, SourceKey), u32>,
     /// How alike different people look to this shard's appearance model.
     impostors: appearance::Impostors,
     /// Where identities were found `static` (camera, box bottom centre and
@@ -302,6 +312,7 @@ impl SpatialTracker {
             last_step_ts: 0,
             updated: BTreeSet::new(),
             merge_counts: BTreeMap::new(),
+            pair_counts: BTreeMap::new(),
             impostors: appearance::Impostors::default(),
             static_spots: Vec::new(),
         }
@@ -460,6 +471,8 @@ impl SpatialTracker {
         let reid_started = Instant::now();
         self.associate(ts_ns, &unbound, &mut events);
         self.stats.last_reid_ms = reid_started.elapsed().as_secs_f64() * 1e3;
+        // 3b. Camera tracks two views put at one floor point share an identity.
+        self.reconcile_views(ts_ns, &mut events);
         for s in self.sources.values_mut() {
             s.fresh = false;
         }

@@ -10,7 +10,7 @@ use proptest::prelude::*;
 const PX: f64 = 100.0;
 
 /// Camera `id` sees floor x in [ox, ox + 12.8], y in [0, 7.2] at 100 px/m.
-fn cam(id: &str, ox: f64) -> CameraGeometry {
+pub(super) fn cam(id: &str, ox: f64) -> CameraGeometry {
     let h = Homography::from_matrix([[1.0 / PX, 0.0, ox], [0.0, 1.0 / PX, 0.0], [0.0, 0.0, 1.0]])
         .unwrap();
     CameraGeometry {
@@ -20,7 +20,7 @@ fn cam(id: &str, ox: f64) -> CameraGeometry {
     }
 }
 
-fn track(id: u64, ox: f64, x: f64, y: f64, emb: Option<Vec<f32>>) -> Track {
+pub(super) fn track(id: u64, ox: f64, x: f64, y: f64, emb: Option<Vec<f32>>) -> Track {
     let u = (x - ox) * PX;
     let v = y * PX;
     Track {
@@ -40,7 +40,7 @@ fn track(id: u64, ox: f64, x: f64, y: f64, emb: Option<Vec<f32>>) -> Track {
     }
 }
 
-fn msg(camera: &str, ts_ns: u64, tracks: Vec<Track>) -> CameraTracks {
+pub(super) fn msg(camera: &str, ts_ns: u64, tracks: Vec<Track>) -> CameraTracks {
     CameraTracks {
         v: SCHEMA_VERSION,
         camera: camera.into(),
@@ -52,8 +52,8 @@ fn msg(camera: &str, ts_ns: u64, tracks: Vec<Track>) -> CameraTracks {
     }
 }
 
-const T0: u64 = 1_000_000_000_000;
-const DT: u64 = 100_000_000;
+pub(super) const T0: u64 = 1_000_000_000_000;
+pub(super) const DT: u64 = 100_000_000;
 
 fn ids(out: &StepOutput) -> Vec<u64> {
     out.tracks

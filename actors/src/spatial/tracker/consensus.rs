@@ -1,0 +1,201 @@
+//! Cross-view consensus: two cameras that see one person put their camera
+//! tracks at the same floor point, up to calibration and foot-point error.
+//! When two camera tracks of different cameras coincide unambiguously for
+//! `merge_cycles` cycles but are bound to different identities, and only
+//! one of them can join the other's identity without that identity being
+//! seen twice by one camera, it is moved there (where both can, the two
+//! identities are merged). This repairs a camera
+//! tracker that moved a track onto another person (the other camera still
+//! sees both apart) and a camera track that joined the wrong one of two
+//! people walking together; geometry agreed by two views decides, not
+//! appearance.
+
+use std::collections::BTreeMap;
+
+use nvr_subjects::Event;
+
+use super::grid::{dist, Grid};
+use super::{Global, SourceKey, SpatialTracker};
+
+/// A coinciding pair's nearest rival on either camera must be at least this
+/// many times farther than the pair's own distance ...
+const PAIR_RATIO: f64 = 2.0;
+/// ... plus this fraction of `pair_m`.
+const PAIR_MARGIN: f64 = 0.5;
+
+/// A lost camera track of an identity farther than this many `pair_m`
+/// from a coinciding pair still holds its camera (the person it followed is
+/// elsewhere); nearer, it was the pair's person's previous track.
+const HELD_LOST_M: f64 = 3.0;
+
+/// A fresh observation of a bound camera track.
+struct Obs {
+    key: SourceKey,
+    floor: usize,
+    pos: [f64; 2],
+    gid: u64,
+}
+
+impl SpatialTracker {
+    /// Whether identity `g` has a camera track on camera `cam` other than
+    /// one at `p`: an observed one, or one the camera lost (for a moment,
+    /// a missed detection) last seen away from `p`. A track lost right
+    /// there is the same person's previous track on that camera.
+    fn holds_camera(&self, g: &Global, cam: usize, p: [f64; 2]) -> bool {
+        let away = HELD_LOST_M * self.params.pair_m;
+        g.sources.range((cam, 0)..=(cam, u64::MAX)).any(|k| {
+            self.sources
+                .get(k)
+                .is_some_and(|s| s.observed || s.pos.is_none_or(|q| dist(q, p) > away))
+        })
+    }
+
+    /// Moves camera tracks that coincide with another camera's track to
+    /// that track's identity (see the module doc). Runs after association,
+    /// while this cycle's observations are still marked fresh.
+    pub(super) fn reconcile_views(&mut self, ts_ns: u64, events: &mut Vec<Event>) {
+        let pair_m = self.params.pair_m;
+        if pair_m <= 0.0 || self.cams.len() < 2 {
+            self.pair_counts.clear();
+            return;
+        }
+        let obs: Vec<Obs> = self
+            .sources
+            .iter()
+            .filter(|(_, s)| s.fresh && s.observed)
+            .filter_map(|(k, s)| {
+                let gid = s.bound.filter(|g| self.globals.contains_key(g))?;
+                Some(Obs {
+                    key: *k,
+                    floor: self.cams[k.0].floor_idx,
+                    pos: s.pos?,
+                    gid,
+                })
+            })
+            .collect();
+        let rival_r = PAIR_RATIO * pair_m + PAIR_MARGIN * pair_m;
+        let grid = Grid::build(
+            rival_r.max(0.5),
+            obs.iter()
+                .enumerate()
+                .map(|(i, o)| (o.floor, o.pos, i as u64)),
+        );
+        let mut cand = Vec::new();
+        // Per observation and other camera: nearest observation there and
+        // the distance of the second nearest.
+        let nearest = |i: usize, cam: usize, cand: &mut Vec<u64>| -> Option<(usize, f64, f64)> {
+            let o = &obs[i];
+            grid.query_near(o.floor, o.pos, rival_r, cand);
+            let mut best: Option<(usize, f64)> = None;
+            let mut second = f64::INFINITY;
+            for j in cand.iter().map(|j| *j as usize) {
+                if obs[j].key.0 != cam {
+                    continue;
+                }
+                let d = dist(o.pos, obs[j].pos);
+                match best {
+                    Some((_, bd)) if d >= bd => second = second.min(d),
+                    _ => {
+                        if let Some((_, bd)) = best {
+                            second = second.min(bd);
+                        }
+                        best = Some((j, d));
+                    }
+                }
+            }
+            best.map(|(j, d)| (j, d, second))
+        };
+        let unambiguous = |d: f64, second: f64| second >= PAIR_RATIO * d + PAIR_MARGIN * pair_m;
+        let mut now: BTreeMap<(SourceKey, SourceKey), u32> = BTreeMap::new();
+        for (i, o) in obs.iter().enumerate() {
+            grid.query_near(o.floor, o.pos, pair_m, &mut cand);
+            let cams: Vec<usize> = {
+                let mut c: Vec<usize> = cand
+                    .iter()
+                    .map(|j| obs[*j as usize].key.0)
+                    .filter(|c| *c != o.key.0)
+                    .collect();
+                c.sort_unstable();
+                c.dedup();
+                c
+            };
+            for cam in cams {
+                let Some((j, d, second)) = nearest(i, cam, &mut cand) else {
+                    continue;
+                };
+                // Each pair once, from its lower key; same identity: agreed.
+                if obs[j].key < o.key || obs[j].gid == o.gid || d > pair_m {
+                    continue;
+                }
+                let Some((back, _, second_back)) = nearest(j, o.key.0, &mut cand) else {
+                    continue;
+                };
+                if back != i || !unambiguous(d, second) || !unambiguous(d, second_back) {
+                    continue;
+                }
+                let pair = (o.key, obs[j].key);
+                let c = self.pair_counts.get(&pair).copied().unwrap_or(0) + 1;
+                now.insert(pair, c);
+            }
+        }
+        self.pair_counts = now;
+        let ready: Vec<(SourceKey, SourceKey)> = self
+            .pair_counts
+            .iter()
+            .filter(|(_, c)| **c >= self.params.merge_cycles.max(1))
+            .map(|(p, _)| *p)
+            .collect();
+        for (a, b) in ready {
+            let ga = self.sources.get(&a).and_then(|s| s.bound);
+            let gb = self.sources.get(&b).and_then(|s| s.bound);
+            let (Some(ga), Some(gb)) = (ga, gb) else {
+                continue;
+            };
+            if ga == gb {
+                continue;
+            }
+            let (Some(a_g), Some(b_g)) = (self.globals.get(&ga), self.globals.get(&gb)) else {
+                continue;
+            };
+            // Whether each identity already sees the other camera elsewhere.
+            let (Some(pa), Some(pb)) = (
+                self.sources.get(&a).and_then(|s| s.pos),
+                self.sources.get(&b).and_then(|s| s.pos),
+            ) else {
+                continue;
+            };
+            let a_has_b_cam = self.holds_camera(a_g, b.0, pb);
+            let b_has_a_cam = self.holds_camera(b_g, a.0, pa);
+            let (moved, from, to) = match (a_has_b_cam, b_has_a_cam) {
+                // `ga` sees camera b elsewhere, `gb` is free on camera a.
+                (true, false) => (a, ga, gb),
+                (false, true) => (b, gb, ga),
+                (false, false) => {
+                    // Both free: one person, two identities. The older
+                    // one stays, unless a third camera sees both.
+                    let cams_a = self.live_cameras(a_g);
+                    if self.live_cameras(b_g).iter().all(|c| !cams_a.contains(c)) {
+                        self.pair_counts.remove(&(a, b));
+                        self.merge_into(ga.min(gb), ga.max(gb), ts_ns, events);
+                    }
+                    continue;
+                }
+                // Both taken: a lost track of the target's (the person it
+                // followed is elsewhere, or gone) is superseded, as on a
+                // bind; two observed ones leave no move.
+                (true, true) if !self.has_live_source_on(b_g, a.0) => (a, ga, gb),
+                (true, true) if !self.has_live_source_on(a_g, b.0) => (b, gb, ga),
+                (true, true) => continue,
+            };
+            self.pair_counts.remove(&(a, b));
+            if let Some(g) = self.globals.get_mut(&from) {
+                g.sources.remove(&moved);
+            }
+            if let Some(s) = self.sources.get_mut(&moved) {
+                s.prev_bound = Some(from);
+            }
+            self.bind(moved, to, ts_ns, events);
+            self.stats.rebound_sources += 1;
+        }
+    }
+}

@@ -1,0 +1,109 @@
+//! Tests of the cross-view consensus (`consensus.rs`).
+
+use super::tests::{cam, msg, track, DT, T0};
+use super::*;
+
+/// Sources of each published identity observed at the last cycle, as
+/// `(camera, track id)` lists.
+fn groups(out: &StepOutput) -> Vec<Vec<(String, u64)>> {
+    let mut g: Vec<Vec<(String, u64)>> = out
+        .tracks
+        .tracks
+        .iter()
+        .filter(|t| t.state == SpatialState::Observed)
+        .map(|t| {
+            let mut s: Vec<(String, u64)> = t
+                .sources
+                .iter()
+                .map(|s| (s.camera.clone(), s.track_id))
+                .collect();
+            s.sort();
+            s
+        })
+        .collect();
+    g.sort();
+    g
+}
+
+/// Two people 1.2 m apart (closer than `unbind_m`, farther than
+/// `overlap_gate_m`) walk side by side under two cameras that see the same
+/// floor. After 10 cycles camera `a`'s track 1 jumps from P onto Q (its
+/// track 2 of Q ends) and P gets a new track 3 on camera `a`. Returns the
+/// identities' camera tracks at the end and the counters.
+fn jump_onto_neighbour(pair_m: f64) -> (Vec<Vec<(String, u64)>>, SpatialStats) {
+    let params = SpatialParams {
+        pair_m,
+        ..SpatialParams::default()
+    };
+    let mut st = SpatialTracker::new("s", params, vec![cam("a", 0.0), cam("b", 0.0)]);
+    let mut last = None;
+    for i in 0..30u64 {
+        let ts = T0 + i * DT;
+        let x = 3.0 + 0.1 * i as f64;
+        let (p, q) = ((x, 3.0), (x, 4.2));
+        let on_a = if i < 10 {
+            vec![track(1, 0.0, p.0, p.1, None), track(2, 0.0, q.0, q.1, None)]
+        } else {
+            vec![track(1, 0.0, q.0, q.1, None), track(3, 0.0, p.0, p.1, None)]
+        };
+        st.ingest(&msg("a", ts, on_a)).unwrap();
+        let on_b = vec![track(5, 0.0, p.0, p.1, None), track(6, 0.0, q.0, q.1, None)];
+        st.ingest(&msg("b", ts, on_b)).unwrap();
+        last = Some(st.step(ts + 50_000_000));
+    }
+    (groups(&last.unwrap()), st.stats())
+}
+
+#[test]
+fn a_camera_track_that_jumps_onto_a_neighbour_joins_the_identity_the_other_view_gives_there() {
+    let (groups, stats) = jump_onto_neighbour(SpatialParams::default().pair_m);
+    let a = |t| ("a".to_string(), t);
+    let b = |t| ("b".to_string(), t);
+    // P: camera a's new track 3 with camera b's 5; Q: camera a's 1 with b's 6.
+    assert_eq!(
+        groups,
+        vec![vec![a(1), b(6)], vec![a(3), b(5)]],
+        "{stats:?}"
+    );
+    assert!(stats.rebound_sources >= 1, "{stats:?}");
+    // P's new track 3 had made its own identity, merged into P's.
+    assert!(stats.merged >= 1, "{stats:?}");
+}
+
+#[test]
+fn without_the_consensus_the_jumped_track_keeps_the_wrong_identity() {
+    // The same scene with the rule off: the baseline the test above beats.
+    let (groups, stats) = jump_onto_neighbour(0.0);
+    let wrong = vec![("a".to_string(), 1), ("b".to_string(), 5)];
+    assert!(groups.contains(&wrong), "{groups:?} {stats:?}");
+    assert_eq!(stats.rebound_sources, 0);
+}
+
+#[test]
+fn two_cameras_agreeing_on_one_person_change_nothing() {
+    let mut st = SpatialTracker::new(
+        "s",
+        SpatialParams::default(),
+        vec![cam("a", 0.0), cam("b", 0.0)],
+    );
+    let mut first = None;
+    for i in 0..30u64 {
+        let ts = T0 + i * DT;
+        let x = 3.0 + 0.1 * i as f64;
+        st.ingest(&msg("a", ts, vec![track(1, 0.0, x, 3.0, None)]))
+            .unwrap();
+        st.ingest(&msg("b", ts, vec![track(5, 0.0, x + 0.05, 3.0, None)]))
+            .unwrap();
+        let out = st.step(ts + 50_000_000);
+        let g = groups(&out);
+        assert_eq!(g.len(), 1, "cycle {i}: {g:?}");
+        let id = out.tracks.tracks[0].global_id;
+        assert_eq!(*first.get_or_insert(id), id);
+    }
+    let s = st.stats();
+    assert_eq!(
+        (s.rebound_sources, s.merged, s.total_tracks),
+        (0, 0, 1),
+        "{s:?}"
+    );
+}
