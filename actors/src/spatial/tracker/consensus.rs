@@ -109,11 +109,15 @@ impl SpatialTracker {
         let mut now: BTreeMap<(SourceKey, SourceKey), u32> = BTreeMap::new();
         for (i, o) in obs.iter().enumerate() {
             grid.query_near(o.floor, o.pos, pair_m, &mut cand);
+            // Only cameras with a track near it bound elsewhere: where every
+            // nearby track agrees on the identity there is nothing to do
+            // (the common case, kept cheap).
             let cams: Vec<usize> = {
                 let mut c: Vec<usize> = cand
                     .iter()
-                    .map(|j| obs[*j as usize].key.0)
-                    .filter(|c| *c != o.key.0)
+                    .map(|j| &obs[*j as usize])
+                    .filter(|n| n.key.0 != o.key.0 && n.gid != o.gid)
+                    .map(|n| n.key.0)
                     .collect();
                 c.sort_unstable();
                 c.dedup();
