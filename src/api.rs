@@ -412,6 +412,7 @@ pub fn aggregate_spatial(nodes: &[SpatialNodeStatus]) -> Value {
     let mut rejected = 0u64;
     let mut hist = new_histogram();
     let mut statics = 0usize;
+    let mut duplicates = 0usize;
     let mut weighted = (0.0, 0u64);
     let mut reid = (0.0, 0u64);
     let mut p99: f64 = 0.0;
@@ -427,6 +428,7 @@ pub fn aggregate_spatial(nodes: &[SpatialNodeStatus]) -> Value {
             active += sh.stats.active_tracks;
             lost += sh.stats.lost_tracks;
             statics += sh.stats.static_tracks;
+            duplicates += sh.stats.duplicate_tracks;
             total += sh.stats.total_tracks;
             handoffs += sh.stats.handoffs_completed;
             failures += sh.stats.handoff_failures;
@@ -445,6 +447,7 @@ pub fn aggregate_spatial(nodes: &[SpatialNodeStatus]) -> Value {
                 "shard": sh.shard, "node": n.node, "cameras": sh.cameras,
                 "active_tracks": sh.stats.active_tracks, "lost_tracks": sh.stats.lost_tracks,
                 "static_tracks": sh.stats.static_tracks,
+                "duplicate_tracks": sh.stats.duplicate_tracks,
                 "total_tracks": sh.stats.total_tracks,
                 "avg_processing_ms": round3(sh.processing.avg_ms), "p99_processing_ms": round3(sh.processing.p99_ms),
                 "reid_matching_ms": round3(sh.reid.avg_ms),
@@ -472,6 +475,7 @@ pub fn aggregate_spatial(nodes: &[SpatialNodeStatus]) -> Value {
         "active_tracks": active,
         "lost_tracks": lost,
         "static_tracks": statics,
+        "duplicate_tracks": duplicates,
         "total_tracks": total,
         "avg_processing_ms": round3(avg),
         "p99_processing_ms": round3(if hist.is_empty() { p99 } else { Latency::of(&hist).p99_ms }),

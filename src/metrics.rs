@@ -309,6 +309,7 @@ pub fn spatial_shards(exp: &mut Exposition, nodes: &[SpatialNodeStatus]) {
                 ("observed_or_coasting", sh.stats.active_tracks),
                 ("lost", sh.stats.lost_tracks),
                 ("static", sh.stats.static_tracks),
+                ("duplicate", sh.stats.duplicate_tracks),
             ];
             for (state, v) in states {
                 let mut ls = l.clone();

@@ -143,6 +143,7 @@ pub fn tracks_event(t: &SpatialTracks) -> Value {
                 SpatialState::Coasting => "coasting",
                 SpatialState::Lost => "lost",
                 SpatialState::Static => "static",
+                SpatialState::Duplicate => "duplicate",
             };
             json!({
                 "id": g.global_id,

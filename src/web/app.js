@@ -132,6 +132,7 @@ function renderSpatial(s) {
     ['Active', num(s.active_tracks, 0)],
     ['Lost (re-ID)', num(s.lost_tracks, 0)],
     ['Static', num(s.static_tracks, 0)],
+    ['Duplicate views', num(s.duplicate_tracks, 0)],
     ['Cycle avg / p99', num(s.avg_processing_ms, 2) + ' / ' + num(s.p99_processing_ms, 2) + ' ms'],
     ['Handoffs', num(s.handoffs_completed, 0) + ' (' + num(s.handoff_failure_rate_pct) + ' % failed)'],
     ['Memory', num(s.memory_usage_mb) + ' MiB'],
@@ -244,7 +245,7 @@ function drawFloors() {
   const byFloor = {};
   for (const tracks of Object.values(nvr.shards)) {
     for (const t of tracks) {
-      if (t.state === 'lost') continue;
+      if (t.state === 'lost' || t.state === 'duplicate') continue;
       (byFloor[t.floor] = byFloor[t.floor] || []).push(t);
     }
   }

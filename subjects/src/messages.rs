@@ -212,6 +212,12 @@ pub enum SpatialState {
     /// likely a fixed false detection (a poster, a coat on a stand), not
     /// counted as a person on the floor.
     Static,
+    /// Seen now within `spatial.tuning.merge_m` of an older identity on the
+    /// floor (a smaller `global_id`, `observed` or `coasting`) that other
+    /// cameras see, none of its own: most likely the same person seen from
+    /// another view, not merged yet (that takes `spatial.tuning.merge_cycles`
+    /// cycles). Not counted as a person on the floor: the older identity is.
+    Duplicate,
 }
 
 /// Global tracks of one shard, published on `nvr.spatial.<shard>.tracks`.

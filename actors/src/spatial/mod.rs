@@ -85,7 +85,8 @@ pub struct SpatialParams {
     /// be at its position than to its own counts as a camera-tracker swap.
     pub swap_margin: f64,
     /// Two identities seen by disjoint cameras closer than this (metres) with
-    /// similar appearance for `merge_cycles` cycles are merged.
+    /// similar appearance for `merge_cycles` cycles are merged; until then
+    /// the newer one is published `duplicate`.
     pub merge_m: f64,
     /// Least cosine similarity of two coinciding identities for a merge, when
     /// both have embeddings.

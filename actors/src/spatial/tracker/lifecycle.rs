@@ -10,9 +10,9 @@ use nvr_subjects::{event_kind, Event};
 use super::appearance::{cosine, normalise};
 use super::grid::{dist, Grid, TwoGrids};
 use super::{
-    Companion, Motion, Source, SourceKey, SpatialTracker, APPEARANCE_RATE, APPEARANCE_SETTLE,
-    CAMERA_VIEW_AGREE, CAMERA_VIEW_RATE, COMPANION_ATTACH_S, COMPANION_SPEED_DIFF_MPS,
-    MAX_SPEED_MPS, OCCLUDER_M,
+    Companion, Global, Motion, Source, SourceKey, SpatialTracker, APPEARANCE_RATE,
+    APPEARANCE_SETTLE, CAMERA_VIEW_AGREE, CAMERA_VIEW_RATE, COMPANION_ATTACH_S,
+    COMPANION_SPEED_DIFF_MPS, MAX_SPEED_MPS, OCCLUDER_M,
 };
 
 impl SpatialTracker {
@@ -424,26 +424,8 @@ impl SpatialTracker {
                 let Some(gb) = self.globals.get(b) else {
                     continue;
                 };
-                if gb.floor_idx != ga.floor_idx
-                    || gb.label != ga.label
-                    || dist(ga.pos, gb.pos) > self.params.merge_m
-                {
+                if dist(ga.pos, gb.pos) > self.params.merge_m || !self.mergeable(ga, gb, true) {
                     continue;
-                }
-                // Disjoint cameras, counting the tracks a camera has lost
-                // but still holds: identities a little apart that each
-                // camera tracked on its own are two people more often than
-                // one (`reconcile_views` handles tracks that coincide).
-                let cams_a: BTreeSet<usize> = ga.sources.iter().map(|k| k.0).collect();
-                if gb.sources.iter().any(|k| cams_a.contains(&k.0)) {
-                    continue;
-                }
-                if self.params.reid_enabled {
-                    if let (Some(ea), Some(eb)) = (&ga.emb, &gb.emb) {
-                        if cosine(ea, eb) < self.merge_similarity() {
-                            continue;
-                        }
-                    }
                 }
                 let c = self.merge_counts.get(&(*a, *b)).copied().unwrap_or(0) + 1;
                 now.insert((*a, *b), c);
@@ -469,6 +451,34 @@ impl SpatialTracker {
             self.merge_counts.remove(&(a, b));
             self.merge_into(a, b, ts_ns, events);
         }
+    }
+
+    /// Whether two identities close on the floor may be one person seen by
+    /// different cameras: same floor and label, disjoint cameras (counting
+    /// the tracks a camera has lost but still holds: identities a little
+    /// apart that each camera tracked on its own are two people more often
+    /// than one; `reconcile_views` handles tracks that coincide), and, with
+    /// `appearance`, appearance not against it.
+    pub(super) fn mergeable(&self, ga: &Global, gb: &Global, appearance: bool) -> bool {
+        if ga.floor_idx != gb.floor_idx || ga.label != gb.label {
+            return false;
+        }
+        if gb.sources.iter().any(|k| {
+            ga.sources
+                .range((k.0, 0)..=(k.0, u64::MAX))
+                .next()
+                .is_some()
+        }) {
+            return false;
+        }
+        if appearance && self.params.reid_enabled {
+            if let (Some(ea), Some(eb)) = (&ga.emb, &gb.emb) {
+                if cosine(ea, eb) < self.merge_similarity() {
+                    return false;
+                }
+            }
+        }
+        true
     }
 
     /// Merges identity `b` into `a` (which keeps its id): `b`'s camera

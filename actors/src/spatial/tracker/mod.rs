@@ -17,6 +17,8 @@ mod association;
 mod consensus;
 #[cfg(test)]
 mod consensus_tests;
+#[cfg(test)]
+mod duplicate_tests;
 mod foot;
 mod grid;
 mod lifecycle;
@@ -88,6 +90,11 @@ pub struct SpatialStats {
     /// detections, not counted in `active_tracks`).
     #[serde(default)]
     pub static_tracks: usize,
+    /// Identities published as `duplicate` at the last cycle (a second view
+    /// of a person another identity already is, not merged yet; not counted
+    /// in `active_tracks`).
+    #[serde(default)]
+    pub duplicate_tracks: usize,
     /// Identities created since start.
     pub total_tracks: u64,
     /// Handoffs from one camera to another.
@@ -509,8 +516,11 @@ impl SpatialTracker {
         let count = |s: SpatialState| tracks.tracks.iter().filter(|t| t.state == s).count();
         self.stats.active_tracks = count(SpatialState::Observed) + count(SpatialState::Coasting);
         self.stats.static_tracks = count(SpatialState::Static);
-        self.stats.lost_tracks =
-            self.globals.len() - self.stats.active_tracks - self.stats.static_tracks;
+        self.stats.duplicate_tracks = count(SpatialState::Duplicate);
+        self.stats.lost_tracks = self.globals.len()
+            - self.stats.active_tracks
+            - self.stats.static_tracks
+            - self.stats.duplicate_tracks;
         self.stats.last_step_ms = started.elapsed().as_secs_f64() * 1e3;
         StepOutput { tracks, events }
     }

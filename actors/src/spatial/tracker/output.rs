@@ -1,11 +1,12 @@
 //! What a cycle publishes: every identity within `max_gap_seconds` with its
-//! state (observed, coasting while predicted in a camera's view, lost).
+//! state (observed, coasting while predicted in a camera's view, lost,
+//! static, duplicate).
 
 use std::collections::{BTreeMap, BTreeSet};
 
 use nvr_subjects::{SpatialState, SpatialTrack, TrackSource};
 
-use super::grid::dist;
+use super::grid::{dist, Grid};
 use super::{
     Global, SpatialTracker, OCCLUDER_M, SEEN_NOW_NS, STATIC_IMG_DISP, STATIC_MIN_OBS,
     STATIC_SPOT_TTL_NS, VIEW_MARGIN,
@@ -52,7 +53,59 @@ impl SpatialTracker {
                 None => t.state = SpatialState::Lost,
             }
         }
+        self.mark_duplicates(&mut out);
         out
+    }
+
+    /// Marks `duplicate` each identity on the floor (observed or coasting)
+    /// that `merge_coinciding` would merge into an older one if the two
+    /// stay together: within `merge_m` of an identity on the floor with a
+    /// smaller id, same floor and label, no camera in common, appearance
+    /// not against it. One person seen by two cameras whose tracks have not
+    /// been linked yet is then one person on the floor, not two, for the
+    /// `merge_cycles` the merge waits.
+    fn mark_duplicates(&self, out: &mut [SpatialTrack]) {
+        let radius = self.params.merge_m;
+        if radius <= 0.0 {
+            return;
+        }
+        let on_floor =
+            |t: &SpatialTrack| matches!(t.state, SpatialState::Observed | SpatialState::Coasting);
+        let items: Vec<(usize, [f64; 2], u64)> = out
+            .iter()
+            .enumerate()
+            .filter(|(_, t)| on_floor(t))
+            .filter_map(|(i, t)| {
+                let g = self.globals.get(&t.global_id)?;
+                Some((g.floor_idx, [t.x_m as f64, t.y_m as f64], i as u64))
+            })
+            .collect();
+        if items.len() < 2 {
+            return;
+        }
+        let grid = Grid::build(radius, items.iter().copied());
+        let mut cand = Vec::new();
+        let mut dup = Vec::new();
+        for &(floor, p, i) in &items {
+            let i = i as usize;
+            let Some(gi) = self.globals.get(&out[i].global_id) else {
+                continue;
+            };
+            grid.query_near(floor, p, radius, &mut cand);
+            let older = cand.iter().map(|j| *j as usize).any(|j| {
+                out[j].global_id < out[i].global_id
+                    && self
+                        .globals
+                        .get(&out[j].global_id)
+                        .is_some_and(|gj| self.mergeable(gj, gi, false))
+            });
+            if older {
+                dup.push(i);
+            }
+        }
+        for i in dup {
+            out[i].state = SpatialState::Duplicate;
+        }
     }
 
     pub(super) fn tracks_at(&self, ts_ns: u64) -> Vec<SpatialTrack> {

@@ -1,0 +1,83 @@
+//! Tests of the `duplicate` state (`output.rs`): a second identity of a
+//! person another identity on the floor already is.
+
+use super::tests::{cam, msg, track, DT, T0};
+use super::*;
+
+/// `(global_id, state)` of every published identity of a cycle that is not
+/// `lost`, sorted by id.
+fn states(out: &StepOutput) -> Vec<(u64, SpatialState)> {
+    out.tracks
+        .tracks
+        .iter()
+        .filter(|t| t.state != SpatialState::Lost)
+        .map(|t| (t.global_id, t.state))
+        .collect()
+}
+
+/// A person walks along y = 3 under cameras `a` and `b`. For the first 10
+/// cycles `b` puts them `far` metres off (too far to join `a`'s identity),
+/// then `near` metres off. With `same_camera`, `a` sees both points as two
+/// tracks and `b` sees nothing. Returns each cycle's states.
+fn walk(far: f64, near: f64, same_camera: bool) -> Vec<Vec<(u64, SpatialState)>> {
+    let mut st = SpatialTracker::new(
+        "s",
+        SpatialParams::default(),
+        vec![cam("a", 0.0), cam("b", 0.0)],
+    );
+    let mut out = Vec::new();
+    for i in 0..30u64 {
+        let ts = T0 + i * DT;
+        let x = 3.0 + 0.1 * i as f64;
+        let y2 = 3.0 + if i < 10 { far } else { near };
+        if same_camera {
+            let on_a = vec![track(1, 0.0, x, 3.0, None), track(2, 0.0, x, y2, None)];
+            st.ingest(&msg("a", ts, on_a)).unwrap();
+        } else {
+            st.ingest(&msg("a", ts, vec![track(1, 0.0, x, 3.0, None)]))
+                .unwrap();
+            st.ingest(&msg("b", ts, vec![track(5, 0.0, x, y2, None)]))
+                .unwrap();
+        }
+        out.push(states(&st.step(ts + 50_000_000)));
+    }
+    out
+}
+
+#[test]
+fn a_second_view_close_to_an_identity_is_a_duplicate_until_the_merge() {
+    use SpatialState::{Duplicate, Observed};
+    let cycles = walk(1.3, 0.4, false);
+    // Apart: two people as far as the tracker can tell.
+    for c in &cycles[..10] {
+        assert_eq!(c, &vec![(1, Observed), (2, Observed)], "{cycles:?}");
+    }
+    // Together: the newer identity is a duplicate until it is merged, so
+    // one person is on the floor in every cycle.
+    let merged_at = cycles
+        .iter()
+        .position(|c| c == &vec![(1, Observed)])
+        .expect("merged");
+    assert!(merged_at > 10, "{cycles:?}");
+    for c in &cycles[10..merged_at] {
+        assert_eq!(c, &vec![(1, Observed), (2, Duplicate)], "{cycles:?}");
+    }
+    for c in &cycles[merged_at..] {
+        assert_eq!(c, &vec![(1, Observed)], "{cycles:?}");
+    }
+}
+
+#[test]
+fn identities_apart_or_sharing_a_camera_are_never_duplicates() {
+    // Two views that stay 1.3 m apart, and two tracks of one camera 0.4 m
+    // apart (one camera tells its people apart): all observed throughout.
+    for (far, near, same_camera) in [(1.3, 1.3, false), (1.3, 0.4, true)] {
+        let cycles = walk(far, near, same_camera);
+        for c in &cycles {
+            assert!(
+                c.iter().all(|(_, s)| *s == SpatialState::Observed) && c.len() == 2,
+                "far {far} near {near} same camera {same_camera}: {cycles:?}"
+            );
+        }
+    }
+}
