@@ -58,12 +58,13 @@ impl SpatialTracker {
     }
 
     /// Marks `duplicate` each identity on the floor (observed or coasting)
-    /// that `merge_coinciding` would merge into an older one if the two
-    /// stay together: within `merge_m` of an identity on the floor with a
-    /// smaller id, same floor and label, no camera in common, appearance
-    /// not against it. One person seen by two cameras whose tracks have not
-    /// been linked yet is then one person on the floor, not two, for the
-    /// `merge_cycles` the merge waits.
+    /// within `merge_m` of an identity on the floor with a smaller id, same
+    /// floor and label, no camera in common: the pairs `merge_coinciding`
+    /// merges if they stay together. Appearance is not consulted: two
+    /// cameras often see one person quite differently, and the marking only
+    /// decides what is counted on the floor while the merge waits. One
+    /// person seen by two cameras whose tracks have not been linked yet is
+    /// then one person on the floor, not two.
     fn mark_duplicates(&self, out: &mut [SpatialTrack]) {
         let radius = self.params.merge_m;
         if radius <= 0.0 {
