@@ -131,8 +131,9 @@ async fn latest(State(s): State<Arc<Shared>>, Path(id): Path<String>) -> Respons
     }
 }
 
-/// A spatial cycle as the page draws it: rounded positions, the state, the
-/// cameras that see it.
+/// A spatial cycle as the page draws it: rounded positions, the state (and
+/// for a `duplicate` the identity it is a second view of), the cameras that
+/// see it.
 pub fn tracks_event(t: &SpatialTracks) -> Value {
     let tracks: Vec<Value> = t
         .tracks
@@ -145,7 +146,7 @@ pub fn tracks_event(t: &SpatialTracks) -> Value {
                 SpatialState::Static => "static",
                 SpatialState::Duplicate => "duplicate",
             };
-            json!({
+            let mut v = json!({
                 "id": g.global_id,
                 "floor": g.floor,
                 "x": (g.x_m * 100.0).round() / 100.0,
@@ -153,7 +154,11 @@ pub fn tracks_event(t: &SpatialTracks) -> Value {
                 "state": state,
                 "label": g.label,
                 "cameras": g.sources.iter().map(|s| s.camera.as_str()).collect::<Vec<_>>(),
-            })
+            });
+            if let Some(of) = g.duplicate_of {
+                v["duplicate_of"] = json!(of);
+            }
+            v
         })
         .collect();
     json!({"shard": t.shard, "ts_ns": t.ts_ns, "tracks": tracks})

@@ -21,7 +21,9 @@ Global id of an observation: the ``SpatialTracks`` of shard ``lobby`` whose
 cycle ``ts_ns`` is the nearest at or after the frame's ``ts_ns`` (the
 harness aligns frames to cycles, so it is the frame's own cycle); the
 observation's (camera, track_id) in the ``sources`` of a track with state
-``observed`` gives its global id; none found = no global id.
+``observed`` gives its global id, and in those of a ``duplicate`` track the
+``duplicate_of`` id (the person the shard says that second view is, as
+``subjects/README.md`` tells a client to read it); none found = no global id.
 
 Metrics:
 
@@ -136,13 +138,20 @@ class Run:
 
 
 def source_map(tracks):
-    """(camera, track_id) -> (global id, track) over tracks with state observed."""
+    """(camera, track_id) -> (global id, track) over tracks with state
+    observed, and over duplicate tracks to the identity in ``duplicate_of``."""
+    by_id = {t["global_id"]: t for t in tracks}
     out = {}
     for t in tracks:
-        if t.get("state", "observed") != "observed":
+        state = t.get("state", "observed")
+        if state == "observed":
+            person = t
+        elif state == "duplicate" and t.get("duplicate_of") in by_id:
+            person = by_id[t["duplicate_of"]]
+        else:
             continue
         for s in t["sources"]:
-            out[(s["camera"], s["track_id"])] = (t["global_id"], t)
+            out[(s["camera"], s["track_id"])] = (person["global_id"], person)
     return out
 
 

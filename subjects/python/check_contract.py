@@ -67,7 +67,7 @@ FIXTURES = {
             "global_id": 12, "floor": "floor1", "x_m": 1.5, "y_m": 2.25,
             "vx": 0.5, "vy": -0.25, "label": "person", "confidence": 0.75,
             "sources": [{"camera": "cam1", "track_id": 3}],
-            "last_seen_ns": TS, "state": "coasting",
+            "last_seen_ns": TS, "state": "coasting", "duplicate_of": None,
         }],
     },
     "Event": {

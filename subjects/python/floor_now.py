@@ -6,7 +6,9 @@ each matching cycle, prints one line per shard: the identities whose `state`
 is `observed` or `coasting`, with their position. `lost` identities are
 dropped: they are kept by the tracker only for re-identification. `static`
 ones (a detection that never moved and that no second camera confirms) are
-counted apart, not as people.
+counted apart, not as people; `duplicate` ones (a second view of a person
+another identity already is) are counted apart too, and a camera track bound
+to one belongs to the person named by its `duplicate_of`.
 
 Needs `nats-py` and `msgpack` (both in data/pyenv after scripts/setup):
 
@@ -43,6 +45,29 @@ def static(msg):
     return [t for t in msg.get("tracks", []) if t.get("state") == "static"]
 
 
+def duplicates(msg):
+    """Second views of a person another identity is (`duplicate`)."""
+    return [t for t in msg.get("tracks", []) if t.get("state") == "duplicate"]
+
+
+def person_of_camera_track(msg):
+    """{"camera/track_id": global id of the person} for every camera track
+    bound to an identity on the floor; a `duplicate` identity's tracks
+    belong to the identity in its `duplicate_of`."""
+    out = {}
+    for t in msg.get("tracks", []):
+        state = t.get("state", "observed")
+        if state in ON_FLOOR:
+            gid = t["global_id"]
+        elif state == "duplicate" and "duplicate_of" in t:
+            gid = t["duplicate_of"]
+        else:
+            continue
+        for s in t.get("sources", []):
+            out[f"{s['camera']}/{s['track_id']}"] = gid
+    return out
+
+
 def describe(msg):
     people = on_floor(msg)
     parts = [
@@ -56,6 +81,11 @@ def describe(msg):
     )
     if fixed:
         line += f" | static (not counted): {len(fixed)}"
+    dups = duplicates(msg)
+    if dups:
+        line += " | second views: " + ", ".join(
+            f"#{t['global_id']} of #{t.get('duplicate_of', '?')}" for t in dups
+        )
     return line
 
 
@@ -85,7 +115,9 @@ async def main():
             return
         if args.json:
             print(json.dumps({"shard": msg["shard"], "ts_ns": msg["ts_ns"],
-                              "on_floor": on_floor(msg), "static": static(msg)}), flush=True)
+                              "on_floor": on_floor(msg), "static": static(msg),
+                              "duplicates": duplicates(msg),
+                              "camera_tracks": person_of_camera_track(msg)}), flush=True)
         else:
             print(describe(msg), flush=True)
         seen += 1

@@ -190,6 +190,10 @@ pub struct SpatialTrack {
     /// is `observed` + `coasting`). Read as `observed` when absent.
     #[serde(default)]
     pub state: SpatialState,
+    /// For a `duplicate`: the identity on the floor it is a second view of
+    /// (the person it stands for). Absent otherwise.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub duplicate_of: Option<u64>,
 }
 
 /// Whether a global identity is on the floor now.
@@ -216,7 +220,9 @@ pub enum SpatialState {
     /// floor (a smaller `global_id`, `observed` or `coasting`) that other
     /// cameras see, none of its own: most likely the same person seen from
     /// another view, not merged yet (that takes `spatial.tuning.merge_cycles`
-    /// cycles). Not counted as a person on the floor: the older identity is.
+    /// cycles). Not counted as a person on the floor: the older identity is
+    /// (`duplicate_of`). A pair once marked stays marked up to 1.5 times
+    /// `merge_m` apart.
     Duplicate,
 }
 

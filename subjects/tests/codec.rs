@@ -88,6 +88,7 @@ fn spatial() -> SpatialTracks {
             }],
             last_seen_ns: 1_700_000_000_000_000_000,
             state: SpatialState::Coasting,
+            duplicate_of: None,
         }],
     }
 }
@@ -153,6 +154,23 @@ fn fields_are_named_snake_case_maps() {
     ] {
         assert!(text.contains(key), "missing key {key}");
     }
+}
+
+#[test]
+fn a_duplicate_names_the_identity_it_is_a_second_view_of() {
+    let mut s = spatial();
+    let plain = encode(&s).unwrap();
+    assert!(
+        !String::from_utf8_lossy(&plain).contains("duplicate_of"),
+        "absent unless set"
+    );
+    s.tracks[0].state = SpatialState::Duplicate;
+    s.tracks[0].duplicate_of = Some(4);
+    let bytes = encode(&s).unwrap();
+    assert!(String::from_utf8_lossy(&bytes).contains("duplicate_of"));
+    let back: SpatialTracks = decode(&bytes).unwrap();
+    assert_eq!(back.tracks[0].duplicate_of, Some(4));
+    assert_eq!(back.tracks[0].state, SpatialState::Duplicate);
 }
 
 #[test]

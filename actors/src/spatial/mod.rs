@@ -86,7 +86,8 @@ pub struct SpatialParams {
     pub swap_margin: f64,
     /// Two identities seen by disjoint cameras closer than this (metres) with
     /// similar appearance for `merge_cycles` cycles are merged; until then
-    /// the newer one is published `duplicate`.
+    /// the newer one is published `duplicate` (and stays so up to 1.5 times
+    /// this apart).
     pub merge_m: f64,
     /// Least cosine similarity of two coinciding identities for a merge, when
     /// both have embeddings.

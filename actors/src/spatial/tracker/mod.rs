@@ -239,6 +239,13 @@ pub struct SpatialTracker {
     /// comes back as a new identity at the same place, which is `static`
     /// from the start rather than after `static_after_s` again.
     static_spots: Vec<(usize, [f64; 2], f64, u64)>,
+    /// The identities published `duplicate` by the previous cycle, each with
+    /// the older identity it duplicated: a pair stays marked while it is
+    /// within [`DUPLICATE_HOLD`] times `merge_m`, so a pair drifting around
+    /// `merge_m` apart does not flicker between one person and two.
+    dup_prev: BTreeMap<u64, u64>,
+    /// The pairs marked by the latest cycle (becomes `dup_prev` at the next).
+    dup_last: BTreeMap<u64, u64>,
 }
 
 const GRID_CELL_M: f64 = 2.0;
@@ -273,6 +280,8 @@ const APPEARANCE_SETTLE: u32 = 10;
 const CAMERA_VIEW_AGREE: f64 = 0.7;
 /// Least learning rate of a camera's view of an identity.
 const CAMERA_VIEW_RATE: f32 = 0.1;
+/// A `duplicate` pair stays marked up to this many times `merge_m` apart.
+const DUPLICATE_HOLD: f64 = 1.5;
 /// Identities seen within half of this (seconds) count as live for gating.
 const LIVE_WINDOW_S: f64 = 2.0;
 /// Pseudo-count of zero embeddings the camera mean starts from.
@@ -322,6 +331,8 @@ impl SpatialTracker {
             pair_counts: BTreeMap::new(),
             impostors: appearance::Impostors::default(),
             static_spots: Vec::new(),
+            dup_prev: BTreeMap::new(),
+            dup_last: BTreeMap::new(),
         }
     }
 
@@ -506,11 +517,14 @@ impl SpatialTracker {
         self.cap(ts_ns, &mut events);
 
         self.stats.cycles += 1;
+        self.dup_prev = std::mem::take(&mut self.dup_last);
+        let (published, dups) = self.published_with_duplicates(ts_ns);
+        self.dup_last = dups;
         let tracks = SpatialTracks {
             v: SCHEMA_VERSION,
             shard: self.shard.clone(),
             ts_ns,
-            tracks: self.published_tracks(ts_ns),
+            tracks: published,
         };
         self.remember_static_spots(&tracks.tracks, ts_ns);
         let count = |s: SpatialState| tracks.tracks.iter().filter(|t| t.state == s).count();

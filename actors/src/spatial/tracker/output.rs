@@ -8,8 +8,8 @@ use nvr_subjects::{SpatialState, SpatialTrack, TrackSource};
 
 use super::grid::{dist, Grid};
 use super::{
-    Global, SpatialTracker, OCCLUDER_M, SEEN_NOW_NS, STATIC_IMG_DISP, STATIC_MIN_OBS,
-    STATIC_SPOT_TTL_NS, VIEW_MARGIN,
+    Global, SpatialTracker, DUPLICATE_HOLD, OCCLUDER_M, SEEN_NOW_NS, STATIC_IMG_DISP,
+    STATIC_MIN_OBS, STATIC_SPOT_TTL_NS, VIEW_MARGIN,
 };
 
 impl SpatialTracker {
@@ -19,6 +19,15 @@ impl SpatialTracker {
     /// [`Self::coasting_tracks`]), at the predicted position; `lost`: kept
     /// for re-identification, at its last position.
     pub(super) fn published_tracks(&self, ts_ns: u64) -> Vec<SpatialTrack> {
+        self.published_with_duplicates(ts_ns).0
+    }
+
+    /// [`Self::published_tracks`] and the `duplicate` pairs it marked
+    /// (duplicate id to the older id it duplicates).
+    pub(super) fn published_with_duplicates(
+        &self,
+        ts_ns: u64,
+    ) -> (Vec<SpatialTrack>, BTreeMap<u64, u64>) {
         let interval = self.params.matching_interval_ms.max(1) * 1_000_000;
         let coasting = self.coasting_positions(ts_ns, self.params.max_coast_seconds, interval);
         let mut out = self.tracks_at(ts_ns);
@@ -53,23 +62,27 @@ impl SpatialTracker {
                 None => t.state = SpatialState::Lost,
             }
         }
-        self.mark_duplicates(&mut out);
-        out
+        let dups = self.mark_duplicates(&mut out);
+        (out, dups)
     }
 
     /// Marks `duplicate` each identity on the floor (observed or coasting)
     /// within `merge_m` of an identity on the floor with a smaller id, same
     /// floor and label, no camera in common: the pairs `merge_coinciding`
-    /// merges if they stay together. Appearance is not consulted: two
-    /// cameras often see one person quite differently, and the marking only
-    /// decides what is counted on the floor while the merge waits. One
-    /// person seen by two cameras whose tracks have not been linked yet is
-    /// then one person on the floor, not two.
-    fn mark_duplicates(&self, out: &mut [SpatialTrack]) {
+    /// merges if they stay together. A pair marked in the previous cycle
+    /// stays marked up to [`DUPLICATE_HOLD`] times `merge_m` apart.
+    /// Appearance is not consulted: two cameras often see one person quite
+    /// differently, and the marking only decides what is counted on the
+    /// floor while the merge waits. One person seen by two cameras whose
+    /// tracks have not been linked yet is then one person on the floor, not
+    /// two. Returns the marked pairs (duplicate id to the older id).
+    fn mark_duplicates(&self, out: &mut [SpatialTrack]) -> BTreeMap<u64, u64> {
+        let mut marked = BTreeMap::new();
         let radius = self.params.merge_m;
         if radius <= 0.0 {
-            return;
+            return marked;
         }
+        let hold = radius * DUPLICATE_HOLD;
         let on_floor =
             |t: &SpatialTrack| matches!(t.state, SpatialState::Observed | SpatialState::Coasting);
         let items: Vec<(usize, [f64; 2], u64)> = out
@@ -82,31 +95,56 @@ impl SpatialTracker {
             })
             .collect();
         if items.len() < 2 {
-            return;
+            return marked;
         }
-        let grid = Grid::build(radius, items.iter().copied());
+        let grid = Grid::build(hold, items.iter().copied());
         let mut cand = Vec::new();
-        let mut dup = Vec::new();
         for &(floor, p, i) in &items {
             let i = i as usize;
-            let Some(gi) = self.globals.get(&out[i].global_id) else {
+            let id = out[i].global_id;
+            let Some(gi) = self.globals.get(&id) else {
                 continue;
             };
-            grid.query_near(floor, p, radius, &mut cand);
-            let older = cand.iter().map(|j| *j as usize).any(|j| {
-                out[j].global_id < out[i].global_id
-                    && self
-                        .globals
-                        .get(&out[j].global_id)
+            let held = self.dup_prev.get(&id).copied();
+            grid.query_near(floor, p, hold, &mut cand);
+            // The nearest older identity it may duplicate (the one of the
+            // previous cycle within the hold radius), ties by id.
+            let older = cand
+                .iter()
+                .map(|j| *j as usize)
+                .filter(|j| out[*j].global_id < id)
+                .filter_map(|j| {
+                    let q = [out[j].x_m as f64, out[j].y_m as f64];
+                    let d = dist(p, q);
+                    let reach = if held == Some(out[j].global_id) {
+                        hold
+                    } else {
+                        radius
+                    };
+                    (d <= reach).then_some((d, out[j].global_id))
+                })
+                .filter(|(_, jd)| {
+                    self.globals
+                        .get(jd)
                         .is_some_and(|gj| self.mergeable(gj, gi, false))
-            });
-            if older {
-                dup.push(i);
+                })
+                .min_by(|a, b| a.0.total_cmp(&b.0).then(a.1.cmp(&b.1)));
+            if let Some((_, jd)) = older {
+                marked.insert(id, jd);
             }
         }
-        for i in dup {
-            out[i].state = SpatialState::Duplicate;
+        for t in out.iter_mut() {
+            if let Some(mut of) = marked.get(&t.global_id).copied() {
+                // A duplicate of a duplicate stands for the same person as
+                // the older one (ids strictly decrease along the chain).
+                while let Some(o) = marked.get(&of) {
+                    of = *o;
+                }
+                t.state = SpatialState::Duplicate;
+                t.duplicate_of = Some(of);
+            }
         }
+        marked
     }
 
     pub(super) fn tracks_at(&self, ts_ns: u64) -> Vec<SpatialTrack> {
@@ -135,6 +173,7 @@ impl SpatialTracker {
                         .collect(),
                     last_seen_ns: g.last_seen,
                     state: SpatialState::Observed,
+                    duplicate_of: None,
                 }
             })
             .collect()
