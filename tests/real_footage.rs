@@ -61,8 +61,8 @@ fn global_identity_on_two_overlapping_views_beats_per_camera_ids() {
         "global IDF1 {global:.3} not 0.15 above per-camera ids {per_camera:.3}"
     );
     let agreement = metric(&v, "overlap_agreement.fraction");
-    // Measured: 0.932.
-    assert!(agreement >= 0.90, "overlap agreement {agreement:.3}");
+    // Measured: 0.948.
+    assert!(agreement >= 0.92, "overlap agreement {agreement:.3}");
     let double = metric(&v, "double_binding.count");
     // Measured: 18.
     assert!(double <= 25.0, "{double} cycles bind one id to two people");
