@@ -15,33 +15,51 @@ fn states(out: &StepOutput) -> Vec<(u64, SpatialState)> {
         .collect()
 }
 
-/// A person walks along y = 3 under cameras `a` and `b`. For the first 10
-/// cycles `b` puts them `far` metres off (too far to join `a`'s identity),
-/// then `near` metres off. With `same_camera`, `a` sees both points as two
-/// tracks and `b` sees nothing. Returns each cycle's states.
-fn walk(far: f64, near: f64, same_camera: bool) -> Vec<Vec<(u64, SpatialState)>> {
+/// A person walks along y = 3 under cameras `a` and `b`, which put them
+/// `gap(cycle)` metres apart in y; `looks` are the embeddings of the two
+/// views. With `same_camera`, `a` sees both points as two tracks and `b`
+/// sees nothing. Returns each cycle's output.
+fn run(
+    gap: impl Fn(u64) -> f64,
+    same_camera: bool,
+    looks: [Option<Vec<f32>>; 2],
+) -> Vec<StepOutput> {
     let mut st = SpatialTracker::new(
         "s",
         SpatialParams::default(),
         vec![cam("a", 0.0), cam("b", 0.0)],
     );
+    let [la, lb] = looks;
     let mut out = Vec::new();
     for i in 0..30u64 {
         let ts = T0 + i * DT;
         let x = 3.0 + 0.1 * i as f64;
-        let y2 = 3.0 + if i < 10 { far } else { near };
+        let y2 = 3.0 + gap(i);
+        let first = track(1, 0.0, x, 3.0, la.clone());
         if same_camera {
-            let on_a = vec![track(1, 0.0, x, 3.0, None), track(2, 0.0, x, y2, None)];
+            let on_a = vec![first, track(2, 0.0, x, y2, lb.clone())];
             st.ingest(&msg("a", ts, on_a)).unwrap();
         } else {
-            st.ingest(&msg("a", ts, vec![track(1, 0.0, x, 3.0, None)]))
-                .unwrap();
-            st.ingest(&msg("b", ts, vec![track(5, 0.0, x, y2, None)]))
+            st.ingest(&msg("a", ts, vec![first])).unwrap();
+            st.ingest(&msg("b", ts, vec![track(5, 0.0, x, y2, lb.clone())]))
                 .unwrap();
         }
-        out.push(states(&st.step(ts + 50_000_000)));
+        out.push(st.step(ts + 50_000_000));
     }
     out
+}
+
+/// [`run`] with views `far` metres apart for the first 10 cycles, then
+/// `near`, no embeddings; each cycle's states.
+fn walk(far: f64, near: f64, same_camera: bool) -> Vec<Vec<(u64, SpatialState)>> {
+    run(
+        |i| if i < 10 { far } else { near },
+        same_camera,
+        [None, None],
+    )
+    .iter()
+    .map(states)
+    .collect()
 }
 
 #[test]
@@ -91,29 +109,18 @@ fn a_duplicate_pair_stays_marked_until_it_is_clearly_apart() {
     // the hold radius of 1.2 m), is a person again at 1.3 m, and 1.0 m
     // apart is then not enough to mark it again.
     let gaps = [1.3, 0.4, 1.0, 1.3, 1.0];
-    let mut st = SpatialTracker::new(
-        "s",
-        SpatialParams::default(),
-        vec![cam("a", 0.0), cam("b", 0.0)],
-    );
-    let mut cycles = Vec::new();
-    for i in 0..30u64 {
-        let ts = T0 + i * DT;
-        let x = 3.0 + 0.1 * i as f64;
-        let y2 = 3.0 + gaps[(i / 6) as usize];
-        let ea = Some(vec![1.0, 0.0, 0.0, 0.0]);
-        let eb = Some(vec![0.0, 0.0, 1.0, 0.0]);
-        st.ingest(&msg("a", ts, vec![track(1, 0.0, x, 3.0, ea)]))
-            .unwrap();
-        st.ingest(&msg("b", ts, vec![track(5, 0.0, x, y2, eb)]))
-            .unwrap();
-        let out = st.step(ts + 50_000_000);
+    let looks = [
+        Some(vec![1.0, 0.0, 0.0, 0.0]),
+        Some(vec![0.0, 0.0, 1.0, 0.0]),
+    ];
+    let outs = run(|i| gaps[(i / 6) as usize], false, looks);
+    for (i, out) in outs.iter().enumerate() {
         for t in &out.tracks.tracks {
             let want = (t.state == Duplicate).then_some(1);
             assert_eq!(t.duplicate_of, want, "cycle {i}: {t:?}");
         }
-        cycles.push(states(&out));
     }
+    let cycles: Vec<_> = outs.iter().map(states).collect();
     // The first two cycles after each jump are not checked: the motion
     // model moves the identity there over a few cycles.
     let expect = |i: usize| match i / 6 {

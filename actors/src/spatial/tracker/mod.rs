@@ -239,13 +239,13 @@ pub struct SpatialTracker {
     /// comes back as a new identity at the same place, which is `static`
     /// from the start rather than after `static_after_s` again.
     static_spots: Vec<(usize, [f64; 2], f64, u64)>,
-    /// The identities published `duplicate` by the previous cycle, each with
-    /// the older identity it duplicated: a pair stays marked while it is
-    /// within [`DUPLICATE_HOLD`] times `merge_m`, so a pair drifting around
+    /// The identities the latest cycle published `duplicate`, each with the
+    /// older identity it duplicated: a pair stays marked while it is within
+    /// [`DUPLICATE_HOLD`] times `merge_m`, so a pair drifting around
     /// `merge_m` apart does not flicker between one person and two.
-    dup_prev: BTreeMap<u64, u64>,
-    /// The pairs marked by the latest cycle (becomes `dup_prev` at the next).
-    dup_last: BTreeMap<u64, u64>,
+    /// Marking again from these at the same time gives the same marks, so
+    /// [`Self::tracks`] repeats what the step published.
+    duplicates: BTreeMap<u64, u64>,
 }
 
 const GRID_CELL_M: f64 = 2.0;
@@ -331,8 +331,7 @@ impl SpatialTracker {
             pair_counts: BTreeMap::new(),
             impostors: appearance::Impostors::default(),
             static_spots: Vec::new(),
-            dup_prev: BTreeMap::new(),
-            dup_last: BTreeMap::new(),
+            duplicates: BTreeMap::new(),
         }
     }
 
@@ -517,9 +516,8 @@ impl SpatialTracker {
         self.cap(ts_ns, &mut events);
 
         self.stats.cycles += 1;
-        self.dup_prev = std::mem::take(&mut self.dup_last);
-        let (published, dups) = self.published_with_duplicates(ts_ns);
-        self.dup_last = dups;
+        let (published, duplicates) = self.published_with_duplicates(ts_ns);
+        self.duplicates = duplicates;
         let tracks = SpatialTracks {
             v: SCHEMA_VERSION,
             shard: self.shard.clone(),

@@ -105,7 +105,7 @@ impl SpatialTracker {
             let Some(gi) = self.globals.get(&id) else {
                 continue;
             };
-            let held = self.dup_prev.get(&id).copied();
+            let held = self.duplicates.get(&id).copied();
             grid.query_near(floor, p, hold, &mut cand);
             // The nearest older identity it may duplicate (the one of the
             // previous cycle within the hold radius), ties by id.
