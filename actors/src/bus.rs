@@ -102,6 +102,24 @@ pub async fn durable_pull(
     Ok(s.get_or_create_consumer(durable, cfg).await?)
 }
 
+/// How long a consumer pump may go without a message before it asks the
+/// server whether its consumer still exists. A consumer deleted with its
+/// stream does not always tell its pull requests (a request between two
+/// pulls gets no `409 Consumer Deleted`, and a pull to a consumer that no
+/// longer exists gets no answer at all); the idle heartbeat would notice only
+/// after 30 s.
+pub const CONSUMER_CHECK_EVERY: Duration = Duration::from_secs(2);
+
+/// Whether the server says `consumer` (or its stream) no longer exists. A
+/// slow or unreachable server is not an answer: only "not found" counts.
+pub async fn consumer_gone(consumer: &consumer::Consumer<consumer::pull::Config>) -> bool {
+    use async_nats::jetstream::context::ConsumerInfoErrorKind as K;
+    match tokio::time::timeout(Duration::from_secs(2), consumer.get_info()).await {
+        Ok(Err(e)) => matches!(e.kind(), K::NotFound | K::StreamNotFound),
+        _ => false,
+    }
+}
+
 /// Nanoseconds since the Unix epoch, now.
 pub fn now_ns() -> u64 {
     std::time::SystemTime::now()

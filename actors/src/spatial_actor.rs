@@ -209,27 +209,35 @@ impl Actor for SpatialActor {
                 };
                 let mut errors = 0u32;
                 loop {
-                    tokio::select! {
+                    let next = tokio::select! {
                         _ = token.cancelled() => return,
-                        next = messages.next() => match next {
-                            Some(Ok(m)) => {
-                                errors = 0;
-                                if me.cast(SpatialMsg::Tracks(Box::new(m))).is_err() {
-                                    return;
-                                }
-                            }
-                            Some(Err(e)) => {
-                                errors += 1;
-                                debug!("tracks consumer: {e}");
-                                if errors >= crate::track_actor::PUMP_ERRORS {
-                                    let _ = me.cast(SpatialMsg::PumpFailed(format!("consumer: {e}")));
-                                    return;
-                                }
-                            }
-                            None => {
-                                let _ = me.cast(SpatialMsg::PumpFailed("consumer closed".into()));
+                        next = tokio::time::timeout(bus::CONSUMER_CHECK_EVERY, messages.next()) => next,
+                    };
+                    let Ok(next) = next else {
+                        if bus::consumer_gone(&consumer).await {
+                            let _ = me.cast(SpatialMsg::PumpFailed("consumer deleted".into()));
+                            return;
+                        }
+                        continue;
+                    };
+                    match next {
+                        Some(Ok(m)) => {
+                            errors = 0;
+                            if me.cast(SpatialMsg::Tracks(Box::new(m))).is_err() {
                                 return;
                             }
+                        }
+                        Some(Err(e)) => {
+                            errors += 1;
+                            debug!("tracks consumer: {e}");
+                            if errors >= crate::track_actor::PUMP_ERRORS {
+                                let _ = me.cast(SpatialMsg::PumpFailed(format!("consumer: {e}")));
+                                return;
+                            }
+                        }
+                        None => {
+                            let _ = me.cast(SpatialMsg::PumpFailed("consumer closed".into()));
+                            return;
                         }
                     }
                 }

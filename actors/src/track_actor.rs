@@ -184,12 +184,14 @@ impl Actor for TrackActor {
                 }
             };
             let mut errors = 0u32;
+            let mut quiet_since = tokio::time::Instant::now();
             loop {
                 tokio::select! {
                     _ = token.cancelled() => return,
                     next = tokio::time::timeout(window, messages.next()) => match next {
                         Ok(Some(Ok(m))) => {
                             errors = 0;
+                            quiet_since = tokio::time::Instant::now();
                             if me.cast(TrackMsg::Detections(Box::new(m))).is_err() {
                                 return;
                             }
@@ -211,6 +213,13 @@ impl Actor for TrackActor {
                         Err(_) => {
                             if me.cast(TrackMsg::Idle).is_err() {
                                 return;
+                            }
+                            if quiet_since.elapsed() >= bus::CONSUMER_CHECK_EVERY {
+                                quiet_since = tokio::time::Instant::now();
+                                if bus::consumer_gone(&consumer).await {
+                                    let _ = me.cast(TrackMsg::PumpFailed("consumer deleted".into()));
+                                    return;
+                                }
                             }
                         }
                     }

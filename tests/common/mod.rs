@@ -105,6 +105,48 @@ impl NatsServer {
         }
     }
 
+    /// Kills the server and starts it again on the same port with an empty
+    /// store: a server that came back having lost every stream and consumer.
+    pub fn restart_empty(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+        let store = self.dir.path().join("store");
+        let _ = std::fs::remove_dir_all(&store);
+        let deadline = Instant::now() + Duration::from_secs(20);
+        loop {
+            let mut child = Command::new(nats_server_bin())
+                .args(["-js", "-a", "127.0.0.1", "-p"])
+                .arg(self.port.to_string())
+                .arg("-sd")
+                .arg(&store)
+                .stdout(Stdio::null())
+                .stderr(Stdio::null())
+                .spawn()
+                .expect("cannot start nats-server");
+            // The port is free again once the old process is gone; a start
+            // that lost the race for it exits at once.
+            let up = loop {
+                if let Ok(Some(_)) = child.try_wait() {
+                    break false;
+                }
+                if std::net::TcpStream::connect(("127.0.0.1", self.port)).is_ok() {
+                    break true;
+                }
+                std::thread::sleep(Duration::from_millis(20));
+            };
+            if up {
+                self.child = child;
+                return;
+            }
+            assert!(
+                Instant::now() < deadline,
+                "nats-server did not come back on port {}",
+                self.port
+            );
+            std::thread::sleep(Duration::from_millis(100));
+        }
+    }
+
     /// A connected client.
     pub async fn client(&self) -> async_nats::Client {
         async_nats::connect(&self.url)
@@ -189,6 +231,14 @@ impl NvrProcess {
                 ),
             }
         }
+    }
+
+    /// The log so far: every line read until now, joined.
+    pub fn log_so_far(&mut self) -> String {
+        while let Ok(l) = self.lines.try_recv() {
+            self.seen.push(l);
+        }
+        self.seen.join("\n")
     }
 
     /// Sends SIGINT.
