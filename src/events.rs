@@ -115,7 +115,7 @@ pub fn parse_time(s: &str, now_ns: u64) -> Result<u64, String> {
 }
 
 /// RFC 3339 of ns since the Unix epoch.
-fn rfc3339(ns: u64) -> String {
+pub(crate) fn rfc3339(ns: u64) -> String {
     time::OffsetDateTime::from_unix_timestamp_nanos(ns as i128)
         .ok()
         .and_then(|t| {

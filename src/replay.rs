@@ -11,6 +11,11 @@
 //! actor does (boundary checks, the reorder window on message time, late
 //! and sequence-reset handling), and trackers run on message time only, so a
 //! replay of everything stored reproduces the live tracks byte for byte.
+//! A window that starts mid-run is warmed up: reading starts where every
+//! tracker involved last restarted before `--from` (a restarted live tracker
+//! starts empty, and replay resets at the same point), and only outputs from
+//! `--from` on are written, so the window equals what was published;
+//! `--cold` starts fresh at `--from` instead.
 //! `nvr replay <camera>` is the shorthand for one camera from the start.
 
 use std::collections::BTreeMap;
@@ -69,6 +74,12 @@ pub struct ReplayArgs {
     /// tracks; events are left out).
     #[arg(long)]
     pub hex: bool,
+    /// Start fresh trackers at `--from` instead of warming them up from the
+    /// live trackers' last restart before it: faster over a long history,
+    /// but the first moments of the window differ from what was published
+    /// until identities settle.
+    #[arg(long)]
+    pub cold: bool,
 }
 
 /// One replayed output: tracks or an event, with the subject it would have.
@@ -88,6 +99,15 @@ pub enum Output {
 }
 
 impl Output {
+    /// Its message time: the detections', the cycle's or the event's.
+    pub fn ts_ns(&self) -> u64 {
+        match self {
+            Output::Tracks(t) => t.ts_ns,
+            Output::Spatial(t) => t.ts_ns,
+            Output::Event { event, .. } => event.ts_ns,
+        }
+    }
+
     /// The live subject of this output.
     pub fn subject(&self) -> String {
         match self {
@@ -336,6 +356,39 @@ struct Restarts {
     cameras: BTreeMap<String, Vec<(u64, u64)>>,
     /// Per shard: `(last cycle before, first global id after)`.
     shards: BTreeMap<String, Vec<(u64, u64)>>,
+    /// Per camera, the message time of each restart (the last detections
+    /// the earlier incarnation took), for the warm-up start.
+    camera_times: BTreeMap<String, Vec<u64>>,
+}
+
+/// Read this much (ns) before a restart point, so that messages of the new
+/// incarnation stored a little before the last one of the earlier
+/// incarnation (out of order, within the reorder window) are read too.
+const WARM_MARGIN_NS: u64 = 10_000_000_000;
+
+/// Where a replay of a window starting at `from` must start reading for its
+/// trackers to hold, at `from`, what the live ones held: at the latest
+/// restart at or before `from` of every tracker involved (a restarted
+/// tracker starts empty, and replay resets at the same point), less
+/// [`WARM_MARGIN_NS`]. `None` when one of them has not restarted since the
+/// start of the stream: read from the start.
+fn warm_start(
+    from: u64,
+    cameras: &[String],
+    camera_times: &BTreeMap<String, Vec<u64>>,
+    shards: &[(String, Vec<(u64, u64)>)],
+) -> Option<u64> {
+    let latest = |times: &mut dyn Iterator<Item = u64>| times.filter(|t| *t <= from).max();
+    let mut start = from;
+    for c in cameras {
+        let t = latest(&mut camera_times.get(c)?.iter().copied())?;
+        start = start.min(t);
+    }
+    for (_, r) in shards {
+        let t = latest(&mut r.iter().map(|(t, _)| *t))?;
+        start = start.min(t);
+    }
+    Some(start.saturating_sub(WARM_MARGIN_NS))
 }
 
 impl Restarts {
@@ -366,6 +419,7 @@ impl Restarts {
                 if let Ok(e) = decode::<Event>(&m.payload) {
                     match (e.camera, e.seq, e.track_id, e.shard, e.global_id) {
                         (Some(c), Some(seq), Some(id), _, _) if kind == TRACKER_STARTED => {
+                            r.camera_times.entry(c.clone()).or_default().push(e.ts_ns);
                             r.cameras.entry(c).or_default().push((seq, id));
                         }
                         (_, _, _, Some(sh), Some(id)) if kind == SHARD_STARTED => {
@@ -426,6 +480,7 @@ pub async fn run(cfg: &crate::config::Config, args: ReplayArgs) -> Result<ExitCo
     let client = crate::nats::connect(cfg, &cfg.nats.url, "nvr replay").await?;
     let js = jetstream::new(client.clone());
     let mut restarts = Restarts::read(&js).await?;
+    let shard_restarts = restarts.shards.clone();
     let mut shards = shard_replays(cfg, &args.shard, &mut restarts)?;
     if cameras.is_empty() && !shards.is_empty() {
         for s in &shards {
@@ -478,7 +533,50 @@ pub async fn run(cfg: &crate::config::Config, args: ReplayArgs) -> Result<ExitCo
         [one] => subjects::detections(one),
         _ => subjects::all::DETECTIONS.to_string(),
     };
-    let deliver_policy = match from {
+    // Where reading starts: `--from` itself with `--cold`; otherwise where
+    // the trackers involved last restarted before it, so that they reach
+    // `--from` holding what the live ones held (outputs before `--from` are
+    // not written).
+    let read_from = match from {
+        Some(f) if !args.cold => {
+            let mut involved = cameras.clone();
+            if involved.is_empty() {
+                involved.extend(cfg.cameras.iter().map(|c| c.id.clone()));
+                involved.extend(restarts.camera_times.keys().cloned());
+                involved.sort();
+                involved.dedup();
+            }
+            let shard_times: Vec<(String, Vec<(u64, u64)>)> = shards
+                .iter()
+                .map(|s| {
+                    let name = s.name().to_string();
+                    let r = shard_restarts.get(&name).cloned().unwrap_or_default();
+                    (name, r)
+                })
+                .collect();
+            let start = warm_start(f, &involved, &restarts.camera_times, &shard_times);
+            let first_ns =
+                u64::try_from(info.state.first_timestamp.unix_timestamp_nanos()).unwrap_or(0);
+            match start {
+                Some(t) if t.saturating_add(WARM_MARGIN_NS) < first_ns => eprintln!(
+                    "nvr replay: the stream starts at {}, after the live trackers' last restart before --from: the window may differ from what was published until identities settle",
+                    crate::events::rfc3339(first_ns)
+                ),
+                Some(t) => eprintln!(
+                    "nvr replay: reading from {} (the live trackers' last restart before --from, less {} s), so the window starts with the state they had; --cold starts fresh at --from",
+                    crate::events::rfc3339(t.max(first_ns)),
+                    WARM_MARGIN_NS / 1_000_000_000
+                ),
+                None => eprintln!(
+                    "nvr replay: reading from the start of the stream ({}): a tracker of the window has run since then without restarting; --cold starts fresh at --from",
+                    crate::events::rfc3339(first_ns)
+                ),
+            }
+            start
+        }
+        other => other,
+    };
+    let deliver_policy = match read_from {
         Some(ns) => crate::nats::start_at(ns)?,
         None => consumer::DeliverPolicy::All,
     };
@@ -510,8 +608,8 @@ pub async fn run(cfg: &crate::config::Config, args: ReplayArgs) -> Result<ExitCo
             match decode::<Detections>(&m.payload) {
                 Ok(d) => {
                     let wanted = cameras.is_empty() || cameras.contains(&d.camera);
-                    let in_window =
-                        from.is_none_or(|f| d.ts_ns >= f) && to.is_none_or(|t| d.ts_ns < t);
+                    let in_window = read_from.is_none_or(|f| d.ts_ns >= f.min(from.unwrap_or(f)))
+                        && to.is_none_or(|t| d.ts_ns < t);
                     if wanted && in_window {
                         let r = replays.entry(d.camera.clone()).or_insert_with(|| {
                             CameraReplay::new(
@@ -523,6 +621,9 @@ pub async fn run(cfg: &crate::config::Config, args: ReplayArgs) -> Result<ExitCo
                         });
                         let out = with_shards(r.push(d), &mut shards);
                         for o in out {
+                            if from.is_some_and(|f| o.ts_ns() < f) {
+                                continue;
+                            }
                             if !(tracks_only && matches!(o, Output::Event { .. })) {
                                 sink.write(&o).await?;
                                 written += 1;
@@ -545,6 +646,9 @@ pub async fn run(cfg: &crate::config::Config, args: ReplayArgs) -> Result<ExitCo
         rest.extend(s.finish().into_iter().flat_map(cycle_outputs));
     }
     for o in rest {
+        if from.is_some_and(|f| o.ts_ns() < f) {
+            continue;
+        }
         if !(tracks_only && matches!(o, Output::Event { .. })) {
             sink.write(&o).await?;
             written += 1;

@@ -95,6 +95,11 @@ impl ShardReplay {
         }
     }
 
+    /// The shard's name.
+    pub fn name(&self) -> &str {
+        &self.shard
+    }
+
     /// The shard's cameras.
     pub fn cameras(&self) -> &[String] {
         &self.cameras

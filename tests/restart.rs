@@ -180,7 +180,7 @@ async fn a_second_tracker_of_the_same_camera_is_warned_about() {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn a_replay_spanning_a_restart_equals_what_was_published() {
+async fn replays_of_the_stream_and_of_windows_around_a_restart_equal_what_was_published() {
     let server = NatsServer::start();
     let dir = tempfile::tempdir().unwrap();
     let api = free_port();
@@ -274,4 +274,69 @@ async fn a_replay_spanning_a_restart_equals_what_was_published() {
         .map(|t| t.track_id)
         .collect();
     assert!(ids.contains(&t2), "the second incarnation's ids replayed");
+
+    // Windows that start mid-run, before and after the restart: the replay
+    // warms its trackers up (from the start of the stream, or from the
+    // restart), so each window equals what was published.
+    let window = |from_ns: u64, cold: bool| {
+        let from = format!("{:.3}", from_ns as f64 / 1e9);
+        let mut args = vec![
+            "replay",
+            "--shard",
+            "lobby",
+            "--hex",
+            "--from",
+            from.as_str(),
+            "--config",
+            cfg.to_str().unwrap(),
+        ];
+        if cold {
+            args.push("--cold");
+        }
+        let (code, text, err) = nvr_output(&args, dir.path(), &[]);
+        assert_eq!(code, 0, "{err}");
+        let (mut tracks, mut spatial) = (Vec::new(), Vec::new());
+        for b in hex_lines(&text) {
+            if decode::<SpatialTracks>(&b).is_ok() {
+                spatial.push(b);
+            } else {
+                tracks.push(b);
+            }
+        }
+        (tracks, spatial, err)
+    };
+    for (seq, how) in [
+        (15, "start of the stream"),
+        (45, "last restart before --from"),
+    ] {
+        // Between two messages, so the decimal seconds need not be exact.
+        let from_ns = *T0 + seq * WALK_DT - WALK_DT / 2;
+        let (tracks, spatial, err) = window(from_ns, false);
+        assert!(err.contains(how), "{err}");
+        let live_window: Vec<_> = live_tracks
+            .iter()
+            .filter(|b| decode::<CameraTracks>(b).unwrap().ts_ns >= from_ns)
+            .cloned()
+            .collect();
+        assert_eq!(live_window.len() as u64, 61 - seq);
+        assert_eq!(
+            tracks, live_window,
+            "camera tracks of the window from seq {seq}"
+        );
+        let live_spatial_window: Vec<_> = live_spatial
+            .iter()
+            .filter(|b| decode::<SpatialTracks>(b).unwrap().ts_ns >= from_ns)
+            .cloned()
+            .collect();
+        assert!(!live_spatial_window.is_empty());
+        assert_eq!(
+            spatial, live_spatial_window,
+            "spatial tracks of the window from seq {seq}"
+        );
+        // Fresh trackers at the window's start (`--cold`) give other
+        // tracks: the warm-up is what makes the window equal.
+        let (cold_tracks, _, _) = window(from_ns, true);
+        assert_eq!(cold_tracks.len(), live_window.len());
+        assert_ne!(cold_tracks, live_window, "a cold window differs");
+    }
 }
