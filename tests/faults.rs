@@ -12,7 +12,7 @@ use common::*;
 use futures::StreamExt;
 use nvr_actors::bus::now_ns;
 use nvr_subjects::messages::{
-    CameraTracks, Detections, Frame, FrameEncoding, SpatialTracks, Track, TrackState,
+    CameraTracks, Detections, Frame, FrameEncoding, SpatialState, SpatialTracks, Track, TrackState,
 };
 use nvr_subjects::{decode, encode, subjects, Message, SCHEMA_VERSION};
 use serde_json::Value;
@@ -468,6 +468,10 @@ async fn a_server_that_comes_back_empty_gets_streams_and_tracking_back() {
     let client = server.client().await;
     let js = jetstream::new(client.clone());
     let mut tracks = client.subscribe(subjects::tracks("hall")).await.unwrap();
+    let mut spatial = client
+        .subscribe(subjects::spatial_tracks("lobby"))
+        .await
+        .unwrap();
     client.flush().await.unwrap();
     let deadline = tokio::time::Instant::now() + Duration::from_secs(20);
     let mut seq = 2;
@@ -494,6 +498,37 @@ async fn a_server_that_comes_back_empty_gets_streams_and_tracking_back() {
     );
     let t: CameraTracks = decode(&resumed.payload).unwrap();
     assert_eq!(t.camera, "hall");
+    // The spatial shard's consumer was lost the same way: it notices too,
+    // and the walker is observed on the floor again.
+    let after_ns = *T0 + 2 * WALK_DT;
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(20);
+    loop {
+        if tokio::time::Instant::now() >= deadline {
+            panic!(
+                "spatial tracking did not resume; nvr's log:\n{}",
+                p.log_so_far()
+            );
+        }
+        let m = detections("hall", seq, 0.1 + 0.01 * seq as f32);
+        publish(&js, subjects::detections("hall"), &m).await;
+        seq += 1;
+        let until = tokio::time::Instant::now() + Duration::from_millis(500);
+        let mut seen = false;
+        while let Ok(Some(m)) = tokio::time::timeout_at(until, spatial.next()).await {
+            let s: SpatialTracks = decode(&m.payload).unwrap();
+            seen |= s
+                .tracks
+                .iter()
+                .any(|t| t.state == SpatialState::Observed && t.last_seen_ns >= after_ns);
+        }
+        if seen {
+            break;
+        }
+    }
+    println!(
+        "spatial tracking resumed {:.2} s after the server came back empty",
+        restarted.elapsed().as_secs_f64()
+    );
     p.interrupt();
     assert_eq!(p.wait_exit(Duration::from_secs(10)), Some(0));
 }
