@@ -324,7 +324,7 @@ impl Sink {
 fn shard_replays(
     cfg: &crate::config::Config,
     names: &[String],
-    restarts: &mut Restarts,
+    restarts: &Restarts,
 ) -> Result<Vec<ShardReplay>> {
     if names.is_empty() {
         return Ok(Vec::new());
@@ -343,7 +343,7 @@ fn shard_replays(
         .into_iter()
         .filter(|p| all || names.contains(&p.name))
         .map(|p| {
-            let r = restarts.shards.remove(&p.name).unwrap_or_default();
+            let r = restarts.shards.get(&p.name).cloned().unwrap_or_default();
             ShardReplay::new(&p.name, params.clone(), p.cameras, limits.clone(), r)
         })
         .collect())
@@ -372,23 +372,63 @@ const WARM_MARGIN_NS: u64 = 10_000_000_000;
 /// tracker starts empty, and replay resets at the same point), less
 /// [`WARM_MARGIN_NS`]. `None` when one of them has not restarted since the
 /// start of the stream: read from the start.
-fn warm_start(
-    from: u64,
-    cameras: &[String],
-    camera_times: &BTreeMap<String, Vec<u64>>,
-    shards: &[(String, Vec<(u64, u64)>)],
-) -> Option<u64> {
-    let latest = |times: &mut dyn Iterator<Item = u64>| times.filter(|t| *t <= from).max();
+fn warm_start(from: u64, cameras: &[String], shards: &[&str], r: &Restarts) -> Option<u64> {
+    let camera_times = cameras.iter().map(|c| r.camera_times.get(c));
+    let shard_times = shards.iter().map(|s| {
+        r.shards
+            .get(*s)
+            .map(|v| v.iter().map(|(t, _)| *t).collect())
+    });
     let mut start = from;
-    for c in cameras {
-        let t = latest(&mut camera_times.get(c)?.iter().copied())?;
-        start = start.min(t);
-    }
-    for (_, r) in shards {
-        let t = latest(&mut r.iter().map(|(t, _)| *t))?;
-        start = start.min(t);
+    for times in camera_times.map(|t| t.cloned()).chain(shard_times) {
+        let latest = times?.into_iter().filter(|t| *t <= from).max()?;
+        start = start.min(latest);
     }
     Some(start.saturating_sub(WARM_MARGIN_NS))
+}
+
+/// Where `nvr replay` starts reading (`None`: the start of the stream), and
+/// the one line on stderr that says why. `--cold` or no `--from`: at
+/// `--from`. Otherwise see [`warm_start`]; the cameras involved are those
+/// asked for, else every camera of the configuration or with a restart.
+fn reading_start(
+    args: &ReplayArgs,
+    from: Option<u64>,
+    cameras: &[String],
+    cfg: &crate::config::Config,
+    shards: &[ShardReplay],
+    restarts: &Restarts,
+    first_ns: u64,
+) -> Option<u64> {
+    let f = match from {
+        Some(f) if !args.cold => f,
+        other => return other,
+    };
+    let mut involved = cameras.to_vec();
+    if involved.is_empty() {
+        involved.extend(cfg.cameras.iter().map(|c| c.id.clone()));
+        involved.extend(restarts.camera_times.keys().cloned());
+        involved.sort();
+        involved.dedup();
+    }
+    let names: Vec<&str> = shards.iter().map(|s| s.name()).collect();
+    let start = warm_start(f, &involved, &names, restarts);
+    match start {
+        Some(t) if t.saturating_add(WARM_MARGIN_NS) < first_ns => eprintln!(
+            "nvr replay: the stream starts at {}, after the live trackers' last restart before --from: the window may differ from what was published until identities settle",
+            crate::events::rfc3339(first_ns)
+        ),
+        Some(t) => eprintln!(
+            "nvr replay: reading from {} (the live trackers' last restart before --from, less {} s), so the window starts with the state they had; --cold starts fresh at --from",
+            crate::events::rfc3339(t.max(first_ns)),
+            WARM_MARGIN_NS / 1_000_000_000
+        ),
+        None => eprintln!(
+            "nvr replay: reading from the start of the stream ({}): a tracker of the window has run since then without restarting; --cold starts fresh at --from",
+            crate::events::rfc3339(first_ns)
+        ),
+    }
+    start
 }
 
 impl Restarts {
@@ -480,8 +520,7 @@ pub async fn run(cfg: &crate::config::Config, args: ReplayArgs) -> Result<ExitCo
     let client = crate::nats::connect(cfg, &cfg.nats.url, "nvr replay").await?;
     let js = jetstream::new(client.clone());
     let mut restarts = Restarts::read(&js).await?;
-    let shard_restarts = restarts.shards.clone();
-    let mut shards = shard_replays(cfg, &args.shard, &mut restarts)?;
+    let mut shards = shard_replays(cfg, &args.shard, &restarts)?;
     if cameras.is_empty() && !shards.is_empty() {
         for s in &shards {
             cameras.extend(s.cameras().iter().cloned());
@@ -522,6 +561,11 @@ pub async fn run(cfg: &crate::config::Config, args: ReplayArgs) -> Result<ExitCo
     // The shorthand and a plain `nvr replay <camera>` print tracks only, as
     // the live subject carries them.
     let tracks_only = args.out.is_none() && args.into.is_none();
+    // What is written: outputs from `--from` on (earlier ones only warmed
+    // the trackers up), without events when printing tracks only.
+    let written_out = |o: &Output| {
+        from.is_none_or(|f| o.ts_ns() >= f) && !(tracks_only && matches!(o, Output::Event { .. }))
+    };
 
     let mut stream = js
         .get_stream(streams::DETECTIONS)
@@ -533,49 +577,8 @@ pub async fn run(cfg: &crate::config::Config, args: ReplayArgs) -> Result<ExitCo
         [one] => subjects::detections(one),
         _ => subjects::all::DETECTIONS.to_string(),
     };
-    // Where reading starts: `--from` itself with `--cold`; otherwise where
-    // the trackers involved last restarted before it, so that they reach
-    // `--from` holding what the live ones held (outputs before `--from` are
-    // not written).
-    let read_from = match from {
-        Some(f) if !args.cold => {
-            let mut involved = cameras.clone();
-            if involved.is_empty() {
-                involved.extend(cfg.cameras.iter().map(|c| c.id.clone()));
-                involved.extend(restarts.camera_times.keys().cloned());
-                involved.sort();
-                involved.dedup();
-            }
-            let shard_times: Vec<(String, Vec<(u64, u64)>)> = shards
-                .iter()
-                .map(|s| {
-                    let name = s.name().to_string();
-                    let r = shard_restarts.get(&name).cloned().unwrap_or_default();
-                    (name, r)
-                })
-                .collect();
-            let start = warm_start(f, &involved, &restarts.camera_times, &shard_times);
-            let first_ns =
-                u64::try_from(info.state.first_timestamp.unix_timestamp_nanos()).unwrap_or(0);
-            match start {
-                Some(t) if t.saturating_add(WARM_MARGIN_NS) < first_ns => eprintln!(
-                    "nvr replay: the stream starts at {}, after the live trackers' last restart before --from: the window may differ from what was published until identities settle",
-                    crate::events::rfc3339(first_ns)
-                ),
-                Some(t) => eprintln!(
-                    "nvr replay: reading from {} (the live trackers' last restart before --from, less {} s), so the window starts with the state they had; --cold starts fresh at --from",
-                    crate::events::rfc3339(t.max(first_ns)),
-                    WARM_MARGIN_NS / 1_000_000_000
-                ),
-                None => eprintln!(
-                    "nvr replay: reading from the start of the stream ({}): a tracker of the window has run since then without restarting; --cold starts fresh at --from",
-                    crate::events::rfc3339(first_ns)
-                ),
-            }
-            start
-        }
-        other => other,
-    };
+    let first_ns = u64::try_from(info.state.first_timestamp.unix_timestamp_nanos()).unwrap_or(0);
+    let read_from = reading_start(&args, from, &cameras, cfg, &shards, &restarts, first_ns);
     let deliver_policy = match read_from {
         Some(ns) => crate::nats::start_at(ns)?,
         None => consumer::DeliverPolicy::All,
@@ -608,8 +611,8 @@ pub async fn run(cfg: &crate::config::Config, args: ReplayArgs) -> Result<ExitCo
             match decode::<Detections>(&m.payload) {
                 Ok(d) => {
                     let wanted = cameras.is_empty() || cameras.contains(&d.camera);
-                    let in_window = read_from.is_none_or(|f| d.ts_ns >= f.min(from.unwrap_or(f)))
-                        && to.is_none_or(|t| d.ts_ns < t);
+                    let in_window =
+                        read_from.is_none_or(|f| d.ts_ns >= f) && to.is_none_or(|t| d.ts_ns < t);
                     if wanted && in_window {
                         let r = replays.entry(d.camera.clone()).or_insert_with(|| {
                             CameraReplay::new(
@@ -621,10 +624,7 @@ pub async fn run(cfg: &crate::config::Config, args: ReplayArgs) -> Result<ExitCo
                         });
                         let out = with_shards(r.push(d), &mut shards);
                         for o in out {
-                            if from.is_some_and(|f| o.ts_ns() < f) {
-                                continue;
-                            }
-                            if !(tracks_only && matches!(o, Output::Event { .. })) {
+                            if written_out(&o) {
                                 sink.write(&o).await?;
                                 written += 1;
                             }
@@ -646,10 +646,7 @@ pub async fn run(cfg: &crate::config::Config, args: ReplayArgs) -> Result<ExitCo
         rest.extend(s.finish().into_iter().flat_map(cycle_outputs));
     }
     for o in rest {
-        if from.is_some_and(|f| o.ts_ns() < f) {
-            continue;
-        }
-        if !(tracks_only && matches!(o, Output::Event { .. })) {
+        if written_out(&o) {
             sink.write(&o).await?;
             written += 1;
         }

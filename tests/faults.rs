@@ -408,23 +408,8 @@ async fn deleted_streams_are_recreated_and_tracking_resumes() {
         .await
         .expect("the detectors consumer again");
     // The track actor re-creates its consumer and tracking resumes.
-    let deadline = tokio::time::Instant::now() + Duration::from_secs(30);
     let mut seq = 2;
-    let resumed = loop {
-        if tokio::time::Instant::now() >= deadline {
-            panic!("tracking did not resume; nvr's log:\n{}", p.log_so_far());
-        }
-        publish(
-            &js,
-            subjects::detections("hall"),
-            &detections("hall", seq, 0.1 + 0.01 * seq as f32),
-        )
-        .await;
-        seq += 1;
-        if let Ok(Some(m)) = tokio::time::timeout(Duration::from_millis(500), tracks.next()).await {
-            break m;
-        }
-    };
+    let resumed = walk_until(&js, &mut seq, &mut tracks, &mut p, 30, "tracking", |_| true).await;
     println!(
         "tracking resumed {:.2} s after the deletion",
         deleted.elapsed().as_secs_f64()
@@ -433,6 +418,41 @@ async fn deleted_streams_are_recreated_and_tracking_resumes() {
     assert_eq!(t.camera, "hall");
     p.interrupt();
     assert_eq!(p.wait_exit(Duration::from_secs(10)), Some(0));
+}
+
+/// Publishes the walker's detections on `hall`, one every half second from
+/// `seq` on (a publish the server refuses is skipped), until `sub` delivers
+/// a message that `done` accepts; panics with nvr's log after `limit_s`
+/// seconds saying `what` did not resume.
+async fn walk_until(
+    js: &jetstream::Context,
+    seq: &mut u64,
+    sub: &mut async_nats::Subscriber,
+    p: &mut NvrProcess,
+    limit_s: u64,
+    what: &str,
+    done: impl Fn(&async_nats::Message) -> bool,
+) -> async_nats::Message {
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(limit_s);
+    loop {
+        if tokio::time::Instant::now() >= deadline {
+            panic!("{what} did not resume; nvr's log:\n{}", p.log_so_far());
+        }
+        let m = detections("hall", *seq, 0.1 + 0.01 * *seq as f32);
+        if let Ok(ack) = js
+            .publish(subjects::detections("hall"), encode(&m).unwrap().into())
+            .await
+        {
+            let _ = ack.await;
+        }
+        *seq += 1;
+        let until = tokio::time::Instant::now() + Duration::from_millis(500);
+        while let Ok(Some(m)) = tokio::time::timeout_at(until, sub.next()).await {
+            if done(&m) {
+                return m;
+            }
+        }
+    }
 }
 
 /// A server that comes back with an empty store has lost the track actor's
@@ -473,25 +493,8 @@ async fn a_server_that_comes_back_empty_gets_streams_and_tracking_back() {
         .await
         .unwrap();
     client.flush().await.unwrap();
-    let deadline = tokio::time::Instant::now() + Duration::from_secs(20);
     let mut seq = 2;
-    let resumed = loop {
-        if tokio::time::Instant::now() >= deadline {
-            panic!("tracking did not resume; nvr's log:\n{}", p.log_so_far());
-        }
-        // Publishing fails until the streams are back.
-        let m = detections("hall", seq, 0.1 + 0.01 * seq as f32);
-        if let Ok(ack) = js
-            .publish(subjects::detections("hall"), encode(&m).unwrap().into())
-            .await
-        {
-            let _ = ack.await;
-        }
-        seq += 1;
-        if let Ok(Some(m)) = tokio::time::timeout(Duration::from_millis(500), tracks.next()).await {
-            break m;
-        }
-    };
+    let resumed = walk_until(&js, &mut seq, &mut tracks, &mut p, 20, "tracking", |_| true).await;
     println!(
         "tracking resumed {:.2} s after the server came back empty",
         restarted.elapsed().as_secs_f64()
@@ -501,30 +504,21 @@ async fn a_server_that_comes_back_empty_gets_streams_and_tracking_back() {
     // The spatial shard's consumer was lost the same way: it notices too,
     // and the walker is observed on the floor again.
     let after_ns = *T0 + 2 * WALK_DT;
-    let deadline = tokio::time::Instant::now() + Duration::from_secs(20);
-    loop {
-        if tokio::time::Instant::now() >= deadline {
-            panic!(
-                "spatial tracking did not resume; nvr's log:\n{}",
-                p.log_so_far()
-            );
-        }
-        let m = detections("hall", seq, 0.1 + 0.01 * seq as f32);
-        publish(&js, subjects::detections("hall"), &m).await;
-        seq += 1;
-        let until = tokio::time::Instant::now() + Duration::from_millis(500);
-        let mut seen = false;
-        while let Ok(Some(m)) = tokio::time::timeout_at(until, spatial.next()).await {
+    walk_until(
+        &js,
+        &mut seq,
+        &mut spatial,
+        &mut p,
+        20,
+        "spatial tracking",
+        |m| {
             let s: SpatialTracks = decode(&m.payload).unwrap();
-            seen |= s
-                .tracks
+            s.tracks
                 .iter()
-                .any(|t| t.state == SpatialState::Observed && t.last_seen_ns >= after_ns);
-        }
-        if seen {
-            break;
-        }
-    }
+                .any(|t| t.state == SpatialState::Observed && t.last_seen_ns >= after_ns)
+        },
+    )
+    .await;
     println!(
         "spatial tracking resumed {:.2} s after the server came back empty",
         restarted.elapsed().as_secs_f64()

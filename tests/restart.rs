@@ -33,6 +33,13 @@ async fn publish(js: &jetstream::Context, d: &Detections) {
     .unwrap();
 }
 
+/// The camera tracks and the spatial tracks of a `nvr replay --hex` output.
+fn camera_and_spatial(text: &str) -> (Vec<Vec<u8>>, Vec<Vec<u8>>) {
+    hex_lines(text)
+        .into_iter()
+        .partition(|b| decode::<SpatialTracks>(b).is_err())
+}
+
 /// Runs one `nvr run` incarnation over detections `seqs`, returning the
 /// highest track id and global id it published.
 async fn incarnation(
@@ -229,14 +236,7 @@ async fn replays_of_the_stream_and_of_windows_around_a_restart_equal_what_was_pu
         &[],
     );
     assert_eq!(code, 0, "{err}");
-    let (mut tracks, mut spatial) = (Vec::new(), Vec::new());
-    for b in hex_lines(&text) {
-        if decode::<SpatialTracks>(&b).is_ok() {
-            spatial.push(b);
-        } else {
-            tracks.push(b);
-        }
-    }
+    let (tracks, spatial) = camera_and_spatial(&text);
     assert_eq!(tracks.len(), 60, "{err}");
     for (i, (a, b)) in live_tracks.iter().zip(&tracks).enumerate() {
         assert_eq!(
@@ -295,14 +295,7 @@ async fn replays_of_the_stream_and_of_windows_around_a_restart_equal_what_was_pu
         }
         let (code, text, err) = nvr_output(&args, dir.path(), &[]);
         assert_eq!(code, 0, "{err}");
-        let (mut tracks, mut spatial) = (Vec::new(), Vec::new());
-        for b in hex_lines(&text) {
-            if decode::<SpatialTracks>(&b).is_ok() {
-                spatial.push(b);
-            } else {
-                tracks.push(b);
-            }
-        }
+        let (tracks, spatial) = camera_and_spatial(&text);
         (tracks, spatial, err)
     };
     for (seq, how) in [

@@ -62,20 +62,25 @@ pub struct NatsServer {
     pub dir: tempfile::TempDir,
 }
 
+/// `nats-server -js` on 127.0.0.1 port `port` (`-1`: a random one, see
+/// its ports file in `dir`) with its store in `dir/store`.
+fn spawn_nats_server(port: &str, dir: &Path) -> Child {
+    Command::new(nats_server_bin())
+        .args(["-js", "-a", "127.0.0.1", "-p", port, "--ports_file_dir"])
+        .arg(dir)
+        .arg("-sd")
+        .arg(dir.join("store"))
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .spawn()
+        .expect("cannot start nats-server")
+}
+
 impl NatsServer {
     /// Starts a server on a random port and waits for its ports file.
     pub fn start() -> NatsServer {
         let dir = tempfile::tempdir().expect("tempdir");
-        let store = dir.path().join("store");
-        let child = Command::new(nats_server_bin())
-            .args(["-js", "-a", "127.0.0.1", "-p", "-1", "--ports_file_dir"])
-            .arg(dir.path())
-            .arg("-sd")
-            .arg(&store)
-            .stdout(Stdio::null())
-            .stderr(Stdio::null())
-            .spawn()
-            .expect("cannot start nats-server");
+        let child = spawn_nats_server("-1", dir.path());
         let ports_file = dir.path().join(format!("nats-server_{}.ports", child.id()));
         let deadline = Instant::now() + Duration::from_secs(20);
         let url = loop {
@@ -110,19 +115,10 @@ impl NatsServer {
     pub fn restart_empty(&mut self) {
         let _ = self.child.kill();
         let _ = self.child.wait();
-        let store = self.dir.path().join("store");
-        let _ = std::fs::remove_dir_all(&store);
+        let _ = std::fs::remove_dir_all(self.dir.path().join("store"));
         let deadline = Instant::now() + Duration::from_secs(20);
         loop {
-            let mut child = Command::new(nats_server_bin())
-                .args(["-js", "-a", "127.0.0.1", "-p"])
-                .arg(self.port.to_string())
-                .arg("-sd")
-                .arg(&store)
-                .stdout(Stdio::null())
-                .stderr(Stdio::null())
-                .spawn()
-                .expect("cannot start nats-server");
+            let mut child = spawn_nats_server(&self.port.to_string(), self.dir.path());
             // The port is free again once the old process is gone; a start
             // that lost the race for it exits at once.
             let up = loop {
