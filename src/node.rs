@@ -685,6 +685,11 @@ pub async fn register_services(
             Err(e) => tracing::warn!("cannot register micro service nvr-spatial: {e}"),
         }
     }
+    // The server has the services' subscriptions once it answered a ping:
+    // a node that says it is running is listed by `$SRV.INFO` at once.
+    if let Err(e) = client.flush().await {
+        tracing::warn!("NATS flush after registering micro services: {e}");
+    }
     out
 }
 
