@@ -519,6 +519,7 @@ async fn stream_states(js: &async_nats::jetstream::Context) -> Value {
             streams::SPATIAL,
             streams::EVENTS,
             streams::SNAPSHOTS,
+            streams::STATE,
         ] {
             let Ok(mut st) = js.get_stream(name).await else {
                 continue;

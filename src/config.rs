@@ -376,6 +376,9 @@ impl DetectionConfig {
 pub struct TrackingConfig {
     /// Hold detections this long to put out-of-order arrivals back in order.
     pub reorder_window_ms: u64,
+    /// Message time between two checkpoints of each tracker's and spatial
+    /// shard's state (`nvr.state.*`), where `nvr replay` starts; 0 = none.
+    pub checkpoint_seconds: u64,
     /// ByteTrack first-stage score.
     pub high_threshold: f32,
     /// ByteTrack second-stage score.
@@ -412,6 +415,7 @@ impl Default for TrackingConfig {
         let p = nvr_actors::track::TrackerParams::default();
         TrackingConfig {
             reorder_window_ms: 400,
+            checkpoint_seconds: 60,
             high_threshold: p.high_threshold,
             low_threshold: p.low_threshold,
             new_track_threshold: p.new_track_threshold,

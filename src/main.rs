@@ -21,6 +21,7 @@ mod node;
 mod progress;
 mod replay;
 mod replay_shard;
+mod replay_start;
 mod retention;
 mod roles;
 mod sampler;

@@ -639,6 +639,9 @@ fn stream_description(name: &str) -> Option<&'static str> {
         spec::SNAPSHOTS => {
             "nvr event snapshots: JPEG of the frame a track_started event refers to, per camera and seq"
         }
+        spec::STATE => {
+            "nvr checkpoints (MessagePack Checkpoint) of live trackers and spatial shards, where replays start"
+        }
         _ => return None,
     })
 }

@@ -441,6 +441,7 @@ impl SpatialNode {
     ) -> (Arc<SpatialNode>, Vec<ChildSpec>) {
         let mut specs = Vec::new();
         let mut tracking = BTreeMap::new();
+        let checkpoint_seconds = cfg.tracking.checkpoint_seconds;
         for cam in track_cameras {
             let st = Arc::new(Mutex::new(TrackingStatus::default()));
             tracking.insert(cam.clone(), st.clone());
@@ -463,6 +464,7 @@ impl SpatialNode {
                     durable: format!("track-{camera}"),
                     status: st.clone(),
                     limits: limits.clone(),
+                    checkpoint_seconds,
                 }),
             });
         }
@@ -491,6 +493,7 @@ impl SpatialNode {
                     status: st.clone(),
                     tracks: tr.clone(),
                     limits: limits.clone(),
+                    checkpoint_seconds,
                 }),
             });
         }

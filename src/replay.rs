@@ -18,6 +18,7 @@
 //! `--cold` starts fresh at `--from` instead.
 //! `nvr replay <camera>` is the shorthand for one camera from the start.
 
+use std::collections::btree_map::Entry;
 use std::collections::BTreeMap;
 use std::io::Write;
 use std::path::PathBuf;
@@ -31,11 +32,12 @@ use futures::StreamExt;
 use nvr_actors::guard::{self, Limits, SeqVerdict};
 use nvr_actors::track::{ReorderBuffer, Tracker, TrackerParams};
 use nvr_subjects::{
-    decode, encode, streams, subjects, CameraTracks, Detections, Event, SpatialTracks,
+    decode, encode, streams, subjects, CameraTracks, Checkpoint, Detections, Event, SpatialTracks,
     SCHEMA_VERSION,
 };
 
 use crate::replay_shard::ShardReplay;
+use crate::replay_start::{Checkpoints, Plan, Restarts, WARM_MARGIN_NS};
 
 /// Arguments of `nvr replay`.
 #[derive(Debug, Args)]
@@ -144,6 +146,9 @@ pub struct CameraReplay {
     highest_seq: u64,
     /// Boundary limits.
     limits: Limits,
+    /// `(seq, ts_ns)` of the checkpoint it started from: detections up to
+    /// both were taken by the live tracker before it.
+    taken: Option<(u64, u64)>,
     /// Messages refused at the boundary or arriving late.
     pub dropped: u64,
 }
@@ -169,12 +174,39 @@ impl CameraReplay {
             released_any: false,
             highest_seq: 0,
             limits,
+            taken: None,
             dropped: 0,
         }
     }
 
+    /// Starts from a checkpoint of the live tracker instead of empty: the
+    /// tracker as it was after the detections `c.seq`, with nothing held;
+    /// the restarts before it are behind, and detections it had taken
+    /// (at or before both its `seq` and its time) are skipped.
+    pub fn restore(&mut self, c: &Checkpoint) -> Result<()> {
+        self.tracker = Tracker::restore(self.params.clone(), &c.state).with_context(|| {
+            format!(
+                "checkpoint of camera {} at {}: unreadable (replay with --cold)",
+                c.name,
+                crate::events::rfc3339(c.ts_ns)
+            )
+        })?;
+        self.reorder = ReorderBuffer::new(self.window_ns);
+        self.released_any = true;
+        self.highest_seq = c.seq;
+        self.next_restart = self.restarts.partition_point(|(after, _)| *after < c.seq);
+        self.taken = Some((c.seq, c.ts_ns));
+        Ok(())
+    }
+
     /// Takes one detections message; returns what it released.
     pub fn push(&mut self, mut det: Detections) -> Vec<Output> {
+        if self
+            .taken
+            .is_some_and(|(seq, ts)| det.seq <= seq && det.ts_ns <= ts)
+        {
+            return Vec::new();
+        }
         if guard::clean_detections(&mut det.objects, &self.limits).is_err() {
             self.dropped += 1;
             return Vec::new();
@@ -349,49 +381,14 @@ fn shard_replays(
         .collect())
 }
 
-/// The live trackers' restarts recorded in `NVR_EVENTS`.
-#[derive(Debug, Default)]
-struct Restarts {
-    /// Per camera: `(last seq before, first track id after)`.
-    cameras: BTreeMap<String, Vec<(u64, u64)>>,
-    /// Per shard: `(last cycle before, first global id after)`.
-    shards: BTreeMap<String, Vec<(u64, u64)>>,
-    /// Per camera, the message time of each restart (the last detections
-    /// the earlier incarnation took), for the warm-up start.
-    camera_times: BTreeMap<String, Vec<u64>>,
-}
-
-/// Read this much (ns) before a restart point, so that messages of the new
-/// incarnation stored a little before the last one of the earlier
-/// incarnation (out of order, within the reorder window) are read too.
-const WARM_MARGIN_NS: u64 = 10_000_000_000;
-
-/// Where a replay of a window starting at `from` must start reading for its
-/// trackers to hold, at `from`, what the live ones held: at the latest
-/// restart at or before `from` of every tracker involved (a restarted
-/// tracker starts empty, and replay resets at the same point), less
-/// [`WARM_MARGIN_NS`]. `None` when one of them has not restarted since the
-/// start of the stream: read from the start.
-fn warm_start(from: u64, cameras: &[String], shards: &[&str], r: &Restarts) -> Option<u64> {
-    let camera_times = cameras.iter().map(|c| r.camera_times.get(c));
-    let shard_times = shards.iter().map(|s| {
-        r.shards
-            .get(*s)
-            .map(|v| v.iter().map(|(t, _)| *t).collect())
-    });
-    let mut start = from;
-    for times in camera_times.map(|t| t.cloned()).chain(shard_times) {
-        let latest = times?.into_iter().filter(|t| *t <= from).max()?;
-        start = start.min(latest);
-    }
-    Some(start.saturating_sub(WARM_MARGIN_NS))
-}
-
-/// Where `nvr replay` starts reading (`None`: the start of the stream), and
-/// the one line on stderr that says why. `--cold` or no `--from`: at
-/// `--from`. Otherwise see [`warm_start`]; the cameras involved are those
-/// asked for, else every camera of the configuration or with a restart.
-fn reading_start(
+/// Where every tracker and shard of the window starts and where reading
+/// starts, with the one line on stderr that says why. `--cold` or no
+/// `--from`: fresh at `--from`. Otherwise see [`Plan`]; the cameras involved
+/// are those asked for, else every camera of the configuration or with a
+/// restart.
+#[allow(clippy::too_many_arguments)]
+async fn reading_plan(
+    js: &jetstream::Context,
     args: &ReplayArgs,
     from: Option<u64>,
     cameras: &[String],
@@ -399,10 +396,15 @@ fn reading_start(
     shards: &[ShardReplay],
     restarts: &Restarts,
     first_ns: u64,
-) -> Option<u64> {
+) -> Result<Plan> {
     let f = match from {
         Some(f) if !args.cold => f,
-        other => return other,
+        other => {
+            return Ok(Plan {
+                read_from: other,
+                ..Plan::default()
+            })
+        }
     };
     let mut involved = cameras.to_vec();
     if involved.is_empty() {
@@ -411,70 +413,37 @@ fn reading_start(
         involved.sort();
         involved.dedup();
     }
+    // Far enough back for a shard's checkpoint and its cameras' before it.
+    let lookback = (4 * cfg.tracking.checkpoint_seconds).max(120);
+    let checkpoints = Checkpoints::read(js, f, lookback).await?;
     let names: Vec<&str> = shards.iter().map(|s| s.name()).collect();
-    let start = warm_start(f, &involved, &names, restarts);
-    match start {
+    let plan = Plan::new(f, &involved, &names, restarts, &checkpoints);
+    let n = plan.restored_count();
+    match plan.read_from {
         Some(t) if t.saturating_add(WARM_MARGIN_NS) < first_ns => eprintln!(
-            "nvr replay: the stream starts at {}, after the live trackers' last restart before --from: the window may differ from what was published until identities settle",
+            "nvr replay: the stream starts at {}, after the live trackers' last checkpoint or restart before --from: the window may differ from what was published until identities settle",
             crate::events::rfc3339(first_ns)
         ),
-        Some(t) => eprintln!(
-            "nvr replay: reading from {} (the live trackers' last restart before --from, less {} s), so the window starts with the state they had; --cold starts fresh at --from",
-            crate::events::rfc3339(t.max(first_ns)),
-            WARM_MARGIN_NS / 1_000_000_000
-        ),
-        None => eprintln!(
-            "nvr replay: reading from the start of the stream ({}): a tracker of the window has run since then without restarting; --cold starts fresh at --from",
-            crate::events::rfc3339(first_ns)
-        ),
-    }
-    start
-}
-
-impl Restarts {
-    async fn read(js: &jetstream::Context) -> Result<Restarts> {
-        use nvr_subjects::event_kind::{SHARD_STARTED, TRACKER_STARTED};
-        let mut r = Restarts::default();
-        let Ok(mut stream) = js.get_stream(streams::EVENTS).await else {
-            return Ok(r);
-        };
-        let last = stream.info().await?.state.last_sequence;
-        if last == 0 {
-            return Ok(r);
-        }
-        for kind in [TRACKER_STARTED, SHARD_STARTED] {
-            let mut messages = crate::nats::ordered_messages(
-                &stream,
-                format!("{}.events.{kind}.*", subjects::PREFIX),
-                consumer::DeliverPolicy::All,
+        Some(t) => {
+            let at = match plan.read_seq {
+                Some(q) => format!("stream sequence {q} (where the checkpoints were taken)"),
+                None => format!(
+                    "{} (less {} s)",
+                    crate::events::rfc3339(t.max(first_ns)),
+                    WARM_MARGIN_NS / 1_000_000_000
+                ),
+            };
+            eprintln!(
+                "nvr replay: reading from {at}: each tracker and shard starts from its last checkpoint or restart before --from ({n} of {} from checkpoints), so the window starts with the state they had; --cold starts fresh at --from",
+                plan.cameras.len() + plan.shards.len()
             )
-            .await?;
-            loop {
-                let m = match tokio::time::timeout(Duration::from_secs(1), messages.next()).await {
-                    Ok(Some(Ok(m))) => m,
-                    Ok(Some(Err(e))) => bail!("reading {}: {e}", streams::EVENTS),
-                    Ok(None) | Err(_) => break,
-                };
-                let pending = m.info().map(|i| i.pending).unwrap_or(0);
-                if let Ok(e) = decode::<Event>(&m.payload) {
-                    match (e.camera, e.seq, e.track_id, e.shard, e.global_id) {
-                        (Some(c), Some(seq), Some(id), _, _) if kind == TRACKER_STARTED => {
-                            r.camera_times.entry(c.clone()).or_default().push(e.ts_ns);
-                            r.cameras.entry(c).or_default().push((seq, id));
-                        }
-                        (_, _, _, Some(sh), Some(id)) if kind == SHARD_STARTED => {
-                            r.shards.entry(sh).or_default().push((e.ts_ns, id));
-                        }
-                        _ => {}
-                    }
-                }
-                if pending == 0 {
-                    break;
-                }
-            }
         }
-        Ok(r)
+        None => eprintln!(
+            "nvr replay: reading from the start of the stream ({}): a tracker of the window has run since then without a checkpoint or restart before --from; --cold starts fresh at --from",
+            crate::events::rfc3339(first_ns)
+        ),
     }
+    Ok(plan)
 }
 
 /// Camera outputs followed by the cycles of the shards they made due.
@@ -577,11 +546,27 @@ pub async fn run(cfg: &crate::config::Config, args: ReplayArgs) -> Result<ExitCo
         [one] => subjects::detections(one),
         _ => subjects::all::DETECTIONS.to_string(),
     };
-    let first_ns = u64::try_from(info.state.first_timestamp.unix_timestamp_nanos()).unwrap_or(0);
-    let read_from = reading_start(&args, from, &cameras, cfg, &shards, &restarts, first_ns);
-    let deliver_policy = match read_from {
-        Some(ns) => crate::nats::start_at(ns)?,
-        None => consumer::DeliverPolicy::All,
+    // Message time of the oldest detections stored (what retention left).
+    let first_ns = match stream.get_raw_message(info.state.first_sequence).await {
+        Ok(m) => decode::<Detections>(&m.payload).map_or(0, |d| d.ts_ns),
+        Err(_) => 0,
+    };
+    let plan = reading_plan(
+        &js, &args, from, &cameras, cfg, &shards, &restarts, first_ns,
+    )
+    .await?;
+    for s in &mut shards {
+        if let Some(c) = plan.shard_checkpoint(s.name()) {
+            s.restore(c)?;
+        }
+    }
+    let read_from = plan.read_from;
+    let deliver_policy = match (plan.read_seq, read_from) {
+        (Some(seq), _) => consumer::DeliverPolicy::ByStartSequence {
+            start_sequence: seq,
+        },
+        (None, Some(ns)) => crate::nats::start_at(ns)?,
+        (None, None) => consumer::DeliverPolicy::All,
     };
     let mut messages =
         crate::nats::ordered_messages(&stream, filter_subject, deliver_policy).await?;
@@ -614,14 +599,21 @@ pub async fn run(cfg: &crate::config::Config, args: ReplayArgs) -> Result<ExitCo
                     let in_window =
                         read_from.is_none_or(|f| d.ts_ns >= f) && to.is_none_or(|t| d.ts_ns < t);
                     if wanted && in_window {
-                        let r = replays.entry(d.camera.clone()).or_insert_with(|| {
-                            CameraReplay::new(
-                                params.clone(),
-                                cfg.tracking.reorder_window_ms,
-                                limits.clone(),
-                                restarts.cameras.remove(&d.camera).unwrap_or_default(),
-                            )
-                        });
+                        let r = match replays.entry(d.camera.clone()) {
+                            Entry::Occupied(e) => e.into_mut(),
+                            Entry::Vacant(e) => {
+                                let mut r = CameraReplay::new(
+                                    params.clone(),
+                                    cfg.tracking.reorder_window_ms,
+                                    limits.clone(),
+                                    restarts.cameras.remove(&d.camera).unwrap_or_default(),
+                                );
+                                if let Some(c) = plan.camera_checkpoint(&d.camera) {
+                                    r.restore(c)?;
+                                }
+                                e.insert(r)
+                            }
+                        };
                         let out = with_shards(r.push(d), &mut shards);
                         for o in out {
                             if written_out(&o) {

@@ -14,7 +14,7 @@ use std::collections::BTreeMap;
 use nvr_actors::guard::{self, Limits};
 use nvr_actors::spatial::{CameraGeometry, SpatialParams, SpatialTracker};
 use nvr_actors::spatial_actor::{first_cycle, CATCH_UP_CYCLES, STALL_AFTER};
-use nvr_subjects::{CameraTracks, Event, SpatialTracks};
+use nvr_subjects::{CameraTracks, Checkpoint, Event, SpatialTracks};
 
 /// Held camera tracks beyond which a camera that sends nothing (absent from
 /// the window, or stopped) no longer holds the cycles back: 10,000 messages
@@ -59,6 +59,9 @@ pub struct ShardReplay {
     /// Cycle time after which the live shard last restarted: older camera
     /// tracks went to the earlier incarnation.
     resumed_after: Option<u64>,
+    /// Cycle time of the checkpoint it started from: camera tracks up to it
+    /// were taken by the live shard before it.
+    taken: Option<u64>,
     /// Camera tracks refused at the boundary.
     pub refused: u64,
     /// Camera tracks the tracker rejected.
@@ -90,6 +93,7 @@ impl ShardReplay {
             camera_ts: BTreeMap::new(),
             pending: BTreeMap::new(),
             next_step_ns: None,
+            taken: None,
             refused: 0,
             rejected: 0,
         }
@@ -110,9 +114,36 @@ impl ShardReplay {
         self.cameras.iter().any(|c| c == camera)
     }
 
+    /// Starts from a checkpoint of the live shard instead of empty: the
+    /// tracker as it was after its cycle at `c.ts_ns`, the next cycle one
+    /// interval later; the restarts before it are behind, and camera tracks
+    /// up to its time (which it had taken) are skipped.
+    pub fn restore(&mut self, c: &Checkpoint) -> anyhow::Result<()> {
+        self.tracker = SpatialTracker::restore(
+            &self.shard,
+            self.params.clone(),
+            self.geometry.clone(),
+            &c.state,
+        )
+        .map_err(|e| {
+            anyhow::anyhow!(
+                "checkpoint of shard {} at {} ns: {e} (replay with --cold)",
+                c.name,
+                c.ts_ns
+            )
+        })?;
+        let interval = self.params.matching_interval_ms.max(1) * 1_000_000;
+        self.next_step_ns = Some(c.ts_ns + interval);
+        self.pending.clear();
+        self.camera_ts.clear();
+        self.next_restart = self.restarts.partition_point(|(after, _)| *after < c.ts_ns);
+        self.taken = Some(c.ts_ns);
+        Ok(())
+    }
+
     /// Takes one camera's tracks; returns the cycles that became due.
     pub fn push(&mut self, tracks: &CameraTracks) -> Vec<Cycle> {
-        if !self.has_camera(&tracks.camera) {
+        if !self.has_camera(&tracks.camera) || self.taken.is_some_and(|t| tracks.ts_ns <= t) {
             return Vec::new();
         }
         let mut out = Vec::new();

@@ -173,6 +173,7 @@ async fn streams_created_once_and_unchanged_on_restart() {
         streams::SPATIAL,
         streams::EVENTS,
         streams::SNAPSHOTS,
+        streams::STATE,
     ] {
         js.get_stream(s)
             .await
@@ -189,7 +190,7 @@ async fn streams_created_once_and_unchanged_on_restart() {
     let mut p = NvrProcess::start(&args, dir.path(), &[]);
     p.wait_for_log("nvr running", Duration::from_secs(30));
     let unchanged = p.seen.iter().filter(|l| l.contains("Unchanged")).count();
-    assert_eq!(unchanged, 6, "{:?}", p.seen);
+    assert_eq!(unchanged, 7, "{:?}", p.seen);
     let again = frames.info().await.unwrap().clone();
     assert_eq!(again.config, info.config);
     p.interrupt();
@@ -249,6 +250,7 @@ fn run_with_shipped_config_embeds_nats_and_stops_cleanly() {
         "NVR_SPATIAL",
         "NVR_EVENTS",
         "NVR_SNAPSHOTS",
+        "NVR_STATE",
     ] {
         let st = &v["nats"]["streams"][name];
         assert!(

@@ -40,13 +40,15 @@ fn camera_and_spatial(text: &str) -> (Vec<Vec<u8>>, Vec<Vec<u8>>) {
         .partition(|b| decode::<SpatialTracks>(b).is_err())
 }
 
-/// Runs one `nvr run` incarnation over detections `seqs`, returning the
-/// highest track id and global id it published.
+/// Runs one `nvr run` incarnation over detections `seqs` of a walker
+/// moving `dx` of the frame width per message, returning the highest track
+/// id and global id it published.
 async fn incarnation(
     server: &NatsServer,
     cfg: &std::path::Path,
     dir: &std::path::Path,
     seqs: std::ops::RangeInclusive<u64>,
+    dx: f32,
 ) -> (u64, u64) {
     let client = server.client().await;
     let js = jetstream::new(client.clone());
@@ -61,7 +63,7 @@ async fn incarnation(
     let last = *seqs.end();
     for seq in seqs.clone() {
         // One walker per incarnation, moving right.
-        let x = 0.1 + 0.01 * (seq - *seqs.start()) as f32;
+        let x = 0.1 + dx * (seq - *seqs.start()) as f32;
         publish(&js, &detections(seq, x)).await;
     }
     let (mut max_track, mut max_global) = (0, 0);
@@ -94,10 +96,10 @@ async fn track_and_global_ids_continue_after_a_restart() {
     let dir = tempfile::tempdir().unwrap();
     let api = free_port();
     let cfg = write_config(dir.path(), &hall_config(&server.url, api, ""));
-    let (t1, g1) = incarnation(&server, &cfg, dir.path(), 1..=20).await;
+    let (t1, g1) = incarnation(&server, &cfg, dir.path(), 1..=20, 0.01).await;
     assert!(t1 >= 1, "first run produced tracks");
     // Much later in message time: the first walker is long gone.
-    let (t2, g2) = incarnation(&server, &cfg, dir.path(), 400..=420).await;
+    let (t2, g2) = incarnation(&server, &cfg, dir.path(), 400..=420, 0.01).await;
     assert!(
         t2 > t1,
         "track ids continue after a restart: first run up to {t1}, second run {t2}"
@@ -194,8 +196,8 @@ async fn replays_of_the_stream_and_of_windows_around_a_restart_equal_what_was_pu
     let cfg = write_config(dir.path(), &hall_config(&server.url, api, ""));
     // The walker keeps walking while nvr restarts: the second incarnation
     // starts empty and gives the same person new ids.
-    let (t1, g1) = incarnation(&server, &cfg, dir.path(), 1..=30).await;
-    let (t2, g2) = incarnation(&server, &cfg, dir.path(), 31..=60).await;
+    let (t1, g1) = incarnation(&server, &cfg, dir.path(), 1..=30, 0.01).await;
+    let (t2, g2) = incarnation(&server, &cfg, dir.path(), 31..=60, 0.01).await;
     assert!(t2 > t1 && g2 > g1, "ids continue: {t1} {t2} {g1} {g2}");
     let js = jetstream::new(server.client().await);
     let live_tracks =
@@ -300,7 +302,10 @@ async fn replays_of_the_stream_and_of_windows_around_a_restart_equal_what_was_pu
     };
     for (seq, how) in [
         (15, "start of the stream"),
-        (45, "last restart before --from"),
+        (
+            45,
+            "checkpoint or restart before --from (0 of 2 from checkpoints)",
+        ),
     ] {
         // Between two messages, so the decimal seconds need not be exact.
         let from_ns = *T0 + seq * WALK_DT - WALK_DT / 2;
@@ -332,4 +337,80 @@ async fn replays_of_the_stream_and_of_windows_around_a_restart_equal_what_was_pu
         assert_eq!(cold_tracks.len(), live_window.len());
         assert_ne!(cold_tracks, live_window, "a cold window differs");
     }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_window_late_in_a_run_starts_from_checkpoints_and_equals_what_was_published() {
+    let server = NatsServer::start();
+    let dir = tempfile::tempdir().unwrap();
+    let api = free_port();
+    let extra = "tracking:\n  checkpoint_seconds: 2\n";
+    let cfg = write_config(dir.path(), &hall_config(&server.url, api, extra));
+    // 24 s of message time without a restart: checkpoints every 2 s.
+    let (t, g) = incarnation(&server, &cfg, dir.path(), 1..=120, 0.006).await;
+    assert!(t >= 1 && g >= 1, "tracks and identities: {t} {g}");
+    let js = jetstream::new(server.client().await);
+    let checkpoints =
+        stored_payloads(&js, nvr_subjects::streams::STATE, "nvr.state.>".to_string()).await;
+    let kinds: Vec<(String, String)> = checkpoints
+        .iter()
+        .map(|b| decode::<nvr_subjects::Checkpoint>(b).unwrap())
+        .map(|c| (c.kind, c.name))
+        .collect();
+    assert!(
+        kinds.iter().filter(|k| k.0 == "tracker").count() >= 8
+            && kinds.iter().filter(|k| k.0 == "shard").count() >= 8,
+        "tracker and shard checkpoints every 2 s: {kinds:?}"
+    );
+    let live_tracks =
+        stored_payloads(&js, nvr_subjects::streams::TRACKS, subjects::tracks("hall")).await;
+    let live_spatial = stored_payloads(
+        &js,
+        nvr_subjects::streams::SPATIAL,
+        subjects::spatial_tracks("lobby"),
+    )
+    .await;
+    let from_ns = *T0 + 110 * WALK_DT - WALK_DT / 2;
+    let from = format!("{:.3}", from_ns as f64 / 1e9);
+    let args = [
+        "replay", "--shard", "lobby", "--hex", "--from", &from, "--config",
+    ];
+    let mut args: Vec<&str> = args.to_vec();
+    args.push(cfg.to_str().unwrap());
+    let (code, text, err) = nvr_output(&args, dir.path(), &[]);
+    assert_eq!(code, 0, "{err}");
+    assert!(err.contains("(2 of 2 from checkpoints)"), "{err}");
+    // Reading starts at the checkpoints (less a margin), not at the
+    // start of the stream.
+    let read: u64 = err
+        .split("read ")
+        .nth(1)
+        .and_then(|s| s.split(' ').next())
+        .and_then(|n| n.parse().ok())
+        .unwrap_or_else(|| panic!("no read count: {err}"));
+    assert!(read < 100, "read {read} of 120 messages: {err}");
+    let (tracks, spatial) = camera_and_spatial(&text);
+    let after = |b: &Vec<u8>, spatial: bool| {
+        let ts = if spatial {
+            decode::<SpatialTracks>(b).unwrap().ts_ns
+        } else {
+            decode::<CameraTracks>(b).unwrap().ts_ns
+        };
+        ts >= from_ns
+    };
+    let live_window: Vec<_> = live_tracks
+        .into_iter()
+        .filter(|b| after(b, false))
+        .collect();
+    assert_eq!(live_window.len(), 11);
+    assert_eq!(tracks, live_window, "camera tracks of the window");
+    let last_input = decode::<CameraTracks>(tracks.last().unwrap())
+        .unwrap()
+        .ts_ns;
+    let live_spatial: Vec<_> = live_spatial
+        .into_iter()
+        .filter(|b| after(b, true) && decode::<SpatialTracks>(b).unwrap().ts_ns <= last_input)
+        .collect();
+    assert!(!live_spatial.is_empty());
+    assert_eq!(spatial, live_spatial, "spatial tracks of the window");
 }

@@ -4,6 +4,7 @@
 
 pub mod bus;
 pub mod camera;
+pub mod checkpoint;
 pub mod detect;
 pub mod detector;
 pub mod guard;

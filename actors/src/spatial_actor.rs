@@ -50,6 +50,8 @@ pub struct SpatialArgs {
     pub tracks: Arc<Mutex<Vec<SpatialTrack>>>,
     /// Bounds every camera-tracks message is checked against.
     pub limits: Limits,
+    /// Message time between checkpoints of the shard (`nvr.state.shard.<shard>`), seconds; 0 = none.
+    pub checkpoint_seconds: u64,
 }
 
 /// Status of one shard, as served by the status endpoints.
@@ -130,6 +132,8 @@ pub struct SpatialState {
     last_input: Instant,
     /// Message time carried forward while idle; `None` while input flows.
     idle_mark: Option<u64>,
+    /// When the next checkpoint of the shard is due.
+    checkpoints: crate::checkpoint::Schedule,
 }
 
 /// The first global id for a new incarnation of a shard: one past the
@@ -268,6 +272,7 @@ impl Actor for SpatialActor {
         let mut tracker =
             SpatialTracker::new(&args.shard, args.params.clone(), args.cameras.clone());
         tracker.set_next_id(resume_global_id(&args.js, &args.shard).await);
+        let checkpoints = crate::checkpoint::Schedule::every(args.checkpoint_seconds);
         Ok(SpatialState {
             stats: tracker.stats(),
             tracker: Some(tracker),
@@ -282,6 +287,7 @@ impl Actor for SpatialActor {
             pumps,
             last_input: Instant::now(),
             idle_mark: None,
+            checkpoints,
         })
     }
 
@@ -553,9 +559,14 @@ async fn run_cycles(state: &mut SpatialState) -> Result<(), ActorProcessingErr> 
     ingest_until(state, Some(next.saturating_sub(interval))).await?;
     while next <= mark {
         ingest_until(state, Some(next)).await?;
-        let (out, stats) = on_core(state, move |core| {
+        // A checkpoint is taken right after the step, while the held
+        // messages are all newer than it: a replay restored from it goes
+        // on with the camera tracks after `next`.
+        let checkpoint = state.checkpoints.take(next, true);
+        let (out, stats, state_bytes) = on_core(state, move |core| {
             let out = core.step(next);
-            (out, core.stats())
+            let bytes = checkpoint.then(|| core.checkpoint());
+            (out, core.stats(), bytes)
         })
         .await?;
         let elapsed_us = (stats.last_step_ms * 1000.0) as u64;
@@ -584,6 +595,18 @@ async fn run_cycles(state: &mut SpatialState) -> Result<(), ActorProcessingErr> 
             {
                 warn!(shard = %shard, "{e}");
             }
+        }
+        match state_bytes {
+            Some(Ok(bytes)) => {
+                let kind = nvr_subjects::checkpoint_kind::SHARD;
+                let at = crate::checkpoint::At {
+                    ts_ns: next,
+                    ..Default::default()
+                };
+                crate::checkpoint::publish(js, kind, &shard, at, bytes).await;
+            }
+            Some(Err(e)) => warn!(shard = %shard, "checkpoint not taken: {e}"),
+            None => {}
         }
         if let Ok(mut t) = state.args.tracks.lock() {
             *t = out.tracks.tracks.clone();

@@ -43,6 +43,8 @@ pub struct TrackArgs {
     pub status: Arc<Mutex<TrackingStatus>>,
     /// Bounds every detections message is checked against.
     pub limits: Limits,
+    /// Message time between checkpoints of the tracker (`nvr.state.tracker.<camera>`), seconds; 0 = none.
+    pub checkpoint_seconds: u64,
 }
 
 /// Messages of the track actor.
@@ -74,6 +76,11 @@ pub struct TrackState {
     released_any: bool,
     /// Highest seq that arrived, for the reordered count.
     max_arrived_seq: u64,
+    /// When the next checkpoint of the tracker is due.
+    checkpoints: crate::checkpoint::Schedule,
+    /// Stream sequence of the last detections message delivered, for the
+    /// checkpoints (where a replay reads on from).
+    last_stream_seq: u64,
 }
 
 /// Where a new incarnation of a camera's tracker starts.
@@ -237,12 +244,14 @@ impl Actor for TrackActor {
         Ok(TrackState {
             tracker: Tracker::with_next_id(args.params.clone(), next_id),
             reorder: ReorderBuffer::new(window_ns),
+            checkpoints: crate::checkpoint::Schedule::every(args.checkpoint_seconds),
             args,
             cancel,
             pump: Some(pump),
             highest_seq: 0,
             released_any: false,
             max_arrived_seq: 0,
+            last_stream_seq: 0,
         })
     }
 
@@ -259,6 +268,9 @@ impl Actor for TrackActor {
                 process(state, ready).await;
             }
             TrackMsg::Detections(m) => {
+                if let Ok(info) = m.info() {
+                    state.last_stream_seq = state.last_stream_seq.max(info.stream_sequence);
+                }
                 let mut det: Detections = match decode(&m.payload) {
                     Ok(d) => d,
                     Err(e) => {
@@ -415,8 +427,33 @@ fn update(status: &Mutex<TrackingStatus>, f: impl FnOnce(&mut TrackingStatus)) {
     }
 }
 
-/// Runs the tracker over released messages in order and publishes the results.
+/// Runs the tracker over released messages in order and publishes the
+/// results; then a checkpoint of the tracker when one is due and no
+/// detections are held for reordering.
 async fn process(state: &mut TrackState, ready: Vec<(Detections, jetstream::Message)>) {
+    let last = ready.last().map(|(d, _)| d.ts_ns);
+    process_each(state, ready).await;
+    let Some(ts_ns) = last else {
+        return;
+    };
+    if state.checkpoints.take(ts_ns, state.reorder.is_empty()) {
+        match state.tracker.checkpoint() {
+            Ok(bytes) => {
+                let at = crate::checkpoint::At {
+                    ts_ns,
+                    seq: state.highest_seq,
+                    stream_seq: state.last_stream_seq,
+                };
+                let kind = nvr_subjects::checkpoint_kind::TRACKER;
+                crate::checkpoint::publish(&state.args.js, kind, &state.args.camera, at, bytes)
+                    .await
+            }
+            Err(e) => warn!(camera = %state.args.camera, "checkpoint not taken: {e}"),
+        }
+    }
+}
+
+async fn process_each(state: &mut TrackState, ready: Vec<(Detections, jetstream::Message)>) {
     for (det, m) in ready {
         let out = state.tracker.update(det.ts_ns, &det.objects);
         state.highest_seq = state.highest_seq.max(det.seq);

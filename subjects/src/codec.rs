@@ -85,6 +85,21 @@ impl Message for crate::Event {
     }
 }
 
+impl Message for crate::Checkpoint {
+    fn version(&self) -> u32 {
+        self.v
+    }
+    fn kind(&self) -> &str {
+        "checkpoint"
+    }
+    fn scope(&self) -> Option<&str> {
+        Some(&self.name)
+    }
+    fn seq(&self) -> Option<u64> {
+        (self.kind == crate::checkpoint_kind::TRACKER).then_some(self.seq)
+    }
+}
+
 /// Encodes `msg` as a MessagePack map with named fields.
 pub fn encode<M: Message>(msg: &M) -> Result<Vec<u8>, CodecError> {
     Ok(rmp_serde::to_vec_named(msg)?)

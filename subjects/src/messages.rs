@@ -342,3 +342,43 @@ impl Event {
         }
     }
 }
+
+/// Kinds of [`Checkpoint`].
+pub mod checkpoint_kind {
+    /// A camera's per-camera tracker (`nvr.state.tracker.<camera>`).
+    pub const TRACKER: &str = "tracker";
+    /// A spatial shard's tracker (`nvr.state.shard.<shard>`).
+    pub const SHARD: &str = "shard";
+}
+
+/// A periodic copy of a live tracker's state, published on
+/// `nvr.state.<kind>.<name>` so that a replay of any window can start from
+/// the state the live tracker had (rather than from the start of the
+/// stream): a tracker restored from it and given the same later input
+/// publishes the same bytes. `state` is opaque to clients; its layout is
+/// internal to nvr and versioned by `format`.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct Checkpoint {
+    /// Schema version.
+    pub v: u32,
+    /// [`checkpoint_kind`]: `tracker` or `shard`.
+    pub kind: String,
+    /// Camera id (`tracker`) or shard name (`shard`).
+    pub name: String,
+    /// Message time the state is at: the last detections the tracker took
+    /// (`tracker`), the last matching cycle run (`shard`).
+    pub ts_ns: u64,
+    /// `tracker`: seq of the last detections the tracker took; `shard`: 0.
+    pub seq: u64,
+    /// `tracker`: the `NVR_DETECTIONS` stream sequence of the last
+    /// detections message its consumer delivered (a replay that starts every
+    /// tracker from a checkpoint reads on from the earliest of these);
+    /// `shard`: 0.
+    pub stream_seq: u64,
+    /// Layout version of `state`; a reader that does not know it ignores
+    /// the checkpoint.
+    pub format: u32,
+    /// The tracker's state (MessagePack, layout `format`).
+    #[serde(with = "serde_bytes")]
+    pub state: Vec<u8>,
+}

@@ -18,6 +18,9 @@ pub const EVENTS: &str = "NVR_EVENTS";
 /// Stream of event snapshots (frame JPEGs), bounded by its own byte cap.
 pub const SNAPSHOTS: &str = "NVR_SNAPSHOTS";
 
+/// Stream of checkpoints of live trackers and shards.
+pub const STATE: &str = "NVR_STATE";
+
 /// The one durable pull consumer shared by every detector worker.
 pub const DETECTORS_CONSUMER: &str = "detectors";
 
@@ -139,6 +142,7 @@ pub fn all_streams(r: &RetentionSettings) -> Vec<StreamSpec> {
             max_msgs_per_subject: 1,
             ..limits(SNAPSHOTS, crate::subjects::all::SNAPSHOTS)
         },
+        limits(STATE, crate::subjects::all::STATE),
     ]
 }
 
@@ -175,7 +179,7 @@ mod tests {
     #[test]
     fn frames_stream_is_a_bounded_work_queue_in_memory() {
         let s = all_streams(&RetentionSettings::default());
-        assert_eq!(s.len(), 6);
+        assert_eq!(s.len(), 7);
         assert_eq!(s[5].name, SNAPSHOTS);
         assert_eq!(s[5].max_msgs_per_subject, 1);
         let f = &s[0];

@@ -72,6 +72,12 @@ pub fn snapshot(camera: &str, seq: u64) -> String {
     format!("{PREFIX}.snapshots.{camera}.{seq}")
 }
 
+/// `nvr.state.<kind>.<name>`: checkpoints of a live tracker (`tracker`,
+/// named by camera) or spatial shard (`shard`, named by shard).
+pub fn state(kind: &str, name: &str) -> String {
+    format!("{PREFIX}.state.{kind}.{name}")
+}
+
 /// `nvr.events.<kind>.<scope>`; the scope is a camera id or a shard name.
 pub fn events(kind: &str, scope: &str) -> String {
     format!("{PREFIX}.events.{kind}.{scope}")
@@ -91,6 +97,8 @@ pub mod all {
     pub const EVENTS: &str = "nvr.events.>";
     /// Event snapshots (JPEG).
     pub const SNAPSHOTS: &str = "nvr.snapshots.>";
+    /// Checkpoints of live trackers and shards.
+    pub const STATE: &str = "nvr.state.>";
 }
 
 /// Which message a concrete subject carries.

@@ -141,6 +141,16 @@ fn apply(t: &Matrix3<f64>, p: [f64; 2]) -> [f64; 2] {
     [v[0] / v[2], v[1] / v[2]]
 }
 
+impl Default for Homography {
+    /// The identity (pixels read as metres): a placeholder, never a
+    /// calibration.
+    fn default() -> Self {
+        Homography {
+            m: Matrix3::identity() / 3f64.sqrt(),
+        }
+    }
+}
+
 impl Homography {
     /// Estimates the image-to-floor homography from at least four
     /// correspondences (pixels, metres) with the normalised DLT. Refuses

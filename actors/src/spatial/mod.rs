@@ -12,8 +12,9 @@ mod tracker;
 pub use homography::{CalibError, Homography};
 pub use tracker::{IngestError, SpatialStats, SpatialTracker, StepOutput};
 
-/// One calibrated camera of a shard.
-#[derive(Debug, Clone, PartialEq)]
+/// One calibrated camera of a shard (the default, an uncalibrated
+/// placeholder, only stands in while a checkpoint is restored).
+#[derive(Debug, Clone, PartialEq, Default)]
 pub struct CameraGeometry {
     /// Camera id, as in `CameraTracks::camera`.
     pub id: String,

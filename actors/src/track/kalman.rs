@@ -15,7 +15,7 @@
 //! this against a dense nalgebra implementation) at a fraction of the cost.
 
 /// Noise settings of [`KalmanBox`].
-#[derive(Debug, Clone, Copy, PartialEq)]
+#[derive(Debug, Clone, Copy, PartialEq, serde::Serialize, serde::Deserialize)]
 pub struct KalmanParams {
     /// Position noise, as a fraction of box height, per nominal frame.
     pub pos_noise: f64,
@@ -39,7 +39,7 @@ impl Default for KalmanParams {
 }
 
 /// Covariance of one coordinate and its rate: `[[pp, pv], [vp, vv]]`.
-#[derive(Debug, Clone, Copy, PartialEq)]
+#[derive(Debug, Clone, Copy, PartialEq, serde::Serialize, serde::Deserialize)]
 struct Block {
     /// Variance of the coordinate.
     pp: f64,
@@ -52,7 +52,7 @@ struct Block {
 }
 
 /// Kalman state of one tracked box.
-#[derive(Debug, Clone, Copy, PartialEq)]
+#[derive(Debug, Clone, Copy, PartialEq, serde::Serialize, serde::Deserialize)]
 pub struct KalmanBox {
     /// `cx, cy, w, h`.
     pos: [f64; 4],

@@ -217,7 +217,7 @@ pub struct TrackerOutput {
     pub ended_tracks: Vec<Track>,
 }
 
-#[derive(Debug, Clone)]
+#[derive(Debug, Clone, serde::Serialize, serde::Deserialize)]
 struct Obs {
     /// Update index at which the observation was made.
     step: u64,
@@ -225,7 +225,7 @@ struct Obs {
     bbox: [f32; 4],
 }
 
-#[derive(Debug, Clone)]
+#[derive(Debug, Clone, serde::Serialize, serde::Deserialize)]
 struct TrackInner {
     id: u64,
     label: String,
@@ -316,8 +316,13 @@ fn valid_box(b: [f32; 4]) -> bool {
 }
 
 /// A per-camera tracker; a deterministic function of its input sequence.
-#[derive(Debug, Clone)]
+/// Its state (everything but the parameters and the scratch buffers)
+/// serialises, so a checkpoint of a live tracker restores to one that goes
+/// on exactly as the live one did (see [`Tracker::restore`]).
+#[derive(Debug, Clone, serde::Serialize, serde::Deserialize)]
 pub struct Tracker {
+    /// Tuning; not part of a checkpoint (a restore takes the caller's).
+    #[serde(skip)]
     params: TrackerParams,
     /// Sorted by id (ids only grow and new tracks are appended).
     tracks: Vec<TrackInner>,
@@ -325,6 +330,7 @@ pub struct Tracker {
     step: u64,
     last_ts: Option<u64>,
     /// Scratch buffers reused by every update (no state).
+    #[serde(skip)]
     scratch: Scratch,
 }
 
@@ -363,6 +369,20 @@ impl Tracker {
             next_id: next_id.max(1),
             ..Tracker::new(params)
         }
+    }
+
+    /// The tracker's state as bytes (MessagePack): what
+    /// [`Tracker::restore`] takes back.
+    pub fn checkpoint(&self) -> Result<Vec<u8>, rmp_serde::encode::Error> {
+        rmp_serde::to_vec(self)
+    }
+
+    /// A tracker in the state of a [`Tracker::checkpoint`], with `params`:
+    /// it goes on exactly as the tracker the checkpoint was taken of.
+    pub fn restore(params: TrackerParams, state: &[u8]) -> Result<Self, rmp_serde::decode::Error> {
+        let mut t: Tracker = rmp_serde::from_slice(state)?;
+        t.params = params;
+        Ok(t)
     }
 
     /// The id the next new track will get.
@@ -907,6 +927,39 @@ mod tests {
             .filter(|t| t.state == TrackState::Confirmed)
             .map(|t| t.track_id)
             .collect()
+    }
+
+    #[test]
+    fn a_restored_checkpoint_goes_on_exactly_as_the_original() {
+        let frame = |f: u64| -> Vec<DetectedObject> {
+            (0..5u64)
+                .filter(|k| !(f + k).is_multiple_of(9))
+                .map(|k| {
+                    let cx = (0.1 + 0.15 * k as f32 + 0.004 * f as f32) % 1.0;
+                    let score = if (f + 2 * k).is_multiple_of(4) {
+                        0.5
+                    } else {
+                        0.85
+                    };
+                    det("person", score, cx, 0.3 + 0.1 * k as f32, 0.05, 0.12)
+                })
+                .collect()
+        };
+        let mut live = Tracker::new(TrackerParams::default());
+        for f in 0..50u64 {
+            live.update(T0 + f * FRAME, &frame(f));
+        }
+        let bytes = live.checkpoint().expect("checkpoint");
+        let mut restored = Tracker::restore(TrackerParams::default(), &bytes).expect("restore");
+        for f in 50..150u64 {
+            let (a, b) = (
+                live.update(T0 + f * FRAME, &frame(f)),
+                restored.update(T0 + f * FRAME, &frame(f)),
+            );
+            assert_eq!(a, b, "frame {f}");
+        }
+        assert!(live.next_id() > 5, "tracks were made");
+        assert!(Tracker::restore(TrackerParams::default(), b"\x01\x02").is_err());
     }
 
     #[test]

@@ -179,7 +179,7 @@ const IMPOSTOR_PAIRS_PER_CYCLE: usize = 16;
 
 /// The latest similarities between identities observed in the same cycle
 /// (different people by construction), and the quantile in use.
-#[derive(Debug, Clone, Default)]
+#[derive(Debug, Clone, Default, serde::Serialize, serde::Deserialize)]
 pub(super) struct Impostors {
     window: VecDeque<f32>,
     level: Option<f64>,

@@ -14,6 +14,8 @@
 
 mod appearance;
 mod association;
+#[cfg(test)]
+mod checkpoint_tests;
 mod consensus;
 #[cfg(test)]
 mod consensus_tests;
@@ -130,8 +132,11 @@ type Companion = Option<(u64, [f64; 2])>;
 /// Position, velocity and the message time they refer to.
 type Motion = ([f64; 2], [f64; 2], u64);
 
-#[derive(Debug, Clone)]
+#[derive(Debug, Clone, Serialize, Deserialize)]
 struct CamState {
+    /// Calibration; not part of a checkpoint (a restore takes the
+    /// configuration's).
+    #[serde(skip)]
     geom: CameraGeometry,
     floor_idx: usize,
     last_ts: Option<u64>,
@@ -145,7 +150,7 @@ struct CamState {
     emb_count: f64,
 }
 
-#[derive(Debug, Clone)]
+#[derive(Debug, Clone, Serialize, Deserialize)]
 struct Source {
     pos: Option<[f64; 2]>,
     obs_ts: u64,
@@ -166,7 +171,7 @@ struct Source {
     bbox: [f32; 4],
 }
 
-#[derive(Debug, Clone)]
+#[derive(Debug, Clone, Serialize, Deserialize)]
 struct Global {
     floor_idx: usize,
     label: String,
@@ -214,10 +219,15 @@ struct Global {
     img_disp: f64,
 }
 
-/// Cross-camera tracker of one shard.
-#[derive(Debug, Clone)]
+/// Cross-camera tracker of one shard. Its state (everything but the
+/// parameters and the calibrations) serialises, so a checkpoint of a live
+/// shard restores to one that goes on exactly as the live one did (see
+/// [`SpatialTracker::restore`]).
+#[derive(Debug, Clone, Serialize, Deserialize)]
 pub struct SpatialTracker {
     shard: String,
+    /// Tuning; not part of a checkpoint (a restore takes the caller's).
+    #[serde(skip)]
     params: SpatialParams,
     cams: Vec<CamState>,
     cam_index: BTreeMap<String, usize>,
@@ -339,6 +349,39 @@ impl SpatialTracker {
     /// restarts after having published ids before.
     pub fn set_next_id(&mut self, next_id: u64) {
         self.next_id = self.next_id.max(next_id);
+    }
+
+    /// The tracker's state as bytes (MessagePack): what
+    /// [`SpatialTracker::restore`] takes back.
+    pub fn checkpoint(&self) -> Result<Vec<u8>, rmp_serde::encode::Error> {
+        rmp_serde::to_vec(self)
+    }
+
+    /// A tracker for `shard` over `cameras` with `params`, in the state of a
+    /// [`SpatialTracker::checkpoint`]: it goes on exactly as the tracker the
+    /// checkpoint was taken of. Refuses a checkpoint of another shard or of
+    /// other cameras and floors.
+    pub fn restore(
+        shard: &str,
+        params: SpatialParams,
+        cameras: Vec<CameraGeometry>,
+        state: &[u8],
+    ) -> anyhow::Result<SpatialTracker> {
+        let fresh = SpatialTracker::new(shard, params, cameras);
+        let mut t: SpatialTracker = rmp_serde::from_slice(state)?;
+        if t.shard != fresh.shard || t.cam_index != fresh.cam_index || t.floors != fresh.floors {
+            anyhow::bail!(
+                "checkpoint of shard {:?} over cameras {:?} does not fit shard {shard:?} over {:?}",
+                t.shard,
+                t.cam_index.keys().collect::<Vec<_>>(),
+                fresh.cam_index.keys().collect::<Vec<_>>()
+            );
+        }
+        for (c, f) in t.cams.iter_mut().zip(fresh.cams) {
+            c.geom = f.geom;
+        }
+        t.params = fresh.params;
+        Ok(t)
     }
 
     /// The shard name.
