@@ -303,6 +303,24 @@ enum Sink {
 }
 
 impl Sink {
+    /// Where `args` send the outputs: `--out`, `--into` (checked) or stdout.
+    fn open(args: &ReplayArgs, client: &async_nats::Client) -> Result<Sink> {
+        let lines = |w: Box<dyn Write>| Sink::Lines { w, hex: args.hex };
+        Ok(match (&args.out, &args.into) {
+            (Some(path), _) => lines(Box::new(std::io::BufWriter::new(
+                std::fs::File::create(path).with_context(|| format!("--out {}", path.display()))?,
+            ))),
+            (None, Some(prefix)) => {
+                check_prefix(prefix)?;
+                Sink::Bus {
+                    client: client.clone(),
+                    prefix: prefix.clone(),
+                }
+            }
+            (None, None) => lines(Box::new(std::io::BufWriter::new(std::io::stdout()))),
+        })
+    }
+
     async fn write(&mut self, o: &Output) -> Result<()> {
         match self {
             Sink::Lines { w, hex } => {
@@ -498,35 +516,13 @@ pub async fn run(cfg: &crate::config::Config, args: ReplayArgs) -> Result<ExitCo
         cameras.dedup();
     }
     let now = nvr_actors::status::now_ms() * 1_000_000;
-    let from = args
-        .from
-        .as_deref()
-        .map(|t| crate::events::parse_time(t, now).map_err(|e| anyhow::anyhow!("--from {e}")))
-        .transpose()?;
-    let to = args
-        .to
-        .as_deref()
-        .map(|t| crate::events::parse_time(t, now).map_err(|e| anyhow::anyhow!("--to {e}")))
-        .transpose()?;
-    if let Some(p) = &args.into {
-        check_prefix(p)?;
-    }
-    let mut sink = match (&args.out, &args.into) {
-        (Some(path), _) => Sink::Lines {
-            w: Box::new(std::io::BufWriter::new(
-                std::fs::File::create(path).with_context(|| format!("--out {}", path.display()))?,
-            )),
-            hex: args.hex,
-        },
-        (None, Some(prefix)) => Sink::Bus {
-            client: client.clone(),
-            prefix: prefix.clone(),
-        },
-        (None, None) => Sink::Lines {
-            w: Box::new(std::io::BufWriter::new(std::io::stdout())),
-            hex: args.hex,
-        },
+    let time = |t: &Option<String>, flag: &str| {
+        t.as_deref()
+            .map(|t| crate::events::parse_time(t, now).map_err(|e| anyhow::anyhow!("{flag} {e}")))
+            .transpose()
     };
+    let (from, to) = (time(&args.from, "--from")?, time(&args.to, "--to")?);
+    let mut sink = Sink::open(&args, &client)?;
     // The shorthand and a plain `nvr replay <camera>` print tracks only, as
     // the live subject carries them.
     let tracks_only = args.out.is_none() && args.into.is_none();
