@@ -49,13 +49,7 @@ impl Restarts {
                 jetstream::consumer::DeliverPolicy::All,
             )
             .await?;
-            loop {
-                let m = match tokio::time::timeout(Duration::from_secs(1), messages.next()).await {
-                    Ok(Some(Ok(m))) => m,
-                    Ok(Some(Err(e))) => bail!("reading {}: {e}", streams::EVENTS),
-                    Ok(None) | Err(_) => break,
-                };
-                let pending = m.info().map(|i| i.pending).unwrap_or(0);
+            while let Some((m, pending)) = next_stored(&mut messages, streams::EVENTS).await? {
                 if let Ok(e) = decode::<Event>(&m.payload) {
                     match (e.camera, e.seq, e.track_id, e.shard, e.global_id) {
                         (Some(c), Some(seq), Some(id), _, _) if kind == TRACKER_STARTED => {
@@ -88,6 +82,22 @@ impl Restarts {
     }
 }
 
+/// The next stored message of an ordered consumer on `stream` and how many
+/// are pending after it; `None` at the end (or after a second of silence).
+async fn next_stored(
+    messages: &mut jetstream::consumer::pull::Ordered,
+    stream: &str,
+) -> Result<Option<(jetstream::Message, u64)>> {
+    match tokio::time::timeout(Duration::from_secs(1), messages.next()).await {
+        Ok(Some(Ok(m))) => {
+            let pending = m.info().map(|i| i.pending).unwrap_or(0);
+            Ok(Some((m, pending)))
+        }
+        Ok(Some(Err(e))) => bail!("reading {stream}: {e}"),
+        Ok(None) | Err(_) => Ok(None),
+    }
+}
+
 /// The checkpoints stored around a window's start, by `(kind, name)`, in
 /// time order (only those of this build's layout).
 #[derive(Debug, Default)]
@@ -115,13 +125,7 @@ impl Checkpoints {
             crate::nats::start_at(start.max(1))?,
         )
         .await?;
-        loop {
-            let m = match tokio::time::timeout(Duration::from_secs(1), messages.next()).await {
-                Ok(Some(Ok(m))) => m,
-                Ok(Some(Err(e))) => bail!("reading {}: {e}", streams::STATE),
-                Ok(None) | Err(_) => break,
-            };
-            let pending = m.info().map(|i| i.pending).unwrap_or(0);
+        while let Some((m, pending)) = next_stored(&mut messages, streams::STATE).await? {
             if let Ok(k) = decode::<Checkpoint>(&m.payload) {
                 if k.ts_ns > from.saturating_add(lookback) {
                     break;

@@ -40,6 +40,18 @@ fn camera_and_spatial(text: &str) -> (Vec<Vec<u8>>, Vec<Vec<u8>>) {
         .partition(|b| decode::<SpatialTracks>(b).is_err())
 }
 
+/// The camera tracks of `hall` and the spatial tracks of `lobby` stored live.
+async fn live_outputs(js: &jetstream::Context) -> (Vec<Vec<u8>>, Vec<Vec<u8>>) {
+    let tracks = stored_payloads(js, nvr_subjects::streams::TRACKS, subjects::tracks("hall")).await;
+    let spatial = stored_payloads(
+        js,
+        nvr_subjects::streams::SPATIAL,
+        subjects::spatial_tracks("lobby"),
+    )
+    .await;
+    (tracks, spatial)
+}
+
 /// Runs one `nvr run` incarnation over detections `seqs` of a walker
 /// moving `dx` of the frame width per message, returning the highest track
 /// id and global id it published.
@@ -200,14 +212,7 @@ async fn replays_of_the_stream_and_of_windows_around_a_restart_equal_what_was_pu
     let (t2, g2) = incarnation(&server, &cfg, dir.path(), 31..=60, 0.01).await;
     assert!(t2 > t1 && g2 > g1, "ids continue: {t1} {t2} {g1} {g2}");
     let js = jetstream::new(server.client().await);
-    let live_tracks =
-        stored_payloads(&js, nvr_subjects::streams::TRACKS, subjects::tracks("hall")).await;
-    let live_spatial = stored_payloads(
-        &js,
-        nvr_subjects::streams::SPATIAL,
-        subjects::spatial_tracks("lobby"),
-    )
-    .await;
+    let (live_tracks, live_spatial) = live_outputs(&js).await;
     let restarts = stored_payloads(
         &js,
         nvr_subjects::streams::EVENTS,
@@ -362,14 +367,7 @@ async fn a_window_late_in_a_run_starts_from_checkpoints_and_equals_what_was_publ
             && kinds.iter().filter(|k| k.0 == "shard").count() >= 8,
         "tracker and shard checkpoints every 2 s: {kinds:?}"
     );
-    let live_tracks =
-        stored_payloads(&js, nvr_subjects::streams::TRACKS, subjects::tracks("hall")).await;
-    let live_spatial = stored_payloads(
-        &js,
-        nvr_subjects::streams::SPATIAL,
-        subjects::spatial_tracks("lobby"),
-    )
-    .await;
+    let (live_tracks, live_spatial) = live_outputs(&js).await;
     let from_ns = *T0 + 110 * WALK_DT - WALK_DT / 2;
     let from = format!("{:.3}", from_ns as f64 / 1e9);
     let args = [
