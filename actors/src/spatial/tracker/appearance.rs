@@ -42,11 +42,11 @@ pub(super) fn normalise(v: &mut [f32]) {
 }
 
 impl CamState {
-    /// `e` less the camera's mean embedding, normalised; `learn` adds `e` to
-    /// that mean first. The mean is shrunk towards zero while few
-    /// observations back it (`CAMERA_MEAN_PRIOR`) and forgets old ones
+    /// `e` less the camera's mean embedding, normalised, into `out`; `learn`
+    /// adds `e` to that mean first. The mean is shrunk towards zero while
+    /// few observations back it (`CAMERA_MEAN_PRIOR`) and forgets old ones
     /// beyond `CAMERA_MEAN_WINDOW`.
-    pub(super) fn debias(&mut self, e: &[f32], learn: bool) -> Vec<f32> {
+    pub(super) fn debias(&mut self, e: &[f32], learn: bool, out: &mut Vec<f32>) {
         if self.emb_sum.len() != e.len() {
             self.emb_sum = vec![0.0; e.len()];
             self.emb_count = 0.0;
@@ -63,13 +63,13 @@ impl CamState {
             self.emb_count += 1.0;
         }
         let k = 1.0 / (self.emb_count + CAMERA_MEAN_PRIOR);
-        let mut v: Vec<f32> = e
-            .iter()
-            .zip(&self.emb_sum)
-            .map(|(x, m)| (f64::from(*x) - k * m) as f32)
-            .collect();
-        normalise(&mut v);
-        v
+        out.clear();
+        out.extend(
+            e.iter()
+                .zip(&self.emb_sum)
+                .map(|(x, m)| (f64::from(*x) - k * m) as f32),
+        );
+        normalise(out);
     }
 }
 

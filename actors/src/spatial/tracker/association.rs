@@ -8,7 +8,7 @@ use std::collections::{BTreeMap, BTreeSet};
 use nvr_subjects::{event_kind, Event};
 
 use super::grid::{dist, find, TwoGrids};
-use super::{Global, SourceKey, SpatialTracker, NO_EDGE};
+use super::{CamState, Global, Source, SourceKey, SpatialTracker, NO_EDGE};
 
 impl SpatialTracker {
     /// Whether `g` has a currently observed source on camera `ci`.
@@ -206,15 +206,7 @@ impl SpatialTracker {
 
     /// Bottom centre and height (pixels) of source `k`'s latest box.
     pub(super) fn box_foot_px(&self, k: SourceKey) -> ([f64; 2], f64) {
-        let (w, h) = self.cams[k.0]
-            .size
-            .map(|(w, h)| (w as f64, h as f64))
-            .unwrap_or((1.0, 1.0));
-        let b = self.sources.get(&k).map(|s| s.bbox).unwrap_or_default();
-        (
-            [(b[0] as f64 + b[2] as f64) * 0.5 * w, b[3] as f64 * h],
-            ((b[3] - b[1]) as f64 * h).max(1.0),
-        )
+        box_foot_px(&self.cams, &self.sources, k)
     }
 
     /// Whether identity `gid` was last seen by another camera than `cam`: only
@@ -370,4 +362,21 @@ impl SpatialTracker {
             }
         }
     }
+}
+
+/// Bottom centre and height (pixels) of source `k`'s latest box.
+pub(super) fn box_foot_px(
+    cams: &[CamState],
+    sources: &BTreeMap<SourceKey, Source>,
+    k: SourceKey,
+) -> ([f64; 2], f64) {
+    let (w, h) = cams[k.0]
+        .size
+        .map(|(w, h)| (w as f64, h as f64))
+        .unwrap_or((1.0, 1.0));
+    let b = sources.get(&k).map(|s| s.bbox).unwrap_or_default();
+    (
+        [(b[0] as f64 + b[2] as f64) * 0.5 * w, b[3] as f64 * h],
+        ((b[3] - b[1]) as f64 * h).max(1.0),
+    )
 }

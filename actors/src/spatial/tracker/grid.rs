@@ -2,6 +2,7 @@
 //! local, and union-find for splitting an assignment into components.
 
 use std::collections::HashMap;
+use std::hash::{BuildHasherDefault, Hasher};
 
 use super::{SpatialTracker, LIVE_WINDOW_S, MAX_SPEED_MPS};
 
@@ -19,6 +20,40 @@ pub(super) fn cell_of(p: [f64; 2], cell: f64) -> (i32, i32) {
 /// Cell of a position: floor index and cell coordinates.
 type CellKey = (usize, i32, i32);
 
+/// Multiply-rotate hash of a grid row's small integer key: a row lookup
+/// happens for every row a query touches, and the standard hasher (built
+/// against hash flooding, which these keys cannot cause) showed in the
+/// cycle's profile.
+#[derive(Default)]
+pub(super) struct RowHasher(u64);
+
+impl Hasher for RowHasher {
+    fn write(&mut self, bytes: &[u8]) {
+        for b in bytes {
+            self.write_u64(u64::from(*b));
+        }
+    }
+
+    fn write_u64(&mut self, n: u64) {
+        self.0 = (self.0.rotate_left(5) ^ n).wrapping_mul(0x51_7c_c1_b7_27_22_0a_95);
+    }
+
+    fn write_usize(&mut self, n: usize) {
+        self.write_u64(n as u64);
+    }
+
+    fn write_i32(&mut self, n: i32) {
+        self.write_u64(u64::from(n as u32));
+    }
+
+    fn finish(&self) -> u64 {
+        self.0
+    }
+}
+
+/// Grid rows by (floor, x).
+type Rows = HashMap<(usize, i32), (usize, usize), BuildHasherDefault<RowHasher>>;
+
 /// Identity positions bucketed by floor cell, kept as one vector sorted by
 /// cell and id, with the range of each row of cells (floor and x) in a hash
 /// map: a query reads one contiguous run per row, found by a short binary
@@ -28,7 +63,7 @@ pub(super) struct Grid {
     /// Cell, id and position of every identity, sorted by cell and id.
     entries: Vec<(CellKey, u64, [f64; 2])>,
     /// Where each row of cells (floor, x) starts and ends in `entries`.
-    rows: HashMap<(usize, i32), (usize, usize)>,
+    rows: Rows,
     /// Identities added after the build (few per cycle), scanned in full.
     extra: Vec<(CellKey, u64, [f64; 2])>,
 }
@@ -47,7 +82,7 @@ impl Grid {
             })
             .collect();
         entries.sort_unstable_by_key(|e| (e.0, e.1));
-        let mut rows: HashMap<(usize, i32), (usize, usize)> = HashMap::new();
+        let mut rows = Rows::default();
         let mut start = 0;
         for i in 1..=entries.len() {
             let row = |e: &(CellKey, u64, [f64; 2])| (e.0 .0, e.0 .1);

@@ -8,6 +8,7 @@ use std::collections::{BTreeMap, BTreeSet};
 use nvr_subjects::{event_kind, Event};
 
 use super::appearance::{cosine, normalise};
+use super::association::box_foot_px;
 use super::grid::{dist, Grid, TwoGrids};
 use super::{
     Companion, Global, Motion, Source, SourceKey, SpatialTracker, APPEARANCE_RATE,
@@ -36,16 +37,16 @@ impl SpatialTracker {
     /// the sources to associate: unbound ones (confirmed long enough) and
     /// those unbound now for disagreeing with their identity.
     pub(super) fn update_bound(&mut self, ts_ns: u64) -> Vec<SourceKey> {
-        let mut fresh_by_global: BTreeMap<u64, Vec<SourceKey>> = BTreeMap::new();
+        // Fresh bound sources by identity: sorted by identity, each
+        // identity's sources in key order (the sort is stable).
+        let mut fresh: Vec<(u64, SourceKey)> = Vec::new();
         let mut unbound: Vec<SourceKey> = Vec::new();
         for (k, s) in &self.sources {
             if !s.fresh || s.pos.is_none() {
                 continue;
             }
             match s.bound {
-                Some(gid) if self.globals.contains_key(&gid) => {
-                    fresh_by_global.entry(gid).or_default().push(*k)
-                }
+                Some(gid) if self.globals.contains_key(&gid) => fresh.push((gid, *k)),
                 _ => {
                     if s.hits >= self.params.min_hits && s.observed {
                         unbound.push(*k)
@@ -53,54 +54,54 @@ impl SpatialTracker {
                 }
             }
         }
+        fresh.sort_by_key(|(gid, _)| *gid);
         // Grid of identity positions before this cycle's updates, for the
         // appearance check of bound sources against nearby identities.
         let mut pre_grid = self.identity_grid(ts_ns);
         let mut cand = Vec::new();
-        for (gid, keys) in &fresh_by_global {
-            let mut keys = keys.clone();
-            let blamed = self.blamed_sources(gid, &keys, &mut pre_grid, &mut cand);
-            for (i, k) in keys.iter().enumerate() {
+        let (mut keys, mut kept, mut suspect) = (Vec::new(), Vec::new(), Vec::new());
+        for group in fresh.chunk_by(|a, b| a.0 == b.0) {
+            let gid = group[0].0;
+            keys.clear();
+            keys.extend(group.iter().map(|(_, k)| *k));
+            let blamed = self.blamed_sources(&gid, &keys, &mut pre_grid, &mut cand);
+            kept.clear();
+            suspect.clear();
+            for (i, bk) in keys.iter().enumerate() {
                 if !blamed.contains(&i) {
-                    if let Some(s) = self.sources.get_mut(k) {
+                    if let Some(s) = self.sources.get_mut(bk) {
                         s.bad_cycles = 0;
                     }
-                }
-            }
-            let mut kept = Vec::with_capacity(keys.len());
-            let mut suspect = Vec::new();
-            for (i, bk) in keys.drain(..).enumerate() {
-                if !blamed.contains(&i) {
-                    kept.push(bk);
+                    kept.push(*bk);
                     continue;
                 }
                 let mut drop = false;
-                if let Some(s) = self.sources.get_mut(&bk) {
+                if let Some(s) = self.sources.get_mut(bk) {
                     s.bad_cycles += 1;
                     if s.bad_cycles >= self.params.unbind_cycles {
                         s.bound = None;
-                        s.prev_bound = Some(*gid);
+                        s.prev_bound = Some(gid);
                         s.bad_cycles = 0;
                         drop = true;
                     }
                 }
                 if drop {
-                    if let Some(g) = self.globals.get_mut(gid) {
-                        g.sources.remove(&bk);
+                    if let Some(g) = self.globals.get_mut(&gid) {
+                        g.sources.remove(bk);
                     }
                     self.stats.unbound_sources += 1;
-                    unbound.push(bk);
+                    unbound.push(*bk);
                 } else {
-                    suspect.push(bk);
+                    suspect.push(*bk);
                 }
             }
             if kept.is_empty() {
                 // Only suspect sources: they still say where the identity
                 // is (a swap happens between people close together), but
                 // not what it looks like.
-                self.apply_observations(*gid, &suspect, false);
+                self.apply_observations(gid, &suspect, false);
             } else {
-                self.apply_observations(*gid, &kept, true);
+                self.apply_observations(gid, &kept, true);
             }
         }
         unbound.sort_unstable();
@@ -187,8 +188,6 @@ impl SpatialTracker {
         let mut t_max = 0u64;
         let mut score = 0.0f32;
         let mut cam = None;
-        let mut embs: Vec<&Vec<f32>> = Vec::new();
-        let mut views: Vec<(usize, &Vec<f32>)> = Vec::new();
         for k in keys {
             if let Some(s) = self.sources.get(k) {
                 if let Some(p) = s.pos {
@@ -200,10 +199,6 @@ impl SpatialTracker {
                         cam = Some(k.0);
                     }
                     score = score.max(s.score);
-                    if let Some(e) = &s.emb {
-                        embs.push(e);
-                        views.push((k.0, e));
-                    }
                 }
             }
         }
@@ -211,19 +206,28 @@ impl SpatialTracker {
             return;
         }
         let meas = [sum[0] / n, sum[1] / n];
-        let feet: Vec<([f64; 2], f64)> = keys.iter().map(|k| self.box_foot_px(*k)).collect();
-        let Some(g) = self.globals.get_mut(&gid) else {
+        // Split borrows: the identity changes, its sources and cameras are read.
+        let Self {
+            globals,
+            sources,
+            cams,
+            updated,
+            stats,
+            params,
+            ..
+        } = self;
+        let Some(g) = globals.get_mut(&gid) else {
             return;
         };
-        self.updated.insert(gid);
-        g.seen_cycle = self.stats.cycles;
+        updated.insert(gid);
+        g.seen_cycle = stats.cycles;
         g.companion = None;
         let dt = t_max.saturating_sub(g.last_seen) as f64 / 1e9;
         let dt_pred = t_max.saturating_sub(g.pos_ts) as f64 / 1e9;
         if g.last_seen == t_max
             && dt == 0.0
             && g.sources.len() <= 1
-            && g.created_cycle == self.stats.cycles
+            && g.created_cycle == stats.cycles
         {
             // Just created from this observation.
             g.pos = meas;
@@ -231,7 +235,7 @@ impl SpatialTracker {
             g.pos = meas;
             g.vel = [0.0, 0.0];
         } else {
-            let (a, b) = (self.params.alpha, self.params.beta);
+            let (a, b) = (params.alpha, params.beta);
             let pred = [g.pos[0] + g.vel[0] * dt_pred, g.pos[1] + g.vel[1] * dt_pred];
             let innov = [meas[0] - pred[0], meas[1] - pred[1]];
             g.pos = [pred[0] + a * innov[0], pred[1] + a * innov[1]];
@@ -248,10 +252,11 @@ impl SpatialTracker {
         g.obs_pos = g.pos;
         g.max_disp = g.max_disp.max(dist(g.pos, g.origin));
         g.cams_seen.extend(keys.iter().map(|k| k.0));
-        for (k, (foot, _)) in keys.iter().zip(&feet) {
+        for k in keys {
             *g.cam_obs.entry(k.0).or_insert(0) += 1;
             if k.0 == g.img_origin.0 {
-                let d = dist(*foot, g.img_origin.1) / g.img_origin.2;
+                let (foot, _) = box_foot_px(cams, sources, *k);
+                let d = dist(foot, g.img_origin.1) / g.img_origin.2;
                 g.img_disp = g.img_disp.max(d);
             }
         }
@@ -267,7 +272,15 @@ impl SpatialTracker {
         // Each camera's own view: learns faster (a person's look changes
         // across one camera's field), and once settled only from
         // observations that agree with it.
-        for (c, e) in views {
+        // The observations with a position and an embedding, in key order.
+        let embs = || {
+            keys.iter().filter_map(|k| {
+                let s = sources.get(k)?;
+                s.pos?;
+                Some((k.0, s.emb.as_ref()?))
+            })
+        };
+        for (c, e) in embs() {
             match g.cam_emb.get_mut(&c) {
                 Some((v, n)) if v.len() == e.len() => {
                     if *n >= APPEARANCE_SETTLE && cosine(e, v) < CAMERA_VIEW_AGREE {
@@ -288,16 +301,16 @@ impl SpatialTracker {
         // Appearance: a running mean whose rate decays to `APPEARANCE_RATE`,
         // fed only by observations that agree with it once it is settled, so
         // that a camera track drifting to another person cannot drag it along.
-        let d = embs.first().map_or(0, |e| e.len());
+        let d = embs().next().map_or(0, |(_, e)| e.len());
         let settled = g.emb_n >= APPEARANCE_SETTLE;
-        let mut fresh: Vec<&Vec<f32>> = Vec::new();
-        for e in embs {
+        let mut fresh: Vec<&Vec<f32>> = Vec::with_capacity(keys.len());
+        for (_, e) in embs() {
             if e.len() != d {
                 continue;
             }
             match &g.emb {
                 Some(ge) if ge.len() == d => {
-                    if !settled || cosine(e, ge) >= self.params.swap_check_similarity {
+                    if !settled || cosine(e, ge) >= params.swap_check_similarity {
                         fresh.push(e);
                     }
                 }

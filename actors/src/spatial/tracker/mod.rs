@@ -416,12 +416,13 @@ impl SpatialTracker {
         self.cams[ci].last_ts = Some(msg.ts_ns);
         self.cams[ci].size = Some((msg.width, msg.height));
         let mut first_err = None;
-        let present: BTreeSet<u64> = msg.tracks.iter().map(|t| t.track_id).collect();
+        let mut present: Vec<u64> = msg.tracks.iter().map(|t| t.track_id).collect();
+        present.sort_unstable();
         // Release ended camera tracks.
         let ended: Vec<SourceKey> = self
             .sources
             .range((ci, 0)..=(ci, u64::MAX))
-            .filter(|(k, _)| !present.contains(&k.1))
+            .filter(|(k, _)| present.binary_search(&k.1).is_err())
             .map(|(k, _)| *k)
             .collect();
         for k in ended {
@@ -469,13 +470,15 @@ impl SpatialTracker {
             if let Some(e) = &t.embedding {
                 if e.iter().all(|x| x.is_finite()) && !e.is_empty() {
                     let learn = t.state == TrackState::Confirmed;
-                    src.emb = Some(if self.params.camera_debias {
-                        self.cams[ci].debias(e, learn)
+                    // Written in place: this runs for every track of every message.
+                    let v = src.emb.get_or_insert_with(Vec::new);
+                    if self.params.camera_debias {
+                        self.cams[ci].debias(e, learn, v);
                     } else {
-                        let mut v = e.clone();
-                        appearance::normalise(&mut v);
-                        v
-                    });
+                        v.clear();
+                        v.extend_from_slice(e);
+                        appearance::normalise(v);
+                    }
                 }
             }
             if t.state != TrackState::Confirmed || t.bbox.iter().any(|x| !x.is_finite()) {
