@@ -125,8 +125,12 @@ impl Checkpoints {
             crate::nats::start_at(start.max(1))?,
         )
         .await?;
+        let mut parts = nvr_actors::checkpoint::Assembler::default();
         while let Some((m, pending)) = next_stored(&mut messages, streams::STATE).await? {
-            if let Ok(k) = decode::<Checkpoint>(&m.payload) {
+            let whole = decode::<Checkpoint>(&m.payload)
+                .ok()
+                .and_then(|k| parts.push(k));
+            if let Some(k) = whole {
                 if k.ts_ns > from.saturating_add(lookback) {
                     break;
                 }
@@ -288,6 +292,8 @@ mod tests {
             seq: ts / S,
             stream_seq: ts / S * 3,
             format: nvr_actors::checkpoint::FORMAT,
+            part: 0,
+            parts: 1,
             state: Vec::new(),
         }
     }

@@ -346,7 +346,9 @@ async fn replays_of_the_stream_and_of_windows_around_a_restart_equal_what_was_pu
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_window_late_in_a_run_starts_from_checkpoints_and_equals_what_was_published() {
-    let server = NatsServer::start();
+    // A small `max_payload`, so that checkpoints go on the bus in parts (a
+    // shard with hundreds of identities outgrows the default 1 MiB).
+    let server = NatsServer::start_with_conf("max_payload: 1024\n");
     let dir = tempfile::tempdir().unwrap();
     let api = free_port();
     let extra = "tracking:\n  checkpoint_seconds: 2\n";
@@ -357,15 +359,27 @@ async fn a_window_late_in_a_run_starts_from_checkpoints_and_equals_what_was_publ
     let js = jetstream::new(server.client().await);
     let checkpoints =
         stored_payloads(&js, nvr_subjects::streams::STATE, "nvr.state.>".to_string()).await;
-    let kinds: Vec<(String, String)> = checkpoints
+    let stored: Vec<nvr_subjects::Checkpoint> = checkpoints
         .iter()
         .map(|b| decode::<nvr_subjects::Checkpoint>(b).unwrap())
-        .map(|c| (c.kind, c.name))
+        .collect();
+    let kinds: std::collections::BTreeSet<(String, String, u64)> = stored
+        .iter()
+        .map(|c| (c.kind.clone(), c.name.clone(), c.ts_ns))
         .collect();
     assert!(
         kinds.iter().filter(|k| k.0 == "tracker").count() >= 8
             && kinds.iter().filter(|k| k.0 == "shard").count() >= 8,
         "tracker and shard checkpoints every 2 s: {kinds:?}"
+    );
+    let split = stored.iter().filter(|c| c.parts > 1).count();
+    let sizes: Vec<(&str, u32, usize)> = stored
+        .iter()
+        .map(|c| (c.kind.as_str(), c.parts, c.state.len()))
+        .collect();
+    assert!(
+        split > 0 && stored.iter().all(|c| c.state.len() <= 512),
+        "states larger than half of a 1 KiB max_payload go in parts: {sizes:?}"
     );
     let (live_tracks, live_spatial) = live_outputs(&js).await;
     let from_ns = *T0 + 110 * WALK_DT - WALK_DT / 2;

@@ -378,7 +378,22 @@ pub struct Checkpoint {
     /// Layout version of `state`; a reader that does not know it ignores
     /// the checkpoint.
     pub format: u32,
-    /// The tracker's state (MessagePack, layout `format`).
+    /// Which part of the state this message carries, from 0: a state larger
+    /// than the server's `max_payload` goes in `parts` consecutive messages
+    /// whose `state` slices, joined in part order, are the whole state.
+    #[serde(default)]
+    pub part: u32,
+    /// How many parts the state was split into (1: this message holds all
+    /// of it). A reader uses a checkpoint only once it has every part.
+    #[serde(default = "one_part")]
+    pub parts: u32,
+    /// The tracker's state (MessagePack, layout `format`), or this part's
+    /// slice of it.
     #[serde(with = "serde_bytes")]
     pub state: Vec<u8>,
+}
+
+/// `parts` of a checkpoint written before states were split.
+fn one_part() -> u32 {
+    1
 }

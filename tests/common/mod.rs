@@ -63,10 +63,15 @@ pub struct NatsServer {
 }
 
 /// `nats-server -js` on 127.0.0.1 port `port` (`-1`: a random one, see
-/// its ports file in `dir`) with its store in `dir/store`.
+/// its ports file in `dir`) with its store in `dir/store`, and the
+/// configuration file `dir/nats.conf` where there is one.
 fn spawn_nats_server(port: &str, dir: &Path) -> Child {
-    Command::new(nats_server_bin())
-        .args(["-js", "-a", "127.0.0.1", "-p", port, "--ports_file_dir"])
+    let mut cmd = Command::new(nats_server_bin());
+    let conf = dir.join("nats.conf");
+    if conf.exists() {
+        cmd.arg("-c").arg(conf);
+    }
+    cmd.args(["-js", "-a", "127.0.0.1", "-p", port, "--ports_file_dir"])
         .arg(dir)
         .arg("-sd")
         .arg(dir.join("store"))
@@ -79,7 +84,17 @@ fn spawn_nats_server(port: &str, dir: &Path) -> Child {
 impl NatsServer {
     /// Starts a server on a random port and waits for its ports file.
     pub fn start() -> NatsServer {
+        Self::start_with_conf("")
+    }
+
+    /// [`Self::start`] with a nats-server configuration file holding `conf`
+    /// (for example `max_payload: 2048`); the command line still sets the
+    /// port, JetStream and the store.
+    pub fn start_with_conf(conf: &str) -> NatsServer {
         let dir = tempfile::tempdir().expect("tempdir");
+        if !conf.is_empty() {
+            std::fs::write(dir.path().join("nats.conf"), conf).expect("write nats.conf");
+        }
         let child = spawn_nats_server("-1", dir.path());
         let ports_file = dir.path().join(format!("nats-server_{}.ports", child.id()));
         let deadline = Instant::now() + Duration::from_secs(20);

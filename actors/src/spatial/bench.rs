@@ -31,6 +31,11 @@ pub struct BenchRow {
     pub p99_ms: f64,
     /// Mean time spent in the association (re-identification) part, ms.
     pub reid_mean_ms: f64,
+    /// Size of the shard's checkpoint after the last cycle, bytes: how many
+    /// parts it takes on the bus (see `crate::checkpoint`).
+    pub checkpoint_bytes: usize,
+    /// Time to serialise that checkpoint, ms.
+    pub checkpoint_ms: f64,
 }
 
 /// Runs `cycles` matching cycles with about `active_tracks` people walking on
@@ -174,11 +179,16 @@ pub fn bench_cycle(active_tracks: usize, cycles: usize) -> BenchRow {
         .get(((n as f64 * 0.99).ceil() as usize).saturating_sub(1))
         .copied()
         .unwrap_or(0.0);
+    let t0 = Instant::now();
+    let checkpoint_bytes = tracker.checkpoint().map_or(0, |b| b.len());
+    let checkpoint_ms = t0.elapsed().as_secs_f64() * 1e3;
     BenchRow {
         active_tracks: tracker.stats().active_tracks,
         cycles,
         mean_ms,
         p99_ms,
         reid_mean_ms: reid / n as f64,
+        checkpoint_bytes,
+        checkpoint_ms,
     }
 }
