@@ -12,7 +12,7 @@ use tracing::warn;
 use crate::bus;
 
 /// Layout version of the `state` this build writes and reads.
-pub const FORMAT: u32 = 1;
+pub const FORMAT: u32 = 2;
 
 /// When the next checkpoint is due, in message time.
 #[derive(Debug, Clone, Default)]

@@ -26,6 +26,11 @@ pub struct SpatialBenchArgs {
     /// Results directory [default: bench/results]
     #[arg(long)]
     pub out: Option<PathBuf>,
+    /// Also print a digest of everything the cycles published, per count:
+    /// equal digests before and after a change to the tracker show that it
+    /// left the output unchanged (the timing excludes it).
+    #[arg(long)]
+    pub digest: bool,
 }
 
 /// The seed's alarm threshold: track processing latency above 100 ms.
@@ -56,7 +61,8 @@ pub async fn run(_cfg: &crate::config::Config, args: SpatialBenchArgs) -> Result
             .max(1)
     };
     for &n in &args.tracks {
-        let row = tokio::task::spawn_blocking(move || bench_cycle(n, cycles))
+        let digest = args.digest;
+        let row = tokio::task::spawn_blocking(move || bench_cycle(n, cycles, digest))
             .await
             .context("benchmark thread")?;
         println!(
@@ -70,6 +76,9 @@ pub async fn run(_cfg: &crate::config::Config, args: SpatialBenchArgs) -> Result
             row.checkpoint_bytes as f64 / 1024.0,
             parts(row.checkpoint_bytes)
         );
+        if let Some(d) = row.digest {
+            println!("{:>10} output digest {d:016x}", "");
+        }
         rows.push((n, row));
     }
     let machine = crate::bench::machine();
@@ -149,6 +158,7 @@ pub async fn run(_cfg: &crate::config::Config, args: SpatialBenchArgs) -> Result
             "checkpoint_bytes": r.checkpoint_bytes,
             "checkpoint_serialise_ms": r.checkpoint_ms,
             "checkpoint_parts": parts(r.checkpoint_bytes),
+            "output_digest": r.digest.map(|d| format!("{d:016x}")),
         })).collect::<Vec<_>>(),
         "target_2000_under_ms": TARGET_2000_MS,
         "target_2000_met": at_2000.map(|r| r.p99_ms < TARGET_2000_MS),

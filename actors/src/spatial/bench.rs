@@ -4,7 +4,7 @@
 
 use std::time::Instant;
 
-use nvr_subjects::{CameraTracks, Track, TrackState, SCHEMA_VERSION};
+use nvr_subjects::{encode, CameraTracks, Track, TrackState, SCHEMA_VERSION};
 use rand::{Rng, SeedableRng};
 use rand_chacha::ChaCha8Rng;
 use serde::Serialize;
@@ -36,11 +36,25 @@ pub struct BenchRow {
     pub checkpoint_bytes: usize,
     /// Time to serialise that checkpoint, ms.
     pub checkpoint_ms: f64,
+    /// FNV-1a digest of every cycle's published tracks and events (their
+    /// wire encoding), when asked for: equal digests before and after a
+    /// change to the tracker show that it left the output unchanged.
+    pub digest: Option<u64>,
+}
+
+/// FNV-1a over `bytes`, continuing from `h`.
+fn fnv1a(mut h: u64, bytes: &[u8]) -> u64 {
+    for b in bytes {
+        h ^= u64::from(*b);
+        h = h.wrapping_mul(0x0000_0100_0000_01b3);
+    }
+    h
 }
 
 /// Runs `cycles` matching cycles with about `active_tracks` people walking on
 /// a floor tiled by overlapping cameras and reports the cycle times.
-pub fn bench_cycle(active_tracks: usize, cycles: usize) -> BenchRow {
+/// With `digest`, also digests what the cycles published (outside the timing).
+pub fn bench_cycle(active_tracks: usize, cycles: usize, digest: bool) -> BenchRow {
     let mut rng = ChaCha8Rng::seed_from_u64(7);
     // About 1 person per 6 m^2, floor square-ish, tiled by cameras.
     let area = (active_tracks.max(1) as f64) * 6.0;
@@ -100,6 +114,7 @@ pub fn bench_cycle(active_tracks: usize, cycles: usize) -> BenchRow {
     let warmup = 5;
     let mut times = Vec::with_capacity(cycles);
     let mut reid = 0.0;
+    let mut out_digest = None;
     for c in 0..(cycles + warmup) {
         let ts = 1_000_000_000_000 + c as u64 * interval_ns;
         for (p, v, _) in people.iter_mut() {
@@ -167,6 +182,14 @@ pub fn bench_cycle(active_tracks: usize, cycles: usize) -> BenchRow {
         let out = tracker.step(ts + 1);
         let el = t0.elapsed().as_secs_f64() * 1e3;
         std::hint::black_box(&out);
+        if digest {
+            let mut h = out_digest.unwrap_or(0xcbf2_9ce4_8422_2325);
+            h = fnv1a(h, &encode(&out.tracks).unwrap_or_default());
+            for e in &out.events {
+                h = fnv1a(h, &encode(e).unwrap_or_default());
+            }
+            out_digest = Some(h);
+        }
         if c >= warmup {
             times.push(el);
             reid += tracker.stats().last_reid_ms;
@@ -190,5 +213,6 @@ pub fn bench_cycle(active_tracks: usize, cycles: usize) -> BenchRow {
         reid_mean_ms: reid / n as f64,
         checkpoint_bytes,
         checkpoint_ms,
+        digest: out_digest,
     }
 }

@@ -84,7 +84,11 @@ impl SpatialTracker {
         e: Option<&[f32]>,
     ) -> Option<(f64, bool)> {
         let e = e?;
-        if let Some((v, _)) = g.cam_emb.get(&cam).filter(|(v, _)| v.len() == e.len()) {
+        if let Some((v, _)) = g
+            .view(cam)
+            .and_then(|v| v.emb.as_ref())
+            .filter(|(v, _)| v.len() == e.len())
+        {
             return Some((cosine(e, v), true));
         }
         let ge = g.emb.as_ref().filter(|v| v.len() == e.len())?;

@@ -8,7 +8,7 @@ use std::collections::{BTreeMap, BTreeSet};
 use nvr_subjects::{event_kind, Event};
 
 use super::grid::{dist, find, TwoGrids};
-use super::{CamState, Global, Source, SourceKey, SpatialTracker, NO_EDGE};
+use super::{CamState, CamView, Global, Source, SourceKey, SpatialTracker, NO_EDGE};
 
 impl SpatialTracker {
     /// Whether `g` has a currently observed source on camera `ci`.
@@ -176,15 +176,20 @@ impl SpatialTracker {
                 sources: BTreeSet::new(),
                 last_camera: k.0,
                 emb_n: u32::from(emb.is_some()),
-                cam_emb: emb.iter().map(|e| (k.0, (e.clone(), 1))).collect(),
+                views: emb
+                    .iter()
+                    .map(|e| CamView {
+                        cam: k.0,
+                        obs: 0,
+                        emb: Some((e.clone(), 1)),
+                    })
+                    .collect(),
                 emb,
                 score,
                 created_cycle: self.stats.cycles,
                 born_ts: obs_ts,
                 origin: pos,
                 max_disp: 0.0,
-                cams_seen: BTreeSet::from([k.0]),
-                cam_obs: BTreeMap::new(),
                 img_origin: (k.0, foot, height),
                 img_disp: 0.0,
             },

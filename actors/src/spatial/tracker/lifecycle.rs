@@ -251,9 +251,8 @@ impl SpatialTracker {
         g.pos_ts = g.pos_ts.max(t_max);
         g.obs_pos = g.pos;
         g.max_disp = g.max_disp.max(dist(g.pos, g.origin));
-        g.cams_seen.extend(keys.iter().map(|k| k.0));
         for k in keys {
-            *g.cam_obs.entry(k.0).or_insert(0) += 1;
+            g.view_mut(k.0).obs += 1;
             if k.0 == g.img_origin.0 {
                 let (foot, _) = box_foot_px(cams, sources, *k);
                 let d = dist(foot, g.img_origin.1) / g.img_origin.2;
@@ -281,7 +280,8 @@ impl SpatialTracker {
             })
         };
         for (c, e) in embs() {
-            match g.cam_emb.get_mut(&c) {
+            let view = g.view_mut(c);
+            match &mut view.emb {
                 Some((v, n)) if v.len() == e.len() => {
                     if *n >= APPEARANCE_SETTLE && cosine(e, v) < CAMERA_VIEW_AGREE {
                         continue;
@@ -294,7 +294,7 @@ impl SpatialTracker {
                     *n = n.saturating_add(1);
                 }
                 _ => {
-                    g.cam_emb.insert(c, (e.clone(), 1));
+                    view.emb = Some((e.clone(), 1));
                 }
             }
         }
@@ -532,14 +532,14 @@ impl SpatialTracker {
                 ga.sources.remove(k);
             }
             ga.last_seen = ga.last_seen.max(gb.last_seen);
-            ga.cams_seen.extend(gb.cams_seen.iter().copied());
-            for (c, n) in &gb.cam_obs {
-                *ga.cam_obs.entry(*c).or_insert(0) += n;
+            for vb in gb.views {
+                let va = ga.view_mut(vb.cam);
+                va.obs += vb.obs;
+                if va.emb.is_none() {
+                    va.emb = vb.emb;
+                }
             }
             ga.img_disp = ga.img_disp.max(gb.img_disp);
-            for (c, v) in gb.cam_emb {
-                ga.cam_emb.entry(c).or_insert(v);
-            }
             ga.max_disp = ga.max_disp.max(gb.max_disp).max(dist(gb.origin, ga.origin));
             ga.born_ts = ga.born_ts.min(gb.born_ts);
         }

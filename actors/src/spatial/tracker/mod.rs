@@ -171,6 +171,22 @@ struct Source {
     bbox: [f32; 4],
 }
 
+/// One camera's history of an identity.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+struct CamView {
+    /// Camera index.
+    cam: usize,
+    /// Observations of the identity by this camera: a camera that saw it
+    /// only a few times (a passer-by's track bound to it briefly) does not
+    /// make it a person (`static`).
+    obs: u32,
+    /// Its appearance as this camera sees it, and how many observations
+    /// that holds: one camera's views of one person agree far more closely
+    /// than two cameras' do, so a camera track that starts on a camera
+    /// which has seen the identity before is compared with that view.
+    emb: Option<(Vec<f32>, u32)>,
+}
+
 #[derive(Debug, Clone, Serialize, Deserialize)]
 struct Global {
     floor_idx: usize,
@@ -194,29 +210,53 @@ struct Global {
     emb: Option<Vec<f32>>,
     /// Observations averaged into `emb` (its learning rate decays with it).
     emb_n: u32,
-    /// Appearance as each camera has seen it, and how many observations
-    /// that holds: one camera's views of one person agree far more closely
-    /// than two cameras' do, so a camera track that starts on a camera
-    /// which has seen the identity before is compared with that view.
-    cam_emb: BTreeMap<usize, (Vec<f32>, u32)>,
+    /// What each camera has seen of it, sorted by camera (a few entries,
+    /// kept in one vector: it is read and updated for every observed
+    /// identity on every cycle).
+    views: Vec<CamView>,
     score: f32,
     created_cycle: u64,
-    /// Message time and position of the first observation, the farthest
-    /// it has been from there since, and every camera that has seen it:
-    /// what tells a fixed false detection from a person (`static`).
+    /// Message time and position of the first observation and the farthest
+    /// it has been from there since: what tells a fixed false detection
+    /// from a person (`static`).
     born_ts: u64,
     origin: [f64; 2],
     max_disp: f64,
-    cams_seen: BTreeSet<usize>,
-    /// Observations per camera: a camera that saw it only a few times (a
-    /// passer-by's track bound to it briefly) does not make it a person.
-    cam_obs: BTreeMap<usize, u32>,
     /// Camera, box bottom centre (pixels) and box height (pixels) of the
     /// first observation, and the farthest the box has moved from there on
     /// that camera since, in box heights: far from a camera a fixed false
     /// detection's floor position jitters by metres, its box does not.
     img_origin: (usize, [f64; 2], f64),
     img_disp: f64,
+}
+
+impl Global {
+    /// Camera `cam`'s view of this identity, if it has one.
+    fn view(&self, cam: usize) -> Option<&CamView> {
+        self.views
+            .binary_search_by_key(&cam, |v| v.cam)
+            .ok()
+            .map(|i| &self.views[i])
+    }
+
+    /// Camera `cam`'s view of this identity, added empty if it had none.
+    fn view_mut(&mut self, cam: usize) -> &mut CamView {
+        let i = match self.views.binary_search_by_key(&cam, |v| v.cam) {
+            Ok(i) => i,
+            Err(i) => {
+                self.views.insert(
+                    i,
+                    CamView {
+                        cam,
+                        obs: 0,
+                        emb: None,
+                    },
+                );
+                i
+            }
+        };
+        &mut self.views[i]
+    }
 }
 
 /// Cross-camera tracker of one shard. Its state (everything but the

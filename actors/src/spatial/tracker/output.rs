@@ -200,10 +200,10 @@ impl SpatialTracker {
             return false;
         }
         let seen_by: BTreeSet<usize> = g
-            .cam_obs
+            .views
             .iter()
-            .filter(|(_, n)| **n >= STATIC_MIN_OBS)
-            .map(|(c, _)| *c)
+            .filter(|v| v.obs >= STATIC_MIN_OBS)
+            .map(|v| v.cam)
             .collect();
         seen_by.len() <= 1 && self.in_view_except(g.floor_idx, g.pos, &seen_by)
     }
