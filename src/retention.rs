@@ -7,6 +7,8 @@
 //! when re-identification is on (the detector computes it only then).
 
 use nvr_actors::detect::embed::COLOUR_DESCRIPTOR_LEN;
+use nvr_actors::spatial::bench::bench_cycle;
+use nvr_actors::track::{Tracker, TrackerParams};
 use nvr_subjects::{
     encode, CameraTracks, DetectedObject, Detections, Track, TrackState, SCHEMA_VERSION,
 };
@@ -74,6 +76,36 @@ pub fn tracks_bytes(camera: &str, objects: usize, emb_len: usize) -> usize {
     encode(&msg).map_or(0, |b| b.len()) + PER_MESSAGE_OVERHEAD
 }
 
+/// Stored bytes of one checkpoint of a camera's tracker following
+/// `objects` people, each with an embedding of `emb_len` values: measured by
+/// running a real tracker over a few frames of them.
+pub fn tracker_checkpoint_bytes(objects: usize, emb_len: usize) -> usize {
+    let mut t = Tracker::new(TrackerParams::default());
+    for frame in 0..10u64 {
+        let dets: Vec<DetectedObject> = (0..objects)
+            .map(|i| {
+                let x = 0.05 + i as f32 * 0.09 + frame as f32 * 0.002;
+                DetectedObject {
+                    class_id: 0,
+                    label: "person".into(),
+                    score: 0.9,
+                    bbox: [x, 0.2, x + 0.05, 0.6],
+                    embedding: (emb_len > 0).then(|| vec![0.123_456_7; emb_len]),
+                }
+            })
+            .collect();
+        t.update(1_800_000_000_000_000_000 + frame * 200_000_000, &dets);
+    }
+    t.checkpoint().map_or(0, |b| b.len()) + PER_MESSAGE_OVERHEAD
+}
+
+/// Bytes one identity adds to a spatial shard's checkpoint (with the colour
+/// descriptor): measured on the spatial benchmark's scene of 200 people.
+pub fn shard_identity_bytes() -> usize {
+    let row = bench_cycle(200, 1, false);
+    row.checkpoint_bytes / row.active_tracks.max(1)
+}
+
 /// How long a stream receiving `bytes_per_day` keeps messages: the age
 /// limit, or less when the byte cap (`max_bytes_mb`, negative = none) fills
 /// first. Hours.
@@ -135,7 +167,39 @@ pub fn lines(c: &Config) -> Vec<String> {
         }
         out.push(line);
     }
+    out.push(state_line(c, emb));
     out
+}
+
+/// Identities a shard is assumed to hold for the `NVR_STATE` estimate
+/// (everyone seen within `spatial.track_ttl_seconds`).
+pub const IDENTITIES_PER_SHARD: usize = 100;
+
+/// The `NVR_STATE` line: checkpoint volume and how long it is kept.
+fn state_line(c: &Config, emb: usize) -> String {
+    let every = c.tracking.checkpoint_seconds;
+    let stream = nvr_subjects::streams::STATE;
+    if every == 0 {
+        return format!("# {stream}: no checkpoints (tracking.checkpoint_seconds 0)");
+    }
+    let per_day = DAY_S / every as f64;
+    let trackers =
+        tracker_checkpoint_bytes(OBJECTS_PER_FRAME, emb) as f64 * per_day * c.cameras.len() as f64;
+    let identity = shard_identity_bytes();
+    let shards = c.spatial.shards.len().max(1);
+    let shard_day = (identity * IDENTITIES_PER_SHARD) as f64 * per_day;
+    let day = trackers + shard_day * shards as f64;
+    let r = &c.nats.retention;
+    let kept = kept_hours(day, r.max_age_hours, r.max_bytes_mb);
+    format!(
+        "# {stream}: a checkpoint every {every} s (tracking.checkpoint_seconds): trackers {:.0} MiB/day, \
+         each shard about {:.1} KiB per identity it holds ({:.0} MiB/day at {IDENTITIES_PER_SHARD} identities); \
+         keeps {kept:.1} h at {IDENTITIES_PER_SHARD} identities per shard (a replay window older than that \
+         starts from a restart or the start of the stream)",
+        trackers / MIB,
+        identity as f64 / 1024.0,
+        shard_day / MIB
+    )
 }
 
 #[cfg(test)]
@@ -151,6 +215,46 @@ mod tests {
         // Each embedding value is a MessagePack f32 (5 bytes).
         assert!(ten_emb - ten >= 10 * COLOUR_DESCRIPTOR_LEN * 5);
         assert!(tracks_bytes("c", 10, 0) > tracks_bytes("c", 0, 0));
+    }
+
+    #[test]
+    fn checkpoint_volume_grows_with_tracks_and_falls_with_the_period() {
+        let one = tracker_checkpoint_bytes(1, COLOUR_DESCRIPTOR_LEN);
+        let ten = tracker_checkpoint_bytes(10, COLOUR_DESCRIPTOR_LEN);
+        assert!(ten > one && one > PER_MESSAGE_OVERHEAD, "{one} {ten}");
+        // An identity holds at least its appearance (40 f32) and a view of it.
+        let identity = shard_identity_bytes();
+        assert!(identity > COLOUR_DESCRIPTOR_LEN * 5, "{identity}");
+        let mut c = Config::default();
+        let state = |c: &Config| {
+            lines(c)
+                .into_iter()
+                .find(|s| s.contains("NVR_STATE"))
+                .expect("state line")
+        };
+        let mib_day = |line: &str| -> f64 {
+            line.split("trackers ")
+                .nth(1)
+                .and_then(|s| s.split(' ').next())
+                .and_then(|n| n.parse().ok())
+                .expect("trackers MiB/day")
+        };
+        c.cameras = (0..50)
+            .map(|i| {
+                serde_json::from_value(serde_json::json!({"id": format!("cam{i}")}))
+                    .expect("camera")
+            })
+            .collect();
+        let every_minute = state(&c);
+        assert!(every_minute.contains("every 60 s"), "{every_minute}");
+        c.tracking.checkpoint_seconds = 600;
+        let every_ten = state(&c);
+        assert!(
+            mib_day(&every_ten) < mib_day(&every_minute),
+            "{every_ten} / {every_minute}"
+        );
+        c.tracking.checkpoint_seconds = 0;
+        assert!(state(&c).contains("no checkpoints"));
     }
 
     #[test]
