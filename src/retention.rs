@@ -23,6 +23,23 @@ pub const PER_MESSAGE_OVERHEAD: usize = 200;
 const MIB: f64 = 1024.0 * 1024.0;
 const DAY_S: f64 = 86_400.0;
 
+/// `objects` people side by side, each with an embedding of `emb_len`
+/// values (none for 0), walking right a little with each `frame`.
+fn people(objects: usize, emb_len: usize, frame: u64) -> Vec<DetectedObject> {
+    (0..objects)
+        .map(|i| {
+            let x = 0.05 + i as f32 * 0.09 + frame as f32 * 0.002;
+            DetectedObject {
+                class_id: 0,
+                label: "person".into(),
+                score: 0.9,
+                bbox: [x, 0.2, x + 0.05, 0.6],
+                embedding: (emb_len > 0).then(|| vec![0.123_456_7; emb_len]),
+            }
+        })
+        .collect()
+}
+
 /// Stored bytes of one `Detections` message for `camera` with `objects`
 /// people, each with an embedding of `emb_len` values (none for 0).
 pub fn detections_bytes(camera: &str, objects: usize, emb_len: usize) -> usize {
@@ -38,15 +55,7 @@ pub fn detections_bytes(camera: &str, objects: usize, emb_len: usize) -> usize {
         worker: "detector-host-0".into(),
         latency_ms: 12.5,
         queue_ms: 3.25,
-        objects: (0..objects)
-            .map(|i| DetectedObject {
-                class_id: 0,
-                label: "person".into(),
-                score: 0.8,
-                bbox: [0.1 + i as f32 * 0.01, 0.2, 0.15 + i as f32 * 0.01, 0.6],
-                embedding: (emb_len > 0).then(|| vec![0.123_456_7; emb_len]),
-            })
-            .collect(),
+        objects: people(objects, emb_len, 0),
     };
     encode(&msg).map_or(0, |b| b.len()) + PER_MESSAGE_OVERHEAD
 }
@@ -82,18 +91,7 @@ pub fn tracks_bytes(camera: &str, objects: usize, emb_len: usize) -> usize {
 pub fn tracker_checkpoint_bytes(objects: usize, emb_len: usize) -> usize {
     let mut t = Tracker::new(TrackerParams::default());
     for frame in 0..10u64 {
-        let dets: Vec<DetectedObject> = (0..objects)
-            .map(|i| {
-                let x = 0.05 + i as f32 * 0.09 + frame as f32 * 0.002;
-                DetectedObject {
-                    class_id: 0,
-                    label: "person".into(),
-                    score: 0.9,
-                    bbox: [x, 0.2, x + 0.05, 0.6],
-                    embedding: (emb_len > 0).then(|| vec![0.123_456_7; emb_len]),
-                }
-            })
-            .collect();
+        let dets = people(objects, emb_len, frame);
         t.update(1_800_000_000_000_000_000 + frame * 200_000_000, &dets);
     }
     t.checkpoint().map_or(0, |b| b.len()) + PER_MESSAGE_OVERHEAD

@@ -160,7 +160,7 @@ impl SpatialTracker {
             ),
             None => ([0.0, 0.0], String::new(), None, 0.0, ts_ns),
         };
-        let (foot, height) = self.box_foot_px(k);
+        let (foot, height) = box_foot_px(&self.cams, &self.sources, k);
         self.globals.insert(
             gid,
             Global {
@@ -207,11 +207,6 @@ impl SpatialTracker {
         e.track_id = Some(k.1);
         events.push(e);
         gid
-    }
-
-    /// Bottom centre and height (pixels) of source `k`'s latest box.
-    pub(super) fn box_foot_px(&self, k: SourceKey) -> ([f64; 2], f64) {
-        box_foot_px(&self.cams, &self.sources, k)
     }
 
     /// Whether identity `gid` was last seen by another camera than `cam`: only
