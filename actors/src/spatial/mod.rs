@@ -108,7 +108,10 @@ pub struct SpatialParams {
     /// Distance (metres) at which a source that disagrees with the other
     /// sources of its identity is considered inconsistent.
     pub unbind_m: f64,
-    /// Consecutive inconsistent cycles after which that source is unbound.
+    /// Consecutive inconsistent cycles after which that source is unbound;
+    /// at once when it is more than `unbind_m` from where the identity's
+    /// motion puts it while another of the identity's sources is near
+    /// there (its camera tracker moved it to someone else).
     pub unbind_cycles: u32,
     /// Only camera tracks with at least this many hits are associated.
     pub min_hits: u32,

@@ -16,6 +16,11 @@ use super::{
     COMPANION_SPEED_DIFF_MPS, MAX_SPEED_MPS, OCCLUDER_M,
 };
 
+/// A camera track of an identity within this fraction of `unbind_m` of
+/// the identity's predicted position vouches for it: another one farther
+/// than `unbind_m` from there has jumped to someone else.
+const JUMP_NEAR: f64 = 0.5;
+
 impl SpatialTracker {
     /// Forgets identities unseen for longer than `track_ttl_seconds`.
     pub(super) fn expire(&mut self, ts_ns: u64, events: &mut Vec<Event>) {
@@ -64,7 +69,7 @@ impl SpatialTracker {
             let gid = group[0].0;
             keys.clear();
             keys.extend(group.iter().map(|(_, k)| *k));
-            let blamed = self.blamed_sources(&gid, &keys, &mut pre_grid, &mut cand);
+            let (blamed, certain) = self.blamed_sources(&gid, &keys, &mut pre_grid, &mut cand);
             kept.clear();
             suspect.clear();
             for (i, bk) in keys.iter().enumerate() {
@@ -78,7 +83,7 @@ impl SpatialTracker {
                 let mut drop = false;
                 if let Some(s) = self.sources.get_mut(bk) {
                     s.bad_cycles += 1;
-                    if s.bad_cycles >= self.params.unbind_cycles {
+                    if certain || s.bad_cycles >= self.params.unbind_cycles {
                         s.bound = None;
                         s.prev_bound = Some(gid);
                         s.bad_cycles = 0;
@@ -109,14 +114,15 @@ impl SpatialTracker {
     }
 
     /// Which of identity `gid`'s fresh sources `keys` (by index) disagree
-    /// with it this cycle.
+    /// with it this cycle, and whether that is certain enough to unbind
+    /// them now rather than after `unbind_cycles`.
     fn blamed_sources(
         &self,
         gid: &u64,
         keys: &[SourceKey],
         pre_grid: &mut TwoGrids,
         cand: &mut Vec<u64>,
-    ) -> BTreeSet<usize> {
+    ) -> (BTreeSet<usize>, bool) {
         // Consistency: a source whose appearance disagrees with its
         // identity (or fits a nearby identity clearly better: the camera
         // tracker swapped two people), or that is far from the
@@ -147,6 +153,24 @@ impl SpatialTracker {
                 }
             }
             if far {
+                // One camera track where the identity's motion puts it and
+                // another well away from there: the person cannot be in
+                // both places, and the far one jumped (its camera tracker
+                // moved it to someone else). Unbound now: every cycle it
+                // stays bound, the identity is published on two people.
+                let off = self.prediction_misses(gid, keys);
+                let near = self.params.unbind_m * JUMP_NEAR;
+                if off.iter().any(|d| *d <= near) {
+                    let jumped: BTreeSet<usize> = off
+                        .iter()
+                        .enumerate()
+                        .filter(|(_, d)| **d > self.params.unbind_m)
+                        .map(|(i, _)| i)
+                        .collect();
+                    if !jumped.is_empty() {
+                        return (jumped, true);
+                    }
+                }
                 // Blame the source that fits the identity's appearance
                 // least, else the youngest.
                 let g_emb = self.globals.get(gid).and_then(|g| g.emb.clone());
@@ -177,7 +201,27 @@ impl SpatialTracker {
                 );
             }
         }
-        blamed
+        (blamed, false)
+    }
+
+    /// How far each of `keys` (fresh sources of identity `gid`) is from
+    /// where the identity's motion model puts it at the source's
+    /// observation time; infinite for a source without a position.
+    fn prediction_misses(&self, gid: &u64, keys: &[SourceKey]) -> Vec<f64> {
+        let Some(g) = self.globals.get(gid) else {
+            return vec![f64::INFINITY; keys.len()];
+        };
+        keys.iter()
+            .map(|k| {
+                let Some((p, ts)) = self.sources.get(k).and_then(|s| Some((s.pos?, s.obs_ts)))
+                else {
+                    return f64::INFINITY;
+                };
+                let dt = ts.saturating_sub(g.pos_ts) as f64 / 1e9;
+                let pred = [g.pos[0] + g.vel[0] * dt, g.pos[1] + g.vel[1] * dt];
+                dist(p, pred)
+            })
+            .collect()
     }
 
     /// Fuses the fresh observations `keys` into identity `gid`'s motion model.

@@ -828,3 +828,57 @@ fn a_person_walking_where_only_one_camera_sees_them_is_never_static() {
         );
     }
 }
+
+#[test]
+fn a_camera_track_that_jumps_away_from_where_another_camera_sees_its_identity_is_unbound_at_once() {
+    // cam a: x 0..12.8, cam b: x 8..20.8; one person at x ~10 seen by both.
+    let mut st = SpatialTracker::new(
+        "s",
+        SpatialParams::default(),
+        vec![cam("a", 0.0), cam("b", 8.0)],
+    );
+    let at = |i: u64| 9.5 + 0.05 * i as f64;
+    let mut gid = None;
+    for i in 0..20u64 {
+        let ts = T0 + i * DT;
+        st.ingest(&msg("a", ts, vec![track(7, 0.0, at(i), 4.0, None)]))
+            .unwrap();
+        st.ingest(&msg("b", ts, vec![track(3, 8.0, at(i) + 0.05, 4.0, None)]))
+            .unwrap();
+        let out = st.step(ts + 50_000_000);
+        let live = ids(&out);
+        assert_eq!(live.len(), 1, "cycle {i}: {live:?}");
+        gid = live.first().copied();
+    }
+    let gid = gid.unwrap();
+    // Camera b's tracker moves track 3 onto someone 3 m away; camera a
+    // still sees the person where the identity's motion puts them.
+    let i = 20u64;
+    let ts = T0 + i * DT;
+    st.ingest(&msg("a", ts, vec![track(7, 0.0, at(i), 4.0, None)]))
+        .unwrap();
+    st.ingest(&msg("b", ts, vec![track(3, 8.0, at(i) + 3.0, 4.0, None)]))
+        .unwrap();
+    let out = st.step(ts + 50_000_000);
+    let t = out
+        .tracks
+        .tracks
+        .iter()
+        .find(|t| t.global_id == gid)
+        .unwrap();
+    let cams: Vec<&str> = t.sources.iter().map(|s| s.camera.as_str()).collect();
+    assert_eq!(
+        cams,
+        ["a"],
+        "the jumped track left the identity in the same cycle"
+    );
+    assert!((t.x_m as f64 - at(i)).abs() < 0.3, "x {}", t.x_m);
+    let other = out
+        .tracks
+        .tracks
+        .iter()
+        .find(|t| t.sources.iter().any(|s| s.camera == "b" && s.track_id == 3))
+        .unwrap();
+    assert_ne!(other.global_id, gid);
+    assert_eq!(st.stats().unbound_sources, 1);
+}
