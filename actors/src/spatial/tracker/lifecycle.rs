@@ -128,15 +128,7 @@ impl SpatialTracker {
         // tracker swapped two people), or that is far from the
         // identity's other sources, for several cycles is unbound and
         // matched again. Until then it does not move the identity.
-        let mut blamed: BTreeSet<usize> = BTreeSet::new();
-        if self.params.reid_enabled {
-            for (i, k) in keys.iter().enumerate() {
-                if self.appearance_suspect(*k, *gid, pre_grid, cand) {
-                    blamed.insert(i);
-                }
-            }
-        }
-        if blamed.is_empty() && keys.len() >= 2 {
+        let far = keys.len() >= 2 && {
             let pts: Vec<[f64; 2]> = keys
                 .iter()
                 .filter_map(|k| self.sources.get(k).and_then(|s| s.pos))
@@ -145,61 +137,67 @@ impl SpatialTracker {
             let sum = pts
                 .iter()
                 .fold([0.0, 0.0], |a, p| [a[0] + p[0], a[1] + p[1]]);
-            let mut far = false;
-            for p in &pts {
+            pts.iter().any(|p| {
                 let others = [(sum[0] - p[0]) / (n - 1.0), (sum[1] - p[1]) / (n - 1.0)];
-                if dist(*p, others) > self.params.unbind_m {
-                    far = true;
+                dist(*p, others) > self.params.unbind_m
+            })
+        };
+        if far {
+            // One camera track where the identity's motion puts it and
+            // another well away from there: the person cannot be in both
+            // places, and the far one jumped (its camera tracker moved it
+            // to someone else). Unbound now, whatever appearance says:
+            // every cycle it stays bound, the identity is published on two
+            // people.
+            let off = self.prediction_misses(gid, keys);
+            let near = self.params.unbind_m * JUMP_NEAR;
+            if off.iter().any(|d| *d <= near) {
+                let jumped: BTreeSet<usize> = off
+                    .iter()
+                    .enumerate()
+                    .filter(|(_, d)| **d > self.params.unbind_m)
+                    .map(|(i, _)| i)
+                    .collect();
+                if !jumped.is_empty() {
+                    return (jumped, true);
                 }
             }
-            if far {
-                // One camera track where the identity's motion puts it and
-                // another well away from there: the person cannot be in
-                // both places, and the far one jumped (its camera tracker
-                // moved it to someone else). Unbound now: every cycle it
-                // stays bound, the identity is published on two people.
-                let off = self.prediction_misses(gid, keys);
-                let near = self.params.unbind_m * JUMP_NEAR;
-                if off.iter().any(|d| *d <= near) {
-                    let jumped: BTreeSet<usize> = off
-                        .iter()
-                        .enumerate()
-                        .filter(|(_, d)| **d > self.params.unbind_m)
-                        .map(|(i, _)| i)
-                        .collect();
-                    if !jumped.is_empty() {
-                        return (jumped, true);
-                    }
+        }
+        let mut blamed: BTreeSet<usize> = BTreeSet::new();
+        if self.params.reid_enabled {
+            for (i, k) in keys.iter().enumerate() {
+                if self.appearance_suspect(*k, *gid, pre_grid, cand) {
+                    blamed.insert(i);
                 }
-                // Blame the source that fits the identity's appearance
-                // least, else the youngest.
-                let g_emb = self.globals.get(gid).and_then(|g| g.emb.clone());
-                blamed.extend(
-                    keys.iter()
-                        .enumerate()
-                        .max_by(|(i, a), (j, b)| {
-                            let sa = self.sources.get(a);
-                            let sb = self.sources.get(b);
-                            let fit = |s: Option<&Source>| -> f64 {
-                                match (s.and_then(|s| s.emb.as_ref()), &g_emb) {
-                                    (Some(e), Some(ge)) if self.params.reid_enabled => {
-                                        -cosine(e, ge)
-                                    }
-                                    _ => 0.0,
-                                }
-                            };
-                            fit(sa)
-                                .total_cmp(&fit(sb))
-                                .then(
-                                    sa.map(|s| s.first_ts)
-                                        .unwrap_or(0)
-                                        .cmp(&sb.map(|s| s.first_ts).unwrap_or(0)),
-                                )
-                                .then(i.cmp(j))
-                        })
-                        .map(|(i, _)| i),
-                );
             }
+        }
+        if blamed.is_empty() && far {
+            // Blame the source that fits the identity's appearance
+            // least, else the youngest.
+            let g_emb = self.globals.get(gid).and_then(|g| g.emb.clone());
+            blamed.extend(
+                keys.iter()
+                    .enumerate()
+                    .max_by(|(i, a), (j, b)| {
+                        let sa = self.sources.get(a);
+                        let sb = self.sources.get(b);
+                        let fit = |s: Option<&Source>| -> f64 {
+                            match (s.and_then(|s| s.emb.as_ref()), &g_emb) {
+                                (Some(e), Some(ge)) if self.params.reid_enabled => -cosine(e, ge),
+                                _ => 0.0,
+                            }
+                        };
+                        fit(sa)
+                            .total_cmp(&fit(sb))
+                            .then(
+                                sa.map(|s| s.first_ts)
+                                    .unwrap_or(0)
+                                    .cmp(&sb.map(|s| s.first_ts).unwrap_or(0)),
+                            )
+                            .then(i.cmp(j))
+                    })
+                    .map(|(i, _)| i),
+            );
         }
         (blamed, false)
     }
