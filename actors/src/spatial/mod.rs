@@ -100,7 +100,9 @@ pub struct SpatialParams {
     /// Two camera tracks of different cameras closer than this (metres) on
     /// the floor, with no other track of either camera near, are one person:
     /// after `merge_cycles` cycles one joins the other's identity, where that
-    /// leaves each identity seen at most once by each camera. 0 disables.
+    /// leaves each identity seen at most once by each camera; at once when
+    /// the other camera sees the moving track's identity elsewhere in the
+    /// same cycle. 0 disables.
     pub pair_m: f64,
     /// Blind gaps shorter than this (ms) are bridged without the handoff
     /// similarity threshold.

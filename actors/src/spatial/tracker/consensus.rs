@@ -4,7 +4,9 @@
 //! `merge_cycles` cycles but are bound to different identities, and only
 //! one of them can join the other's identity without that identity being
 //! seen twice by one camera, it is moved there (where both can, the two
-//! identities are merged). This repairs a camera
+//! identities are merged). When the other camera sees the moving track's
+//! identity elsewhere in the same cycle, the move is made at once: two
+//! cameras then agree on where each identity is. This repairs a camera
 //! tracker that moved a track onto another person (the other camera still
 //! sees both apart) and a camera track that joined the wrong one of two
 //! people walking together; geometry agreed by two views decides, not
@@ -22,6 +24,11 @@ use super::{Global, SourceKey, SpatialTracker};
 const PAIR_RATIO: f64 = 2.0;
 /// ... plus this fraction of `pair_m`.
 const PAIR_MARGIN: f64 = 0.5;
+
+/// A coinciding pair moves a camera track after this many cycles, instead
+/// of `merge_cycles`, when the other camera sees that track's identity
+/// elsewhere in the same cycle.
+const FAST_CYCLES: u32 = 1;
 
 /// A lost camera track of an identity farther than this many `pair_m`
 /// from a coinciding pair still holds its camera (the person it followed is
@@ -48,6 +55,14 @@ impl SpatialTracker {
                 .get(k)
                 .is_some_and(|s| s.observed || s.pos.is_none_or(|q| dist(q, p) > away))
         })
+    }
+
+    /// Whether identity `g` has a camera track on camera `cam` observed in
+    /// this cycle.
+    fn sees_now(&self, g: &Global, cam: usize) -> bool {
+        g.sources
+            .range((cam, 0)..=(cam, u64::MAX))
+            .any(|k| self.sources.get(k).is_some_and(|s| s.observed && s.fresh))
     }
 
     /// Moves camera tracks that coincide with another camera's track to
@@ -143,13 +158,14 @@ impl SpatialTracker {
             }
         }
         self.pair_counts = now;
-        let ready: Vec<(SourceKey, SourceKey)> = self
+        let full = self.params.merge_cycles.max(1);
+        let ready: Vec<((SourceKey, SourceKey), bool)> = self
             .pair_counts
             .iter()
-            .filter(|(_, c)| **c >= self.params.merge_cycles.max(1))
-            .map(|(p, _)| *p)
+            .filter(|(_, c)| **c >= full.min(FAST_CYCLES))
+            .map(|(p, c)| (*p, *c >= full))
             .collect();
-        for (a, b) in ready {
+        for ((a, b), settled) in ready {
             let ga = self.sources.get(&a).and_then(|s| s.bound);
             let gb = self.sources.get(&b).and_then(|s| s.bound);
             let (Some(ga), Some(gb)) = (ga, gb) else {
@@ -170,6 +186,19 @@ impl SpatialTracker {
             };
             let a_has_b_cam = self.holds_camera(a_g, b.0, pb);
             let b_has_a_cam = self.holds_camera(b_g, a.0, pa);
+            // Before `merge_cycles`, only a move that the other camera
+            // confirms: it sees the moving track's identity this cycle
+            // somewhere else (two cameras agree on where each identity is).
+            if !settled {
+                let confirmed = match (a_has_b_cam, b_has_a_cam) {
+                    (true, false) => self.sees_now(a_g, b.0),
+                    (false, true) => self.sees_now(b_g, a.0),
+                    _ => false,
+                };
+                if !confirmed {
+                    continue;
+                }
+            }
             let (moved, from, to) = match (a_has_b_cam, b_has_a_cam) {
                 // `ga` sees camera b elsewhere, `gb` is free on camera a.
                 (true, false) => (a, ga, gb),

@@ -29,15 +29,15 @@ fn groups(out: &StepOutput) -> Vec<Vec<(String, u64)>> {
 /// `overlap_gate_m`) walk side by side under two cameras that see the same
 /// floor. After 10 cycles camera `a`'s track 1 jumps from P onto Q (its
 /// track 2 of Q ends) and P gets a new track 3 on camera `a`. Returns the
-/// identities' camera tracks at the end and the counters.
-fn jump_onto_neighbour(pair_m: f64) -> (Vec<Vec<(String, u64)>>, SpatialStats) {
+/// identities' camera tracks after `cycles` cycles and the counters.
+fn jump_onto_neighbour(pair_m: f64, cycles: u64) -> (Vec<Vec<(String, u64)>>, SpatialStats) {
     let params = SpatialParams {
         pair_m,
         ..SpatialParams::default()
     };
     let mut st = SpatialTracker::new("s", params, vec![cam("a", 0.0), cam("b", 0.0)]);
     let mut last = None;
-    for i in 0..30u64 {
+    for i in 0..cycles {
         let ts = T0 + i * DT;
         let x = 3.0 + 0.1 * i as f64;
         let (p, q) = ((x, 3.0), (x, 4.2));
@@ -56,7 +56,7 @@ fn jump_onto_neighbour(pair_m: f64) -> (Vec<Vec<(String, u64)>>, SpatialStats) {
 
 #[test]
 fn a_camera_track_that_jumps_onto_a_neighbour_joins_the_identity_the_other_view_gives_there() {
-    let (groups, stats) = jump_onto_neighbour(SpatialParams::default().pair_m);
+    let (groups, stats) = jump_onto_neighbour(SpatialParams::default().pair_m, 30);
     let a = |t| ("a".to_string(), t);
     let b = |t| ("b".to_string(), t);
     // P: camera a's new track 3 with camera b's 5; Q: camera a's 1 with b's 6.
@@ -71,9 +71,28 @@ fn a_camera_track_that_jumps_onto_a_neighbour_joins_the_identity_the_other_view_
 }
 
 #[test]
+fn the_jumped_track_moves_in_the_cycle_of_the_jump_when_the_other_camera_sees_its_identity_elsewhere(
+) {
+    // Camera b sees P's identity (its track 5) where P is in the very cycle
+    // camera a's track 1 lands on Q, next to b's track 6: no need to wait
+    // `merge_cycles` (3) cycles with the identity published on two people.
+    let (groups, stats) = jump_onto_neighbour(SpatialParams::default().pair_m, 11);
+    let with_a1 = groups
+        .iter()
+        .find(|g| g.contains(&("a".to_string(), 1)))
+        .unwrap();
+    assert_eq!(
+        with_a1,
+        &vec![("a".to_string(), 1), ("b".to_string(), 6)],
+        "{groups:?} {stats:?}"
+    );
+    assert_eq!(stats.rebound_sources, 1, "{stats:?}");
+}
+
+#[test]
 fn without_the_consensus_the_jumped_track_keeps_the_wrong_identity() {
     // The same scene with the rule off: the baseline the test above beats.
-    let (groups, stats) = jump_onto_neighbour(0.0);
+    let (groups, stats) = jump_onto_neighbour(0.0, 30);
     let wrong = vec![("a".to_string(), 1), ("b".to_string(), 5)];
     assert!(groups.contains(&wrong), "{groups:?} {stats:?}");
     assert_eq!(stats.rebound_sources, 0);
