@@ -127,7 +127,9 @@ impl SpatialTracker {
         // identity (or fits a nearby identity clearly better: the camera
         // tracker swapped two people), or that is far from the
         // identity's other sources, for several cycles is unbound and
-        // matched again. Until then it does not move the identity.
+        // matched again (at once when it is far from where the identity's
+        // motion and another of its sources put it). Until then it does
+        // not move the identity.
         let far = keys.len() >= 2 && {
             let pts: Vec<[f64; 2]> = keys
                 .iter()
