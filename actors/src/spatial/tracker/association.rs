@@ -13,9 +13,20 @@ use super::{CamState, CamView, Global, Source, SourceKey, SpatialTracker, NO_EDG
 impl SpatialTracker {
     /// Whether `g` has a currently observed source on camera `ci`.
     pub(super) fn has_live_source_on(&self, g: &Global, ci: usize) -> bool {
+        self.any_source_on(g, ci, |s| s.observed)
+    }
+
+    /// Whether identity `g` has a camera track on camera `ci` for which
+    /// `pred` holds.
+    pub(super) fn any_source_on(
+        &self,
+        g: &Global,
+        ci: usize,
+        pred: impl Fn(&Source) -> bool,
+    ) -> bool {
         g.sources
             .range((ci, 0)..=(ci, u64::MAX))
-            .any(|k| self.sources.get(k).is_some_and(|s| s.observed))
+            .any(|k| self.sources.get(k).is_some_and(&pred))
     }
 
     /// Cameras with a currently observed source of `g`.

@@ -50,19 +50,15 @@ impl SpatialTracker {
     /// there is the same person's previous track on that camera.
     fn holds_camera(&self, g: &Global, cam: usize, p: [f64; 2]) -> bool {
         let away = HELD_LOST_M * self.params.pair_m;
-        g.sources.range((cam, 0)..=(cam, u64::MAX)).any(|k| {
-            self.sources
-                .get(k)
-                .is_some_and(|s| s.observed || s.pos.is_none_or(|q| dist(q, p) > away))
+        self.any_source_on(g, cam, |s| {
+            s.observed || s.pos.is_none_or(|q| dist(q, p) > away)
         })
     }
 
     /// Whether identity `g` has a camera track on camera `cam` observed in
     /// this cycle.
     fn sees_now(&self, g: &Global, cam: usize) -> bool {
-        g.sources
-            .range((cam, 0)..=(cam, u64::MAX))
-            .any(|k| self.sources.get(k).is_some_and(|s| s.observed && s.fresh))
+        self.any_source_on(g, cam, |s| s.observed && s.fresh)
     }
 
     /// Moves camera tracks that coincide with another camera's track to
