@@ -124,6 +124,46 @@ pub async fn publish(js: &jetstream::Context, kind: &str, name: &str, at: At, st
     }
 }
 
+/// Publishes checkpoints off the caller's path: the parts of a checkpoint
+/// go out from a task of their own, so a large shard's state (tens of
+/// parts once a minute) never holds up the cycle that took it. At most one
+/// checkpoint is in flight; the next one waits for it, so parts of two
+/// checkpoints never interleave.
+#[derive(Default)]
+pub struct Background {
+    /// The task publishing the latest checkpoint, until it is awaited.
+    in_flight: Option<tokio::task::JoinHandle<()>>,
+}
+
+impl Background {
+    /// Starts publishing a checkpoint of `kind` for `name` at `at`, after
+    /// the one still in flight (if any) is out.
+    pub async fn publish(
+        &mut self,
+        js: &jetstream::Context,
+        kind: &'static str,
+        name: &str,
+        at: At,
+        state: Vec<u8>,
+    ) {
+        self.finish().await;
+        let (js, name) = (js.clone(), name.to_string());
+        self.in_flight = Some(tokio::spawn(async move {
+            publish(&js, kind, &name, at, state).await;
+        }));
+    }
+
+    /// Waits for the checkpoint in flight to be stored (at shutdown: a
+    /// stopping actor leaves its last checkpoint whole on the bus).
+    pub async fn finish(&mut self) {
+        if let Some(task) = self.in_flight.take() {
+            if let Err(e) = task.await {
+                warn!("checkpoint publisher stopped: {e}");
+            }
+        }
+    }
+}
+
 /// Joins the parts of checkpoints read off the bus in stream order: each
 /// checkpoint comes out whole once all of its parts were pushed.
 #[derive(Debug, Default)]

@@ -134,6 +134,8 @@ pub struct SpatialState {
     idle_mark: Option<u64>,
     /// When the next checkpoint of the shard is due.
     checkpoints: crate::checkpoint::Schedule,
+    /// Publishes the shard's checkpoints without holding up its cycles.
+    checkpoint_out: crate::checkpoint::Background,
 }
 
 /// The first global id for a new incarnation of a shard: one past the
@@ -288,6 +290,7 @@ impl Actor for SpatialActor {
             last_input: Instant::now(),
             idle_mark: None,
             checkpoints,
+            checkpoint_out: Default::default(),
         })
     }
 
@@ -370,6 +373,7 @@ impl Actor for SpatialActor {
         for p in state.pumps.drain(..) {
             let _ = tokio::time::timeout(Duration::from_secs(2), p).await;
         }
+        let _ = tokio::time::timeout(Duration::from_secs(5), state.checkpoint_out.finish()).await;
         Ok(())
     }
 }
@@ -603,7 +607,10 @@ async fn run_cycles(state: &mut SpatialState) -> Result<(), ActorProcessingErr> 
                     ts_ns: next,
                     ..Default::default()
                 };
-                crate::checkpoint::publish(js, kind, &shard, at, bytes).await;
+                state
+                    .checkpoint_out
+                    .publish(js, kind, &shard, at, bytes)
+                    .await;
             }
             Some(Err(e)) => warn!(shard = %shard, "checkpoint not taken: {e}"),
             None => {}
