@@ -134,3 +134,56 @@ fn a_duplicate_pair_stays_marked_until_it_is_clearly_apart() {
         }
     }
 }
+
+#[test]
+fn an_identity_found_again_on_someone_followed_all_along_is_the_duplicate() {
+    use SpatialState::{Duplicate, Observed};
+    // Each camera sees the people its own way: to camera b, its new track
+    // looks like the person it lost, not like camera a's view of anyone.
+    let (on_a, on_b) = (
+        Some(vec![0.0, 0.0, 1.0, 0.0]),
+        Some(vec![1.0, 0.0, 0.0, 0.0]),
+    );
+    let mut st = SpatialTracker::new(
+        "s",
+        SpatialParams::default(),
+        vec![cam("a", 0.0), cam("b", 0.0)],
+    );
+    let mut cycles = Vec::new();
+    for i in 0..40u64 {
+        let ts = T0 + i * DT;
+        // Camera b follows a person at y = 5 for half a second (identity
+        // 1), then loses them; 1.5 s later a new track of b starts on the
+        // person camera a has followed along y = 3 since the third cycle
+        // (identity 2), and b takes it for the person it lost.
+        let x = 3.0 + 0.1 * i as f64;
+        let a = match i {
+            0..2 => vec![],
+            _ => vec![track(1, 0.0, x, 3.0, on_a.clone())],
+        };
+        st.ingest(&msg("a", ts, a)).unwrap();
+        let b = match i {
+            0..5 => vec![track(7, 0.0, 3.5, 5.0, on_b.clone())],
+            20.. => vec![track(8, 0.0, x, 3.0, on_b.clone())],
+            _ => vec![],
+        };
+        st.ingest(&msg("b", ts, b)).unwrap();
+        cycles.push(states(&st.step(ts + 50_000_000)));
+    }
+    assert_eq!(cycles[4], vec![(1, Observed), (2, Observed)], "{cycles:?}");
+    // Both on camera a's person: identity 1, lost and found again there,
+    // is the duplicate of 2, followed without a break, and is merged into
+    // it: the older id never takes the person over.
+    let after = &cycles[20..];
+    assert!(
+        after.contains(&vec![(1, Duplicate), (2, Observed)]),
+        "{cycles:?}"
+    );
+    for c in after {
+        assert!(
+            c == &vec![(1, Duplicate), (2, Observed)] || c == &vec![(2, Observed)],
+            "{cycles:?}"
+        );
+    }
+    assert_eq!(cycles[39], vec![(2, Observed)], "{cycles:?}");
+}
