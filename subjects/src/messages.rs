@@ -216,13 +216,12 @@ pub enum SpatialState {
     /// likely a fixed false detection (a poster, a coat on a stand), not
     /// counted as a person on the floor.
     Static,
-    /// Seen now within `spatial.tuning.merge_m` of another identity on the
-    /// floor (`observed` or `coasting`) that other cameras see, none of its
-    /// own, followed without a break for longer (ties: the smaller
-    /// `global_id`): most likely the same person seen from another view,
-    /// not merged yet (that takes `spatial.tuning.merge_cycles` cycles).
-    /// Not counted as a person on the floor: the other identity is
-    /// (`duplicate_of`), and it keeps its id when they merge. A pair once marked stays marked up to 1.5 times
+    /// Seen now within `spatial.tuning.merge_m` of an older identity on the
+    /// floor (a smaller `global_id`, `observed` or `coasting`) that other
+    /// cameras see, none of its own: most likely the same person seen from
+    /// another view, not merged yet (that takes `spatial.tuning.merge_cycles`
+    /// cycles). Not counted as a person on the floor: the older identity is
+    /// (`duplicate_of`). A pair once marked stays marked up to 1.5 times
     /// `merge_m` apart.
     Duplicate,
 }

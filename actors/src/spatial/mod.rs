@@ -86,9 +86,9 @@ pub struct SpatialParams {
     /// be at its position than to its own counts as a camera-tracker swap.
     pub swap_margin: f64,
     /// Two identities seen by disjoint cameras closer than this (metres) with
-    /// similar appearance for `merge_cycles` cycles are merged into the one
-    /// followed without a break for longer; until then the other one is
-    /// published `duplicate` (and stays so up to 1.5 times this apart).
+    /// similar appearance for `merge_cycles` cycles are merged; until then
+    /// the newer one is published `duplicate` (and stays so up to 1.5 times
+    /// this apart).
     pub merge_m: f64,
     /// Least cosine similarity of two coinciding identities for a merge, when
     /// both have embeddings.

@@ -199,7 +199,6 @@ impl SpatialTracker {
                 score,
                 created_cycle: self.stats.cycles,
                 born_ts: obs_ts,
-                streak_ts: obs_ts,
                 origin: pos,
                 max_disp: 0.0,
                 img_origin: (k.0, foot, height),

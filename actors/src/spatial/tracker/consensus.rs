@@ -200,18 +200,12 @@ impl SpatialTracker {
                 (true, false) => (a, ga, gb),
                 (false, true) => (b, gb, ga),
                 (false, false) => {
-                    // Both free: one person, two identities. The one
-                    // followed longer stays (see `Global::seniority`),
-                    // unless a third camera sees both.
+                    // Both free: one person, two identities. The older
+                    // one stays, unless a third camera sees both.
                     let cams_a = self.live_cameras(a_g);
                     if self.live_cameras(b_g).iter().all(|c| !cams_a.contains(c)) {
                         self.pair_counts.remove(&(a, b));
-                        let (keep, end) = if b_g.seniority(gb) < a_g.seniority(ga) {
-                            (gb, ga)
-                        } else {
-                            (ga, gb)
-                        };
-                        self.merge_into(keep, end, ts_ns, events);
+                        self.merge_into(ga.min(gb), ga.max(gb), ts_ns, events);
                     }
                     continue;
                 }

@@ -13,7 +13,7 @@ use super::grid::{dist, Grid, TwoGrids};
 use super::{
     Companion, Global, Motion, Source, SourceKey, SpatialTracker, APPEARANCE_RATE,
     APPEARANCE_SETTLE, CAMERA_VIEW_AGREE, CAMERA_VIEW_RATE, COMPANION_ATTACH_S,
-    COMPANION_SPEED_DIFF_MPS, MAX_SPEED_MPS, OCCLUDER_M, STREAK_GAP_NS,
+    COMPANION_SPEED_DIFF_MPS, MAX_SPEED_MPS, OCCLUDER_M,
 };
 
 /// A camera track of an identity within this fraction of `unbind_m` of
@@ -291,9 +291,6 @@ impl SpatialTracker {
                 }
             }
         }
-        if t_max.saturating_sub(g.last_seen) > STREAK_GAP_NS {
-            g.streak_ts = t_max;
-        }
         g.last_seen = g.last_seen.max(t_max);
         g.pos_ts = g.pos_ts.max(t_max);
         g.obs_pos = g.pos;
@@ -509,12 +506,7 @@ impl SpatialTracker {
             .collect();
         for (a, b) in ready {
             self.merge_counts.remove(&(a, b));
-            let senior = |id: u64| self.globals.get(&id).map(|g| g.seniority(id));
-            if senior(b) < senior(a) {
-                self.merge_into(b, a, ts_ns, events);
-            } else {
-                self.merge_into(a, b, ts_ns, events);
-            }
+            self.merge_into(a, b, ts_ns, events);
         }
     }
 
@@ -594,7 +586,6 @@ impl SpatialTracker {
             ga.img_disp = ga.img_disp.max(gb.img_disp);
             ga.max_disp = ga.max_disp.max(gb.max_disp).max(dist(gb.origin, ga.origin));
             ga.born_ts = ga.born_ts.min(gb.born_ts);
-            ga.streak_ts = ga.streak_ts.min(gb.streak_ts);
         }
         for k in &superseded {
             if let Some(s) = self.sources.get_mut(k) {

@@ -228,20 +228,6 @@ struct Global {
     /// detection's floor position jitters by metres, its box does not.
     img_origin: (usize, [f64; 2], f64),
     img_disp: f64,
-    /// Message time since which it has been observed with no gap longer
-    /// than [`STREAK_GAP_NS`]: of two identities found to be one person,
-    /// the one followed longer stands for it (`duplicate`, merge), not one
-    /// that was lost and has just been found again there.
-    #[serde(default)]
-    streak_ts: u64,
-}
-
-impl Global {
-    /// The order in which identities that coincide stand for the person:
-    /// followed without a break since earlier first, then by id.
-    fn seniority(&self, id: u64) -> (u64, u64) {
-        (self.streak_ts, id)
-    }
 }
 
 impl Global {
@@ -304,7 +290,7 @@ pub struct SpatialTracker {
     /// from the start rather than after `static_after_s` again.
     static_spots: Vec<(usize, [f64; 2], f64, u64)>,
     /// The identities the latest cycle published `duplicate`, each with the
-    /// senior identity it duplicated: a pair stays marked while it is within
+    /// older identity it duplicated: a pair stays marked while it is within
     /// [`DUPLICATE_HOLD`] times `merge_m`, so a pair drifting around
     /// `merge_m` apart does not flicker between one person and two.
     /// Marking again from these at the same time gives the same marks, so
@@ -344,10 +330,6 @@ const APPEARANCE_SETTLE: u32 = 10;
 const CAMERA_VIEW_AGREE: f64 = 0.7;
 /// Least learning rate of a camera's view of an identity.
 const CAMERA_VIEW_RATE: f32 = 0.1;
-/// A gap in an identity's observations longer than this starts a new
-/// streak (see `Global::streak_ts`).
-const STREAK_GAP_NS: u64 = 1_000_000_000;
-
 /// A `duplicate` pair stays marked up to this many times `merge_m` apart.
 const DUPLICATE_HOLD: f64 = 1.5;
 /// Identities seen within half of this (seconds) count as live for gating.

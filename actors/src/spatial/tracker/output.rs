@@ -23,7 +23,7 @@ impl SpatialTracker {
     }
 
     /// [`Self::published_tracks`] and the `duplicate` pairs it marked
-    /// (duplicate id to the more senior id it duplicates).
+    /// (duplicate id to the older id it duplicates).
     pub(super) fn published_with_duplicates(
         &self,
         ts_ns: u64,
@@ -67,8 +67,7 @@ impl SpatialTracker {
     }
 
     /// Marks `duplicate` each identity on the floor (observed or coasting)
-    /// within `merge_m` of a more senior identity on the floor (followed
-    /// without a break for longer, see `Global::seniority`), same
+    /// within `merge_m` of an identity on the floor with a smaller id, same
     /// floor and label, no camera in common: the pairs `merge_coinciding`
     /// merges if they stay together. A pair marked in the previous cycle
     /// stays marked up to [`DUPLICATE_HOLD`] times `merge_m` apart.
@@ -76,7 +75,7 @@ impl SpatialTracker {
     /// differently, and the marking only decides what is counted on the
     /// floor while the merge waits. One person seen by two cameras whose
     /// tracks have not been linked yet is then one person on the floor, not
-    /// two. Returns the marked pairs (duplicate id to the senior id).
+    /// two. Returns the marked pairs (duplicate id to the older id).
     fn mark_duplicates(&self, out: &mut [SpatialTrack]) -> BTreeMap<u64, u64> {
         let mut marked = BTreeMap::new();
         let radius = self.params.merge_m;
@@ -108,18 +107,12 @@ impl SpatialTracker {
             };
             let held = self.duplicates.get(&id).copied();
             grid.query_near(floor, p, hold, &mut cand);
-            // The nearest more senior identity it may duplicate (the one
-            // of the previous cycle within the hold radius), ties by id.
-            let rank = gi.seniority(id);
+            // The nearest older identity it may duplicate (the one of the
+            // previous cycle within the hold radius), ties by id.
             let older = cand
                 .iter()
                 .map(|j| *j as usize)
-                .filter(|j| {
-                    let jd = out[*j].global_id;
-                    self.globals
-                        .get(&jd)
-                        .is_some_and(|gj| gj.seniority(jd) < rank)
-                })
+                .filter(|j| out[*j].global_id < id)
                 .filter_map(|j| {
                     let q = [out[j].x_m as f64, out[j].y_m as f64];
                     let d = dist(p, q);
@@ -143,8 +136,7 @@ impl SpatialTracker {
         for t in out.iter_mut() {
             if let Some(mut of) = marked.get(&t.global_id).copied() {
                 // A duplicate of a duplicate stands for the same person as
-                // the more senior one (seniority strictly rises along the
-                // chain).
+                // the older one (ids strictly decrease along the chain).
                 while let Some(o) = marked.get(&of) {
                     of = *o;
                 }
