@@ -15,18 +15,37 @@ pub(super) fn cosine(a: &[f32], b: &[f32]) -> f64 {
         // Different descriptors: no evidence either way.
         return 0.0;
     }
-    let (mut d, mut na, mut nb) = (0.0f64, 0.0f64, 0.0f64);
-    for (x, y) in a.iter().zip(b) {
-        d += (*x as f64) * (*y as f64);
-        na += (*x as f64) * (*x as f64);
-        nb += (*y as f64) * (*y as f64);
+    // Four independent partial sums per term: this runs for every camera
+    // track against every nearby identity on every cycle, and one chain of
+    // dependent additions per term would leave the vector units idle.
+    let (mut d, mut na, mut nb) = ([0.0f64; LANES], [0.0f64; LANES], [0.0f64; LANES]);
+    let (ca, cb) = (a.chunks_exact(LANES), b.chunks_exact(LANES));
+    let (ra, rb) = (ca.remainder(), cb.remainder());
+    for (x, y) in ca.zip(cb) {
+        for l in 0..LANES {
+            let (x, y) = (f64::from(x[l]), f64::from(y[l]));
+            d[l] += x * y;
+            na[l] += x * x;
+            nb[l] += y * y;
+        }
     }
+    for (l, (x, y)) in ra.iter().zip(rb).enumerate() {
+        let (x, y) = (f64::from(*x), f64::from(*y));
+        d[l] += x * y;
+        na[l] += x * x;
+        nb[l] += y * y;
+    }
+    let sum = |v: [f64; LANES]| (v[0] + v[1]) + (v[2] + v[3]);
+    let (d, na, nb) = (sum(d), sum(na), sum(nb));
     if na <= 0.0 || nb <= 0.0 {
         0.0
     } else {
         d / (na.sqrt() * nb.sqrt())
     }
 }
+
+/// Partial sums `cosine` keeps.
+const LANES: usize = 4;
 
 pub(super) fn normalise(v: &mut [f32]) {
     let n = v
@@ -131,7 +150,7 @@ impl SpatialTracker {
         // (the live grid) can pass the test below; the grid holds positions
         // from before this cycle's updates, which move an identity by less
         // than `GRID_SLACK_M`.
-        grid.live.query_near(
+        grid.live.query_near_any_order(
             self.cams[k.0].floor_idx,
             p,
             self.params.gate_m + GRID_SLACK_M,

@@ -38,10 +38,11 @@ impl SpatialTracker {
             .collect()
     }
 
-    /// Association cost of source `k` to identity `gid`, or `None` when gated
-    /// out. The flag says the refusal was on appearance alone.
-    pub(super) fn cost(&self, k: SourceKey, gid: u64) -> (Option<f64>, bool) {
-        let (Some(s), Some(g)) = (self.sources.get(&k), self.globals.get(&gid)) else {
+    /// Association cost of source `k` (whose state is `s`) to identity
+    /// `gid`, or `None` when gated out. The flag says the refusal was on
+    /// appearance alone.
+    pub(super) fn cost(&self, k: SourceKey, s: &Source, gid: u64) -> (Option<f64>, bool) {
+        let Some(g) = self.globals.get(&gid) else {
             return (None, false);
         };
         let Some(p) = s.pos else {
@@ -239,12 +240,12 @@ impl SpatialTracker {
         let mut cand = Vec::new();
         let mut edges: Vec<(usize, u64, f64)> = Vec::new();
         for (i, k) in unbound.iter().enumerate() {
-            let Some(p) = self.sources.get(k).and_then(|s| s.pos) else {
+            let Some((s, p)) = self.sources.get(k).and_then(|s| Some((s, s.pos?))) else {
                 continue;
             };
             grid.query(self.cams[k.0].floor_idx, p, &mut cand);
             for gid in &cand {
-                match self.cost(*k, *gid) {
+                match self.cost(*k, s, *gid) {
                     (Some(c), _) => edges.push((i, *gid, c)),
                     (None, true) if self.other_camera(*gid, k.0) => refused_on_appearance[i] = true,
                     _ => {}
@@ -341,13 +342,13 @@ impl SpatialTracker {
             if assigned[i].is_some() {
                 continue;
             }
-            let Some(p) = self.sources.get(k).and_then(|s| s.pos) else {
+            let Some((s, p)) = self.sources.get(k).and_then(|s| Some((s, s.pos?))) else {
                 continue;
             };
             grid.query(self.cams[k.0].floor_idx, p, &mut cand);
             let mut best: Option<(f64, u64)> = None;
             for gid in &cand {
-                match self.cost(*k, *gid) {
+                match self.cost(*k, s, *gid) {
                     (Some(c), _) if best.is_none_or(|(bc, _)| c < bc) => best = Some((c, *gid)),
                     (None, true) if self.other_camera(*gid, k.0) => refused_on_appearance[i] = true,
                     _ => {}
@@ -381,11 +382,19 @@ pub(super) fn box_foot_px(
     sources: &BTreeMap<SourceKey, Source>,
     k: SourceKey,
 ) -> ([f64; 2], f64) {
-    let (w, h) = cams[k.0]
+    box_foot(
+        &cams[k.0],
+        sources.get(&k).map(|s| s.bbox).unwrap_or_default(),
+    )
+}
+
+/// Bottom centre (pixels) and height (pixels) of box `b` (normalised 0..1)
+/// on camera `cam`'s latest image size.
+pub(super) fn box_foot(cam: &CamState, b: [f32; 4]) -> ([f64; 2], f64) {
+    let (w, h) = cam
         .size
         .map(|(w, h)| (w as f64, h as f64))
         .unwrap_or((1.0, 1.0));
-    let b = sources.get(&k).map(|s| s.bbox).unwrap_or_default();
     (
         [(b[0] as f64 + b[2] as f64) * 0.5 * w, b[3] as f64 * h],
         ((b[3] - b[1]) as f64 * h).max(1.0),

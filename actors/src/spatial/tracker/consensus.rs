@@ -119,7 +119,7 @@ impl SpatialTracker {
         let unambiguous = |d: f64, second: f64| second >= PAIR_RATIO * d + PAIR_MARGIN * pair_m;
         let mut now: BTreeMap<(SourceKey, SourceKey), u32> = BTreeMap::new();
         for (i, o) in obs.iter().enumerate() {
-            grid.query_near(o.floor, o.pos, pair_m, &mut cand);
+            grid.query_near_any_order(o.floor, o.pos, pair_m, &mut cand);
             // Only cameras with a track near it bound elsewhere: where every
             // nearby track agrees on the identity there is nothing to do
             // (the common case, kept cheap).

@@ -20,6 +20,16 @@ pub(super) fn cell_of(p: [f64; 2], cell: f64) -> (i32, i32) {
 /// Cell of a position: floor index and cell coordinates.
 type CellKey = (usize, i32, i32);
 
+/// Cell `c` and a 32-bit tag as one integer that sorts as `(c, tag)`
+/// does (floor, then x, then y, then tag); `None` for a floor index beyond
+/// 32 bits. Sorting the grid's entries compares these, several times
+/// cheaper than comparing and moving the tuples.
+fn packed(c: CellKey, tag: u32) -> Option<u128> {
+    let floor = u32::try_from(c.0).ok()?;
+    let flip = |v: i32| u128::from((v as u32) ^ 0x8000_0000);
+    Some((u128::from(floor) << 96) | (flip(c.1) << 64) | (flip(c.2) << 32) | u128::from(tag))
+}
+
 /// Multiply-rotate hash of a grid row's small integer key: a row lookup
 /// happens for every row a query touches, and the standard hasher (built
 /// against hash flooding, which these keys cannot cause) showed in the
@@ -81,7 +91,7 @@ impl Grid {
                 ((floor, cx, cy), id, p)
             })
             .collect();
-        entries.sort_unstable_by_key(|e| (e.0, e.1));
+        sort_entries(&mut entries);
         let mut rows = Rows::default();
         let mut start = 0;
         for i in 1..=entries.len() {
@@ -109,15 +119,33 @@ impl Grid {
     /// (a superset of the identities within `radius`), sorted.
     pub(super) fn query(&self, floor: usize, p: [f64; 2], radius: f64, out: &mut Vec<u64>) {
         self.query_filtered(floor, p, radius, f64::INFINITY, out);
+        out.sort_unstable();
+        out.dedup();
     }
 
     /// Ids of the identities at most `radius` from `p`, sorted.
     pub(super) fn query_near(&self, floor: usize, p: [f64; 2], radius: f64, out: &mut Vec<u64>) {
         self.query_filtered(floor, p, radius, radius, out);
+        out.sort_unstable();
+        out.dedup();
+    }
+
+    /// [`Self::query_near`] in no particular order (an id added with
+    /// [`Self::insert`] may appear twice): for callers that only ask
+    /// whether some nearby identity passes a test, which run for every
+    /// camera track on every cycle.
+    pub(super) fn query_near_any_order(
+        &self,
+        floor: usize,
+        p: [f64; 2],
+        radius: f64,
+        out: &mut Vec<u64>,
+    ) {
+        self.query_filtered(floor, p, radius, radius, out);
     }
 
     /// Ids in the cells within `radius` of `p` that are at most `max_d`
-    /// from it, sorted.
+    /// from it, in no particular order.
     fn query_filtered(
         &self,
         floor: usize,
@@ -160,8 +188,30 @@ impl Grid {
                 out.push(e.1);
             }
         }
-        out.sort_unstable();
-        out.dedup();
+    }
+}
+
+/// Sorts grid entries by cell and id. Callers mostly add them in id order:
+/// then sorting (cell, position in the input) packed into one integer
+/// gives the same order while comparing and moving 16 bytes per entry.
+fn sort_entries(entries: &mut Vec<(CellKey, u64, [f64; 2])>) {
+    let by_id = entries.windows(2).all(|w| w[0].1 < w[1].1);
+    let keys: Option<Vec<u128>> = if by_id {
+        entries
+            .iter()
+            .enumerate()
+            .map(|(i, e)| packed(e.0, u32::try_from(i).ok()?))
+            .collect()
+    } else {
+        None
+    };
+    match keys {
+        Some(mut keys) => {
+            keys.sort_unstable();
+            let sorted = keys.iter().map(|k| entries[(*k as u32) as usize]).collect();
+            *entries = sorted;
+        }
+        None => entries.sort_unstable_by_key(|e| (e.0, e.1)),
     }
 }
 
@@ -178,8 +228,10 @@ impl TwoGrids {
     /// Live identities within the live radius and lost ones within the
     /// (wider) lost radius, sorted.
     pub(super) fn query(&mut self, floor: usize, p: [f64; 2], out: &mut Vec<u64>) {
-        self.live.query(floor, p, self.r_live, out);
-        self.lost.query(floor, p, self.r_lost, &mut self.tmp);
+        self.live
+            .query_filtered(floor, p, self.r_live, f64::INFINITY, out);
+        self.lost
+            .query_filtered(floor, p, self.r_lost, f64::INFINITY, &mut self.tmp);
         out.extend_from_slice(&self.tmp);
         out.sort_unstable();
         out.dedup();
@@ -215,6 +267,66 @@ impl SpatialTracker {
                 + 0.5 * LIVE_WINDOW_S * (self.params.max_speed_mps + MAX_SPEED_MPS),
             r_lost: self.params.gate_m + self.params.max_handoff_radius_m.max(0.0) + MAX_SPEED_MPS,
             tmp: Vec::new(),
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn packed_cells_sort_as_the_tuples() {
+        let vals = [
+            i32::MIN,
+            -1_000_000_000,
+            -3,
+            -1,
+            0,
+            1,
+            2,
+            1_000_000_000,
+            i32::MAX,
+        ];
+        let mut cells = Vec::new();
+        for f in [0usize, 1, 7] {
+            for x in vals {
+                for y in vals {
+                    cells.push((f, x, y));
+                }
+            }
+        }
+        for a in &cells {
+            for b in &cells {
+                for (ta, tb) in [(0, 0), (1, 0), (0, u32::MAX)] {
+                    assert_eq!(
+                        packed(*a, ta).cmp(&packed(*b, tb)),
+                        (a, ta).cmp(&(b, tb)),
+                        "{a:?} vs {b:?}"
+                    );
+                }
+            }
+        }
+    }
+
+    #[test]
+    fn entries_sort_by_cell_then_id_in_or_out_of_id_order() {
+        let pts: Vec<(usize, [f64; 2])> = (0..200)
+            .map(|i| {
+                (
+                    i % 3,
+                    [((i * 37) % 23) as f64 - 11.0, ((i * 11) % 17) as f64 - 8.0],
+                )
+            })
+            .collect();
+        for ids in [
+            (0..200u64).collect::<Vec<_>>(),
+            (0..200u64).rev().collect::<Vec<_>>(),
+        ] {
+            let g = Grid::build(2.0, pts.iter().zip(&ids).map(|((f, p), id)| (*f, *p, *id)));
+            let mut want = g.entries.clone();
+            want.sort_by_key(|e| (e.0, e.1));
+            assert_eq!(g.entries, want);
         }
     }
 }

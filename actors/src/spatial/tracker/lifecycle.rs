@@ -8,7 +8,7 @@ use std::collections::{BTreeMap, BTreeSet};
 use nvr_subjects::{event_kind, Event};
 
 use super::appearance::{cosine, normalise};
-use super::association::box_foot_px;
+use super::association::box_foot;
 use super::grid::{dist, Grid, TwoGrids};
 use super::{
     Companion, Global, Motion, Source, SourceKey, SpatialTracker, APPEARANCE_RATE,
@@ -227,29 +227,6 @@ impl SpatialTracker {
     /// Fuses the fresh observations `keys` into identity `gid`'s motion model.
     /// `learn`: the observations also update the identity's appearance.
     pub(super) fn apply_observations(&mut self, gid: u64, keys: &[SourceKey], learn: bool) {
-        let mut sum = [0.0, 0.0];
-        let mut n = 0.0;
-        let mut t_max = 0u64;
-        let mut score = 0.0f32;
-        let mut cam = None;
-        for k in keys {
-            if let Some(s) = self.sources.get(k) {
-                if let Some(p) = s.pos {
-                    sum[0] += p[0];
-                    sum[1] += p[1];
-                    n += 1.0;
-                    if s.obs_ts >= t_max {
-                        t_max = s.obs_ts;
-                        cam = Some(k.0);
-                    }
-                    score = score.max(s.score);
-                }
-            }
-        }
-        if n == 0.0 {
-            return;
-        }
-        let meas = [sum[0] / n, sum[1] / n];
         // Split borrows: the identity changes, its sources and cameras are read.
         let Self {
             globals,
@@ -260,6 +237,33 @@ impl SpatialTracker {
             params,
             ..
         } = self;
+        // The observations with a position, in key order, each looked up
+        // once: this runs for every observed identity on every cycle.
+        let obs: Vec<(SourceKey, &Source, [f64; 2])> = keys
+            .iter()
+            .filter_map(|k| {
+                let s = sources.get(k)?;
+                Some((*k, s, s.pos?))
+            })
+            .collect();
+        let mut sum = [0.0, 0.0];
+        let mut t_max = 0u64;
+        let mut score = 0.0f32;
+        let mut cam = None;
+        for (k, s, p) in &obs {
+            sum[0] += p[0];
+            sum[1] += p[1];
+            if s.obs_ts >= t_max {
+                t_max = s.obs_ts;
+                cam = Some(k.0);
+            }
+            score = score.max(s.score);
+        }
+        if obs.is_empty() {
+            return;
+        }
+        let n = obs.len() as f64;
+        let meas = [sum[0] / n, sum[1] / n];
         let Some(g) = globals.get_mut(&gid) else {
             return;
         };
@@ -295,10 +299,10 @@ impl SpatialTracker {
         g.pos_ts = g.pos_ts.max(t_max);
         g.obs_pos = g.pos;
         g.max_disp = g.max_disp.max(dist(g.pos, g.origin));
-        for k in keys {
+        for (k, src, _) in &obs {
             g.view_mut(k.0).obs += 1;
             if k.0 == g.img_origin.0 {
-                let (foot, _) = box_foot_px(cams, sources, *k);
+                let (foot, _) = box_foot(&cams[k.0], src.bbox);
                 let d = dist(foot, g.img_origin.1) / g.img_origin.2;
                 g.img_disp = g.img_disp.max(d);
             }
@@ -317,11 +321,8 @@ impl SpatialTracker {
         // observations that agree with it.
         // The observations with a position and an embedding, in key order.
         let embs = || {
-            keys.iter().filter_map(|k| {
-                let s = sources.get(k)?;
-                s.pos?;
-                Some((k.0, s.emb.as_ref()?))
-            })
+            obs.iter()
+                .filter_map(|(k, s, _)| Some((k.0, s.emb.as_ref()?)))
         };
         for (c, e) in embs() {
             let view = g.view_mut(c);
@@ -476,7 +477,8 @@ impl SpatialTracker {
             let Some(ga) = self.globals.get(a) else {
                 continue;
             };
-            grid.query(ga.floor_idx, ga.pos, self.params.merge_m, &mut cand);
+            // Any order: the pairs are counted in a map.
+            grid.query_near_any_order(ga.floor_idx, ga.pos, self.params.merge_m, &mut cand);
             for b in cand.iter().filter(|b| *b > a) {
                 let Some(gb) = self.globals.get(b) else {
                     continue;

@@ -106,7 +106,7 @@ impl SpatialTracker {
                 continue;
             };
             let held = self.duplicates.get(&id).copied();
-            grid.query_near(floor, p, hold, &mut cand);
+            grid.query_near_any_order(floor, p, hold, &mut cand);
             // The nearest older identity it may duplicate (the one of the
             // previous cycle within the hold radius), ties by id.
             let older = cand
