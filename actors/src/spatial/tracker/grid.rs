@@ -310,6 +310,41 @@ mod tests {
     }
 
     #[test]
+    fn queries_in_any_order_find_the_same_identities() {
+        let pts: Vec<(usize, [f64; 2], u64)> = (0..400u64)
+            .map(|i| {
+                let f = (i % 2) as usize;
+                let p = [
+                    ((i * 53) % 97) as f64 * 0.31 - 12.0,
+                    ((i * 29) % 89) as f64 * 0.27 - 9.0,
+                ];
+                (f, p, i)
+            })
+            .collect();
+        let mut g = Grid::build(3.0, pts.iter().copied());
+        g.insert(0, [0.5, 0.5], 1000);
+        let (mut a, mut b) = (Vec::new(), Vec::new());
+        for (f, p, _) in pts.iter().step_by(7) {
+            for r in [0.0, 0.8, 2.5, 7.0] {
+                g.query_near(*f, *p, r, &mut a);
+                g.query_near_any_order(*f, *p, r, &mut b);
+                b.sort_unstable();
+                b.dedup();
+                assert_eq!(a, b, "floor {f} at {p:?} radius {r}");
+                let want: Vec<u64> = pts
+                    .iter()
+                    .chain(std::iter::once(&(0, [0.5, 0.5], 1000)))
+                    .filter(|(pf, q, _)| pf == f && dist(*q, *p) <= r)
+                    .map(|(_, _, id)| *id)
+                    .collect::<std::collections::BTreeSet<_>>()
+                    .into_iter()
+                    .collect();
+                assert_eq!(a, want, "floor {f} at {p:?} radius {r}");
+            }
+        }
+    }
+
+    #[test]
     fn entries_sort_by_cell_then_id_in_or_out_of_id_order() {
         let pts: Vec<(usize, [f64; 2])> = (0..200)
             .map(|i| {
