@@ -67,7 +67,8 @@ type Rows = HashMap<(usize, i32), (usize, usize), BuildHasherDefault<RowHasher>>
 /// Identity positions bucketed by floor cell, kept as one vector sorted by
 /// cell and id, with the range of each row of cells (floor and x) in a hash
 /// map: a query reads one contiguous run per row, found by a short binary
-/// search within the row; lookups return sorted ids.
+/// search within the row; lookups return sorted ids, except the
+/// `_any_order` one.
 pub(super) struct Grid {
     pub(super) cell: f64,
     /// Cell, id and position of every identity, sorted by cell and id.

@@ -224,7 +224,8 @@ impl SpatialTracker {
             .collect()
     }
 
-    /// Fuses the fresh observations `keys` into identity `gid`'s motion model.
+    /// Fuses the fresh observations `keys` into identity `gid`'s motion model
+    /// (camera tracks without a floor position are skipped).
     /// `learn`: the observations also update the identity's appearance.
     pub(super) fn apply_observations(&mut self, gid: u64, keys: &[SourceKey], learn: bool) {
         // Split borrows: the identity changes, its sources and cameras are read.
