@@ -162,17 +162,18 @@ impl SpatialTracker {
     ) -> u64 {
         let gid = self.next_id;
         self.next_id += 1;
-        let (pos, label, emb, score, obs_ts) = match self.sources.get(&k) {
+        let (pos, label, emb, score, obs_ts, bbox) = match self.sources.get(&k) {
             Some(s) => (
                 s.pos.unwrap_or([0.0, 0.0]),
                 s.label.clone(),
                 s.emb.clone(),
                 s.score,
                 s.obs_ts,
+                s.bbox,
             ),
-            None => ([0.0, 0.0], String::new(), None, 0.0, ts_ns),
+            None => ([0.0, 0.0], String::new(), None, 0.0, ts_ns, [0.0; 4]),
         };
-        let (foot, height) = box_foot_px(&self.cams, &self.sources, k);
+        let (foot, height) = box_foot(&self.cams[k.0], bbox);
         self.globals.insert(
             gid,
             Global {
@@ -374,18 +375,6 @@ impl SpatialTracker {
             }
         }
     }
-}
-
-/// Bottom centre and height (pixels) of source `k`'s latest box.
-pub(super) fn box_foot_px(
-    cams: &[CamState],
-    sources: &BTreeMap<SourceKey, Source>,
-    k: SourceKey,
-) -> ([f64; 2], f64) {
-    box_foot(
-        &cams[k.0],
-        sources.get(&k).map(|s| s.bbox).unwrap_or_default(),
-    )
 }
 
 /// Bottom centre (pixels) and height (pixels) of box `b` (normalised 0..1)
