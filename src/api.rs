@@ -383,7 +383,7 @@ pub async fn detection_document_and_nodes(s: &Shared) -> (Value, Vec<status::Det
         "fps": round2(fps),
         "nodes": nodes.iter().map(|n| json!({
             "node": n.node, "backend": n.backend, "requested_backend": n.requested_backend,
-            "fallback_reason": n.fallback_reason, "model": n.model, "input_size": n.input_size,
+            "fallback_reason": n.fallback_reason, "model": n.model, "appearance": n.appearance, "input_size": n.input_size,
             "workers": n.workers.len(), "uptime_s": round2(n.uptime_s), "memory_mb": round2(n.memory_mb),
             "layout": n.layout,
         })).collect::<Vec<_>>(),

@@ -370,6 +370,23 @@ fn config_check(loaded: &Loaded) -> ExitCode {
             model.display()
         );
     }
+    if let Some(reid) = c.detection.reid_model_path() {
+        if reid.is_file() {
+            println!("# appearance model: {} (found)", reid.display());
+        } else if c.detection.embedded {
+            eprintln!(
+                "config error: detection.reid_model = {:?}: model file {} does not exist, and detection runs in this process (detection.embedded); run scripts/setup, set detection.models_path, or set detection.reid_model to \"\"",
+                c.detection.reid_model,
+                reid.display()
+            );
+            return ExitCode::from(2);
+        } else {
+            println!(
+                "# appearance model: {} NOT FOUND (a `nvr detector` here needs it)",
+                reid.display()
+            );
+        }
+    }
     for line in crate::retention::lines(c) {
         println!("{line}");
     }

@@ -253,6 +253,14 @@ pub struct DetectionConfig {
     pub model_type: String,
     /// Square model input size in pixels.
     pub input_size: u32,
+    /// Appearance model (`DETECTION_REID_MODEL`): a file stem in
+    /// `models_path` or a path to an `.onnx` file taking person crops
+    /// `[N,3,H,W]` and giving `[N,D]` embeddings; empty = the colour
+    /// descriptor alone. Its embedding is appended to the colour descriptor.
+    pub reid_model: String,
+    /// Share of the appearance model in the cosine similarity of two
+    /// embeddings (the colour descriptor has the rest), 0..1.
+    pub reid_weight: f32,
     /// Detector workers in this process; 0 = automatic (see [`DetectionConfig::effective_workers`]).
     pub workers: usize,
     /// ONNX Runtime threads per worker; 0 = cores / workers.
@@ -303,6 +311,8 @@ impl Default for DetectionConfig {
             model: "yolox_nano_dynamic".into(),
             model_type: "yolox".into(),
             input_size: 416,
+            reid_model: String::new(),
+            reid_weight: 0.5,
             workers: 0,
             threads: 0,
             batch_size: 4,
@@ -361,11 +371,21 @@ impl DetectionConfig {
 
     /// The model file this configuration names.
     pub fn model_path(&self) -> PathBuf {
-        let m = Path::new(&self.model);
-        if self.model.ends_with(".onnx") || self.model.contains('/') {
-            m.to_path_buf()
+        self.resolve(&self.model)
+    }
+
+    /// The appearance model file, when one is configured.
+    pub fn reid_model_path(&self) -> Option<PathBuf> {
+        (!self.reid_model.trim().is_empty()).then(|| self.resolve(self.reid_model.trim()))
+    }
+
+    /// `name` as a model file: a path when it ends in `.onnx` or names a
+    /// directory, else a file stem in `models_path`.
+    fn resolve(&self, name: &str) -> PathBuf {
+        if name.ends_with(".onnx") || name.contains('/') {
+            PathBuf::from(name)
         } else {
-            Path::new(&self.models_path).join(format!("{}.onnx", self.model))
+            Path::new(&self.models_path).join(format!("{name}.onnx"))
         }
     }
 }
@@ -785,6 +805,8 @@ pub const ENV_VARS: &[(&str, &str)] = &[
     ("DETECTION_MODELS_PATH", "detection.models_path"),
     ("DETECTION_MODEL", "detection.model"),
     ("DETECTION_INPUT_SIZE", "detection.input_size"),
+    ("DETECTION_REID_MODEL", "detection.reid_model"),
+    ("DETECTION_REID_WEIGHT", "detection.reid_weight"),
     ("DETECTION_WORKERS", "detection.workers"),
     ("DETECTION_THREADS", "detection.threads"),
     ("DETECTION_MAX_BATCH", "detection.max_batch"),
@@ -1230,6 +1252,12 @@ pub fn validate(c: &Config) -> Result<(), ConfigError> {
     check_fps("detection.default_fps", d.default_fps)?;
     check_unit("detection.min_confidence", d.min_confidence)?;
     check_unit("detection.nms_iou", d.nms_iou)?;
+    if !(d.reid_weight > 0.0 && d.reid_weight <= 1.0) {
+        return err(format!(
+            "detection.reid_weight = {}: must be in (0, 1]",
+            d.reid_weight
+        ));
+    }
     if d.max_frame_age_ms == 0 {
         return err("detection.max_frame_age_ms = 0: must be positive");
     }
@@ -1716,6 +1744,10 @@ mod tests {
                 "tracking.embedding_momentum = 1",
             ),
             ("detection: [1, 2\n", "c.yaml"),
+            (
+                "detection:\n  reid_weight: 0\n",
+                "detection.reid_weight = 0: must be in (0, 1]",
+            ),
         ];
         for (yaml, want) in cases {
             let e = load_str(yaml, &[], &[]).unwrap_err().to_string();
@@ -1729,6 +1761,24 @@ mod tests {
             e.contains("detection.device_id") && e.contains("DETECTION_DEVICE_ID"),
             "{e}"
         );
+    }
+
+    #[test]
+    fn reid_model_is_a_stem_in_models_path_or_a_path() {
+        let mut d = DetectionConfig {
+            models_path: "/m".into(),
+            ..DetectionConfig::default()
+        };
+        assert_eq!(d.reid_model_path(), None);
+        d.reid_model = "mobilenetv2_reid".into();
+        assert_eq!(
+            d.reid_model_path(),
+            Some(PathBuf::from("/m/mobilenetv2_reid.onnx"))
+        );
+        d.reid_model = "/opt/osnet.onnx".into();
+        assert_eq!(d.reid_model_path(), Some(PathBuf::from("/opt/osnet.onnx")));
+        let l = load_str("", &[("DETECTION_REID_MODEL", "x")], &[]).unwrap();
+        assert_eq!(l.config.detection.reid_model, "x");
     }
 
     #[test]

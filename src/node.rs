@@ -130,6 +130,8 @@ pub fn detector_options(cfg: &Config) -> Result<DetectorOptions> {
         nms_iou: d.nms_iou,
         labels: d.labels.clone(),
         embeddings: cfg.spatial.reid_enabled,
+        reid_model: d.reid_model_path().filter(|_| cfg.spatial.reid_enabled),
+        reid_weight: d.reid_weight,
         gpu: GpuOptions {
             conv_search: d.cuda_conv_search.clone(),
             trt_fp16: d.trt_fp16,
@@ -150,6 +152,16 @@ pub async fn check_detection_config(cfg: &Config) -> Result<()> {
             path.display(),
             cfg.detection.models_path
         );
+    }
+    if let Some(reid) = cfg.detection.reid_model_path() {
+        if !reid.is_file() {
+            bail!(
+                "detection.reid_model = {:?}: model file {} does not exist (detection.models_path = {:?}; run scripts/setup)",
+                cfg.detection.reid_model,
+                reid.display(),
+                cfg.detection.models_path
+            );
+        }
     }
     let opts = detector_options(cfg)?;
     let loaded = tokio::task::spawn_blocking(move || nvr_actors::detect::Detector::load(opts))
@@ -292,6 +304,10 @@ impl DetectionNode {
                 .unwrap_or_else(|| self.requested_backend.clone()),
             requested_backend: self.requested_backend.clone(),
             fallback_reason: first.as_ref().and_then(|l| l.fallback_reason.clone()),
+            appearance: first
+                .as_ref()
+                .map(|l| l.appearance.clone())
+                .unwrap_or_default(),
             model: first.map(|l| l.model).unwrap_or_default(),
             input_size: self.input_size,
             uptime_s: self.started.elapsed().as_secs_f64(),

@@ -4,7 +4,8 @@
 //!
 //! Message sizes come from encoding representative messages with the wire
 //! codec: [`OBJECTS_PER_FRAME`] people per frame, with the colour descriptor
-//! when re-identification is on (the detector computes it only then).
+//! when re-identification is on (the detector computes it only then), plus
+//! the appearance model's embedding when one is configured.
 
 use nvr_actors::detect::embed::COLOUR_DESCRIPTOR_LEN;
 use nvr_actors::spatial::bench::bench_cycle;
@@ -15,6 +16,9 @@ use nvr_subjects::{
 
 use crate::config::Config;
 
+/// Length of the shipped appearance model's embedding (`mobilenetv2_reid`,
+/// see `scripts/export_reid.py`), assumed for any `detection.reid_model`.
+pub const REID_MODEL_LEN: usize = 320;
 /// Objects per frame the estimate assumes (a busy scene).
 pub const OBJECTS_PER_FRAME: usize = 10;
 /// Bytes a stored message takes beyond its payload: subject, the `Nvr-*`
@@ -117,17 +121,20 @@ pub fn kept_hours(bytes_per_day: f64, max_age_hours: f64, max_bytes_mb: i64) -> 
 
 /// The lines `nvr config check` prints: per camera and per stream.
 pub fn lines(c: &Config) -> Vec<String> {
-    let emb = if c.spatial.reid_enabled {
-        COLOUR_DESCRIPTOR_LEN
-    } else {
-        0
+    let model = c.spatial.reid_enabled && c.detection.reid_model_path().is_some();
+    let emb = match (c.spatial.reid_enabled, model) {
+        (false, _) => 0,
+        (true, false) => COLOUR_DESCRIPTOR_LEN,
+        (true, true) => COLOUR_DESCRIPTOR_LEN + REID_MODEL_LEN,
     };
     let mut out = vec![format!(
         "# retention: estimated for {OBJECTS_PER_FRAME} people per frame{}",
-        if emb > 0 {
-            format!(" with a {emb}-value colour descriptor each (spatial.reid_enabled)")
-        } else {
-            String::new()
+        match (emb, model) {
+            (0, _) => String::new(),
+            (_, false) => format!(" with a {emb}-value colour descriptor each (spatial.reid_enabled)"),
+            (_, true) => format!(
+                " with a {emb}-value embedding each (colour descriptor + {REID_MODEL_LEN} from detection.reid_model, as the shipped model gives)"
+            ),
         }
     )];
     let (mut det_day, mut trk_day) = (0.0, 0.0);

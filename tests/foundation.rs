@@ -91,6 +91,36 @@ fn bad_config_exits_2_with_one_line() {
             .unwrap_or("");
         assert!(line.contains("/nonexistent/models"), "{cmd}: {err}");
     }
+    // So does a missing appearance model, named as such.
+    let models = data().join("models");
+    assert!(
+        models.join("yolox_nano_dynamic.onnx").is_file(),
+        "run scripts/setup"
+    );
+    let cfg = write_config(
+        dir.path(),
+        &format!(
+            "detection:\n  models_path: {}\n  reid_model: /nonexistent/reid.onnx\nnats:\n  embedded: false\n",
+            models.display()
+        ),
+    );
+    for cmd in ["run", "detector", "config check"] {
+        let args: Vec<&str> = cmd.split(' ').collect();
+        let (code, _, err) = nvr_output(
+            &[&args[..], &["--config", cfg.to_str().unwrap()]].concat(),
+            dir.path(),
+            &[],
+        );
+        assert_eq!(code, 2, "{cmd}: {err}");
+        let line = err
+            .lines()
+            .find(|l| l.contains("config error"))
+            .unwrap_or("");
+        assert!(
+            line.contains("detection.reid_model") && line.contains("/nonexistent/reid.onnx"),
+            "{cmd}: {err}"
+        );
+    }
 }
 
 #[test]

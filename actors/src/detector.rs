@@ -67,6 +67,8 @@ pub struct LoadedModel {
     pub fallback_reason: Option<String>,
     /// Model name.
     pub model: String,
+    /// What person embeddings are made of (see `Detector::appearance`).
+    pub appearance: String,
 }
 
 /// Messages of the detector actor.
@@ -232,6 +234,7 @@ async fn on_warm(state: &mut DetectorState, warm: Warm) -> Result<(), ActorProce
         backend = detector.backend(),
         model = detector.model_name(),
         input = detector.input_size(),
+        appearance = %detector.appearance(),
         batch,
         capacity_fps = layout.capacity_fps,
         warmup_ms = layout.warmup_ms as u64,
@@ -242,6 +245,7 @@ async fn on_warm(state: &mut DetectorState, warm: Warm) -> Result<(), ActorProce
             backend: detector.backend().to_string(),
             fallback_reason: detector.fallback_reason().map(str::to_string),
             model: detector.model_name().to_string(),
+            appearance: detector.appearance(),
         });
     }
     let stream = args.js.get_stream(streams::FRAMES).await?;

@@ -394,6 +394,10 @@ pub struct DetectionNodeStatus {
     pub fallback_reason: Option<String>,
     /// Model name.
     pub model: String,
+    /// What person embeddings are made of: `colour`, `colour+<appearance
+    /// model>`, or `none` (re-identification off).
+    #[serde(default)]
+    pub appearance: String,
     /// Model input size.
     pub input_size: u32,
     /// Seconds since the node started.

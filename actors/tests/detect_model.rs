@@ -258,6 +258,91 @@ fn label_filter_and_embeddings() {
     assert!(err.contains("unicorn"), "{err}");
 }
 
+/// The appearance model `scripts/setup` exports (MobileNetV2 to its
+/// 320-channel bottleneck) on the walkers of the sample footage: each
+/// person's crop two frames later is more alike than any other person's, and the
+/// detector appends the model's embedding to the colour descriptor.
+#[test]
+fn appearance_model_recognises_the_walkers_a_moment_later() {
+    let reid = require("models/mobilenetv2_reid.onnx");
+    let imgs = frames("samples/vtest.avi", 0, 2, 2);
+    let mut opts = DetectorOptions::new(dynamic_model());
+    opts.threads = 2;
+    opts.labels = vec!["person".into()];
+    opts.embeddings = true;
+    let mut plain = Detector::load(opts.clone()).unwrap();
+    opts.reid_model = Some(reid.clone());
+    let mut det = Detector::load(opts).unwrap();
+    assert_eq!(det.appearance(), "colour+mobilenetv2_reid");
+    assert_eq!(plain.appearance(), "colour");
+    let a = det.detect(&imgs[0], 0.4).unwrap();
+    let b = det.detect(&imgs[1], 0.4).unwrap();
+    assert_eq!(
+        a.iter().map(|o| o.bbox).collect::<Vec<_>>(),
+        plain
+            .detect(&imgs[0], 0.4)
+            .unwrap()
+            .iter()
+            .map(|o| o.bbox)
+            .collect::<Vec<_>>(),
+        "the appearance model changed the boxes"
+    );
+    assert!(a.len() >= 3, "{a:?}");
+    for o in a.iter().chain(&b) {
+        let e = o.embedding.as_ref().expect("person without embedding");
+        assert_eq!(e.len(), COLOUR_DESCRIPTOR_LEN + 320);
+        let norm = e.iter().map(|v| v * v).sum::<f32>().sqrt();
+        assert!((norm - 1.0).abs() < 1e-4, "embedding norm {norm}");
+    }
+    // The model alone: crops of one person two frames apart (matched by box
+    // overlap) against every other person of the later frame.
+    let mut emb = OnnxEmbedder::load(&reid, &RuntimeOptions::default()).unwrap();
+    assert_eq!(emb.input_hw(), (128, 64));
+    let ea = emb
+        .embed(&imgs[0], &a.iter().map(|o| o.bbox).collect::<Vec<_>>())
+        .unwrap();
+    let eb = emb
+        .embed(&imgs[1], &b.iter().map(|o| o.bbox).collect::<Vec<_>>())
+        .unwrap();
+    let mut checked = 0;
+    for (i, p) in a.iter().enumerate() {
+        let (j, overlap) = b
+            .iter()
+            .enumerate()
+            .map(|(j, q)| (j, iou(&p.bbox, &q.bbox)))
+            .fold((0, 0.0f32), |best, x| if x.1 > best.1 { x } else { best });
+        if overlap < 0.3 {
+            continue;
+        }
+        let same = cosine(&ea[i], &eb[j]);
+        for (k, other) in eb.iter().enumerate() {
+            if k != j && iou(&p.bbox, &b[k].bbox) < 0.1 {
+                let diff = cosine(&ea[i], other);
+                assert!(
+                    same > diff,
+                    "person {:?}: {same:.3} to itself, {diff:.3} to {:?}",
+                    p.bbox,
+                    b[k].bbox
+                );
+            }
+        }
+        checked += 1;
+    }
+    assert!(checked >= 3, "only {checked} people matched across frames");
+    // A model that is not a [N,3,H,W] -> [N,D] embedder is refused at load.
+    let dir = tempfile::tempdir().unwrap();
+    let bad = dir.path().join("pool_head.onnx");
+    std::fs::write(&bad, POOL_HEAD_ONNX).unwrap();
+    let mut opts = DetectorOptions::new(dynamic_model());
+    opts.embeddings = true;
+    opts.reid_model = Some(bad);
+    let err = Detector::load(opts).unwrap_err().to_string();
+    assert!(
+        err.contains("reid_model") && err.contains("pool_head"),
+        "{err}"
+    );
+}
+
 #[test]
 fn fixed_size_model_uses_its_own_input_size() {
     let model = require("models/yolox_nano.onnx");

@@ -122,8 +122,9 @@ def markdown(s):
     n = len(s["runs"])
     L = []
     L.append("# Real-footage check of cross-camera identity\n")
+    env = "".join(f"{k}={v} " for k, v in (st.get("env") or {}).items())
     L.append(
-        "Command: `data/pyenv/bin/python bench/real_footage/run.py --nvr target/release/nvr --out DIR"
+        f"Command: `{env}data/pyenv/bin/python bench/real_footage/run.py --nvr target/release/nvr --out DIR"
         + (f" --frames {st['frames_arg']}" if st.get("frames_arg") else "")
         + (f" --runs {st['runs']}" if st.get("runs", 3) != 3 else "")
         + "`. Harness: `bench/real_footage/` (see its module docstrings).\n"

@@ -23,11 +23,18 @@ also written to ``--results`` (default ``bench/results``; there the JSON keeps
 the per-item details of run 1 only). ``--analyse-only``
 re-scores the runs already in DIR without starting nvr.
 
+nvr inherits this environment, so configuration variables change what is
+measured: ``DETECTION_REID_MODEL=mobilenetv2_reid`` runs the detector with
+the appearance model (``bench/results/real_footage_reid_model.md``). The
+report's command line names every ``DETECTION_*``, ``TRACKING_*`` and
+``SPATIAL_*`` variable that was set.
+
 Exit code 0 when every run completed; 1 with nvr's log tail on any failure.
 """
 import argparse
 import hashlib
 import json
+import os
 import shutil
 import subprocess
 import sys
@@ -223,6 +230,12 @@ def main(argv=None):
                 "runs": args.runs,
                 "views": frames_mod.VIEWS,
                 "max_frame_age_ms": args.max_frame_age_ms,
+                # configuration overrides nvr inherits from this environment
+                "env": {
+                    k: v
+                    for k, v in sorted(os.environ.items())
+                    if k.startswith(("DETECTION_", "TRACKING_", "SPATIAL_"))
+                },
             }
             (out / "setup.json").write_text(json.dumps(setup, indent=1))
             run_dirs = []

@@ -137,12 +137,13 @@ impl Detector {
                 })
                 .collect::<Result<Vec<_>, _>>()
         })?;
-        Ok(candidates
-            .into_iter()
-            .zip(imgs)
-            .zip(&geometry)
-            .map(|((c, img), g)| self.finish(c, g, img))
-            .collect())
+        let mut out = Vec::with_capacity(n);
+        for ((c, img), g) in candidates.into_iter().zip(imgs).zip(&geometry) {
+            let mut objects = self.finish(c, g, img);
+            self.add_model_embeddings(&mut objects, img)?;
+            out.push(objects);
+        }
+        Ok(out)
     }
 
     /// Decides whether this model batches: two different images alone and

@@ -3,8 +3,10 @@
 //! * [`colour_descriptor`]: a cheap, deterministic HSV histogram of the upper
 //!   and lower halves of a box (clothing colours of a person), L2-normalised.
 //!   Needs no model and costs a few microseconds per box.
-//! * [`OnnxEmbedder`]: an optional ONNX re-ID network (e.g. OSNet) with input
-//!   `[N,3,H,W]` (RGB, ImageNet mean/std) and output `[N,D]`.
+//! * [`OnnxEmbedder`]: an optional ONNX re-ID network (the MobileNetV2 that
+//!   `scripts/setup` exports, or e.g. OSNet) with input `[N,3,H,W]` (RGB,
+//!   ImageNet mean/std) and output `[N,D]`.
+//! * [`combine`]: both in one unit vector, so that one cosine weighs them.
 
 use std::path::Path;
 
@@ -147,6 +149,8 @@ pub const DEFAULT_REID_INPUT: (u32, u32) = (256, 128);
 pub struct OnnxEmbedder {
     /// The ONNX Runtime session.
     session: Session,
+    /// File stem of the model, for logs and status.
+    name: String,
     /// Crop height fed to the model.
     height: u32,
     /// Crop width fed to the model.
@@ -201,8 +205,13 @@ impl OnnxEmbedder {
                 )));
             }
         }
+        let name = path
+            .file_stem()
+            .map(|s| s.to_string_lossy().into_owned())
+            .unwrap_or_else(|| path.display().to_string());
         Ok(OnnxEmbedder {
             session,
+            name,
             height,
             width,
             backend: built.backend,
@@ -215,6 +224,11 @@ impl OnnxEmbedder {
     /// Effective backend ("cpu" after a fallback).
     pub fn backend(&self) -> &str {
         self.backend.as_str()
+    }
+
+    /// File stem of the model.
+    pub fn model_name(&self) -> &str {
+        &self.name
     }
 
     /// Why the requested backend was not used, if it was not.
@@ -279,6 +293,19 @@ impl OnnxEmbedder {
             })
             .collect())
     }
+}
+
+/// One unit vector from a unit colour descriptor and a unit model embedding:
+/// `[sqrt(1 - w) * colour, sqrt(w) * model]`, whose cosine with another such
+/// vector is `(1 - w) * cos(colour) + w * cos(model)`. `w` is clamped to 0..1.
+pub fn combine(colour: &[f32], model: &[f32], w: f32) -> Vec<f32> {
+    let w = if w.is_nan() { 0.0 } else { w.clamp(0.0, 1.0) };
+    let (a, b) = ((1.0 - w).sqrt(), w.sqrt());
+    let mut out = Vec::with_capacity(colour.len() + model.len());
+    out.extend(colour.iter().map(|x| a * x));
+    out.extend(model.iter().map(|x| b * x));
+    l2_normalise(&mut out);
+    out
 }
 
 /// Copy the pixel rectangle `[x0, x1) x [y0, y1)` out of `img`.
@@ -362,6 +389,26 @@ mod tests {
         assert!((norm(&v) - 1.0).abs() < 1e-5);
         let v = colour_descriptor(&img, [0.99, 0.99, 0.99, 0.99]);
         assert!((norm(&v) - 1.0).abs() < 1e-5);
+    }
+
+    #[test]
+    fn combined_cosine_is_the_weighted_mean_of_both_cosines() {
+        let unit = |v: Vec<f32>| {
+            let n = norm(&v);
+            v.into_iter().map(|x| x / n).collect::<Vec<_>>()
+        };
+        let (c1, c2) = (unit(vec![1.0, 0.0, 1.0]), unit(vec![0.0, 1.0, 1.0]));
+        let (m1, m2) = (unit(vec![1.0, 2.0]), unit(vec![2.0, 1.0]));
+        for w in [0.0f32, 0.25, 0.5, 1.0] {
+            let (a, b) = (combine(&c1, &m1, w), combine(&c2, &m2, w));
+            assert_eq!(a.len(), 5);
+            assert!((norm(&a) - 1.0).abs() < 1e-5);
+            let want = (1.0 - w) * cosine(&c1, &c2) + w * cosine(&m1, &m2);
+            assert!((cosine(&a, &b) - want).abs() < 1e-5, "w {w}");
+        }
+        // A weight outside 0..1 is clamped rather than producing NaN.
+        assert!(combine(&c1, &m1, f32::NAN).iter().all(|x| x.is_finite()));
+        assert!((norm(&combine(&c1, &m1, 7.0)) - 1.0).abs() < 1e-5);
     }
 
     proptest! {

@@ -13,7 +13,7 @@ use ort::session::Session;
 use ort::value::{TensorElementType, TensorRef};
 
 use super::decode::{decode_yolov8, decode_yolox, yolox_anchor_count, Candidate, ModelType};
-use super::embed::colour_descriptor;
+use super::embed::{colour_descriptor, combine, OnnxEmbedder};
 use super::image::RgbImage;
 use super::labels::{label_of, COCO_LABELS};
 use super::letterbox::{Geometry, Letterboxer};
@@ -436,6 +436,11 @@ pub struct DetectorOptions {
     pub labels: Vec<String>,
     /// Attach a colour descriptor to each person.
     pub embeddings: bool,
+    /// Appearance model whose embedding of each person's crop is appended to
+    /// the colour descriptor (with `embeddings`); `None` = colour only.
+    pub reid_model: Option<PathBuf>,
+    /// Share of the appearance model in the combined embedding's cosine.
+    pub reid_weight: f32,
     /// GPU provider settings.
     pub gpu: GpuOptions,
 }
@@ -455,6 +460,8 @@ impl DetectorOptions {
             nms_iou: 0.45,
             labels: Vec::new(),
             embeddings: false,
+            reid_model: None,
+            reid_weight: 0.5,
             gpu: GpuOptions::default(),
         }
     }
@@ -692,6 +699,10 @@ pub struct Detector {
     pub(super) allowed: Option<Vec<usize>>,
     /// Attach colour descriptors to persons.
     pub(super) embeddings: bool,
+    /// Appearance model run on the crops of persons, when configured.
+    pub(super) reid: Option<OnnxEmbedder>,
+    /// Share of `reid` in the combined embedding's cosine.
+    pub(super) reid_weight: f32,
     /// Reusable letterbox buffers.
     pub(super) letterbox: Letterboxer,
     /// Whether one session call may carry several frames: the model's batch
@@ -779,6 +790,32 @@ impl Detector {
             .file_stem()
             .map(|s| s.to_string_lossy().into_owned())
             .unwrap_or_else(|| path.display().to_string());
+        let reid = match &opts.reid_model {
+            Some(p) if opts.embeddings => {
+                // TensorRT would build its profile for the detector's square
+                // input; the small crop network runs on CUDA instead.
+                let backend = match opts.backend {
+                    Backend::TensorRt => Backend::Cuda,
+                    b => b,
+                };
+                let reid = OnnxEmbedder::load(
+                    p,
+                    &RuntimeOptions {
+                        backend,
+                        device_id: opts.device_id,
+                        allow_cpu_fallback: opts.allow_cpu_fallback,
+                        threads: opts.threads,
+                        gpu: opts.gpu.clone(),
+                    },
+                )
+                .map_err(|e| DetectError::Config {
+                    what: "reid_model".into(),
+                    reason: e.to_string(),
+                })?;
+                Some(reid)
+            }
+            _ => None,
+        };
         let batch_symbolic = built
             .session
             .inputs()
@@ -795,6 +832,8 @@ impl Detector {
             nms_iou: opts.nms_iou,
             allowed,
             embeddings: opts.embeddings,
+            reid,
+            reid_weight: opts.reid_weight,
             letterbox: Letterboxer::new(),
             batchable: false,
             batch_note: None,
@@ -833,6 +872,43 @@ impl Detector {
         self.model_type
     }
 
+    /// What each person's embedding is made of: `colour`, or `colour+<model
+    /// file stem>` with an appearance model; `none` without embeddings.
+    pub fn appearance(&self) -> String {
+        match (&self.reid, self.embeddings) {
+            (_, false) => "none".into(),
+            (None, true) => "colour".into(),
+            (Some(r), true) => format!("colour+{}", r.model_name()),
+        }
+    }
+
+    /// Appends the appearance model's embedding of each object that has a
+    /// colour descriptor (persons) to that descriptor, all crops of the frame
+    /// in one model call. Nothing to do without an appearance model.
+    pub(super) fn add_model_embeddings(
+        &mut self,
+        objects: &mut [nvr_subjects::DetectedObject],
+        img: &RgbImage,
+    ) -> Result<(), DetectError> {
+        let Some(reid) = self.reid.as_mut() else {
+            return Ok(());
+        };
+        let boxes: Vec<[f32; 4]> = objects
+            .iter()
+            .filter(|o| o.embedding.is_some())
+            .map(|o| o.bbox)
+            .collect();
+        if boxes.is_empty() {
+            return Ok(());
+        }
+        let model = reid.embed(img, &boxes)?;
+        let persons = objects.iter_mut().filter_map(|o| o.embedding.as_mut());
+        for (colour, m) in persons.zip(&model) {
+            *colour = combine(colour, m, self.reid_weight);
+        }
+        Ok(())
+    }
+
     /// Detect objects with score >= `min_confidence`. The bbox of each
     /// object is normalised 0..1 of `img` (so it is also normalised of the
     /// original frame even if `img` was downscaled).
@@ -853,7 +929,9 @@ impl Detector {
                 min_confidence,
             )
         })?;
-        Ok(self.finish(candidates, &geometry, img))
+        let mut objects = self.finish(candidates, &geometry, img);
+        self.add_model_embeddings(&mut objects, img)?;
+        Ok(objects)
     }
 
     /// Runs the model on the letterboxed input of `n` frames (`[n, 3, S, S]`:
