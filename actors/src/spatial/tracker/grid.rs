@@ -11,10 +11,15 @@ pub(super) fn dist(a: [f64; 2], b: [f64; 2]) -> f64 {
 }
 
 pub(super) fn cell_of(p: [f64; 2], cell: f64) -> (i32, i32) {
-    (
-        (p[0] / cell).floor().clamp(-1e9, 1e9) as i32,
-        (p[1] / cell).floor().clamp(-1e9, 1e9) as i32,
-    )
+    (floor_i32(p[0] / cell), floor_i32(p[1] / cell))
+}
+
+/// `v.floor().clamp(-1e9, 1e9) as i32` (0 for NaN) without the call to
+/// `floor` that the baseline x86-64 target makes for every grid cell.
+fn floor_i32(v: f64) -> i32 {
+    let v = v.clamp(-1e9, 1e9);
+    let t = v as i64;
+    (if (t as f64) > v { t - 1 } else { t }) as i32
 }
 
 /// Cell of a position: floor index and cell coordinates.
@@ -275,6 +280,49 @@ impl SpatialTracker {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use proptest::prelude::*;
+
+    fn reference_floor(v: f64) -> i32 {
+        v.floor().clamp(-1e9, 1e9) as i32
+    }
+
+    #[test]
+    fn floor_matches_the_standard_one_at_the_edges() {
+        for v in [
+            0.0,
+            -0.0,
+            0.5,
+            -0.5,
+            1.0,
+            -1.0,
+            -1.0 - 1e-12,
+            2.999_999_999,
+            -2.000_000_001,
+            1e9 - 0.5,
+            1e9,
+            1e9 + 0.5,
+            -1e9,
+            -1e9 - 0.5,
+            4.5e15,
+            -4.5e15,
+            f64::MAX,
+            f64::MIN,
+            f64::INFINITY,
+            f64::NEG_INFINITY,
+            f64::NAN,
+            f64::MIN_POSITIVE,
+            -f64::MIN_POSITIVE,
+        ] {
+            assert_eq!(floor_i32(v), reference_floor(v), "{v}");
+        }
+    }
+
+    proptest! {
+        #[test]
+        fn floor_matches_the_standard_one(v in proptest::num::f64::ANY) {
+            prop_assert_eq!(floor_i32(v), reference_floor(v));
+        }
+    }
 
     #[test]
     fn packed_cells_sort_as_the_tuples() {

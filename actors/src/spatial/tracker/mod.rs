@@ -23,6 +23,7 @@ mod consensus_tests;
 mod duplicate_tests;
 mod foot;
 mod grid;
+mod idmap;
 mod lifecycle;
 mod output;
 #[cfg(test)]
@@ -273,7 +274,7 @@ pub struct SpatialTracker {
     cam_index: BTreeMap<String, usize>,
     floors: Vec<String>,
     sources: BTreeMap<SourceKey, Source>,
-    globals: BTreeMap<u64, Global>,
+    globals: idmap::IdMap<Global>,
     next_id: u64,
     stats: SpatialStats,
     last_step_ts: u64,
@@ -372,7 +373,7 @@ impl SpatialTracker {
             cam_index,
             floors,
             sources: BTreeMap::new(),
-            globals: BTreeMap::new(),
+            globals: idmap::IdMap::new(),
             next_id: 1,
             stats: SpatialStats::default(),
             last_step_ts: 0,
