@@ -1,0 +1,183 @@
+"""Where the floor errors of a live evaluation come from.
+
+Usage::
+
+    data/pyenv/bin/python bench/spatial_live/diagnose.py --work DIR \\
+        [--difficulty decent] [--seeds 0-4] [--people 20] [--duration 60]
+
+DIR is the ``--work`` directory of a ``run_eval.py`` run (its saved
+``nvr`` runs are read, nothing is started). The scenes are rebuilt from
+their seeds. With the same 1 m gate as the score (``score.py``), every
+scored cycle is split into events and the errors are classified:
+
+* identity switches (the person's matched ``global_id`` changes): to an id
+  that is new (published within the last 2 cycles), taken over from another
+  person it was on within the last 5 cycles, re-identified from another
+  person it was on earlier, or an id the person had itself (or no one had)
+  before: a flicker between two identities of one person; each marked
+  "after a gap" when the person went unmatched for more than 5 cycles first;
+* false positives (a published identity no person is matched to): within
+  1 m of a person (a second identity on someone), 1-2 m (position error),
+  or farther; split by ``observed`` / ``coasting``;
+* misses (a person no identity is matched to): an identity within 1 m
+  (taken by someone else), within 1-2 m, or none within 2 m;
+* identities seen by one camera and 1 m or more from every person: what the
+  camera track's box was in the simulator's frame (a fixed false detection,
+  a person whose box bottom is hidden behind someone nearer, a partly
+  visible person, no detection at all: the camera tracker's prediction).
+
+It prints one table per difficulty, summed over the seeds.
+"""
+from __future__ import annotations
+
+import argparse
+import collections
+import sys
+from pathlib import Path
+
+import motmetrics as mm
+import numpy as np
+
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+
+import run_eval  # noqa: E402
+import score  # noqa: E402
+import sim  # noqa: E402
+
+GATE_M = score.GATE_M
+
+
+def iou(a, b):
+    ix = max(0.0, min(a[2], b[2]) - max(a[0], b[0]))
+    iy = max(0.0, min(a[3], b[3]) - max(a[1], b[1]))
+    inter = ix * iy
+    return inter / ((a[2] - a[0]) * (a[3] - a[1]) + (b[2] - b[0]) * (b[3] - b[1]) - inter + 1e-9)
+
+
+def events(truth, hyp, frames):
+    acc = mm.MOTAccumulator(auto_id=False)
+    for f in frames:
+        g, p = truth.get(f, []), hyp.get(f, [])
+        gp = np.array([[x, y] for _, x, y in g], float).reshape(-1, 2)
+        pp = np.array([[x, y] for _, x, y in p], float).reshape(-1, 2)
+        acc.update([i for i, _, _ in g], [i for i, _, _ in p],
+                   mm.distances.norm2squared_matrix(gp, pp, max_d2=GATE_M ** 2), frameid=f)
+    return acc.mot_events.reset_index()
+
+
+def switch_kinds(ev, out):
+    first_seen, last_of_hyp, last_of_gt = {}, {}, {}
+    for row in ev.itertuples(index=False):
+        f, kind, o, h = row.FrameId, row.Type, row.OId, row.HId
+        if kind in ("MATCH", "SWITCH", "FP") and h == h:
+            first_seen.setdefault(h, f)
+        if kind == "SWITCH":
+            gap = f - last_of_gt.get(o, (f, None))[0]
+            prev = last_of_hyp.get(h)
+            if f - first_seen[h] <= 2:
+                k = "switch: to a new id"
+            elif prev and prev[1] != o and f - prev[0] <= 5:
+                k = "switch: taken over from another person"
+            elif prev and prev[1] != o:
+                k = "switch: re-identified from another person"
+            else:
+                k = "switch: back to an id of its own (flicker)"
+            out[k + (", after a gap" if gap > 5 else "")] += 1
+        if kind in ("MATCH", "SWITCH"):
+            last_of_hyp[h] = (f, o)
+            last_of_gt[o] = (f, h)
+            out["matched"] += 1
+
+
+def fp_and_misses(ev, truth, hyp, states, out):
+    for row in ev.itertuples(index=False):
+        f = row.FrameId
+        if row.Type == "FP":
+            x, y = next((x, y) for i, x, y in hyp[f] if i == row.HId)
+            d = min([np.hypot(x - gx, y - gy) for _, gx, gy in truth.get(f, [])] or [99.0])
+            band = "within 1 m of a person" if d < 1 else "1-2 m from a person" if d < 2 else "farther"
+            out[f"false positive: {band}, {states.get((f, row.HId))}"] += 1
+        elif row.Type == "MISS":
+            gx, gy = next((x, y) for i, x, y in truth[f] if i == row.OId)
+            d = min([np.hypot(gx - x, gy - y) for _, x, y in hyp.get(f, [])] or [99.0])
+            band = "an identity within 1 m" if d < 1 else "one within 1-2 m" if d < 2 else "none within 2 m"
+            out[f"miss: {band}"] += 1
+
+
+def single_camera_far(scene, run, out):
+    t0 = run["t0_ns"]
+    bycam = collections.defaultdict(list)
+    for m in run["messages"]["tracks"]:
+        bycam[m["camera"]].append(m)
+    for msgs in bycam.values():
+        msgs.sort(key=lambda m: m["ts_ns"])
+    stamps = {c: [m["ts_ns"] for m in msgs] for c, msgs in bycam.items()}
+    cams = {c.id: c for c in scene.cameras}
+    for m in run["messages"]["spatial"]:
+        f = (m["ts_ns"] - t0) // score.CYCLE_NS
+        truth = scene.floor_truth(f * 0.2)
+        if not truth:
+            continue
+        pos = np.array([[x, y] for _, x, y in truth])
+        for t in m["tracks"]:
+            if t.get("state") != "observed" or len(t.get("sources") or []) != 1:
+                continue
+            if np.hypot(pos[:, 0] - t["x_m"], pos[:, 1] - t["y_m"]).min() < 1.0:
+                continue
+            src = t["sources"][0]
+            msgs = bycam.get(src["camera"], [])
+            i = int(np.searchsorted(stamps.get(src["camera"], []), m["ts_ns"], side="right")) - 1
+            ct = next((x for x in msgs[i]["tracks"] if x["track_id"] == src["track_id"]), None) if i >= 0 else None
+            if ct is None or src["camera"] not in cams:
+                out["1 camera, >= 1 m off: no camera track found"] += 1
+                continue
+            cam, msg = cams[src["camera"]], msgs[i]
+            box = np.array(ct["bbox"]) * [msg["width"], msg["height"], msg["width"], msg["height"]]
+            fr = min(scene.frames[cam.id], key=lambda fr: abs(fr.ts * 1e9 - (msg["ts_ns"] - t0)))
+            det = max(fr.dets, key=lambda d: iou(box, d["bbox"]), default=None)
+            if det is None or iou(box, det["bbox"]) < 0.3:
+                out["1 camera, >= 1 m off: no detection under the box (camera tracker prediction)"] += 1
+            elif det["pid"] < 0:
+                out["1 camera, >= 1 m off: a fixed false detection"] += 1
+            else:
+                r = scene.render(cam, scene.positions(fr.t))[det["pid"]]
+                hidden = (r["box"][3] - r["vbox"][3]) > 0.08 * (r["box"][3] - r["box"][1])
+                what = "box bottom hidden by someone nearer" if hidden else (
+                    "partly visible person" if r["frac"] < 0.8 else "fully visible person")
+                out[f"1 camera, >= 1 m off: {what}"] += 1
+
+
+def main(argv=None):
+    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    ap.add_argument("--work", required=True)
+    ap.add_argument("--difficulty", default="decent")
+    ap.add_argument("--seeds", default="0-4")
+    ap.add_argument("--people", type=int, default=20)
+    ap.add_argument("--duration", type=float, default=60.0)
+    args = ap.parse_args(argv)
+    for diff in args.difficulty.split(","):
+        out = collections.Counter()
+        seeds = run_eval.parse_seeds(args.seeds)
+        for seed in seeds:
+            scene = sim.Scene(sim.difficulty(diff), seed, args.people, args.duration, with_embeddings=False)
+            run = run_eval.saved_run(Path(args.work) / diff / f"s{seed}", "nvr")
+            frames = score.cycle_frames(scene, run["t0_ns"])
+            truth = score.floor_truth(scene, frames)
+            hyp, _, _ = score.nvr_floor(run["messages"]["spatial"], run["t0_ns"])
+            states = {}
+            for m in run["messages"]["spatial"]:
+                f = (m["ts_ns"] - run["t0_ns"]) // score.CYCLE_NS
+                for t in m["tracks"]:
+                    states[(f, t["global_id"])] = t.get("state", "observed")
+            ev = events(truth, hyp, frames)
+            switch_kinds(ev, out)
+            fp_and_misses(ev, truth, hyp, states, out)
+            single_camera_far(scene, run, out)
+        print(f"== {diff}, seeds {args.seeds} ({len(seeds)} scenes) ==")
+        width = max(len(k) for k in out)
+        for k in sorted(out):
+            print(f"{k:<{width}}  {out[k]:>7}")
+
+
+if __name__ == "__main__":
+    main()
