@@ -236,7 +236,7 @@ async fn camera_on_real_footage_yields_people_and_a_bad_camera_is_isolated() {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn astronaut_through_a_detection_node_is_one_person() {
+async fn astronaut_through_a_detection_node_is_one_person_with_an_appearance_embedding() {
     model_ready();
     let server = NatsServer::start();
     let dir = tempfile::tempdir().unwrap();
@@ -244,10 +244,14 @@ async fn astronaut_through_a_detection_node_is_one_person() {
     let cfg = write_config(
         dir.path(),
         &format!(
-            "{}detection:\n  address: \"127.0.0.1:{http}\"\n  models_path: \"{}\"\n  model: yolox_nano_dynamic\n  workers: 1\n  min_confidence: 0.5\n",
+            "{}detection:\n  address: \"127.0.0.1:{http}\"\n  models_path: \"{}\"\n  model: yolox_nano_dynamic\n  reid_model: mobilenetv2_reid\n  workers: 1\n  min_confidence: 0.5\n",
             base_config(&server.url, ""),
             data().join("models").display()
         ),
+    );
+    require(
+        &data().join("models/mobilenetv2_reid.onnx"),
+        "the appearance model",
     );
     let mut node = NvrProcess::start(
         &["detector", "--config", cfg.to_str().unwrap()],
@@ -279,6 +283,17 @@ async fn astronaut_through_a_detection_node_is_one_person() {
         "{:?} vs {expected:?}",
         people[0]
     );
+    // With detection.reid_model the person carries the colour descriptor and
+    // the appearance model's embedding in one unit vector.
+    let person = d.objects.iter().find(|o| o.label == "person").unwrap();
+    let e = person.embedding.as_ref().expect("person without embedding");
+    assert_eq!(
+        e.len(),
+        40 + 320,
+        "colour descriptor + MobileNetV2 bottleneck"
+    );
+    let norm = e.iter().map(|v| v * v).sum::<f32>().sqrt();
+    assert!((norm - 1.0).abs() < 1e-4, "embedding norm {norm}");
     assert_eq!(
         m.headers
             .as_ref()
@@ -305,6 +320,10 @@ async fn astronaut_through_a_detection_node_is_one_person() {
         Duration::from_secs(10),
         "processed_count 1 on /status",
         || (json_get(http, "/status")["workers"][0]["processed_count"] == 1).then_some(()),
+    );
+    assert_eq!(
+        json_get(http, "/status")["appearance"],
+        "colour+mobilenetv2_reid"
     );
     let (code, _) = http_get(http, "/health");
     assert_eq!(code, 200);
