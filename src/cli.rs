@@ -354,36 +354,35 @@ fn config_check(loaded: &Loaded) -> ExitCode {
             }
         }
     }
-    let model = c.detection.model_path();
-    if model.is_file() {
-        println!("# detection model: {} (found)", model.display());
-    } else if c.detection.embedded {
-        eprintln!(
-            "config error: detection.model = {:?}: model file {} does not exist, and detection runs in this process (detection.embedded); run scripts/setup or set detection.models_path",
-            c.detection.model,
-            model.display()
-        );
-        return ExitCode::from(2);
-    } else {
-        println!(
-            "# detection model: {} NOT FOUND (not needed by `nvr run` with detection.embedded false; a `nvr detector` here needs it)",
-            model.display()
-        );
-    }
+    let mut models = vec![(
+        "detection model",
+        "detection.model",
+        &c.detection.model,
+        c.detection.model_path(),
+        "run scripts/setup or set detection.models_path",
+    )];
     if let Some(reid) = c.detection.reid_model_path() {
-        if reid.is_file() {
-            println!("# appearance model: {} (found)", reid.display());
+        models.push((
+            "appearance model",
+            "detection.reid_model",
+            &c.detection.reid_model,
+            reid,
+            "run scripts/setup, set detection.models_path, or set detection.reid_model to \"\"",
+        ));
+    }
+    for (what, key, value, path, fix) in models {
+        if path.is_file() {
+            println!("# {what}: {} (found)", path.display());
         } else if c.detection.embedded {
             eprintln!(
-                "config error: detection.reid_model = {:?}: model file {} does not exist, and detection runs in this process (detection.embedded); run scripts/setup, set detection.models_path, or set detection.reid_model to \"\"",
-                c.detection.reid_model,
-                reid.display()
+                "config error: {key} = {value:?}: model file {} does not exist, and detection runs in this process (detection.embedded); {fix}",
+                path.display()
             );
             return ExitCode::from(2);
         } else {
             println!(
-                "# appearance model: {} NOT FOUND (a `nvr detector` here needs it)",
-                reid.display()
+                "# {what}: {} NOT FOUND (not needed by `nvr run` with detection.embedded false; a `nvr detector` here needs it)",
+                path.display()
             );
         }
     }

@@ -72,55 +72,41 @@ fn bad_config_exits_2_with_one_line() {
     );
     assert_eq!(code, 2);
     assert!(err.contains("DETECTION_DEVICE_ID"), "{err}");
-    // A missing model path fails before anything starts.
-    let cfg = write_config(
-        dir.path(),
+    // A missing model path fails before anything starts, and so does a
+    // missing appearance model, named as such.
+    let fails_naming = |yaml: &str, needles: &[&str]| {
+        let cfg = write_config(dir.path(), yaml);
+        for cmd in ["run", "detector", "config check"] {
+            let args: Vec<&str> = cmd.split(' ').collect();
+            let (code, _, err) = nvr_output(
+                &[&args[..], &["--config", cfg.to_str().unwrap()]].concat(),
+                dir.path(),
+                &[],
+            );
+            assert_eq!(code, 2, "{cmd}: {err}");
+            let line = err
+                .lines()
+                .find(|l| l.contains("config error"))
+                .unwrap_or("");
+            assert!(needles.iter().all(|n| line.contains(n)), "{cmd}: {err}");
+        }
+    };
+    fails_naming(
         "detection:\n  models_path: /nonexistent/models\nnats:\n  embedded: false\n",
+        &["/nonexistent/models"],
     );
-    for cmd in ["run", "detector", "config check"] {
-        let args: Vec<&str> = cmd.split(' ').collect();
-        let (code, _, err) = nvr_output(
-            &[&args[..], &["--config", cfg.to_str().unwrap()]].concat(),
-            dir.path(),
-            &[],
-        );
-        assert_eq!(code, 2, "{cmd}: {err}");
-        let line = err
-            .lines()
-            .find(|l| l.contains("config error"))
-            .unwrap_or("");
-        assert!(line.contains("/nonexistent/models"), "{cmd}: {err}");
-    }
-    // So does a missing appearance model, named as such.
     let models = data().join("models");
     assert!(
         models.join("yolox_nano_dynamic.onnx").is_file(),
         "run scripts/setup"
     );
-    let cfg = write_config(
-        dir.path(),
+    fails_naming(
         &format!(
             "detection:\n  models_path: {}\n  reid_model: /nonexistent/reid.onnx\nnats:\n  embedded: false\n",
             models.display()
         ),
+        &["detection.reid_model", "/nonexistent/reid.onnx"],
     );
-    for cmd in ["run", "detector", "config check"] {
-        let args: Vec<&str> = cmd.split(' ').collect();
-        let (code, _, err) = nvr_output(
-            &[&args[..], &["--config", cfg.to_str().unwrap()]].concat(),
-            dir.path(),
-            &[],
-        );
-        assert_eq!(code, 2, "{cmd}: {err}");
-        let line = err
-            .lines()
-            .find(|l| l.contains("config error"))
-            .unwrap_or("");
-        assert!(
-            line.contains("detection.reid_model") && line.contains("/nonexistent/reid.onnx"),
-            "{cmd}: {err}"
-        );
-    }
 }
 
 #[test]

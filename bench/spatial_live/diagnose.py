@@ -44,9 +44,6 @@ import run_eval  # noqa: E402
 import score  # noqa: E402
 import sim  # noqa: E402
 
-GATE_M = score.GATE_M
-
-
 def iou(a, b):
     ix = max(0.0, min(a[2], b[2]) - max(a[0], b[0]))
     iy = max(0.0, min(a[3], b[3]) - max(a[1], b[1]))
@@ -55,13 +52,10 @@ def iou(a, b):
 
 
 def events(truth, hyp, frames):
+    """motmetrics' per-frame events (MATCH, SWITCH, FP, MISS) as the score makes them."""
     acc = mm.MOTAccumulator(auto_id=False)
     for f in frames:
-        g, p = truth.get(f, []), hyp.get(f, [])
-        gp = np.array([[x, y] for _, x, y in g], float).reshape(-1, 2)
-        pp = np.array([[x, y] for _, x, y in p], float).reshape(-1, 2)
-        acc.update([i for i, _, _ in g], [i for i, _, _ in p],
-                   mm.distances.norm2squared_matrix(gp, pp, max_d2=GATE_M ** 2), frameid=f)
+        score.update(acc, truth, hyp, f)
     return acc.mot_events.reset_index()
 
 

@@ -63,6 +63,18 @@ CYCLE_NS = 200_000_000
 GATE_M = 1.0
 
 
+def update(acc, gt, hyp, f):
+    """Adds frame `f` of `gt` and `hyp` (frame -> [(id, x, y)]) to the
+    motmetrics accumulator `acc` with the 1 m gate; returns both frames'
+    rows and positions."""
+    g, p = gt.get(f, []), hyp.get(f, [])
+    gp = np.array([[x, y] for _, x, y in g], float).reshape(-1, 2)
+    pp = np.array([[x, y] for _, x, y in p], float).reshape(-1, 2)
+    acc.update([i for i, _, _ in g], [i for i, _, _ in p],
+               mm.distances.norm2squared_matrix(gp, pp, max_d2=GATE_M ** 2), frameid=f)
+    return g, p, gp, pp
+
+
 def floor_metrics(gt, hyp, frames):
     """gt, hyp: frame -> [(id, x, y)]. MOTA, IDF1, IDSW (1 m gate), HOTA."""
     acc = mm.MOTAccumulator(auto_id=False)
@@ -70,11 +82,7 @@ def floor_metrics(gt, hyp, frames):
     hd = {"gt_ids": [], "tracker_ids": [], "similarity_scores": []}
     n_gt = n_tr = 0
     for f in frames:
-        g, p = gt.get(f, []), hyp.get(f, [])
-        gp = np.array([[x, y] for _, x, y in g], float).reshape(-1, 2)
-        pp = np.array([[x, y] for _, x, y in p], float).reshape(-1, 2)
-        acc.update([i for i, _, _ in g], [i for i, _, _ in p],
-                   mm.distances.norm2squared_matrix(gp, pp, max_d2=GATE_M ** 2), frameid=f)
+        g, p, gp, pp = update(acc, gt, hyp, f)
         hd["gt_ids"].append(np.array([gt_ids.setdefault(i, len(gt_ids)) for i, _, _ in g], int))
         hd["tracker_ids"].append(np.array([tr_ids.setdefault(i, len(tr_ids)) for i, _, _ in p], int))
         if len(g) and len(p):
