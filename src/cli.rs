@@ -354,35 +354,23 @@ fn config_check(loaded: &Loaded) -> ExitCode {
             }
         }
     }
-    let mut models = vec![(
-        "detection model",
-        "detection.model",
-        &c.detection.model,
-        c.detection.model_path(),
-        "run scripts/setup or set detection.models_path",
-    )];
-    if let Some(reid) = c.detection.reid_model_path() {
-        models.push((
-            "appearance model",
-            "detection.reid_model",
-            &c.detection.reid_model,
-            reid,
-            "run scripts/setup, set detection.models_path, or set detection.reid_model to \"\"",
-        ));
-    }
-    for (what, key, value, path, fix) in models {
-        if path.is_file() {
-            println!("# {what}: {} (found)", path.display());
+    for m in c.detection.model_files() {
+        if m.path.is_file() {
+            println!("# {}: {} (found)", m.what, m.path.display());
         } else if c.detection.embedded {
             eprintln!(
-                "config error: {key} = {value:?}: model file {} does not exist, and detection runs in this process (detection.embedded); {fix}",
-                path.display()
+                "config error: {} = {:?}: model file {} does not exist, and detection runs in this process (detection.embedded); {}",
+                m.key,
+                m.value,
+                m.path.display(),
+                m.fix
             );
             return ExitCode::from(2);
         } else {
             println!(
-                "# {what}: {} NOT FOUND (not needed by `nvr run` with detection.embedded false; a `nvr detector` here needs it)",
-                path.display()
+                "# {}: {} NOT FOUND (not needed by `nvr run` with detection.embedded false; a `nvr detector` here needs it)",
+                m.what,
+                m.path.display()
             );
         }
     }

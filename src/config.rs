@@ -379,6 +379,28 @@ impl DetectionConfig {
         (!self.reid_model.trim().is_empty()).then(|| self.resolve(self.reid_model.trim()))
     }
 
+    /// Every model file the detector loads with this configuration: the
+    /// detection model, then the appearance model when one is set.
+    pub fn model_files(&self) -> Vec<ModelFile<'_>> {
+        let mut out = vec![ModelFile {
+            what: "detection model",
+            key: "detection.model",
+            value: &self.model,
+            path: self.model_path(),
+            fix: "run scripts/setup or set detection.models_path",
+        }];
+        if let Some(path) = self.reid_model_path() {
+            out.push(ModelFile {
+                what: "appearance model",
+                key: "detection.reid_model",
+                value: &self.reid_model,
+                path,
+                fix: "run scripts/setup, set detection.models_path, or set detection.reid_model to \"\"",
+            });
+        }
+        out
+    }
+
     /// `name` as a model file: a path when it ends in `.onnx` or names a
     /// directory, else a file stem in `models_path`.
     fn resolve(&self, name: &str) -> PathBuf {
@@ -388,6 +410,21 @@ impl DetectionConfig {
             Path::new(&self.models_path).join(format!("{name}.onnx"))
         }
     }
+}
+
+/// A model file the detector loads, for the checks made before it starts.
+#[derive(Debug)]
+pub struct ModelFile<'a> {
+    /// What it is, for messages ("detection model").
+    pub what: &'static str,
+    /// The configuration key that names it.
+    pub key: &'static str,
+    /// That key's value.
+    pub value: &'a str,
+    /// The file it resolves to.
+    pub path: PathBuf,
+    /// What to do when the file is missing.
+    pub fix: &'static str,
 }
 
 /// Per-camera tracker settings.

@@ -144,21 +144,13 @@ pub fn detector_options(cfg: &Config) -> Result<DetectorOptions> {
 
 /// Checks that the model exists and loads on the configured backend.
 pub async fn check_detection_config(cfg: &Config) -> Result<()> {
-    let path = cfg.detection.model_path();
-    if !path.is_file() {
-        bail!(
-            "detection.model = {:?}: model file {} does not exist (detection.models_path = {:?}; run scripts/setup)",
-            cfg.detection.model,
-            path.display(),
-            cfg.detection.models_path
-        );
-    }
-    if let Some(reid) = cfg.detection.reid_model_path() {
-        if !reid.is_file() {
+    for m in cfg.detection.model_files() {
+        if !m.path.is_file() {
             bail!(
-                "detection.reid_model = {:?}: model file {} does not exist (detection.models_path = {:?}; run scripts/setup)",
-                cfg.detection.reid_model,
-                reid.display(),
+                "{} = {:?}: model file {} does not exist (detection.models_path = {:?}; run scripts/setup)",
+                m.key,
+                m.value,
+                m.path.display(),
                 cfg.detection.models_path
             );
         }

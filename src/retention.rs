@@ -121,7 +121,7 @@ pub fn kept_hours(bytes_per_day: f64, max_age_hours: f64, max_bytes_mb: i64) -> 
 
 /// The lines `nvr config check` prints: per camera and per stream.
 pub fn lines(c: &Config) -> Vec<String> {
-    let model = c.spatial.reid_enabled && c.detection.reid_model_path().is_some();
+    let model = c.detection.reid_model_path().is_some();
     let emb = match (c.spatial.reid_enabled, model) {
         (false, _) => 0,
         (true, false) => COLOUR_DESCRIPTOR_LEN,

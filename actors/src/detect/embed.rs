@@ -15,7 +15,7 @@ use ort::session::Session;
 use ort::value::TensorRef;
 
 use super::image::{resize_exact, RgbImage};
-use super::model::{build_session, Backend, RuntimeOptions};
+use super::model::{build_session, file_stem, Backend, RuntimeOptions};
 use super::DetectError;
 
 /// Hue bins for saturated pixels.
@@ -205,13 +205,9 @@ impl OnnxEmbedder {
                 )));
             }
         }
-        let name = path
-            .file_stem()
-            .map(|s| s.to_string_lossy().into_owned())
-            .unwrap_or_else(|| path.display().to_string());
         Ok(OnnxEmbedder {
             session,
-            name,
+            name: file_stem(path),
             height,
             width,
             backend: built.backend,

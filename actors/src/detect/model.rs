@@ -179,6 +179,14 @@ pub(super) fn one_line(s: &str) -> String {
         .join(" ")
 }
 
+/// A model's name for logs and status: its file stem (the whole path when
+/// it has none).
+pub(super) fn file_stem(path: &Path) -> String {
+    path.file_stem()
+        .map(|s| s.to_string_lossy().into_owned())
+        .unwrap_or_else(|| path.display().to_string())
+}
+
 fn model_err(path: &Path, reason: impl Into<String>) -> DetectError {
     DetectError::Model {
         path: path.display().to_string(),
@@ -764,17 +772,21 @@ impl Detector {
             ids.dedup();
             Some(ids)
         };
+        let runtime = RuntimeOptions {
+            backend: opts.backend,
+            device_id: opts.device_id,
+            allow_cpu_fallback: opts.allow_cpu_fallback,
+            threads: opts.threads,
+            gpu: opts.gpu.clone(),
+        };
         let built = build_session(
             path,
             &RuntimeOptions {
-                backend: opts.backend,
-                device_id: opts.device_id,
-                allow_cpu_fallback: opts.allow_cpu_fallback,
-                threads: opts.threads,
                 gpu: GpuOptions {
                     input_size: opts.input_size,
                     ..opts.gpu.clone()
                 },
+                ..runtime.clone()
             },
         )?;
         let input_size = validate_input(&built.session, path, opts.input_size)?;
@@ -786,36 +798,25 @@ impl Detector {
             input_size,
             input_fixed,
         )?;
-        let model_name = path
-            .file_stem()
-            .map(|s| s.to_string_lossy().into_owned())
-            .unwrap_or_else(|| path.display().to_string());
-        let reid = match &opts.reid_model {
-            Some(p) if opts.embeddings => {
-                // TensorRT would build its profile for the detector's square
-                // input; the small crop network runs on CUDA instead.
-                let backend = match opts.backend {
-                    Backend::TensorRt => Backend::Cuda,
-                    b => b,
-                };
-                let reid = OnnxEmbedder::load(
-                    p,
-                    &RuntimeOptions {
-                        backend,
-                        device_id: opts.device_id,
-                        allow_cpu_fallback: opts.allow_cpu_fallback,
-                        threads: opts.threads,
-                        gpu: opts.gpu.clone(),
-                    },
-                )
-                .map_err(|e| DetectError::Config {
-                    what: "reid_model".into(),
-                    reason: e.to_string(),
-                })?;
-                Some(reid)
-            }
-            _ => None,
-        };
+        let model_name = file_stem(path);
+        let reid =
+            match &opts.reid_model {
+                Some(p) if opts.embeddings => {
+                    // TensorRT would build its profile for the detector's square
+                    // input; the small crop network runs on CUDA instead.
+                    let backend = match opts.backend {
+                        Backend::TensorRt => Backend::Cuda,
+                        b => b,
+                    };
+                    let reid = OnnxEmbedder::load(p, &RuntimeOptions { backend, ..runtime })
+                        .map_err(|e| DetectError::Config {
+                            what: "reid_model".into(),
+                            reason: e.to_string(),
+                        })?;
+                    Some(reid)
+                }
+                _ => None,
+            };
         let batch_symbolic = built
             .session
             .inputs()

@@ -124,9 +124,7 @@ impl<V> IdMap<V> {
 
     /// Live entries in id order.
     pub(super) fn iter(&self) -> impl Iterator<Item = (&u64, &V)> {
-        self.entries
-            .iter()
-            .filter_map(|(k, v)| v.as_ref().map(|v| (k, v)))
+        self.into_iter()
     }
 
     /// Live ids in order.
@@ -150,12 +148,20 @@ impl<V> IdMap<V> {
     }
 }
 
+/// A live entry of a slot, if it holds one.
+fn live<V>((k, v): &(u64, Option<V>)) -> Option<(&u64, &V)> {
+    v.as_ref().map(|v| (k, v))
+}
+
 impl<'a, V> IntoIterator for &'a IdMap<V> {
     type Item = (&'a u64, &'a V);
-    type IntoIter = Box<dyn Iterator<Item = (&'a u64, &'a V)> + 'a>;
+    type IntoIter = std::iter::FilterMap<
+        std::slice::Iter<'a, (u64, Option<V>)>,
+        fn(&'a (u64, Option<V>)) -> Option<(&'a u64, &'a V)>,
+    >;
 
     fn into_iter(self) -> Self::IntoIter {
-        Box::new(self.iter())
+        self.entries.iter().filter_map(live)
     }
 }
 
