@@ -458,6 +458,10 @@ pub struct TrackingConfig {
     /// Smoothing of a track's published appearance embedding (0 = the latest
     /// detection's; the spatial tracker averages per identity itself).
     pub embedding_momentum: f32,
+    /// Least appearance similarity between a track and a detection for any
+    /// match (a lower one is another person: no identity swap on box
+    /// overlap alone); 0 turns it off.
+    pub appearance_gate: f32,
     /// Least appearance similarity for a track that missed a frame to take
     /// back a detection that no longer overlaps it (after an occlusion);
     /// above 1 turns it off.
@@ -483,6 +487,7 @@ impl Default for TrackingConfig {
             min_hits: p.min_hits,
             max_lost_ms: p.max_lost_ms,
             embedding_momentum: p.embedding_momentum,
+            appearance_gate: p.appearance_gate,
             reid_similarity: p.reid_similarity,
             reid_speed: p.reid_speed,
         }
@@ -503,6 +508,7 @@ impl TrackingConfig {
             min_hits: self.min_hits,
             max_lost_ms: self.max_lost_ms,
             embedding_momentum: self.embedding_momentum,
+            appearance_gate: self.appearance_gate,
             reid_similarity: self.reid_similarity,
             reid_speed: self.reid_speed,
             ..Default::default()

@@ -71,6 +71,18 @@ pub struct TrackerParams {
     pub fuse_score: bool,
     /// Weight of the appearance (cosine) distance when track and detection both carry embeddings.
     pub appearance_weight: f32,
+    /// Least cosine similarity between a track's appearance and a
+    /// detection for any match when both carry embeddings: below it the
+    /// detection is someone else, however well the boxes overlap. A track
+    /// that lost its person (behind an occluder, at the image border) and
+    /// picks up another where its own vanished changes appearance at once;
+    /// that swap carries one identity from one person to another, which on
+    /// the floor costs more than the new track the gate starts instead.
+    /// Low on purpose: one person's appearance also drops from one frame to
+    /// the next when an occluder (a sign, a post) enters the box, mostly
+    /// not below 0.5 with the colour descriptor. 0 or below turns the gate
+    /// off.
+    pub appearance_gate: f32,
     /// Smoothing factor of the track embedding: `e = a * e + (1 - a) * d`, then
     /// L2-normalised. The default 0 keeps the latest detection's: the spatial
     /// tracker keeps its own long-term appearance per identity and needs to
@@ -119,6 +131,7 @@ impl Default for TrackerParams {
             direction_weight: 0.2,
             fuse_score: true,
             appearance_weight: 0.3,
+            appearance_gate: 0.4,
             embedding_momentum: 0.0,
             reid_similarity: 0.8,
             reid_speed: 1.0,
@@ -169,6 +182,7 @@ impl TrackerParams {
                     .map_err(|e| format!("tracker param {key}: bad bool {value:?}: {e}"))?
             }
             "appearance_weight" => self.appearance_weight = f(key, value)?,
+            "appearance_gate" => self.appearance_gate = f(key, value)?,
             "embedding_momentum" => self.embedding_momentum = f(key, value)?,
             "reid_similarity" => self.reid_similarity = f(key, value)?,
             "reid_speed" => self.reid_speed = f(key, value)?,
@@ -714,11 +728,12 @@ impl Tracker {
                         v -= bonus * p.direction_weight as f64 * d.score as f64;
                     }
                 }
-                if p.appearance_weight > 0.0 {
-                    if let (Some(te), Some(de)) = (&t.embedding, &d.embedding) {
-                        if let Some(cs) = cosine(te, de) {
-                            v += p.appearance_weight as f64 * (1.0 - cs as f64);
+                if let (Some(te), Some(de)) = (&t.embedding, &d.embedding) {
+                    if let Some(cs) = cosine(te, de) {
+                        if cs < p.appearance_gate {
+                            continue;
                         }
+                        v += p.appearance_weight as f64 * (1.0 - cs as f64);
                     }
                 }
                 // Costs are shifted to be positive; the gate already decided validity.
@@ -1026,6 +1041,59 @@ mod tests {
                     Some(p) => assert_eq!(p, (ia, ib), "frame {f}: identities swapped"),
                 }
             }
+        }
+    }
+
+    /// A person who vanishes and someone else who appears in the same place
+    /// a moment later: with the appearance gate the newcomer gets a new
+    /// track (without it, the old track takes them over on box overlap);
+    /// the same person coming back, or changing appearance moderately (an
+    /// occluder entering the box), keeps the track.
+    #[test]
+    fn a_track_does_not_take_over_someone_who_looks_different() {
+        let run = |params: TrackerParams, back: Vec<f32>, gap: u64| -> (u64, u64) {
+            let mut tr = Tracker::new(params);
+            let person = |e: Vec<f32>| {
+                let mut d = det("person", 0.9, 0.3, 0.5, 0.05, 0.15);
+                d.embedding = Some(e);
+                d
+            };
+            let mut before = 0;
+            for f in 0..5u64 {
+                let o = tr.update(T0 + f * FRAME, &[person(vec![1.0, 0.0, 0.0])]);
+                before = o.tracks.first().map_or(0, |t| t.track_id);
+            }
+            for f in 5..5 + gap {
+                tr.update(T0 + f * FRAME, &[]);
+            }
+            let f = 5 + gap;
+            tr.update(T0 + f * FRAME, &[person(back.clone())]);
+            let o = tr.update(T0 + (f + 1) * FRAME, &[person(back)]);
+            let after = o
+                .tracks
+                .iter()
+                .filter(|t| t.state == TrackState::Confirmed)
+                .map(|t| t.track_id)
+                .next()
+                .unwrap_or(0);
+            (before, after)
+        };
+        let other = vec![0.1, 1.0, 0.0];
+        for gap in [0, 2] {
+            let (a, b) = run(TrackerParams::default(), other.clone(), gap);
+            assert!(
+                a != 0 && b != 0 && a != b,
+                "gap {gap}: {a} took over as {b}"
+            );
+            let off = TrackerParams {
+                appearance_gate: 0.0,
+                ..TrackerParams::default()
+            };
+            let (a, b) = run(off, other.clone(), gap);
+            assert!(a != 0 && a == b, "gate off, gap {gap}: {a} then {b}");
+            // cosine 0.6: the same person partly behind a sign.
+            let (a, b) = run(TrackerParams::default(), vec![0.6, 0.8, 0.0], gap);
+            assert!(a != 0 && a == b, "occluded, gap {gap}: {a} then {b}");
         }
     }
 
