@@ -10,6 +10,7 @@ pub mod assign;
 pub mod bench;
 pub mod kalman;
 pub mod mot;
+mod params;
 pub mod reorder;
 mod tracker;
 

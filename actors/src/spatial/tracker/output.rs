@@ -268,9 +268,11 @@ impl SpatialTracker {
     /// inside a camera's view: a person missed by the detector or occluded
     /// rather than gone. An identity with another observed identity within
     /// `OCCLUDER_M` (a likely occluder) coasts up to `max_coast_s` seconds,
-    /// others up to a third of it; one carried along by the companion it
-    /// vanished next to (see `follow_companions`) as long as that one is
-    /// observed, up to `companion_max_s`. Positions are extrapolated along
+    /// others up to a third of it, but at least two and a half cycles (a
+    /// missed frame of a camera running at the cycle's rate); one
+    /// carried along by the companion it vanished next to (see
+    /// `follow_companions`) as long as that one is observed, up to
+    /// `companion_max_s`. Positions are extrapolated along
     /// the identity's velocity; `last_seen_ns` stays the last observation.
     /// Sorted by `global_id`.
     pub fn coasting_tracks(&self, ts_ns: u64, max_coast_s: f64) -> Vec<SpatialTrack> {
@@ -298,7 +300,10 @@ impl SpatialTracker {
         unseen_ns: u64,
     ) -> BTreeMap<u64, [f64; 2]> {
         let max_ns = (max_coast_s.max(0.0) * 1e9) as u64;
-        let short_ns = max_ns / 3;
+        // At least one missed camera frame at the cycle's rate, plus the
+        // camera's clock jitter: two and a half cycles.
+        let cycle_ns = self.params.matching_interval_ms.max(1) * 1_000_000;
+        let short_ns = (max_ns / 3).max(cycle_ns * 5 / 2).min(max_ns);
         let seen_now = |g: &Global| g.last_seen >= ts_ns.saturating_sub(SEEN_NOW_NS);
         // Carried along by a companion observed now.
         let carried = |g: &Global| {
