@@ -17,14 +17,26 @@ scored cycle is split into events and the errors are classified:
   before: a flicker between two identities of one person; each marked
   "after a gap" when the person went unmatched for more than 5 cycles first;
 * false positives (a published identity no person is matched to): within
-  1 m of a person (a second identity on someone), 1-2 m (position error),
-  or farther; split by ``observed`` / ``coasting``;
+  1 m of a person (a second identity on someone), within 1 m of a person
+  the truth leaves out (in the room but detectable by no camera: hidden
+  behind someone, cut by the border), 1-2 m (position error), or farther;
+  split by ``observed`` / ``coasting``;
 * misses (a person no identity is matched to): an identity within 1 m
   (taken by someone else), within 1-2 m, or none within 2 m;
 * identities seen by one camera and 1 m or more from every person: what the
   camera track's box was in the simulator's frame (a fixed false detection,
   a person whose box bottom is hidden behind someone nearer, a partly
-  visible person, no detection at all: the camera tracker's prediction).
+  visible person, no detection at all: the camera tracker's prediction);
+* person-cycles against the IDF1 assignment (each person's best id): the
+  person's own id within 1 m (ok), no identity within 1 m (miss), or
+  someone else's id / an id assigned to no one (a fragment) within 1 m;
+  each with what the person's own id was doing then (not yet born, ended,
+  and how it was last published; lost, coasting, static, duplicate, or
+  observed elsewhere);
+* ``static`` identities on a person: for every other camera whose image
+  holds the person's foot point, why it does not see them (the box cut by
+  the border and on which side, too small, hidden by someone nearer, or
+  detectable after all).
 
 It prints one table per difficulty, summed over the seeds.
 """
@@ -37,6 +49,7 @@ from pathlib import Path
 
 import motmetrics as mm
 import numpy as np
+from scipy.optimize import linear_sum_assignment
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
@@ -83,13 +96,17 @@ def switch_kinds(ev, out):
             out["matched"] += 1
 
 
-def fp_and_misses(ev, truth, hyp, states, out):
+def fp_and_misses(ev, truth, hyp, states, out, scene=None):
     for row in ev.itertuples(index=False):
         f = row.FrameId
         if row.Type == "FP":
             x, y = next((x, y) for i, x, y in hyp[f] if i == row.HId)
             d = min([np.hypot(x - gx, y - gy) for _, gx, gy in truth.get(f, [])] or [99.0])
             band = "within 1 m of a person" if d < 1 else "1-2 m from a person" if d < 2 else "farther"
+            if d >= 1 and scene is not None:
+                near = [np.hypot(x - px, y - py) for _, px, py in scene.positions(f * 0.2)]
+                if min(near or [99.0]) < 1:
+                    band = "within 1 m of a person the truth leaves out (not detectable)"
             out[f"false positive: {band}, {states.get((f, row.HId))}"] += 1
         elif row.Type == "MISS":
             gx, gy = next((x, y) for i, x, y in truth[f] if i == row.OId)
@@ -141,6 +158,86 @@ def single_camera_far(scene, run, out):
                 out[f"1 camera, >= 1 m off: {what}"] += 1
 
 
+def idf1_cover(truth, hyp, frames, states, run, out):
+    gids = sorted({i for f in frames for i, _, _ in truth.get(f, [])})
+    hids = sorted({i for f in frames for i, _, _ in hyp.get(f, [])})
+    if not gids or not hids:
+        return
+    gi = {g: k for k, g in enumerate(gids)}
+    hi = {h: k for k, h in enumerate(hids)}
+    overlap = np.zeros((len(gids), len(hids)))
+    for f in frames:
+        for g, gx, gy in truth.get(f, []):
+            for h, x, y in hyp.get(f, []):
+                if (x - gx) ** 2 + (y - gy) ** 2 <= score.GATE_M ** 2:
+                    overlap[gi[g], hi[h]] += 1
+    r, c = linear_sum_assignment(-overlap)
+    own = {gids[a]: hids[b] for a, b in zip(r, c) if overlap[a, b] > 0}
+    owner = {h: g for g, h in own.items()}
+    span = {}
+    for (f, h) in states:
+        a, b = span.get(h, (f, f))
+        span[h] = (min(a, f), max(b, f))
+    pos = {}
+    for m in run["messages"]["spatial"]:
+        f = (m["ts_ns"] - run["t0_ns"]) // score.CYCLE_NS
+        for t in m["tracks"]:
+            pos[(f, t["global_id"])] = (t["x_m"], t["y_m"])
+    for f in frames:
+        hp = {h: (x, y) for h, x, y in hyp.get(f, [])}
+        for g, gx, gy in truth.get(f, []):
+            h = own.get(g)
+            near = [k for k, (x, y) in hp.items() if np.hypot(x - gx, y - gy) <= score.GATE_M]
+            if h in near:
+                out["person-cycle: own id (ok)"] += 1
+                continue
+            what = "miss" if not near else "someone else's id" if near[0] in owner else "a fragment"
+            if h is None or h not in span or f < span[h][0]:
+                mine = "not born yet"
+            elif f > span[h][1]:
+                mine = f"ended, last published {states[(span[h][1], h)]}"
+            elif (f, h) not in states:
+                mine = "unpublished"
+            else:
+                d = np.hypot(pos[(f, h)][0] - gx, pos[(f, h)][1] - gy)
+                mine = f"{states[(f, h)]} {'within' if d <= score.GATE_M else 'beyond'} 1 m"
+            out[f"person-cycle: {what}; own id {mine}"] += 1
+
+
+def static_on_people(scene, run, truth, out):
+    cams = {c.id: c for c in scene.cameras}
+    for m in run["messages"]["spatial"]:
+        f = (m["ts_ns"] - run["t0_ns"]) // score.CYCLE_NS
+        for t in m["tracks"]:
+            if t.get("state") != "static":
+                continue
+            near = [(np.hypot(t["x_m"] - gx, t["y_m"] - gy), g) for g, gx, gy in truth.get(f, [])]
+            near = [n for n in near if n[0] <= score.GATE_M]
+            if not near:
+                continue
+            pid = min(near)[1]
+            ppl = scene.positions(f * 0.2)
+            xy = next(p for p in ppl if p[0] == pid)
+            srcs = {s["camera"] for s in t.get("sources") or []}
+            for cid, cam in cams.items():
+                u, v, z = cam.project(np.array([[xy[1], xy[2], 0.0]]))
+                if cid in srcs or not (z[0] > 0 and 0 <= u[0] < cam.w and 0 <= v[0] < cam.h):
+                    continue
+                r = scene.render(cam, ppl).get(pid)
+                if r is None:
+                    why = "hidden or out of the image"
+                elif r["detectable"]:
+                    why = "detectable"
+                elif r["vbox"][3] - r["vbox"][1] < scene.k.min_box_h_px:
+                    why = "too small"
+                else:
+                    b = r["box"]
+                    cut = " and ".join(n for n, c in (("top", b[1] < 0), ("left", b[0] < 0),
+                                                 ("right", b[2] > cam.w), ("bottom", b[3] > cam.h)) if c)
+                    why = f"box cut by the {cut} border" if cut else "hidden by someone nearer"
+                out[f"static on a person, another camera with the foot in its image: {why}"] += 1
+
+
 def main(argv=None):
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--work", required=True)
@@ -165,7 +262,9 @@ def main(argv=None):
                     states[(f, t["global_id"])] = t.get("state", "observed")
             ev = events(truth, hyp, frames)
             switch_kinds(ev, out)
-            fp_and_misses(ev, truth, hyp, states, out)
+            fp_and_misses(ev, truth, hyp, states, out, scene)
+            idf1_cover(truth, hyp, frames, states, run, out)
+            static_on_people(scene, run, truth, out)
             single_camera_far(scene, run, out)
         print(f"== {diff}, seeds {args.seeds} ({len(seeds)} scenes) ==")
         width = max(len(k) for k in out)
