@@ -96,14 +96,14 @@ def switch_kinds(ev, out):
             out["matched"] += 1
 
 
-def fp_and_misses(ev, truth, hyp, states, out, scene=None):
+def fp_and_misses(ev, truth, hyp, states, out, scene):
     for row in ev.itertuples(index=False):
         f = row.FrameId
         if row.Type == "FP":
             x, y = next((x, y) for i, x, y in hyp[f] if i == row.HId)
             d = min([np.hypot(x - gx, y - gy) for _, gx, gy in truth.get(f, [])] or [99.0])
             band = "within 1 m of a person" if d < 1 else "1-2 m from a person" if d < 2 else "farther"
-            if d >= 1 and scene is not None:
+            if d >= 1:
                 near = [np.hypot(x - px, y - py) for _, px, py in scene.positions(f * 0.2)]
                 if min(near or [99.0]) < 1:
                     band = "within 1 m of a person the truth leaves out (not detectable)"
@@ -158,7 +158,8 @@ def single_camera_far(scene, run, out):
                 out[f"1 camera, >= 1 m off: {what}"] += 1
 
 
-def idf1_cover(truth, hyp, frames, states, run, out):
+def idf1_cover(truth, hyp, frames, published, out):
+    """`published`: (cycle, global_id) -> the published track."""
     gids = sorted({i for f in frames for i, _, _ in truth.get(f, [])})
     hids = sorted({i for f in frames for i, _, _ in hyp.get(f, [])})
     if not gids or not hids:
@@ -175,14 +176,10 @@ def idf1_cover(truth, hyp, frames, states, run, out):
     own = {gids[a]: hids[b] for a, b in zip(r, c) if overlap[a, b] > 0}
     owner = {h: g for g, h in own.items()}
     span = {}
-    for (f, h) in states:
+    for (f, h) in published:
         a, b = span.get(h, (f, f))
         span[h] = (min(a, f), max(b, f))
-    pos = {}
-    for m in run["messages"]["spatial"]:
-        f = (m["ts_ns"] - run["t0_ns"]) // score.CYCLE_NS
-        for t in m["tracks"]:
-            pos[(f, t["global_id"])] = (t["x_m"], t["y_m"])
+    state = {k: t.get("state", "observed") for k, t in published.items()}
     for f in frames:
         hp = {h: (x, y) for h, x, y in hyp.get(f, [])}
         for g, gx, gy in truth.get(f, []):
@@ -195,12 +192,13 @@ def idf1_cover(truth, hyp, frames, states, run, out):
             if h is None or h not in span or f < span[h][0]:
                 mine = "not born yet"
             elif f > span[h][1]:
-                mine = f"ended, last published {states[(span[h][1], h)]}"
-            elif (f, h) not in states:
+                mine = f"ended, last published {state[(span[h][1], h)]}"
+            elif (f, h) not in published:
                 mine = "unpublished"
             else:
-                d = np.hypot(pos[(f, h)][0] - gx, pos[(f, h)][1] - gy)
-                mine = f"{states[(f, h)]} {'within' if d <= score.GATE_M else 'beyond'} 1 m"
+                t = published[(f, h)]
+                d = np.hypot(t["x_m"] - gx, t["y_m"] - gy)
+                mine = f"{state[(f, h)]} {'within' if d <= score.GATE_M else 'beyond'} 1 m"
             out[f"person-cycle: {what}; own id {mine}"] += 1
 
 
@@ -255,15 +253,16 @@ def main(argv=None):
             frames = score.cycle_frames(scene, run["t0_ns"])
             truth = score.floor_truth(scene, frames)
             hyp, _, _ = score.nvr_floor(run["messages"]["spatial"], run["t0_ns"])
-            states = {}
+            published = {}
             for m in run["messages"]["spatial"]:
                 f = (m["ts_ns"] - run["t0_ns"]) // score.CYCLE_NS
                 for t in m["tracks"]:
-                    states[(f, t["global_id"])] = t.get("state", "observed")
+                    published[(f, t["global_id"])] = t
+            states = {k: t.get("state", "observed") for k, t in published.items()}
             ev = events(truth, hyp, frames)
             switch_kinds(ev, out)
             fp_and_misses(ev, truth, hyp, states, out, scene)
-            idf1_cover(truth, hyp, frames, states, run, out)
+            idf1_cover(truth, hyp, frames, published, out)
             static_on_people(scene, run, truth, out)
             single_camera_far(scene, run, out)
         print(f"== {diff}, seeds {args.seeds} ({len(seeds)} scenes) ==")
