@@ -134,3 +134,58 @@ fn a_duplicate_pair_stays_marked_until_it_is_clearly_apart() {
         }
     }
 }
+
+#[test]
+fn a_merge_takes_the_view_of_the_camera_that_sees_the_person_now() {
+    // Camera `a` follows one person throughout. Camera `b` sees them first
+    // as track 5, loses them, and picks them up again as track 6 looking
+    // different (another part of its field, other light): too unlike its
+    // old view to continue the identity at once, so track 6 starts a new
+    // one, which coincides with the person and is merged. From then on
+    // the identity holds what `b` shows now: track 6 stays bound to it
+    // instead of being unbound for looking unlike `b`'s old view, starting
+    // yet another identity and being merged again, over and over.
+    let mut st = SpatialTracker::new(
+        "s",
+        SpatialParams::default(),
+        vec![cam("a", 0.0), cam("b", 0.0)],
+    );
+    let look_a = vec![1.0, 0.0, 0.0, 0.0];
+    let old_b = vec![0.0, 1.0, 0.0, 0.0];
+    let new_b = vec![0.6, 0.3, 0.74, 0.0];
+    let mut bound_to = Vec::new();
+    for i in 0..70u64 {
+        let ts = T0 + i * DT;
+        let x = 3.0 + 0.02 * i as f64;
+        st.ingest(&msg(
+            "a",
+            ts,
+            vec![track(1, 0.0, x, 3.0, Some(look_a.clone()))],
+        ))
+        .unwrap();
+        let on_b = match i {
+            0..15 => vec![track(5, 0.0, x, 3.5, Some(old_b.clone()))],
+            15..20 => vec![],
+            _ => vec![track(6, 0.0, x, 3.5, Some(new_b.clone()))],
+        };
+        st.ingest(&msg("b", ts, on_b)).unwrap();
+        let out = st.step(ts + 50_000_000);
+        let holder = out
+            .tracks
+            .tracks
+            .iter()
+            .find(|t| t.sources.iter().any(|s| s.camera == "b" && s.track_id == 6));
+        bound_to.push(holder.map(|t| t.global_id));
+    }
+    // Track 6 first gets an identity of its own (the old view refuses it).
+    assert!(
+        bound_to[20].is_some_and(|g| g != 1),
+        "track 6 at its start: {bound_to:?}"
+    );
+    // Merged within a few cycles, and bound to the person's identity for
+    // good from then on.
+    assert!(
+        bound_to[30..].iter().all(|g| *g == Some(1)),
+        "track 6 from cycle 30: {bound_to:?}"
+    );
+}
