@@ -455,6 +455,7 @@ pub fn aggregate_spatial(nodes: &[SpatialNodeStatus]) -> Value {
                 "evicted": sh.stats.evicted, "expired": sh.stats.expired, "cycles": sh.stats.cycles,
                 "merged": sh.stats.merged, "unbound_sources": sh.stats.unbound_sources,
                 "rebound_sources": sh.stats.rebound_sources,
+                "camera_agreement": sh.stats.camera_agreement,
                 "ingested": sh.ingested, "rejected": sh.rejected, "malformed": sh.malformed, "refused": sh.refused,
                 "last_error": sh.last_error,
             }));

@@ -115,6 +115,8 @@ def one_run(binary, src_frames, run_dir, args):
         meta = publish.session(
             nvr, f"nats://127.0.0.1:{nats_port}", src_frames, run_dir, tolerate_skips=args.tolerate_skips, log=log
         )
+        # The shards' counters at the end (camera pair agreement among them).
+        meta["spatial_stats"] = nvr.get("/api/v1/spatial/stats")
     except nvrproc.NvrError:
         nvr.stop()
         shutil.rmtree(store, ignore_errors=True)

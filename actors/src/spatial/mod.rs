@@ -10,7 +10,7 @@ pub mod homography;
 mod tracker;
 
 pub use homography::{CalibError, Homography};
-pub use tracker::{IngestError, SpatialStats, SpatialTracker, StepOutput};
+pub use tracker::{CameraAgreement, IngestError, SpatialStats, SpatialTracker, StepOutput};
 
 /// One calibrated camera of a shard (the default, an uncalibrated
 /// placeholder, only stands in while a checkpoint is restored).

@@ -7,6 +7,7 @@ use std::collections::{BTreeMap, BTreeSet};
 
 use nvr_subjects::{event_kind, Event};
 
+use super::agreement;
 use super::grid::{dist, find, TwoGrids};
 use super::{CamState, CamView, Global, Source, SourceKey, SpatialTracker, NO_EDGE};
 
@@ -38,6 +39,43 @@ impl SpatialTracker {
             .collect()
     }
 
+    /// The gate for camera `cam` joining identity `g`, seen now by other
+    /// cameras: the widest of those cameras' learned agreement with `cam`
+    /// (`overlap_gate_m` for a pair still learning, or when no camera sees
+    /// it now).
+    pub(super) fn overlap_gate(&self, cam: usize, g: &Global) -> f64 {
+        g.sources
+            .iter()
+            .filter(|k| k.0 != cam && self.sources.get(k).is_some_and(|s| s.observed))
+            .map(|k| self.pair_gate(cam, k.0))
+            .reduce(f64::max)
+            .unwrap_or(self.params.overlap_gate_m)
+    }
+
+    /// The join gate of cameras `a` and `b`: from how closely they agree,
+    /// between half of `overlap_gate_m` and `gate_m`, once learned.
+    fn pair_gate(&self, a: usize, b: usize) -> f64 {
+        let fallback = self.params.overlap_gate_m;
+        self.agreement
+            .get(&agreement::pair(a, b))
+            .map_or(fallback, |p| {
+                p.gate(fallback, 0.5 * fallback, self.params.gate_m.max(fallback))
+            })
+    }
+
+    /// Every camera pair's learned agreement, for the stats.
+    pub(super) fn camera_agreement(&self) -> Vec<super::CameraAgreement> {
+        self.agreement
+            .iter()
+            .map(|((a, b), p)| super::CameraAgreement {
+                cameras: [self.cams[*a].geom.id.clone(), self.cams[*b].geom.id.clone()],
+                p90_m: p.quantile_m().unwrap_or(0.0),
+                samples: p.samples(),
+                gate_m: self.pair_gate(*a, *b),
+            })
+            .collect()
+    }
+
     /// Association cost of source `k` (whose state is `s`) to identity
     /// `gid`, or `None` when gated out. The flag says the refusal was on
     /// appearance alone.
@@ -64,10 +102,11 @@ impl SpatialTracker {
             d = d.min(dist(g.obs_pos, p));
         }
         // Seen by another camera right now: two calibrated views of one
-        // person agree closely, so the gate is the tighter `overlap_gate_m`.
+        // person agree closely, so the gate is the tighter one of how
+        // closely these cameras agree (`overlap_gate_m` until learned).
         let co_observed = gap_ns <= self.params.matching_interval_ms.max(1) * 1_000_000;
         if co_observed {
-            radius = radius.min(self.params.overlap_gate_m);
+            radius = radius.min(self.overlap_gate(k.0, g));
         }
         if d > radius || g.label != s.label || self.has_live_source_on(g, k.0) {
             return (None, false);

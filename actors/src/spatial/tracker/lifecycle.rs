@@ -236,6 +236,7 @@ impl SpatialTracker {
             updated,
             stats,
             params,
+            agreement,
             ..
         } = self;
         // The observations with a position, in key order, each looked up
@@ -316,6 +317,18 @@ impl SpatialTracker {
         g.score = score;
         if !learn {
             return;
+        }
+        // Two cameras' views of this identity in this cycle: how closely
+        // that camera pair agrees.
+        for (i, (ka, _, pa)) in obs.iter().enumerate() {
+            for (kb, _, pb) in &obs[i + 1..] {
+                if ka.0 != kb.0 {
+                    agreement
+                        .entry(super::agreement::pair(ka.0, kb.0))
+                        .or_default()
+                        .sample(dist(*pa, *pb));
+                }
+            }
         }
         // Each camera's own view: learns faster (a person's look changes
         // across one camera's field), and once settled only from

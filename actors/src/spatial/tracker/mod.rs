@@ -12,6 +12,9 @@
 //! group member hidden behind another) is carried along at the same offset
 //! until it is seen again or `companion_max_s` has passed.
 
+mod agreement;
+#[cfg(test)]
+mod agreement_tests;
 mod appearance;
 mod association;
 #[cfg(test)]
@@ -125,6 +128,25 @@ pub struct SpatialStats {
     pub merged: u64,
     /// Matching cycles run.
     pub cycles: u64,
+    /// How closely each camera pair's views of one person agree on the
+    /// floor (a calibration check), and the join gate that follows.
+    #[serde(default)]
+    pub camera_agreement: Vec<CameraAgreement>,
+}
+
+/// One camera pair's agreement on where the people both see stand.
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+pub struct CameraAgreement {
+    /// The two cameras.
+    pub cameras: [String; 2],
+    /// 90% of their simultaneous views of one identity are at most this
+    /// far apart (metres; running estimate).
+    pub p90_m: f64,
+    /// Views compared so far.
+    pub samples: u32,
+    /// Gate (metres) within which one camera's new track joins an identity
+    /// the other sees right now.
+    pub gate_m: f64,
 }
 
 type SourceKey = (usize, u64);
@@ -297,6 +319,11 @@ pub struct SpatialTracker {
     /// Marking again from these at the same time gives the same marks, so
     /// [`Self::tracks`] repeats what the step published.
     duplicates: BTreeMap<u64, u64>,
+    /// How closely each camera pair's simultaneous views of one person
+    /// agree on the floor: the gate for joining an identity the other
+    /// camera sees right now.
+    #[serde(default)]
+    agreement: BTreeMap<(usize, usize), agreement::PairAgreement>,
 }
 
 const GRID_CELL_M: f64 = 2.0;
@@ -383,6 +410,7 @@ impl SpatialTracker {
             impostors: appearance::Impostors::default(),
             static_spots: Vec::new(),
             duplicates: BTreeMap::new(),
+            agreement: BTreeMap::new(),
         }
     }
 
@@ -620,6 +648,7 @@ impl SpatialTracker {
             - self.stats.active_tracks
             - self.stats.static_tracks
             - self.stats.duplicate_tracks;
+        self.stats.camera_agreement = self.camera_agreement();
         self.stats.last_step_ms = started.elapsed().as_secs_f64() * 1e3;
         StepOutput { tracks, events }
     }
