@@ -34,6 +34,10 @@ pub(super) struct PairAgreement {
     hist: Vec<f32>,
     /// Samples taken (saturating).
     samples: u32,
+    /// `QUANTILE` of the histogram (metres; the upper edge of its bin),
+    /// kept with it: the association reads it for every candidate.
+    #[serde(default)]
+    quantile_m: Option<f64>,
 }
 
 impl PairAgreement {
@@ -51,23 +55,13 @@ impl PairAgreement {
         let bin = ((d / BIN_M) as usize).min(BINS - 1);
         self.hist[bin] += 1.0;
         self.samples = self.samples.saturating_add(1);
+        self.quantile_m = quantile(&self.hist);
     }
 
     /// `QUANTILE` of the distances (metres; the upper edge of its bin), if
     /// any were taken.
     pub(super) fn quantile_m(&self) -> Option<f64> {
-        let total: f64 = self.hist.iter().map(|x| f64::from(*x)).sum();
-        if total <= 0.0 {
-            return None;
-        }
-        let mut acc = 0.0;
-        for (i, x) in self.hist.iter().enumerate() {
-            acc += f64::from(*x);
-            if acc >= QUANTILE * total {
-                return Some((i + 1) as f64 * BIN_M);
-            }
-        }
-        Some(BINS as f64 * BIN_M)
+        self.quantile_m
     }
 
     /// Samples taken.
@@ -83,6 +77,23 @@ impl PairAgreement {
             _ => fallback,
         }
     }
+}
+
+/// `QUANTILE` of histogram `hist` (the upper edge of its bin), if it holds
+/// anything.
+fn quantile(hist: &[f32]) -> Option<f64> {
+    let total: f64 = hist.iter().map(|x| f64::from(*x)).sum();
+    if total <= 0.0 {
+        return None;
+    }
+    let mut acc = 0.0;
+    for (i, x) in hist.iter().enumerate() {
+        acc += f64::from(*x);
+        if acc >= QUANTILE * total {
+            return Some((i + 1) as f64 * BIN_M);
+        }
+    }
+    Some(BINS as f64 * BIN_M)
 }
 
 /// The key of a camera pair (lower index first).

@@ -597,11 +597,10 @@ impl SpatialTracker {
                 // like there now: `a`'s older view of that camera (another
                 // part of its field, another light) would unbind the very
                 // camera track the merge just joined.
-                let current = live.contains(&vb.cam)
-                    && gb
-                        .sources
-                        .range((vb.cam, 0)..=(vb.cam, u64::MAX))
-                        .any(|k| self.sources.get(k).is_some_and(|s| s.observed));
+                let current = gb
+                    .sources
+                    .range((vb.cam, 0)..=(vb.cam, u64::MAX))
+                    .any(|k| self.sources.get(k).is_some_and(|s| s.observed));
                 let va = ga.view_mut(vb.cam);
                 va.obs += vb.obs;
                 if va.emb.is_none() || (current && vb.emb.is_some()) {
