@@ -462,6 +462,12 @@ pub struct TrackingConfig {
     /// match (a lower one is another person: no identity swap on box
     /// overlap alone); 0 turns it off.
     pub appearance_gate: f32,
+    /// A detection that overlaps the predicted box of a track which missed
+    /// its latest update(s) less than this (IoU) may be someone else ...
+    pub weak_overlap_iou: f32,
+    /// ... and such a match needs at least this appearance similarity; 0 =
+    /// only `appearance_gate`.
+    pub weak_overlap_gate: f32,
     /// Least appearance similarity for a track that missed a frame to take
     /// back a detection that no longer overlaps it (after an occlusion);
     /// above 1 turns it off.
@@ -488,6 +494,8 @@ impl Default for TrackingConfig {
             max_lost_ms: p.max_lost_ms,
             embedding_momentum: p.embedding_momentum,
             appearance_gate: p.appearance_gate,
+            weak_overlap_iou: p.weak_overlap_iou,
+            weak_overlap_gate: p.weak_overlap_gate,
             reid_similarity: p.reid_similarity,
             reid_speed: p.reid_speed,
         }
@@ -509,6 +517,8 @@ impl TrackingConfig {
             max_lost_ms: self.max_lost_ms,
             embedding_momentum: self.embedding_momentum,
             appearance_gate: self.appearance_gate,
+            weak_overlap_iou: self.weak_overlap_iou,
+            weak_overlap_gate: self.weak_overlap_gate,
             reid_similarity: self.reid_similarity,
             reid_speed: self.reid_speed,
             ..Default::default()

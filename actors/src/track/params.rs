@@ -58,6 +58,20 @@ pub struct TrackerParams {
     /// not below 0.5 with the colour descriptor. 0 or below turns the gate
     /// off.
     pub appearance_gate: f32,
+    /// A track that missed its latest update(s) may have lost its person
+    /// (hidden, or gone); a detection that overlaps its predicted box less
+    /// than this (IoU) may be someone else who appeared near where that
+    /// person was predicted. Such a match needs `weak_overlap_gate`.
+    pub weak_overlap_iou: f32,
+    /// Least cosine similarity for a track that missed its latest
+    /// update(s) to take a detection overlapping its prediction less than
+    /// `weak_overlap_iou`. A track matched in every update keeps its
+    /// person down to `appearance_gate` (an occluder entering the box drops
+    /// the colour descriptor for a frame or two, and the box with it); one
+    /// that lost its person and finds someone only half where it was
+    /// predicted must also find them alike. 0 or below: `appearance_gate`
+    /// for every match.
+    pub weak_overlap_gate: f32,
     /// Smoothing factor of the track embedding: `e = a * e + (1 - a) * d`, then
     /// L2-normalised. The default 0 keeps the latest detection's: the spatial
     /// tracker keeps its own long-term appearance per identity and needs to
@@ -107,6 +121,8 @@ impl Default for TrackerParams {
             fuse_score: true,
             appearance_weight: 0.3,
             appearance_gate: 0.4,
+            weak_overlap_iou: 0.5,
+            weak_overlap_gate: 0.75,
             embedding_momentum: 0.0,
             reid_similarity: 0.8,
             reid_speed: 1.0,
@@ -158,6 +174,8 @@ impl TrackerParams {
             }
             "appearance_weight" => self.appearance_weight = f(key, value)?,
             "appearance_gate" => self.appearance_gate = f(key, value)?,
+            "weak_overlap_iou" => self.weak_overlap_iou = f(key, value)?,
+            "weak_overlap_gate" => self.weak_overlap_gate = f(key, value)?,
             "embedding_momentum" => self.embedding_momentum = f(key, value)?,
             "reid_similarity" => self.reid_similarity = f(key, value)?,
             "reid_speed" => self.reid_speed = f(key, value)?,

@@ -555,7 +555,14 @@ impl Tracker {
                 }
                 if let (Some(te), Some(de)) = (&t.embedding, &d.embedding) {
                     if let Some(cs) = cosine(te, de) {
-                        if cs < p.appearance_gate {
+                        // A track that lost its person, half overlapping
+                        // someone near where it was predicted.
+                        let least = if t.misses > 0 && o < p.weak_overlap_iou {
+                            p.appearance_gate.max(p.weak_overlap_gate)
+                        } else {
+                            p.appearance_gate
+                        };
+                        if cs < least {
                             continue;
                         }
                         v += p.appearance_weight as f64 * (1.0 - cs as f64);

@@ -178,6 +178,74 @@ fn a_track_does_not_take_over_someone_who_looks_different() {
     }
 }
 
+/// A track that missed a frame and then finds a detection only half over
+/// its predicted box takes it only when it looks alike (above
+/// `weak_overlap_gate`): otherwise it is more likely someone else who
+/// appeared near where its person vanished, and starts a track of their
+/// own. A track matched in every frame keeps a half-overlapping detection
+/// down to `appearance_gate` (its person, changed by an occluder), and so
+/// does one that missed a frame when the detection overlaps it well.
+#[test]
+fn a_track_that_lost_its_person_takes_a_half_overlapping_newcomer_only_when_alike() {
+    // Returns the track id before and the confirmed id after.
+    let run = |params: TrackerParams, missed: bool, shift: f32, back: Vec<f32>| -> (u64, u64) {
+        let mut tr = Tracker::new(params);
+        let person = |cx: f32, e: Vec<f32>| {
+            let mut d = det("person", 0.9, cx, 0.5, 0.05, 0.15);
+            d.embedding = Some(e);
+            d
+        };
+        let mut before = 0;
+        let mut f = 0u64;
+        for _ in 0..5 {
+            let o = tr.update(T0 + f * FRAME, &[person(0.3, vec![1.0, 0.0, 0.0])]);
+            before = o.tracks.first().map_or(0, |t| t.track_id);
+            f += 1;
+        }
+        if missed {
+            tr.update(T0 + f * FRAME, &[]);
+            f += 1;
+        }
+        let mut after = 0;
+        for _ in 0..2 {
+            let o = tr.update(T0 + f * FRAME, &[person(0.3 + shift, back.clone())]);
+            after = confirmed_ids(&o).first().copied().unwrap_or(0);
+            f += 1;
+        }
+        (before, after)
+    };
+    // IoU of two 0.05-wide boxes 0.02 apart: 0.03 / 0.07, about 0.43.
+    let half = 0.02;
+    let unlike = vec![0.6, 0.8, 0.0];
+    let p = TrackerParams::default;
+    let (a, b) = run(p(), true, half, unlike.clone());
+    assert!(
+        a != 0 && b != 0 && a != b,
+        "missed, half over, cosine 0.6: {a} took over as {b}"
+    );
+    let (a, b) = run(p(), true, half, vec![0.9, 0.436, 0.0]);
+    assert!(
+        a != 0 && a == b,
+        "missed, half over, cosine 0.9: {a} then {b}"
+    );
+    let (a, b) = run(p(), false, half, unlike.clone());
+    assert!(
+        a != 0 && a == b,
+        "matched every frame, half over, cosine 0.6: {a} then {b}"
+    );
+    let (a, b) = run(p(), true, 0.0, unlike.clone());
+    assert!(
+        a != 0 && a == b,
+        "missed, well over, cosine 0.6: {a} then {b}"
+    );
+    let off = TrackerParams {
+        weak_overlap_gate: 0.0,
+        ..p()
+    };
+    let (a, b) = run(off, true, half, unlike);
+    assert!(a != 0 && a == b, "stage off: {a} then {b}");
+}
+
 /// A person hidden for a second who reappears beside where they vanished
 /// (no overlap with the last box) gets their track back on appearance;
 /// someone who looks different there, or with the stage off, does not.
