@@ -18,7 +18,8 @@ One session (:func:`session`):
    skipped, refused or in error (unless told to tolerate it);
 4. after the last frame, waits until every camera's ``CameraTracks`` and
    every shard's ``SpatialTracks`` have reached the last frame, then a
-   short quiet period.
+   short quiet period (the cycles a shard runs past the last frame once its
+   input stopped, to let identities expire, do not break it).
 
 The collected messages are written as a MessagePack stream of
 ``[subject, recv_ns, payload]`` so the metrics can be recomputed offline.
@@ -161,6 +162,16 @@ async def _session(nvr, nats_url, frames, period_ns, out_dir, tolerate_skips, lo
     return meta
 
 
+def _input_driven(received, last_ts_ns):
+    """Messages received, less spatial cycles after the last frame's time."""
+    n = 0
+    for subj, _, payload in received:
+        if subj.startswith("nvr.spatial.") and msgpack.unpackb(payload).get("ts_ns", 0) > last_ts_ns:
+            continue
+        n += 1
+    return n
+
+
 async def _drain(nvr, received, last, cams, log, timeout_s=45.0, quiet_s=3.0):
     """Waits until tracks of the last frame and spatial cycles at or after it arrived."""
     deadline = time.monotonic() + timeout_s
@@ -178,9 +189,11 @@ async def _drain(nvr, received, last, cams, log, timeout_s=45.0, quiet_s=3.0):
         if need_tracks <= tracks_done and len(shard_ts) >= 2 and all(
             t >= last["ts_ns"] for t in shard_ts.values()
         ):
-            n = len(received)
+            # Quiet: nothing new but the cycles a shard runs past the last
+            # frame once its input stopped (its clock carried forward).
+            n = _input_driven(received, last["ts_ns"])
             await asyncio.sleep(quiet_s)
-            if len(received) == n or time.monotonic() > deadline:
+            if _input_driven(received, last["ts_ns"]) == n or time.monotonic() > deadline:
                 return
             continue
         if not nvr.alive():

@@ -84,7 +84,9 @@ def summarise(setup, runs):
     keys = sorted({k for f in fps for k in f})
     det = {k: len({f.get(k) for f in fps}) == 1 for k in keys}
     return {
-        "reference": "the `full` camera's confirmed person tracks from nvr's own per-camera ByteTrack on the full frame; NOT hand-labelled ground truth",
+        "reference": "the `full` camera's confirmed person tracks from nvr's own per-camera ByteTrack on the full frame"
+        + (f" of the earlier run {setup['reference_from']}" if setup.get("reference_from") else "")
+        + "; NOT hand-labelled ground truth",
         "setup": setup,
         "table": table,
         "identical_outputs": det,

@@ -4,7 +4,8 @@ Usage::
 
     data/pyenv/bin/python bench/real_footage/run.py --nvr target/release/nvr --out DIR \\
         [--frames N] [--runs 3] [--video data/samples/vtest.avi] \\
-        [--results bench/results] [--max-frame-age-ms 2000] [--analyse-only]
+        [--results bench/results] [--max-frame-age-ms 2000] [--analyse-only] \\
+        [--reference-from RUN_DIR]
 
 The sample video is decoded at 5 fps and cut into two overlapping views
 (``left`` x in [0,480), ``right`` x in [288,768)) plus the full frame
@@ -22,6 +23,13 @@ Output: ``DIR/run<k>/`` (config, nvr log, collected messages ``bus.msgpack``,
 also written to ``--results`` (default ``bench/results``; there the JSON keeps
 the per-item details of run 1 only). ``--analyse-only``
 re-scores the runs already in DIR without starting nvr.
+
+The reference comes from nvr's own camera tracker, so a run with other
+``tracking.*`` settings also changes its reference. ``--reference-from
+RUN_DIR`` (a ``run<k>`` directory of an earlier run, e.g. one at the
+defaults) scores these runs against that run's ``full`` camera tracks
+instead: the same input gives the same frames, so a tracker variant is
+compared with the default on one reference.
 
 nvr inherits this environment, so configuration variables change what is
 measured: ``DETECTION_REID_MODEL=mobilenetv2_reid`` runs the detector with
@@ -136,10 +144,23 @@ def one_run(binary, src_frames, run_dir, args):
     return meta
 
 
-def score_run(run_dir):
-    """Metrics and diagnosis of the run saved in ``run_dir``."""
+def load_run(run_dir):
+    """The messages of the run saved in ``run_dir``, parsed."""
     meta = json.loads((run_dir / "meta.json").read_text())
-    run = metrics.Run(publish.load_bus(run_dir / "bus.msgpack"), meta)
+    return metrics.Run(publish.load_bus(run_dir / "bus.msgpack"), meta)
+
+
+def score_run(run_dir, reference=None):
+    """Metrics and diagnosis of the run saved in ``run_dir``; ``reference``:
+    a run whose ``full`` camera tracks are the reference instead."""
+    run = load_run(run_dir)
+    meta = run.meta
+    if reference is not None:
+        if len(reference.frames) != len(run.frames):
+            raise nvrproc.NvrError(
+                f"--reference-from: {len(reference.frames)} frames there, {len(run.frames)} here (not the same input)"
+            )
+        run.tracks[metrics.REFERENCE] = reference.tracks[metrics.REFERENCE]
     m = metrics.compute(run)
     d = diagnose.diagnose(run, m)
     out = metrics.public(m)
@@ -177,7 +198,12 @@ def fingerprint(run):
             items.append([fi, [[t["track_id"], t["state"], [round(x, 3) for x in t["bbox"]]] for t in run.tracks[cam][fi]]])
         out[f"tracks.{cam}"] = digest(items)
     base = run.meta["base_ns"]
-    for shard, cycles in sorted(run.spatial.items()):
+    # Cycles up to the last frame: after the input ends a shard carries its
+    # clock forward by the wall clock so identities expire, and how many of
+    # those cycles the harness sees before it stops nvr is wall-clock timing.
+    end = run.frames[-1]["ts_ns"] if run.frames else base
+    for shard, all_cycles in sorted(run.spatial.items()):
+        cycles = [c for c in all_cycles if c[0] <= end]
         items = []
         for ts, tracks in cycles:
             items.append(
@@ -207,6 +233,7 @@ def main(argv=None):
     ap.add_argument("--tolerate-skips", action="store_true", help="do not fail when the detector skips frames")
     ap.add_argument("--set", action="append", default=[], metavar="KEY=VALUE", help="config override, e.g. spatial.tuning.camera_debias=false (repeatable)")
     ap.add_argument("--analyse-only", action="store_true", help="re-score the runs in --out, start nothing")
+    ap.add_argument("--reference-from", metavar="RUN_DIR", help="score against the full-frame camera tracks of this earlier run<k> directory")
     args = ap.parse_args(argv)
     out = Path(args.out).resolve()
     out.mkdir(parents=True, exist_ok=True)
@@ -255,10 +282,14 @@ def main(argv=None):
                 run_dirs.append(rd)
             setup["runs_wall_s"] = time.monotonic() - t0
             (out / "setup.json").write_text(json.dumps(setup, indent=1))
+        reference = None
+        if args.reference_from:
+            reference = load_run(Path(args.reference_from).resolve())
+            setup["reference_from"] = str(Path(args.reference_from).resolve())
         scored = []
         for rd in run_dirs:
             log(f"scoring {rd.name} ...")
-            scored.append(score_run(rd))
+            scored.append(score_run(rd, reference))
         summary = report.summarise(setup, scored)
         summary["runtime_s"] = time.monotonic() - t0
         text = report.markdown(summary)
