@@ -162,22 +162,16 @@ async def _session(nvr, nats_url, frames, period_ns, out_dir, tolerate_skips, lo
     return meta
 
 
-def _input_driven(received, last_ts_ns):
-    """Messages received, less spatial cycles after the last frame's time."""
-    n = 0
-    for subj, _, payload in received:
-        if subj.startswith("nvr.spatial.") and msgpack.unpackb(payload).get("ts_ns", 0) > last_ts_ns:
-            continue
-        n += 1
-    return n
-
-
 async def _drain(nvr, received, last, cams, log, timeout_s=45.0, quiet_s=3.0):
-    """Waits until tracks of the last frame and spatial cycles at or after it arrived."""
+    """Waits until tracks of the last frame and spatial cycles at or after it
+    arrived, then until nothing new arrives for ``quiet_s``: nothing but the
+    cycles a shard runs past the last frame once its input stopped (its
+    clock carried forward), which go on for as long as nvr runs."""
     deadline = time.monotonic() + timeout_s
     need_tracks = set(cams)
-    while time.monotonic() < deadline:
-        tracks_done, shard_ts = set(), {}
+    quiet_mark = None  # messages counted when the output last looked complete
+    while True:
+        tracks_done, shard_ts, counted = set(), {}, 0
         for subj, _, payload in received:
             if subj.startswith("nvr.tracks."):
                 m = msgpack.unpackb(payload)
@@ -186,16 +180,21 @@ async def _drain(nvr, received, last, cams, log, timeout_s=45.0, quiet_s=3.0):
             elif subj.startswith("nvr.spatial."):
                 m = msgpack.unpackb(payload)
                 shard_ts[m["shard"]] = max(shard_ts.get(m["shard"], 0), m["ts_ns"])
-        if need_tracks <= tracks_done and len(shard_ts) >= 2 and all(
+                if m["ts_ns"] > last["ts_ns"]:
+                    continue
+            counted += 1
+        complete = need_tracks <= tracks_done and len(shard_ts) >= 2 and all(
             t >= last["ts_ns"] for t in shard_ts.values()
-        ):
-            # Quiet: nothing new but the cycles a shard runs past the last
-            # frame once its input stopped (its clock carried forward).
-            n = _input_driven(received, last["ts_ns"])
-            await asyncio.sleep(quiet_s)
-            if _input_driven(received, last["ts_ns"]) == n or time.monotonic() > deadline:
+        )
+        if complete:
+            if counted == quiet_mark or time.monotonic() > deadline:
                 return
+            quiet_mark = counted
+            await asyncio.sleep(quiet_s)
             continue
+        quiet_mark = None
+        if time.monotonic() >= deadline:
+            break
         if not nvr.alive():
             nvr.fail("nvr exited before its output reached the last frame")
         await asyncio.sleep(0.5)
