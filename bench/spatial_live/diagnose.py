@@ -248,7 +248,7 @@ def main(argv=None):
         out = collections.Counter()
         seeds = run_eval.parse_seeds(args.seeds)
         for seed in seeds:
-            scene = sim.Scene(sim.difficulty(diff), seed, args.people, args.duration, with_embeddings=False)
+            scene = sim.Scene(sim.difficulty(diff), seed, args.people, args.duration)
             run = run_eval.saved_run(Path(args.work) / diff / f"s{seed}", "nvr")
             frames = score.cycle_frames(scene, run["t0_ns"])
             truth = score.floor_truth(scene, frames)
