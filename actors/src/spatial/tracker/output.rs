@@ -46,9 +46,12 @@ impl SpatialTracker {
                 }
                 continue;
             }
-            // A fixed false detection that flickers stays what it is.
+            // A fixed false detection that flickers stays what it is, for
+            // as long as a person missed there would coast: its detector
+            // misses are no person walking on.
             if let Some(g) = self.globals.get(&t.global_id) {
-                if t.last_seen_ns + 2 * interval > ts_ns && self.is_static(g, ts_ns) {
+                let recent = t.last_seen_ns + 2 * interval > ts_ns;
+                if (recent || coasting.contains_key(&t.global_id)) && self.is_static(g, ts_ns) {
                     t.state = SpatialState::Static;
                     continue;
                 }

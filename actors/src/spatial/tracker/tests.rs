@@ -804,6 +804,46 @@ fn a_fixed_false_detection_is_static_even_when_its_floor_position_jitters_and_wh
 }
 
 #[test]
+fn a_fixed_false_detection_stays_static_through_its_detector_misses() {
+    // Camera a alone sees a fixed box where camera b also looks; once it is
+    // static, its detector misses it for 0.8 s (the camera track is lost,
+    // not ended): a person missed that long would coast, the box does not.
+    let mut st = SpatialTracker::new(
+        "s",
+        SpatialParams::default(),
+        vec![cam("a", 0.0), cam("b", 8.0)],
+    );
+    let mut states = Vec::new();
+    for i in 0..150u64 {
+        let ts = T0 + i * DT;
+        let mut t = tall(1, 0.0, 10.0, 5.0);
+        let missed = (120..128).contains(&i);
+        if missed {
+            t.state = TrackState::Lost;
+        }
+        st.ingest(&msg("a", ts, vec![t])).unwrap();
+        st.ingest(&msg("b", ts, vec![])).unwrap();
+        let out = st.step(ts);
+        assert_eq!(out.tracks.tracks.len(), 1, "cycle {i}: one identity");
+        if i >= 115 {
+            states.push((i, out.tracks.tracks[0].state));
+        }
+    }
+    // Static, then (once a person missed there would no longer coast)
+    // lost, never published as a person on the floor.
+    assert!(
+        states
+            .iter()
+            .all(|(_, s)| matches!(s, SpatialState::Static | SpatialState::Lost)),
+        "{states:?}"
+    );
+    assert!(states
+        .iter()
+        .any(|(i, s)| *i > 120 && *s == SpatialState::Static));
+    assert_eq!(states.last().map(|s| s.1), Some(SpatialState::Static));
+}
+
+#[test]
 fn a_person_walking_where_only_one_camera_sees_them_is_never_static() {
     let mut st = SpatialTracker::new(
         "s",
