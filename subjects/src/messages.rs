@@ -210,7 +210,8 @@ pub enum SpatialState {
     /// Gone from view; kept only for re-identification. The position is
     /// where it was last seen, not where it is.
     Lost,
-    /// Seen now, but it has not moved since it appeared and only one camera
+    /// Seen now (or missed for no longer than a person there would be
+    /// `coasting`), but it has not moved since it appeared and only one camera
     /// has ever seen it although another one looks at that place
     /// (`spatial.tuning.static_after_s`, `static_m`): most
     /// likely a fixed false detection (a poster, a coat on a stand), not
