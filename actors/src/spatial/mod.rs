@@ -130,6 +130,12 @@ pub struct SpatialParams {
     pub static_after_s: f64,
     /// See `static_after_s`.
     pub static_m: f64,
+    /// An identity whose detections by the camera that sees it average at
+    /// least this score is a person standing still, never `static`: a
+    /// detector is sure of a person in plain view and unsure of what it
+    /// mistakes for one (a fixed false detection scores low and flickers).
+    /// Above 1 disables (every such identity may be `static`).
+    pub static_max_score: f64,
     /// Quantile of the similarity between different people (identities
     /// observed at the same time) that a handoff across a blind gap must
     /// exceed, on top of `min_handoff_similarity`: where the appearance model cannot tell people
@@ -184,6 +190,7 @@ impl Default for SpatialParams {
             impostor_quantile: 0.95,
             static_after_s: 10.0,
             static_m: 0.75,
+            static_max_score: 0.8,
             alpha: 0.7,
             beta: 0.3,
         }

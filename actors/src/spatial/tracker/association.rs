@@ -233,6 +233,7 @@ impl SpatialTracker {
                     .map(|e| CamView {
                         cam: k.0,
                         obs: 0,
+                        score_sum: 0.0,
                         emb: Some((e.clone(), 1)),
                     })
                     .collect(),

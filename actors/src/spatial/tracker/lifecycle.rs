@@ -302,7 +302,9 @@ impl SpatialTracker {
         g.obs_pos = g.pos;
         g.max_disp = g.max_disp.max(dist(g.pos, g.origin));
         for (k, src, _) in &obs {
-            g.view_mut(k.0).obs += 1;
+            let v = g.view_mut(k.0);
+            v.obs += 1;
+            v.score_sum += f64::from(src.score);
             if k.0 == g.img_origin.0 {
                 let (foot, _) = box_foot(&cams[k.0], src.bbox);
                 let d = dist(foot, g.img_origin.1) / g.img_origin.2;
@@ -603,6 +605,7 @@ impl SpatialTracker {
                     .any(|k| self.sources.get(k).is_some_and(|s| s.observed));
                 let va = ga.view_mut(vb.cam);
                 va.obs += vb.obs;
+                va.score_sum += vb.score_sum;
                 if va.emb.is_none() || (current && vb.emb.is_some()) {
                     va.emb = vb.emb;
                 }

@@ -203,6 +203,11 @@ struct CamView {
     /// only a few times (a passer-by's track bound to it briefly) does not
     /// make it a person (`static`).
     obs: u32,
+    /// Sum of the detection scores of those observations: a camera sure
+    /// of what it sees at a fixed place sees a person standing there, not
+    /// a fixed false detection (`static_max_score`).
+    #[serde(default)]
+    score_sum: f64,
     /// Its appearance as this camera sees it, and how many observations
     /// that holds: one camera's views of one person agree far more closely
     /// than two cameras' do, so a camera track that starts on a camera
@@ -272,6 +277,7 @@ impl Global {
                     CamView {
                         cam,
                         obs: 0,
+                        score_sum: 0.0,
                         emb: None,
                     },
                 );

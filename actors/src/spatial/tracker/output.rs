@@ -8,7 +8,7 @@ use nvr_subjects::{SpatialState, SpatialTrack, TrackSource};
 
 use super::grid::{dist, Grid};
 use super::{
-    Global, SpatialTracker, DUPLICATE_HOLD, OCCLUDER_M, SEEN_NOW_NS, STATIC_IMG_DISP,
+    CamView, Global, SpatialTracker, DUPLICATE_HOLD, OCCLUDER_M, SEEN_NOW_NS, STATIC_IMG_DISP,
     STATIC_MIN_OBS, STATIC_SPOT_TTL_NS, VIEW_MARGIN,
 };
 
@@ -191,7 +191,9 @@ impl SpatialTracker {
     /// Not moving: within `static_m` on the floor, or, on its camera's
     /// image, within [`STATIC_IMG_DISP`] box heights (far from a camera the
     /// floor position of a fixed box jitters by metres). Seen by: cameras
-    /// with at least [`STATIC_MIN_OBS`] observations of it.
+    /// with at least [`STATIC_MIN_OBS`] observations of it. A camera whose
+    /// detections of it average `static_max_score` or more sees a person
+    /// standing still, not a false detection.
     fn is_static(&self, g: &Global, ts_ns: u64) -> bool {
         let after = self.params.static_after_s;
         if after <= 0.0
@@ -202,13 +204,17 @@ impl SpatialTracker {
         if g.max_disp > self.params.static_m && g.img_disp > STATIC_IMG_DISP {
             return false;
         }
-        let seen_by: BTreeSet<usize> = g
-            .views
-            .iter()
-            .filter(|v| v.obs >= STATIC_MIN_OBS)
-            .map(|v| v.cam)
-            .collect();
-        seen_by.len() <= 1 && self.in_view_except(g.floor_idx, g.pos, &seen_by)
+        let seen: Vec<&CamView> = g.views.iter().filter(|v| v.obs >= STATIC_MIN_OBS).collect();
+        if seen.len() > 1 {
+            return false;
+        }
+        if let Some(v) = seen.first() {
+            if v.score_sum / f64::from(v.obs) >= self.params.static_max_score {
+                return false;
+            }
+        }
+        let seen_by: BTreeSet<usize> = seen.iter().map(|v| v.cam).collect();
+        self.in_view_except(g.floor_idx, g.pos, &seen_by)
     }
 
     /// Whether `g` appeared where an identity was `static` before (same

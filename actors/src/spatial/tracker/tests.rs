@@ -740,10 +740,12 @@ fn a_new_camera_track_is_compared_with_its_own_cameras_view() {
 }
 
 /// A tall box (300 px) whose bottom centre is floor point (x, y) of camera
-/// `ox`.
+/// `ox`, scored as a detector scores what it is unsure of (a fixed false
+/// detection).
 fn tall(id: u64, ox: f64, x: f64, y: f64) -> Track {
     let mut t = track(id, ox, x, y, None);
     t.bbox[1] = (((y * PX) - 300.0) / 720.0) as f32;
+    t.score = 0.65;
     t
 }
 
@@ -841,6 +843,43 @@ fn a_fixed_false_detection_stays_static_through_its_detector_misses() {
         .iter()
         .any(|(i, s)| *i > 120 && *s == SpatialState::Static));
     assert_eq!(states.last().map(|s| s.1), Some(SpatialState::Static));
+}
+
+#[test]
+fn a_person_standing_still_whom_the_detector_is_sure_of_is_never_static() {
+    // As a fixed false detection (one camera, where another also looks, not
+    // moving for 15 s), but detected with a person's confidence.
+    let mut st = SpatialTracker::new(
+        "s",
+        SpatialParams::default(),
+        vec![cam("a", 0.0), cam("b", 8.0)],
+    );
+    for i in 0..150u64 {
+        let ts = T0 + i * DT;
+        let mut t = tall(1, 0.0, 10.0, 5.0);
+        t.score = if i % 2 == 0 { 0.88 } else { 0.76 };
+        st.ingest(&msg("a", ts, vec![t])).unwrap();
+        st.ingest(&msg("b", ts, vec![])).unwrap();
+        let out = st.step(ts);
+        let states: Vec<SpatialState> = out.tracks.tracks.iter().map(|t| t.state).collect();
+        assert_eq!(states, vec![SpatialState::Observed], "cycle {i}");
+    }
+    // The same with the threshold above any score: static after 10 s.
+    let params = SpatialParams {
+        static_max_score: 1.01,
+        ..SpatialParams::default()
+    };
+    let mut st = SpatialTracker::new("s", params, vec![cam("a", 0.0), cam("b", 8.0)]);
+    let mut last = None;
+    for i in 0..150u64 {
+        let ts = T0 + i * DT;
+        let mut t = tall(1, 0.0, 10.0, 5.0);
+        t.score = 0.9;
+        st.ingest(&msg("a", ts, vec![t])).unwrap();
+        st.ingest(&msg("b", ts, vec![])).unwrap();
+        last = st.step(ts).tracks.tracks.first().map(|t| t.state);
+    }
+    assert_eq!(last, Some(SpatialState::Static));
 }
 
 #[test]
