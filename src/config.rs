@@ -616,6 +616,7 @@ fn check_tuning(t: &SpatialTuning) -> Result<(), ConfigError> {
         ("static_after_s", t.static_after_s),
         ("static_m", t.static_m),
         ("static_max_score", t.static_max_score),
+        ("static_max_detected", t.static_max_detected),
         ("overlap_gate_m", t.overlap_gate_m),
         ("companion_max_s", t.companion_max_s),
     ];

@@ -213,8 +213,10 @@ pub enum SpatialState {
     /// Seen now (or missed for no longer than a person there would be
     /// `coasting`), but it has not moved since it appeared and only one camera
     /// has ever seen it although another one looks at that place
-    /// (`spatial.tuning.static_after_s`, `static_m`), and that camera's
-    /// detections of it average less than `spatial.tuning.static_max_score`:
+    /// (`spatial.tuning.static_after_s`, `static_m`), and that camera is
+    /// unsure of it: its detections average less than
+    /// `spatial.tuning.static_max_score` and come in fewer than
+    /// `spatial.tuning.static_max_detected` of its frames:
     /// most likely a fixed false detection (a poster, a coat on a stand), not
     /// counted as a person on the floor.
     Static,

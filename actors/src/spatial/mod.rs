@@ -136,6 +136,11 @@ pub struct SpatialParams {
     /// mistakes for one (a fixed false detection scores low and flickers).
     /// Above 1 disables (every such identity may be `static`).
     pub static_max_score: f64,
+    /// An identity whose camera track (of the one camera that sees it) has
+    /// had a detection in at least this share of its frames, over 5 s or
+    /// more, is a person standing still, never `static`: a fixed false
+    /// detection flickers. Above 1 disables.
+    pub static_max_detected: f64,
     /// Quantile of the similarity between different people (identities
     /// observed at the same time) that a handoff across a blind gap must
     /// exceed, on top of `min_handoff_similarity`: where the appearance model cannot tell people
@@ -191,6 +196,7 @@ impl Default for SpatialParams {
             static_after_s: 10.0,
             static_m: 0.75,
             static_max_score: 0.8,
+            static_max_detected: 0.9,
             alpha: 0.7,
             beta: 0.3,
         }

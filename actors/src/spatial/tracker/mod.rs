@@ -183,6 +183,14 @@ struct Source {
     label: String,
     score: f32,
     hits: u32,
+    /// Messages of the camera that held this track since it was first
+    /// seen, and how many of them brought it a new detection (its `hits`
+    /// grew): a person in plain view is detected in nearly every frame, a
+    /// fixed false detection flickers (`static_max_detected`).
+    #[serde(default)]
+    frames: u32,
+    #[serde(default)]
+    detected_frames: u32,
     bound: Option<u64>,
     bad_cycles: u32,
     /// The identity this camera track was last unbound from for disagreeing
@@ -339,6 +347,9 @@ const MAX_SPEED_MPS: f64 = 3.0;
 /// An identity whose box has stayed within this many box heights of where
 /// it appeared counts as not moving (see `static_after_s`).
 const STATIC_IMG_DISP: f64 = 0.5;
+/// Frames of a camera track after which the share of them with a detection
+/// tells a person from a fixed false detection (`static_max_detected`).
+const STATIC_MIN_FRAMES: u32 = 25;
 /// Observations by which a camera counts as having seen an identity, for
 /// the `static` test.
 const STATIC_MIN_OBS: u32 = 5;
@@ -532,6 +543,8 @@ impl SpatialTracker {
                 label: t.label.clone(),
                 score: t.score,
                 hits: 0,
+                frames: 0,
+                detected_frames: 0,
                 bound: None,
                 bad_cycles: 0,
                 prev_bound: None,
@@ -539,6 +552,10 @@ impl SpatialTracker {
                 bbox: t.bbox,
             });
             src.bbox = t.bbox;
+            src.frames = src.frames.saturating_add(1);
+            if t.hits > src.hits {
+                src.detected_frames = src.detected_frames.saturating_add(1);
+            }
             src.hits = t.hits;
             src.label.clone_from(&t.label);
             src.observed = t.state != TrackState::Lost;

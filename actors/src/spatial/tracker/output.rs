@@ -9,7 +9,7 @@ use nvr_subjects::{SpatialState, SpatialTrack, TrackSource};
 use super::grid::{dist, Grid};
 use super::{
     CamView, Global, SpatialTracker, DUPLICATE_HOLD, OCCLUDER_M, SEEN_NOW_NS, STATIC_IMG_DISP,
-    STATIC_MIN_OBS, STATIC_SPOT_TTL_NS, VIEW_MARGIN,
+    STATIC_MIN_FRAMES, STATIC_MIN_OBS, STATIC_SPOT_TTL_NS, VIEW_MARGIN,
 };
 
 impl SpatialTracker {
@@ -193,7 +193,8 @@ impl SpatialTracker {
     /// floor position of a fixed box jitters by metres). Seen by: cameras
     /// with at least [`STATIC_MIN_OBS`] observations of it. A camera whose
     /// detections of it average `static_max_score` or more sees a person
-    /// standing still, not a false detection.
+    /// standing still, not a false detection; so does one whose camera
+    /// track has a detection in `static_max_detected` of its frames.
     fn is_static(&self, g: &Global, ts_ns: u64) -> bool {
         let after = self.params.static_after_s;
         if after <= 0.0
@@ -210,6 +211,19 @@ impl SpatialTracker {
         }
         if let Some(v) = seen.first() {
             if v.score_sum / f64::from(v.obs) >= self.params.static_max_score {
+                return false;
+            }
+            let steady = g
+                .sources
+                .iter()
+                .filter(|k| k.0 == v.cam)
+                .filter_map(|k| self.sources.get(k))
+                .any(|s| {
+                    s.frames >= STATIC_MIN_FRAMES
+                        && f64::from(s.detected_frames)
+                            >= self.params.static_max_detected * f64::from(s.frames)
+                });
+            if steady {
                 return false;
             }
         }

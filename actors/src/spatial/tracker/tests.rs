@@ -883,6 +883,36 @@ fn a_person_standing_still_whom_the_detector_is_sure_of_is_never_static() {
 }
 
 #[test]
+fn a_person_standing_still_detected_in_nearly_every_frame_is_never_static_a_flickering_box_is() {
+    // Both at a fixed place one camera alone sees, scored low; the camera
+    // tracker finds a detection for one in 19 of 20 frames, for the other
+    // in 7 of 10 (its `hits` grow only then).
+    let run = |detected: &dyn Fn(u64) -> bool| {
+        let mut st = SpatialTracker::new(
+            "s",
+            SpatialParams::default(),
+            vec![cam("a", 0.0), cam("b", 8.0)],
+        );
+        let mut hits = 0;
+        let mut last = None;
+        for i in 0..150u64 {
+            let ts = T0 + i * DT;
+            let mut t = tall(1, 0.0, 10.0, 5.0);
+            if detected(i) {
+                hits += 1;
+            }
+            t.hits = hits;
+            st.ingest(&msg("a", ts, vec![t])).unwrap();
+            st.ingest(&msg("b", ts, vec![])).unwrap();
+            last = st.step(ts).tracks.tracks.first().map(|t| t.state);
+        }
+        last
+    };
+    assert_eq!(run(&|i| i % 20 != 7), Some(SpatialState::Observed));
+    assert_eq!(run(&|i| i % 10 < 7), Some(SpatialState::Static));
+}
+
+#[test]
 fn a_person_walking_where_only_one_camera_sees_them_is_never_static() {
     let mut st = SpatialTracker::new(
         "s",
