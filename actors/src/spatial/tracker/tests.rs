@@ -845,71 +845,59 @@ fn a_fixed_false_detection_stays_static_through_its_detector_misses() {
     assert_eq!(states.last().map(|s| s.1), Some(SpatialState::Static));
 }
 
+/// The states published, cycle by cycle for 15 s, for box `box_at(i)` at
+/// floor (10, 5), which camera a alone sees although camera b looks there.
+fn standing_box_states(
+    params: SpatialParams,
+    box_at: &dyn Fn(u64) -> Track,
+) -> Vec<Vec<SpatialState>> {
+    let mut st = SpatialTracker::new("s", params, vec![cam("a", 0.0), cam("b", 8.0)]);
+    (0..150u64)
+        .map(|i| {
+            let ts = T0 + i * DT;
+            st.ingest(&msg("a", ts, vec![box_at(i)])).unwrap();
+            st.ingest(&msg("b", ts, vec![])).unwrap();
+            st.step(ts).tracks.tracks.iter().map(|t| t.state).collect()
+        })
+        .collect()
+}
+
 #[test]
 fn a_person_standing_still_whom_the_detector_is_sure_of_is_never_static() {
     // As a fixed false detection (one camera, where another also looks, not
     // moving for 15 s), but detected with a person's confidence.
-    let mut st = SpatialTracker::new(
-        "s",
-        SpatialParams::default(),
-        vec![cam("a", 0.0), cam("b", 8.0)],
-    );
-    for i in 0..150u64 {
-        let ts = T0 + i * DT;
+    let sure = |i: u64| {
         let mut t = tall(1, 0.0, 10.0, 5.0);
-        t.score = if i % 2 == 0 { 0.88 } else { 0.76 };
-        st.ingest(&msg("a", ts, vec![t])).unwrap();
-        st.ingest(&msg("b", ts, vec![])).unwrap();
-        let out = st.step(ts);
-        let states: Vec<SpatialState> = out.tracks.tracks.iter().map(|t| t.state).collect();
-        assert_eq!(states, vec![SpatialState::Observed], "cycle {i}");
+        t.score = if i.is_multiple_of(2) { 0.88 } else { 0.76 };
+        t
+    };
+    let states = standing_box_states(SpatialParams::default(), &sure);
+    for (i, s) in states.iter().enumerate() {
+        assert_eq!(s, &vec![SpatialState::Observed], "cycle {i}");
     }
     // The same with the threshold above any score: static after 10 s.
     let params = SpatialParams {
         static_max_score: 1.01,
         ..SpatialParams::default()
     };
-    let mut st = SpatialTracker::new("s", params, vec![cam("a", 0.0), cam("b", 8.0)]);
-    let mut last = None;
-    for i in 0..150u64 {
-        let ts = T0 + i * DT;
-        let mut t = tall(1, 0.0, 10.0, 5.0);
-        t.score = 0.9;
-        st.ingest(&msg("a", ts, vec![t])).unwrap();
-        st.ingest(&msg("b", ts, vec![])).unwrap();
-        last = st.step(ts).tracks.tracks.first().map(|t| t.state);
-    }
-    assert_eq!(last, Some(SpatialState::Static));
+    let states = standing_box_states(params, &sure);
+    assert_eq!(states.last(), Some(&vec![SpatialState::Static]));
 }
 
 #[test]
 fn a_person_standing_still_detected_in_nearly_every_frame_is_never_static_a_flickering_box_is() {
-    // Both at a fixed place one camera alone sees, scored low; the camera
-    // tracker finds a detection for one in 19 of 20 frames, for the other
-    // in 7 of 10 (its `hits` grow only then).
-    let run = |detected: &dyn Fn(u64) -> bool| {
-        let mut st = SpatialTracker::new(
-            "s",
-            SpatialParams::default(),
-            vec![cam("a", 0.0), cam("b", 8.0)],
-        );
-        let mut hits = 0;
-        let mut last = None;
-        for i in 0..150u64 {
-            let ts = T0 + i * DT;
+    // Both scored low; the camera tracker finds a detection for one in 19 of
+    // 20 frames, for the other in 7 of 10 (its `hits` grow only then).
+    let run = |detected: fn(u64) -> bool| {
+        let states = standing_box_states(SpatialParams::default(), &|i| {
             let mut t = tall(1, 0.0, 10.0, 5.0);
-            if detected(i) {
-                hits += 1;
-            }
-            t.hits = hits;
-            st.ingest(&msg("a", ts, vec![t])).unwrap();
-            st.ingest(&msg("b", ts, vec![])).unwrap();
-            last = st.step(ts).tracks.tracks.first().map(|t| t.state);
-        }
-        last
+            t.hits = (0..=i).filter(|k| detected(*k)).count() as u32;
+            t
+        });
+        states.last().cloned()
     };
-    assert_eq!(run(&|i| i % 20 != 7), Some(SpatialState::Observed));
-    assert_eq!(run(&|i| i % 10 < 7), Some(SpatialState::Static));
+    assert_eq!(run(|i| i % 20 != 7), Some(vec![SpatialState::Observed]));
+    assert_eq!(run(|i| i % 10 < 7), Some(vec![SpatialState::Static]));
 }
 
 #[test]
