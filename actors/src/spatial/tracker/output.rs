@@ -191,10 +191,9 @@ impl SpatialTracker {
     /// Not moving: within `static_m` on the floor, or, on its camera's
     /// image, within [`STATIC_IMG_DISP`] box heights (far from a camera the
     /// floor position of a fixed box jitters by metres). Seen by: cameras
-    /// with at least [`STATIC_MIN_OBS`] observations of it. A camera whose
-    /// detections of it average `static_max_score` or more sees a person
-    /// standing still, not a false detection; so does one whose camera
-    /// track has a detection in `static_max_detected` of its frames.
+    /// with at least [`STATIC_MIN_OBS`] observations of it. A camera
+    /// [sure of it](Self::sure_of) sees a person standing still, not a
+    /// false detection.
     fn is_static(&self, g: &Global, ts_ns: u64) -> bool {
         let after = self.params.static_after_s;
         if after <= 0.0
@@ -205,30 +204,32 @@ impl SpatialTracker {
         if g.max_disp > self.params.static_m && g.img_disp > STATIC_IMG_DISP {
             return false;
         }
-        let seen: Vec<&CamView> = g.views.iter().filter(|v| v.obs >= STATIC_MIN_OBS).collect();
-        if seen.len() > 1 {
+        let mut seen = g.views.iter().filter(|v| v.obs >= STATIC_MIN_OBS);
+        let only = seen.next();
+        if seen.next().is_some() || only.is_some_and(|v| self.sure_of(g, v)) {
             return false;
         }
-        if let Some(v) = seen.first() {
-            if v.score_sum / f64::from(v.obs) >= self.params.static_max_score {
-                return false;
-            }
-            let steady = g
-                .sources
-                .iter()
-                .filter(|k| k.0 == v.cam)
-                .filter_map(|k| self.sources.get(k))
-                .any(|s| {
-                    s.frames >= STATIC_MIN_FRAMES
-                        && f64::from(s.detected_frames)
-                            >= self.params.static_max_detected * f64::from(s.frames)
-                });
-            if steady {
-                return false;
-            }
-        }
-        let seen_by: BTreeSet<usize> = seen.iter().map(|v| v.cam).collect();
+        let seen_by: BTreeSet<usize> = only.map(|v| v.cam).into_iter().collect();
         self.in_view_except(g.floor_idx, g.pos, &seen_by)
+    }
+
+    /// Whether camera view `v` of identity `g` is sure it sees a person:
+    /// its detections average `static_max_score` or more, or one of its
+    /// camera tracks has had a detection in `static_max_detected` of its
+    /// frames (over [`STATIC_MIN_FRAMES`] or more).
+    fn sure_of(&self, g: &Global, v: &CamView) -> bool {
+        if v.score_sum / f64::from(v.obs) >= self.params.static_max_score {
+            return true;
+        }
+        g.sources
+            .iter()
+            .filter(|k| k.0 == v.cam)
+            .filter_map(|k| self.sources.get(k))
+            .any(|s| {
+                s.frames >= STATIC_MIN_FRAMES
+                    && f64::from(s.detected_frames)
+                        >= self.params.static_max_detected * f64::from(s.frames)
+            })
     }
 
     /// Whether `g` appeared where an identity was `static` before (same
