@@ -347,6 +347,17 @@ const MAX_SPEED_MPS: f64 = 3.0;
 /// An identity whose box has stayed within this many box heights of where
 /// it appeared counts as not moving (see `static_after_s`).
 const STATIC_IMG_DISP: f64 = 0.5;
+/// A camera track's score as the tracker keeps it: within 0..1, 0 when it
+/// is not a number (one bad message must not spoil an identity's running
+/// score sum).
+fn detection_score(s: f32) -> f32 {
+    if s.is_finite() {
+        s.clamp(0.0, 1.0)
+    } else {
+        0.0
+    }
+}
+
 /// Frames of a camera track after which the share of them with a detection
 /// tells a person from a fixed false detection (`static_max_detected`).
 const STATIC_MIN_FRAMES: u32 = 25;
@@ -541,7 +552,7 @@ impl SpatialTracker {
                 observed: false,
                 emb: None,
                 label: t.label.clone(),
-                score: t.score,
+                score: detection_score(t.score),
                 hits: 0,
                 frames: 0,
                 detected_frames: 0,
@@ -581,7 +592,7 @@ impl SpatialTracker {
                 src.pos = Some(p);
                 src.obs_ts = msg.ts_ns;
                 src.fresh = true;
-                src.score = t.score;
+                src.score = detection_score(t.score);
             }
         }
         match first_err {

@@ -885,6 +885,21 @@ fn a_person_standing_still_whom_the_detector_is_sure_of_is_never_static() {
 }
 
 #[test]
+fn a_score_that_is_not_a_number_or_out_of_range_does_not_spoil_an_identitys_scores() {
+    let sure = |i: u64| {
+        let mut t = tall(1, 0.0, 10.0, 5.0);
+        t.score = match i {
+            40 => f32::NAN,
+            41 => 7.0,
+            _ => 0.9,
+        };
+        t
+    };
+    let states = standing_box_states(SpatialParams::default(), &sure);
+    assert_eq!(states.last(), Some(&vec![SpatialState::Observed]));
+}
+
+#[test]
 fn a_person_standing_still_detected_in_nearly_every_frame_is_never_static_a_flickering_box_is() {
     // Both scored low; the camera tracker finds a detection for one in 19 of
     // 20 frames, for the other in 7 of 10 (its `hits` grow only then).
