@@ -10,7 +10,9 @@
 //! tracker that moved a track onto another person (the other camera still
 //! sees both apart) and a camera track that joined the wrong one of two
 //! people walking together; geometry agreed by two views decides, not
-//! appearance.
+//! appearance. Two such pairs whose tracks are bound crosswise (one
+//! camera's tracker swapped two people passing each other) are swapped
+//! back at once.
 
 use std::collections::BTreeMap;
 
@@ -182,28 +184,16 @@ impl SpatialTracker {
             };
             let a_has_b_cam = self.holds_camera(a_g, b.0, pb);
             let b_has_a_cam = self.holds_camera(b_g, a.0, pa);
-            // Before `merge_cycles`, only a move that the other camera
-            // confirms: it sees the moving track's identity this cycle
-            // somewhere else (two cameras agree on where each identity is).
-            if !settled {
-                let confirmed = match (a_has_b_cam, b_has_a_cam) {
-                    (true, false) => self.sees_now(a_g, b.0),
-                    (false, true) => self.sees_now(b_g, a.0),
-                    _ => false,
-                };
-                if !confirmed {
-                    continue;
-                }
-            }
             let (moved, from, to) = match (a_has_b_cam, b_has_a_cam) {
                 // `ga` sees camera b elsewhere, `gb` is free on camera a.
                 (true, false) => (a, ga, gb),
                 (false, true) => (b, gb, ga),
                 (false, false) => {
                     // Both free: one person, two identities. The older
-                    // one stays, unless a third camera sees both.
+                    // one stays, unless a third camera sees both. Only
+                    // once the pair has held for `merge_cycles`.
                     let cams_a = self.live_cameras(a_g);
-                    if self.live_cameras(b_g).iter().all(|c| !cams_a.contains(c)) {
+                    if settled && self.live_cameras(b_g).iter().all(|c| !cams_a.contains(c)) {
                         self.pair_counts.remove(&(a, b));
                         self.merge_into(ga.min(gb), ga.max(gb), ts_ns, events);
                     }
@@ -211,11 +201,27 @@ impl SpatialTracker {
                 }
                 // Both taken: a lost track of the target's (the person it
                 // followed is elsewhere, or gone) is superseded, as on a
-                // bind; two observed ones leave no move.
+                // bind; two observed ones are a swap when they coincide
+                // too, else there is no move.
                 (true, true) if !self.has_live_source_on(b_g, a.0) => (a, ga, gb),
                 (true, true) if !self.has_live_source_on(a_g, b.0) => (b, gb, ga),
-                (true, true) => continue,
+                (true, true) => {
+                    self.swap_views(a, b, ts_ns, events);
+                    continue;
+                }
             };
+            // Before `merge_cycles`, only a move that the other camera
+            // confirms: it sees the moving track's identity this cycle
+            // somewhere else (two cameras agree on where each identity is).
+            let other_cam = if moved == a { b.0 } else { a.0 };
+            if !settled
+                && !self
+                    .globals
+                    .get(&from)
+                    .is_some_and(|g| self.sees_now(g, other_cam))
+            {
+                continue;
+            }
             self.pair_counts.remove(&(a, b));
             if let Some(g) = self.globals.get_mut(&from) {
                 g.sources.remove(&moved);
@@ -226,5 +232,98 @@ impl SpatialTracker {
             self.bind(moved, to, ts_ns, events);
             self.stats.rebound_sources += 1;
         }
+    }
+
+    /// Camera tracks `a` and `b` (cameras A and B) coincide but are bound to
+    /// identities `ga` and `gb` that each see the other camera now: `ga`
+    /// at `a2` on B, `gb` at `b2` on A. When `a2` and `b2` coincide too,
+    /// one camera's tracker swapped two people: each pair is one person
+    /// (when that pairing fits clearly better than the bindings).
+    /// Which identity takes which pair follows the identities' motion: the
+    /// assignment that puts both pairs nearer where each identity was
+    /// heading wins. Made at once (two views agree, and every cycle it
+    /// waits, both identities are published on two people) unless a moved
+    /// track looks less like its new identity than `unbind_similarity`.
+    fn swap_views(&mut self, a: SourceKey, b: SourceKey, ts_ns: u64, events: &mut Vec<Event>) {
+        let (Some(ga), Some(gb)) = (
+            self.sources.get(&a).and_then(|s| s.bound),
+            self.sources.get(&b).and_then(|s| s.bound),
+        ) else {
+            return;
+        };
+        let (Some(a_g), Some(b_g)) = (self.globals.get(&ga), self.globals.get(&gb)) else {
+            return;
+        };
+        let fresh_on = |g: &Global, cam: usize| -> Option<SourceKey> {
+            let mut it = g.sources.range((cam, 0)..=(cam, u64::MAX)).filter(|k| {
+                self.sources
+                    .get(k)
+                    .is_some_and(|s| s.observed && s.fresh && s.pos.is_some())
+            });
+            let one = it.next().copied();
+            // Two observed tracks of one identity on one camera: unclear.
+            if it.next().is_some() {
+                return None;
+            }
+            one
+        };
+        let (Some(a2), Some(b2)) = (fresh_on(a_g, b.0), fresh_on(b_g, a.0)) else {
+            return;
+        };
+        let pos = |k: &SourceKey| self.sources.get(k).and_then(|s| s.pos);
+        let (Some(pa), Some(pb), Some(pa2), Some(pb2)) = (pos(&a), pos(&b), pos(&a2), pos(&b2))
+        else {
+            return;
+        };
+        // The other two coincide as well, and pairing the four this way
+        // fits clearly better than the bindings do (a with a2, b with b2).
+        let pair_m = self.params.pair_m;
+        let paired = dist(pa, pb) + dist(pa2, pb2);
+        let bound = dist(pa, pa2) + dist(pb, pb2);
+        if dist(pa2, pb2) > pair_m || bound < PAIR_RATIO * paired + PAIR_MARGIN * pair_m {
+            return;
+        }
+        let pair2 = if b2 < a2 { (b2, a2) } else { (a2, b2) };
+        let keys = [a, b, a2, b2];
+        let to_a = self.prediction_misses(&ga, &keys);
+        let to_b = self.prediction_misses(&gb, &keys);
+        // Pair (a, b) to `ga` and (a2, b2) to `gb`: camera B swapped, so
+        // b and a2 exchange identities; the other way camera A swapped.
+        let b_swapped = to_a[0] + to_a[1] + to_b[2] + to_b[3];
+        let a_swapped = to_b[0] + to_b[1] + to_a[2] + to_a[3];
+        let ((x, gx), (y, gy)) = if b_swapped <= a_swapped {
+            ((b, gb), (a2, ga))
+        } else {
+            ((a, ga), (b2, gb))
+        };
+        // Appearance must not object: a camera track that still looks like
+        // the person it followed (a tracker that smooths its appearance
+        // drifts to the new person over several frames) is left to the
+        // appearance check, which unbinds it once it no longer fits.
+        if self.params.reid_enabled {
+            for (k, g) in [(x, gy), (y, gx)] {
+                let (Some(s), Some(glob)) = (self.sources.get(&k), self.globals.get(&g)) else {
+                    return;
+                };
+                let fit = self.similarity(glob, k.0, s.emb.as_deref());
+                if fit.is_some_and(|(c, _)| c < self.params.unbind_similarity) {
+                    return;
+                }
+            }
+        }
+        self.pair_counts.remove(&(a, b));
+        self.pair_counts.remove(&pair2);
+        for (k, g) in [(x, gx), (y, gy)] {
+            if let Some(glob) = self.globals.get_mut(&g) {
+                glob.sources.remove(&k);
+            }
+            if let Some(s) = self.sources.get_mut(&k) {
+                s.prev_bound = Some(g);
+                s.bound = None;
+            }
+        }
+        self.bind(x, gy, ts_ns, events);
+        self.bind(y, gx, ts_ns, events);
+        self.stats.rebound_sources += 2;
     }
 }

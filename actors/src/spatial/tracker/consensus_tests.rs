@@ -126,3 +126,90 @@ fn two_cameras_agreeing_on_one_person_change_nothing() {
         "{s:?}"
     );
 }
+
+/// Each observed identity's camera tracks, as `groups` gives them.
+type Groups = Vec<Vec<(String, u64)>>;
+
+/// Two people cross 0.6 m apart, P walking +x on y = 3.0, Q walking -x on
+/// y = 3.6, under two cameras that see the same floor. When they pass, at
+/// cycle 15, camera `a`'s tracker swaps its tracks 1 (P) and 2 (Q); camera
+/// `b` keeps 5 on P and 6 on Q. Returns, per cycle from the swap on, the
+/// identities' camera tracks and P's identity before and at that cycle.
+fn swap_in_one_camera(cycles: u64) -> (Vec<Groups>, Vec<(u64, u64)>) {
+    let mut st = SpatialTracker::new(
+        "s",
+        SpatialParams::default(),
+        vec![cam("a", 0.0), cam("b", 0.0)],
+    );
+    let mut after = Vec::new();
+    let mut p_ids = Vec::new();
+    let gid_of = |out: &StepOutput, cam: &str, id: u64| {
+        out.tracks
+            .tracks
+            .iter()
+            .find(|t| {
+                t.state == SpatialState::Observed
+                    && t.sources
+                        .iter()
+                        .any(|s| s.camera == cam && s.track_id == id)
+            })
+            .map(|t| t.global_id)
+    };
+    let mut p_before = None;
+    for i in 0..cycles {
+        let ts = T0 + i * DT;
+        let p = (3.0 + 0.1 * i as f64, 3.0);
+        let q = (6.0 - 0.1 * i as f64, 3.6);
+        let (on_p, on_q) = if i < 15 { (1, 2) } else { (2, 1) };
+        st.ingest(&msg(
+            "a",
+            ts,
+            vec![
+                track(on_p, 0.0, p.0, p.1, None),
+                track(on_q, 0.0, q.0, q.1, None),
+            ],
+        ))
+        .unwrap();
+        st.ingest(&msg(
+            "b",
+            ts,
+            vec![track(5, 0.0, p.0, p.1, None), track(6, 0.0, q.0, q.1, None)],
+        ))
+        .unwrap();
+        let out = st.step(ts + 50_000_000);
+        if i == 14 {
+            p_before = gid_of(&out, "b", 5);
+        }
+        if i >= 15 {
+            after.push(groups(&out));
+            if let (Some(before), Some(now)) = (p_before, gid_of(&out, "b", 5)) {
+                p_ids.push((before, now));
+            }
+        }
+    }
+    (after, p_ids)
+}
+
+#[test]
+fn two_tracks_one_camera_swapped_between_two_people_are_swapped_back_in_the_same_cycle() {
+    let (after, p_ids) = swap_in_one_camera(25);
+    let a = |t| ("a".to_string(), t);
+    let b = |t| ("b".to_string(), t);
+    // From the very cycle of the swap, each identity is one person: P is
+    // camera a's 2 with camera b's 5, Q camera a's 1 with b's 6. No cycle
+    // publishes an identity on both.
+    for (i, g) in after.iter().enumerate() {
+        assert_eq!(
+            g,
+            &vec![vec![a(1), b(6)], vec![a(2), b(5)]],
+            "cycle {}",
+            15 + i
+        );
+    }
+    // And P keeps the identity P had: the swap follows motion, not the
+    // camera track.
+    assert_eq!(p_ids.len(), after.len());
+    for (before, now) in p_ids {
+        assert_eq!(before, now);
+    }
+}

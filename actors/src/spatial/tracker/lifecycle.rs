@@ -207,7 +207,7 @@ impl SpatialTracker {
     /// How far each of `keys` (fresh sources of identity `gid`) is from
     /// where the identity's motion model puts it at the source's
     /// observation time; infinite for a source without a position.
-    fn prediction_misses(&self, gid: &u64, keys: &[SourceKey]) -> Vec<f64> {
+    pub(super) fn prediction_misses(&self, gid: &u64, keys: &[SourceKey]) -> Vec<f64> {
         let Some(g) = self.globals.get(gid) else {
             return vec![f64::INFINITY; keys.len()];
         };

@@ -483,7 +483,9 @@ fn crossing_in_an_overlap_keeps_ids_despite_a_camera_tracker_swap() {
     let (ip, iq) = first.unwrap();
     assert_ne!(ip, iq);
     let s = st.stats();
-    assert!(s.unbound_sources >= 1, "{s:?}");
+    // The swap was seen: camera a's tracks were unbound for not fitting
+    // their identities, or swapped back once two views and appearance agreed.
+    assert!(s.unbound_sources >= 1 || s.rebound_sources >= 2, "{s:?}");
     assert_eq!(s.total_tracks, 2, "{s:?}");
 }
 
