@@ -213,3 +213,46 @@ fn two_tracks_one_camera_swapped_between_two_people_are_swapped_back_in_the_same
         assert_eq!(before, now);
     }
 }
+
+/// Person R (camera a's track 40, camera b's 35) and person S (camera a's
+/// track 25 only) walk side by side 0.3 m apart. At cycle 10 camera b's
+/// track 35 jumps onto S and lands 0.06 m from camera a's view of S, 0.24 m
+/// from its view of R: four times nearer, not yet twice plus half of
+/// `pair_m`. Returns the identities' camera tracks in the jump cycle.
+fn jump_beside_a_neighbour() -> Groups {
+    let mut st = SpatialTracker::new(
+        "s",
+        SpatialParams::default(),
+        vec![cam("a", 0.0), cam("b", 0.0)],
+    );
+    let mut last = Vec::new();
+    for i in 0..11u64 {
+        let ts = T0 + i * DT;
+        let x = 3.0 + 0.1 * i as f64;
+        let (r, s) = ((x, 3.0), (x, 3.3));
+        let b35 = if i < 10 { r } else { (x, 3.24) };
+        st.ingest(&msg(
+            "a",
+            ts,
+            vec![
+                track(25, 0.0, s.0, s.1, None),
+                track(40, 0.0, r.0, r.1, None),
+            ],
+        ))
+        .unwrap();
+        st.ingest(&msg("b", ts, vec![track(35, 0.0, b35.0, b35.1, None)]))
+            .unwrap();
+        last = groups(&st.step(ts + 50_000_000));
+    }
+    last
+}
+
+#[test]
+fn a_camera_track_that_jumps_next_to_another_view_of_a_close_neighbour_moves_at_once() {
+    let a = |t| ("a".to_string(), t);
+    let b = |t| ("b".to_string(), t);
+    assert_eq!(
+        jump_beside_a_neighbour(),
+        vec![vec![a(25), b(35)], vec![a(40)]]
+    );
+}
