@@ -210,7 +210,7 @@ impl SpatialTracker {
                 (true, true) if !self.has_live_source_on(b_g, a.0) => (a, ga, gb),
                 (true, true) if !self.has_live_source_on(a_g, b.0) => (b, gb, ga),
                 (true, true) => {
-                    self.swap_views(a, b, ts_ns, events);
+                    self.swap_views((a, ga), (b, gb), ts_ns, events);
                     continue;
                 }
             };
@@ -227,15 +227,27 @@ impl SpatialTracker {
                 continue;
             }
             self.pair_counts.remove(&(a, b));
-            if let Some(g) = self.globals.get_mut(&from) {
-                g.sources.remove(&moved);
-            }
-            if let Some(s) = self.sources.get_mut(&moved) {
-                s.prev_bound = Some(from);
-            }
-            self.bind(moved, to, ts_ns, events);
-            self.stats.rebound_sources += 1;
+            self.move_source(moved, from, to, ts_ns, events);
         }
+    }
+
+    /// Moves camera track `k` from identity `from` to identity `to`.
+    fn move_source(
+        &mut self,
+        k: SourceKey,
+        from: u64,
+        to: u64,
+        ts_ns: u64,
+        events: &mut Vec<Event>,
+    ) {
+        if let Some(g) = self.globals.get_mut(&from) {
+            g.sources.remove(&k);
+        }
+        if let Some(s) = self.sources.get_mut(&k) {
+            s.prev_bound = Some(from);
+        }
+        self.bind(k, to, ts_ns, events);
+        self.stats.rebound_sources += 1;
     }
 
     /// Camera tracks `a` and `b` (cameras A and B) coincide but are bound to
@@ -248,13 +260,13 @@ impl SpatialTracker {
     /// heading wins. Made at once (two views agree, and every cycle it
     /// waits, both identities are published on two people) unless a moved
     /// track looks less like its new identity than `unbind_similarity`.
-    fn swap_views(&mut self, a: SourceKey, b: SourceKey, ts_ns: u64, events: &mut Vec<Event>) {
-        let (Some(ga), Some(gb)) = (
-            self.sources.get(&a).and_then(|s| s.bound),
-            self.sources.get(&b).and_then(|s| s.bound),
-        ) else {
-            return;
-        };
+    fn swap_views(
+        &mut self,
+        (a, ga): (SourceKey, u64),
+        (b, gb): (SourceKey, u64),
+        ts_ns: u64,
+        events: &mut Vec<Event>,
+    ) {
         let (Some(a_g), Some(b_g)) = (self.globals.get(&ga), self.globals.get(&gb)) else {
             return;
         };
@@ -317,17 +329,8 @@ impl SpatialTracker {
         }
         self.pair_counts.remove(&(a, b));
         self.pair_counts.remove(&pair2);
-        for (k, g) in [(x, gx), (y, gy)] {
-            if let Some(glob) = self.globals.get_mut(&g) {
-                glob.sources.remove(&k);
-            }
-            if let Some(s) = self.sources.get_mut(&k) {
-                s.prev_bound = Some(g);
-                s.bound = None;
-            }
-        }
-        self.bind(x, gy, ts_ns, events);
-        self.bind(y, gx, ts_ns, events);
-        self.stats.rebound_sources += 2;
+        // Binding `x` to `gy` releases `y` there (one track per camera).
+        self.move_source(x, gx, gy, ts_ns, events);
+        self.move_source(y, gy, gx, ts_ns, events);
     }
 }

@@ -3,6 +3,16 @@
 use super::tests::{cam, msg, track, DT, T0};
 use super::*;
 
+/// A tracker with default settings over cameras `a` and `b`, which see
+/// the same floor through the same calibration.
+fn two_cameras_one_floor() -> SpatialTracker {
+    SpatialTracker::new(
+        "s",
+        SpatialParams::default(),
+        vec![cam("a", 0.0), cam("b", 0.0)],
+    )
+}
+
 /// Sources of each published identity observed at the last cycle, as
 /// `(camera, track id)` lists.
 fn groups(out: &StepOutput) -> Vec<Vec<(String, u64)>> {
@@ -100,11 +110,7 @@ fn without_the_consensus_the_jumped_track_keeps_the_wrong_identity() {
 
 #[test]
 fn two_cameras_agreeing_on_one_person_change_nothing() {
-    let mut st = SpatialTracker::new(
-        "s",
-        SpatialParams::default(),
-        vec![cam("a", 0.0), cam("b", 0.0)],
-    );
+    let mut st = two_cameras_one_floor();
     let mut first = None;
     for i in 0..30u64 {
         let ts = T0 + i * DT;
@@ -136,11 +142,7 @@ type Groups = Vec<Vec<(String, u64)>>;
 /// `b` keeps 5 on P and 6 on Q. Returns, per cycle from the swap on, the
 /// identities' camera tracks and P's identity before and at that cycle.
 fn swap_in_one_camera(cycles: u64) -> (Vec<Groups>, Vec<(u64, u64)>) {
-    let mut st = SpatialTracker::new(
-        "s",
-        SpatialParams::default(),
-        vec![cam("a", 0.0), cam("b", 0.0)],
-    );
+    let mut st = two_cameras_one_floor();
     let mut after = Vec::new();
     let mut p_ids = Vec::new();
     let gid_of = |out: &StepOutput, cam: &str, id: u64| {
@@ -220,11 +222,7 @@ fn two_tracks_one_camera_swapped_between_two_people_are_swapped_back_in_the_same
 /// from its view of R: four times nearer, not yet twice plus half of
 /// `pair_m`. Returns the identities' camera tracks in the jump cycle.
 fn jump_beside_a_neighbour() -> Groups {
-    let mut st = SpatialTracker::new(
-        "s",
-        SpatialParams::default(),
-        vec![cam("a", 0.0), cam("b", 0.0)],
-    );
+    let mut st = two_cameras_one_floor();
     let mut last = Vec::new();
     for i in 0..11u64 {
         let ts = T0 + i * DT;
