@@ -177,7 +177,7 @@ impl Default for SpatialParams {
             max_speed_mps: 1.5,
             max_handoff_radius_m: 12.0,
             min_handoff_similarity: 0.6,
-            min_similarity: 0.3,
+            min_similarity: 0.2,
             unbind_similarity: 0.5,
             swap_check_similarity: 0.9,
             swap_margin: 0.15,
