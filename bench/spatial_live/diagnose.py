@@ -33,6 +33,12 @@ scored cycle is split into events and the errors are classified:
   each with what the person's own id was doing then (not yet born, ended,
   and how it was last published; lost, coasting, static, duplicate, or
   observed elsewhere);
+* handoffs (``handoff`` events): whether the identity went on with the
+  person it was on when it was last observed (within 1 m of the same
+  simulated person before and after; the person it is nearest either time,
+  detectable or not), by the blind gap the event reports, and whether
+  another identity was observed within 0.7 m of it then (a second camera
+  track of a person already tracked, or two people close together);
 * ``static`` identities on a person: for every other camera whose image
   holds the person's foot point, why it does not see them (the box cut by
   the border and on which side, too small, hidden by someone nearer, or
@@ -202,6 +208,47 @@ def idf1_cover(truth, hyp, frames, published, out):
             out[f"person-cycle: {what}; own id {mine}"] += 1
 
 
+def handoffs(scene, run, published, out):
+    """`published`: (cycle, global_id) -> the published track."""
+    t0 = run["t0_ns"]
+
+    def person_at(f, t):
+        near = [(np.hypot(t["x_m"] - x, t["y_m"] - y), pid) for pid, x, y in scene.positions(f * 0.2)]
+        d, pid = min(near, default=(99.0, None))
+        return pid if d <= score.GATE_M else None
+
+    for e in run["messages"]["events"]:
+        if e.get("kind") != "handoff":
+            continue
+        gap = e.get("gap_ms") or 0
+        f = (e["ts_ns"] - t0) // score.CYCLE_NS
+        gid = e["global_id"]
+        now = published.get((f, gid))
+        # The last cycle it was observed in before the gap.
+        before = next(
+            (
+                (ff, t)
+                for ff in range(f - 1, max(f - 200, -1), -1)
+                if (t := published.get((ff, gid))) is not None
+                and t.get("state", "observed") == "observed"
+                and (e["ts_ns"] - t["last_seen_ns"]) / 1e6 >= gap - 250
+            ),
+            None,
+        )
+        if now is None or before is None:
+            out["handoff: identity not published around it"] += 1
+            continue
+        a, b = person_at(before[0], before[1]), person_at(f, now)
+        verdict = "person unknown" if a is None or b is None else "same person" if a == b else "ANOTHER PERSON"
+        band = "<= 1 s" if gap <= 1000 else "1-2 s" if gap <= 2000 else "2-5 s" if gap <= 5000 else "> 5 s"
+        near = any(
+            g != gid and ff == f and t.get("state", "observed") == "observed"
+            and np.hypot(t["x_m"] - now["x_m"], t["y_m"] - now["y_m"]) < 0.7
+            for (ff, g), t in published.items()
+        )
+        out[f"handoff, gap {band}, {'another identity within 0.7 m' if near else 'alone'}: {verdict}"] += 1
+
+
 def static_on_people(scene, run, truth, out):
     cams = {c.id: c for c in scene.cameras}
     for m in run["messages"]["spatial"]:
@@ -264,6 +311,7 @@ def main(argv=None):
             fp_and_misses(ev, truth, hyp, states, out, scene)
             idf1_cover(truth, hyp, frames, published, out)
             static_on_people(scene, run, truth, out)
+            handoffs(scene, run, published, out)
             single_camera_far(scene, run, out)
         print(f"== {diff}, seeds {args.seeds} ({len(seeds)} scenes) ==")
         width = max(len(k) for k in out)
