@@ -161,6 +161,9 @@ impl SpatialTracker {
                     .map(|(i, _)| i)
                     .collect();
                 if !jumped.is_empty() {
+                    if let Some(other) = self.appearance_overrules(gid, keys, &jumped) {
+                        return (other, true);
+                    }
                     return (jumped, true);
                 }
             }
@@ -202,6 +205,51 @@ impl SpatialTracker {
             );
         }
         (blamed, false)
+    }
+
+    /// The sources of `keys` to blame instead of `jumped` when appearance
+    /// says the motion got it backwards: a camera track that slid onto
+    /// someone else over a few cycles drags its identity's position and
+    /// velocity along, so the track that stayed with the person looks like
+    /// the one that jumped. Each camera's own view of the identity decides:
+    /// every `jumped` source fits its camera's view at least
+    /// `unbind_similarity` (it does not look like someone else), and every
+    /// other one (with a view) fits its own `swap_margin` less than the
+    /// worst of them.
+    fn appearance_overrules(
+        &self,
+        gid: &u64,
+        keys: &[SourceKey],
+        jumped: &BTreeSet<usize>,
+    ) -> Option<BTreeSet<usize>> {
+        if !self.params.reid_enabled {
+            return None;
+        }
+        let g = self.globals.get(gid)?;
+        let fit: Vec<Option<f64>> = keys
+            .iter()
+            .map(|k| {
+                let s = self.sources.get(k)?;
+                match self.similarity(g, k.0, s.emb.as_deref())? {
+                    (c, true) => Some(c),
+                    _ => None,
+                }
+            })
+            .collect();
+        let mut worst_jumped = f64::INFINITY;
+        for i in jumped {
+            worst_jumped = worst_jumped.min(fit[*i]?);
+        }
+        if worst_jumped < self.params.unbind_similarity {
+            return None;
+        }
+        let others: BTreeSet<usize> = (0..keys.len())
+            .filter(|i| !jumped.contains(i) && fit[*i].is_some())
+            .collect();
+        let clear = others
+            .iter()
+            .all(|i| fit[*i].is_some_and(|c| c <= worst_jumped - self.params.swap_margin));
+        (clear && !others.is_empty()).then_some(others)
     }
 
     /// How far each of `keys` (fresh sources of identity `gid`) is from

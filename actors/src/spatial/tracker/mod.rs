@@ -23,6 +23,8 @@ mod consensus;
 #[cfg(test)]
 mod consensus_tests;
 #[cfg(test)]
+mod drift_tests;
+#[cfg(test)]
 mod duplicate_tests;
 mod foot;
 mod grid;
