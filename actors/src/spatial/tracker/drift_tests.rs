@@ -1,7 +1,7 @@
 //! Tests of which camera track leaves an identity when two of its camera
 //! tracks part (`lifecycle.rs`, `blamed_sources`).
 
-use super::tests::{cam, msg, track, DT, T0};
+use super::tests::{cam, msg, published, track, DT, T0};
 use super::*;
 
 /// An embedding: `a` parts of look 0, the rest of look 1.
@@ -53,13 +53,11 @@ fn drift(b_look: f32) -> Vec<String> {
         out = Some(st.step(ts + 50_000_000));
     }
     let out = out.unwrap();
-    let t = out
-        .tracks
-        .tracks
+    published(&out, gid)
+        .sources
         .iter()
-        .find(|t| t.global_id == gid)
-        .unwrap();
-    t.sources.iter().map(|s| s.camera.clone()).collect()
+        .map(|s| s.camera.clone())
+        .collect()
 }
 
 #[test]

@@ -55,6 +55,15 @@ pub(super) fn msg(camera: &str, ts_ns: u64, tracks: Vec<Track>) -> CameraTracks 
 pub(super) const T0: u64 = 1_000_000_000_000;
 pub(super) const DT: u64 = 100_000_000;
 
+/// The track `out` publishes for identity `gid`.
+pub(super) fn published(out: &StepOutput, gid: u64) -> &SpatialTrack {
+    out.tracks
+        .tracks
+        .iter()
+        .find(|t| t.global_id == gid)
+        .unwrap_or_else(|| panic!("identity {gid} is not published"))
+}
+
 fn ids(out: &StepOutput) -> Vec<u64> {
     out.tracks
         .tracks
@@ -974,12 +983,7 @@ fn a_camera_track_that_jumps_away_from_where_another_camera_sees_its_identity_is
     st.ingest(&msg("b", ts, vec![track(3, 8.0, at(i) + 3.0, 4.0, None)]))
         .unwrap();
     let out = st.step(ts + 50_000_000);
-    let t = out
-        .tracks
-        .tracks
-        .iter()
-        .find(|t| t.global_id == gid)
-        .unwrap();
+    let t = published(&out, gid);
     let cams: Vec<&str> = t.sources.iter().map(|s| s.camera.as_str()).collect();
     assert_eq!(
         cams,
