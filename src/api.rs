@@ -285,6 +285,7 @@ pub async fn detection_document_and_nodes(s: &Shared) -> (Value, Vec<status::Det
                 "skipped_count": w.skipped_count,
                 "error_count": w.error_count,
                 "delivery_error_count": w.delivery_error_count,
+                "in_flight": w.in_flight,
                 "refused": w.refused,
                 "fps": round2(w.fps),
                 "avg_latency_ms": round2(w.latency.avg_ms),

@@ -507,20 +507,33 @@ async fn two_detection_nodes_share_frames_and_a_killed_one_loses_none() {
             });
             assert!(pa > 0 && pb > 0);
             b_at_kill = (pb, 0, 0);
+            // a pauses for the second half, so the burst queues up behind b
+            // alone and b is certain to be holding frames when it dies.
+            // SAFETY: signals a child process this test started.
+            assert_eq!(unsafe { libc::kill(a.child.id() as i32, libc::SIGSTOP) }, 0);
         }
         if !killed && seq == total {
-            // The second half went out as one burst: once b is working through
-            // it, it holds pulled frames that it has not acknowledged yet.
-            b_at_kill = eventually(
-                Duration::from_secs(60),
-                "node b working on the burst",
-                || {
-                    let now = worker_counts(hb);
-                    (now.0 >= b_at_kill.0 + 2).then_some(now)
-                },
-            );
-            b.child.kill().expect("SIGKILL node b");
+            // Killed the moment its status shows it holding pulled frames
+            // that it has not acknowledged (inference of a batch takes far
+            // longer than one status request).
+            let deadline = Instant::now() + Duration::from_secs(60);
+            b_at_kill = loop {
+                let v = json_get(hb, "/status");
+                let w = &v["workers"][0];
+                let processed = w["processed_count"].as_u64().unwrap_or(0);
+                if processed >= b_at_kill.0 + 2 && w["in_flight"].as_u64().unwrap_or(0) >= 1 {
+                    b.child.kill().expect("SIGKILL node b");
+                    break (processed, 0, 0);
+                }
+                assert!(
+                    Instant::now() < deadline,
+                    "node b never held a pulled frame: {w}"
+                );
+                std::thread::sleep(Duration::from_millis(2));
+            };
             let _ = b.child.wait();
+            // SAFETY: as above.
+            assert_eq!(unsafe { libc::kill(a.child.id() as i32, libc::SIGCONT) }, 0);
             killed = true;
         }
     }

@@ -168,6 +168,7 @@ impl Actor for DetectorActor {
                     )
                     .await;
                 }
+                state.args.stats.hold(pulled.len());
                 let mut ready = Vec::with_capacity(pulled.len());
                 for m in pulled {
                     if let Some(w) = admit(state, m).await {
@@ -328,6 +329,7 @@ async fn admit(state: &mut DetectorState, m: jetstream::Message) -> Option<Work>
                 &format!("malformed frame on {}: {e}", m.subject),
             );
             let _ = m.ack_with(AckKind::Term).await;
+            stats.settle();
             return None;
         }
     };
@@ -340,6 +342,7 @@ async fn admit(state: &mut DetectorState, m: jetstream::Message) -> Option<Work>
         warn!(worker = %state.args.worker, "{line}");
         stats.record_refused(camera.as_deref(), why, &line);
         let _ = m.ack_with(AckKind::Term).await;
+        stats.settle();
         return None;
     }
     let age_ms = pulled_ns.saturating_sub(frame.ts_ns) as f64 / 1e6;
@@ -363,6 +366,7 @@ async fn admit(state: &mut DetectorState, m: jetstream::Message) -> Option<Work>
             state.skips_unlogged = 0;
         }
         let _ = m.ack().await;
+        stats.settle();
         return None;
     }
     let min_conf = state
@@ -428,6 +432,7 @@ async fn publish(
                 _ => stats.record_error(Some(&camera), &line),
             }
             let _ = m.ack_with(AckKind::Term).await;
+            stats.settle();
             return;
         }
     };
@@ -467,6 +472,7 @@ async fn publish(
             if let Err(e) = m.double_ack().await {
                 debug!("ack of {} failed: {e}", id);
             }
+            stats.settle();
             let e2e_ms = now_ns().saturating_sub(frame.ts_ns) as f64 / 1e6;
             stats.record_processed(&det.camera, latency_ms, age_ms, e2e_ms);
         }
@@ -476,6 +482,7 @@ async fn publish(
             let _ = m
                 .ack_with(AckKind::Nak(Some(Duration::from_millis(200))))
                 .await;
+            stats.settle();
         }
     }
 }

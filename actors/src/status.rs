@@ -175,6 +175,9 @@ pub struct WorkerStats {
     /// When the worker first asked the queue for frames (ns since the Unix
     /// epoch, 0 = not yet): always after its warm-up finished.
     pub first_pull_ns: AtomicU64,
+    /// Frames pulled from the queue and not yet acknowledged, terminated or
+    /// handed back: what a node that dies now leaves for redelivery.
+    pub in_flight: AtomicU64,
 }
 
 /// What a detector worker's warm-up measured and the batch it chose.
@@ -230,6 +233,7 @@ impl WorkerStats {
             refused_ms: AtomicU64::new(0),
             layout: Mutex::new(None),
             first_pull_ns: AtomicU64::new(0),
+            in_flight: AtomicU64::new(0),
         }
     }
 
@@ -264,6 +268,20 @@ impl WorkerStats {
             c.processed += 1;
             c.latency_sum_ms += latency_ms;
         });
+    }
+
+    /// Sets the frames the worker now holds (after a pull).
+    pub fn hold(&self, frames: usize) {
+        self.in_flight.store(frames as u64, Ordering::Relaxed);
+    }
+
+    /// One held frame was acknowledged, terminated or handed back.
+    pub fn settle(&self) {
+        let _ = self
+            .in_flight
+            .fetch_update(Ordering::Relaxed, Ordering::Relaxed, |n| {
+                Some(n.saturating_sub(1))
+            });
     }
 
     /// Records a skipped frame.
@@ -331,6 +349,7 @@ impl WorkerStats {
             refused_ms: self.refused_ms.load(Ordering::Relaxed),
             layout: self.layout.lock().ok().and_then(|l| l.clone()),
             first_pull_ns: self.first_pull_ns.load(Ordering::Relaxed),
+            in_flight: self.in_flight.load(Ordering::Relaxed),
         }
     }
 }
@@ -379,6 +398,9 @@ pub struct WorkerStatus {
     /// When the worker first pulled frames (ns since the Unix epoch, 0 = not yet).
     #[serde(default)]
     pub first_pull_ns: u64,
+    /// Frames pulled and not yet acknowledged, terminated or handed back.
+    #[serde(default)]
+    pub in_flight: u64,
 }
 
 /// What a detection node answers on [`DETECTION_STATUS_SUBJECT`].
