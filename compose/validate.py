@@ -8,7 +8,7 @@ For every compose/*.yaml that has a `services` map:
     `condition: service_healthy`, and every service has a healthcheck;
   - named volumes are declared; bind-mount sources under compose/ exist;
   - every environment variable given to an nvr service is one nvr reads: the
-    ENV_VARS table of src/config.rs plus the variables read directly with
+    ENV_VARS table of src/config/load.rs plus the variables read directly with
     std::env in src/ and actors/src/;
   - the command of an nvr service starts with a subcommand of src/cli.rs, and
     each --flag is a global flag or a flag of that subcommand;
@@ -34,7 +34,7 @@ except ImportError:  # pragma: no cover
 
 COMPOSE = Path(__file__).resolve().parent
 ROOT = COMPOSE.parent
-CONFIG_RS = ROOT / "src" / "config.rs"
+CONFIG_RS = ROOT / "src" / "config" / "load.rs"
 CLI_RS = ROOT / "src" / "cli.rs"
 
 
