@@ -15,7 +15,7 @@ use async_nats::service::ServiceExt;
 use axum::{extract::State, routing::get, Json, Router};
 use futures::StreamExt;
 use nvr_actors::camera::{CameraActor, CameraArgs};
-use nvr_actors::detect::model::GpuOptions;
+use nvr_actors::detect::runtime::GpuOptions;
 use nvr_actors::detect::{Backend, DetectorOptions, ModelType};
 use nvr_actors::detector::{DetectorActor, DetectorArgs, LoadedModel};
 use nvr_actors::spatial::{CameraGeometry, SpatialParams};

@@ -129,7 +129,7 @@ pub fn validate(c: &Config) -> Result<(), ConfigError> {
     host_port(&d.address)
         .map_err(|e| ConfigError(format!("detection.address = {:?}: {e}", d.address)))?;
     d.backend
-        .parse::<nvr_actors::detect::model::Backend>()
+        .parse::<nvr_actors::detect::runtime::Backend>()
         .map_err(|_| {
             ConfigError(format!(
                 "detection.backend = {:?}: must be one of cpu, cuda, rocm, coreml, openvino",
@@ -165,7 +165,7 @@ pub fn validate(c: &Config) -> Result<(), ConfigError> {
             d.batch_window_ms
         ));
     }
-    if nvr_actors::detect::model::conv_search(&d.cuda_conv_search).is_err() {
+    if nvr_actors::detect::runtime::conv_search(&d.cuda_conv_search).is_err() {
         return err(format!(
             "detection.cuda_conv_search = {:?}: must be heuristic, exhaustive or default",
             d.cuda_conv_search

@@ -12,7 +12,8 @@ use std::time::Instant;
 
 use super::image::RgbImage;
 use super::letterbox::Geometry;
-use super::model::{decode_head, Detector};
+use super::model::Detector;
+use super::model_io::decode_head;
 use super::DetectError;
 
 /// Largest relative difference between a frame's output in a batch and

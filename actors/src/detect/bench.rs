@@ -9,7 +9,8 @@ use ort::value::TensorRef;
 use super::frames::read_frames;
 use super::image::RgbImage;
 use super::letterbox::Letterboxer;
-use super::model::{build_session, data_dir, validate_input, RuntimeOptions};
+use super::model_io::validate_input;
+use super::runtime::{build_session, data_dir, RuntimeOptions};
 use super::DetectError;
 
 /// Untimed iterations before measuring.

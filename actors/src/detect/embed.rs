@@ -15,7 +15,7 @@ use ort::session::Session;
 use ort::value::TensorRef;
 
 use super::image::{resize_exact, RgbImage};
-use super::model::{build_session, file_stem, Backend, RuntimeOptions};
+use super::runtime::{build_session, file_stem, Backend, RuntimeOptions};
 use super::DetectError;
 
 /// Hue bins for saturated pixels.

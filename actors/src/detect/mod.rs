@@ -15,12 +15,15 @@ pub mod image;
 pub mod labels;
 pub mod letterbox;
 pub mod model;
+mod model_io;
 pub mod nms;
+pub mod runtime;
 
 pub use decode::ModelType;
 pub use image::RgbImage;
-pub use model::{init_runtime, Backend, Detector, DetectorOptions, RuntimeOptions};
+pub use model::{Detector, DetectorOptions};
 pub use nvr_subjects::DetectedObject;
+pub use runtime::{init_runtime, Backend, RuntimeOptions};
 
 /// Everything that can go wrong in the detection core. Each variant displays
 /// as one line naming what was wrong.
