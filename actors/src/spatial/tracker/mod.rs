@@ -32,6 +32,8 @@ mod idmap;
 mod lifecycle;
 mod output;
 #[cfg(test)]
+mod static_tests;
+#[cfg(test)]
 mod tests;
 
 use std::collections::{BTreeMap, BTreeSet};
