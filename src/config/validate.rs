@@ -49,6 +49,17 @@ fn check_tuning(t: &SpatialTuning) -> Result<(), ConfigError> {
 
 /// Checks the values that types alone cannot.
 pub fn validate(c: &Config) -> Result<(), ConfigError> {
+    check_general(c)?;
+    check_limits(c)?;
+    check_detection(c)?;
+    check_tracking(c)?;
+    check_spatial(c)?;
+    check_layout(c)?;
+    Ok(())
+}
+
+/// Logging and the NATS settings.
+fn check_general(c: &Config) -> Result<(), ConfigError> {
     const LEVELS: &[&str] = &["trace", "debug", "info", "warn", "error", "off"];
     if !["text", "json"].contains(&c.log_format.as_str()) {
         return err(format!(
@@ -99,6 +110,11 @@ pub fn validate(c: &Config) -> Result<(), ConfigError> {
             c.nats.roles
         ));
     }
+    Ok(())
+}
+
+/// `limits.*`: the bounds every received message is checked against.
+fn check_limits(c: &Config) -> Result<(), ConfigError> {
     let l = &c.limits;
     for (key, v, min) in [
         ("limits.max_ahead_ms", l.max_ahead_ms, 1),
@@ -124,7 +140,11 @@ pub fn validate(c: &Config) -> Result<(), ConfigError> {
             c.spatial.embedding_dim, l.max_embedding_len
         ));
     }
+    Ok(())
+}
 
+/// `detection.*`.
+fn check_detection(c: &Config) -> Result<(), ConfigError> {
     let d = &c.detection;
     host_port(&d.address)
         .map_err(|e| ConfigError(format!("detection.address = {:?}: {e}", d.address)))?;
@@ -206,7 +226,11 @@ pub fn validate(c: &Config) -> Result<(), ConfigError> {
             ));
         }
     }
+    Ok(())
+}
 
+/// `tracking.*`: the per-camera trackers.
+fn check_tracking(c: &Config) -> Result<(), ConfigError> {
     let t = &c.tracking;
     check_unit("tracking.high_threshold", t.high_threshold)?;
     check_unit("tracking.low_threshold", t.low_threshold)?;
@@ -231,7 +255,11 @@ pub fn validate(c: &Config) -> Result<(), ConfigError> {
             t.low_threshold, t.high_threshold
         ));
     }
+    Ok(())
+}
 
+/// `spatial.*` settings of the tracker.
+fn check_spatial(c: &Config) -> Result<(), ConfigError> {
     let s = &c.spatial;
     host_port(&s.address)
         .map_err(|e| ConfigError(format!("spatial.address = {:?}: {e}", s.address)))?;
@@ -260,7 +288,12 @@ pub fn validate(c: &Config) -> Result<(), ConfigError> {
         return err("spatial.matching_interval_ms = 0: must be positive");
     }
     check_tuning(&s.tuning)?;
+    Ok(())
+}
 
+/// Floors, cameras and spatial shards: unique ids, each reference resolves, calibrations are sound.
+fn check_layout(c: &Config) -> Result<(), ConfigError> {
+    let s = &c.spatial;
     let mut floors = std::collections::BTreeSet::new();
     for (i, f) in c.floors.iter().enumerate() {
         token(&format!("floors[{i}].id"), &f.id)?;
