@@ -1,6 +1,7 @@
 //! `/metrics`: the Prometheus exposition of every node's figures.
 
 use super::*;
+use crate::metrics::{labels, Exposition};
 
 /// One of a worker's counters.
 type WorkerCount = fn(&status::WorkerStatus) -> u64;
@@ -9,17 +10,27 @@ pub(super) async fn metrics(
     State(s): State<Arc<Shared>>,
     headers: axum::http::HeaderMap,
 ) -> Response {
-    use crate::metrics::{labels, Exposition};
     let ((det, det_nodes), nodes) =
         tokio::join!(detection_document_and_nodes(&s), spatial_nodes(&s, false));
     let mut e = Exposition::default();
-    // Every refusal, drop and recovery counter, so nothing is lost silently.
+    drop_counters(&mut e, &s, &det, &nodes);
+    frame_totals(&mut e, &det_nodes);
+    status_gauges(&mut e, &s, &det);
+    camera_counters(&mut e, &s);
+    crate::metrics::detection_workers(&mut e, &det_nodes);
+    crate::metrics::spatial_shards(&mut e, &nodes);
+    crate::metrics::process(&mut e);
+    metrics_response(&headers, e)
+}
+
+/// Every refusal, drop and recovery counter, so nothing is lost silently.
+fn drop_counters(e: &mut Exposition, s: &Shared, det: &Value, nodes: &[SpatialNodeStatus]) {
     let mut refused: BTreeMap<(&str, String), u64> = BTreeMap::new();
     for (k, v) in det["refused"].as_object().into_iter().flatten() {
         *refused.entry(("detection", k.clone())).or_insert(0) += v.as_u64().unwrap_or(0);
     }
     let (mut late, mut malformed_tracks, mut seq_resets, mut rejected) = (0u64, 0u64, 0u64, 0u64);
-    for n in &nodes {
+    for n in nodes {
         for t in n.tracking.values() {
             late += t.late;
             malformed_tracks += t.malformed;
@@ -104,8 +115,11 @@ pub(super) async fn metrics(
     for (name, help, v) in counters {
         e.counter(name, help, Vec::new(), v);
     }
-    // Frame totals of every worker ever seen: they do not go down when a
-    // node leaves or a worker restarts.
+}
+
+/// Frame totals of every worker ever seen: they do not go down when a node
+/// leaves or a worker restarts.
+fn frame_totals(e: &mut Exposition, det_nodes: &[DetectionNodeStatus]) {
     let totals = crate::metrics::totals();
     let per_worker = |f: WorkerCount| -> Vec<(String, u64)> {
         det_nodes
@@ -133,13 +147,17 @@ pub(super) async fn metrics(
     for (name, help, f) in frame_totals {
         e.counter(name, help, Vec::new(), totals.total(name, &per_worker(f)));
     }
+}
+
+/// Whether NATS and the detectors are up; the detectors' queue and rate.
+fn status_gauges(e: &mut Exposition, s: &Shared, det: &Value) {
     let flag = |b: bool| if b { 1.0 } else { 0.0 };
     e.gauge(
         "nvr_nats_connected",
         "1 when connected to NATS",
         None,
         Vec::new(),
-        flag(nats_ok(&s)),
+        flag(nats_ok(s)),
     );
     e.gauge(
         "nvr_detection_connected",
@@ -162,6 +180,10 @@ pub(super) async fn metrics(
         Vec::new(),
         det["fps"].as_f64().unwrap_or(0.0),
     );
+}
+
+/// Frames published and dropped per camera of this process.
+fn camera_counters(e: &mut Exposition, s: &Shared) {
     for (id, c) in &s.cameras {
         if let Ok(c) = c.lock() {
             let l = labels(&[("camera", id)]);
@@ -179,10 +201,6 @@ pub(super) async fn metrics(
             );
         }
     }
-    crate::metrics::detection_workers(&mut e, &det_nodes);
-    crate::metrics::spatial_shards(&mut e, &nodes);
-    crate::metrics::process(&mut e);
-    metrics_response(&headers, e)
 }
 
 /// The HTTP response of a scrape: OpenMetrics when the scraper asks for
