@@ -189,32 +189,45 @@ async fn health(State(s): State<Arc<Shared>>) -> Response {
     health_response(&s.bus, "nvr")
 }
 
-async fn detection_nodes(s: &Shared) -> Vec<DetectionNodeStatus> {
+/// Every node's answer on `subject` (nothing while NATS is down), sorted by
+/// node id; an answer that does not parse is left out.
+async fn node_statuses<T: serde::de::DeserializeOwned>(
+    s: &Shared,
+    subject: &str,
+    body: &'static [u8],
+    node: fn(&T) -> &str,
+) -> Vec<T> {
     if !nats_ok(s) {
         return Vec::new();
     }
-    let mut nodes: Vec<DetectionNodeStatus> =
-        gather(&s.client, status::DETECTION_STATUS_SUBJECT, b"")
-            .await
-            .iter()
-            .filter_map(|b| serde_json::from_slice(b).ok())
-            .collect();
-    nodes.sort_by(|a, b| a.node.cmp(&b.node));
-    nodes
-}
-
-async fn spatial_nodes(s: &Shared, with_tracks: bool) -> Vec<SpatialNodeStatus> {
-    if !nats_ok(s) {
-        return Vec::new();
-    }
-    let body: &'static [u8] = if with_tracks { b"tracks" } else { b"" };
-    let mut nodes: Vec<SpatialNodeStatus> = gather(&s.client, status::SPATIAL_STATUS_SUBJECT, body)
+    let mut nodes: Vec<T> = gather(&s.client, subject, body)
         .await
         .iter()
         .filter_map(|b| serde_json::from_slice(b).ok())
         .collect();
-    nodes.sort_by(|a, b| a.node.cmp(&b.node));
+    nodes.sort_by(|a, b| node(a).cmp(node(b)));
     nodes
+}
+
+async fn detection_nodes(s: &Shared) -> Vec<DetectionNodeStatus> {
+    node_statuses(
+        s,
+        status::DETECTION_STATUS_SUBJECT,
+        b"",
+        |n: &DetectionNodeStatus| n.node.as_str(),
+    )
+    .await
+}
+
+async fn spatial_nodes(s: &Shared, with_tracks: bool) -> Vec<SpatialNodeStatus> {
+    let body: &'static [u8] = if with_tracks { b"tracks" } else { b"" };
+    node_statuses(
+        s,
+        status::SPATIAL_STATUS_SUBJECT,
+        body,
+        |n: &SpatialNodeStatus| n.node.as_str(),
+    )
+    .await
 }
 
 /// Pending plus unacknowledged frames on the `detectors` consumer.

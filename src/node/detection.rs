@@ -238,12 +238,8 @@ pub async fn run_detector_node(loaded: config::Loaded) -> Result<ExitCode> {
         eprintln!("config error: {e}");
         return Ok(ExitCode::from(2));
     }
-    let listener = match crate::api::bind("detection.address", &cfg.detection.address) {
-        Ok(l) => l,
-        Err(e) => {
-            eprintln!("config error: {e:#}");
-            return Ok(ExitCode::from(2));
-        }
+    let Some(listener) = bind_node("detection.address", &cfg.detection.address) else {
+        return Ok(ExitCode::from(2));
     };
     let listen = listener.local_addr()?;
     let url = node_url(&cfg);

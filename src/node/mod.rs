@@ -263,6 +263,18 @@ async fn json_endpoint<T: Serialize>(
     }
 }
 
+/// Binds a standalone node's listen address (config key `key`); `None`
+/// after one line saying why, for exit code 2.
+fn bind_node(key: &str, address: &str) -> Option<std::net::TcpListener> {
+    match crate::api::bind(key, address) {
+        Ok(l) => Some(l),
+        Err(e) => {
+            eprintln!("config error: {e:#}");
+            None
+        }
+    }
+}
+
 /// Connects a node role to NATS, ensures the streams and starts the stream
 /// keeper that keeps them (and the role's `/health`) current.
 async fn connect_role(

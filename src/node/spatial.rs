@@ -294,12 +294,8 @@ pub async fn run_spatial_node(loaded: config::Loaded) -> Result<ExitCode> {
             }
         }
     }
-    let listener = match crate::api::bind("spatial.address", &cfg.spatial.address) {
-        Ok(l) => l,
-        Err(e) => {
-            eprintln!("config error: {e:#}");
-            return Ok(ExitCode::from(2));
-        }
+    let Some(listener) = bind_node("spatial.address", &cfg.spatial.address) else {
+        return Ok(ExitCode::from(2));
     };
     let listen = listener.local_addr()?;
     let url = node_url(&cfg);
