@@ -280,6 +280,13 @@ pub fn detection_workers(exp: &mut Exposition, nodes: &[DetectionNodeStatus]) {
                 l.clone(),
                 w.fps,
             );
+            exp.gauge(
+                "nvr_detection_worker_in_flight",
+                "Frames a worker has pulled and not yet acknowledged (left for redelivery if it dies)",
+                None,
+                l.clone(),
+                w.in_flight as f64,
+            );
             if let Some(h) = histogram_from_b64(&w.latency_hist) {
                 exp.seconds(
                     "nvr_detection_inference",

@@ -883,6 +883,8 @@ async fn workers_warm_up_before_they_pull_and_the_node_shows_its_layout() {
     assert!(cap > 0.0, "{st}");
     assert!((cams - cap / 5.0).abs() <= 0.2, "{st}");
     for w in st["workers"].as_array().unwrap() {
+        // Every frame was acknowledged: no worker holds one.
+        assert_eq!(w["in_flight"], 0, "{w}");
         let l = &w["layout"];
         assert_eq!(l["batch"], 3, "{w}");
         assert_eq!(l["batchable"], true, "{w}");
@@ -909,6 +911,16 @@ async fn workers_warm_up_before_they_pull_and_the_node_shows_its_layout() {
     assert!(
         scrape.contains("nvr_detection_node_capacity_fps{"),
         "{scrape}"
+    );
+    let held: Vec<&str> = scrape
+        .lines()
+        .filter(|l| l.starts_with("nvr_detection_worker_in_flight{"))
+        .collect();
+    assert_eq!(held.len(), 2, "one in-flight gauge per worker:\n{scrape}");
+    assert!(
+        held.iter()
+            .all(|l| l.rsplit_once(' ').and_then(|(_, v)| v.parse::<f64>().ok()) == Some(0.0)),
+        "{held:?}"
     );
     // `$SRV.STATS` counts the frames, not only status requests.
     let reply = client
