@@ -490,7 +490,7 @@ async fn two_detection_nodes_share_frames_and_a_killed_one_loses_none() {
     let total = 160u64;
     let mut accepted = 0u64;
     let mut killed = false;
-    let mut b_at_kill = (0, 0, 0);
+    let mut b_at_kill = 0u64;
     let mut seq = 0u64;
     while seq < total {
         seq += 1;
@@ -506,7 +506,7 @@ async fn two_detection_nodes_share_frames_and_a_killed_one_loses_none() {
                 (pa >= 5 && pb >= 5).then_some((pa, pb))
             });
             assert!(pa > 0 && pb > 0);
-            b_at_kill = (pb, 0, 0);
+            b_at_kill = pb;
             // a pauses for the second half, so the burst queues up behind b
             // alone and b is certain to be holding frames when it dies.
             // SAFETY: signals a child process this test started.
@@ -521,9 +521,9 @@ async fn two_detection_nodes_share_frames_and_a_killed_one_loses_none() {
                 let v = json_get(hb, "/status");
                 let w = &v["workers"][0];
                 let processed = w["processed_count"].as_u64().unwrap_or(0);
-                if processed >= b_at_kill.0 + 2 && w["in_flight"].as_u64().unwrap_or(0) >= 1 {
+                if processed >= b_at_kill + 2 && w["in_flight"].as_u64().unwrap_or(0) >= 1 {
                     b.child.kill().expect("SIGKILL node b");
-                    break (processed, 0, 0);
+                    break processed;
                 }
                 assert!(
                     Instant::now() < deadline,
@@ -567,7 +567,7 @@ async fn two_detection_nodes_share_frames_and_a_killed_one_loses_none() {
     let info = consumer.info().await.unwrap().clone();
     eprintln!(
         "kill: b processed {} before SIGKILL, a {pa}; deliveries {} for {total} frames",
-        b_at_kill.0, info.delivered.consumer_sequence
+        b_at_kill, info.delivered.consumer_sequence
     );
     // published = processed + skipped + errors + still pending, frame by frame.
     assert_eq!(
@@ -587,7 +587,7 @@ async fn two_detection_nodes_share_frames_and_a_killed_one_loses_none() {
         expected,
         "every frame has detections"
     );
-    assert!(b_at_kill.0 > 0, "the killed node had processed frames");
+    assert!(b_at_kill > 0, "the killed node had processed frames");
     assert!(
         info.delivered.consumer_sequence > total,
         "the killed node held unacknowledged frames that were delivered again"
@@ -597,9 +597,9 @@ async fn two_detection_nodes_share_frames_and_a_killed_one_loses_none() {
     let a_worker = format!("-{}-w", a.child.id());
     let by_b = seen.values().filter(|w| !w.contains(&a_worker)).count() as u64;
     assert!(
-        by_b >= b_at_kill.0,
+        by_b >= b_at_kill,
         "b's stored detections {by_b} < its count {}",
-        b_at_kill.0
+        b_at_kill
     );
     assert!(pa + by_b >= total, "a {pa} + b {by_b} cover every frame");
     a.interrupt();
