@@ -243,7 +243,6 @@ impl Tracker {
     /// Boxes may be in any consistent units. A `ts_ns` older than the previous
     /// update is treated as the same instant (no negative prediction).
     pub fn update(&mut self, ts_ns: u64, dets: &[DetectedObject]) -> TrackerOutput {
-        let p = self.params.clone();
         let ts = self.last_ts.map_or(ts_ns, |l| ts_ns.max(l));
         self.last_ts = Some(ts);
         self.step += 1;
@@ -260,6 +259,54 @@ impl Tracker {
             t.matched = false;
         }
 
+        // 2-5. association stages.
+        self.intern_labels(dets);
+        let a = self.associate(dets, step, ts, &was_matched);
+
+        // Apply matches.
+        let mut started = Vec::new();
+        for &(ti, di) in &a.pairs {
+            let became = self.apply_match(ti, &dets[di], ts, step);
+            if became {
+                started.push(self.tracks[ti].id);
+            }
+        }
+
+        // 6. lifecycle
+        let (mut ended, mut ended_tracks) = self.retire(ts, &a.track_used);
+        for &di in &a.birth {
+            if !a.det_used[di] {
+                if let Some(id) = self.spawn(&dets[di], ts, step) {
+                    started.push(id);
+                }
+            }
+        }
+        started.sort_unstable();
+        ended.sort_unstable();
+        ended_tracks.sort_unstable_by_key(|t| t.track_id);
+        TrackerOutput {
+            tracks: self.snapshot(ts),
+            started,
+            ended,
+            ended_tracks,
+        }
+    }
+
+    /// Steps 2-5 of [`Self::update`]: every association stage in order, each
+    /// on the tracks and detections the earlier ones left. `was_matched`
+    /// says, per track, whether it was matched in the previous update.
+    fn associate(
+        &mut self,
+        dets: &[DetectedObject],
+        step: u64,
+        ts: u64,
+        was_matched: &[bool],
+    ) -> Association {
+        let (high_threshold, low_threshold, birth_threshold) = (
+            self.params.high_threshold,
+            self.params.low_threshold,
+            self.params.birth_threshold,
+        );
         // Split detections (ignoring degenerate boxes).
         let mut high = Vec::new();
         let mut low = Vec::new();
@@ -267,13 +314,19 @@ impl Tracker {
             if !valid_box(d.bbox) || !d.score.is_finite() {
                 continue;
             }
-            if d.score >= p.high_threshold {
+            if d.score >= high_threshold {
                 high.push(i);
-            } else if d.score >= p.low_threshold {
+            } else if d.score >= low_threshold {
                 low.push(i);
             }
         }
-        self.intern_labels(dets);
+        let mut birth: Vec<usize> = high
+            .iter()
+            .chain(low.iter())
+            .copied()
+            .filter(|&d| dets[d].score >= birth_threshold)
+            .collect();
+        birth.sort_unstable();
         let mut det_used = vec![false; dets.len()];
         let mut track_used = vec![false; self.tracks.len()];
         let mut pairs: Vec<(usize, usize)> = Vec::new();
@@ -309,7 +362,7 @@ impl Tracker {
             .iter()
             .chain(low.iter())
             .copied()
-            .filter(|&d| !det_used[d] && dets[d].score >= p.birth_threshold)
+            .filter(|&d| !det_used[d] && dets[d].score >= birth_threshold)
             .collect();
         let m = self.reid_stage(&pool, &rest, dets, ts);
         self.take(m, &pool, &rest, &mut pairs, &mut track_used, &mut det_used);
@@ -318,42 +371,39 @@ impl Tracker {
         let pool: Vec<usize> = (0..self.tracks.len())
             .filter(|&i| !self.tracks[i].confirmed)
             .collect();
-        let mut birth: Vec<usize> = high
-            .iter()
-            .chain(low.iter())
-            .copied()
-            .filter(|&d| dets[d].score >= p.birth_threshold)
-            .collect();
-        birth.sort_unstable();
         let rest: Vec<usize> = birth.iter().copied().filter(|&d| !det_used[d]).collect();
         let m = self.match_stage(&pool, &rest, dets, step, Stage::Tentative);
         self.take(m, &pool, &rest, &mut pairs, &mut track_used, &mut det_used);
 
-        // Apply matches.
-        let mut started = Vec::new();
         pairs.sort_unstable();
-        for &(ti, di) in &pairs {
-            let became = self.apply_match(ti, &dets[di], ts, step);
-            if became {
-                started.push(self.tracks[ti].id);
-            }
+        Association {
+            pairs,
+            track_used,
+            det_used,
+            birth,
         }
+    }
 
-        // 6. lifecycle
+    /// Step 6 of [`Self::update`]: counts a miss for every track left
+    /// unmatched, drops tentative tracks past `tentative_max_misses` and
+    /// confirmed ones unseen for over `max_lost_ms`. Returns the ids of the
+    /// confirmed tracks removed and those tracks as they were last seen.
+    fn retire(&mut self, ts: u64, track_used: &[bool]) -> (Vec<u64>, Vec<Track>) {
         let mut ended = Vec::new();
+        let mut ended_tracks = Vec::new();
         for (i, t) in self.tracks.iter_mut().enumerate() {
             if !track_used[i] {
                 t.misses += 1;
             }
         }
-        let mut ended_tracks = Vec::new();
-        let max_lost_ns = p.max_lost_ms.saturating_mul(1_000_000);
+        let tentative_max_misses = self.params.tentative_max_misses;
+        let max_lost_ns = self.params.max_lost_ms.saturating_mul(1_000_000);
         self.tracks.retain(|t| {
             if t.matched {
                 return true;
             }
             if !t.confirmed {
-                return t.misses <= p.tentative_max_misses;
+                return t.misses <= tentative_max_misses;
             }
             if ts.saturating_sub(t.last_obs_ts) > max_lost_ns {
                 ended.push(t.id);
@@ -371,60 +421,49 @@ impl Tracker {
             }
             true
         });
+        (ended, ended_tracks)
+    }
 
-        // New tracks from the remaining detections that may start one.
-        for &di in &birth {
-            let d = &dets[di];
-            if det_used[di] {
-                continue;
-            }
-            let id = self.next_id;
-            self.next_id += 1;
-            let kf = KalmanBox::new(xyxy_to_cxcywh(d.bbox), p.kalman());
-            let confident = d.score >= p.new_track_threshold;
-            let needed_hits = if confident {
-                p.min_hits
-            } else {
-                p.min_hits.max(p.low_birth_hits)
-            };
-            let confirmed = needed_hits <= 1 || (confident && p.confirm_first_update && step == 1);
-            if confirmed {
-                started.push(id);
-            }
-            let mut obs = VecDeque::new();
-            obs.push_back(Obs { step, bbox: d.bbox });
-            let embedding = d.embedding.clone().map(|mut e| {
-                normalise(&mut e);
-                e
-            });
-            self.tracks.push(TrackInner {
-                id,
-                label: d.label.clone(),
-                score: d.score,
-                kf_at_obs: kf,
-                kf,
-                confirmed,
-                needed_hits,
-                matched: true,
-                hits: 1,
-                misses: 0,
-                first_ts: ts,
-                pred_ts: ts,
-                last_obs_ts: ts,
-                obs,
-                direction: None,
-                embedding,
-            });
-        }
-        started.sort_unstable();
-        ended.sort_unstable();
-        ended_tracks.sort_unstable_by_key(|t| t.track_id);
-        TrackerOutput {
-            tracks: self.snapshot(ts),
-            started,
-            ended,
-            ended_tracks,
-        }
+    /// Starts a track from detection `d`, which no track took. Returns its
+    /// id when it is confirmed at once (one hit is enough, or the first
+    /// update of a confident detection with `confirm_first_update`).
+    fn spawn(&mut self, d: &DetectedObject, ts: u64, step: u64) -> Option<u64> {
+        let id = self.next_id;
+        self.next_id += 1;
+        let p = &self.params;
+        let kf = KalmanBox::new(xyxy_to_cxcywh(d.bbox), p.kalman());
+        let confident = d.score >= p.new_track_threshold;
+        let needed_hits = if confident {
+            p.min_hits
+        } else {
+            p.min_hits.max(p.low_birth_hits)
+        };
+        let confirmed = needed_hits <= 1 || (confident && p.confirm_first_update && step == 1);
+        let mut obs = VecDeque::new();
+        obs.push_back(Obs { step, bbox: d.bbox });
+        let embedding = d.embedding.clone().map(|mut e| {
+            normalise(&mut e);
+            e
+        });
+        self.tracks.push(TrackInner {
+            id,
+            label: d.label.clone(),
+            score: d.score,
+            kf_at_obs: kf,
+            kf,
+            confirmed,
+            needed_hits,
+            matched: true,
+            hits: 1,
+            misses: 0,
+            first_ts: ts,
+            pred_ts: ts,
+            last_obs_ts: ts,
+            obs,
+            direction: None,
+            embedding,
+        });
+        confirmed.then_some(id)
     }
 
     fn take(
@@ -739,6 +778,19 @@ pub fn clip_to_frame(b: [f32; 4]) -> [f32; 4] {
     let x1 = b[2].clamp(x0 + EPS, 1.0);
     let y1 = b[3].clamp(y0 + EPS, 1.0);
     [x0, y0, x1, y1]
+}
+
+/// What the association stages of one update decided.
+struct Association {
+    /// Matched (track index, detection index) pairs, sorted.
+    pairs: Vec<(usize, usize)>,
+    /// Per track: matched in this update (its misses are not counted).
+    track_used: Vec<bool>,
+    /// Per detection: taken by a track (it starts no new one).
+    det_used: Vec<bool>,
+    /// Detections that may start a track (score at least
+    /// `birth_threshold`), by index, sorted.
+    birth: Vec<usize>,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
