@@ -6,8 +6,8 @@ use std::collections::VecDeque;
 
 use super::grid::{dist, TwoGrids};
 use super::{
-    CamState, Global, SourceKey, SpatialTracker, CAMERA_MEAN_PRIOR, CAMERA_MEAN_WINDOW,
-    LIVE_WINDOW_S,
+    CamState, Global, Source, SourceKey, SpatialTracker, APPEARANCE_RATE, APPEARANCE_SETTLE,
+    CAMERA_MEAN_PRIOR, CAMERA_MEAN_WINDOW, CAMERA_VIEW_AGREE, CAMERA_VIEW_RATE, LIVE_WINDOW_S,
 };
 
 pub(super) fn cosine(a: &[f32], b: &[f32]) -> f64 {
@@ -264,5 +264,89 @@ impl SpatialTracker {
     /// Least similarity for merging two coinciding identities.
     pub(super) fn merge_similarity(&self) -> f64 {
         self.params.merge_similarity
+    }
+}
+
+/// Learns identity `g`'s appearance from its fresh observations `obs`
+/// (camera track, its state, floor position): each camera's own view of
+/// it, and its overall appearance. `swap_check_similarity`: once settled,
+/// the overall appearance learns only from observations at least this
+/// similar to it.
+pub(super) fn learn_appearance(
+    g: &mut Global,
+    obs: &[(SourceKey, &Source, [f64; 2])],
+    swap_check_similarity: f64,
+) {
+    // Each camera's own view: learns faster (a person's look changes
+    // across one camera's field), and once settled only from
+    // observations that agree with it.
+    // The observations with a position and an embedding, in key order.
+    let embs = || {
+        obs.iter()
+            .filter_map(|(k, s, _)| Some((k.0, s.emb.as_ref()?)))
+    };
+    for (c, e) in embs() {
+        let view = g.view_mut(c);
+        match &mut view.emb {
+            Some((v, n)) if v.len() == e.len() => {
+                if *n >= APPEARANCE_SETTLE && cosine(e, v) < CAMERA_VIEW_AGREE {
+                    continue;
+                }
+                let rate = (1.0 / (*n as f32 + 1.0)).max(CAMERA_VIEW_RATE);
+                for (a, x) in v.iter_mut().zip(e.iter()) {
+                    *a = (1.0 - rate) * *a + rate * x;
+                }
+                normalise(v);
+                *n = n.saturating_add(1);
+            }
+            _ => {
+                view.emb = Some((e.clone(), 1));
+            }
+        }
+    }
+    // Appearance: a running mean whose rate decays to `APPEARANCE_RATE`,
+    // fed only by observations that agree with it once it is settled, so
+    // that a camera track drifting to another person cannot drag it along.
+    let d = embs().next().map_or(0, |(_, e)| e.len());
+    let settled = g.emb_n >= APPEARANCE_SETTLE;
+    let mut fresh: Vec<&Vec<f32>> = Vec::with_capacity(obs.len());
+    for (_, e) in embs() {
+        if e.len() != d {
+            continue;
+        }
+        match &g.emb {
+            Some(ge) if ge.len() == d => {
+                if !settled || cosine(e, ge) >= swap_check_similarity {
+                    fresh.push(e);
+                }
+            }
+            _ => fresh.push(e),
+        }
+    }
+    if !fresh.is_empty() {
+        let prior = g.emb.as_ref().is_some_and(|e| e.len() == d);
+        let rate = if prior {
+            (1.0 / (g.emb_n as f32 + 1.0)).max(APPEARANCE_RATE)
+        } else {
+            g.emb_n = 0;
+            1.0
+        };
+        // Updated in place: this runs for every observed identity on
+        // every cycle.
+        let acc = match &mut g.emb {
+            Some(e) if prior => {
+                e.iter_mut().for_each(|x| *x *= 1.0 - rate);
+                e
+            }
+            slot => slot.insert(vec![0.0; d]),
+        };
+        let wgt = rate / fresh.len() as f32;
+        for e in &fresh {
+            for (a, x) in acc.iter_mut().zip(e.iter()) {
+                *a += wgt * x;
+            }
+        }
+        normalise(acc);
+        g.emb_n = g.emb_n.saturating_add(1);
     }
 }

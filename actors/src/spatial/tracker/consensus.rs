@@ -76,6 +76,24 @@ impl SpatialTracker {
             self.pair_counts.clear();
             return;
         }
+        self.pair_counts = self.coinciding_pairs(pair_m);
+        let full = self.params.merge_cycles.max(1);
+        let ready: Vec<((SourceKey, SourceKey), bool)> = self
+            .pair_counts
+            .iter()
+            .filter(|(_, c)| **c >= full.min(FAST_CYCLES))
+            .map(|(p, c)| (*p, *c >= full))
+            .collect();
+        for ((a, b), settled) in ready {
+            self.resolve_pair(a, b, settled, ts_ns, events);
+        }
+    }
+
+    /// The pairs of this cycle's observed camera tracks of two cameras,
+    /// bound to two identities, that coincide within `pair_m` and are each
+    /// other's nearest on the other's camera with no close rival, each with
+    /// the number of consecutive cycles it has held (lower key first).
+    fn coinciding_pairs(&self, pair_m: f64) -> BTreeMap<(SourceKey, SourceKey), u32> {
         let obs: Vec<Obs> = self
             .sources
             .iter()
@@ -159,76 +177,81 @@ impl SpatialTracker {
                 now.insert(pair, c);
             }
         }
-        self.pair_counts = now;
-        let full = self.params.merge_cycles.max(1);
-        let ready: Vec<((SourceKey, SourceKey), bool)> = self
-            .pair_counts
-            .iter()
-            .filter(|(_, c)| **c >= full.min(FAST_CYCLES))
-            .map(|(p, c)| (*p, *c >= full))
-            .collect();
-        for ((a, b), settled) in ready {
-            let ga = self.sources.get(&a).and_then(|s| s.bound);
-            let gb = self.sources.get(&b).and_then(|s| s.bound);
-            let (Some(ga), Some(gb)) = (ga, gb) else {
-                continue;
-            };
-            if ga == gb {
-                continue;
-            }
-            let (Some(a_g), Some(b_g)) = (self.globals.get(&ga), self.globals.get(&gb)) else {
-                continue;
-            };
-            // Whether each identity already sees the other camera elsewhere.
-            let (Some(pa), Some(pb)) = (
-                self.sources.get(&a).and_then(|s| s.pos),
-                self.sources.get(&b).and_then(|s| s.pos),
-            ) else {
-                continue;
-            };
-            let a_has_b_cam = self.holds_camera(a_g, b.0, pb);
-            let b_has_a_cam = self.holds_camera(b_g, a.0, pa);
-            let (moved, from, to) = match (a_has_b_cam, b_has_a_cam) {
-                // `ga` sees camera b elsewhere, `gb` is free on camera a.
-                (true, false) => (a, ga, gb),
-                (false, true) => (b, gb, ga),
-                (false, false) => {
-                    // Both free: one person, two identities. The older
-                    // one stays, unless a third camera sees both. Only
-                    // once the pair has held for `merge_cycles`.
-                    let cams_a = self.live_cameras(a_g);
-                    if settled && self.live_cameras(b_g).iter().all(|c| !cams_a.contains(c)) {
-                        self.pair_counts.remove(&(a, b));
-                        self.merge_into(ga.min(gb), ga.max(gb), ts_ns, events);
-                    }
-                    continue;
-                }
-                // Both taken: a lost track of the target's (the person it
-                // followed is elsewhere, or gone) is superseded, as on a
-                // bind; two observed ones are a swap when they coincide
-                // too, else there is no move.
-                (true, true) if !self.has_live_source_on(b_g, a.0) => (a, ga, gb),
-                (true, true) if !self.has_live_source_on(a_g, b.0) => (b, gb, ga),
-                (true, true) => {
-                    self.swap_views((a, ga), (b, gb), ts_ns, events);
-                    continue;
-                }
-            };
-            // Before `merge_cycles`, only a move that the other camera
-            // confirms: it sees the moving track's identity this cycle
-            // somewhere else (two cameras agree on where each identity is).
-            let other_cam = if moved == a { b.0 } else { a.0 };
-            if !settled
-                && !self
-                    .globals
-                    .get(&from)
-                    .is_some_and(|g| self.sees_now(g, other_cam))
-            {
-                continue;
-            }
-            self.pair_counts.remove(&(a, b));
-            self.move_source(moved, from, to, ts_ns, events);
+        now
+    }
+
+    /// Acts on the coinciding camera tracks `a` and `b` (see
+    /// [`Self::coinciding_pairs`]); `settled`: the pair has held for
+    /// `merge_cycles`. Moves one of them to the other's identity, swaps
+    /// them, or merges the two identities.
+    fn resolve_pair(
+        &mut self,
+        a: SourceKey,
+        b: SourceKey,
+        settled: bool,
+        ts_ns: u64,
+        events: &mut Vec<Event>,
+    ) {
+        let ga = self.sources.get(&a).and_then(|s| s.bound);
+        let gb = self.sources.get(&b).and_then(|s| s.bound);
+        let (Some(ga), Some(gb)) = (ga, gb) else {
+            return;
+        };
+        if ga == gb {
+            return;
         }
+        let (Some(a_g), Some(b_g)) = (self.globals.get(&ga), self.globals.get(&gb)) else {
+            return;
+        };
+        // Whether each identity already sees the other camera elsewhere.
+        let (Some(pa), Some(pb)) = (
+            self.sources.get(&a).and_then(|s| s.pos),
+            self.sources.get(&b).and_then(|s| s.pos),
+        ) else {
+            return;
+        };
+        let a_has_b_cam = self.holds_camera(a_g, b.0, pb);
+        let b_has_a_cam = self.holds_camera(b_g, a.0, pa);
+        let (moved, from, to) = match (a_has_b_cam, b_has_a_cam) {
+            // `ga` sees camera b elsewhere, `gb` is free on camera a.
+            (true, false) => (a, ga, gb),
+            (false, true) => (b, gb, ga),
+            (false, false) => {
+                // Both free: one person, two identities. The older
+                // one stays, unless a third camera sees both. Only
+                // once the pair has held for `merge_cycles`.
+                let cams_a = self.live_cameras(a_g);
+                if settled && self.live_cameras(b_g).iter().all(|c| !cams_a.contains(c)) {
+                    self.pair_counts.remove(&(a, b));
+                    self.merge_into(ga.min(gb), ga.max(gb), ts_ns, events);
+                }
+                return;
+            }
+            // Both taken: a lost track of the target's (the person it
+            // followed is elsewhere, or gone) is superseded, as on a
+            // bind; two observed ones are a swap when they coincide
+            // too, else there is no move.
+            (true, true) if !self.has_live_source_on(b_g, a.0) => (a, ga, gb),
+            (true, true) if !self.has_live_source_on(a_g, b.0) => (b, gb, ga),
+            (true, true) => {
+                self.swap_views((a, ga), (b, gb), ts_ns, events);
+                return;
+            }
+        };
+        // Before `merge_cycles`, only a move that the other camera
+        // confirms: it sees the moving track's identity this cycle
+        // somewhere else (two cameras agree on where each identity is).
+        let other_cam = if moved == a { b.0 } else { a.0 };
+        if !settled
+            && !self
+                .globals
+                .get(&from)
+                .is_some_and(|g| self.sees_now(g, other_cam))
+        {
+            return;
+        }
+        self.pair_counts.remove(&(a, b));
+        self.move_source(moved, from, to, ts_ns, events);
     }
 
     /// Moves camera track `k` from identity `from` to identity `to`.

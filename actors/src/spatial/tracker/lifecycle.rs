@@ -7,12 +7,11 @@ use std::collections::{BTreeMap, BTreeSet};
 
 use nvr_subjects::{event_kind, Event};
 
-use super::appearance::{cosine, normalise};
+use super::appearance::{cosine, learn_appearance};
 use super::association::box_foot;
 use super::grid::{dist, Grid, TwoGrids};
 use super::{
-    Companion, Global, Motion, Source, SourceKey, SpatialTracker, APPEARANCE_RATE,
-    APPEARANCE_SETTLE, CAMERA_VIEW_AGREE, CAMERA_VIEW_RATE, COMPANION_ATTACH_S,
+    Companion, Global, Motion, Source, SourceKey, SpatialTracker, COMPANION_ATTACH_S,
     COMPANION_SPEED_DIFF_MPS, MAX_SPEED_MPS, OCCLUDER_M,
 };
 
@@ -320,33 +319,7 @@ impl SpatialTracker {
         updated.insert(gid);
         g.seen_cycle = stats.cycles;
         g.companion = None;
-        let dt = t_max.saturating_sub(g.last_seen) as f64 / 1e9;
-        let dt_pred = t_max.saturating_sub(g.pos_ts) as f64 / 1e9;
-        if g.last_seen == t_max
-            && dt == 0.0
-            && g.sources.len() <= 1
-            && g.created_cycle == stats.cycles
-        {
-            // Just created from this observation.
-            g.pos = meas;
-        } else if dt > 1.0 {
-            g.pos = meas;
-            g.vel = [0.0, 0.0];
-        } else {
-            let (a, b) = (params.alpha, params.beta);
-            let pred = [g.pos[0] + g.vel[0] * dt_pred, g.pos[1] + g.vel[1] * dt_pred];
-            let innov = [meas[0] - pred[0], meas[1] - pred[1]];
-            g.pos = [pred[0] + a * innov[0], pred[1] + a * innov[1]];
-            if dt > 1e-3 {
-                g.vel = [g.vel[0] + b * innov[0] / dt, g.vel[1] + b * innov[1] / dt];
-                let sp = (g.vel[0].powi(2) + g.vel[1].powi(2)).sqrt();
-                if sp > MAX_SPEED_MPS {
-                    g.vel = [g.vel[0] * MAX_SPEED_MPS / sp, g.vel[1] * MAX_SPEED_MPS / sp];
-                }
-            }
-        }
-        g.last_seen = g.last_seen.max(t_max);
-        g.pos_ts = g.pos_ts.max(t_max);
+        fuse_motion(g, meas, t_max, stats.cycles, params.alpha, params.beta);
         g.obs_pos = g.pos;
         g.max_disp = g.max_disp.max(dist(g.pos, g.origin));
         for (k, src, _) in &obs {
@@ -380,78 +353,7 @@ impl SpatialTracker {
                 }
             }
         }
-        // Each camera's own view: learns faster (a person's look changes
-        // across one camera's field), and once settled only from
-        // observations that agree with it.
-        // The observations with a position and an embedding, in key order.
-        let embs = || {
-            obs.iter()
-                .filter_map(|(k, s, _)| Some((k.0, s.emb.as_ref()?)))
-        };
-        for (c, e) in embs() {
-            let view = g.view_mut(c);
-            match &mut view.emb {
-                Some((v, n)) if v.len() == e.len() => {
-                    if *n >= APPEARANCE_SETTLE && cosine(e, v) < CAMERA_VIEW_AGREE {
-                        continue;
-                    }
-                    let rate = (1.0 / (*n as f32 + 1.0)).max(CAMERA_VIEW_RATE);
-                    for (a, x) in v.iter_mut().zip(e.iter()) {
-                        *a = (1.0 - rate) * *a + rate * x;
-                    }
-                    normalise(v);
-                    *n = n.saturating_add(1);
-                }
-                _ => {
-                    view.emb = Some((e.clone(), 1));
-                }
-            }
-        }
-        // Appearance: a running mean whose rate decays to `APPEARANCE_RATE`,
-        // fed only by observations that agree with it once it is settled, so
-        // that a camera track drifting to another person cannot drag it along.
-        let d = embs().next().map_or(0, |(_, e)| e.len());
-        let settled = g.emb_n >= APPEARANCE_SETTLE;
-        let mut fresh: Vec<&Vec<f32>> = Vec::with_capacity(keys.len());
-        for (_, e) in embs() {
-            if e.len() != d {
-                continue;
-            }
-            match &g.emb {
-                Some(ge) if ge.len() == d => {
-                    if !settled || cosine(e, ge) >= params.swap_check_similarity {
-                        fresh.push(e);
-                    }
-                }
-                _ => fresh.push(e),
-            }
-        }
-        if !fresh.is_empty() {
-            let prior = g.emb.as_ref().is_some_and(|e| e.len() == d);
-            let rate = if prior {
-                (1.0 / (g.emb_n as f32 + 1.0)).max(APPEARANCE_RATE)
-            } else {
-                g.emb_n = 0;
-                1.0
-            };
-            // Updated in place: this runs for every observed identity on
-            // every cycle.
-            let acc = match &mut g.emb {
-                Some(e) if prior => {
-                    e.iter_mut().for_each(|x| *x *= 1.0 - rate);
-                    e
-                }
-                slot => slot.insert(vec![0.0; d]),
-            };
-            let wgt = rate / fresh.len() as f32;
-            for e in &fresh {
-                for (a, x) in acc.iter_mut().zip(e.iter()) {
-                    *a += wgt * x;
-                }
-            }
-            normalise(acc);
-            g.emb_n = g.emb_n.saturating_add(1);
-        }
+        learn_appearance(g, &obs, params.swap_check_similarity);
     }
 
     /// An identity that stops being observed right next to another one that
@@ -700,4 +602,33 @@ impl SpatialTracker {
             }
         }
     }
+}
+
+/// Fuses the mean `meas` of an identity's fresh observations, the newest
+/// taken at `t_max`, into its alpha-beta motion model (`cycle`: this
+/// cycle's number). An identity created from this very observation takes
+/// it as is; one unseen for over a second restarts from it at rest.
+fn fuse_motion(g: &mut Global, meas: [f64; 2], t_max: u64, cycle: u64, a: f64, b: f64) {
+    let dt = t_max.saturating_sub(g.last_seen) as f64 / 1e9;
+    let dt_pred = t_max.saturating_sub(g.pos_ts) as f64 / 1e9;
+    if g.last_seen == t_max && dt == 0.0 && g.sources.len() <= 1 && g.created_cycle == cycle {
+        // Just created from this observation.
+        g.pos = meas;
+    } else if dt > 1.0 {
+        g.pos = meas;
+        g.vel = [0.0, 0.0];
+    } else {
+        let pred = [g.pos[0] + g.vel[0] * dt_pred, g.pos[1] + g.vel[1] * dt_pred];
+        let innov = [meas[0] - pred[0], meas[1] - pred[1]];
+        g.pos = [pred[0] + a * innov[0], pred[1] + a * innov[1]];
+        if dt > 1e-3 {
+            g.vel = [g.vel[0] + b * innov[0] / dt, g.vel[1] + b * innov[1] / dt];
+            let sp = (g.vel[0].powi(2) + g.vel[1].powi(2)).sqrt();
+            if sp > MAX_SPEED_MPS {
+                g.vel = [g.vel[0] * MAX_SPEED_MPS / sp, g.vel[1] * MAX_SPEED_MPS / sp];
+            }
+        }
+    }
+    g.last_seen = g.last_seen.max(t_max);
+    g.pos_ts = g.pos_ts.max(t_max);
 }
