@@ -421,6 +421,69 @@ async fn preflight(cfg: &Config) -> Result<std::net::TcpListener> {
     crate::api::bind("api.address", &cfg.api.address)
 }
 
+/// The camera actors of the cameras `nvr` pulls (`url` set) and the status
+/// of every configured camera: those it pulls, and external ones whose
+/// frames another process publishes.
+fn camera_actors(
+    cfg: &Arc<Config>,
+    js: &jetstream::Context,
+) -> (
+    Vec<ChildSpec>,
+    BTreeMap<String, Arc<Mutex<nvr_actors::status::CameraStatus>>>,
+) {
+    let mut specs = Vec::new();
+    let mut cameras = BTreeMap::new();
+    for cam in cfg.cameras.iter().filter(|c| c.url.is_some()) {
+        let status = Arc::new(Mutex::new(nvr_actors::status::CameraStatus::default()));
+        cameras.insert(cam.id.clone(), status.clone());
+        specs.push(node::camera_spec(cfg, cam, js.clone(), status));
+    }
+    for cam in cfg.cameras.iter().filter(|c| c.url.is_none()) {
+        let status = nvr_actors::status::CameraStatus {
+            id: cam.id.clone(),
+            state: nvr_actors::status::CameraState::External,
+            ..Default::default()
+        };
+        cameras.insert(cam.id.clone(), Arc::new(Mutex::new(status)));
+    }
+    (specs, cameras)
+}
+
+/// What runs where, in words, for the start-up line: the detection
+/// workers here (or none) and the spatial shards here (or none).
+fn where_things_run(
+    cfg: &Config,
+    detection: Option<&DetectionNode>,
+    spatial: Option<&SpatialNode>,
+) -> (String, String) {
+    let detection_here = match detection {
+        Some(d) => {
+            let l = d.status().layout;
+            format!(
+                "{} worker(s) here, {}, batch {}, ~{} fps measured",
+                l.workers, cfg.detection.backend, l.batch, l.capacity_fps
+            )
+        }
+        None => "on detection nodes (none here)".into(),
+    };
+    let spatial_here = match spatial {
+        Some(s) => {
+            let names: Vec<String> = s
+                .shards
+                .iter()
+                .filter_map(|x| x.lock().ok().map(|x| x.shard.clone()))
+                .collect();
+            if names.is_empty() {
+                "per-camera tracking here, no calibrated shard".into()
+            } else {
+                format!("shard(s) {} here", names.join(", "))
+            }
+        }
+        None => "on spatial nodes (none here)".into(),
+    };
+    (detection_here, spatial_here)
+}
+
 async fn run_with_nats(
     cfg: Arc<Config>,
     url: &str,
@@ -441,21 +504,7 @@ async fn run_with_nats(
     let stored = Arc::new(crate::census::Census::new(tracked));
     let census = crate::census::spawn(js.clone(), stored.clone());
 
-    let mut specs = Vec::new();
-    let mut cameras = BTreeMap::new();
-    for cam in cfg.cameras.iter().filter(|c| c.url.is_some()) {
-        let status = Arc::new(Mutex::new(nvr_actors::status::CameraStatus::default()));
-        cameras.insert(cam.id.clone(), status.clone());
-        specs.push(node::camera_spec(&cfg, cam, js.clone(), status));
-    }
-    for cam in cfg.cameras.iter().filter(|c| c.url.is_none()) {
-        let status = nvr_actors::status::CameraStatus {
-            id: cam.id.clone(),
-            state: nvr_actors::status::CameraState::External,
-            ..Default::default()
-        };
-        cameras.insert(cam.id.clone(), Arc::new(Mutex::new(status)));
-    }
+    let (mut specs, cameras) = camera_actors(&cfg, &js);
     let detection = if cfg.detection.embedded {
         let (n, s) = DetectionNode::new(&cfg, js.clone());
         specs.extend(s);
@@ -538,32 +587,8 @@ async fn run_with_nats(
         api_token.clone(),
     )?;
     let mut signals = ShutdownSignals::install();
-    // What runs where, in one line.
-    let detection_here = match &detection {
-        Some(d) => {
-            let l = d.status().layout;
-            format!(
-                "{} worker(s) here, {}, batch {}, ~{} fps measured",
-                l.workers, cfg.detection.backend, l.batch, l.capacity_fps
-            )
-        }
-        None => "on detection nodes (none here)".into(),
-    };
-    let spatial_here = match &spatial {
-        Some(s) => {
-            let names: Vec<String> = s
-                .shards
-                .iter()
-                .filter_map(|x| x.lock().ok().map(|x| x.shard.clone()))
-                .collect();
-            if names.is_empty() {
-                "per-camera tracking here, no calibrated shard".into()
-            } else {
-                format!("shard(s) {} here", names.join(", "))
-            }
-        }
-        None => "on spatial nodes (none here)".into(),
-    };
+    let (detection_here, spatial_here) =
+        where_things_run(&cfg, detection.as_deref(), spatial.as_deref());
     let camera_ids: Vec<&str> = cfg.cameras.iter().map(|c| c.id.as_str()).collect();
     info!(
         api = %format!("http://{listen}"),

@@ -264,88 +264,20 @@ pub async fn detection_document_and_nodes(s: &Shared) -> (Value, Vec<status::Det
     let queue = queue_size(s).await;
     let nodes = detection_nodes(s).await;
     let stored = s.stored.detections();
-    let mut lat = new_histogram();
-    let mut e2e = new_histogram();
-    let (mut processed, mut errors, mut skipped, mut malformed) = (0u64, 0u64, 0u64, 0u64);
-    let mut delivery_errors = 0u64;
-    let mut refused = nvr_actors::guard::RefusalCounts::new();
-    let mut fps = 0.0;
-    let mut workers = Vec::new();
-    let mut cameras: BTreeMap<String, Value> = BTreeMap::new();
-    let mut per_cam: BTreeMap<String, (u64, u64, u64, f64)> = BTreeMap::new();
-    for n in &nodes {
-        for w in &n.workers {
-            processed += w.processed_count;
-            errors += w.error_count;
-            delivery_errors += w.delivery_error_count;
-            for (k, v) in &w.refused {
-                *refused.entry(k.clone()).or_insert(0) += v;
-            }
-            skipped += w.skipped_count;
-            malformed += w.malformed_count;
-            fps += w.fps;
-            if let Some(h) = histogram_from_b64(&w.latency_hist) {
-                let _ = lat.add(&h);
-            }
-            if let Some(h) = histogram_from_b64(&w.e2e_hist) {
-                let _ = e2e.add(&h);
-            }
-            for (cam, c) in &w.cameras {
-                let e = per_cam.entry(cam.clone()).or_default();
-                e.0 += c.processed;
-                e.1 += c.skipped;
-                e.2 += c.errors;
-                e.3 += c.latency_sum_ms;
-            }
-            workers.push(json!({
-                "worker": w.worker,
-                "node": n.node,
-                "backend": n.backend,
-                "processed_count": w.processed_count,
-                "skipped_count": w.skipped_count,
-                "error_count": w.error_count,
-                "delivery_error_count": w.delivery_error_count,
-                "in_flight": w.in_flight,
-                "refused": w.refused,
-                "fps": round2(w.fps),
-                "avg_latency_ms": round2(w.latency.avg_ms),
-                "p50_latency_ms": round2(w.latency.p50_ms),
-                "p95_latency_ms": round2(w.latency.p95_ms),
-                "p99_latency_ms": round2(w.latency.p99_ms),
-                "last_error": w.last_error,
-            }));
-        }
-    }
-    for (cam, st) in &s.cameras {
-        let Ok(st) = st.lock().map(|x| x.clone()) else {
-            continue;
-        };
-        let stored = if st.state == status::CameraState::External {
-            0
-        } else {
-            stored.get(cam).copied().unwrap_or(0)
-        };
-        let e = per_cam.entry(cam.clone()).or_default();
-        // A node that died took its counters with it; what was stored stays.
-        e.0 = e.0.max(stored);
-        let (p, sk, e, sum) = *e;
-        cameras.insert(
-            cam.clone(),
-            json!({
-                "published": st.frames_published,
-                "dropped_at_publish": st.frames_dropped,
-                "processed": p, "skipped": sk, "errors": e,
-                "avg_latency_ms": if p > 0 { round2(sum / p as f64) } else { 0.0 },
-                "fps_out": round2(st.fps_out),
-            }),
-        );
-    }
-    for (cam, (p, sk, e, sum)) in &per_cam {
-        cameras.entry(cam.clone()).or_insert_with(|| {
-            json!({"processed": p, "skipped": sk, "errors": e,
-                   "avg_latency_ms": if *p > 0 { round2(sum / *p as f64) } else { 0.0 }})
-        });
-    }
+    let WorkerTotals {
+        lat,
+        e2e,
+        processed,
+        errors,
+        delivery_errors,
+        refused,
+        skipped,
+        malformed,
+        fps,
+        workers,
+        per_cam,
+    } = WorkerTotals::of(&nodes);
+    let cameras = camera_documents(s, per_cam, &stored);
     // Frames processed: what the live workers report, or what was stored for
     // this process's cameras when that is more (a node died meanwhile).
     let processed = processed.max(
@@ -412,6 +344,144 @@ pub async fn detection_document_and_nodes(s: &Shared) -> (Value, Vec<status::Det
         "cameras": cameras,
     });
     (doc, nodes)
+}
+
+/// What every detection worker of every node reports, summed.
+struct WorkerTotals {
+    /// Inference latency of all workers, merged.
+    lat: hdrhistogram::Histogram<u64>,
+    /// Frame-to-detections latency of all workers, merged.
+    e2e: hdrhistogram::Histogram<u64>,
+    /// Frames with published detections.
+    processed: u64,
+    /// Frames that failed (undecodable ones included).
+    errors: u64,
+    /// Deliveries that failed and were left for redelivery.
+    delivery_errors: u64,
+    /// Frames refused, by reason.
+    refused: nvr_actors::guard::RefusalCounts,
+    /// Frames skipped as too old.
+    skipped: u64,
+    /// Undecodable frame messages (counted in `errors` too).
+    malformed: u64,
+    /// Frames per second, all workers together.
+    fps: f64,
+    /// One document per worker, for the `workers` list.
+    workers: Vec<Value>,
+    /// Per camera: processed, skipped, errors, latency sum (ms).
+    per_cam: BTreeMap<String, (u64, u64, u64, f64)>,
+}
+
+impl WorkerTotals {
+    /// Sums the workers of `nodes`.
+    fn of(nodes: &[status::DetectionNodeStatus]) -> WorkerTotals {
+        let mut lat = new_histogram();
+        let mut e2e = new_histogram();
+        let (mut processed, mut errors, mut skipped, mut malformed) = (0u64, 0u64, 0u64, 0u64);
+        let mut delivery_errors = 0u64;
+        let mut refused = nvr_actors::guard::RefusalCounts::new();
+        let mut fps = 0.0;
+        let mut workers = Vec::new();
+        let mut per_cam: BTreeMap<String, (u64, u64, u64, f64)> = BTreeMap::new();
+        for n in nodes {
+            for w in &n.workers {
+                processed += w.processed_count;
+                errors += w.error_count;
+                delivery_errors += w.delivery_error_count;
+                for (k, v) in &w.refused {
+                    *refused.entry(k.clone()).or_insert(0) += v;
+                }
+                skipped += w.skipped_count;
+                malformed += w.malformed_count;
+                fps += w.fps;
+                if let Some(h) = histogram_from_b64(&w.latency_hist) {
+                    let _ = lat.add(&h);
+                }
+                if let Some(h) = histogram_from_b64(&w.e2e_hist) {
+                    let _ = e2e.add(&h);
+                }
+                for (cam, c) in &w.cameras {
+                    let e = per_cam.entry(cam.clone()).or_default();
+                    e.0 += c.processed;
+                    e.1 += c.skipped;
+                    e.2 += c.errors;
+                    e.3 += c.latency_sum_ms;
+                }
+                workers.push(json!({
+                    "worker": w.worker,
+                    "node": n.node,
+                    "backend": n.backend,
+                    "processed_count": w.processed_count,
+                    "skipped_count": w.skipped_count,
+                    "error_count": w.error_count,
+                    "delivery_error_count": w.delivery_error_count,
+                    "in_flight": w.in_flight,
+                    "refused": w.refused,
+                    "fps": round2(w.fps),
+                    "avg_latency_ms": round2(w.latency.avg_ms),
+                    "p50_latency_ms": round2(w.latency.p50_ms),
+                    "p95_latency_ms": round2(w.latency.p95_ms),
+                    "p99_latency_ms": round2(w.latency.p99_ms),
+                    "last_error": w.last_error,
+                }));
+            }
+        }
+        WorkerTotals {
+            lat,
+            e2e,
+            processed,
+            errors,
+            delivery_errors,
+            refused,
+            skipped,
+            malformed,
+            fps,
+            workers,
+            per_cam,
+        }
+    }
+}
+
+/// The `cameras` map of the detection document: this process's cameras
+/// (published and dropped frames, what the workers did with them, or
+/// what was stored when that is more) and the cameras only workers know.
+fn camera_documents(
+    s: &Shared,
+    mut per_cam: BTreeMap<String, (u64, u64, u64, f64)>,
+    stored: &BTreeMap<String, u64>,
+) -> BTreeMap<String, Value> {
+    let mut cameras: BTreeMap<String, Value> = BTreeMap::new();
+    for (cam, st) in &s.cameras {
+        let Ok(st) = st.lock().map(|x| x.clone()) else {
+            continue;
+        };
+        let stored = if st.state == status::CameraState::External {
+            0
+        } else {
+            stored.get(cam).copied().unwrap_or(0)
+        };
+        let e = per_cam.entry(cam.clone()).or_default();
+        // A node that died took its counters with it; what was stored stays.
+        e.0 = e.0.max(stored);
+        let (p, sk, e, sum) = *e;
+        cameras.insert(
+            cam.clone(),
+            json!({
+                "published": st.frames_published,
+                "dropped_at_publish": st.frames_dropped,
+                "processed": p, "skipped": sk, "errors": e,
+                "avg_latency_ms": if p > 0 { round2(sum / p as f64) } else { 0.0 },
+                "fps_out": round2(st.fps_out),
+            }),
+        );
+    }
+    for (cam, (p, sk, e, sum)) in &per_cam {
+        cameras.entry(cam.clone()).or_insert_with(|| {
+            json!({"processed": p, "skipped": sk, "errors": e,
+                   "avg_latency_ms": if *p > 0 { round2(sum / *p as f64) } else { 0.0 }})
+        });
+    }
+    cameras
 }
 
 fn round2(v: f64) -> f64 {
