@@ -377,28 +377,7 @@ pub fn simulate(cfg: &SimConfig) -> SimOutput {
     let frames = (cfg.duration_s.max(0.0) * fps).round() as u64;
     let period_ns = (1e9 / fps).round() as u64;
 
-    // People: every fourth person walks with the previous one (a group).
-    let mut people: Vec<Person> = Vec::new();
-    for i in 0..cfg.people {
-        let leader = if i % 4 == 3 { Some(i - 1) } else { None };
-        let start_away = rng.random_bool(0.25);
-        let pos = if start_away { DOOR } else { waypoint(&mut rng) };
-        people.push(Person {
-            pos,
-            target: waypoint(&mut rng),
-            speed: rng.random_range(0.8..1.5),
-            height: rng.random_range(1.55..1.9),
-            width: rng.random_range(0.45..0.6),
-            phase: if start_away {
-                Phase::Away(rng.random_range(0.0..15.0))
-            } else {
-                Phase::Walking
-            },
-            leader,
-            offset: [rng.random_range(-0.5..0.5), 0.7],
-            base: unit_vec(&mut rng, dim),
-        });
-    }
+    let mut people = spawn_people(cfg.people, &mut rng, dim);
     // Per camera and person: remaining burst-miss frames.
     let mut burst = vec![vec![0u32; cfg.people]; cams.len()];
     let mut out = SimOutput {
@@ -428,70 +407,7 @@ pub fn simulate(cfg: &SimConfig) -> SimOutput {
     for fi in 0..frames {
         let t = fi as f64 * dt;
         let frame = fi + 1;
-        // Motion.
-        for i in 0..people.len() {
-            if let Some(l) = people[i].leader {
-                let lp = people[l].clone();
-                let p = &mut people[i];
-                p.phase = match lp.phase {
-                    Phase::Away(u) => Phase::Away(u),
-                    _ => Phase::Walking,
-                };
-                let goal = [
-                    (lp.pos[0] + p.offset[0]).clamp(0.2, FLOOR_SIZE_M[0] - 0.2),
-                    (lp.pos[1] + p.offset[1]).clamp(0.2, FLOOR_SIZE_M[1] - 0.2),
-                ];
-                let d = [goal[0] - p.pos[0], goal[1] - p.pos[1]];
-                let n = (d[0] * d[0] + d[1] * d[1]).sqrt();
-                let stepm = (2.0 * dt).min(n);
-                if matches!(lp.phase, Phase::Away(_)) {
-                    p.pos = lp.pos;
-                } else if n > 1e-9 {
-                    p.pos = [p.pos[0] + d[0] / n * stepm, p.pos[1] + d[1] / n * stepm];
-                }
-                continue;
-            }
-            let p = &mut people[i];
-            match p.phase {
-                Phase::Away(until) => {
-                    if t >= until {
-                        p.phase = Phase::Walking;
-                        p.pos = DOOR;
-                        p.target = waypoint(&mut rng);
-                    }
-                }
-                Phase::Pausing(until) => {
-                    if t >= until {
-                        p.phase = Phase::Walking;
-                        p.target = if rng.random_bool(noise.leave_p) {
-                            DOOR
-                        } else {
-                            waypoint(&mut rng)
-                        };
-                    }
-                }
-                Phase::Walking => {
-                    let d = [p.target[0] - p.pos[0], p.target[1] - p.pos[1]];
-                    let n = (d[0] * d[0] + d[1] * d[1]).sqrt();
-                    let stepm = p.speed * dt;
-                    if n <= stepm {
-                        p.pos = p.target;
-                        if p.target == DOOR {
-                            p.phase = Phase::Away(t + rng.random_range(4.0..20.0));
-                        } else {
-                            p.phase = Phase::Pausing(t + rng.random_range(0.0..4.0));
-                        }
-                    } else {
-                        // A slight sway keeps paths from being perfectly straight.
-                        let sway = 0.05 * (t * 1.3 + i as f64).sin();
-                        p.pos = [
-                            p.pos[0] + d[0] / n * stepm - d[1] / n * sway * dt,
-                            p.pos[1] + d[1] / n * stepm + d[0] / n * sway * dt,
-                        ];
-                    }
-                }
-            }
-        }
+        move_people(&mut people, t, dt, &noise, &mut rng);
         let present: Vec<bool> = people
             .iter()
             .map(|p| !matches!(p.phase, Phase::Away(_)))
@@ -500,31 +416,7 @@ pub fn simulate(cfg: &SimConfig) -> SimOutput {
         out.frame_ts_ns.push(cfg.start_ns + fi * period_ns);
         for (ci, cam) in cams.iter().enumerate() {
             let ts_ns = cfg.start_ns + fi * period_ns + ci as u64 * 3_000_000;
-            // Visible people with their boxes, nearest first.
-            let mut vis: Vec<(f64, usize, [f64; 4])> = Vec::new();
-            for (pi, p) in people.iter().enumerate() {
-                if !present[pi] {
-                    continue;
-                }
-                let Some((b, depth)) = cam.person_box(p.pos, p.height, p.width) else {
-                    continue;
-                };
-                let foot_v = b[3];
-                let foot_u = 0.5 * (b[0] + b[2]);
-                if foot_v < 0.0 || foot_v > h || foot_u < 0.0 || foot_u > w {
-                    continue;
-                }
-                let clipped = [b[0].max(0.0), b[1].max(0.0), b[2].min(w), b[3].min(h)];
-                let full_h = b[3] - b[1];
-                if full_h <= 0.0
-                    || (clipped[3] - clipped[1]) / full_h < 0.4
-                    || clipped[2] - clipped[0] < 4.0
-                {
-                    continue;
-                }
-                vis.push((depth, pi, clipped));
-            }
-            vis.sort_by(|a, b| a.0.total_cmp(&b.0).then(a.1.cmp(&b.1)));
+            let vis = visible_boxes(cam, &people, &present);
             let mut objects = Vec::new();
             let gt = out.gt_camera.entry(cam.id.clone()).or_default();
             for (k, (_, pi, b)) in vis.iter().enumerate() {
@@ -582,20 +474,7 @@ pub fn simulate(cfg: &SimConfig) -> SimOutput {
                 }
                 objects.push(det(nb, score, &e));
             }
-            // False positives.
-            let mut fp = noise.fp_rate;
-            while fp > 0.0 {
-                if rng.random_bool(fp.min(1.0)) {
-                    let bh = rng.random_range(60.0..260.0);
-                    let bw = bh * rng.random_range(0.3..0.5);
-                    let x = rng.random_range(0.0..w - bw);
-                    let y = rng.random_range(h * 0.25..h - bh);
-                    let score = rng.random_range(noise.fp_score.0..noise.fp_score.1);
-                    let e = unit_vec(&mut rng, dim);
-                    objects.push(det([x, y, x + bw, y + bh], score, &e));
-                }
-                fp -= 1.0;
-            }
+            false_positives(&noise, dim, &mut rng, &mut objects);
             out.messages.push(Detections {
                 v: SCHEMA_VERSION,
                 camera: cam.id.clone(),
@@ -619,6 +498,162 @@ pub fn simulate(cfg: &SimConfig) -> SimOutput {
         }
     }
     out
+}
+
+/// The people of a scene: every fourth person walks with the previous
+/// one (a group); a quarter start away, entering later through the door.
+fn spawn_people(count: usize, rng: &mut ChaCha8Rng, dim: usize) -> Vec<Person> {
+    let mut people: Vec<Person> = Vec::new();
+    for i in 0..count {
+        let leader = if i % 4 == 3 { Some(i - 1) } else { None };
+        let start_away = rng.random_bool(0.25);
+        let pos = if start_away { DOOR } else { waypoint(rng) };
+        people.push(Person {
+            pos,
+            target: waypoint(rng),
+            speed: rng.random_range(0.8..1.5),
+            height: rng.random_range(1.55..1.9),
+            width: rng.random_range(0.45..0.6),
+            phase: if start_away {
+                Phase::Away(rng.random_range(0.0..15.0))
+            } else {
+                Phase::Walking
+            },
+            leader,
+            offset: [rng.random_range(-0.5..0.5), 0.7],
+            base: unit_vec(rng, dim),
+        });
+    }
+    people
+}
+
+/// Moves every person by one frame (`t`: the frame's time, `dt`: the
+/// frame period): group members follow their leader, the others walk to
+/// their target, pause, leave through the door and come back.
+fn move_people(people: &mut [Person], t: f64, dt: f64, noise: &Noise, rng: &mut ChaCha8Rng) {
+    for i in 0..people.len() {
+        if let Some(l) = people[i].leader {
+            let lp = people[l].clone();
+            let p = &mut people[i];
+            p.phase = match lp.phase {
+                Phase::Away(u) => Phase::Away(u),
+                _ => Phase::Walking,
+            };
+            let goal = [
+                (lp.pos[0] + p.offset[0]).clamp(0.2, FLOOR_SIZE_M[0] - 0.2),
+                (lp.pos[1] + p.offset[1]).clamp(0.2, FLOOR_SIZE_M[1] - 0.2),
+            ];
+            let d = [goal[0] - p.pos[0], goal[1] - p.pos[1]];
+            let n = (d[0] * d[0] + d[1] * d[1]).sqrt();
+            let stepm = (2.0 * dt).min(n);
+            if matches!(lp.phase, Phase::Away(_)) {
+                p.pos = lp.pos;
+            } else if n > 1e-9 {
+                p.pos = [p.pos[0] + d[0] / n * stepm, p.pos[1] + d[1] / n * stepm];
+            }
+            continue;
+        }
+        let p = &mut people[i];
+        match p.phase {
+            Phase::Away(until) => {
+                if t >= until {
+                    p.phase = Phase::Walking;
+                    p.pos = DOOR;
+                    p.target = waypoint(rng);
+                }
+            }
+            Phase::Pausing(until) => {
+                if t >= until {
+                    p.phase = Phase::Walking;
+                    p.target = if rng.random_bool(noise.leave_p) {
+                        DOOR
+                    } else {
+                        waypoint(rng)
+                    };
+                }
+            }
+            Phase::Walking => {
+                let d = [p.target[0] - p.pos[0], p.target[1] - p.pos[1]];
+                let n = (d[0] * d[0] + d[1] * d[1]).sqrt();
+                let stepm = p.speed * dt;
+                if n <= stepm {
+                    p.pos = p.target;
+                    if p.target == DOOR {
+                        p.phase = Phase::Away(t + rng.random_range(4.0..20.0));
+                    } else {
+                        p.phase = Phase::Pausing(t + rng.random_range(0.0..4.0));
+                    }
+                } else {
+                    // A slight sway keeps paths from being perfectly straight.
+                    let sway = 0.05 * (t * 1.3 + i as f64).sin();
+                    p.pos = [
+                        p.pos[0] + d[0] / n * stepm - d[1] / n * sway * dt,
+                        p.pos[1] + d[1] / n * stepm + d[0] / n * sway * dt,
+                    ];
+                }
+            }
+        }
+    }
+}
+
+/// The people camera `cam` sees, with their boxes cut by the image border,
+/// nearest first: present, feet inside the image, at least 40% of their
+/// height and 4 px of width visible. Each entry: depth, person index, box.
+fn visible_boxes(
+    cam: &Pinhole,
+    people: &[Person],
+    present: &[bool],
+) -> Vec<(f64, usize, [f64; 4])> {
+    let (w, h) = (IMAGE_SIZE[0] as f64, IMAGE_SIZE[1] as f64);
+    let mut vis: Vec<(f64, usize, [f64; 4])> = Vec::new();
+    for (pi, p) in people.iter().enumerate() {
+        if !present[pi] {
+            continue;
+        }
+        let Some((b, depth)) = cam.person_box(p.pos, p.height, p.width) else {
+            continue;
+        };
+        let foot_v = b[3];
+        let foot_u = 0.5 * (b[0] + b[2]);
+        if foot_v < 0.0 || foot_v > h || foot_u < 0.0 || foot_u > w {
+            continue;
+        }
+        let clipped = [b[0].max(0.0), b[1].max(0.0), b[2].min(w), b[3].min(h)];
+        let full_h = b[3] - b[1];
+        if full_h <= 0.0
+            || (clipped[3] - clipped[1]) / full_h < 0.4
+            || clipped[2] - clipped[0] < 4.0
+        {
+            continue;
+        }
+        vis.push((depth, pi, clipped));
+    }
+    vis.sort_by(|a, b| a.0.total_cmp(&b.0).then(a.1.cmp(&b.1)));
+    vis
+}
+
+/// Adds the false positives of one camera frame to `objects`: on average
+/// `fp_rate` boxes at random places with random appearance.
+fn false_positives(
+    noise: &Noise,
+    dim: usize,
+    rng: &mut ChaCha8Rng,
+    objects: &mut Vec<DetectedObject>,
+) {
+    let (w, h) = (IMAGE_SIZE[0] as f64, IMAGE_SIZE[1] as f64);
+    let mut fp = noise.fp_rate;
+    while fp > 0.0 {
+        if rng.random_bool(fp.min(1.0)) {
+            let bh = rng.random_range(60.0..260.0);
+            let bw = bh * rng.random_range(0.3..0.5);
+            let x = rng.random_range(0.0..w - bw);
+            let y = rng.random_range(h * 0.25..h - bh);
+            let score = rng.random_range(noise.fp_score.0..noise.fp_score.1);
+            let e = unit_vec(rng, dim);
+            objects.push(det([x, y, x + bw, y + bh], score, &e));
+        }
+        fp -= 1.0;
+    }
 }
 
 fn det(b: [f64; 4], score: f32, emb: &[f64]) -> DetectedObject {
