@@ -18,7 +18,7 @@ use tracing::{info, warn};
 use crate::bus::{self, mask_url, now_ns};
 use crate::detect::RgbImage;
 use crate::status::{CameraState, CameraStatus, RateMeter};
-use crate::video::{Backoff, FfmpegSource, SourceSpec};
+use crate::video::{Backoff, FfmpegSource, SourceSpec, VideoFrame};
 
 /// What a camera actor needs.
 pub struct CameraArgs {
@@ -169,60 +169,10 @@ async fn pump(args: CameraArgs, cancel: CancellationToken) {
             if !reset_done && backoff.note_run(healthy_since.elapsed()) {
                 reset_done = true;
             }
-            let ts_ns = now_ns();
-            let quality = args.jpeg_quality;
-            let (orig_w, orig_h) = (frame.orig_width, frame.orig_height);
-            let img = RgbImage {
-                width: frame.width,
-                height: frame.height,
-                data: frame.data,
-            };
-            let jpeg = tokio::task::spawn_blocking(move || {
-                crate::detect::image::encode_jpeg(&img, quality)
-            })
-            .await;
-            let data = match jpeg {
-                Ok(Ok(d)) => d,
-                Ok(Err(e)) => break Some(format!("jpeg encode: {e}")),
-                Err(e) => break Some(format!("jpeg encode task: {e}")),
-            };
-            seq += 1;
-            let msg = Frame {
-                v: SCHEMA_VERSION,
-                camera: args.id.clone(),
-                seq,
-                ts_ns,
-                width: orig_w,
-                height: orig_h,
-                encoding: FrameEncoding::Jpeg,
-                data,
-                data_width: 0,
-                data_height: 0,
-            };
-            let id = nvr_subjects::msg_id(&args.id, seq);
-            match bus::publish_js(&args.js, subjects::frames(&args.id), &msg, Some(&id)).await {
-                Ok(_) => {
-                    rate_out.tick();
-                    set(&status, |s| {
-                        s.state = CameraState::Streaming;
-                        s.frames_published += 1;
-                        s.width = orig_w;
-                        s.height = orig_h;
-                        s.fps_in = rate_in.rate();
-                        s.fps_out = rate_out.rate();
-                    });
-                }
-                Err(e) => {
-                    // Queue full (discard new) or the server is away: the frame is dropped and counted.
-                    let msg = e.to_string();
-                    set(&status, |s| {
-                        s.frames_dropped += 1;
-                        s.fps_in = rate_in.rate();
-                        s.last_error = Some(msg.clone());
-                    });
-                    tracing::debug!(camera = %args.id, "frame dropped: {msg}");
-                }
+            if let Err(why) = publish_frame(&args, frame, seq + 1, &rate_in, &rate_out).await {
+                break Some(why);
             }
+            seq += 1;
         };
         source.stop().await;
         match outcome {
@@ -241,6 +191,72 @@ async fn pump(args: CameraArgs, cancel: CancellationToken) {
         }
     }
     set(&status, |s| s.state = CameraState::Stopped);
+}
+
+/// Encodes `frame` as JPEG and publishes it as frame `seq` of the camera,
+/// updating its status. A frame the bus refuses (queue full, server away)
+/// is dropped and counted; an encoding failure is returned, and the source
+/// restarts.
+async fn publish_frame(
+    args: &CameraArgs,
+    frame: VideoFrame,
+    seq: u64,
+    rate_in: &RateMeter,
+    rate_out: &RateMeter,
+) -> Result<(), String> {
+    let status = &args.status;
+    let ts_ns = now_ns();
+    let quality = args.jpeg_quality;
+    let (orig_w, orig_h) = (frame.orig_width, frame.orig_height);
+    let img = RgbImage {
+        width: frame.width,
+        height: frame.height,
+        data: frame.data,
+    };
+    let jpeg =
+        tokio::task::spawn_blocking(move || crate::detect::image::encode_jpeg(&img, quality)).await;
+    let data = match jpeg {
+        Ok(Ok(d)) => d,
+        Ok(Err(e)) => return Err(format!("jpeg encode: {e}")),
+        Err(e) => return Err(format!("jpeg encode task: {e}")),
+    };
+    let msg = Frame {
+        v: SCHEMA_VERSION,
+        camera: args.id.clone(),
+        seq,
+        ts_ns,
+        width: orig_w,
+        height: orig_h,
+        encoding: FrameEncoding::Jpeg,
+        data,
+        data_width: 0,
+        data_height: 0,
+    };
+    let id = nvr_subjects::msg_id(&args.id, seq);
+    match bus::publish_js(&args.js, subjects::frames(&args.id), &msg, Some(&id)).await {
+        Ok(_) => {
+            rate_out.tick();
+            set(status, |s| {
+                s.state = CameraState::Streaming;
+                s.frames_published += 1;
+                s.width = orig_w;
+                s.height = orig_h;
+                s.fps_in = rate_in.rate();
+                s.fps_out = rate_out.rate();
+            });
+        }
+        Err(e) => {
+            // Queue full (discard new) or the server is away: the frame is dropped and counted.
+            let msg = e.to_string();
+            set(status, |s| {
+                s.frames_dropped += 1;
+                s.fps_in = rate_in.rate();
+                s.last_error = Some(msg.clone());
+            });
+            tracing::debug!(camera = %args.id, "frame dropped: {msg}");
+        }
+    }
+    Ok(())
 }
 
 /// Sleeps for the next backoff delay; true when cancelled meanwhile.

@@ -111,32 +111,7 @@ pub(super) async fn system_health(State(s): State<Arc<Shared>>) -> Response {
         "version": env!("CARGO_PKG_VERSION"),
         "uptime_s": round2(s.started.elapsed().as_secs_f64()),
         "memory_mb": round2(status::rss_mb()),
-        "nats": {
-            "connected": ok,
-            "url": crate::nats::redact_url(&s.nats_url),
-            "embedded": s.nats_embedded,
-            "embedded_restarts": s.nats_restarts.as_ref().map(|r| r.load(std::sync::atomic::Ordering::Relaxed)),
-            "streams_ok": s.bus.streams_ok(),
-            "streams_recreated": s.bus.recreated.load(std::sync::atomic::Ordering::Relaxed),
-            "reconnects": s.bus.reconnects.load(std::sync::atomic::Ordering::Relaxed),
-            "server_name": info.server_name,
-            "server_version": info.version,
-            "jetstream": info.jetstream,
-            "max_payload": info.max_payload,
-            "streams": stream_states(&s.js).await,
-            "mqtt_listen": (!s.config.nats.mqtt_listen.is_empty()).then(|| s.config.nats.mqtt_listen.clone()),
-            "snapshots": (s.config.nats.retention.snapshots_max_mb != 0).then(|| json!({
-                "stream": nvr_subjects::streams::SNAPSHOTS,
-                "stored": s.snapshots.stored.load(std::sync::atomic::Ordering::Relaxed),
-                "missed": s.snapshots.missed.load(std::sync::atomic::Ordering::Relaxed),
-                "failed": s.snapshots.failed.load(std::sync::atomic::Ordering::Relaxed),
-            })),
-            "json_events": s.config.nats.json_events_on().then(|| json!({
-                "subjects": format!("{}.<kind>.<scope>", crate::events::JSON_PREFIX),
-                "mirrored": s.json_events.mirrored.load(std::sync::atomic::Ordering::Relaxed),
-                "failed": s.json_events.failed.load(std::sync::atomic::Ordering::Relaxed),
-            })),
-        },
+        "nats": nats_document(&s, ok, &info).await,
         "components": {
             "detection": {
                 "embedded": s.config.detection.embedded,
@@ -165,6 +140,37 @@ pub(super) async fn system_health(State(s): State<Arc<Shared>>) -> Response {
         StatusCode::OK
     };
     (code, Json(body)).into_response()
+}
+
+/// The `nats` section of the health document: the connection, the
+/// server, the streams and the optional snapshot and JSON-event mirrors.
+async fn nats_document(s: &Shared, ok: bool, info: &async_nats::ServerInfo) -> Value {
+    json!({
+        "connected": ok,
+        "url": crate::nats::redact_url(&s.nats_url),
+        "embedded": s.nats_embedded,
+        "embedded_restarts": s.nats_restarts.as_ref().map(|r| r.load(std::sync::atomic::Ordering::Relaxed)),
+        "streams_ok": s.bus.streams_ok(),
+        "streams_recreated": s.bus.recreated.load(std::sync::atomic::Ordering::Relaxed),
+        "reconnects": s.bus.reconnects.load(std::sync::atomic::Ordering::Relaxed),
+        "server_name": info.server_name,
+        "server_version": info.version,
+        "jetstream": info.jetstream,
+        "max_payload": info.max_payload,
+        "streams": stream_states(&s.js).await,
+        "mqtt_listen": (!s.config.nats.mqtt_listen.is_empty()).then(|| s.config.nats.mqtt_listen.clone()),
+        "snapshots": (s.config.nats.retention.snapshots_max_mb != 0).then(|| json!({
+            "stream": nvr_subjects::streams::SNAPSHOTS,
+            "stored": s.snapshots.stored.load(std::sync::atomic::Ordering::Relaxed),
+            "missed": s.snapshots.missed.load(std::sync::atomic::Ordering::Relaxed),
+            "failed": s.snapshots.failed.load(std::sync::atomic::Ordering::Relaxed),
+        })),
+        "json_events": s.config.nats.json_events_on().then(|| json!({
+            "subjects": format!("{}.<kind>.<scope>", crate::events::JSON_PREFIX),
+            "mirrored": s.json_events.mirrored.load(std::sync::atomic::Ordering::Relaxed),
+            "failed": s.json_events.failed.load(std::sync::atomic::Ordering::Relaxed),
+        })),
+    })
 }
 
 /// The figures of the "When to Scale" verdicts, from the detection and
