@@ -484,6 +484,65 @@ fn where_things_run(
     (detection_here, spatial_here)
 }
 
+/// The optional mirrors that run beside the actors until `token` is
+/// cancelled: events as JSON (`nats.json_events`) and the snapshot store
+/// (`nats.retention.snapshots_max_mb`).
+async fn spawn_mirrors(
+    cfg: &Config,
+    client: &async_nats::Client,
+    shared: &Shared,
+    token: &tokio_util::sync::CancellationToken,
+) -> Result<Vec<tokio::task::JoinHandle<()>>> {
+    let json_mirror = if cfg.nats.json_events_on() {
+        Some(
+            crate::events::spawn_json_mirror(
+                client.clone(),
+                shared.json_events.clone(),
+                token.clone(),
+            )
+            .await?,
+        )
+    } else {
+        None
+    };
+    let snapshotter = if cfg.nats.retention.snapshots_max_mb != 0 {
+        Some(
+            crate::snapshots::spawn_snapshotter(
+                client.clone(),
+                cfg.cameras.iter().map(|c| c.id.clone()).collect(),
+                shared.snapshots.clone(),
+                token.clone(),
+            )
+            .await?,
+        )
+    } else {
+        None
+    };
+    Ok([json_mirror, snapshotter].into_iter().flatten().collect())
+}
+
+/// Logs what runs where, in one line.
+fn log_running(
+    cfg: &Config,
+    url: &str,
+    listen: std::net::SocketAddr,
+    embedded: bool,
+    detection: Option<&DetectionNode>,
+    spatial: Option<&SpatialNode>,
+) {
+    let (detection_here, spatial_here) = where_things_run(cfg, detection, spatial);
+    let camera_ids: Vec<&str> = cfg.cameras.iter().map(|c| c.id.as_str()).collect();
+    info!(
+        api = %format!("http://{listen}"),
+        nats = %crate::nats::redact_url(url),
+        embedded_nats = embedded,
+        detection = %detection_here,
+        spatial = %spatial_here,
+        cameras = %camera_ids.join(","),
+        "nvr running"
+    );
+}
+
 async fn run_with_nats(
     cfg: Arc<Config>,
     url: &str,
@@ -542,31 +601,7 @@ async fn run_with_nats(
     });
     // Stops after the actors, so their last events are mirrored too.
     let mirror_token = tokio_util::sync::CancellationToken::new();
-    let json_mirror = if cfg.nats.json_events_on() {
-        Some(
-            crate::events::spawn_json_mirror(
-                client.clone(),
-                shared.json_events.clone(),
-                mirror_token.clone(),
-            )
-            .await?,
-        )
-    } else {
-        None
-    };
-    let snapshotter = if cfg.nats.retention.snapshots_max_mb != 0 {
-        Some(
-            crate::snapshots::spawn_snapshotter(
-                client.clone(),
-                cfg.cameras.iter().map(|c| c.id.clone()).collect(),
-                shared.snapshots.clone(),
-                mirror_token.clone(),
-            )
-            .await?,
-        )
-    } else {
-        None
-    };
+    let mirrors = spawn_mirrors(&cfg, &client, &shared, &mirror_token).await?;
     let dead_letters = count_dead_letters(&client, shared.dead_lettered.clone()).await?;
 
     let (sup, sup_handle) = start_supervisor(specs).await?;
@@ -587,17 +622,13 @@ async fn run_with_nats(
         api_token.clone(),
     )?;
     let mut signals = ShutdownSignals::install();
-    let (detection_here, spatial_here) =
-        where_things_run(&cfg, detection.as_deref(), spatial.as_deref());
-    let camera_ids: Vec<&str> = cfg.cameras.iter().map(|c| c.id.as_str()).collect();
-    info!(
-        api = %format!("http://{listen}"),
-        nats = %crate::nats::redact_url(url),
-        embedded_nats = embedded,
-        detection = %detection_here,
-        spatial = %spatial_here,
-        cameras = %camera_ids.join(","),
-        "nvr running"
+    log_running(
+        &cfg,
+        url,
+        listen,
+        embedded,
+        detection.as_deref(),
+        spatial.as_deref(),
     );
 
     let server_failed = async {
@@ -618,7 +649,7 @@ async fn run_with_nats(
     api_token.cancel();
     shutdown_supervisor(&sup, sup_handle).await;
     mirror_token.cancel();
-    for m in [json_mirror, snapshotter].into_iter().flatten() {
+    for m in mirrors {
         let _ = tokio::time::timeout(Duration::from_secs(1), m).await;
     }
     for r in responders {

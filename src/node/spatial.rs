@@ -259,9 +259,12 @@ pub async fn serve_spatial_status(
     .await
 }
 
-/// `nvr spatial`: a standalone spatial shard node.
-pub async fn run_spatial_node(loaded: config::Loaded) -> Result<ExitCode> {
-    let cfg = Arc::new(loaded.config);
+/// The shard this node runs (`spatial.shard`, `default` when unset), its
+/// cameras (`spatial.cameras`, every configured camera when unset) and
+/// their floor geometry; an error names what is missing.
+fn shard_of(
+    cfg: &Config,
+) -> std::result::Result<(String, Vec<String>, Vec<CameraGeometry>), String> {
     let shard = if cfg.spatial.shard.is_empty() {
         "default".to_string()
     } else {
@@ -273,47 +276,29 @@ pub async fn run_spatial_node(loaded: config::Loaded) -> Result<ExitCode> {
         cfg.spatial.cameras.clone()
     };
     if cameras.is_empty() {
-        eprintln!(
-            "config error: spatial node {shard}: no cameras (set SPATIAL_CAMERAS or cameras[])"
-        );
-        return Ok(ExitCode::from(2));
+        return Err(format!(
+            "spatial node {shard}: no cameras (set SPATIAL_CAMERAS or cameras[])"
+        ));
     }
     let mut geos = Vec::new();
     for id in &cameras {
-        match geometry(&cfg, id) {
+        match geometry(cfg, id) {
             Ok(Some(g)) => geos.push(g),
             Ok(None) => {
-                eprintln!(
-                    "config error: spatial shard {shard}: camera {id:?} has no calibration (cameras[].calibration or --floor-plans)"
-                );
-                return Ok(ExitCode::from(2));
+                return Err(format!(
+                    "spatial shard {shard}: camera {id:?} has no calibration (cameras[].calibration or --floor-plans)"
+                ));
             }
-            Err(e) => {
-                eprintln!("config error: {e}");
-                return Ok(ExitCode::from(2));
-            }
+            Err(e) => return Err(e.to_string()),
         }
     }
-    let Some(listener) = bind_node("spatial.address", &cfg.spatial.address) else {
-        return Ok(ExitCode::from(2));
-    };
-    let listen = listener.local_addr()?;
-    let url = node_url(&cfg);
-    let (client, js, bus, keeper) = connect_role(&cfg, &url, "nvr spatial").await?;
-    let plan = ShardPlan {
-        name: shard.clone(),
-        cameras: geos,
-    };
-    let (node, specs) = SpatialNode::new(&cfg, js.clone(), &cameras, vec![plan]);
-    let mut signals = supervisor::ShutdownSignals::install();
-    let mut lease = crate::lease::Lease::new(
-        &js,
-        cfg.nats.replicas,
-        &format!("spatial-{shard}"),
-        &node.node,
-    )
-    .await?;
-    let app = Router::new()
+    Ok((shard, cameras, geos))
+}
+
+/// The standalone spatial node's HTTP routes: `/health`, `/stats`,
+/// `/status`, `/tracks` and `/metrics`.
+fn spatial_router(node: Arc<SpatialNode>, bus: Arc<crate::health::BusHealth>) -> Router {
+    Router::new()
         .route(
             "/health",
             get(move || {
@@ -350,7 +335,39 @@ pub async fn run_spatial_node(loaded: config::Loaded) -> Result<ExitCode> {
                 },
             ),
         )
-        .with_state(node.clone());
+        .with_state(node)
+}
+
+/// `nvr spatial`: a standalone spatial shard node.
+pub async fn run_spatial_node(loaded: config::Loaded) -> Result<ExitCode> {
+    let cfg = Arc::new(loaded.config);
+    let (shard, cameras, geos) = match shard_of(&cfg) {
+        Ok(x) => x,
+        Err(e) => {
+            eprintln!("config error: {e}");
+            return Ok(ExitCode::from(2));
+        }
+    };
+    let Some(listener) = bind_node("spatial.address", &cfg.spatial.address) else {
+        return Ok(ExitCode::from(2));
+    };
+    let listen = listener.local_addr()?;
+    let url = node_url(&cfg);
+    let (client, js, bus, keeper) = connect_role(&cfg, &url, "nvr spatial").await?;
+    let plan = ShardPlan {
+        name: shard.clone(),
+        cameras: geos,
+    };
+    let (node, specs) = SpatialNode::new(&cfg, js.clone(), &cameras, vec![plan]);
+    let mut signals = supervisor::ShutdownSignals::install();
+    let mut lease = crate::lease::Lease::new(
+        &js,
+        cfg.nats.replicas,
+        &format!("spatial-{shard}"),
+        &node.node,
+    )
+    .await?;
+    let app = spatial_router(node.clone(), bus);
     let token = tokio_util::sync::CancellationToken::new();
     let api = crate::api::serve(listener, app, token.clone())?;
     // Exactly one active instance per shard: wait for the lease.
