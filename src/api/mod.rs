@@ -264,23 +264,11 @@ pub async fn detection_document_and_nodes(s: &Shared) -> (Value, Vec<status::Det
     let queue = queue_size(s).await;
     let nodes = detection_nodes(s).await;
     let stored = s.stored.detections();
-    let WorkerTotals {
-        lat,
-        e2e,
-        processed,
-        errors,
-        delivery_errors,
-        refused,
-        skipped,
-        malformed,
-        fps,
-        workers,
-        per_cam,
-    } = WorkerTotals::of(&nodes);
-    let cameras = camera_documents(s, per_cam, &stored);
+    let t = WorkerTotals::of(&nodes);
+    let cameras = camera_documents(s, t.per_cam, &stored);
     // Frames processed: what the live workers report, or what was stored for
     // this process's cameras when that is more (a node died meanwhile).
-    let processed = processed.max(
+    let processed = t.processed.max(
         s.cameras
             .iter()
             .filter(|(_, st)| {
@@ -290,8 +278,8 @@ pub async fn detection_document_and_nodes(s: &Shared) -> (Value, Vec<status::Det
             .filter_map(|(c, _)| stored.get(c))
             .sum::<u64>(),
     );
-    let l = Latency::of(&lat);
-    let el = Latency::of(&e2e);
+    let l = Latency::of(&t.lat);
+    let el = Latency::of(&t.e2e);
     let (pending, ack_pending) = queue.unwrap_or((0, 0));
     let dropped_publish: u64 = s
         .cameras
@@ -301,8 +289,9 @@ pub async fn detection_document_and_nodes(s: &Shared) -> (Value, Vec<status::Det
     // Frames published here that no worker reported and that are no longer queued expired in the stream.
     let dead_lettered = s.dead_lettered.load(std::sync::atomic::Ordering::Relaxed);
     let expired = if published > 0 {
-        published
-            .saturating_sub(processed + skipped + errors + dead_lettered + pending + ack_pending)
+        published.saturating_sub(
+            processed + t.skipped + t.errors + dead_lettered + pending + ack_pending,
+        )
     } else {
         0
     };
@@ -317,11 +306,11 @@ pub async fn detection_document_and_nodes(s: &Shared) -> (Value, Vec<status::Det
         "queue_pending": pending,
         "queue_in_flight": ack_pending,
         "processed_count": processed,
-        "error_count": errors + dead_lettered,
-        "delivery_error_count": delivery_errors,
-        "refused": refused,
-        "skipped_count": skipped,
-        "malformed_count": malformed,
+        "error_count": t.errors + dead_lettered,
+        "delivery_error_count": t.delivery_errors,
+        "refused": t.refused,
+        "skipped_count": t.skipped,
+        "malformed_count": t.malformed,
         "dropped_at_publish_count": dropped_publish,
         "expired_count": expired,
         "dead_lettered_count": dead_lettered,
@@ -333,14 +322,14 @@ pub async fn detection_document_and_nodes(s: &Shared) -> (Value, Vec<status::Det
         "e2e_p50_latency_ms": round2(el.p50_ms),
         "e2e_p95_latency_ms": round2(el.p95_ms),
         "e2e_p99_latency_ms": round2(el.p99_ms),
-        "fps": round2(fps),
+        "fps": round2(t.fps),
         "nodes": nodes.iter().map(|n| json!({
             "node": n.node, "backend": n.backend, "requested_backend": n.requested_backend,
             "fallback_reason": n.fallback_reason, "model": n.model, "appearance": n.appearance, "input_size": n.input_size,
             "workers": n.workers.len(), "uptime_s": round2(n.uptime_s), "memory_mb": round2(n.memory_mb),
             "layout": n.layout,
         })).collect::<Vec<_>>(),
-        "workers": workers,
+        "workers": t.workers,
         "cameras": cameras,
     });
     (doc, nodes)
