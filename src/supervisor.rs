@@ -421,6 +421,53 @@ async fn preflight(cfg: &Config) -> Result<std::net::TcpListener> {
     crate::api::bind("api.address", &cfg.api.address)
 }
 
+/// The detection and spatial nodes this process runs in-process (as the
+/// configuration's `embedded` flags say), their actors added to `specs`.
+fn embedded_nodes(
+    cfg: &Config,
+    js: &jetstream::Context,
+    shards: Vec<node::ShardPlan>,
+    specs: &mut Vec<ChildSpec>,
+) -> (Option<Arc<DetectionNode>>, Option<Arc<SpatialNode>>) {
+    let detection = cfg.detection.embedded.then(|| {
+        let (n, s) = DetectionNode::new(cfg, js.clone());
+        specs.extend(s);
+        n
+    });
+    let spatial = cfg.spatial.embedded.then(|| {
+        let track_cams: Vec<String> = cfg.cameras.iter().map(|c| c.id.clone()).collect();
+        let (n, s) = SpatialNode::new(cfg, js.clone(), &track_cams, shards);
+        specs.extend(s);
+        n
+    });
+    (detection, spatial)
+}
+
+/// Waits for a shutdown signal or for the embedded NATS server to fail for
+/// good, marks the process as shutting down and logs why. Returns the
+/// failure, if that was it.
+async fn wait_for_stop(
+    server: Option<&crate::nats::EmbeddedServer>,
+    signals: &mut ShutdownSignals,
+) -> Option<String> {
+    let server_failed = async {
+        match server {
+            Some(s) => s.failed().await,
+            None => std::future::pending().await,
+        }
+    };
+    let fatal = tokio::select! {
+        _ = signals.recv() => None,
+        why = server_failed => Some(why),
+    };
+    crate::nats::mark_shutting_down();
+    match &fatal {
+        None => info!("shutting down"),
+        Some(why) => error!("{why}; shutting down so the service manager restarts nvr"),
+    }
+    fatal
+}
+
 /// The camera actors of the cameras `nvr` pulls (`url` set) and the status
 /// of every configured camera: those it pulls, and external ones whose
 /// frames another process publishes.
@@ -564,21 +611,7 @@ async fn run_with_nats(
     let census = crate::census::spawn(js.clone(), stored.clone());
 
     let (mut specs, cameras) = camera_actors(&cfg, &js);
-    let detection = if cfg.detection.embedded {
-        let (n, s) = DetectionNode::new(&cfg, js.clone());
-        specs.extend(s);
-        Some(n)
-    } else {
-        None
-    };
-    let spatial = if cfg.spatial.embedded {
-        let track_cams: Vec<String> = cfg.cameras.iter().map(|c| c.id.clone()).collect();
-        let (n, s) = SpatialNode::new(&cfg, js.clone(), &track_cams, shards);
-        specs.extend(s);
-        Some(n)
-    } else {
-        None
-    };
+    let (detection, spatial) = embedded_nodes(&cfg, &js, shards, &mut specs);
 
     let api_token = tokio_util::sync::CancellationToken::new();
     let shared = Arc::new(Shared {
@@ -631,21 +664,7 @@ async fn run_with_nats(
         spatial.as_deref(),
     );
 
-    let server_failed = async {
-        match server {
-            Some(s) => s.failed().await,
-            None => std::future::pending().await,
-        }
-    };
-    let fatal = tokio::select! {
-        _ = signals.recv() => None,
-        why = server_failed => Some(why),
-    };
-    crate::nats::mark_shutting_down();
-    match &fatal {
-        None => info!("shutting down"),
-        Some(why) => error!("{why}; shutting down so the service manager restarts nvr"),
-    }
+    let fatal = wait_for_stop(server, &mut signals).await;
     api_token.cancel();
     shutdown_supervisor(&sup, sup_handle).await;
     mirror_token.cancel();

@@ -70,35 +70,8 @@ pub(super) async fn system_health(State(s): State<Arc<Shared>>) -> Response {
             cameras.push(c);
         }
     }
-    let det_needed =
-        s.config.detection.embedded || s.config.cameras.iter().any(|c| c.url.is_some());
-    if ok && det_needed && !det["connected"].as_bool().unwrap_or(false) {
-        verdict.degraded.push("no detection worker answers".into());
-    }
-    if ok {
-        for n in det["workers"].as_array().into_iter().flatten() {
-            let refused_ms = n["refused_ms"].as_u64().unwrap_or(0);
-            if refused_ms > 0 && now.saturating_sub(refused_ms) < crate::health::REFUSED_WINDOW_MS {
-                verdict.degraded.push(format!(
-                    "detector {}: frames refused in the last {} s",
-                    n["worker"].as_str().unwrap_or(""),
-                    crate::health::REFUSED_WINDOW_MS / 1000
-                ));
-            }
-        }
-    }
-    let untracked: BTreeMap<String, Value> = s
-        .stored
-        .untracked()
-        .into_iter()
-        .map(|(c, (d, t))| (c, json!({"detections": d, "tracks": t})))
-        .collect();
-    if !untracked.is_empty() {
-        verdict.degraded.push(format!(
-            "messages stored for cameras nobody tracks: {}",
-            untracked.keys().cloned().collect::<Vec<_>>().join(", ")
-        ));
-    }
+    judge_detection(&s, ok, &det, now, &mut verdict);
+    let untracked = untracked_cameras(&s, &mut verdict);
     let machine = s.sampler.figures();
     let scaling = crate::scaling::evaluate(&scaling_figures(&s, &det, &spatial, &machine));
     let status = verdict.status();
@@ -140,6 +113,53 @@ pub(super) async fn system_health(State(s): State<Arc<Shared>>) -> Response {
         StatusCode::OK
     };
     (code, Json(body)).into_response()
+}
+
+/// What the health verdict makes of detection: degraded when cameras need
+/// it and no worker answers, or when a worker refused frames lately.
+fn judge_detection(
+    s: &Shared,
+    ok: bool,
+    det: &Value,
+    now: u64,
+    verdict: &mut crate::health::Verdict,
+) {
+    if !ok {
+        return;
+    }
+    let det_needed =
+        s.config.detection.embedded || s.config.cameras.iter().any(|c| c.url.is_some());
+    if det_needed && !det["connected"].as_bool().unwrap_or(false) {
+        verdict.degraded.push("no detection worker answers".into());
+    }
+    for n in det["workers"].as_array().into_iter().flatten() {
+        let refused_ms = n["refused_ms"].as_u64().unwrap_or(0);
+        if refused_ms > 0 && now.saturating_sub(refused_ms) < crate::health::REFUSED_WINDOW_MS {
+            verdict.degraded.push(format!(
+                "detector {}: frames refused in the last {} s",
+                n["worker"].as_str().unwrap_or(""),
+                crate::health::REFUSED_WINDOW_MS / 1000
+            ));
+        }
+    }
+}
+
+/// Messages stored for cameras no tracker follows, by camera (a degraded
+/// verdict when there are any).
+fn untracked_cameras(s: &Shared, verdict: &mut crate::health::Verdict) -> BTreeMap<String, Value> {
+    let untracked: BTreeMap<String, Value> = s
+        .stored
+        .untracked()
+        .into_iter()
+        .map(|(c, (d, t))| (c, json!({"detections": d, "tracks": t})))
+        .collect();
+    if !untracked.is_empty() {
+        verdict.degraded.push(format!(
+            "messages stored for cameras nobody tracks: {}",
+            untracked.keys().cloned().collect::<Vec<_>>().join(", ")
+        ));
+    }
+    untracked
 }
 
 /// The `nats` section of the health document: the connection, the

@@ -2,7 +2,7 @@
 //! end-to-end `detect` call (letterbox, inference, head decoding,
 //! class-aware NMS, optional appearance descriptors).
 
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 
 use ort::session::Session;
 use ort::value::TensorRef;
@@ -153,32 +153,7 @@ impl Detector {
                 reason: format!("{} (must be in (0, 1])", opts.nms_iou),
             });
         }
-        let allowed = if opts.labels.is_empty() {
-            None
-        } else {
-            let mut ids = Vec::new();
-            for l in &opts.labels {
-                let want = l.trim().to_ascii_lowercase();
-                let by_name = COCO_LABELS.iter().position(|c| *c == want);
-                let by_index = want
-                    .strip_prefix("class")
-                    .and_then(|n| n.parse::<usize>().ok());
-                match by_name.or(by_index) {
-                    Some(i) => ids.push(i),
-                    None => {
-                        return Err(DetectError::Config {
-                            what: "labels".into(),
-                            reason: format!(
-                                "unknown label {l:?} (not a COCO class name or class<N>)"
-                            ),
-                        })
-                    }
-                }
-            }
-            ids.sort_unstable();
-            ids.dedup();
-            Some(ids)
-        };
+        let allowed = allowed_labels(&opts.labels)?;
         let runtime = RuntimeOptions {
             backend: opts.backend,
             device_id: opts.device_id,
@@ -206,24 +181,10 @@ impl Detector {
             input_fixed,
         )?;
         let model_name = file_stem(path);
-        let reid =
-            match &opts.reid_model {
-                Some(p) if opts.embeddings => {
-                    // TensorRT would build its profile for the detector's square
-                    // input; the small crop network runs on CUDA instead.
-                    let backend = match opts.backend {
-                        Backend::TensorRt => Backend::Cuda,
-                        b => b,
-                    };
-                    let reid = OnnxEmbedder::load(p, &RuntimeOptions { backend, ..runtime })
-                        .map_err(|e| DetectError::Config {
-                            what: "reid_model".into(),
-                            reason: e.to_string(),
-                        })?;
-                    Some(reid)
-                }
-                _ => None,
-            };
+        let reid = match &opts.reid_model {
+            Some(p) if opts.embeddings => Some(load_reid(p, opts.backend, runtime)?),
+            _ => None,
+        };
         let batch_symbolic = built
             .session
             .inputs()
@@ -402,6 +363,54 @@ impl Detector {
         }
         objects
     }
+}
+
+/// The COCO class indices `labels` names (by name or as `class<N>`), sorted
+/// and deduplicated; `None` (every class) when the list is empty.
+fn allowed_labels(labels: &[String]) -> Result<Option<Vec<usize>>, DetectError> {
+    if labels.is_empty() {
+        return Ok(None);
+    }
+    let mut ids = Vec::new();
+    for l in labels {
+        let want = l.trim().to_ascii_lowercase();
+        let by_name = COCO_LABELS.iter().position(|c| *c == want);
+        let by_index = want
+            .strip_prefix("class")
+            .and_then(|n| n.parse::<usize>().ok());
+        match by_name.or(by_index) {
+            Some(i) => ids.push(i),
+            None => {
+                return Err(DetectError::Config {
+                    what: "labels".into(),
+                    reason: format!("unknown label {l:?} (not a COCO class name or class<N>)"),
+                })
+            }
+        }
+    }
+    ids.sort_unstable();
+    ids.dedup();
+    Ok(Some(ids))
+}
+
+/// Loads the appearance network `path` on the detector's backend; under
+/// TensorRT it runs on CUDA, since TensorRT would build its profile for the
+/// detector's square input rather than the small crop network's.
+fn load_reid(
+    path: &Path,
+    backend: Backend,
+    runtime: RuntimeOptions,
+) -> Result<OnnxEmbedder, DetectError> {
+    let backend = match backend {
+        Backend::TensorRt => Backend::Cuda,
+        b => b,
+    };
+    OnnxEmbedder::load(path, &RuntimeOptions { backend, ..runtime }).map_err(|e| {
+        DetectError::Config {
+            what: "reid_model".into(),
+            reason: e.to_string(),
+        }
+    })
 }
 
 #[cfg(test)]

@@ -118,6 +118,52 @@ fn centre(b: [f32; 4]) -> [f64; 2] {
     ]
 }
 
+/// The cost of track `t` taking detection `d`, whose box overlaps the
+/// track's (predicted or last observed) box by `o` in `stage`: one minus
+/// the overlap (times the score where ByteTrack fuses it), less the OC-SORT
+/// direction bonus (`prev`: the track's direction and its observation
+/// `delta_t` back), plus the appearance distance; `None` when appearance
+/// rules the pair out.
+fn edge_cost(
+    p: &TrackerParams,
+    t: &TrackInner,
+    d: &DetectedObject,
+    o: f32,
+    stage: Stage,
+    prev: Option<([f64; 2], [f32; 4])>,
+) -> Option<f64> {
+    let sim = if p.fuse_score && matches!(stage, Stage::First | Stage::Tentative) {
+        o * d.score
+    } else {
+        o
+    };
+    let mut v = 1.0 - sim as f64;
+    if let Some((dir, pb)) = prev {
+        if let Some(dd) = unit_dir(pb, d.bbox) {
+            let cos = (dir[0] * dd[0] + dir[1] * dd[1]).clamp(-1.0, 1.0);
+            let diff = cos.acos();
+            let bonus = (std::f64::consts::FRAC_PI_2 - diff.abs()) / std::f64::consts::PI;
+            v -= bonus * p.direction_weight as f64 * d.score as f64;
+        }
+    }
+    if let (Some(te), Some(de)) = (&t.embedding, &d.embedding) {
+        if let Some(cs) = cosine(te, de) {
+            // A track that lost its person, half overlapping someone near
+            // where it was predicted.
+            let least = if t.misses > 0 && o < p.weak_overlap_iou {
+                p.appearance_gate.max(p.weak_overlap_gate)
+            } else {
+                p.appearance_gate
+            };
+            if cs < least {
+                return None;
+            }
+            v += p.appearance_weight as f64 * (1.0 - cs as f64);
+        }
+    }
+    Some(v)
+}
+
 fn unit_dir(from: [f32; 4], to: [f32; 4]) -> Option<[f64; 2]> {
     let (a, b) = (centre(from), centre(to));
     let (dx, dy) = (b[0] - a[0], b[1] - a[1]);
@@ -577,36 +623,9 @@ impl Tracker {
                 if o < gate || o <= 0.0 {
                     continue;
                 }
-                let sim = if p.fuse_score && matches!(stage, Stage::First | Stage::Tentative) {
-                    o * d.score
-                } else {
-                    o
+                let Some(v) = edge_cost(p, t, d, o, stage, prev) else {
+                    continue;
                 };
-                let mut v = 1.0 - sim as f64;
-                if let Some((dir, pb)) = prev {
-                    if let Some(dd) = unit_dir(pb, d.bbox) {
-                        let cos = (dir[0] * dd[0] + dir[1] * dd[1]).clamp(-1.0, 1.0);
-                        let diff = cos.acos();
-                        let bonus =
-                            (std::f64::consts::FRAC_PI_2 - diff.abs()) / std::f64::consts::PI;
-                        v -= bonus * p.direction_weight as f64 * d.score as f64;
-                    }
-                }
-                if let (Some(te), Some(de)) = (&t.embedding, &d.embedding) {
-                    if let Some(cs) = cosine(te, de) {
-                        // A track that lost its person, half overlapping
-                        // someone near where it was predicted.
-                        let least = if t.misses > 0 && o < p.weak_overlap_iou {
-                            p.appearance_gate.max(p.weak_overlap_gate)
-                        } else {
-                            p.appearance_gate
-                        };
-                        if cs < least {
-                            continue;
-                        }
-                        v += p.appearance_weight as f64 * (1.0 - cs as f64);
-                    }
-                }
                 // Costs are shifted to be positive; the gate already decided validity.
                 sc.edges.push((r, c, v + 1.0));
             }

@@ -40,7 +40,8 @@ use std::collections::{BTreeMap, BTreeSet};
 use std::time::Instant;
 
 use nvr_subjects::{
-    CameraTracks, Event, SpatialState, SpatialTrack, SpatialTracks, TrackState, SCHEMA_VERSION,
+    CameraTracks, Event, SpatialState, SpatialTrack, SpatialTracks, Track, TrackState,
+    SCHEMA_VERSION,
 };
 use serde::{Deserialize, Serialize};
 
@@ -519,7 +520,24 @@ impl SpatialTracker {
         let mut first_err = None;
         let mut present: Vec<u64> = msg.tracks.iter().map(|t| t.track_id).collect();
         present.sort_unstable();
-        // Release ended camera tracks.
+        self.release_ended(ci, &present);
+        for t in &msg.tracks {
+            if let Err(e) = self.take_track(ci, msg, t) {
+                first_err.get_or_insert(e);
+            }
+        }
+        match first_err {
+            Some(e) => {
+                self.stats.rejected_messages += 1;
+                Err(e)
+            }
+            None => Ok(()),
+        }
+    }
+
+    /// Releases camera `ci`'s tracks that are absent from its latest
+    /// message (`present`: the track ids it holds, sorted): they ended.
+    fn release_ended(&mut self, ci: usize, present: &[u64]) {
         let ended: Vec<SourceKey> = self
             .sources
             .range((ci, 0)..=(ci, u64::MAX))
@@ -533,23 +551,26 @@ impl SpatialTracker {
                 }
             }
         }
-        let (w, h) = (msg.width as f64, msg.height as f64);
-        for t in &msg.tracks {
-            let key = (ci, t.track_id);
-            if let Some(e) = &t.embedding {
-                if let Some(d) = self.params.embedding_dim.filter(|d| *d != e.len()) {
-                    if first_err.is_none() {
-                        first_err = Some(IngestError::EmbeddingDimension {
-                            camera: msg.camera.clone(),
-                            track_id: t.track_id,
-                            expected: d,
-                            got: e.len(),
-                        });
-                    }
-                    continue;
-                }
+    }
+
+    /// Records track `t` of camera `ci`'s message `msg`: its state, box and
+    /// appearance, and, when confirmed, its foot point on the floor. A
+    /// track whose embedding has the wrong dimension is left out.
+    fn take_track(&mut self, ci: usize, msg: &CameraTracks, t: &Track) -> Result<(), IngestError> {
+        if let (Some(e), Some(d)) = (&t.embedding, self.params.embedding_dim) {
+            if d != e.len() {
+                return Err(IngestError::EmbeddingDimension {
+                    camera: msg.camera.clone(),
+                    track_id: t.track_id,
+                    expected: d,
+                    got: e.len(),
+                });
             }
-            let src = self.sources.entry(key).or_insert_with(|| Source {
+        }
+        let src = self
+            .sources
+            .entry((ci, t.track_id))
+            .or_insert_with(|| Source {
                 pos: None,
                 obs_ts: msg.ts_ns,
                 fresh: false,
@@ -566,46 +587,40 @@ impl SpatialTracker {
                 first_ts: msg.ts_ns,
                 bbox: t.bbox,
             });
-            src.bbox = t.bbox;
-            src.frames = src.frames.saturating_add(1);
-            if t.hits > src.hits {
-                src.detected_frames = src.detected_frames.saturating_add(1);
-            }
-            src.hits = t.hits;
-            src.label.clone_from(&t.label);
-            src.observed = t.state != TrackState::Lost;
-            if let Some(e) = &t.embedding {
-                if e.iter().all(|x| x.is_finite()) && !e.is_empty() {
-                    let learn = t.state == TrackState::Confirmed;
-                    // Written in place: this runs for every track of every message.
-                    let v = src.emb.get_or_insert_with(Vec::new);
-                    if self.params.camera_debias {
-                        self.cams[ci].debias(e, learn, v);
-                    } else {
-                        v.clear();
-                        v.extend_from_slice(e);
-                        appearance::normalise(v);
-                    }
+        src.bbox = t.bbox;
+        src.frames = src.frames.saturating_add(1);
+        if t.hits > src.hits {
+            src.detected_frames = src.detected_frames.saturating_add(1);
+        }
+        src.hits = t.hits;
+        src.label.clone_from(&t.label);
+        src.observed = t.state != TrackState::Lost;
+        if let Some(e) = &t.embedding {
+            if e.iter().all(|x| x.is_finite()) && !e.is_empty() {
+                let learn = t.state == TrackState::Confirmed;
+                // Written in place: this runs for every track of every message.
+                let v = src.emb.get_or_insert_with(Vec::new);
+                if self.params.camera_debias {
+                    self.cams[ci].debias(e, learn, v);
+                } else {
+                    v.clear();
+                    v.extend_from_slice(e);
+                    appearance::normalise(v);
                 }
             }
-            if t.state != TrackState::Confirmed || t.bbox.iter().any(|x| !x.is_finite()) {
-                continue;
-            }
-            let hom = &self.cams[ci].geom.homography;
-            if let Some(p) = foot::foot_point(hom, t.bbox, w, h, self.params.foot_offset_m) {
-                src.pos = Some(p);
-                src.obs_ts = msg.ts_ns;
-                src.fresh = true;
-                src.score = detection_score(t.score);
-            }
         }
-        match first_err {
-            Some(e) => {
-                self.stats.rejected_messages += 1;
-                Err(e)
-            }
-            None => Ok(()),
+        if t.state != TrackState::Confirmed || t.bbox.iter().any(|x| !x.is_finite()) {
+            return Ok(());
         }
+        let (w, h) = (msg.width as f64, msg.height as f64);
+        let hom = &self.cams[ci].geom.homography;
+        if let Some(p) = foot::foot_point(hom, t.bbox, w, h, self.params.foot_offset_m) {
+            src.pos = Some(p);
+            src.obs_ts = msg.ts_ns;
+            src.fresh = true;
+            src.score = detection_score(t.score);
+        }
+        Ok(())
     }
 
     /// An event about identity `gid`, with its label, confidence, floor and
