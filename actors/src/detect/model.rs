@@ -418,6 +418,18 @@ mod tests {
     use super::*;
 
     #[test]
+    fn labels_by_name_or_index_sorted_and_deduplicated() {
+        let l = |v: &[&str]| allowed_labels(&v.iter().map(|s| s.to_string()).collect::<Vec<_>>());
+        assert_eq!(l(&[]).unwrap(), None);
+        assert_eq!(
+            l(&["car", " Person ", "class0", "person"]).unwrap(),
+            Some(vec![0, 2])
+        );
+        let e = l(&["person", "unicorn"]).unwrap_err().to_string();
+        assert!(e.contains("labels") && e.contains("unicorn"), "{e}");
+    }
+
+    #[test]
     fn backend_parses_and_prints() {
         for name in ["cpu", "cuda", "rocm", "coreml", "openvino"] {
             let b: Backend = name.parse().unwrap();
