@@ -120,6 +120,88 @@ pub async fn consumer_gone(consumer: &consumer::Consumer<consumer::pull::Config>
     }
 }
 
+/// Consecutive consumer errors after which a pump gives up and its actor
+/// restarts (re-creating its consumer).
+pub const PUMP_ERRORS: u32 = 3;
+
+/// What a consumer pump hands its actor.
+pub enum Pumped {
+    /// The next message.
+    Message(Box<jetstream::Message>),
+    /// No message for the pump's idle window.
+    Idle,
+    /// The consumer failed for good: it closed, was deleted or kept
+    /// erroring; the actor should restart to create it again.
+    Failed(String),
+}
+
+/// Pulls `consumer`'s messages and hands each to `deliver` until `token` is
+/// cancelled, `deliver` returns false (the actor is gone) or the consumer
+/// fails (handed over as [`Pumped::Failed`]). With `idle`, a quiet window
+/// of that length is handed over as [`Pumped::Idle`]. After
+/// [`CONSUMER_CHECK_EVERY`] without a message it asks the server whether
+/// the consumer still exists. `what` names the consumer in log lines.
+pub async fn pump(
+    consumer: consumer::Consumer<consumer::pull::Config>,
+    token: tokio_util::sync::CancellationToken,
+    idle: Option<Duration>,
+    what: &str,
+    mut deliver: impl FnMut(Pumped) -> bool,
+) {
+    use futures::StreamExt;
+    let mut messages = match consumer.messages().await {
+        Ok(m) => m,
+        Err(e) => {
+            deliver(Pumped::Failed(format!("consumer: {e}")));
+            return;
+        }
+    };
+    let window = idle.unwrap_or(CONSUMER_CHECK_EVERY);
+    let mut errors = 0u32;
+    let mut quiet_since = tokio::time::Instant::now();
+    loop {
+        let next = tokio::select! {
+            _ = token.cancelled() => return,
+            next = tokio::time::timeout(window, messages.next()) => next,
+        };
+        match next {
+            Ok(Some(Ok(m))) => {
+                errors = 0;
+                quiet_since = tokio::time::Instant::now();
+                if !deliver(Pumped::Message(Box::new(m))) {
+                    return;
+                }
+            }
+            Ok(Some(Err(e))) => {
+                // A consumer deleted with its stream never comes back by
+                // itself: the actor restarts and creates it again.
+                errors += 1;
+                tracing::debug!("{what} consumer: {e}");
+                if errors >= PUMP_ERRORS {
+                    deliver(Pumped::Failed(format!("consumer: {e}")));
+                    return;
+                }
+            }
+            Ok(None) => {
+                deliver(Pumped::Failed("consumer closed".into()));
+                return;
+            }
+            Err(_) => {
+                if idle.is_some() && !deliver(Pumped::Idle) {
+                    return;
+                }
+                if quiet_since.elapsed() >= CONSUMER_CHECK_EVERY {
+                    quiet_since = tokio::time::Instant::now();
+                    if consumer_gone(&consumer).await {
+                        deliver(Pumped::Failed("consumer deleted".into()));
+                        return;
+                    }
+                }
+            }
+        }
+    }
+}
+
 /// Nanoseconds since the Unix epoch, now.
 pub fn now_ns() -> u64 {
     std::time::SystemTime::now()

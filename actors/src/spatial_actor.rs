@@ -12,7 +12,6 @@ use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use async_nats::jetstream;
-use futures::StreamExt;
 use hdrhistogram::Histogram;
 use nvr_subjects::{decode, streams, subjects, CameraTracks, SpatialTrack};
 use ractor::{Actor, ActorProcessingErr, ActorRef};
@@ -181,57 +180,6 @@ async fn resume_global_id(js: &async_nats::jetstream::Context, shard: &str) -> u
 #[derive(Clone, Copy)]
 pub struct SpatialActor;
 
-/// Forwards one camera's camera-track messages from its durable consumer
-/// to the shard actor until `token` is cancelled; a consumer that fails
-/// repeatedly, closes or is deleted is reported (`PumpFailed`).
-async fn pump_tracks(
-    consumer: jetstream::consumer::Consumer<jetstream::consumer::pull::Config>,
-    me: ActorRef<SpatialMsg>,
-    token: CancellationToken,
-) {
-    let mut messages = match consumer.messages().await {
-        Ok(m) => m,
-        Err(e) => {
-            let _ = me.cast(SpatialMsg::PumpFailed(format!("consumer: {e}")));
-            return;
-        }
-    };
-    let mut errors = 0u32;
-    loop {
-        let next = tokio::select! {
-            _ = token.cancelled() => return,
-            next = tokio::time::timeout(bus::CONSUMER_CHECK_EVERY, messages.next()) => next,
-        };
-        let Ok(next) = next else {
-            if bus::consumer_gone(&consumer).await {
-                let _ = me.cast(SpatialMsg::PumpFailed("consumer deleted".into()));
-                return;
-            }
-            continue;
-        };
-        match next {
-            Some(Ok(m)) => {
-                errors = 0;
-                if me.cast(SpatialMsg::Tracks(Box::new(m))).is_err() {
-                    return;
-                }
-            }
-            Some(Err(e)) => {
-                errors += 1;
-                debug!("tracks consumer: {e}");
-                if errors >= crate::track_actor::PUMP_ERRORS {
-                    let _ = me.cast(SpatialMsg::PumpFailed(format!("consumer: {e}")));
-                    return;
-                }
-            }
-            None => {
-                let _ = me.cast(SpatialMsg::PumpFailed("consumer closed".into()));
-                return;
-            }
-        }
-    }
-}
-
 impl Actor for SpatialActor {
     type Msg = SpatialMsg;
     type State = SpatialState;
@@ -256,7 +204,20 @@ impl Actor for SpatialActor {
             .await?;
             let token = cancel.clone();
             let me = myself.clone();
-            pumps.push(tokio::spawn(pump_tracks(consumer, me, token)));
+            pumps.push(tokio::spawn(bus::pump(
+                consumer,
+                token,
+                None,
+                "tracks",
+                move |p| {
+                    let msg = match p {
+                        bus::Pumped::Message(m) => SpatialMsg::Tracks(m),
+                        bus::Pumped::Idle => return true,
+                        bus::Pumped::Failed(why) => SpatialMsg::PumpFailed(why),
+                    };
+                    me.cast(msg).is_ok()
+                },
+            )));
         }
         if let Ok(mut s) = args.status.lock() {
             s.progress.started_ms = now_ms();

@@ -9,7 +9,6 @@ use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use async_nats::jetstream;
-use futures::StreamExt;
 use nvr_subjects::{
     decode, event_kind, streams, subjects, CameraTracks, Detections, Event, SCHEMA_VERSION,
 };
@@ -22,10 +21,6 @@ use crate::bus;
 use crate::guard::{self, Limits, Refusal, SeqVerdict};
 use crate::status::{now_ms, RefusalSink, TrackingStatus};
 use crate::track::{ReorderBuffer, Tracker, TrackerParams};
-
-/// Consecutive consumer errors after which the pump gives up and the actor
-/// restarts (re-creating its consumer).
-pub const PUMP_ERRORS: u32 = 3;
 
 /// What a track actor needs.
 pub struct TrackArgs {
@@ -146,68 +141,6 @@ async fn announce_restart(js: &jetstream::Context, camera: &str, r: Resume) {
 #[derive(Clone, Copy)]
 pub struct TrackActor;
 
-/// Forwards the camera's detections messages from its durable consumer to
-/// the track actor until `token` is cancelled. After `window` without a
-/// message it sends `Idle` (so the reorder buffer releases what it holds);
-/// a consumer that fails repeatedly, closes or is deleted is reported
-/// (`PumpFailed`).
-async fn pump_detections(
-    consumer: jetstream::consumer::Consumer<jetstream::consumer::pull::Config>,
-    me: ActorRef<TrackMsg>,
-    token: CancellationToken,
-    window: Duration,
-) {
-    let mut messages = match consumer.messages().await {
-        Ok(m) => m,
-        Err(e) => {
-            let _ = me.cast(TrackMsg::PumpFailed(format!("consumer: {e}")));
-            return;
-        }
-    };
-    let mut errors = 0u32;
-    let mut quiet_since = tokio::time::Instant::now();
-    loop {
-        tokio::select! {
-            _ = token.cancelled() => return,
-            next = tokio::time::timeout(window, messages.next()) => match next {
-                Ok(Some(Ok(m))) => {
-                    errors = 0;
-                    quiet_since = tokio::time::Instant::now();
-                    if me.cast(TrackMsg::Detections(Box::new(m))).is_err() {
-                        return;
-                    }
-                }
-                Ok(Some(Err(e))) => {
-                    // A consumer deleted with its stream never comes
-                    // back by itself: restart and create it again.
-                    errors += 1;
-                    debug!("detections consumer: {e}");
-                    if errors >= PUMP_ERRORS {
-                        let _ = me.cast(TrackMsg::PumpFailed(format!("consumer: {e}")));
-                        return;
-                    }
-                }
-                Ok(None) => {
-                    let _ = me.cast(TrackMsg::PumpFailed("consumer closed".into()));
-                    return;
-                }
-                Err(_) => {
-                    if me.cast(TrackMsg::Idle).is_err() {
-                        return;
-                    }
-                    if quiet_since.elapsed() >= bus::CONSUMER_CHECK_EVERY {
-                        quiet_since = tokio::time::Instant::now();
-                        if bus::consumer_gone(&consumer).await {
-                            let _ = me.cast(TrackMsg::PumpFailed("consumer deleted".into()));
-                            return;
-                        }
-                    }
-                }
-            }
-        }
-    }
-}
-
 impl Actor for TrackActor {
     type Msg = TrackMsg;
     type State = TrackState;
@@ -244,7 +177,21 @@ impl Actor for TrackActor {
         let token = cancel.clone();
         let window = Duration::from_millis(args.reorder_window_ms.max(50));
         let me = myself.clone();
-        let pump = tokio::spawn(pump_detections(consumer, me, token, window));
+        let pump = tokio::spawn(bus::pump(
+            consumer,
+            token,
+            Some(window),
+            "detections",
+            move |p| {
+                // After the idle window the reorder buffer releases what it holds.
+                let msg = match p {
+                    bus::Pumped::Message(m) => TrackMsg::Detections(m),
+                    bus::Pumped::Idle => TrackMsg::Idle,
+                    bus::Pumped::Failed(why) => TrackMsg::PumpFailed(why),
+                };
+                me.cast(msg).is_ok()
+            },
+        ));
         let window_ns = args.reorder_window_ms * 1_000_000;
         let resume = resume_track_id(&args.js, &args.camera).await;
         announce_restart(&args.js, &args.camera, resume).await;
