@@ -82,3 +82,87 @@ fn global_identity_beats_the_ablation_and_the_baselines_on_reporting_seeds() {
         }
     }
 }
+
+/// The simulator sends `Detections` whose embeddings it computes itself, so
+/// that the evaluation needs no image pipeline. They must be the ones nvr's
+/// detector would compute from the same pixels (`bench/spatial_live/sim.py`
+/// `descriptor_grid` and `colour_descriptor` against
+/// `detect::embed::colour_descriptor`), or the evaluation would score the
+/// spatial tracker on an appearance that the product never produces.
+#[test]
+fn the_simulators_colour_descriptor_is_nvrs() {
+    use nvr_actors::detect::{embed::colour_descriptor, image::RgbImage};
+    let py = require(&data().join("pyenv/bin/python"), "the python environment");
+    // Saturated hues, greys and dark patches, with a pseudo-random texture so
+    // that every bin and both halves of the boxes get pixels.
+    let (w, h) = (160u32, 120u32);
+    let mut data = Vec::with_capacity((w * h * 3) as usize);
+    let mut state: u32 = 12345;
+    for y in 0..h {
+        for x in 0..w {
+            state = state.wrapping_mul(1_103_515_245).wrapping_add(12345);
+            let noise = (state >> 24) as u8 / 4;
+            let base: [u8; 3] = match (x / 20 + y / 30) % 6 {
+                0 => [200, 30, 40],
+                1 => [30, 160, 60],
+                2 => [40, 50, 190],
+                3 => [128, 128, 128],
+                4 => [20, 20, 25],
+                _ => [230, 200, 60],
+            };
+            data.extend(base.iter().map(|c| c.saturating_add(noise)));
+        }
+    }
+    let img = RgbImage {
+        width: w,
+        height: h,
+        data,
+    };
+    let dir = tempfile::tempdir().unwrap();
+    let raw = dir.path().join("img.rgb");
+    std::fs::write(&raw, &img.data).unwrap();
+    let boxes: [[f32; 4]; 6] = [
+        [0.1, 0.1, 0.4, 0.9],
+        [0.0, 0.0, 1.0, 1.0],
+        [0.55, 0.2, 0.62, 0.8],
+        [0.3, 0.45, 0.31, 0.5],
+        [0.8, 0.5, 1.2, 1.3],
+        [0.123, 0.077, 0.789, 0.654],
+    ];
+    let script = format!(
+        "import json, sys\nimport numpy as np\nsys.path.insert(0, {bench:?})\nimport sim\n\
+         img = np.fromfile({raw:?}, dtype=np.uint8).reshape({h}, {w}, 3)\n\
+         out = []\n\
+         for b in {boxes}:\n\
+         \x20   X, Y, half = sim.descriptor_grid(b, {w}, {h})\n\
+         \x20   out.append([float(v) for v in sim.colour_descriptor(img[Y, X], half)])\n\
+         print(json.dumps(out))\n",
+        bench = root().join("bench/spatial_live").display().to_string(),
+        raw = raw.display().to_string(),
+        boxes = serde_json::to_string(&boxes.map(|b| b.map(f64::from))).unwrap(),
+    );
+    let o = std::process::Command::new(py)
+        .args(["-c", &script])
+        .output()
+        .expect("run python");
+    assert!(
+        o.status.success(),
+        "sim.py descriptor failed: {}",
+        String::from_utf8_lossy(&o.stderr)
+    );
+    let sim: Vec<Vec<f32>> = serde_json::from_slice(&o.stdout).unwrap();
+    assert_eq!(sim.len(), boxes.len());
+    for (b, s) in boxes.iter().zip(&sim) {
+        let ours = colour_descriptor(&img, *b);
+        assert_eq!(ours.len(), s.len(), "box {b:?}");
+        let worst = ours
+            .iter()
+            .zip(s)
+            .map(|(a, b)| (a - b).abs())
+            .fold(0.0f32, f32::max);
+        assert!(
+            worst < 1e-5,
+            "box {b:?}: the simulator's descriptor differs from nvr's by {worst}\n nvr {ours:?}\n sim {s:?}"
+        );
+    }
+}

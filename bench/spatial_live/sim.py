@@ -190,11 +190,13 @@ def _hsv_bins(rgb_u8):
 
 def descriptor_grid(bbox_norm, w, h):
     """Sample pixel coordinates and half index of nvr's `colour_descriptor`."""
-    cl = lambda v: min(max(float(np.float32(v)), 0.0), 1.0)
-    x0 = min(int(cl(min(bbox_norm[0], bbox_norm[2])) * w), w - 1)
-    y0 = min(int(cl(min(bbox_norm[1], bbox_norm[3])) * h), h - 1)
-    x1 = min(max(math.ceil(cl(max(bbox_norm[0], bbox_norm[2])) * w), x0 + 1), w)
-    y1 = min(max(math.ceil(cl(max(bbox_norm[1], bbox_norm[3])) * h), y0 + 1), h)
+    # nvr multiplies in f32: so must this, or an edge near a whole pixel
+    # lands one pixel off.
+    cl = lambda v: np.float32(min(max(float(np.float32(v)), 0.0), 1.0))
+    x0 = min(int(cl(min(bbox_norm[0], bbox_norm[2])) * np.float32(w)), w - 1)
+    y0 = min(int(cl(min(bbox_norm[1], bbox_norm[3])) * np.float32(h)), h - 1)
+    x1 = min(max(math.ceil(cl(max(bbox_norm[0], bbox_norm[2])) * np.float32(w)), x0 + 1), w)
+    y1 = min(max(math.ceil(cl(max(bbox_norm[1], bbox_norm[3])) * np.float32(h)), y0 + 1), h)
     bw, bh = x1 - x0, y1 - y0
     cx0, cx1 = (x0 + bw // 5, x1 - bw // 5) if bw >= 5 else (x0, x1)
     xs, ys = min(cx1 - cx0, 48), min(bh, 96)
