@@ -93,8 +93,9 @@ fn global_identity_beats_the_ablation_and_the_baselines_on_reporting_seeds() {
 fn the_simulators_colour_descriptor_is_nvrs() {
     use nvr_actors::detect::{embed::colour_descriptor, image::RgbImage};
     let py = require(&data().join("pyenv/bin/python"), "the python environment");
-    // Saturated hues, greys and dark patches, with a pseudo-random texture so
-    // that every bin and both halves of the boxes get pixels.
+    // Saturated hues, a grey, a dark and a light patch with a pseudo-random
+    // texture on top: both halves of every box fall into several hue,
+    // saturation and grey bins.
     let (w, h) = (160u32, 120u32);
     let mut data = Vec::with_capacity((w * h * 3) as usize);
     let mut state: u32 = 12345;
