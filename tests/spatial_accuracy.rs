@@ -93,9 +93,9 @@ fn global_identity_beats_the_ablation_and_the_baselines_on_reporting_seeds() {
 fn the_simulators_colour_descriptor_is_nvrs() {
     use nvr_actors::detect::{embed::colour_descriptor, image::RgbImage};
     let py = require(&data().join("pyenv/bin/python"), "the python environment");
-    // Saturated hues, a grey, a dark and a light patch with a pseudo-random
-    // texture on top: both halves of every box fall into several hue,
-    // saturation and grey bins.
+    // Red, green, blue and yellow, a grey and a near-black patch, with a
+    // pseudo-random texture on top: both halves of every box fall into
+    // several hue, saturation and grey bins.
     let (w, h) = (160u32, 120u32);
     let mut data = Vec::with_capacity((w * h * 3) as usize);
     let mut state: u32 = 12345;
@@ -130,20 +130,12 @@ fn the_simulators_colour_descriptor_is_nvrs() {
         [0.8, 0.5, 1.2, 1.3],
         [0.123, 0.077, 0.789, 0.654],
     ];
-    let script = format!(
-        "import json, sys\nimport numpy as np\nsys.path.insert(0, {bench:?})\nimport sim\n\
-         img = np.fromfile({raw:?}, dtype=np.uint8).reshape({h}, {w}, 3)\n\
-         out = []\n\
-         for b in {boxes}:\n\
-         \x20   X, Y, half = sim.descriptor_grid(b, {w}, {h})\n\
-         \x20   out.append([float(v) for v in sim.colour_descriptor(img[Y, X], half)])\n\
-         print(json.dumps(out))\n",
-        bench = root().join("bench/spatial_live").display().to_string(),
-        raw = raw.display().to_string(),
-        boxes = serde_json::to_string(&boxes.map(|b| b.map(f64::from))).unwrap(),
-    );
     let o = std::process::Command::new(py)
-        .args(["-c", &script])
+        .args(["-c", SIM_DESCRIPTORS])
+        .arg(root().join("bench/spatial_live"))
+        .arg(&raw)
+        .args([w.to_string(), h.to_string()])
+        .arg(serde_json::to_string(&boxes.map(|b| b.map(f64::from))).unwrap())
         .output()
         .expect("run python");
     assert!(
@@ -167,3 +159,20 @@ fn the_simulators_colour_descriptor_is_nvrs() {
         );
     }
 }
+
+/// Prints, as JSON, the simulator's descriptor of each box (argv: the
+/// simulator's directory, a raw RGB image file, its width and height, the
+/// normalised boxes as JSON).
+const SIM_DESCRIPTORS: &str = r#"
+import json, sys
+import numpy as np
+sys.path.insert(0, sys.argv[1])
+import sim
+w, h = int(sys.argv[3]), int(sys.argv[4])
+img = np.fromfile(sys.argv[2], dtype=np.uint8).reshape(h, w, 3)
+out = []
+for b in json.loads(sys.argv[5]):
+    X, Y, half = sim.descriptor_grid(b, w, h)
+    out.append([float(v) for v in sim.colour_descriptor(img[Y, X], half)])
+print(json.dumps(out))
+"#;
