@@ -39,6 +39,12 @@ scored cycle is split into events and the errors are classified:
   detectable or not), by the blind gap the event reports, and whether
   another identity was observed within 0.7 m of it then (a second camera
   track of a person already tracked, or two people close together);
+* camera-tracker swaps (a confirmed camera track whose box was on one
+  person for most of its previous 8 frames is on another now): whether the
+  track's colour descriptor then differs from the mean of those frames
+  (cosine below 0.7), and what the spatial tracker did with the track's
+  global id (changed within 3 cycles, kept for 10 cycles or more, or the
+  track was unbound or ended);
 * ``static`` identities on a person: for every other camera whose image
   holds the person's foot point, why it does not see them (the box cut by
   the border and on which side, too small, hidden by someone nearer, or
@@ -162,6 +168,65 @@ def single_camera_far(scene, run, out):
                 what = "box bottom hidden by someone nearer" if hidden else (
                     "partly visible person" if r["frac"] < 0.8 else "fully visible person")
                 out[f"1 camera, >= 1 m off: {what}"] += 1
+
+
+def camera_swaps(scene, run, out):
+    """Camera-tracker swaps and what became of the swapped track's global id."""
+    t0 = run["t0_ns"]
+    bycam = collections.defaultdict(dict)
+    for m in run["messages"]["tracks"]:
+        bycam[m["camera"]][m["seq"]] = m
+    bound = {}  # (camera, track_id, cycle) -> global id the cycle gives that track
+    for m in run["messages"]["spatial"]:
+        f = int((m["ts_ns"] - t0) // score.CYCLE_NS)
+        for t in m["tracks"]:
+            gid = t.get("duplicate_of") if t.get("state") == "duplicate" else t["global_id"]
+            for s in t.get("sources") or []:
+                bound[(s["camera"], s["track_id"], f)] = gid
+
+    def unit(v):
+        v = np.asarray(v, float)
+        return v / (np.linalg.norm(v) + 1e-12)
+
+    for cam in scene.cameras:
+        hist = collections.defaultdict(list)  # track_id -> [(cycle, person or None, embedding)]
+        for fr in scene.frames[cam.id]:
+            m = bycam[cam.id].get(fr.k + 1)
+            if m is None:
+                continue
+            f = int((m["ts_ns"] - t0) // score.CYCLE_NS)
+            hyp = [t for t in m["tracks"] if t["state"] == "confirmed" and t.get("embedding")]
+            boxes = [np.array(t["bbox"]) * [cam.w, cam.h, cam.w, cam.h] for t in hyp]
+            owner = {}
+            if fr.truth and boxes:
+                ious = np.array([[iou(b, h) for h in boxes] for _, b in fr.truth])
+                for a, b in zip(*linear_sum_assignment(-ious)):
+                    if ious[a, b] >= 0.5:
+                        owner[hyp[b]["track_id"]] = fr.truth[a][0]
+            for t in hyp:
+                hist[t["track_id"]].append((f, owner.get(t["track_id"]), unit(t["embedding"])))
+        for tid, h in hist.items():
+            for i in range(3, len(h)):
+                f, pid, emb = h[i]
+                prev = [x for x in h[max(0, i - 8):i] if x[1] is not None]
+                if pid is None or len(prev) < 3:
+                    continue
+                was = collections.Counter(x[1] for x in prev).most_common(1)[0][0]
+                if pid == was or h[i - 1][1] not in (was, None):
+                    continue
+                ref = unit(np.mean([x[2] for x in prev if x[1] == was], axis=0))
+                look = "looks different (cosine < 0.7)" if float(emb @ ref) < 0.7 else "looks alike"
+                before = next((bound[k] for k in ((cam.id, tid, h[i - 1][0] - d) for d in range(3)) if k in bound), None)
+                after = [bound.get((cam.id, tid, f + d)) for d in (3, 6, 10)]
+                if before is None:
+                    fate = "track not bound before"
+                elif after[0] is not None and after[0] != before:
+                    fate = "global id changed within 3 cycles"
+                elif all(a == before for a in after):
+                    fate = "global id kept for 10 cycles or more"
+                else:
+                    fate = "track unbound, ended or changed later"
+                out[f"camera-track swap, {look}: {fate}"] += 1
 
 
 def idf1_cover(truth, hyp, frames, published, out):
@@ -313,6 +378,7 @@ def main(argv=None):
             static_on_people(scene, run, truth, out)
             handoffs(scene, run, published, out)
             single_camera_far(scene, run, out)
+            camera_swaps(scene, run, out)
         print(f"== {diff}, seeds {args.seeds} ({len(seeds)} scenes) ==")
         width = max(len(k) for k in out)
         for k in sorted(out):
