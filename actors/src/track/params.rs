@@ -121,7 +121,7 @@ impl Default for TrackerParams {
             fuse_score: true,
             appearance_weight: 0.3,
             appearance_gate: 0.4,
-            weak_overlap_iou: 0.5,
+            weak_overlap_iou: 0.7,
             weak_overlap_gate: 0.75,
             embedding_momentum: 0.0,
             reid_similarity: 0.8,
