@@ -466,6 +466,10 @@ pub struct TrackingConfig {
     /// Smoothing of a track's published appearance embedding (0 = the latest
     /// detection's; the spatial tracker averages per identity itself).
     pub embedding_momentum: f32,
+    /// Smoothing of the appearance a track is matched on (0 = the latest
+    /// detection's): one frame whose box takes in a passing neighbour does
+    /// not let the neighbour take the track.
+    pub appearance_momentum: f32,
     /// Least appearance similarity between a track and a detection for any
     /// match (a lower one is another person: no identity swap on box
     /// overlap alone); 0 turns it off.
@@ -501,6 +505,7 @@ impl Default for TrackingConfig {
             min_hits: p.min_hits,
             max_lost_ms: p.max_lost_ms,
             embedding_momentum: p.embedding_momentum,
+            appearance_momentum: p.appearance_momentum,
             appearance_gate: p.appearance_gate,
             weak_overlap_iou: p.weak_overlap_iou,
             weak_overlap_gate: p.weak_overlap_gate,
@@ -524,6 +529,7 @@ impl TrackingConfig {
             min_hits: self.min_hits,
             max_lost_ms: self.max_lost_ms,
             embedding_momentum: self.embedding_momentum,
+            appearance_momentum: self.appearance_momentum,
             appearance_gate: self.appearance_gate,
             weak_overlap_iou: self.weak_overlap_iou,
             weak_overlap_gate: self.weak_overlap_gate,

@@ -170,6 +170,10 @@ fn errors_are_one_line_and_name_the_key() {
             "tracking:\n  embedding_momentum: 1.0\n",
             "tracking.embedding_momentum = 1",
         ),
+        (
+            "tracking:\n  appearance_momentum: -0.1\n",
+            "tracking.appearance_momentum = -0.1",
+        ),
         ("detection: [1, 2\n", "c.yaml"),
         (
             "detection:\n  reid_weight: 0\n",

@@ -249,6 +249,12 @@ fn check_tracking(c: &Config) -> Result<(), ConfigError> {
             t.embedding_momentum
         ));
     }
+    if !(0.0..1.0).contains(&t.appearance_momentum) {
+        return err(format!(
+            "tracking.appearance_momentum = {}: must be at least 0 and below 1",
+            t.appearance_momentum
+        ));
+    }
     if t.low_threshold > t.high_threshold {
         return err(format!(
             "tracking.low_threshold = {}: must not exceed tracking.high_threshold ({})",

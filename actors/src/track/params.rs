@@ -79,6 +79,14 @@ pub struct TrackerParams {
     /// several frames (on the simulator, 0.9 instead of 0 costs 18 points of
     /// global IDF1 on the hard preset).
     pub embedding_momentum: f32,
+    /// Smoothing factor of the appearance a track is matched on (its
+    /// gates, its cost and its re-identification), apart from the one it
+    /// publishes: `m = a * m + (1 - a) * d`, then L2-normalised. A
+    /// detection whose box takes in part of a passing neighbour mixes the
+    /// neighbour's colours into the descriptor; matched on that one
+    /// frame's descriptor, the track then lets the neighbour in. 0 matches
+    /// on the latest detection's, as published.
+    pub appearance_momentum: f32,
     /// Least cosine similarity for a confirmed track that missed at least
     /// one update to take back a detection on appearance alone, when its
     /// box no longer overlaps (a person reappearing after an occlusion
@@ -124,6 +132,7 @@ impl Default for TrackerParams {
             weak_overlap_iou: 0.7,
             weak_overlap_gate: 0.75,
             embedding_momentum: 0.0,
+            appearance_momentum: 0.6,
             reid_similarity: 0.8,
             reid_speed: 1.0,
             nominal_frame_ms: 200,
@@ -177,6 +186,7 @@ impl TrackerParams {
             "weak_overlap_iou" => self.weak_overlap_iou = f(key, value)?,
             "weak_overlap_gate" => self.weak_overlap_gate = f(key, value)?,
             "embedding_momentum" => self.embedding_momentum = f(key, value)?,
+            "appearance_momentum" => self.appearance_momentum = f(key, value)?,
             "reid_similarity" => self.reid_similarity = f(key, value)?,
             "reid_speed" => self.reid_speed = f(key, value)?,
             "nominal_frame_ms" => self.nominal_frame_ms = u(key, value)?.max(1),

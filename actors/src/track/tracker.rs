@@ -89,9 +89,19 @@ struct TrackInner {
     /// Unit direction of motion from observations, OC-SORT style.
     direction: Option<[f64; 2]>,
     embedding: Option<Vec<f32>>,
+    /// The appearance matched on (`appearance_momentum`): steadier than
+    /// the latest detection's, which is what `embedding` publishes.
+    /// Absent in a checkpoint written before it existed: then `embedding`.
+    #[serde(default)]
+    matching: Option<Vec<f32>>,
 }
 
 impl TrackInner {
+    /// Cosine similarity of the appearance the track is matched on to `e`.
+    fn similarity(&self, e: &[f32]) -> Option<f32> {
+        cosine(self.matching.as_ref().or(self.embedding.as_ref())?, e)
+    }
+
     fn last_obs(&self) -> [f32; 4] {
         self.obs
             .back()
@@ -146,8 +156,8 @@ fn edge_cost(
             v -= bonus * p.direction_weight as f64 * d.score as f64;
         }
     }
-    if let (Some(te), Some(de)) = (&t.embedding, &d.embedding) {
-        if let Some(cs) = cosine(te, de) {
+    if let Some(de) = &d.embedding {
+        if let Some(cs) = t.similarity(de) {
             // A track that lost its person, half overlapping someone near
             // where it was predicted.
             let least = if t.misses > 0 && o < p.weak_overlap_iou {
@@ -162,6 +172,20 @@ fn edge_cost(
         }
     }
     Some(v)
+}
+
+/// `slot = a * slot + (1 - a) * e`, L2-normalised (`e` is); `e` itself
+/// when `a` is 0 or the slot is empty or of another dimension.
+fn blend(slot: &mut Option<Vec<f32>>, e: &[f32], a: f32) {
+    match slot {
+        Some(v) if v.len() == e.len() && a > 0.0 => {
+            for (x, y) in v.iter_mut().zip(e) {
+                *x = a * *x + (1.0 - a) * y;
+            }
+            normalise(v);
+        }
+        _ => *slot = Some(e.to_vec()),
+    }
 }
 
 fn unit_dir(from: [f32; 4], to: [f32; 4]) -> Option<[f64; 2]> {
@@ -507,6 +531,7 @@ impl Tracker {
             last_obs_ts: ts,
             obs,
             direction: None,
+            matching: embedding.clone(),
             embedding,
         });
         confirmed.then_some(id)
@@ -657,9 +682,9 @@ impl Tracker {
         let mut edges = Vec::new();
         for (r, &ti) in pool.iter().enumerate() {
             let t = &self.tracks[ti];
-            let Some(te) = &t.embedding else {
+            if t.embedding.is_none() {
                 continue;
-            };
+            }
             let tl = self.scratch.track_label[ti];
             if tl == u32::MAX {
                 continue;
@@ -674,7 +699,7 @@ impl Tracker {
                 if self.scratch.det_label[di] != tl {
                     continue;
                 }
-                let Some(cs) = d.embedding.as_ref().and_then(|de| cosine(te, de)) else {
+                let Some(cs) = d.embedding.as_ref().and_then(|de| t.similarity(de)) else {
                     continue;
                 };
                 let dh = (d.bbox[3] - d.bbox[1]) as f64;
@@ -699,6 +724,7 @@ impl Tracker {
         let p = &self.params;
         let delta_t = p.delta_t;
         let momentum = p.embedding_momentum;
+        let matching = p.appearance_momentum;
         let t = &mut self.tracks[ti];
         let z = xyxy_to_cxcywh(d.bbox);
         let gap = ts.saturating_sub(t.last_obs_ts) as f64 / 1e9;
@@ -747,15 +773,8 @@ impl Tracker {
         if let Some(de) = &d.embedding {
             let mut de = de.clone();
             normalise(&mut de);
-            match &mut t.embedding {
-                Some(te) if te.len() == de.len() => {
-                    for (a, b) in te.iter_mut().zip(&de) {
-                        *a = momentum * *a + (1.0 - momentum) * b;
-                    }
-                    normalise(te);
-                }
-                slot => *slot = Some(de),
-            }
+            blend(&mut t.matching, &de, matching);
+            blend(&mut t.embedding, &de, momentum);
         }
         if !t.confirmed && t.hits >= t.needed_hits {
             t.confirmed = true;

@@ -178,6 +178,59 @@ fn a_track_does_not_take_over_someone_who_looks_different() {
     }
 }
 
+/// A passing neighbour whose colours leak into one frame of a track's box
+/// (the descriptor halfway between the two people) does not let the
+/// neighbour take the track in the next frame: the track is matched on
+/// its smoothed appearance (`appearance_momentum`), to which the neighbour
+/// is still unlike, while it publishes the latest detection's. Matched on
+/// the latest detection's alone, the neighbour takes the track over.
+#[test]
+fn one_mixed_frame_does_not_let_a_neighbour_take_the_track() {
+    let run = |params: TrackerParams| -> (u64, u64, Option<Vec<f32>>) {
+        let mut tr = Tracker::new(params);
+        let at = |e: Vec<f32>| {
+            let mut d = det("person", 0.9, 0.3, 0.5, 0.05, 0.15);
+            d.embedding = Some(e);
+            d
+        };
+        let mut person = 0;
+        for f in 0..5u64 {
+            let o = tr.update(T0 + f * FRAME, &[at(vec![1.0, 0.0, 0.0])]);
+            person = o.tracks.first().map_or(0, |t| t.track_id);
+        }
+        let o = tr.update(T0 + 5 * FRAME, &[at(vec![1.0, 1.0, 0.0])]);
+        let mixed = o
+            .tracks
+            .iter()
+            .find(|t| t.track_id == person)
+            .and_then(|t| t.embedding.clone());
+        tr.update(T0 + 6 * FRAME, &[at(vec![0.0, 1.0, 0.0])]);
+        let o = tr.update(T0 + 7 * FRAME, &[at(vec![0.0, 1.0, 0.0])]);
+        let neighbour = confirmed_ids(&o).first().copied().unwrap_or(0);
+        (person, neighbour, mixed)
+    };
+    let (person, neighbour, mixed) = run(TrackerParams::default());
+    assert!(
+        person != 0 && neighbour != 0 && person != neighbour,
+        "the neighbour took track {person} ({neighbour})"
+    );
+    let h = std::f32::consts::FRAC_1_SQRT_2;
+    let e = mixed.expect("published embedding");
+    assert!(
+        (e[0] - h).abs() < 1e-5 && (e[1] - h).abs() < 1e-5,
+        "publishes the latest detection's: {e:?}"
+    );
+    let latest = TrackerParams {
+        appearance_momentum: 0.0,
+        ..TrackerParams::default()
+    };
+    let (person, neighbour, _) = run(latest);
+    assert!(
+        person != 0 && person == neighbour,
+        "matched on the latest frame: {person} then {neighbour}"
+    );
+}
+
 /// A track that missed a frame and then finds a detection only half over
 /// its predicted box takes it only when it looks alike (above
 /// `weak_overlap_gate`): otherwise it is more likely someone else who
