@@ -17,6 +17,24 @@ fn det(label: &str, score: f32, cx: f32, cy: f32, w: f32, h: f32) -> DetectedObj
     }
 }
 
+/// A confident person detection at one place, with appearance `e`.
+fn looking(e: Vec<f32>) -> DetectedObject {
+    let mut d = det("person", 0.9, 0.3, 0.5, 0.05, 0.15);
+    d.embedding = Some(e);
+    d
+}
+
+/// Five frames of one person there who looks like `[1, 0, 0]`; the id of
+/// the track that follows them.
+fn five_frames_of_one_look(tr: &mut Tracker) -> u64 {
+    let mut id = 0;
+    for f in 0..5u64 {
+        let o = tr.update(T0 + f * FRAME, &[looking(vec![1.0, 0.0, 0.0])]);
+        id = o.tracks.first().map_or(0, |t| t.track_id);
+    }
+    id
+}
+
 fn confirmed_ids(o: &TrackerOutput) -> Vec<u64> {
     o.tracks
         .iter()
@@ -134,16 +152,8 @@ fn crossing_objects_keep_their_ids() {
 fn a_track_does_not_take_over_someone_who_looks_different() {
     let run = |params: TrackerParams, back: Vec<f32>, gap: u64| -> (u64, u64) {
         let mut tr = Tracker::new(params);
-        let person = |e: Vec<f32>| {
-            let mut d = det("person", 0.9, 0.3, 0.5, 0.05, 0.15);
-            d.embedding = Some(e);
-            d
-        };
-        let mut before = 0;
-        for f in 0..5u64 {
-            let o = tr.update(T0 + f * FRAME, &[person(vec![1.0, 0.0, 0.0])]);
-            before = o.tracks.first().map_or(0, |t| t.track_id);
-        }
+        let person = looking;
+        let before = five_frames_of_one_look(&mut tr);
         for f in 5..5 + gap {
             tr.update(T0 + f * FRAME, &[]);
         }
@@ -188,16 +198,8 @@ fn a_track_does_not_take_over_someone_who_looks_different() {
 fn one_mixed_frame_does_not_let_a_neighbour_take_the_track() {
     let run = |params: TrackerParams| -> (u64, u64, Option<Vec<f32>>) {
         let mut tr = Tracker::new(params);
-        let at = |e: Vec<f32>| {
-            let mut d = det("person", 0.9, 0.3, 0.5, 0.05, 0.15);
-            d.embedding = Some(e);
-            d
-        };
-        let mut person = 0;
-        for f in 0..5u64 {
-            let o = tr.update(T0 + f * FRAME, &[at(vec![1.0, 0.0, 0.0])]);
-            person = o.tracks.first().map_or(0, |t| t.track_id);
-        }
+        let at = looking;
+        let person = five_frames_of_one_look(&mut tr);
         let o = tr.update(T0 + 5 * FRAME, &[at(vec![1.0, 1.0, 0.0])]);
         let mixed = o
             .tracks
