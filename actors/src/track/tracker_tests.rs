@@ -152,14 +152,13 @@ fn crossing_objects_keep_their_ids() {
 fn a_track_does_not_take_over_someone_who_looks_different() {
     let run = |params: TrackerParams, back: Vec<f32>, gap: u64| -> (u64, u64) {
         let mut tr = Tracker::new(params);
-        let person = looking;
         let before = five_frames_of_one_look(&mut tr);
         for f in 5..5 + gap {
             tr.update(T0 + f * FRAME, &[]);
         }
         let f = 5 + gap;
-        tr.update(T0 + f * FRAME, &[person(back.clone())]);
-        let o = tr.update(T0 + (f + 1) * FRAME, &[person(back)]);
+        tr.update(T0 + f * FRAME, &[looking(back.clone())]);
+        let o = tr.update(T0 + (f + 1) * FRAME, &[looking(back)]);
         let after = o
             .tracks
             .iter()
@@ -198,16 +197,15 @@ fn a_track_does_not_take_over_someone_who_looks_different() {
 fn one_mixed_frame_does_not_let_a_neighbour_take_the_track() {
     let run = |params: TrackerParams| -> (u64, u64, Option<Vec<f32>>) {
         let mut tr = Tracker::new(params);
-        let at = looking;
         let person = five_frames_of_one_look(&mut tr);
-        let o = tr.update(T0 + 5 * FRAME, &[at(vec![1.0, 1.0, 0.0])]);
+        let o = tr.update(T0 + 5 * FRAME, &[looking(vec![1.0, 1.0, 0.0])]);
         let mixed = o
             .tracks
             .iter()
             .find(|t| t.track_id == person)
             .and_then(|t| t.embedding.clone());
-        tr.update(T0 + 6 * FRAME, &[at(vec![0.0, 1.0, 0.0])]);
-        let o = tr.update(T0 + 7 * FRAME, &[at(vec![0.0, 1.0, 0.0])]);
+        tr.update(T0 + 6 * FRAME, &[looking(vec![0.0, 1.0, 0.0])]);
+        let o = tr.update(T0 + 7 * FRAME, &[looking(vec![0.0, 1.0, 0.0])]);
         let neighbour = confirmed_ids(&o).first().copied().unwrap_or(0);
         (person, neighbour, mixed)
     };
