@@ -18,7 +18,9 @@ For each difficulty and seed: one scene, run through nvr (`nvr`), and with
 `--ablations` once more with `spatial.reid_enabled: false` and otherwise the
 very same published detections, embeddings included (`nvr_reid_off`: only
 the spatial re-ID changes; the camera trackers still see the embeddings);
-baselines `nearest` and `per_camera_ids` come from the `nvr` run's
+baselines `nearest` and `per_camera_ids`, and the reference bounds
+`oracle_linking` and `oracle_per_frame` (perfect cross-camera linking of the
+same camera tracks, with the ground truth), come from the `nvr` run's
 `nvr.tracks.*`. Per difficulty and method it prints and writes the mean and
 the worst (min for IDF1/MOTA/HOTA, max for IDSW) over seeds, to
 OUT/spatial_live.json and OUT/spatial_live.md (rewritten after every scene,
@@ -54,7 +56,7 @@ import live  # noqa: E402
 import score  # noqa: E402
 import sim  # noqa: E402
 
-METHODS = ["nvr", "nvr_reid_off", "nearest", "per_camera_ids"]
+METHODS = ["nvr", "nvr_reid_off", "nearest", "per_camera_ids", "oracle_linking", "oracle_per_frame"]
 FLOOR = [("idf1", "IDF1"), ("mota", "MOTA"), ("hota", "HOTA"), ("idsw", "IDSW")]
 CAM = [("cam_idf1", "cam IDF1"), ("cam_mota", "cam MOTA")]
 
@@ -155,6 +157,8 @@ def eval_scene(args_tuple):
         out["methods"]["nvr"] = res["nvr"]
         out["methods"]["nearest"] = res["nearest"]
         out["methods"]["per_camera_ids"] = res["per_camera_ids"]
+        out["methods"]["oracle_linking"] = res["oracle_linking"]
+        out["methods"]["oracle_per_frame"] = res["oracle_per_frame"]
         out["events"] = res["events"]
         out["api_refused"] = refused_counts(run["api"])
     if ablations:
@@ -244,7 +248,9 @@ def markdown(args, agg, scenes, difficulties, elapsed, binary):
          "visible, >= 28 px high) by at least one started camera. cam IDF1/MOTA: `nvr.tracks.<cam>` "
          "confirmed tracks vs visible boxes, IoU >= 0.5, mean over the 4 cameras. `nvr_reid_off`: "
          "`spatial.reid_enabled: false`, same detections (embeddings kept). `nearest`, `per_camera_ids`: baselines from "
-         "the `nvr` run's camera tracks (score.py).", ""]
+         "the `nvr` run's camera tracks (score.py). `oracle_linking`, `oracle_per_frame`: not baselines but "
+         "reference bounds: the same camera tracks linked across cameras with the ground truth, per camera "
+         "track (its majority person) or per observation (score.py); what perfect linking could make of them.", ""]
     for d in difficulties:
         a = agg[d]
         L += [f"## {d}", "",

@@ -37,6 +37,16 @@ at most 250 ms old):
   identities seen in the last 2 s, within 1.5 m (one source per camera per
   identity), else a new identity; position = mean of its sources.
 
+Reference bounds from the same camera tracks, using the ground truth (what
+perfect cross-camera linking could make of these camera tracks; not
+baselines a tracker could run):
+* `oracle_linking`: each (camera, track_id) takes the identity of the
+  person its foot point is most often within 1 m of (its majority person);
+  tracks of one person at a cycle are one identity at the mean of their
+  foot points. Camera-tracker swaps stay errors; nothing coasts.
+* `oracle_per_frame`: the same, but each observation takes the person it
+  is within 1 m of at that cycle: camera-tracker swaps are repaired too.
+
 `python score.py RUN_DIR` re-scores a saved run (run.json + messages.msgpack).
 """
 from __future__ import annotations
@@ -190,6 +200,34 @@ def baseline_nearest(obs, frames, gate=1.5, memory_s=2.0):
     return out
 
 
+def oracle_links(scene, obs, frames):
+    """The `oracle_linking` and `oracle_per_frame` hypotheses (see the module
+    doc) from `obs` (camera_observations)."""
+    label, votes = {}, defaultdict(lambda: defaultdict(int))
+    for f in frames:
+        people = scene.positions(f * 0.2)
+        for c, tid, x, y in obs.get(f, []):
+            near = min(((np.hypot(x - px, y - py), pid) for pid, px, py in people), default=(np.inf, None))
+            label[(f, c, tid)] = near[1] if near[0] <= GATE_M else None
+            votes[(c, tid)][label[(f, c, tid)]] += 1
+    major = {k: max(v, key=lambda p: (v[p], p is not None)) for k, v in votes.items()}
+    ids = {}
+
+    def ident(key):
+        return ids.setdefault(key, len(ids) + 1)
+
+    linking, per_frame = {}, {}
+    for f in frames:
+        a, b = defaultdict(list), defaultdict(list)
+        for c, tid, x, y in obs.get(f, []):
+            m, p = major[(c, tid)], label[(f, c, tid)]
+            a[m if m is not None else ("unmatched", c, tid)].append((x, y))
+            b[p if p is not None else ("unmatched", c, tid)].append((x, y))
+        linking[f] = [(ident(k), *np.mean(v, 0)) for k, v in a.items()]
+        per_frame[f] = [(ident(k), *np.mean(v, 0)) for k, v in b.items()]
+    return linking, per_frame
+
+
 def camera_metrics(scene, tracks_msgs):
     res = {}
     by = defaultdict(dict)
@@ -272,7 +310,10 @@ def score_run(scene, run, truth=None, baselines=True):
         obs = camera_observations(scene, msgs["tracks"], t0, frames)
         out["per_camera_ids"] = floor_metrics(truth, baseline_per_camera_ids(obs), frames)
         out["nearest"] = floor_metrics(truth, baseline_nearest(obs, frames), frames)
-        for k in ("per_camera_ids", "nearest"):
+        linking, per_frame = oracle_links(scene, obs, frames)
+        out["oracle_linking"] = floor_metrics(truth, linking, frames)
+        out["oracle_per_frame"] = floor_metrics(truth, per_frame, frames)
+        for k in ("per_camera_ids", "nearest", "oracle_linking", "oracle_per_frame"):
             out[k]["camera"] = out["nvr"]["camera"]
     out["nvr"]["lost_box_outside"] = lost_boxes_outside(msgs["tracks"])
     out["nvr"]["door_reentries"] = door_reentries(scene, hyp)
