@@ -33,6 +33,11 @@ scored cycle is split into events and the errors are classified:
   each with what the person's own id was doing then (not yet born, ended,
   and how it was last published; lost, coasting, static, duplicate, or
   observed elsewhere);
+* against perfect linking (``oracle_linking`` in score.py: the run's own
+  camera tracks linked across cameras with the ground truth): person-cycles
+  with the person's own id in both, in nvr only, in the bound only; those
+  in the bound only split as above (what nvr's own id for the person was
+  doing), i.e. what better linking of the same camera tracks would win;
 * handoffs (``handoff`` events): whether the identity went on with the
   person it was on when it was last observed (within 1 m of the same
   simulated person before and after; the person it is nearest either time,
@@ -229,12 +234,12 @@ def camera_swaps(scene, run, out):
                 out[f"camera-track swap, {look}: {fate}"] += 1
 
 
-def idf1_cover(truth, hyp, frames, published, out):
-    """`published`: (cycle, global_id) -> the published track."""
+def own_ids(truth, hyp, frames):
+    """Each person's best id: the IDF1 assignment (most cycles within 1 m)."""
     gids = sorted({i for f in frames for i, _, _ in truth.get(f, [])})
     hids = sorted({i for f in frames for i, _, _ in hyp.get(f, [])})
     if not gids or not hids:
-        return
+        return {}
     gi = {g: k for k, g in enumerate(gids)}
     hi = {h: k for k, h in enumerate(hids)}
     overlap = np.zeros((len(gids), len(hids)))
@@ -244,7 +249,28 @@ def idf1_cover(truth, hyp, frames, published, out):
                 if (x - gx) ** 2 + (y - gy) ** 2 <= score.GATE_M ** 2:
                     overlap[gi[g], hi[h]] += 1
     r, c = linear_sum_assignment(-overlap)
-    own = {gids[a]: hids[b] for a, b in zip(r, c) if overlap[a, b] > 0}
+    return {gids[a]: hids[b] for a, b in zip(r, c) if overlap[a, b] > 0}
+
+
+def own_id_cycles(truth, hyp, frames):
+    """The (cycle, person) pairs with the person's own id within 1 m."""
+    own = own_ids(truth, hyp, frames)
+    ok = set()
+    for f in frames:
+        hp = {h: (x, y) for h, x, y in hyp.get(f, [])}
+        for g, gx, gy in truth.get(f, []):
+            p = hp.get(own.get(g))
+            if p is not None and np.hypot(p[0] - gx, p[1] - gy) <= score.GATE_M:
+                ok.add((f, g))
+    return ok
+
+
+def idf1_cover(truth, hyp, frames, published, out, only=None, prefix="person-cycle"):
+    """`published`: (cycle, global_id) -> the published track. `only`: count
+    just these (cycle, person) pairs, none of which has its own id."""
+    own = own_ids(truth, hyp, frames)
+    if not own:
+        return
     owner = {h: g for g, h in own.items()}
     span = {}
     for (f, h) in published:
@@ -254,10 +280,12 @@ def idf1_cover(truth, hyp, frames, published, out):
     for f in frames:
         hp = {h: (x, y) for h, x, y in hyp.get(f, [])}
         for g, gx, gy in truth.get(f, []):
+            if only is not None and (f, g) not in only:
+                continue
             h = own.get(g)
             near = [k for k, (x, y) in hp.items() if np.hypot(x - gx, y - gy) <= score.GATE_M]
             if h in near:
-                out["person-cycle: own id (ok)"] += 1
+                out[f"{prefix}: own id (ok)"] += 1
                 continue
             what = "miss" if not near else "someone else's id" if near[0] in owner else "a fragment"
             if h is None or h not in span or f < span[h][0]:
@@ -270,7 +298,21 @@ def idf1_cover(truth, hyp, frames, published, out):
                 t = published[(f, h)]
                 d = np.hypot(t["x_m"] - gx, t["y_m"] - gy)
                 mine = f"{state[(f, h)]} {'within' if d <= score.GATE_M else 'beyond'} 1 m"
-            out[f"person-cycle: {what}; own id {mine}"] += 1
+            out[f"{prefix}: {what}; own id {mine}"] += 1
+
+
+def against_perfect_linking(scene, run, truth, hyp, frames, published, out):
+    """Person-cycles with the person's own id under `oracle_linking` (the
+    run's camera tracks linked with the ground truth, score.py) and under
+    nvr, and what nvr did with those only the bound gets right."""
+    obs = score.camera_observations(scene, run["messages"]["tracks"], run["t0_ns"], frames)
+    linking, _ = score.oracle_links(scene, obs, frames)
+    mine, bound = own_id_cycles(truth, hyp, frames), own_id_cycles(truth, linking, frames)
+    out["vs perfect linking: own id in both"] += len(mine & bound)
+    out["vs perfect linking: own id in nvr only"] += len(mine - bound)
+    out["vs perfect linking: own id in the bound only"] += len(bound - mine)
+    idf1_cover(truth, hyp, frames, published, out, only=bound - mine,
+               prefix="vs perfect linking, bound only")
 
 
 def handoffs(scene, run, published, out):
@@ -375,6 +417,7 @@ def main(argv=None):
             switch_kinds(ev, out)
             fp_and_misses(ev, truth, hyp, states, out, scene)
             idf1_cover(truth, hyp, frames, published, out)
+            against_perfect_linking(scene, run, truth, hyp, frames, published, out)
             static_on_people(scene, run, truth, out)
             handoffs(scene, run, published, out)
             single_camera_far(scene, run, out)
