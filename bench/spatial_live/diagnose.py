@@ -235,11 +235,12 @@ def camera_swaps(scene, run, out):
 
 
 def own_ids(truth, hyp, frames):
-    """Each person's best id: the IDF1 assignment (most cycles within 1 m)."""
+    """Each person's best id: the IDF1 assignment (most cycles within 1 m);
+    None when there are no people or no identities at all."""
     gids = sorted({i for f in frames for i, _, _ in truth.get(f, [])})
     hids = sorted({i for f in frames for i, _, _ in hyp.get(f, [])})
     if not gids or not hids:
-        return {}
+        return None
     gi = {g: k for k, g in enumerate(gids)}
     hi = {h: k for k, h in enumerate(hids)}
     overlap = np.zeros((len(gids), len(hids)))
@@ -254,7 +255,7 @@ def own_ids(truth, hyp, frames):
 
 def own_id_cycles(truth, hyp, frames):
     """The (cycle, person) pairs with the person's own id within 1 m."""
-    own = own_ids(truth, hyp, frames)
+    own = own_ids(truth, hyp, frames) or {}
     ok = set()
     for f in frames:
         hp = {h: (x, y) for h, x, y in hyp.get(f, [])}
@@ -269,7 +270,7 @@ def idf1_cover(truth, hyp, frames, published, out, only=None, prefix="person-cyc
     """`published`: (cycle, global_id) -> the published track. `only`: count
     just these (cycle, person) pairs, none of which has its own id."""
     own = own_ids(truth, hyp, frames)
-    if not own:
+    if own is None:
         return
     owner = {h: g for g, h in own.items()}
     span = {}
