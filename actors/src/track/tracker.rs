@@ -175,14 +175,19 @@ fn edge_cost(
 }
 
 /// `slot = a * slot + (1 - a) * e`, L2-normalised (`e` is); `e` itself
-/// when `a` is 0 or the slot is empty or of another dimension.
+/// when `a` is 0 or the slot is empty or of another dimension. Written in
+/// place when it can be: this runs for every matched detection.
 fn blend(slot: &mut Option<Vec<f32>>, e: &[f32], a: f32) {
     match slot {
-        Some(v) if v.len() == e.len() && a > 0.0 => {
-            for (x, y) in v.iter_mut().zip(e) {
-                *x = a * *x + (1.0 - a) * y;
+        Some(v) if v.len() == e.len() => {
+            if a > 0.0 {
+                for (x, y) in v.iter_mut().zip(e) {
+                    *x = a * *x + (1.0 - a) * y;
+                }
+                normalise(v);
+            } else {
+                v.copy_from_slice(e);
             }
-            normalise(v);
         }
         _ => *slot = Some(e.to_vec()),
     }
