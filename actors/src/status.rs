@@ -574,6 +574,10 @@ pub struct TrackingStatus {
     pub reordered: u64,
     /// Messages that could not be decoded.
     pub malformed: u64,
+    /// Pairs of tracks that exchanged ids after crossing: each had taken
+    /// the other person while their boxes overlapped.
+    #[serde(default)]
+    pub crossing_swaps: u64,
     /// Latest sequence number processed.
     pub last_seq: u64,
     /// Messages or objects refused at the boundary, by reason.

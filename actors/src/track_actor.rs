@@ -442,7 +442,12 @@ async fn process_each(state: &mut TrackState, ready: Vec<(Detections, jetstream:
         }
         let active = state.tracker.active_count();
         let started = out.started.len() as u64;
+        for (a, b) in &out.swapped {
+            debug!(camera = %det.camera, seq = det.seq, "tracks {a} and {b} exchanged ids after crossing");
+        }
+        let swaps = out.swapped.len() as u64;
         update(&state.args.status, |s| {
+            s.crossing_swaps += swaps;
             s.progress.output_ms = now_ms();
             s.processed += 1;
             s.last_seq = det.seq;

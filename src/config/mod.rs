@@ -487,6 +487,19 @@ pub struct TrackingConfig {
     /// How far, in box heights per second since it was last seen, such a
     /// detection may be from the track's last box.
     pub reid_speed: f32,
+    /// Two tracks whose boxes overlap at least this (IoU) are watched as a
+    /// crossing; when their boxes part and each sits where the other's
+    /// motion led, they exchange ids (one person passed in front of the
+    /// other and the tracks swapped them). Above 1 turns it off.
+    pub crossing_iou: f32,
+    /// How much better (box heights, both tracks together) the exchanged
+    /// pairing must fit the motions before the crossing.
+    pub crossing_margin: f32,
+    /// How much less alike (summed cosine, before against after) the
+    /// exchanged pairing may look than the kept one.
+    pub crossing_appearance_tolerance: f32,
+    /// A crossing whose boxes do not part within this long is given up.
+    pub crossing_max_ms: u64,
 }
 
 impl Default for TrackingConfig {
@@ -511,6 +524,10 @@ impl Default for TrackingConfig {
             weak_overlap_gate: p.weak_overlap_gate,
             reid_similarity: p.reid_similarity,
             reid_speed: p.reid_speed,
+            crossing_iou: p.crossing_iou,
+            crossing_margin: p.crossing_margin,
+            crossing_appearance_tolerance: p.crossing_appearance_tolerance,
+            crossing_max_ms: p.crossing_max_ms,
         }
     }
 }
@@ -535,6 +552,10 @@ impl TrackingConfig {
             weak_overlap_gate: self.weak_overlap_gate,
             reid_similarity: self.reid_similarity,
             reid_speed: self.reid_speed,
+            crossing_iou: self.crossing_iou,
+            crossing_margin: self.crossing_margin,
+            crossing_appearance_tolerance: self.crossing_appearance_tolerance,
+            crossing_max_ms: self.crossing_max_ms,
             ..Default::default()
         }
     }

@@ -96,6 +96,21 @@ pub struct TrackerParams {
     /// observation, plus half a height) such a detection may be from the
     /// track's last observed box.
     pub reid_speed: f32,
+    /// Two confirmed tracks whose boxes overlap at least this (IoU) are
+    /// watched as a crossing: when their boxes have parted, they exchange
+    /// ids if each now sits where the other's motion before they met
+    /// leads (a person passing in front of another, whose track took the
+    /// front person's box). Above 1 turns the check off.
+    pub crossing_iou: f32,
+    /// How much better, in box heights summed over both tracks, the
+    /// exchanged pairing must fit the two motions than the kept one.
+    pub crossing_margin: f32,
+    /// How far below the kept pairing's appearance similarity (summed over
+    /// both tracks, before against after) the exchanged one may be.
+    pub crossing_appearance_tolerance: f32,
+    /// A crossing whose boxes have not parted within this long (message
+    /// time) is given up: motion says little over longer.
+    pub crossing_max_ms: u64,
     /// Nominal frame interval (ms) that the motion noise is expressed per.
     pub nominal_frame_ms: u64,
     /// Confirm tracks born in the very first update at once (ByteTrack's
@@ -135,6 +150,10 @@ impl Default for TrackerParams {
             appearance_momentum: 0.6,
             reid_similarity: 0.8,
             reid_speed: 1.0,
+            crossing_iou: 0.3,
+            crossing_margin: 1.0,
+            crossing_appearance_tolerance: 0.1,
+            crossing_max_ms: 3000,
             nominal_frame_ms: 200,
             confirm_first_update: true,
             kf_pos_noise: 1.0 / 20.0,
@@ -189,6 +208,10 @@ impl TrackerParams {
             "appearance_momentum" => self.appearance_momentum = f(key, value)?,
             "reid_similarity" => self.reid_similarity = f(key, value)?,
             "reid_speed" => self.reid_speed = f(key, value)?,
+            "crossing_iou" => self.crossing_iou = f(key, value)?,
+            "crossing_margin" => self.crossing_margin = f(key, value)?,
+            "crossing_appearance_tolerance" => self.crossing_appearance_tolerance = f(key, value)?,
+            "crossing_max_ms" => self.crossing_max_ms = u(key, value)?,
             "nominal_frame_ms" => self.nominal_frame_ms = u(key, value)?.max(1),
             "kf_pos_noise" => self.kf_pos_noise = f(key, value)?,
             "kf_vel_noise" => self.kf_vel_noise = f(key, value)?,

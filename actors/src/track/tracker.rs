@@ -15,7 +15,9 @@
 //! 5. tentative tracks against the remaining high-score detections;
 //! 6. lifecycle: unmatched tentative tracks die, unmatched confirmed tracks go
 //!    lost, lost tracks older than `max_lost_ms` are removed; new tentative
-//!    tracks start from the remaining confident detections.
+//!    tracks start from the remaining confident detections;
+//! 7. crossings: two confirmed tracks whose boxes overlapped and have
+//!    parted exchange ids where they swapped people meanwhile (`crossing`).
 //!
 //! When a lost track is matched again, its filter is rewound to the last
 //! observation and re-run over virtual observations interpolated between
@@ -28,6 +30,10 @@ use nvr_subjects::{DetectedObject, Track, TrackState};
 
 use super::assign::{iou, Assigner};
 use super::kalman::{xyxy_to_cxcywh, KalmanBox};
+use crossing::{Crossing, CROSSING_HISTORY};
+
+#[path = "crossing.rs"]
+mod crossing;
 pub use super::params::TrackerParams;
 
 impl TrackerOutput {
@@ -54,6 +60,9 @@ pub struct TrackerOutput {
     /// Those tracks as they were last seen (box of the last observation,
     /// `age_ms` = first to last observation), for the `track_ended` event.
     pub ended_tracks: Vec<Track>,
+    /// Pairs of track ids that exchanged their boxes in this update: the
+    /// two had swapped people while crossing (see `crossing`).
+    pub swapped: Vec<(u64, u64)>,
 }
 
 #[derive(Debug, Clone, serde::Serialize, serde::Deserialize)]
@@ -84,7 +93,8 @@ struct TrackInner {
     /// Message time the filter was last predicted to.
     pred_ts: u64,
     last_obs_ts: u64,
-    /// Recent observations (at most `delta_t + 1`).
+    /// Recent observations (at most `delta_t + 1`, and at least
+    /// `CROSSING_HISTORY` for the motion before a crossing).
     obs: VecDeque<Obs>,
     /// Unit direction of motion from observations, OC-SORT style.
     direction: Option<[f64; 2]>,
@@ -121,7 +131,7 @@ impl TrackInner {
     }
 }
 
-fn centre(b: [f32; 4]) -> [f64; 2] {
+pub(super) fn centre(b: [f32; 4]) -> [f64; 2] {
     [
         (b[0] as f64 + b[2] as f64) * 0.5,
         (b[1] as f64 + b[3] as f64) * 0.5,
@@ -243,6 +253,11 @@ pub struct Tracker {
     next_id: u64,
     step: u64,
     last_ts: Option<u64>,
+    /// Pairs of confirmed tracks whose boxes overlap, or did until they
+    /// parted, waiting to be checked for a swap. Absent in a checkpoint
+    /// written before crossings were checked.
+    #[serde(default)]
+    crossings: Vec<Crossing>,
     /// Scratch buffers reused by every update (no state).
     #[serde(skip)]
     scratch: Scratch,
@@ -272,6 +287,7 @@ impl Tracker {
             next_id: 1,
             step: 0,
             last_ts: None,
+            crossings: Vec::new(),
             scratch: Scratch::default(),
         }
     }
@@ -356,6 +372,7 @@ impl Tracker {
                 }
             }
         }
+        let swapped = self.check_crossings(step, ts);
         started.sort_unstable();
         ended.sort_unstable();
         ended_tracks.sort_unstable_by_key(|t| t.track_id);
@@ -364,6 +381,7 @@ impl Tracker {
             started,
             ended,
             ended_tracks,
+            swapped,
         }
     }
 
@@ -767,7 +785,7 @@ impl Tracker {
             }
         }
         t.obs.push_back(Obs { step, bbox: d.bbox });
-        while t.obs.len() > delta_t as usize + 1 {
+        while t.obs.len() > (delta_t as usize + 1).max(CROSSING_HISTORY) {
             t.obs.pop_front();
         }
         t.matched = true;
