@@ -55,11 +55,14 @@ fn global_identity_on_two_overlapping_views_beats_per_camera_ids() {
     println!("{log}");
     let global = metric(&v, "idf1_global.idf1");
     let per_camera = metric(&v, "idf1_no_linking.idf1");
-    // Measured: 0.838 against 0.562.
+    // Measured: 0.895 against 0.592.
     assert!(
         global >= per_camera + 0.15,
         "global IDF1 {global:.3} not 0.15 above per-camera ids {per_camera:.3}"
     );
+    // Measured: 0.895; 0.838 without the per-camera trackers' crossing
+    // repair, which this holds.
+    assert!(global >= 0.86, "global IDF1 {global:.3}");
     let agreement = metric(&v, "overlap_agreement.fraction");
     // Measured: 0.984.
     assert!(agreement >= 0.97, "overlap agreement {agreement:.3}");
