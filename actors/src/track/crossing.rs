@@ -109,6 +109,13 @@ impl Tracker {
             if !ta.matched || !tb.matched {
                 return true;
             }
+            // A track exchanges its id once per update at most.
+            if swapped
+                .iter()
+                .any(|&(a, b)| [a, b].contains(&c.a) || [a, b].contains(&c.b))
+            {
+                return false;
+            }
             let now_a = Now {
                 centre: super::centre(ta.last_obs()),
                 app: ta.matching.as_deref(),

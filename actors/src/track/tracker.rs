@@ -248,7 +248,8 @@ pub struct Tracker {
     /// Tuning; not part of a checkpoint (a restore takes the caller's).
     #[serde(skip)]
     params: TrackerParams,
-    /// Sorted by id (ids only grow and new tracks are appended).
+    /// Sorted by id (ids only grow and new tracks are appended; two
+    /// tracks that exchange ids after a crossing are sorted back).
     tracks: Vec<TrackInner>,
     next_id: u64,
     step: u64,
