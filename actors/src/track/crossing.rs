@@ -77,9 +77,7 @@ impl Tracker {
                     let c = Crossing {
                         a: ta.id,
                         b: tb.id,
-                        start: step,
                         start_ts: ts,
-                        touch: step,
                         pre_a,
                         pre_b,
                         app_a: ta.matching.clone(),
@@ -92,7 +90,7 @@ impl Tracker {
         // Check the pairs that parted in this update.
         let mut swapped = Vec::new();
         let mut crossings = std::mem::take(&mut self.crossings);
-        crossings.retain_mut(|c| {
+        crossings.retain(|c| {
             if ts.saturating_sub(c.start_ts) > max_ns {
                 return false;
             }
@@ -102,8 +100,8 @@ impl Tracker {
             if !ta.confirmed || !tb.confirmed {
                 return false;
             }
-            if c.touch == step || iou(ta.kf.xyxy(), tb.kf.xyxy()) > 0.0 {
-                c.touch = step;
+            if iou(ta.kf.xyxy(), tb.kf.xyxy()) > 0.0 {
+                // Not parted yet.
                 return true;
             }
             if !ta.matched || !tb.matched {
@@ -206,7 +204,7 @@ impl Motion {
     ) -> Option<Motion> {
         let kept: Vec<(u64, [f64; 2], f64)> = obs
             .filter(|(s, _)| *s < before)
-            .map(|(s, b)| (s, centre(b), (b[3] - b[1]) as f64))
+            .map(|(s, b)| (s, super::centre(*b), (b[3] - b[1]) as f64))
             .collect();
         let (first, last) = (kept.first()?, kept.last()?);
         let span = last.0.saturating_sub(first.0);
@@ -243,13 +241,9 @@ pub(super) struct Crossing {
     pub a: u64,
     /// The higher one.
     pub b: u64,
-    /// Update index at which their boxes first overlapped.
-    pub start: u64,
-    /// Message time of that update (a crossing is given up after
-    /// `crossing_max_ms`).
+    /// Message time of the update that opened it (a crossing is given up
+    /// after `crossing_max_ms`).
     pub start_ts: u64,
-    /// Last update index at which their boxes overlapped.
-    pub touch: u64,
     /// Track `a`'s motion before they met.
     pub pre_a: Motion,
     /// Track `b`'s motion before they met.
@@ -316,33 +310,14 @@ pub(super) fn decide(c: &Crossing, a: &Now, b: &Now, step: u64, rule: Rule) -> V
     Verdict::Swap
 }
 
-fn centre(b: &[f32; 4]) -> [f64; 2] {
-    [
-        (b[0] as f64 + b[2] as f64) * 0.5,
-        (b[1] as f64 + b[3] as f64) * 0.5,
-    ]
-}
-
 fn dist(a: [f64; 2], b: [f64; 2]) -> f64 {
     ((a[0] - b[0]).powi(2) + (a[1] - b[1]).powi(2)).sqrt()
 }
 
-/// Cosine similarity; 0 for vectors of different length or zero norm.
+/// Cosine similarity; 0 where it is undefined (different lengths, a
+/// zero vector).
 fn cos(a: &[f32], b: &[f32]) -> f64 {
-    if a.len() != b.len() {
-        return 0.0;
-    }
-    let (mut ab, mut aa, mut bb) = (0.0f64, 0.0f64, 0.0f64);
-    for (x, y) in a.iter().zip(b) {
-        let (x, y) = (*x as f64, *y as f64);
-        ab += x * y;
-        aa += x * x;
-        bb += y * y;
-    }
-    if aa <= 0.0 || bb <= 0.0 {
-        return 0.0;
-    }
-    ab / (aa.sqrt() * bb.sqrt())
+    super::cosine(a, b).map_or(0.0, f64::from)
 }
 
 #[cfg(test)]
@@ -362,9 +337,7 @@ mod tests {
         Crossing {
             a: 1,
             b: 2,
-            start: 10,
             start_ts: 0,
-            touch: 12,
             pre_a,
             pre_b,
             app_a: None,
