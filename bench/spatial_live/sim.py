@@ -26,7 +26,10 @@ Detector model (the difficulty): scores of true people (Beta, lowered by
 occlusion and small size), the detector's `min_confidence` 0.5 cut applied
 here (nvr applies it only in its own detectors), bursty misses (a Markov
 on/off chain per person and camera), persistent ghosts at fixed image
-places, box jitter. Appearance: every person has clothing colours; the
+places, box jitter, and one box around two people whose boxes overlap (now
+and then, as a real detector gives when one person passes another: the box
+bottom between them, the colours of both; `merge_iou`, `merge_p`).
+Appearance: every person has clothing colours; the
 embedding is nvr's colour descriptor (actors/src/detect/embed.rs
 `colour_descriptor`: 2 x (8 hues x 2 saturations + 4 greys) = 40 values,
 same sampling grid and bins) of synthetic pixels: body parts in depth order,
@@ -114,6 +117,9 @@ class Knobs:
     ghost_on: float = 0.8                   # stationary share of frames a ghost is there
     ghost_score: tuple = (5.0, 3.0)         # Beta of ghost scores (then the 0.5 cut)
     box_jitter: float = 0.02                # sd of each edge, fraction of box width / height
+    merge_iou: float = 0.0                  # two people whose boxes overlap this much (IoU of
+    merge_p: float = 0.0                    # the whole boxes) get one box around both, per frame
+                                            # with this probability (0: never)
 
 
 def difficulty(name: str) -> Knobs:
@@ -123,10 +129,10 @@ def difficulty(name: str) -> Knobs:
                      occlusion_score_pen=0.0, small_score_pen=0.0, box_jitter=0.02)
     if name == "decent":
         return Knobs(score_a=8.5, score_b=3.4, miss_on=0.015, miss_off=0.3, ghosts=2,
-                     box_jitter=0.05)
+                     box_jitter=0.05, merge_iou=0.4, merge_p=0.3)
     if name == "poor":
         return Knobs(score_a=6.0, score_b=3.0, miss_on=0.03, miss_off=0.25, ghosts=5,
-                     box_jitter=0.08)
+                     box_jitter=0.08, merge_iou=0.4, merge_p=0.5)
     raise ValueError(f"unknown difficulty {name!r} (perfect, decent, poor)")
 
 
@@ -169,6 +175,16 @@ def fit_homography(img_pts, floor_pts):
 def apply_h(H, uv):
     p = np.c_[np.asarray(uv, float).reshape(-1, 2), np.ones(len(np.asarray(uv).reshape(-1, 2)))] @ H.T
     return p[:, :2] / p[:, 2:3]
+
+
+def _iou(a, b) -> float:
+    """Intersection over union of two (x0, y0, x1, y1) boxes."""
+    w = min(a[2], b[2]) - max(a[0], b[0])
+    h = min(a[3], b[3]) - max(a[1], b[1])
+    if w <= 0 or h <= 0:
+        return 0.0
+    inter = w * h
+    return float(inter / ((a[2] - a[0]) * (a[3] - a[1]) + (b[2] - b[0]) * (b[3] - b[1]) - inter))
 
 
 def _hsv_bins(rgb_u8):
@@ -258,6 +274,9 @@ class Scene:
                  with_embeddings: bool = True):
         self.k, self.seed, self.duration = knobs, seed, float(duration)
         rng = np.random.default_rng(seed)
+        # A stream of its own, so that the merge knob's draws do not shift the others.
+        self.merge_rng = np.random.default_rng([seed, 1])
+        self.merged_boxes = 0                   # detections that are one box for two people
         self._make_cameras(rng)
         self._make_people(rng, people)
         self._walk(rng)
@@ -520,6 +539,8 @@ class Scene:
                 if miss[pid] or s < k.min_confidence:
                     continue
                 boxes.append((pid, r["vbox"], s, r["xy"]))
+            if k.merge_iou > 0 and k.merge_p > 0:
+                boxes = self._merge_overlapping(rend, boxes)
             for g in self.ghost_list:
                 if g["cam"] != cam.id:
                     continue
@@ -552,6 +573,42 @@ class Scene:
             t = self.start[cam.id] + kk / k.fps
         return frames
 
+    def _merge_overlapping(self, rend, boxes):
+        """What a real detector does with two people whose boxes overlap: now and
+        then one box around both instead of two (or of the nearer one alone).
+
+        Pairs of people in the image whose whole boxes overlap by `merge_iou` or
+        more, at least one of them detected, most overlapping first, each person
+        in one pair at most: with probability `merge_p` the pair's detections
+        become one box, the union of their visible boxes, with the higher of
+        their scores, labelled as the nearer person (whose foot point the box
+        bottom is nearest to). Its descriptor is computed from the pixels of
+        the union box, so it mixes both people's colours."""
+        k = self.k
+        det = {b[0]: b for b in boxes}
+        pids = sorted(rend)
+        pairs = []
+        for i, a in enumerate(pids):
+            for b in pids[i + 1:]:
+                if a not in det and b not in det:
+                    continue
+                o = _iou(rend[a]["box"], rend[b]["box"])
+                if o >= k.merge_iou:
+                    pairs.append((o, a, b))
+        pairs.sort(key=lambda t: (-t[0], t[1], t[2]))
+        used, merged = set(), []
+        for _, a, b in pairs:
+            if a in used or b in used or self.merge_rng.random() >= k.merge_p:
+                continue
+            used |= {a, b}
+            front = a if rend[a]["depth"] <= rend[b]["depth"] else b
+            va, vb = rend[a]["vbox"], rend[b]["vbox"]
+            box = np.array([min(va[0], vb[0]), min(va[1], vb[1]), max(va[2], vb[2]), max(va[3], vb[3])])
+            s = max(det[p][2] for p in (a, b) if p in det)
+            merged.append((front, box, s, rend[front]["xy"]))
+        self.merged_boxes += len(merged)
+        return [d for d in boxes if d[0] not in used] + merged
+
     # ---- summary -------------------------------------------------------
     def stats(self):
         tp = sum(1 for fs in self.frames.values() for f in fs for d in f.dets if d["pid"] > 0)
@@ -561,7 +618,7 @@ class Scene:
         return dict(recall=tp / max(vis, 1), true_dets=tp, ghost_dets=gh, visible_boxes=vis,
                     true_scores_below_0_7=float((sc < 0.7).mean()) if len(sc) else 0.0,
                     door_leaves=len(self.door_events), standers=sum(q.stander for q in self.people),
-                    lookalike_pairs=len(self.lookalikes))
+                    lookalike_pairs=len(self.lookalikes), merged_boxes=self.merged_boxes)
 
     def calib_error(self, cam):
         """Median floor error (m) of the config's calibration over the floor in view."""
