@@ -47,6 +47,7 @@ from __future__ import annotations
 import argparse
 import colorsys
 import math
+import os
 from dataclasses import dataclass, field
 
 import numpy as np
@@ -123,17 +124,30 @@ class Knobs:
 
 
 def difficulty(name: str) -> Knobs:
-    """The three presets: every realism knob on, detector quality differs."""
+    """The three presets: every realism knob on, detector quality differs.
+
+    `NVR_SIM_KNOBS` (e.g. ``merge_p=0,ghosts=0``) overrides knobs of every
+    preset, for measuring what one knob costs; the evaluation records the
+    knobs it ran with."""
     if name == "perfect":
-        return Knobs(score_lo=0.75, score_hi=0.98, score_a=2.0, score_b=2.0,
-                     occlusion_score_pen=0.0, small_score_pen=0.0, box_jitter=0.02)
-    if name == "decent":
-        return Knobs(score_a=8.5, score_b=3.4, miss_on=0.015, miss_off=0.3, ghosts=2,
-                     box_jitter=0.05, merge_iou=0.4, merge_p=0.3)
-    if name == "poor":
-        return Knobs(score_a=6.0, score_b=3.0, miss_on=0.03, miss_off=0.25, ghosts=5,
-                     box_jitter=0.08, merge_iou=0.4, merge_p=0.5)
-    raise ValueError(f"unknown difficulty {name!r} (perfect, decent, poor)")
+        k = Knobs(score_lo=0.75, score_hi=0.98, score_a=2.0, score_b=2.0,
+                  occlusion_score_pen=0.0, small_score_pen=0.0, box_jitter=0.02)
+    elif name == "decent":
+        k = Knobs(score_a=8.5, score_b=3.4, miss_on=0.015, miss_off=0.3, ghosts=2,
+                  box_jitter=0.05, merge_iou=0.4, merge_p=0.3)
+    elif name == "poor":
+        k = Knobs(score_a=6.0, score_b=3.0, miss_on=0.03, miss_off=0.25, ghosts=5,
+                  box_jitter=0.08, merge_iou=0.4, merge_p=0.5)
+    else:
+        raise ValueError(f"unknown difficulty {name!r} (perfect, decent, poor)")
+    for kv in filter(None, os.environ.get("NVR_SIM_KNOBS", "").split(",")):
+        key, _, value = kv.partition("=")
+        key = key.strip()
+        if not hasattr(k, key) or not value or isinstance(getattr(k, key), tuple):
+            raise ValueError(f"NVR_SIM_KNOBS: {kv!r} is not KNOB=VALUE with a number knob of sim.Knobs")
+        cur = getattr(k, key)
+        setattr(k, key, type(cur)(value) if not isinstance(cur, bool) else value.strip().lower() in ("1", "true"))
+    return k
 
 
 class Camera:
@@ -549,9 +563,12 @@ class Scene:
                 s = rng.beta(*k.ghost_score)
                 if g["on"] and s >= k.min_confidence:
                     boxes.append((-1, g["box"], s, g["xy"]))
+            # Box jitter, pixels and order from a stream of this frame's own, so
+            # that a knob acting on some frames (merge) leaves the others as they were.
+            frng = np.random.default_rng([self.seed, ci, kk])
             for pid, vb, s, xy in boxes:
                 bw, bh = vb[2] - vb[0], vb[3] - vb[1]
-                jb = vb + rng.normal(0, k.box_jitter, 4) * np.array([bw, bh, bw, bh])
+                jb = vb + frng.normal(0, k.box_jitter, 4) * np.array([bw, bh, bw, bh])
                 jb = np.clip(jb, 0, [W, Hh, W, Hh])
                 if jb[2] - jb[0] < 2 or jb[3] - jb[1] < 4:
                     continue
@@ -564,10 +581,10 @@ class Scene:
                         items = [(g["box"], 1.0, np.stack([g["top"]] * 3 + [g["bottom"]] * 2))]
                     else:
                         items = [(r["box"], r["depth"], self.palette(p)) for p, r in rend.items()]
-                    px = self.pixels(cam, items, X, Y, xy, rng)
+                    px = self.pixels(cam, items, X, Y, xy, frng)
                     det["emb"] = colour_descriptor(px, half)
                 fr.dets.append(det)
-            rng.shuffle(fr.dets)
+            frng.shuffle(fr.dets)
             frames.append(fr)
             kk += 1
             t = self.start[cam.id] + kk / k.fps
