@@ -291,6 +291,7 @@ class Scene:
         # A stream of its own, so that the merge knob's draws do not shift the others.
         self.merge_rng = np.random.default_rng([seed, 1])
         self.merged_boxes = 0                   # detections that are one box for two people
+        self.merge_frames = set()               # (camera id, frame index) holding such a box
         self._make_cameras(rng)
         self._make_people(rng, people)
         self._walk(rng)
@@ -554,7 +555,9 @@ class Scene:
                     continue
                 boxes.append((pid, r["vbox"], s, r["xy"]))
             if k.merge_iou > 0 and k.merge_p > 0:
-                boxes = self._merge_overlapping(rend, boxes)
+                boxes, merged = self._merge_overlapping(rend, boxes)
+                if merged:
+                    self.merge_frames.add((cam.id, kk))
             for g in self.ghost_list:
                 if g["cam"] != cam.id:
                     continue
@@ -600,7 +603,8 @@ class Scene:
         become one box, the union of their visible boxes, with the higher of
         their scores, labelled as the nearer person (whose foot point the box
         bottom is nearest to). Its descriptor is computed from the pixels of
-        the union box, so it mixes both people's colours."""
+        the union box, so it mixes both people's colours. Returns the boxes
+        and how many of them are merged."""
         k = self.k
         det = {b[0]: b for b in boxes}
         pids = sorted(rend)
@@ -624,7 +628,7 @@ class Scene:
             s = max(det[p][2] for p in (a, b) if p in det)
             merged.append((front, box, s, rend[front]["xy"]))
         self.merged_boxes += len(merged)
-        return [d for d in boxes if d[0] not in used] + merged
+        return [d for d in boxes if d[0] not in used] + merged, len(merged)
 
     # ---- summary -------------------------------------------------------
     def stats(self):
