@@ -31,6 +31,9 @@ pinned nvr copy go under --work (default: a temporary directory). With the
 same --work, `--resume` reuses every saved run (and the pinned nvr) and runs
 only what is missing (e.g. after the evaluation was killed); `--rescore`
 only scores the saved runs again (after a change to score.py).
+`NVR_SIM_KNOBS=merge_p=0` (any number knob of sim.Knobs, comma-separated)
+runs every difficulty with that knob changed, to measure what it costs;
+keep it set for `--rescore` and diagnose.py on those runs.
 """
 from __future__ import annotations
 
