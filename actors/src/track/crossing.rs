@@ -324,6 +324,14 @@ fn cos(a: &[f32], b: &[f32]) -> f64 {
 mod tests {
     use super::*;
 
+    /// A track now: its centre and the appearance it is matched on.
+    fn now(x: f64, y: f64, app: Option<&[f32]>) -> Now<'_> {
+        Now {
+            centre: [x, y],
+            app,
+        }
+    }
+
     fn walker(x0: f64, vx: f64, step: u64) -> Motion {
         Motion {
             centre: [x0, 100.0],
@@ -377,24 +385,12 @@ mod tests {
         // a walked right from 0, b left from 200, 20 px per update; at
         // update 15 each track sits where the other person should be.
         let c = crossing(walker(0.0, 20.0, 5), walker(200.0, -20.0, 5));
-        let a = Now {
-            centre: [0.0, 100.0],
-            app: None,
-        };
-        let b = Now {
-            centre: [200.0, 100.0],
-            app: None,
-        };
+        let a = now(0.0, 100.0, None);
+        let b = now(200.0, 100.0, None);
         assert_eq!(decide(&c, &a, &b, 15, RULE), Verdict::Swap);
         // Kept their people: no swap.
-        let a = Now {
-            centre: [200.0, 100.0],
-            app: None,
-        };
-        let b = Now {
-            centre: [0.0, 100.0],
-            app: None,
-        };
+        let a = now(200.0, 100.0, None);
+        let b = now(0.0, 100.0, None);
         assert_eq!(decide(&c, &a, &b, 15, RULE), Verdict::Keep);
     }
 
@@ -403,14 +399,8 @@ mod tests {
         // Side by side at the same speed: both pairings fit about alike,
         // so no verdict (the crossing is given up after `crossing_max_ms`).
         let c = crossing(walker(0.0, 10.0, 5), walker(30.0, 10.0, 5));
-        let a = Now {
-            centre: [110.0, 100.0],
-            app: None,
-        };
-        let b = Now {
-            centre: [130.0, 100.0],
-            app: None,
-        };
+        let a = now(110.0, 100.0, None);
+        let b = now(130.0, 100.0, None);
         assert_eq!(decide(&c, &a, &b, 15, RULE), Verdict::Wait);
     }
 
@@ -421,24 +411,12 @@ mod tests {
         c.app_b = Some(vec![0.0, 1.0]);
         // Each track still looks like the person it had before.
         let (ea, eb) = ([1.0f32, 0.0], [0.0f32, 1.0]);
-        let a = Now {
-            centre: [0.0, 100.0],
-            app: Some(&ea),
-        };
-        let b = Now {
-            centre: [200.0, 100.0],
-            app: Some(&eb),
-        };
+        let a = now(0.0, 100.0, Some(&ea));
+        let b = now(200.0, 100.0, Some(&eb));
         assert_eq!(decide(&c, &a, &b, 15, RULE), Verdict::Keep);
         // Each looks like the other person: the motion is believed.
-        let a = Now {
-            centre: [0.0, 100.0],
-            app: Some(&eb),
-        };
-        let b = Now {
-            centre: [200.0, 100.0],
-            app: Some(&ea),
-        };
+        let a = now(0.0, 100.0, Some(&eb));
+        let b = now(200.0, 100.0, Some(&ea));
         assert_eq!(decide(&c, &a, &b, 15, RULE), Verdict::Swap);
     }
 }
