@@ -204,37 +204,8 @@ const IMPOSTOR_PAIRS_PER_CYCLE: usize = 16;
 /// (different people by construction), and the quantile in use.
 #[derive(Debug, Clone, Default, serde::Serialize, serde::Deserialize)]
 pub(super) struct Impostors {
-    /// Similarities of two people's overall appearances.
     window: VecDeque<f32>,
-    /// `impostor_quantile` of `window`.
     level: Option<f64>,
-    /// Similarities of two people as one camera sees both: the comparison a
-    /// handoff makes when that camera has its own view of the identity, and
-    /// one that tells people apart better or worse than the overall one.
-    #[serde(default)]
-    same_camera: VecDeque<f32>,
-    /// `impostor_quantile` of `same_camera`.
-    #[serde(default)]
-    same_camera_level: Option<f64>,
-}
-
-/// The `q` quantile of `window`, once it holds enough samples.
-fn quantile(window: &VecDeque<f32>, q: f64) -> Option<f64> {
-    let n = window.len();
-    (n >= IMPOSTOR_MIN_SAMPLES).then(|| {
-        let mut v: Vec<f32> = window.iter().copied().collect();
-        let k = ((n as f64 * q.min(1.0)).ceil() as usize).clamp(1, n) - 1;
-        let (_, x, _) = v.select_nth_unstable_by(k, |a, b| a.total_cmp(b));
-        f64::from(*x)
-    })
-}
-
-/// Appends `x` to `window`, dropping the oldest beyond `IMPOSTOR_WINDOW`.
-fn push_sample(window: &mut VecDeque<f32>, x: f64) {
-    if window.len() >= IMPOSTOR_WINDOW {
-        window.pop_front();
-    }
-    window.push_back(x as f32);
 }
 
 impl SpatialTracker {
@@ -244,11 +215,10 @@ impl SpatialTracker {
         let q = self.params.impostor_quantile;
         if q.is_nan() || q <= 0.0 || !self.params.reid_enabled {
             self.impostors.level = None;
-            self.impostors.same_camera_level = None;
             return;
         }
         let ids: Vec<u64> = self.updated.iter().copied().collect();
-        let (mut added, mut added_same) = (0, 0);
+        let mut added = 0;
         for w in ids.windows(2) {
             if added >= IMPOSTOR_PAIRS_PER_CYCLE {
                 break;
@@ -266,41 +236,29 @@ impl SpatialTracker {
             {
                 continue;
             }
-            push_sample(&mut self.impostors.window, cosine(ea, eb));
-            added += 1;
-            // A camera that sees both now, with its own view of each.
-            let both = self
-                .live_cameras(a)
-                .intersection(&self.live_cameras(b))
-                .copied()
-                .find_map(|c| {
-                    let va = a.view(c)?.emb.as_ref()?;
-                    let vb = b.view(c)?.emb.as_ref()?;
-                    (va.0.len() == vb.0.len()).then(|| cosine(&va.0, &vb.0))
-                });
-            if let Some(x) = both {
-                push_sample(&mut self.impostors.same_camera, x);
-                added_same += 1;
+            if self.impostors.window.len() >= IMPOSTOR_WINDOW {
+                self.impostors.window.pop_front();
             }
+            self.impostors.window.push_back(cosine(ea, eb) as f32);
+            added += 1;
         }
-        if added > 0 || self.impostors.level.is_none() {
-            self.impostors.level = quantile(&self.impostors.window, q);
+        if added == 0 && self.impostors.level.is_some() {
+            return;
         }
-        if added_same > 0 || self.impostors.same_camera_level.is_none() {
-            self.impostors.same_camera_level = quantile(&self.impostors.same_camera, q);
-        }
+        let n = self.impostors.window.len();
+        self.impostors.level = (n >= IMPOSTOR_MIN_SAMPLES).then(|| {
+            let mut v: Vec<f32> = self.impostors.window.iter().copied().collect();
+            let k = ((n as f64 * q.min(1.0)).ceil() as usize).clamp(1, n) - 1;
+            let (_, x, _) = v.select_nth_unstable_by(k, |a, b| a.total_cmp(b));
+            f64::from(*x)
+        });
     }
 
-    /// Least similarity for a handoff across a blind gap, for a comparison
-    /// with the camera's own view of the identity (`same_camera`) or with
-    /// its overall appearance.
-    pub(super) fn handoff_similarity(&self, same_camera: bool) -> f64 {
-        let level = if same_camera {
-            self.impostors.same_camera_level.or(self.impostors.level)
-        } else {
-            self.impostors.level
-        };
-        self.params.min_handoff_similarity.max(level.unwrap_or(0.0))
+    /// Least similarity for a handoff across a blind gap.
+    pub(super) fn handoff_similarity(&self) -> f64 {
+        self.params
+            .min_handoff_similarity
+            .max(self.impostors.level.unwrap_or(0.0))
     }
 
     /// Least similarity for merging two coinciding identities.

@@ -125,7 +125,7 @@ impl SpatialTracker {
                 // look alike across cameras); appearance only weighs in.
                 if (!co_observed && c < self.params.min_similarity)
                     || (gap_ns > self.params.appearance_free_gap_ms * 1_000_000
-                        && c < self.handoff_similarity(same_camera))
+                        && c < self.handoff_similarity())
                 {
                     return (None, true);
                 }

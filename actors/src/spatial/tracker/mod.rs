@@ -29,8 +29,6 @@ mod duplicate_tests;
 mod foot;
 mod grid;
 mod idmap;
-#[cfg(test)]
-mod impostor_tests;
 mod lifecycle;
 mod output;
 #[cfg(test)]
