@@ -133,20 +133,16 @@ fn the_simulators_colour_descriptor_is_nvrs() {
         [0.8, 0.5, 1.2, 1.3],
         [0.123, 0.077, 0.789, 0.654],
     ];
-    let o = std::process::Command::new(py)
-        .args(["-c", SIM_DESCRIPTORS])
-        .arg(root().join("bench/spatial_live"))
-        .arg(&raw)
-        .args([w.to_string(), h.to_string()])
-        .arg(serde_json::to_string(&boxes.map(|b| b.map(f64::from))).unwrap())
-        .output()
-        .expect("run python");
-    assert!(
-        o.status.success(),
-        "sim.py descriptor failed: {}",
-        String::from_utf8_lossy(&o.stderr)
+    let out = sim_script(
+        std::process::Command::new(py)
+            .args(["-c", SIM_DESCRIPTORS])
+            .arg(root().join("bench/spatial_live"))
+            .arg(&raw)
+            .args([w.to_string(), h.to_string()])
+            .arg(serde_json::to_string(&boxes.map(|b| b.map(f64::from))).unwrap()),
+        "descriptor",
     );
-    let sim: Vec<Vec<f32>> = serde_json::from_slice(&o.stdout).unwrap();
+    let sim: Vec<Vec<f32>> = serde_json::from_slice(&out).unwrap();
     assert_eq!(sim.len(), boxes.len());
     for (b, s) in boxes.iter().zip(&sim) {
         let ours = colour_descriptor(&img, *b);
@@ -161,6 +157,19 @@ fn the_simulators_colour_descriptor_is_nvrs() {
             "box {b:?}: the simulator's descriptor differs from nvr's by {worst}\n nvr {ours:?}\n sim {s:?}"
         );
     }
+}
+
+/// Runs a Python snippet against the simulator and returns what it printed;
+/// fails the test with its error output (`what`: which check it is) if it
+/// fails.
+fn sim_script(cmd: &mut std::process::Command, what: &str) -> Vec<u8> {
+    let o = cmd.output().expect("run python");
+    assert!(
+        o.status.success(),
+        "sim.py {what} failed: {}",
+        String::from_utf8_lossy(&o.stderr)
+    );
+    o.stdout
 }
 
 /// Prints, as JSON, the simulator's descriptor of each box (argv: the
@@ -189,18 +198,14 @@ print(json.dumps(out))
 #[test]
 fn the_simulators_merged_boxes_cover_two_people_and_change_nothing_else() {
     let py = require(&data().join("pyenv/bin/python"), "the python environment");
-    let o = std::process::Command::new(py)
-        .args(["-c", SIM_MERGES])
-        .arg(root().join("bench/spatial_live"))
-        .env_remove("NVR_SIM_KNOBS")
-        .output()
-        .expect("run python");
-    assert!(
-        o.status.success(),
-        "sim.py merge check failed: {}",
-        String::from_utf8_lossy(&o.stderr)
+    let out = sim_script(
+        std::process::Command::new(py)
+            .args(["-c", SIM_MERGES])
+            .arg(root().join("bench/spatial_live"))
+            .env_remove("NVR_SIM_KNOBS"),
+        "merge check",
     );
-    let v: serde_json::Value = serde_json::from_slice(&o.stdout).unwrap();
+    let v: serde_json::Value = serde_json::from_slice(&out).unwrap();
     let n = |k: &str| v[k].as_u64().unwrap_or_else(|| panic!("no {k} in {v}"));
     assert!(n("merged_boxes") >= 10, "too few merged boxes: {v}");
     assert_eq!(n("merge_frames_without_a_box_over_two"), 0, "{v}");
