@@ -65,6 +65,8 @@ import motmetrics as mm  # noqa: E402
 from frames import LINKED, REFERENCE, SRC_H, VIEWS  # noqa: E402
 
 IOU_MIN = 0.5
+MERGE_MAX_GAP = 5
+MERGE_MIN_IOU = 0.3
 TRUNC_PX = 4.0
 MIN_REF_FRAMES = 5
 LABEL = "person"
@@ -296,18 +298,28 @@ def compute(run):
         for o in fo:
             if o["ref"] is not None and o["gid"] is not None:
                 gids_of_ref[o["ref"]][o["gid"]] += 1
+    merged = merge_frames(refs)
     crossers = []
     for rid, xs in sorted(feet.items()):
         if min(xs) < LEFT_ONLY_X and max(xs) >= RIGHT_ONLY_X:
             g = gids_of_ref[rid]
             total = sum(g.values())
             crossings = crossing_events(rid, refs, obs)
+            outside = {
+                o["gid"]
+                for fi, fo in obs.items()
+                if fi not in merged.get(rid, ())
+                for o in fo
+                if o["ref"] == rid and o["gid"] is not None
+            }
             crossers.append(
                 {
                     "ref": rid,
                     "frames": len(xs),
                     "gids": dict(g.most_common()),
                     "one_gid": len(g) == 1,
+                    "merge_frames": sorted(merged.get(rid, ())),
+                    "one_gid_outside_merges": len(outside) == 1,
                     "majority_share": (g.most_common(1)[0][1] / total) if total else 0.0,
                     "crossings": crossings,
                 }
@@ -361,6 +373,7 @@ def compute(run):
         "crossers": {
             "count": len(crossers),
             "one_gid": sum(c["one_gid"] for c in crossers),
+            "one_gid_outside_merges": sum(c["one_gid_outside_merges"] for c in crossers),
             "fraction_one_gid": (sum(c["one_gid"] for c in crossers) / len(crossers)) if crossers else 0.0,
             "mean_majority_share": float(np.mean([c["majority_share"] for c in crossers])) if crossers else 0.0,
             "crossings": len(all_crossings),
@@ -375,6 +388,37 @@ def compute(run):
         "_refs": refs,
         "_disagreements": disagreements,
     }
+
+
+def merge_frames(refs, max_gap=MERGE_MAX_GAP, min_iou=MERGE_MIN_IOU):
+    """{reference person: frames where someone else is hidden in the same box}.
+
+    A reference track missing for at most ``max_gap`` frames between two
+    frames where it is seen is taken to be where its box would be on a line
+    between those two; a person whose box overlaps that at IoU ``min_iou``
+    or more in a frame of the gap shares one detection with the missing one
+    there (the detector gave one box for both, or one hides the other), so
+    no tracker can tell from that frame which of the two the box is.
+    """
+    seen = defaultdict(list)
+    for fi in sorted(refs):
+        for rid in refs[fi]:
+            seen[rid].append(fi)
+    out = defaultdict(set)
+    for rid, fis in seen.items():
+        for a, b in zip(fis, fis[1:]):
+            if not 1 < b - a <= max_gap + 1:
+                continue
+            ba, bb = np.asarray(refs[a][rid]), np.asarray(refs[b][rid])
+            for fi in range(a + 1, b):
+                if fi not in refs:
+                    continue
+                t = (fi - a) / (b - a)
+                guess = list((1 - t) * ba + t * bb)
+                for other, box in refs[fi].items():
+                    if iou(guess, box) >= min_iou:
+                        out[other].add(fi)
+    return out
 
 
 def crossing_events(rid, refs, obs):

@@ -32,6 +32,7 @@ SCALARS = [
     ("crossers.count", "crossers (ref tracks seen at x<288 and x>=480)"),
     ("crossers.one_gid", "  keeping one global id throughout"),
     ("crossers.fraction_one_gid", "  fraction"),
+    ("crossers.one_gid_outside_merges", "  keeping one global id outside frames shared with a hidden neighbour"),
     ("crossers.mean_majority_share", "  mean share of frames with their main global id"),
     ("crossers.crossings", "crossings (left-only zone -> right-only zone or back)"),
     ("crossers.crossings_id_kept", "  same global id on both sides"),
@@ -172,7 +173,10 @@ def markdown(s):
         "false positive; unmatched observations are false positives). No linking: hypotheses = (camera, track_id) of "
         "every view observation (a person in the overlap always counts twice).\n"
         "- Crossers: reference tracks whose foot point is seen at x<288 and at x>=480; one global id = every matched "
-        "observation of it carries the same global id.\n"
+        "observation of it carries the same global id. Outside frames shared with a hidden neighbour: the same, "
+        "leaving out the frames where another reference track, missing for at most 5 frames, would overlap the "
+        "crosser's box at IoU 0.3 or more on a line between where it was seen before and after (one detection held "
+        "both people there, so no tracker can tell from that frame which of the two the box is).\n"
         "- Double binding: (cycle, global id) whose matched observations in that cycle belong to 2+ reference people.\n"
         "- Relabelling: a confirmed camera track whose global id changes (kinds: `new` id created from it, `merge` "
         "of its old id, `existing` = unbound and rebound to another existing identity).\n"
