@@ -41,7 +41,16 @@ impl Tracker {
             margin: p.crossing_margin as f64,
             appearance_tolerance: p.crossing_appearance_tolerance as f64,
         };
-        // Open: a track that has just missed, over another one.
+        self.open_crossings(open_iou, step, ts);
+        let swapped = self.settle_crossings(max_ns, rule, step, ts);
+        self.exchange_ids(&swapped);
+        swapped
+    }
+
+    /// Opens a crossing for each confirmed track that has just missed its
+    /// detection while its box overlaps another confirmed track's by
+    /// `open_iou` or more, keeping the motion each had before they met.
+    fn open_crossings(&mut self, open_iou: f32, step: u64, ts: u64) {
         const JUST_MISSED: u32 = 2;
         for (i, tu) in self.tracks.iter().enumerate() {
             if !tu.confirmed || tu.matched || tu.misses > JUST_MISSED {
@@ -87,7 +96,12 @@ impl Tracker {
                 }
             }
         }
-        // Check the pairs that parted in this update.
+    }
+
+    /// Decides the open crossings whose two tracks parted in this update
+    /// (both matched again, boxes apart) and drops those that ended or
+    /// timed out after `max_ns`; returns the pairs that swapped people.
+    fn settle_crossings(&mut self, max_ns: u64, rule: Rule, step: u64, ts: u64) -> Vec<(u64, u64)> {
         let mut swapped = Vec::new();
         let mut crossings = std::mem::take(&mut self.crossings);
         crossings.retain(|c| {
@@ -139,7 +153,13 @@ impl Tracker {
                 .any(|&(a, b)| c.a == a || c.a == b || c.b == a || c.b == b)
         });
         self.crossings = crossings;
-        for &(a, b) in &swapped {
+        swapped
+    }
+
+    /// Gives each pair of tracks in `swapped` the other's id (and the age
+    /// and hits that go with it).
+    fn exchange_ids(&mut self, swapped: &[(u64, u64)]) {
+        for &(a, b) in swapped {
             let (Some(ia), Some(ib)) = (self.index(a), self.index(b)) else {
                 continue;
             };
@@ -153,7 +173,6 @@ impl Tracker {
         if !swapped.is_empty() {
             self.tracks.sort_by_key(|t| t.id);
         }
-        swapped
     }
 
     /// Index of the track with id `id` (tracks are sorted by id).

@@ -32,8 +32,15 @@ use super::assign::{iou, Assigner};
 use super::kalman::{xyxy_to_cxcywh, KalmanBox};
 use crossing::{Crossing, CROSSING_HISTORY};
 
+use cost::{edge_cost, unit_dir, Stage};
+use vector::{blend, cosine, normalise};
+
+#[path = "cost.rs"]
+mod cost;
 #[path = "crossing.rs"]
 mod crossing;
+#[path = "vector.rs"]
+mod vector;
 pub use super::params::TrackerParams;
 
 impl TrackerOutput {
@@ -136,103 +143,6 @@ pub(super) fn centre(b: [f32; 4]) -> [f64; 2] {
         (b[0] as f64 + b[2] as f64) * 0.5,
         (b[1] as f64 + b[3] as f64) * 0.5,
     ]
-}
-
-/// The cost of track `t` taking detection `d`, whose box overlaps the
-/// track's (predicted or last observed) box by `o` in `stage`: one minus
-/// the overlap (times the score where ByteTrack fuses it), less the OC-SORT
-/// direction bonus (`prev`: the track's direction and its observation
-/// `delta_t` back), plus the appearance distance; `None` when appearance
-/// rules the pair out.
-fn edge_cost(
-    p: &TrackerParams,
-    t: &TrackInner,
-    d: &DetectedObject,
-    o: f32,
-    stage: Stage,
-    prev: Option<([f64; 2], [f32; 4])>,
-) -> Option<f64> {
-    let sim = if p.fuse_score && matches!(stage, Stage::First | Stage::Tentative) {
-        o * d.score
-    } else {
-        o
-    };
-    let mut v = 1.0 - sim as f64;
-    if let Some((dir, pb)) = prev {
-        if let Some(dd) = unit_dir(pb, d.bbox) {
-            let cos = (dir[0] * dd[0] + dir[1] * dd[1]).clamp(-1.0, 1.0);
-            let diff = cos.acos();
-            let bonus = (std::f64::consts::FRAC_PI_2 - diff.abs()) / std::f64::consts::PI;
-            v -= bonus * p.direction_weight as f64 * d.score as f64;
-        }
-    }
-    if let Some(de) = &d.embedding {
-        if let Some(cs) = t.similarity(de) {
-            // A track that lost its person, half overlapping someone near
-            // where it was predicted.
-            let least = if t.misses > 0 && o < p.weak_overlap_iou {
-                p.appearance_gate.max(p.weak_overlap_gate)
-            } else {
-                p.appearance_gate
-            };
-            if cs < least {
-                return None;
-            }
-            v += p.appearance_weight as f64 * (1.0 - cs as f64);
-        }
-    }
-    Some(v)
-}
-
-/// `slot = a * slot + (1 - a) * e`, L2-normalised (`e` is); `e` itself
-/// when `a` is 0 or the slot is empty or of another dimension. Written in
-/// place when it can be: this runs for every matched detection.
-fn blend(slot: &mut Option<Vec<f32>>, e: &[f32], a: f32) {
-    match slot {
-        Some(v) if v.len() == e.len() => {
-            if a > 0.0 {
-                for (x, y) in v.iter_mut().zip(e) {
-                    *x = a * *x + (1.0 - a) * y;
-                }
-                normalise(v);
-            } else {
-                v.copy_from_slice(e);
-            }
-        }
-        _ => *slot = Some(e.to_vec()),
-    }
-}
-
-fn unit_dir(from: [f32; 4], to: [f32; 4]) -> Option<[f64; 2]> {
-    let (a, b) = (centre(from), centre(to));
-    let (dx, dy) = (b[0] - a[0], b[1] - a[1]);
-    let n = (dx * dx + dy * dy).sqrt();
-    if n <= 1e-12 {
-        None
-    } else {
-        Some([dx / n, dy / n])
-    }
-}
-
-fn normalise(v: &mut [f32]) {
-    let n = v.iter().map(|x| x * x).sum::<f32>().sqrt();
-    if n > 0.0 {
-        v.iter_mut().for_each(|x| *x /= n);
-    }
-}
-
-fn cosine(a: &[f32], b: &[f32]) -> Option<f32> {
-    if a.len() != b.len() || a.is_empty() {
-        return None;
-    }
-    let dot: f32 = a.iter().zip(b).map(|(x, y)| x * y).sum();
-    let na = a.iter().map(|x| x * x).sum::<f32>().sqrt();
-    let nb = b.iter().map(|x| x * x).sum::<f32>().sqrt();
-    if na <= 0.0 || nb <= 0.0 {
-        None
-    } else {
-        Some(dot / (na * nb))
-    }
 }
 
 fn valid_box(b: [f32; 4]) -> bool {
@@ -853,14 +763,6 @@ struct Association {
     /// Detections that may start a track (score at least
     /// `birth_threshold`), by index, sorted.
     birth: Vec<usize>,
-}
-
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-enum Stage {
-    First,
-    Low,
-    Recovery,
-    Tentative,
 }
 
 #[cfg(test)]
