@@ -66,6 +66,8 @@ pub(super) fn edge_cost(
     Some(v)
 }
 
+/// Unit direction from the centre of box `from` to that of `to`; `None`
+/// when they coincide.
 pub(super) fn unit_dir(from: [f32; 4], to: [f32; 4]) -> Option<[f64; 2]> {
     let (a, b) = (centre(from), centre(to));
     let (dx, dy) = (b[0] - a[0], b[1] - a[1]);

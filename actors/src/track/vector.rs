@@ -20,6 +20,7 @@ pub(super) fn blend(slot: &mut Option<Vec<f32>>, e: &[f32], a: f32) {
     }
 }
 
+/// Scales `v` to unit length (a zero vector stays as it is).
 pub(super) fn normalise(v: &mut [f32]) {
     let n = v.iter().map(|x| x * x).sum::<f32>().sqrt();
     if n > 0.0 {
@@ -27,6 +28,8 @@ pub(super) fn normalise(v: &mut [f32]) {
     }
 }
 
+/// Cosine similarity of `a` and `b`; `None` when their lengths differ or
+/// either is empty or zero.
 pub(super) fn cosine(a: &[f32], b: &[f32]) -> Option<f32> {
     if a.len() != b.len() || a.is_empty() {
         return None;
