@@ -92,10 +92,11 @@ def encode_jpeg(rgb):
     return buf.getvalue()
 
 
-def decode(video, fps=5.0, max_frames=None):
-    """Decodes ``video`` at ``fps`` and returns a list of :class:`SourceFrame`.
+def raw_frames(video, fps=5.0, max_frames=None):
+    """Yields the frames of ``video`` decoded at ``fps`` as HxWx3 RGB arrays.
 
-    Raises RuntimeError with ffmpeg's message when decoding fails.
+    Raises RuntimeError with ffmpeg's message when decoding fails, or when
+    the video is not SRC_W x SRC_H.
     """
     if shutil.which("ffmpeg") is None:
         raise RuntimeError("ffmpeg is not installed")
@@ -103,20 +104,31 @@ def decode(video, fps=5.0, max_frames=None):
     if max_frames:
         cmd += ["-frames:v", str(int(max_frames))]
     cmd += ["-f", "rawvideo", "-pix_fmt", "rgb24", "-"]
-    proc = subprocess.run(cmd, capture_output=True, check=False)
-    if proc.returncode != 0:
-        raise RuntimeError(f"ffmpeg failed ({proc.returncode}): {proc.stderr.decode()[-2000:]}")
     size = SRC_W * SRC_H * 3
-    raw = proc.stdout
-    if len(raw) % size:
-        raise RuntimeError(
-            f"ffmpeg output is {len(raw)} bytes, not a multiple of a {SRC_W}x{SRC_H} frame "
-            f"(is {video} {SRC_W}x{SRC_H}?)"
-        )
+    with subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.PIPE) as proc:
+        while True:
+            raw = proc.stdout.read(size)
+            if len(raw) == size:
+                yield np.frombuffer(raw, dtype=np.uint8).reshape(SRC_H, SRC_W, 3)
+                continue
+            err = proc.stderr.read().decode()
+            if proc.wait() != 0:
+                raise RuntimeError(f"ffmpeg failed ({proc.returncode}): {err[-2000:]}")
+            if raw:
+                raise RuntimeError(
+                    f"ffmpeg output ends in a partial frame of {len(raw)} bytes, not a {SRC_W}x{SRC_H} frame "
+                    f"(is {video} {SRC_W}x{SRC_H}?)"
+                )
+            return
+
+
+def decode(video, fps=5.0, max_frames=None):
+    """Decodes ``video`` at ``fps`` and returns a list of :class:`SourceFrame`.
+
+    Raises RuntimeError with ffmpeg's message when decoding fails.
+    """
     frames = []
-    for i in range(len(raw) // size):
-        img = np.frombuffer(raw, dtype=np.uint8, count=size, offset=i * size)
-        img = img.reshape(SRC_H, SRC_W, 3)
+    for i, img in enumerate(raw_frames(video, fps, max_frames)):
         jpeg = {cam: encode_jpeg(np.ascontiguousarray(img[:, x0:x1])) for cam, (x0, x1) in VIEWS.items()}
         frames.append(SourceFrame(index=i, jpeg=jpeg))
     if not frames:

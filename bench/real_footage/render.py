@@ -23,7 +23,6 @@ reference track each view track is matched to (``metrics.py``) and the IoU.
 """
 import argparse
 import json
-import subprocess
 import sys
 from pathlib import Path
 
@@ -51,18 +50,10 @@ def parse_frames(spec):
 
 def read_frames(video, wanted):
     """{index: HxWx3 array} for the wanted indices of ``video`` decoded at 5 fps."""
-    cmd = ["ffmpeg", "-v", "error", "-nostdin", "-i", str(video), "-vf", "fps=5"]
-    cmd += ["-f", "rawvideo", "-pix_fmt", "rgb24", "-"]
-    size = frames_mod.SRC_W * frames_mod.SRC_H * 3
-    out, last = {}, max(wanted)
-    with subprocess.Popen(cmd, stdout=subprocess.PIPE) as proc:
-        for i in range(last + 1):
-            raw = proc.stdout.read(size)
-            if len(raw) < size:
-                break
-            if i in wanted:
-                out[i] = np.frombuffer(raw, dtype=np.uint8).reshape(frames_mod.SRC_H, frames_mod.SRC_W, 3)
-        proc.kill()
+    out = {}
+    for i, img in enumerate(frames_mod.raw_frames(video, max_frames=max(wanted) + 1)):
+        if i in wanted:
+            out[i] = img
     missing = sorted(set(wanted) - set(out))
     if missing:
         raise SystemExit(f"{video} has no frame {missing[0]} at 5 fps")
