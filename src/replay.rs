@@ -500,36 +500,151 @@ fn check_prefix(p: &str) -> Result<()> {
     Ok(())
 }
 
-/// Runs `nvr replay`.
-pub async fn run(cfg: &crate::config::Config, args: ReplayArgs) -> Result<ExitCode> {
+/// The cameras to replay: those named, else every camera of the `--shard`
+/// shards (none named and no shard: every camera stored).
+fn selected_cameras(args: &ReplayArgs, shards: &[ShardReplay]) -> Vec<String> {
     let mut cameras = args.camera.clone();
     cameras.extend(args.camera_arg.clone());
-    let client = crate::nats::connect(cfg, &cfg.nats.url, "nvr replay").await?;
-    let js = jetstream::new(client.clone());
-    let mut restarts = Restarts::read(&js).await?;
-    let mut shards = shard_replays(cfg, &args.shard, &restarts)?;
     if cameras.is_empty() && !shards.is_empty() {
-        for s in &shards {
+        for s in shards {
             cameras.extend(s.cameras().iter().cloned());
         }
         cameras.sort();
         cameras.dedup();
     }
+    cameras
+}
+
+/// `--from` and `--to` as message times (ns).
+fn time_window(args: &ReplayArgs) -> Result<(Option<u64>, Option<u64>)> {
     let now = nvr_actors::status::now_ms() * 1_000_000;
     let time = |t: &Option<String>, flag: &str| {
         t.as_deref()
             .map(|t| crate::events::parse_time(t, now).map_err(|e| anyhow::anyhow!("{flag} {e}")))
             .transpose()
     };
-    let (from, to) = (time(&args.from, "--from")?, time(&args.to, "--to")?);
-    let mut sink = Sink::open(&args, &client)?;
-    // The shorthand and a plain `nvr replay <camera>` print tracks only, as
-    // the live subject carries them.
-    let tracks_only = args.out.is_none() && args.into.is_none();
-    // What is written: outputs from `--from` on (earlier ones only warmed
-    // the trackers up), without events when printing tracks only.
-    let written_out = |o: &Output| {
-        from.is_none_or(|f| o.ts_ns() >= f) && !(tracks_only && matches!(o, Output::Event { .. }))
+    Ok((time(&args.from, "--from")?, time(&args.to, "--to")?))
+}
+
+/// Where the replay's outputs go, and which of them: those from `--from` on
+/// (earlier ones only warmed the trackers up), without events when only
+/// tracks are printed.
+struct Writer {
+    /// The destination.
+    sink: Sink,
+    /// `--from`: outputs before it are not written.
+    from: Option<u64>,
+    /// The shorthand and a plain `nvr replay <camera>` print tracks only,
+    /// as the live subject carries them.
+    tracks_only: bool,
+    /// Outputs written, for the closing line.
+    written: u64,
+}
+
+impl Writer {
+    /// Writes those of `outs` that belong to the window.
+    async fn write(&mut self, outs: Vec<Output>) -> Result<()> {
+        for o in outs {
+            let in_window = self.from.is_none_or(|f| o.ts_ns() >= f);
+            if in_window && !(self.tracks_only && matches!(o, Output::Event { .. })) {
+                self.sink.write(&o).await?;
+                self.written += 1;
+            }
+        }
+        Ok(())
+    }
+}
+
+/// The trackers of one replay: a [`CameraReplay`] per camera, created when
+/// the camera's first detections of the window arrive, and the shards fed by
+/// their camera tracks.
+struct Replayer {
+    /// Cameras asked for; empty = every camera.
+    cameras: Vec<String>,
+    /// Detections before this message time (ns) are skipped.
+    read_from: Option<u64>,
+    /// Detections from this message time (ns) on are skipped (`--to`).
+    to: Option<u64>,
+    /// Tracker parameters for every camera.
+    params: TrackerParams,
+    /// Reorder window of every camera, ms.
+    reorder_window_ms: u64,
+    /// Boundary limits of every camera.
+    limits: Limits,
+    /// Restarts of the live trackers per camera, taken by its replay.
+    restarts: BTreeMap<String, Vec<(u64, u64)>>,
+    /// Where each tracker starts (its checkpoint, if any).
+    plan: Plan,
+    /// Per camera.
+    replays: BTreeMap<String, CameraReplay>,
+    /// The `--shard` shards.
+    shards: Vec<ShardReplay>,
+}
+
+impl Replayer {
+    /// Feeds one camera's detections; the outputs they made due.
+    fn push(&mut self, d: Detections) -> Result<Vec<Output>> {
+        let wanted = self.cameras.is_empty() || self.cameras.contains(&d.camera);
+        let in_window =
+            self.read_from.is_none_or(|f| d.ts_ns >= f) && self.to.is_none_or(|t| d.ts_ns < t);
+        if !(wanted && in_window) {
+            return Ok(Vec::new());
+        }
+        let r = match self.replays.entry(d.camera.clone()) {
+            Entry::Occupied(e) => e.into_mut(),
+            Entry::Vacant(e) => {
+                let mut r = CameraReplay::new(
+                    self.params.clone(),
+                    self.reorder_window_ms,
+                    self.limits.clone(),
+                    self.restarts.remove(&d.camera).unwrap_or_default(),
+                );
+                if let Some(c) = self.plan.camera_checkpoint(&d.camera) {
+                    r.restore(c)?;
+                }
+                e.insert(r)
+            }
+        };
+        Ok(with_shards(r.push(d), &mut self.shards))
+    }
+
+    /// Flushes every camera's reorder window and every shard's last cycle.
+    fn finish(&mut self) -> Vec<Output> {
+        let mut rest = Vec::new();
+        for r in self.replays.values_mut() {
+            rest.extend(with_shards(r.finish(), &mut self.shards));
+        }
+        for s in &mut self.shards {
+            rest.extend(s.finish().into_iter().flat_map(cycle_outputs));
+        }
+        rest
+    }
+
+    /// Messages refused at a boundary or arriving late, over cameras and
+    /// shards.
+    fn dropped(&self) -> u64 {
+        self.replays.values().map(|r| r.dropped).sum::<u64>()
+            + self
+                .shards
+                .iter()
+                .map(|s| s.refused + s.rejected)
+                .sum::<u64>()
+    }
+}
+
+/// Runs `nvr replay`.
+pub async fn run(cfg: &crate::config::Config, args: ReplayArgs) -> Result<ExitCode> {
+    let client = crate::nats::connect(cfg, &cfg.nats.url, "nvr replay").await?;
+    let js = jetstream::new(client.clone());
+    let mut restarts = Restarts::read(&js).await?;
+    let mut shards = shard_replays(cfg, &args.shard, &restarts)?;
+    let cameras = selected_cameras(&args, &shards);
+    let (from, to) = time_window(&args)?;
+    let mut writer = Writer {
+        sink: Sink::open(&args, &client)?,
+        from,
+        tracks_only: args.out.is_none() && args.into.is_none(),
+        written: 0,
     };
 
     let mut stream = js
@@ -556,8 +671,7 @@ pub async fn run(cfg: &crate::config::Config, args: ReplayArgs) -> Result<ExitCo
             s.restore(c)?;
         }
     }
-    let read_from = plan.read_from;
-    let deliver_policy = match (plan.read_seq, read_from) {
+    let deliver_policy = match (plan.read_seq, plan.read_from) {
         (Some(seq), _) => consumer::DeliverPolicy::ByStartSequence {
             start_sequence: seq,
         },
@@ -566,10 +680,19 @@ pub async fn run(cfg: &crate::config::Config, args: ReplayArgs) -> Result<ExitCo
     };
     let mut messages =
         crate::nats::ordered_messages(&stream, filter_subject, deliver_policy).await?;
-    let params = cfg.tracking.params();
-    let limits = cfg.limits.limits();
-    let mut replays: BTreeMap<String, CameraReplay> = BTreeMap::new();
-    let (mut read, mut bad, mut written) = (0u64, 0u64, 0u64);
+    let mut replayer = Replayer {
+        cameras,
+        read_from: plan.read_from,
+        to,
+        params: cfg.tracking.params(),
+        reorder_window_ms: cfg.tracking.reorder_window_ms,
+        limits: cfg.limits.limits(),
+        restarts: std::mem::take(&mut restarts.cameras),
+        plan,
+        replays: BTreeMap::new(),
+        shards,
+    };
+    let (mut read, mut bad) = (0u64, 0u64);
     let mut progress: Option<crate::progress::Progress> = None;
     let started = std::time::Instant::now();
     if info.state.messages > 0 {
@@ -590,35 +713,7 @@ pub async fn run(cfg: &crate::config::Config, args: ReplayArgs) -> Result<ExitCo
                 })
                 .set(read);
             match decode::<Detections>(&m.payload) {
-                Ok(d) => {
-                    let wanted = cameras.is_empty() || cameras.contains(&d.camera);
-                    let in_window =
-                        read_from.is_none_or(|f| d.ts_ns >= f) && to.is_none_or(|t| d.ts_ns < t);
-                    if wanted && in_window {
-                        let r = match replays.entry(d.camera.clone()) {
-                            Entry::Occupied(e) => e.into_mut(),
-                            Entry::Vacant(e) => {
-                                let mut r = CameraReplay::new(
-                                    params.clone(),
-                                    cfg.tracking.reorder_window_ms,
-                                    limits.clone(),
-                                    restarts.cameras.remove(&d.camera).unwrap_or_default(),
-                                );
-                                if let Some(c) = plan.camera_checkpoint(&d.camera) {
-                                    r.restore(c)?;
-                                }
-                                e.insert(r)
-                            }
-                        };
-                        let out = with_shards(r.push(d), &mut shards);
-                        for o in out {
-                            if written_out(&o) {
-                                sink.write(&o).await?;
-                                written += 1;
-                            }
-                        }
-                    }
-                }
+                Ok(d) => writer.write(replayer.push(d)?).await?,
                 Err(_) => bad += 1,
             }
             if pending == 0 || seq >= last {
@@ -626,30 +721,18 @@ pub async fn run(cfg: &crate::config::Config, args: ReplayArgs) -> Result<ExitCo
             }
         }
     }
-    let mut rest = Vec::new();
-    for r in replays.values_mut() {
-        rest.extend(with_shards(r.finish(), &mut shards));
-    }
-    for s in &mut shards {
-        rest.extend(s.finish().into_iter().flat_map(cycle_outputs));
-    }
-    for o in rest {
-        if written_out(&o) {
-            sink.write(&o).await?;
-            written += 1;
-        }
-    }
-    sink.finish().await?;
+    writer.write(replayer.finish()).await?;
+    writer.sink.finish().await?;
     if let Some(p) = progress {
         p.finish();
     }
-    let dropped: u64 = replays.values().map(|r| r.dropped).sum::<u64>()
-        + shards.iter().map(|s| s.refused + s.rejected).sum::<u64>();
     eprintln!(
-        "nvr replay: read {read} detections messages of {} camera(s), {} shard(s) in {:.2} s, wrote {written} outputs; {bad} malformed, {dropped} refused or late",
-        replays.len(),
-        shards.len(),
-        started.elapsed().as_secs_f64()
+        "nvr replay: read {read} detections messages of {} camera(s), {} shard(s) in {:.2} s, wrote {} outputs; {bad} malformed, {} refused or late",
+        replayer.replays.len(),
+        replayer.shards.len(),
+        started.elapsed().as_secs_f64(),
+        writer.written,
+        replayer.dropped()
     );
     Ok(ExitCode::SUCCESS)
 }

@@ -61,126 +61,151 @@ pub struct Indicator {
     pub advice: &'static str,
 }
 
+/// One indicator of the seed's table: what it reads and when it is over.
+struct Rule {
+    /// `detection` or `spatial`.
+    service: &'static str,
+    /// The indicator's name in the seed.
+    indicator: &'static str,
+    /// The threshold as the seed words it.
+    threshold: &'static str,
+    /// The threshold as a number, in `unit`.
+    limit: f64,
+    /// Reads the indicator's value from the figures (`None`: not measured).
+    value: fn(&Figures) -> Option<f64>,
+    /// Unit of the value and the limit.
+    unit: &'static str,
+    /// The scaling option the seed recommends.
+    advice: &'static str,
+}
+
+/// The seed's indicators, detection first, in its order.
+const RULES: &[Rule] = &[
+    Rule {
+        service: "detection",
+        indicator: "Detection latency",
+        threshold: "> 200ms average",
+        limit: 200.0,
+        value: |f| f.detection_avg_latency_ms,
+        unit: "ms",
+        advice: "Enable GPU/NPU inference (detection.backend: cuda), a smaller input \
+             (detection.input_size: 320), or run `nvr detector` on another machine",
+    },
+    Rule {
+        service: "detection",
+        indicator: "Frame drop rate",
+        threshold: "> 10%",
+        limit: 10.0,
+        value: |f| f.frame_drop_pct,
+        unit: "%",
+        advice: "Reduce cameras' detection fps, add GPU acceleration, or add a detection \
+             node (`nvr detector` on another machine shares the queue)",
+    },
+    Rule {
+        service: "detection",
+        indicator: "CPU usage",
+        threshold: "> 80% sustained",
+        limit: 80.0,
+        value: |f| f.cpu_1m_pct,
+        unit: "%",
+        advice: "Offload detection: `nvr detector` on another machine and \
+             detection.embedded: false here",
+    },
+    Rule {
+        service: "detection",
+        indicator: "GPU/NPU usage",
+        threshold: "> 90% sustained",
+        limit: 90.0,
+        value: |f| f.gpu_1m_pct,
+        unit: "%",
+        advice: "Add a detection node with its own GPU; nodes share the `detectors` work queue",
+    },
+    Rule {
+        service: "detection",
+        indicator: "Camera count",
+        threshold: "> 8 cameras at 5 FPS",
+        limit: 8.0,
+        value: |f| f.cameras_at_5fps_per_node,
+        unit: "cameras per node",
+        advice: "Add detection nodes (load balanced through the shared work queue)",
+    },
+    Rule {
+        service: "detection",
+        indicator: "Detection queue",
+        threshold: "> 50 frames backlog",
+        limit: 50.0,
+        value: |f| f.detection_queue.map(|q| q as f64),
+        unit: "frames",
+        advice: "Reduce detection fps per camera, add GPU acceleration, or add a detection node",
+    },
+    Rule {
+        service: "spatial",
+        indicator: "Track processing latency",
+        threshold: "> 100ms",
+        limit: 100.0,
+        value: |f| f.spatial_processing_ms,
+        unit: "ms",
+        advice: "Shard spatial tracking by floor (`nvr spatial` nodes with SPATIAL_SHARD \
+             and SPATIAL_CAMERAS)",
+    },
+    Rule {
+        service: "spatial",
+        indicator: "Active tracks",
+        threshold: "> 500 concurrent",
+        limit: 500.0,
+        value: |f| f.active_tracks.map(|n| n as f64),
+        unit: "tracks",
+        advice: "Run spatial tracking on its own node (`nvr spatial`) or shard it by floor",
+    },
+    Rule {
+        service: "spatial",
+        indicator: "Re-ID matching time",
+        threshold: "> 50ms",
+        limit: 50.0,
+        value: |f| f.reid_matching_ms,
+        unit: "ms",
+        advice: "Set spatial.reid_enabled: false if re-identification is not needed, \
+             or shard by floor",
+    },
+    Rule {
+        service: "spatial",
+        indicator: "Memory usage growth",
+        threshold: "> 100MB/hour",
+        limit: 100.0,
+        value: |f| f.memory_growth_mb_per_h,
+        unit: "MB/hour",
+        advice: "Lower spatial.track_ttl_seconds and spatial.max_tracks, or move spatial \
+             tracking to its own node",
+    },
+    Rule {
+        service: "spatial",
+        indicator: "Cross-camera handoff failures",
+        threshold: "> 5%",
+        limit: 5.0,
+        value: |f| f.handoff_failure_pct,
+        unit: "%",
+        advice: "Check camera calibration and overlaps on the floor plan; tune spatial.tuning",
+    },
+];
+
 /// The verdict of every indicator, detection first, in the seed's order.
 pub fn evaluate(f: &Figures) -> Vec<Indicator> {
-    let row =
-        |service, indicator, threshold, limit: f64, value: Option<f64>, unit, advice| Indicator {
-            service,
-            indicator,
-            threshold,
-            limit,
-            value: value.map(|v| (v * 100.0).round() / 100.0),
-            unit,
-            over: value.is_some_and(|v| v > limit),
-            advice,
-        };
-    vec![
-        row(
-            "detection",
-            "Detection latency",
-            "> 200ms average",
-            200.0,
-            f.detection_avg_latency_ms,
-            "ms",
-            "Enable GPU/NPU inference (detection.backend: cuda), a smaller input \
-             (detection.input_size: 320), or run `nvr detector` on another machine",
-        ),
-        row(
-            "detection",
-            "Frame drop rate",
-            "> 10%",
-            10.0,
-            f.frame_drop_pct,
-            "%",
-            "Reduce cameras' detection fps, add GPU acceleration, or add a detection \
-             node (`nvr detector` on another machine shares the queue)",
-        ),
-        row(
-            "detection",
-            "CPU usage",
-            "> 80% sustained",
-            80.0,
-            f.cpu_1m_pct,
-            "%",
-            "Offload detection: `nvr detector` on another machine and \
-             detection.embedded: false here",
-        ),
-        row(
-            "detection",
-            "GPU/NPU usage",
-            "> 90% sustained",
-            90.0,
-            f.gpu_1m_pct,
-            "%",
-            "Add a detection node with its own GPU; nodes share the `detectors` work queue",
-        ),
-        row(
-            "detection",
-            "Camera count",
-            "> 8 cameras at 5 FPS",
-            8.0,
-            f.cameras_at_5fps_per_node,
-            "cameras per node",
-            "Add detection nodes (load balanced through the shared work queue)",
-        ),
-        row(
-            "detection",
-            "Detection queue",
-            "> 50 frames backlog",
-            50.0,
-            f.detection_queue.map(|q| q as f64),
-            "frames",
-            "Reduce detection fps per camera, add GPU acceleration, or add a detection node",
-        ),
-        row(
-            "spatial",
-            "Track processing latency",
-            "> 100ms",
-            100.0,
-            f.spatial_processing_ms,
-            "ms",
-            "Shard spatial tracking by floor (`nvr spatial` nodes with SPATIAL_SHARD \
-             and SPATIAL_CAMERAS)",
-        ),
-        row(
-            "spatial",
-            "Active tracks",
-            "> 500 concurrent",
-            500.0,
-            f.active_tracks.map(|n| n as f64),
-            "tracks",
-            "Run spatial tracking on its own node (`nvr spatial`) or shard it by floor",
-        ),
-        row(
-            "spatial",
-            "Re-ID matching time",
-            "> 50ms",
-            50.0,
-            f.reid_matching_ms,
-            "ms",
-            "Set spatial.reid_enabled: false if re-identification is not needed, \
-             or shard by floor",
-        ),
-        row(
-            "spatial",
-            "Memory usage growth",
-            "> 100MB/hour",
-            100.0,
-            f.memory_growth_mb_per_h,
-            "MB/hour",
-            "Lower spatial.track_ttl_seconds and spatial.max_tracks, or move spatial \
-             tracking to its own node",
-        ),
-        row(
-            "spatial",
-            "Cross-camera handoff failures",
-            "> 5%",
-            5.0,
-            f.handoff_failure_pct,
-            "%",
-            "Check camera calibration and overlaps on the floor plan; tune spatial.tuning",
-        ),
-    ]
+    RULES
+        .iter()
+        .map(|r| {
+            let value = (r.value)(f);
+            Indicator {
+                service: r.service,
+                indicator: r.indicator,
+                threshold: r.threshold,
+                limit: r.limit,
+                value: value.map(|v| (v * 100.0).round() / 100.0),
+                unit: r.unit,
+                over: value.is_some_and(|v| v > r.limit),
+                advice: r.advice,
+            }
+        })
+        .collect()
 }
 
 /// Window over which the frame drop rate is measured.
