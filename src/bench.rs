@@ -53,6 +53,15 @@ pub fn default_out() -> PathBuf {
     PathBuf::from("bench/results")
 }
 
+/// Which build ran the benchmark, for the results files.
+pub fn build() -> &'static str {
+    if cfg!(debug_assertions) {
+        "debug build"
+    } else {
+        "release build"
+    }
+}
+
 /// A one-line description of this machine for the results files.
 pub fn machine() -> String {
     let cores = std::thread::available_parallelism()

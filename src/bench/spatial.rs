@@ -40,6 +40,14 @@ const DEFAULT_MAX_PAYLOAD: usize = 1024 * 1024;
 /// The target: 2000 active tracks in under 10 ms per cycle.
 const TARGET_2000_MS: f64 = 10.0;
 
+/// Messages a checkpoint of `bytes` takes under nats-server's default
+/// `max_payload`.
+fn parts(bytes: usize) -> usize {
+    bytes
+        .div_ceil(checkpoint::part_bytes(DEFAULT_MAX_PAYLOAD))
+        .max(1)
+}
+
 /// Runs the benchmark.
 pub async fn run(_cfg: &crate::config::Config, args: SpatialBenchArgs) -> Result<ExitCode> {
     let cycles = args.cycles.max(1);
@@ -55,11 +63,6 @@ pub async fn run(_cfg: &crate::config::Config, args: SpatialBenchArgs) -> Result
         "checkpoint KiB",
         "parts"
     );
-    let parts = |bytes: usize| {
-        bytes
-            .div_ceil(checkpoint::part_bytes(DEFAULT_MAX_PAYLOAD))
-            .max(1)
-    };
     for &n in &args.tracks {
         let digest = args.digest;
         let row = tokio::task::spawn_blocking(move || bench_cycle(n, cycles, digest))
@@ -82,11 +85,21 @@ pub async fn run(_cfg: &crate::config::Config, args: SpatialBenchArgs) -> Result
         rows.push((n, row));
     }
     let machine = crate::bench::machine();
-    let build = if cfg!(debug_assertions) {
-        "debug build"
-    } else {
-        "release build"
-    };
+    let build = crate::bench::build();
+    let md = report_markdown(&rows, cycles, build, &machine);
+    let js = report_json(&rows, cycles, build, &machine);
+    let out = args.out.unwrap_or_else(crate::bench::default_out);
+    crate::bench::write_results(&out, "spatial_bench", &md, &js)?;
+    Ok(ExitCode::SUCCESS)
+}
+
+/// The results file's Markdown.
+fn report_markdown(
+    rows: &[(usize, BenchRow)],
+    cycles: usize,
+    build: &str,
+    machine: &str,
+) -> String {
     let mut md = String::new();
     let _ = writeln!(md, "# Spatial matching-cycle benchmark\n");
     let _ = writeln!(
@@ -109,7 +122,7 @@ pub async fn run(_cfg: &crate::config::Config, args: SpatialBenchArgs) -> Result
         "| requested | active tracks | cycles | mean ms / cycle | p99 ms / cycle | re-ID matching mean ms | checkpoint KiB | serialise ms | parts |"
     );
     let _ = writeln!(md, "|---|---|---|---|---|---|---|---|---|");
-    for (n, r) in &rows {
+    for (n, r) in rows {
         let _ = writeln!(
             md,
             "| {n} | {} | {} | {:.3} | {:.3} | {:.3} | {:.1} | {:.1} | {} |",
@@ -142,7 +155,18 @@ pub async fn run(_cfg: &crate::config::Config, args: SpatialBenchArgs) -> Result
             r.p99_ms
         );
     }
-    let js = json!({
+    md
+}
+
+/// The results file's JSON.
+fn report_json(
+    rows: &[(usize, BenchRow)],
+    cycles: usize,
+    build: &str,
+    machine: &str,
+) -> serde_json::Value {
+    let at_2000 = rows.iter().find(|(n, _)| *n == 2000).map(|(_, r)| r);
+    json!({
         "benchmark": "spatial",
         "command": "nvr bench spatial",
         "build": build,
@@ -162,8 +186,5 @@ pub async fn run(_cfg: &crate::config::Config, args: SpatialBenchArgs) -> Result
         })).collect::<Vec<_>>(),
         "target_2000_under_ms": TARGET_2000_MS,
         "target_2000_met": at_2000.map(|r| r.p99_ms < TARGET_2000_MS),
-    });
-    let out = args.out.unwrap_or_else(crate::bench::default_out);
-    crate::bench::write_results(&out, "spatial_bench", &md, &js)?;
-    Ok(ExitCode::SUCCESS)
+    })
 }
