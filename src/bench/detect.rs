@@ -184,27 +184,7 @@ pub async fn run(cfg: &Config, args: DetectBenchArgs) -> Result<ExitCode> {
         threads
     );
 
-    // (a) the model alone: one session using every core, one single-threaded
-    // session per core, and the node's own layout; the best of them is the
-    // machine's raw model rate.
-    let mut raw = Vec::new();
-    for &size in &args.raw_sizes {
-        let cores = std::thread::available_parallelism()
-            .map(|n| n.get())
-            .unwrap_or(2);
-        let mut layouts = vec![(1usize, cores), (cores, 1), (workers, threads)];
-        layouts.dedup();
-        layouts.sort();
-        layouts.dedup();
-        for (sessions, th) in layouts {
-            let r = raw_parallel(&model, size, args.raw_iterations, sessions, th).await?;
-            println!(
-                "raw model  input {:>3}: {:>6.1} fps  mean {:>5.1} ms  p50 {:>5.1} ms  p99 {:>5.1} ms ({} session(s) x {} thread(s))",
-                size, r.fps, r.mean_ms, r.p50_ms, r.p99_ms, sessions, th
-            );
-            raw.push(r);
-        }
-    }
+    let raw = raw_rates(&model, &args, workers, threads).await?;
 
     // (b) the full path.
     let frames = load_frames(&args.footage, args.input_size, cfg.detection.jpeg_quality).await?;
@@ -224,73 +204,18 @@ pub async fn run(cfg: &Config, args: DetectBenchArgs) -> Result<ExitCode> {
     server.stop().await;
     let (steps, overload) = result?;
 
-    let raw_at = |size: u32| {
-        raw.iter()
-            .filter(|r| r.input_size == size)
-            .map(|r| r.fps)
-            .fold(None, |a: Option<f64>, f| Some(a.map_or(f, |a| a.max(f))))
-    };
-    let best = steps.iter().filter(|s| s.steady).max_by_key(|s| s.cameras);
-    let ratio = match (&overload, raw_at(args.input_size)) {
-        (Some(o), Some(r)) if r > 0.0 => Some(o.fps / r),
-        _ => None,
-    };
-    let mut md = String::new();
-    use std::fmt::Write as _;
-    let _ = writeln!(md, "# Detection benchmark\n");
-    let _ = writeln!(
-        md,
-        "Command: `nvr bench detect` (release build). Machine: {}. Model: `{}`, {} worker(s) x {} ONNX Runtime thread(s), backend {}, colour descriptor {}.\n",
-        crate::bench::machine(),
-        model.file_name().map(|f| f.to_string_lossy().into_owned()).unwrap_or_default(),
-        cfg.detection.workers,
+    let run = FullRun {
+        model: &model,
+        cfg: &cfg,
+        args: &args,
+        workers,
         threads,
-        cfg.detection.backend,
-        if cfg.spatial.reid_enabled { "on" } else { "off" }
-    );
-    let _ = writeln!(md, "## (a) Raw model rate (inference only, warm)\n\n| input | sessions x threads | fps | mean ms | p50 ms | p99 ms |\n|---|---|---|---|---|---|");
-    for r in &raw {
-        let _ = writeln!(
-            md,
-            "| {} | {} x {} | {:.1} | {:.2} | {:.2} | {:.2} |",
-            r.input_size, r.sessions, r.threads, r.fps, r.mean_ms, r.p50_ms, r.p99_ms
-        );
-    }
-    steps_markdown(&mut md, &args, &steps, overload.as_ref());
-    if let (Some(o), Some(r)) = (&overload, ratio) {
-        let _ = writeln!(
-            md,
-            "Peak full-path rate under overload ({} cameras, pre-encoded frames): {:.1} fps = **{:.2}** of the raw model rate at {} ({:.1} fps).",
-            o.cameras,
-            o.fps,
-            r,
-            args.input_size,
-            raw_at(args.input_size).unwrap_or(0.0)
-        );
-    }
+        raw: &raw,
+        steps: &steps,
+        overload: overload.as_ref(),
+    };
+    let (md, doc) = run.report();
     print!("\n{md}");
-    let doc = json!({
-        "machine": crate::bench::machine(),
-        "model": model.to_string_lossy(),
-        "workers": workers,
-        "threads_per_worker": threads,
-        "raw": raw.iter().map(|r| json!({
-            "input_size": r.input_size, "sessions": r.sessions, "threads": r.threads, "fps": r.fps, "mean_ms": r.mean_ms,
-            "p50_ms": r.p50_ms, "p99_ms": r.p99_ms, "iterations": r.iterations,
-        })).collect::<Vec<_>>(),
-        "full_path": {
-            "input_size": args.input_size,
-            "fps_per_camera": args.fps,
-            "duration_s": args.duration_s,
-            "steps": steps,
-            "overload": overload,
-        },
-        "steady_state_cameras": best.map(|b| b.cameras),
-        "camera_side": args.camera_side,
-        "colour_descriptor": cfg.spatial.reid_enabled,
-        "backend": cfg.detection.backend,
-        "full_to_raw_ratio": ratio,
-    });
     crate::bench::write_results(&args.out, &args.name, &md, &doc)?;
     Ok(ExitCode::SUCCESS)
 }
@@ -462,4 +387,140 @@ fn print_step(s: &Step) {
         if s.steady { "yes" } else { "no" },
         s.rss_mb
     );
+}
+
+/// (a) The model alone at each `--raw-sizes` input: one session using every
+/// core, one single-threaded session per core, and the node's own layout
+/// (`workers` x `threads`); the best of them is the machine's raw model rate.
+async fn raw_rates(
+    model: &std::path::Path,
+    args: &DetectBenchArgs,
+    workers: usize,
+    threads: usize,
+) -> Result<Vec<Raw>> {
+    let mut raw = Vec::new();
+    for &size in &args.raw_sizes {
+        let cores = std::thread::available_parallelism()
+            .map(|n| n.get())
+            .unwrap_or(2);
+        let mut layouts = vec![(1usize, cores), (cores, 1), (workers, threads)];
+        layouts.dedup();
+        layouts.sort();
+        layouts.dedup();
+        for (sessions, th) in layouts {
+            let r = raw_parallel(model, size, args.raw_iterations, sessions, th).await?;
+            println!(
+                "raw model  input {:>3}: {:>6.1} fps  mean {:>5.1} ms  p50 {:>5.1} ms  p99 {:>5.1} ms ({} session(s) x {} thread(s))",
+                size, r.fps, r.mean_ms, r.p50_ms, r.p99_ms, sessions, th
+            );
+            raw.push(r);
+        }
+    }
+    Ok(raw)
+}
+
+/// Everything one run of the benchmark measured, for its report.
+struct FullRun<'a> {
+    /// The model file.
+    model: &'a std::path::Path,
+    /// The configuration the node ran with.
+    cfg: &'a Config,
+    /// The command line.
+    args: &'a DetectBenchArgs,
+    /// Detection workers.
+    workers: usize,
+    /// ONNX Runtime threads per worker.
+    threads: usize,
+    /// (a) raw model rates.
+    raw: &'a [Raw],
+    /// (b) the full path's steps.
+    steps: &'a [Step],
+    /// (b) the overload step, if it ran.
+    overload: Option<&'a Step>,
+}
+
+impl FullRun<'_> {
+    /// The best raw model rate at input `size`.
+    fn raw_at(&self, size: u32) -> Option<f64> {
+        self.raw
+            .iter()
+            .filter(|r| r.input_size == size)
+            .map(|r| r.fps)
+            .fold(None, |a: Option<f64>, f| Some(a.map_or(f, |a| a.max(f))))
+    }
+
+    /// The results file's Markdown and JSON.
+    fn report(&self) -> (String, serde_json::Value) {
+        let FullRun {
+            model,
+            cfg,
+            args,
+            workers,
+            threads,
+            raw,
+            steps,
+            overload,
+        } = *self;
+        let best = steps.iter().filter(|s| s.steady).max_by_key(|s| s.cameras);
+        let ratio = match (overload, self.raw_at(args.input_size)) {
+            (Some(o), Some(r)) if r > 0.0 => Some(o.fps / r),
+            _ => None,
+        };
+        let mut md = String::new();
+        use std::fmt::Write as _;
+        let _ = writeln!(md, "# Detection benchmark\n");
+        let _ = writeln!(
+            md,
+            "Command: `nvr bench detect` (release build). Machine: {}. Model: `{}`, {} worker(s) x {} ONNX Runtime thread(s), backend {}, colour descriptor {}.\n",
+            crate::bench::machine(),
+            model.file_name().map(|f| f.to_string_lossy().into_owned()).unwrap_or_default(),
+            cfg.detection.workers,
+            threads,
+            cfg.detection.backend,
+            if cfg.spatial.reid_enabled { "on" } else { "off" }
+        );
+        let _ = writeln!(md, "## (a) Raw model rate (inference only, warm)\n\n| input | sessions x threads | fps | mean ms | p50 ms | p99 ms |\n|---|---|---|---|---|---|");
+        for r in raw {
+            let _ = writeln!(
+                md,
+                "| {} | {} x {} | {:.1} | {:.2} | {:.2} | {:.2} |",
+                r.input_size, r.sessions, r.threads, r.fps, r.mean_ms, r.p50_ms, r.p99_ms
+            );
+        }
+        steps_markdown(&mut md, args, steps, overload);
+        if let (Some(o), Some(r)) = (overload, ratio) {
+            let _ = writeln!(
+                md,
+                "Peak full-path rate under overload ({} cameras, pre-encoded frames): {:.1} fps = **{:.2}** of the raw model rate at {} ({:.1} fps).",
+                o.cameras,
+                o.fps,
+                r,
+                args.input_size,
+                self.raw_at(args.input_size).unwrap_or(0.0)
+            );
+        }
+        let doc = json!({
+            "machine": crate::bench::machine(),
+            "model": model.to_string_lossy(),
+            "workers": workers,
+            "threads_per_worker": threads,
+            "raw": raw.iter().map(|r| json!({
+                "input_size": r.input_size, "sessions": r.sessions, "threads": r.threads, "fps": r.fps, "mean_ms": r.mean_ms,
+                "p50_ms": r.p50_ms, "p99_ms": r.p99_ms, "iterations": r.iterations,
+            })).collect::<Vec<_>>(),
+            "full_path": {
+                "input_size": args.input_size,
+                "fps_per_camera": args.fps,
+                "duration_s": args.duration_s,
+                "steps": steps,
+                "overload": overload,
+            },
+            "steady_state_cameras": best.map(|b| b.cameras),
+            "camera_side": args.camera_side,
+            "colour_descriptor": cfg.spatial.reid_enabled,
+            "backend": cfg.detection.backend,
+            "full_to_raw_ratio": ratio,
+        });
+        (md, doc)
+    }
 }
