@@ -361,26 +361,10 @@ fn calibration(cam: &Pinhole) -> (Vec<[f64; 2]>, Vec<[f64; 2]>) {
     )
 }
 
-/// Runs the simulation.
-pub fn simulate(cfg: &SimConfig) -> SimOutput {
-    let noise = noise_of(cfg.preset);
-    let mut rng = ChaCha8Rng::seed_from_u64(cfg.seed);
-    let cams = cameras();
-    let dim = cfg.embedding_dim.max(1);
-    let cam_bias: Vec<Vec<f64>> = cams.iter().map(|_| unit_vec(&mut rng, dim)).collect();
-    let fps = if cfg.fps.is_finite() && cfg.fps > 0.0 {
-        cfg.fps
-    } else {
-        10.0
-    };
-    let dt = 1.0 / fps;
-    let frames = (cfg.duration_s.max(0.0) * fps).round() as u64;
-    let period_ns = (1e9 / fps).round() as u64;
-
-    let mut people = spawn_people(cfg.people, &mut rng, dim);
-    // Per camera and person: remaining burst-miss frames.
-    let mut burst = vec![vec![0u32; cfg.people]; cams.len()];
-    let mut out = SimOutput {
+/// The output of a run before its first frame: the configuration, floor and
+/// calibrated cameras.
+fn empty_output(cfg: &SimConfig, cams: &[Pinhole]) -> SimOutput {
+    SimOutput {
         config: cfg.clone(),
         floor: FLOOR_ID.to_string(),
         floor_size_m: FLOOR_SIZE_M,
@@ -402,7 +386,29 @@ pub fn simulate(cfg: &SimConfig) -> SimOutput {
         gt_floor: Vec::new(),
         gt_camera: cams.iter().map(|c| (c.id.clone(), Vec::new())).collect(),
         frame_ts_ns: Vec::new(),
+    }
+}
+
+/// Runs the simulation.
+pub fn simulate(cfg: &SimConfig) -> SimOutput {
+    let noise = noise_of(cfg.preset);
+    let mut rng = ChaCha8Rng::seed_from_u64(cfg.seed);
+    let cams = cameras();
+    let dim = cfg.embedding_dim.max(1);
+    let cam_bias: Vec<Vec<f64>> = cams.iter().map(|_| unit_vec(&mut rng, dim)).collect();
+    let fps = if cfg.fps.is_finite() && cfg.fps > 0.0 {
+        cfg.fps
+    } else {
+        10.0
     };
+    let dt = 1.0 / fps;
+    let frames = (cfg.duration_s.max(0.0) * fps).round() as u64;
+    let period_ns = (1e9 / fps).round() as u64;
+
+    let mut people = spawn_people(cfg.people, &mut rng, dim);
+    // Per camera and person: remaining burst-miss frames.
+    let mut burst = vec![vec![0u32; cfg.people]; cams.len()];
+    let mut out = empty_output(cfg, &cams);
     let (w, h) = (IMAGE_SIZE[0] as f64, IMAGE_SIZE[1] as f64);
     for fi in 0..frames {
         let t = fi as f64 * dt;
@@ -429,50 +435,22 @@ pub fn simulate(cfg: &SimConfig) -> SimOutput {
                     w: b[2] - b[0],
                     h: b[3] - b[1],
                 });
-                // Occlusion by nearer people.
-                let area = ((b[2] - b[0]) * (b[3] - b[1])).max(1e-9);
-                let mut occl = 0.0f64;
-                let mut occluder = None;
-                for (_, pj, bj) in vis.iter().take(k) {
-                    let o = overlap_area(b, bj) / area;
-                    if o > occl {
-                        occl = o;
-                        occluder = Some(*pj);
-                    }
+                let (occl, occluder) = occlusion(&vis, k);
+                let detector = Detector {
+                    noise: &noise,
+                    cam_bias: &cam_bias[ci],
+                    size: (w, h),
+                };
+                if let Some(o) = detector.observe(
+                    &mut rng,
+                    &people,
+                    *pi,
+                    b,
+                    (occl, occluder),
+                    &mut burst[ci][*pi],
+                ) {
+                    objects.push(o);
                 }
-                let burst_left = &mut burst[ci][*pi];
-                if *burst_left > 0 {
-                    *burst_left -= 1;
-                    continue;
-                }
-                if noise.burst_start > 0.0 && rng.random_bool(noise.burst_start) {
-                    *burst_left = rng.random_range(noise.burst_len.0..=noise.burst_len.1);
-                    continue;
-                }
-                if occl > noise.occl_miss || (noise.miss > 0.0 && rng.random_bool(noise.miss)) {
-                    continue;
-                }
-                let bh = b[3] - b[1];
-                let j = noise.jitter * bh;
-                let nb = [
-                    (b[0] + j * gauss(&mut rng)).clamp(0.0, w),
-                    (b[1] + j * gauss(&mut rng)).clamp(0.0, h),
-                    (b[2] + j * gauss(&mut rng)).clamp(0.0, w),
-                    (b[3] + j * gauss(&mut rng)).clamp(0.0, h),
-                ];
-                if nb[2] - nb[0] < 2.0 || nb[3] - nb[1] < 2.0 {
-                    continue;
-                }
-                let score = (0.92 - 0.4 * occl + 0.04 * gauss(&mut rng)).clamp(0.3, 0.99) as f32;
-                let mut e: Vec<f64> = people[*pi].base.clone();
-                for (d, x) in e.iter_mut().enumerate() {
-                    *x += noise.cam_bias * cam_bias[ci][d]
-                        + noise.emb_noise / (dim as f64).sqrt() * gauss(&mut rng);
-                    if let Some(o) = occluder {
-                        *x += occl * people[o].base[d];
-                    }
-                }
-                objects.push(det(nb, score, &e));
             }
             false_positives(&noise, dim, &mut rng, &mut objects);
             out.messages.push(Detections {
@@ -498,6 +476,85 @@ pub fn simulate(cfg: &SimConfig) -> SimOutput {
         }
     }
     out
+}
+
+/// The largest share of box `vis[k]` that a nearer box (those before it)
+/// covers, and whose box that is.
+fn occlusion(vis: &[(f64, usize, [f64; 4])], k: usize) -> (f64, Option<usize>) {
+    let b = &vis[k].2;
+    let area = ((b[2] - b[0]) * (b[3] - b[1])).max(1e-9);
+    let mut occl = 0.0f64;
+    let mut occluder = None;
+    for (_, pj, bj) in vis.iter().take(k) {
+        let o = overlap_area(b, bj) / area;
+        if o > occl {
+            occl = o;
+            occluder = Some(*pj);
+        }
+    }
+    (occl, occluder)
+}
+
+/// One camera's simulated detector.
+struct Detector<'a> {
+    /// The preset's noise.
+    noise: &'a Noise,
+    /// The camera's appearance bias (a unit vector).
+    cam_bias: &'a [f64],
+    /// Image size, pixels.
+    size: (f64, f64),
+}
+
+impl Detector<'_> {
+    /// The detection of person `pi`, whose visible box is `b` and who is
+    /// `occlusion` covered (share, by whom): `None` when missed (a burst of
+    /// misses, `burst_left` frames of it still to come; an independent miss;
+    /// too occluded; a box too small after jitter).
+    fn observe(
+        &self,
+        rng: &mut ChaCha8Rng,
+        people: &[Person],
+        pi: usize,
+        b: &[f64; 4],
+        (occl, occluder): (f64, Option<usize>),
+        burst_left: &mut u32,
+    ) -> Option<DetectedObject> {
+        let noise = self.noise;
+        let (w, h) = self.size;
+        if *burst_left > 0 {
+            *burst_left -= 1;
+            return None;
+        }
+        if noise.burst_start > 0.0 && rng.random_bool(noise.burst_start) {
+            *burst_left = rng.random_range(noise.burst_len.0..=noise.burst_len.1);
+            return None;
+        }
+        if occl > noise.occl_miss || (noise.miss > 0.0 && rng.random_bool(noise.miss)) {
+            return None;
+        }
+        let bh = b[3] - b[1];
+        let j = noise.jitter * bh;
+        let nb = [
+            (b[0] + j * gauss(rng)).clamp(0.0, w),
+            (b[1] + j * gauss(rng)).clamp(0.0, h),
+            (b[2] + j * gauss(rng)).clamp(0.0, w),
+            (b[3] + j * gauss(rng)).clamp(0.0, h),
+        ];
+        if nb[2] - nb[0] < 2.0 || nb[3] - nb[1] < 2.0 {
+            return None;
+        }
+        let score = (0.92 - 0.4 * occl + 0.04 * gauss(rng)).clamp(0.3, 0.99) as f32;
+        let dim = self.cam_bias.len();
+        let mut e: Vec<f64> = people[pi].base.clone();
+        for (d, x) in e.iter_mut().enumerate() {
+            *x += noise.cam_bias * self.cam_bias[d]
+                + noise.emb_noise / (dim as f64).sqrt() * gauss(rng);
+            if let Some(o) = occluder {
+                *x += occl * people[o].base[d];
+            }
+        }
+        Some(det(nb, score, &e))
+    }
 }
 
 /// The people of a scene: every fourth person walks with the previous
