@@ -404,7 +404,6 @@ async fn raw_rates(
             .map(|n| n.get())
             .unwrap_or(2);
         let mut layouts = vec![(1usize, cores), (cores, 1), (workers, threads)];
-        layouts.dedup();
         layouts.sort();
         layouts.dedup();
         for (sessions, th) in layouts {
@@ -462,7 +461,8 @@ impl FullRun<'_> {
             overload,
         } = *self;
         let best = steps.iter().filter(|s| s.steady).max_by_key(|s| s.cameras);
-        let ratio = match (overload, self.raw_at(args.input_size)) {
+        let raw_rate = self.raw_at(args.input_size);
+        let ratio = match (overload, raw_rate) {
             (Some(o), Some(r)) if r > 0.0 => Some(o.fps / r),
             _ => None,
         };
@@ -471,7 +471,8 @@ impl FullRun<'_> {
         let _ = writeln!(md, "# Detection benchmark\n");
         let _ = writeln!(
             md,
-            "Command: `nvr bench detect` (release build). Machine: {}. Model: `{}`, {} worker(s) x {} ONNX Runtime thread(s), backend {}, colour descriptor {}.\n",
+            "Command: `nvr bench detect` ({}). Machine: {}. Model: `{}`, {} worker(s) x {} ONNX Runtime thread(s), backend {}, colour descriptor {}.\n",
+            crate::bench::build(),
             crate::bench::machine(),
             model.file_name().map(|f| f.to_string_lossy().into_owned()).unwrap_or_default(),
             cfg.detection.workers,
@@ -496,7 +497,7 @@ impl FullRun<'_> {
                 o.fps,
                 r,
                 args.input_size,
-                self.raw_at(args.input_size).unwrap_or(0.0)
+                raw_rate.unwrap_or(0.0)
             );
         }
         let doc = json!({
