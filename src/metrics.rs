@@ -358,6 +358,12 @@ pub fn spatial_shards(exp: &mut Exposition, nodes: &[SpatialNodeStatus]) {
             );
             c(
                 exp,
+                "nvr_spatial_identities_relinked",
+                "Young identities taken over by the lost identity they turned out to be",
+                sh.stats.relinked,
+            );
+            c(
+                exp,
                 "nvr_spatial_sources_unbound",
                 "Camera tracks unbound from an identity they disagreed with",
                 sh.stats.unbound_sources,

@@ -533,7 +533,7 @@ pub fn aggregate_spatial(nodes: &[SpatialNodeStatus]) -> Value {
                 "reid_matching_ms": round3(sh.reid.avg_ms),
                 "handoffs_completed": sh.stats.handoffs_completed, "handoff_failures": sh.stats.handoff_failures,
                 "evicted": sh.stats.evicted, "expired": sh.stats.expired, "cycles": sh.stats.cycles,
-                "merged": sh.stats.merged, "unbound_sources": sh.stats.unbound_sources,
+                "merged": sh.stats.merged, "relinked": sh.stats.relinked, "unbound_sources": sh.stats.unbound_sources,
                 "rebound_sources": sh.stats.rebound_sources,
                 "camera_agreement": sh.stats.camera_agreement,
                 "ingested": sh.ingested, "rejected": sh.rejected, "malformed": sh.malformed, "refused": sh.refused,

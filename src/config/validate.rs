@@ -36,6 +36,7 @@ fn check_tuning(t: &SpatialTuning) -> Result<(), ConfigError> {
         ("static_max_detected", t.static_max_detected),
         ("overlap_gate_m", t.overlap_gate_m),
         ("companion_max_s", t.companion_max_s),
+        ("relink_window_s", t.relink_window_s),
     ];
     for (k, v) in non_negative {
         if !(v >= 0.0 && v.is_finite()) {

@@ -152,6 +152,11 @@ pub struct SpatialParams {
     /// another one moving like it (a group member hidden behind it) is
     /// carried along with it; 0 disables.
     pub companion_max_s: f64,
+    /// For this long (seconds) after an identity is born, its appearance
+    /// as its camera has seen it is compared with the identities lost
+    /// before it; one that clearly matches it, and could have walked there,
+    /// takes it over (the person keeps their old id). 0 disables.
+    pub relink_window_s: f64,
     /// Subtract each camera's mean embedding (its colour and viewpoint bias,
     /// shared by everyone it sees) before comparing appearance across cameras.
     pub camera_debias: bool,
@@ -192,6 +197,7 @@ impl Default for SpatialParams {
             foot_offset_m: 0.2,
             camera_debias: false,
             companion_max_s: 0.0,
+            relink_window_s: 10.0,
             impostor_quantile: 0.95,
             static_after_s: 10.0,
             static_m: 0.75,

@@ -31,6 +31,9 @@ mod grid;
 mod idmap;
 mod lifecycle;
 mod output;
+mod relink;
+#[cfg(test)]
+mod relink_tests;
 #[cfg(test)]
 mod static_tests;
 #[cfg(test)]
@@ -131,6 +134,10 @@ pub struct SpatialStats {
     pub last_step_ms: f64,
     /// Identities merged into an older one they coincided with.
     pub merged: u64,
+    /// Young identities taken over by the lost identity they turned out to
+    /// be (late re-identification; each also counts as a merge).
+    #[serde(default)]
+    pub relinked: u64,
     /// Matching cycles run.
     pub cycles: u64,
     /// How closely each camera pair's views of one person agree on the
@@ -658,6 +665,8 @@ impl SpatialTracker {
         self.stats.last_reid_ms = reid_started.elapsed().as_secs_f64() * 1e3;
         // 3b. Camera tracks two views put at one floor point share an identity.
         self.reconcile_views(ts_ns, &mut events);
+        // 3c. A young identity its lost one's appearance clearly matches.
+        self.relink_young(ts_ns, &mut events);
         for s in self.sources.values_mut() {
             s.fresh = false;
         }
