@@ -42,10 +42,9 @@ fn comeback_beside(
         st.ingest(&msg("a", ts, tracks)).unwrap();
         let out = st.step(ts + 1);
         for t in &out.tracks.tracks {
-            if t.state == SpatialState::Observed && t.sources.iter().any(|s| s.track_id == 5) {
-                if ids.last() != Some(&t.global_id) {
-                    ids.push(t.global_id);
-                }
+            let comeback = t.sources.iter().any(|s| s.track_id == 5);
+            if t.state == SpatialState::Observed && comeback && ids.last() != Some(&t.global_id) {
+                ids.push(t.global_id);
             }
         }
         events.extend(out.events);
