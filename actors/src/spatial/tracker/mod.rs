@@ -11,6 +11,8 @@
 //! An identity that vanishes right next to another one moving like it (a
 //! group member hidden behind another) is carried along at the same offset
 //! until it is seen again or `companion_max_s` has passed.
+//! A young identity whose camera's view of it clearly matches an identity
+//! lost before it was born is taken over by that one (`relink`).
 
 mod agreement;
 #[cfg(test)]
