@@ -79,7 +79,8 @@ impl SpatialTracker {
             .iter()
             .filter_map(|k| self.sources.get(k)?.prev_bound)
             .collect();
-        let mut best: Option<(f64, u64)> = None;
+        // (score, raw similarity, id) of the best candidate.
+        let mut best: Option<(f64, f64, u64)> = None;
         let mut second = f64::NEG_INFINITY;
         for oid in unseen {
             let Some(go) = self.globals.get(oid) else {
@@ -94,25 +95,24 @@ impl SpatialTracker {
             {
                 continue;
             }
-            let Some(c) = self.relink_similarity(go, gn, cam, emb) else {
+            let Some((c, raw)) = self.relink_similarity(go, gn, cam, emb) else {
                 continue;
             };
             match best {
-                Some((b, _)) if c <= b => second = second.max(c),
+                Some((b, _, _)) if c <= b => second = second.max(c),
                 _ => {
-                    if let Some((b, _)) = best {
+                    if let Some((b, _, _)) = best {
                         second = second.max(b);
                     }
-                    best = Some((c, *oid));
+                    best = Some((c, raw, *oid));
                 }
             }
         }
-        let (c, oid) = best?;
+        let (c, raw, oid) = best?;
         if c < 0.0 || c - second < RELINK_MARGIN {
             return None;
         }
         let go = self.globals.get(&oid)?;
-        let (raw, _) = self.similarity(go, cam, Some(emb))?;
         (raw - self.closest_other(go, oid, n, cam) >= RELINK_MARGIN).then_some(oid)
     }
 
@@ -150,8 +150,15 @@ impl SpatialTracker {
     /// has seen it) to lost identity `go`, less the least similarity a
     /// handoff to it needs: as at association, that camera's own view of
     /// `go` across a short gap needs `min_handoff_similarity`, anything
-    /// else the handoff level (which the impostor level raises).
-    fn relink_similarity(&self, go: &Global, gn: &Global, cam: usize, emb: &[f32]) -> Option<f64> {
+    /// else the handoff level (which the impostor level raises). Also the
+    /// similarity itself.
+    fn relink_similarity(
+        &self,
+        go: &Global,
+        gn: &Global,
+        cam: usize,
+        emb: &[f32],
+    ) -> Option<(f64, f64)> {
         let (c, same_camera) = self.similarity(go, cam, Some(emb))?;
         let gap_ns = gn.born_ts.saturating_sub(go.last_seen);
         let least = if same_camera && gap_ns <= self.params.appearance_free_gap_ms * 1_000_000 {
@@ -159,20 +166,16 @@ impl SpatialTracker {
         } else {
             self.handoff_similarity()
         };
-        Some(c - least)
+        Some((c - least, c))
     }
 
     /// Whether the person of lost identity `go` could have walked to where
     /// young identity `gn` appeared.
     fn could_have_walked(&self, go: &Global, gn: &Global) -> bool {
         let p = &self.params;
-        let radius = |gap_ns: u64| {
-            let gap_s = gap_ns as f64 / 1e9;
-            (gap_s <= p.max_gap_seconds)
-                .then(|| p.gate_m + (p.max_speed_mps * gap_s).min(p.max_handoff_radius_m))
-        };
-        radius(gn.born_ts.saturating_sub(go.last_seen))
-            .is_some_and(|r| dist(go.obs_pos, gn.origin) <= r)
+        let gap_s = gn.born_ts.saturating_sub(go.last_seen) as f64 / 1e9;
+        let reach = p.gate_m + (p.max_speed_mps * gap_s).min(p.max_handoff_radius_m);
+        gap_s <= p.max_gap_seconds && dist(go.obs_pos, gn.origin) <= reach
     }
 
     /// Lost identity `o` takes over young identity `n`: its camera tracks,
