@@ -25,6 +25,22 @@ const RELINK_MIN_OBS: u32 = 3;
 /// than the next one does, and the young identity must look this much
 /// more like it than the most alike other identity does.
 const RELINK_MARGIN: f64 = 0.05;
+/// How fast a hidden person may stray from the way they were walking
+/// (turning, stepping aside), metres per second of the gap: half a brisk
+/// walk.
+const RELINK_TURN_MPS: f64 = 0.75;
+
+/// Distance from point `q` to the segment from `a` to `b`.
+fn dist_to_segment(q: [f64; 2], a: [f64; 2], b: [f64; 2]) -> f64 {
+    let d = [b[0] - a[0], b[1] - a[1]];
+    let len2 = d[0] * d[0] + d[1] * d[1];
+    let t = if len2 > 0.0 {
+        (((q[0] - a[0]) * d[0] + (q[1] - a[1]) * d[1]) / len2).clamp(0.0, 1.0)
+    } else {
+        0.0
+    };
+    dist(q, [a[0] + t * d[0], a[1] + t * d[1]])
+}
 
 impl SpatialTracker {
     /// Joins young identities to the lost identity their appearance over
@@ -170,12 +186,29 @@ impl SpatialTracker {
     }
 
     /// Whether the person of lost identity `go` could have walked to where
-    /// young identity `gn` appeared.
+    /// young identity `gn` appeared: near the way from where they vanished
+    /// along their last velocity (at most `max_speed_mps`), stopping
+    /// anywhere on it, within `gate_m` plus [`RELINK_TURN_MPS`] times the
+    /// gap of it. Someone hidden mid-view while walking one way does not
+    /// come back metres behind where they vanished seconds later.
     fn could_have_walked(&self, go: &Global, gn: &Global) -> bool {
         let p = &self.params;
         let gap_s = gn.born_ts.saturating_sub(go.last_seen) as f64 / 1e9;
-        let reach = p.gate_m + (p.max_speed_mps * gap_s).min(p.max_handoff_radius_m);
-        gap_s <= p.max_gap_seconds && dist(go.obs_pos, gn.origin) <= reach
+        if gap_s > p.max_gap_seconds {
+            return false;
+        }
+        let speed = go.vel[0].hypot(go.vel[1]);
+        let on = (speed.min(p.max_speed_mps) * gap_s).min(p.max_handoff_radius_m);
+        let end = if speed > 0.0 {
+            [
+                go.obs_pos[0] + go.vel[0] / speed * on,
+                go.obs_pos[1] + go.vel[1] / speed * on,
+            ]
+        } else {
+            go.obs_pos
+        };
+        let slack = p.gate_m + (RELINK_TURN_MPS * gap_s).min(p.max_handoff_radius_m);
+        dist_to_segment(gn.origin, go.obs_pos, end) <= slack
     }
 
     /// Lost identity `o` takes over young identity `n`: its camera tracks,

@@ -26,18 +26,32 @@ fn comeback_beside(
     first: [f32; 4],
     again: [f32; 4],
 ) -> (Vec<u64>, SpatialTracker, Vec<Event>) {
+    comeback_at(params, q, first, again, 1.0, 0.0)
+}
+
+/// [`comeback_beside`], the first person walking from floor x `start`,
+/// and coming back `dx` metres from where walking on would have brought
+/// them.
+fn comeback_at(
+    params: SpatialParams,
+    q: [f32; 4],
+    first: [f32; 4],
+    again: [f32; 4],
+    start: f64,
+    dx: f64,
+) -> (Vec<u64>, SpatialTracker, Vec<Event>) {
     let mut st = SpatialTracker::new("s", params, vec![cam("a", 0.0)]);
     let mut ids = Vec::new();
     let mut events = Vec::new();
     for i in 0..100u64 {
         let ts = T0 + i * DT;
-        let x = 1.0 + 0.1 * i as f64;
+        let x = start + 0.1 * i as f64;
         let mut tracks = vec![track(2, 0.0, 11.0 - 0.05 * i as f64, 6.0, Some(q.to_vec()))];
         if i < 30 {
             tracks.push(track(1, 0.0, x, 3.0, Some(P.to_vec())));
         } else if i >= 60 {
             let e = if i == 60 { first } else { again };
-            tracks.push(track(5, 0.0, x, 3.0, Some(e.to_vec())));
+            tracks.push(track(5, 0.0, x + dx, 3.0, Some(e.to_vec())));
         }
         st.ingest(&msg("a", ts, tracks)).unwrap();
         let out = st.step(ts + 1);
@@ -97,16 +111,31 @@ fn someone_else_appearing_where_a_person_vanished_keeps_their_own_id() {
 
 #[test]
 fn a_young_identity_too_far_from_where_the_person_vanished_is_not_taken_over() {
-    // `P` comes back where walking at `max_speed_mps` from where it
-    // vanished cannot bring it in 3 s.
+    // `P` (1 m/s) comes back 1.5 m ahead of where walking on would have
+    // brought it, farther than walking at `max_speed_mps` (0.5) could
+    // bring it in 3 s, give or take `gate_m` and a turn.
     let params = SpatialParams {
         max_speed_mps: 0.5,
         gate_m: 0.5,
         ..SpatialParams::default()
     };
-    let (ids, st, _) = comeback(params, SPOILT, LIKE_P);
+    let (ids, st, _) = comeback_at(params, Q, SPOILT, LIKE_P, 1.0, 1.5);
     assert_eq!(ids.len(), 1, "{ids:?}");
     assert_eq!(st.stats().relinked, 0);
+}
+
+#[test]
+fn a_young_identity_far_behind_where_a_walker_vanished_is_not_taken_over() {
+    // `P` walks at 1 m/s, is hidden at x 7.9 and a look-alike appears 3 s
+    // later at x 3.0, 4.9 m back the way `P` came: within walking reach
+    // of where `P` vanished, but not near the way `P` was going.
+    let (ids, st, _) = comeback_at(SpatialParams::default(), Q, SPOILT, LIKE_P, 5.0, -8.0);
+    assert_eq!(ids.len(), 1, "{ids:?}");
+    assert_eq!(st.stats().relinked, 0);
+    // Coming back near where it vanished, it is taken over.
+    let (ids, st, _) = comeback_at(SpatialParams::default(), Q, SPOILT, LIKE_P, 5.0, -3.0);
+    assert_eq!(ids.len(), 2, "{ids:?}");
+    assert_eq!(st.stats().relinked, 1);
 }
 
 #[test]
