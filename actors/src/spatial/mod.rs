@@ -154,8 +154,9 @@ pub struct SpatialParams {
     pub companion_max_s: f64,
     /// For this long (seconds) after an identity is born, its appearance
     /// as its camera has seen it is compared with the identities lost
-    /// before it; one that clearly matches it, and could have walked there,
-    /// takes it over (the person keeps their old id). 0 disables.
+    /// before it; one that clearly matches it, and could have got there
+    /// along the way it was walking, takes it over (the person keeps their
+    /// old id). 0 disables.
     pub relink_window_s: f64,
     /// Subtract each camera's mean embedding (its colour and viewpoint bias,
     /// shared by everyone it sees) before comparing appearance across cameras.

@@ -3,9 +3,10 @@
 //! one (a box cut by the image border, a foot point behind someone nearer,
 //! one frame's appearance). While that identity is young, its appearance
 //! as its camera has seen it over several cycles is compared with the
-//! identities lost before it was born that could have walked to where it
-//! appeared. One that clearly matches, and alone does, takes it over (the
-//! person keeps the id they had, and the young id ends), provided the
+//! identities lost before it was born that could have got to where it
+//! appeared along the way they were walking. One that clearly matches,
+//! and alone does, takes it over (the person keeps the id they had, and
+//! the young id ends), provided the
 //! appearance model tells that identity apart from everyone else the
 //! camera has seen: the young one must look more like it than any other
 //! identity does. A colour descriptor that finds every person alike (real
