@@ -6,12 +6,11 @@
 //! identities lost before it was born that could have got to where it
 //! appeared along the way they were walking. One that clearly matches,
 //! and alone does, takes it over (the person keeps the id they had, and
-//! the young id ends), provided the
-//! appearance model tells that identity apart from everyone else the
-//! camera has seen: the young one must look more like it than any other
-//! identity does. A colour descriptor that finds every person alike (real
-//! footage) thus relinks nothing, rather than giving a newcomer the id of
-//! someone who left.
+//! the young id ends), provided the appearance model tells that identity
+//! apart from everyone else the camera has seen: the young one must look
+//! more like it than any other identity does. A colour descriptor that
+//! finds every person alike (real footage) thus relinks nothing, rather
+//! than giving a newcomer the id of someone who left.
 
 use nvr_subjects::{event_kind, Event};
 
