@@ -632,6 +632,47 @@ impl Replayer {
     }
 }
 
+/// Feeds the detections stream through `replayer` to `writer` up to its
+/// last message `last` (or until it goes quiet for 2 s), with a progress
+/// bar; returns the messages read and how many of them were malformed.
+async fn read_stream(
+    messages: &mut consumer::pull::Ordered,
+    last: u64,
+    replayer: &mut Replayer,
+    writer: &mut Writer,
+) -> Result<(u64, u64)> {
+    let (mut read, mut bad) = (0u64, 0u64);
+    let mut progress: Option<crate::progress::Progress> = None;
+    loop {
+        let m = match tokio::time::timeout(Duration::from_secs(2), messages.next()).await {
+            Ok(Some(Ok(m))) => m,
+            Ok(Some(Err(e))) => bail!("reading {}: {e}", streams::DETECTIONS),
+            Ok(None) | Err(_) => break,
+        };
+        read += 1;
+        let (seq, pending) = m
+            .info()
+            .map(|i| (i.stream_sequence, i.pending))
+            .unwrap_or((last, 0));
+        progress
+            .get_or_insert_with(|| {
+                crate::progress::Progress::new("nvr replay", read + pending, "messages")
+            })
+            .set(read);
+        match decode::<Detections>(&m.payload) {
+            Ok(d) => writer.write(replayer.push(d)?).await?,
+            Err(_) => bad += 1,
+        }
+        if pending == 0 || seq >= last {
+            break;
+        }
+    }
+    if let Some(p) = progress {
+        p.finish();
+    }
+    Ok((read, bad))
+}
+
 /// Runs `nvr replay`.
 pub async fn run(cfg: &crate::config::Config, args: ReplayArgs) -> Result<ExitCode> {
     let client = crate::nats::connect(cfg, &cfg.nats.url, "nvr replay").await?;
@@ -692,40 +733,14 @@ pub async fn run(cfg: &crate::config::Config, args: ReplayArgs) -> Result<ExitCo
         replays: BTreeMap::new(),
         shards,
     };
-    let (mut read, mut bad) = (0u64, 0u64);
-    let mut progress: Option<crate::progress::Progress> = None;
     let started = std::time::Instant::now();
-    if info.state.messages > 0 {
-        loop {
-            let m = match tokio::time::timeout(Duration::from_secs(2), messages.next()).await {
-                Ok(Some(Ok(m))) => m,
-                Ok(Some(Err(e))) => bail!("reading {}: {e}", streams::DETECTIONS),
-                Ok(None) | Err(_) => break,
-            };
-            read += 1;
-            let (seq, pending) = m
-                .info()
-                .map(|i| (i.stream_sequence, i.pending))
-                .unwrap_or((last, 0));
-            progress
-                .get_or_insert_with(|| {
-                    crate::progress::Progress::new("nvr replay", read + pending, "messages")
-                })
-                .set(read);
-            match decode::<Detections>(&m.payload) {
-                Ok(d) => writer.write(replayer.push(d)?).await?,
-                Err(_) => bad += 1,
-            }
-            if pending == 0 || seq >= last {
-                break;
-            }
-        }
-    }
+    let (read, bad) = if info.state.messages > 0 {
+        read_stream(&mut messages, last, &mut replayer, &mut writer).await?
+    } else {
+        (0, 0)
+    };
     writer.write(replayer.finish()).await?;
     writer.sink.finish().await?;
-    if let Some(p) = progress {
-        p.finish();
-    }
     eprintln!(
         "nvr replay: read {read} detections messages of {} camera(s), {} shard(s) in {:.2} s, wrote {} outputs; {bad} malformed, {} refused or late",
         replayer.replays.len(),

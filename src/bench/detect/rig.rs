@@ -319,6 +319,42 @@ pub(super) async fn sample_window(
     s
 }
 
+/// Waits until the frame queue is empty and every frame published in the
+/// step is accounted for (processed, skipped or failed on the node, whose
+/// counters stood at `before` when the step began; received, without a
+/// node), or until frames that old would have expired.
+async fn drain(
+    rig: &Rig<'_>,
+    consumer: &mut async_nats::jetstream::consumer::PullConsumer,
+    counters: &Counters,
+    before: (u64, u64, u64),
+) {
+    let (p0, s0, e0) = before;
+    let deadline =
+        Instant::now() + Duration::from_millis(rig.cfg.detection.max_frame_age_ms + 10_000);
+    loop {
+        let queue = consumer
+            .info()
+            .await
+            .map(|i| i.num_pending + i.num_ack_pending as u64)
+            .unwrap_or(0);
+        let (p, s, e) = worker_totals(rig.node);
+        let accepted =
+            counters.offered.load(Ordering::Relaxed) - counters.dropped.load(Ordering::Relaxed);
+        let accounted = if rig.node.is_some() {
+            (p - p0) + (s - s0) + (e - e0)
+        } else {
+            counters.received.load(Ordering::Relaxed)
+        };
+        if (queue == 0 && accounted >= accepted) || Instant::now() > deadline {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+}
+
+/// One load step: `cameras` cameras publish frames for the step's
+/// duration, then the queue drains; what the detector made of them.
 pub(super) async fn one_step(
     rig: &Rig<'_>,
     cameras: usize,
@@ -351,28 +387,7 @@ pub(super) async fn one_step(
     }
     let received_at_end = counters.received.load(Ordering::Relaxed);
     let elapsed = started.elapsed().as_secs_f64();
-    // Drain: wait until the queue is empty and every accepted frame is accounted for.
-    let drain_deadline =
-        Instant::now() + Duration::from_millis(rig.cfg.detection.max_frame_age_ms + 10_000);
-    loop {
-        let queue = consumer
-            .info()
-            .await
-            .map(|i| i.num_pending + i.num_ack_pending as u64)
-            .unwrap_or(0);
-        let (p, s, e) = worker_totals(rig.node);
-        let accepted =
-            counters.offered.load(Ordering::Relaxed) - counters.dropped.load(Ordering::Relaxed);
-        let accounted = if rig.node.is_some() {
-            (p - p0) + (s - s0) + (e - e0)
-        } else {
-            counters.received.load(Ordering::Relaxed)
-        };
-        if (queue == 0 && accounted >= accepted) || Instant::now() > drain_deadline {
-            break;
-        }
-        tokio::time::sleep(Duration::from_millis(200)).await;
-    }
+    drain(rig, &mut consumer, &counters, (p0, s0, e0)).await;
     // Let the last detections reach the listener.
     let _ = rig.client.flush().await;
     tokio::time::sleep(Duration::from_millis(300)).await;
