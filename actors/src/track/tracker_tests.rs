@@ -269,12 +269,13 @@ fn a_track_that_lost_its_person_takes_a_half_overlapping_newcomer_only_when_alik
     };
     // IoU of two 0.05-wide boxes 0.02 apart: 0.03 / 0.07, about 0.43.
     let half = 0.02;
-    let unlike = vec![0.6, 0.8, 0.0];
+    // Cosine 0.7: above `appearance_gate`, below `weak_overlap_gate`.
+    let unlike = vec![0.7, 0.714_142_8, 0.0];
     let p = TrackerParams::default;
     let (a, b) = run(p(), true, half, unlike.clone());
     assert!(
         a != 0 && b != 0 && a != b,
-        "missed, half over, cosine 0.6: {a} took over as {b}"
+        "missed, half over, cosine 0.7: {a} took over as {b}"
     );
     let (a, b) = run(p(), true, half, vec![0.9, 0.436, 0.0]);
     assert!(
@@ -284,12 +285,12 @@ fn a_track_that_lost_its_person_takes_a_half_overlapping_newcomer_only_when_alik
     let (a, b) = run(p(), false, half, unlike.clone());
     assert!(
         a != 0 && a == b,
-        "matched every frame, half over, cosine 0.6: {a} then {b}"
+        "matched every frame, half over, cosine 0.7: {a} then {b}"
     );
     let (a, b) = run(p(), true, 0.0, unlike.clone());
     assert!(
         a != 0 && a == b,
-        "missed, well over, cosine 0.6: {a} then {b}"
+        "missed, well over, cosine 0.7: {a} then {b}"
     );
     let off = TrackerParams {
         weak_overlap_gate: 0.0,
