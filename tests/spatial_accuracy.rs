@@ -24,8 +24,10 @@ mod common;
 use common::*;
 
 /// Floor IDF1 the tracker must reach (mean over the seeds below) per difficulty.
-/// Measured for this build on seeds 118-119: 0.797 and 0.657 (re-identification
-/// off: 0.658 and 0.547; nearest neighbour: 0.444 and 0.334).
+/// Measured for this build on seeds 116-119: 0.805 and 0.703 (re-identification
+/// off: 0.717 and 0.593; nearest neighbour: 0.483 and 0.334). Four scenes per
+/// difficulty, because one scene moves by 5 points or more on a change that
+/// moves the mean of twenty by less than one.
 const TARGETS: [(&str, f64); 2] = [("decent", 0.75), ("poor", 0.62)];
 
 #[test]
@@ -36,7 +38,7 @@ fn global_identity_beats_the_ablation_and_the_baselines_on_reporting_seeds() {
     let o = std::process::Command::new(py)
         .arg(root().join("bench/spatial_live/run_eval.py"))
         .args(["--nvr", env!("CARGO_BIN_EXE_nvr")])
-        .args(["--difficulty", "decent,poor", "--seeds", "118-119"])
+        .args(["--difficulty", "decent,poor", "--seeds", "116-119"])
         .args(["--duration", "60", "--ablations", "--jobs", "2"])
         .arg("--out")
         .arg(&out)
@@ -70,8 +72,8 @@ fn global_identity_beats_the_ablation_and_the_baselines_on_reporting_seeds() {
             "{difficulty}: floor IDF1 {ours:.3} below {target}"
         );
         // Re-identification off keeps the camera trackers' appearance gate,
-        // so it is the closest of the three (0.139 and 0.110 above on these
-        // seeds, 0.125 and 0.151 over seeds 100-119).
+        // so it is the closest of the three (0.088 and 0.110 above on these
+        // seeds, 0.103 and 0.136 over seeds 100-119).
         for (other, margin) in [
             ("nvr_reid_off", 0.07),
             ("nearest", 0.10),
