@@ -159,6 +159,17 @@ async fn two_spatial_shards_are_summed_by_the_main_api() {
         Some(4),
         "{doc}"
     );
+    // Each tracker shows the appearance gates its own-person matches allow:
+    // the simulator sends embeddings, so every camera has sampled some, and
+    // a gate is never above the configured one.
+    for cam in ["cam1", "cam2", "cam3", "cam4"] {
+        let a = &doc["tracking"][cam]["appearance"];
+        assert!(a["samples"].as_u64().unwrap_or(0) > 0, "{cam}: {doc}");
+        let gate = a["appearance_gate"].as_f64().unwrap_or(f64::NAN);
+        assert!(gate > 0.0 && gate <= 0.6 + 1e-6, "{cam}: {a}");
+        let median = a["median"].as_f64().unwrap_or(f64::NAN);
+        assert!((-1.0..=1.0).contains(&median), "{cam}: {a}");
+    }
 
     // The current global tracks of both shards, each from its own cameras.
     let tracks = get_json(api, "/api/v1/spatial/tracks").expect("tracks");

@@ -578,6 +578,13 @@ pub struct TrackingStatus {
     /// the other person while their boxes overlapped.
     #[serde(default)]
     pub crossing_swaps: u64,
+    /// The appearance gates the tracker applies now: the configured ones,
+    /// lowered to what this camera's own-person matches score once it has
+    /// sampled `tracking.appearance_adapt_samples` of them (embeddings
+    /// other than the colour descriptor score one person lower). Absent
+    /// until a detection with an embedding has been sampled.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub appearance: Option<crate::track::AppearanceGates>,
     /// Latest sequence number processed.
     pub last_seq: u64,
     /// Messages or objects refused at the boundary, by reason.

@@ -441,6 +441,7 @@ async fn process_each(state: &mut TrackState, ready: Vec<(Detections, jetstream:
                 .is_ok();
         }
         let active = state.tracker.active_count();
+        let appearance = state.tracker.appearance_gates();
         let started = out.started.len() as u64;
         for (a, b) in &out.swapped {
             debug!(camera = %det.camera, seq = det.seq, "tracks {a} and {b} exchanged ids after crossing");
@@ -452,6 +453,7 @@ async fn process_each(state: &mut TrackState, ready: Vec<(Detections, jetstream:
             s.processed += 1;
             s.last_seq = det.seq;
             s.active_tracks = active;
+            s.appearance = appearance;
             s.total_tracks += started;
         });
         if ok {

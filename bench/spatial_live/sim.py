@@ -35,6 +35,12 @@ embedding is nvr's colour descriptor (actors/src/detect/embed.rs
 same sampling grid and bins) of synthetic pixels: body parts in depth order,
 background leaking in, texture noise, then each camera's colour cast
 (per-channel gain), brightness, a floor lighting gradient and sensor noise.
+With `emb_dim` > 0 the embedding is a stand-in for a learned re-ID model
+instead: per person a random unit vector (look-alike pairs close), per
+camera a fixed random distortion of it, a box's vector mixing those of
+what its pixels show (occluders, background) plus per-detection noise, with
+the same-person and cross-camera cosines as knobs (`emb_same_cos`,
+`emb_cam_cos`).
 Calibration: the config gets 6-8 noisy image<->floor pairs per camera; the
 truth stays the exact camera. Timing: 5 fps per camera, staggered starts,
 per-camera clock offsets and timestamp jitter.
@@ -121,6 +127,12 @@ class Knobs:
     merge_iou: float = 0.0                  # two people whose boxes overlap this much (IoU of
     merge_p: float = 0.0                    # the whole boxes) get one box around both, per frame
                                             # with this probability (0: never)
+    # appearance model (0: nvr's colour descriptor of the pixels)
+    emb_dim: int = 0                        # else a learned embedding of this length: per person a
+                                            # random unit vector, mixed by the box's pixel shares
+    emb_same_cos: float = 0.8               # expected cosine of two detections of one person, one camera
+    emb_cam_cos: float = 0.85               # expected cosine of one person's vectors in two cameras
+    emb_lookalike_cos: float = 0.9          # expected cosine of a look-alike pair's vectors
 
 
 def difficulty(name: str) -> Knobs:
@@ -296,6 +308,7 @@ class Scene:
         self._make_people(rng, people)
         self._walk(rng)
         self._make_detector_state(rng)
+        self._make_embedding_model()
         self.frames = {c.id: self._camera_frames(rng, i, c, with_embeddings)
                        for i, c in enumerate(self.cameras)}
 
@@ -530,6 +543,58 @@ class Scene:
             self.ghost_list.append(dict(cam=c.id, box=b, xy=xy, on=True,
                                         top=_clothes(rng), bottom=_clothes(rng, True)))
 
+    def _make_embedding_model(self):
+        """A stand-in for a learned re-ID model (`emb_dim` > 0): each person and
+        ghost a random unit vector (look-alike pairs `emb_lookalike_cos` apart),
+        each camera a fixed random linear distortion of it (`emb_cam_cos`), the
+        background a vector per camera. A box's embedding mixes the vectors of
+        what its pixels show, by pixel share, plus per-detection noise
+        (`emb_same_cos`). Its own random stream: the scene is otherwise the
+        same as with the colour descriptor."""
+        k = self.k
+        if k.emb_dim <= 0:
+            return
+        r = np.random.default_rng([self.seed, 2])
+        d = k.emb_dim
+
+        def unit(v):
+            return v / np.linalg.norm(v)
+
+        spread = lambda c: math.sqrt(max(1.0 / c - 1.0, 0.0))
+        base = {q.pid: unit(r.normal(size=d)) for q in self.people}
+        for a, b in self.lookalikes:
+            base[b] = unit(base[a] + spread(k.emb_lookalike_cos) * unit(r.normal(size=d)))
+        for g, gh in enumerate(self.ghost_list):
+            base[-(g + 1)] = unit(r.normal(size=d))
+        eps = spread(k.emb_cam_cos)
+        self.emb_vec, self.emb_bg = {}, {}
+        for c in self.cameras:
+            G = r.normal(0, 1 / math.sqrt(d), (d, d))
+            self.emb_vec[c.id] = {pid: unit(v + eps * (G @ v)) for pid, v in base.items()}
+            self.emb_bg[c.id] = unit(r.normal(size=d))
+        self.emb_noise = math.sqrt(max(1.0 / k.emb_same_cos - 1.0, 0.0) / d)
+
+    def learned_embedding(self, cam, items, us, vs, rng):
+        """The stand-in learned embedding of a box sampled at (us, vs); items:
+        (amodal box, depth, key into emb_vec) nearest first or not."""
+        n = len(us)
+        owner = np.full(n, -1)
+        free = np.ones(n, bool)
+        for j, (b, _, _) in sorted(enumerate(items), key=lambda it: it[1][1]):
+            ry = (vs + 0.5 - b[1]) / max(b[3] - b[1], 1e-6)
+            rx = np.abs((us + 0.5 - (b[0] + b[2]) / 2) / max(b[2] - b[0], 1e-6))
+            half = np.where(ry < 0.13, 0.2, np.where(ry < 0.5, 0.48, 0.38))
+            m = free & (ry >= 0) & (ry <= 1) & (rx <= half)
+            owner[m] = j
+            free &= ~m
+        v = self.emb_bg[cam.id] * float((owner < 0).mean())
+        for j, (_, _, key) in enumerate(items):
+            share = float((owner == j).mean())
+            if share > 0:
+                v = v + share * self.emb_vec[cam.id][key]
+        v = v / max(np.linalg.norm(v), 1e-9) + rng.normal(0, self.emb_noise, len(v))
+        return (v / np.linalg.norm(v)).astype(np.float32)
+
     def _score(self, rng, r):
         k = self.k
         s = k.score_lo + (k.score_hi - k.score_lo) * rng.beta(k.score_a, k.score_b)
@@ -584,8 +649,16 @@ class Scene:
                         items = [(g["box"], 1.0, np.stack([g["top"]] * 3 + [g["bottom"]] * 2))]
                     else:
                         items = [(r["box"], r["depth"], self.palette(p)) for p, r in rend.items()]
-                    px = self.pixels(cam, items, X, Y, xy, frng)
-                    det["emb"] = colour_descriptor(px, half)
+                    if k.emb_dim > 0:
+                        if pid < 0:
+                            gi = next(i for i, h in enumerate(self.ghost_list) if h is g)
+                            keys = [(g["box"], 1.0, -(gi + 1))]
+                        else:
+                            keys = [(r["box"], r["depth"], p) for p, r in rend.items()]
+                        det["emb"] = self.learned_embedding(cam, keys, X, Y, frng)
+                    else:
+                        px = self.pixels(cam, items, X, Y, xy, frng)
+                        det["emb"] = colour_descriptor(px, half)
                 fr.dets.append(det)
             frng.shuffle(fr.dets)
             frames.append(fr)

@@ -480,6 +480,15 @@ pub struct TrackingConfig {
     /// ... and such a match needs at least this appearance similarity; 0 =
     /// only `appearance_gate`.
     pub weak_overlap_gate: f32,
+    /// Own-person matches a camera's tracker samples before its appearance
+    /// gates follow what they score: the gates are set for embeddings on
+    /// which one person's frames score a median cosine of
+    /// `appearance_reference_median` (the colour descriptor), and on
+    /// lower-scoring ones each gate is scaled down by the ratio, never up.
+    /// 0 = fixed gates.
+    pub appearance_adapt_samples: u64,
+    /// The median own-person cosine the appearance gates are set for.
+    pub appearance_reference_median: f32,
     /// Least appearance similarity for a track that missed a frame to take
     /// back a detection that no longer overlaps it (after an occlusion);
     /// above 1 turns it off.
@@ -522,6 +531,8 @@ impl Default for TrackingConfig {
             appearance_gate: p.appearance_gate,
             weak_overlap_iou: p.weak_overlap_iou,
             weak_overlap_gate: p.weak_overlap_gate,
+            appearance_adapt_samples: p.appearance_adapt_samples,
+            appearance_reference_median: p.appearance_reference_median,
             reid_similarity: p.reid_similarity,
             reid_speed: p.reid_speed,
             crossing_iou: p.crossing_iou,
@@ -550,6 +561,8 @@ impl TrackingConfig {
             appearance_gate: self.appearance_gate,
             weak_overlap_iou: self.weak_overlap_iou,
             weak_overlap_gate: self.weak_overlap_gate,
+            appearance_adapt_samples: self.appearance_adapt_samples,
+            appearance_reference_median: self.appearance_reference_median,
             reid_similarity: self.reid_similarity,
             reid_speed: self.reid_speed,
             crossing_iou: self.crossing_iou,

@@ -244,6 +244,10 @@ fn check_tracking(c: &Config) -> Result<(), ConfigError> {
         ));
     }
     check_unit("tracking.match_iou", t.match_iou)?;
+    check_unit(
+        "tracking.appearance_reference_median",
+        t.appearance_reference_median,
+    )?;
     if !(0.0..1.0).contains(&t.embedding_momentum) {
         return err(format!(
             "tracking.embedding_momentum = {}: must be at least 0 and below 1",

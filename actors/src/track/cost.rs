@@ -5,7 +5,7 @@
 
 use nvr_subjects::DetectedObject;
 
-use super::{centre, TrackInner, TrackerParams};
+use super::{centre, Gates, TrackInner, TrackerParams};
 
 /// The association stage a cost is computed for.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -25,9 +25,10 @@ pub(super) enum Stage {
 /// the overlap (times the score where ByteTrack fuses it), less the OC-SORT
 /// direction bonus (`prev`: the track's direction and its observation
 /// `delta_t` back), plus the appearance distance; `None` when appearance
-/// rules the pair out.
+/// rules the pair out (`gates`: the appearance gates in force).
 pub(super) fn edge_cost(
     p: &TrackerParams,
+    gates: &Gates,
     t: &TrackInner,
     d: &DetectedObject,
     o: f32,
@@ -53,9 +54,9 @@ pub(super) fn edge_cost(
             // A track that lost its person, half overlapping someone near
             // where it was predicted.
             let least = if t.misses > 0 && o < p.weak_overlap_iou {
-                p.appearance_gate.max(p.weak_overlap_gate)
+                gates.gate.max(gates.weak)
             } else {
-                p.appearance_gate
+                gates.gate
             };
             if cs < least {
                 return None;

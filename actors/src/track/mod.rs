@@ -15,4 +15,4 @@ pub mod reorder;
 mod tracker;
 
 pub use reorder::{Late, ReorderBuffer};
-pub use tracker::{Tracker, TrackerOutput, TrackerParams};
+pub use tracker::{AppearanceGates, Tracker, TrackerOutput, TrackerParams};

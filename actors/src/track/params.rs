@@ -118,6 +118,17 @@ pub struct TrackerParams {
     /// Confirm tracks born in the very first update at once (ByteTrack's
     /// cold start: objects already in view when tracking starts).
     pub confirm_first_update: bool,
+    /// Own-person matches (a track and the one detection that clearly
+    /// overlaps it, nothing else near) a tracker samples before its
+    /// appearance gates follow what they score. The gates are set for
+    /// embeddings on which one person's frames score a median cosine of
+    /// `appearance_reference_median` (the colour descriptor scores about
+    /// 0.98); other embeddings (a re-ID model, a client's own vectors) can
+    /// score them far lower, and then each gate is scaled down by the
+    /// ratio of the two medians (never up). 0 = fixed gates.
+    pub appearance_adapt_samples: u64,
+    /// The median own-person cosine the appearance gates are set for.
+    pub appearance_reference_median: f32,
     /// Kalman position noise per nominal frame, fraction of box height.
     pub kf_pos_noise: f32,
     /// Kalman velocity noise per nominal frame, fraction of box height.
@@ -158,6 +169,8 @@ impl Default for TrackerParams {
             crossing_max_ms: 3000,
             nominal_frame_ms: 200,
             confirm_first_update: true,
+            appearance_adapt_samples: 30,
+            appearance_reference_median: 0.95,
             kf_pos_noise: 1.0 / 20.0,
             kf_vel_noise: 0.03,
             kf_meas_noise: 1.0 / 20.0,
@@ -191,6 +204,8 @@ impl TrackerParams {
             "min_hits" => self.min_hits = u(key, value)? as u32,
             "max_lost_ms" => self.max_lost_ms = u(key, value)?,
             "delta_t" => self.delta_t = u(key, value)? as u32,
+            "appearance_adapt_samples" => self.appearance_adapt_samples = u(key, value)?,
+            "appearance_reference_median" => self.appearance_reference_median = f(key, value)?,
             "direction_weight" => self.direction_weight = f(key, value)?,
             "fuse_score" => {
                 self.fuse_score = value

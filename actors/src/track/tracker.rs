@@ -32,9 +32,13 @@ use super::assign::{iou, Assigner};
 use super::kalman::{xyxy_to_cxcywh, KalmanBox};
 use crossing::{Crossing, CROSSING_HISTORY};
 
+pub use appearance_scale::AppearanceGates;
+use appearance_scale::{AppearanceScale, Gates};
 use cost::{edge_cost, unit_dir, Stage};
 use vector::{blend, cosine, normalise};
 
+#[path = "appearance_scale.rs"]
+mod appearance_scale;
 #[path = "cost.rs"]
 mod cost;
 #[path = "crossing.rs"]
@@ -169,6 +173,11 @@ pub struct Tracker {
     /// written before crossings were checked.
     #[serde(default)]
     crossings: Vec<Crossing>,
+    /// What this camera's own-person matches score in appearance, which
+    /// caps the appearance gates (`appearance_adapt_samples`). Absent in a
+    /// checkpoint written before it existed: then empty.
+    #[serde(default)]
+    appearance: AppearanceScale,
     /// Scratch buffers reused by every update (no state).
     #[serde(skip)]
     scratch: Scratch,
@@ -199,6 +208,7 @@ impl Tracker {
             step: 0,
             last_ts: None,
             crossings: Vec::new(),
+            appearance: AppearanceScale::default(),
             scratch: Scratch::default(),
         }
     }
@@ -236,6 +246,13 @@ impl Tracker {
         &self.params
     }
 
+    /// The appearance gates in force, capped by what this camera's
+    /// own-person matches score (`appearance_adapt_samples`); `None` until
+    /// a detection with an embedding was sampled.
+    pub fn appearance_gates(&self) -> Option<AppearanceGates> {
+        Some(self.appearance.report(&self.params)).filter(|g| g.samples > 0)
+    }
+
     /// Number of tracks currently held (tentative, confirmed and lost).
     pub fn active_count(&self) -> usize {
         self.tracks.len()
@@ -261,9 +278,14 @@ impl Tracker {
             t.matched = false;
         }
 
-        // 2-5. association stages.
+        // 2-5. association stages, with the gates the samples so far allow;
+        // this update's own-person matches then join the samples.
+        let gates = self.appearance.gates(&self.params);
+        if self.params.appearance_adapt_samples > 0 {
+            self.appearance.sample(&self.tracks, &was_matched, dets);
+        }
         self.intern_labels(dets);
-        let a = self.associate(dets, step, ts, &was_matched);
+        let a = self.associate(dets, step, ts, &was_matched, gates);
 
         // Apply matches.
         let mut started = Vec::new();
@@ -298,13 +320,15 @@ impl Tracker {
 
     /// Steps 2-5 of [`Self::update`]: every association stage in order, each
     /// on the tracks and detections the earlier ones left. `was_matched`
-    /// says, per track, whether it was matched in the previous update.
+    /// says, per track, whether it was matched in the previous update;
+    /// `gates` are the appearance gates in force.
     fn associate(
         &mut self,
         dets: &[DetectedObject],
         step: u64,
         ts: u64,
         was_matched: &[bool],
+        gates: Gates,
     ) -> Association {
         let (high_threshold, low_threshold, birth_threshold) = (
             self.params.high_threshold,
@@ -339,14 +363,14 @@ impl Tracker {
         let pool: Vec<usize> = (0..self.tracks.len())
             .filter(|&i| self.tracks[i].confirmed)
             .collect();
-        let m = self.match_stage(&pool, &high, dets, step, Stage::First);
+        let m = self.match_stage(&pool, &high, dets, step, Stage::First, gates);
         self.take(m, &pool, &high, &mut pairs, &mut track_used, &mut det_used);
 
         // 3. second stage: previously tracked, unmatched tracks x low detections
         let pool: Vec<usize> = (0..self.tracks.len())
             .filter(|&i| self.tracks[i].confirmed && !track_used[i] && was_matched[i])
             .collect();
-        let m = self.match_stage(&pool, &low, dets, step, Stage::Low);
+        let m = self.match_stage(&pool, &low, dets, step, Stage::Low, gates);
         self.take(m, &pool, &low, &mut pairs, &mut track_used, &mut det_used);
 
         // 4. observation-centric recovery: last observation x remaining high detections
@@ -354,7 +378,7 @@ impl Tracker {
             .filter(|&i| self.tracks[i].confirmed && !track_used[i])
             .collect();
         let rest: Vec<usize> = high.iter().copied().filter(|&d| !det_used[d]).collect();
-        let m = self.match_stage(&pool, &rest, dets, step, Stage::Recovery);
+        let m = self.match_stage(&pool, &rest, dets, step, Stage::Recovery, gates);
         self.take(m, &pool, &rest, &mut pairs, &mut track_used, &mut det_used);
 
         // 4b. appearance re-identification: tracks that missed an update x
@@ -368,7 +392,7 @@ impl Tracker {
             .copied()
             .filter(|&d| !det_used[d] && dets[d].score >= birth_threshold)
             .collect();
-        let m = self.reid_stage(&pool, &rest, dets, ts);
+        let m = self.reid_stage(&pool, &rest, dets, ts, gates);
         self.take(m, &pool, &rest, &mut pairs, &mut track_used, &mut det_used);
 
         // 5. tentative tracks x remaining detections that could start one
@@ -376,7 +400,7 @@ impl Tracker {
             .filter(|&i| !self.tracks[i].confirmed)
             .collect();
         let rest: Vec<usize> = birth.iter().copied().filter(|&d| !det_used[d]).collect();
-        let m = self.match_stage(&pool, &rest, dets, step, Stage::Tentative);
+        let m = self.match_stage(&pool, &rest, dets, step, Stage::Tentative, gates);
         self.take(m, &pool, &rest, &mut pairs, &mut track_used, &mut det_used);
 
         pairs.sort_unstable();
@@ -525,6 +549,7 @@ impl Tracker {
         dets: &[DetectedObject],
         step: u64,
         stage: Stage,
+        gates: Gates,
     ) -> Vec<(usize, usize)> {
         if pool.is_empty() || cand.is_empty() {
             return Vec::new();
@@ -582,7 +607,7 @@ impl Tracker {
                 if o < gate || o <= 0.0 {
                     continue;
                 }
-                let Some(v) = edge_cost(p, t, d, o, stage, prev) else {
+                let Some(v) = edge_cost(p, &gates, t, d, o, stage, prev) else {
                     continue;
                 };
                 // Costs are shifted to be positive; the gate already decided validity.
@@ -608,9 +633,10 @@ impl Tracker {
         cand: &[usize],
         dets: &[DetectedObject],
         ts: u64,
+        gates: Gates,
     ) -> Vec<(usize, usize)> {
         let p = &self.params;
-        if pool.is_empty() || cand.is_empty() || p.reid_similarity > 1.0 {
+        if pool.is_empty() || cand.is_empty() || gates.reid > 1.0 {
             return Vec::new();
         }
         let mut edges = Vec::new();
@@ -639,7 +665,7 @@ impl Tracker {
                 let dh = (d.bbox[3] - d.bbox[1]) as f64;
                 let dc = centre(d.bbox);
                 let dist = ((dc[0] - tc[0]).powi(2) + (dc[1] - tc[1]).powi(2)).sqrt();
-                if cs < p.reid_similarity || dist > reach || dh < th / 1.5 || dh > th * 1.5 {
+                if cs < gates.reid || dist > reach || dh < th / 1.5 || dh > th * 1.5 {
                     continue;
                 }
                 edges.push((r, c, 1.0 + (1.0 - cs as f64) + 0.1 * dist / th));

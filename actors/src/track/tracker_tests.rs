@@ -780,3 +780,80 @@ fn tracks_that_swapped_people_while_crossing_exchange_ids() {
     );
     assert_eq!(swaps, 0);
 }
+
+/// A weak embedding (another model's, or a client's own): each detection
+/// of a person is that person's vector plus noise, and one person's frames
+/// score only about 0.5 against each other. The colour descriptor's gates
+/// would refuse many of a person's own frames and split the track; after
+/// `appearance_adapt_samples` own-person matches the gates follow what
+/// such matches score, and each person keeps one track.
+#[test]
+fn appearance_gates_follow_a_weak_embedding() {
+    const DIM: usize = 64;
+    let mut seed = 0x2545_f491_4f6c_dd1du64;
+    let mut noise = move || {
+        // xorshift, then a sum of uniforms for a rough normal
+        let mut s = 0.0f32;
+        for _ in 0..4 {
+            seed ^= seed << 13;
+            seed ^= seed >> 7;
+            seed ^= seed << 17;
+            s += (seed >> 40) as f32 / (1u64 << 24) as f32 - 0.5;
+        }
+        s * 0.25
+    };
+    let base = |k: usize| -> Vec<f32> {
+        (0..DIM)
+            .map(|i| if i % 2 == k { 0.177 } else { 0.0 })
+            .collect()
+    };
+    let run =
+        |p: TrackerParams, noise: &mut dyn FnMut() -> f32| -> (usize, Option<AppearanceGates>) {
+            let mut tr = Tracker::new(p);
+            let mut late_ids = BTreeSet::new();
+            for f in 0..400u64 {
+                let dets: Vec<DetectedObject> = (0..2)
+                    .map(|k| {
+                        let mut d = det(
+                            "person",
+                            0.9,
+                            0.2 + 0.5 * k as f32 + 0.0005 * f as f32,
+                            0.5,
+                            0.05,
+                            0.15,
+                        );
+                        let mut e: Vec<f32> = base(k).iter().map(|b| b + noise()).collect();
+                        normalise(&mut e);
+                        d.embedding = Some(e);
+                        d
+                    })
+                    .collect();
+                let o = tr.update(T0 + f * FRAME, &dets);
+                if f >= 200 {
+                    late_ids.extend(
+                        confirmed_ids(&o)
+                            .into_iter()
+                            .filter(|&id| o.tracks.iter().any(|t| t.track_id == id && t.hits > 0)),
+                    );
+                }
+            }
+            (late_ids.len(), tr.appearance_gates())
+        };
+    let fixed = TrackerParams {
+        appearance_adapt_samples: 0,
+        ..TrackerParams::default()
+    };
+    let (fixed_ids, _) = run(fixed, &mut noise);
+    assert!(
+        fixed_ids > 2,
+        "fixed gates: {fixed_ids} ids (the noise is too weak to test anything)"
+    );
+    let (ids, gates) = run(TrackerParams::default(), &mut noise);
+    let g = gates.expect("sampled");
+    assert!(g.samples >= 300, "{g:?}");
+    assert!(g.appearance_gate < 0.6 && g.reid_similarity < 0.8, "{g:?}");
+    assert_eq!(
+        ids, 2,
+        "adaptive gates: {ids} ids over the last 200 frames ({g:?})"
+    );
+}
