@@ -146,7 +146,33 @@ impl AppearanceScale {
     /// to its appearance. Other tracks are not asked about: where a gate
     /// refused a person's own frame, a second track on that person is what
     /// the gate made, and its samples are the ones that correct it.
-    pub fn sample(&mut self, tracks: &[TrackInner], was_matched: &[bool], dets: &[DetectedObject]) {
+    /// `by_x1` is a scratch buffer: the detections sorted by left edge, so
+    /// each box is compared only with those that can reach it.
+    pub fn sample(
+        &mut self,
+        tracks: &[TrackInner],
+        was_matched: &[bool],
+        dets: &[DetectedObject],
+        by_x1: &mut Vec<(f32, usize)>,
+    ) {
+        by_x1.clear();
+        let mut max_w = 0.0f32;
+        for (j, d) in dets.iter().enumerate() {
+            if d.bbox.iter().all(|v| v.is_finite()) && d.bbox[2] > d.bbox[0] {
+                by_x1.push((d.bbox[0], j));
+                max_w = max_w.max(d.bbox[2] - d.bbox[0]);
+            }
+        }
+        if by_x1.is_empty() {
+            return;
+        }
+        by_x1.sort_unstable_by(|a, b| a.0.total_cmp(&b.0).then(a.1.cmp(&b.1)));
+        // The detections whose left edge lies within reach of box `b`.
+        let near = |b: [f32; 4]| {
+            let lo = by_x1.partition_point(|&(x, _)| x < b[0] - max_w);
+            let hi = by_x1.partition_point(|&(x, _)| x <= b[2]);
+            &by_x1[lo..hi.max(lo)]
+        };
         for (i, t) in tracks.iter().enumerate() {
             if !was_matched.get(i).copied().unwrap_or(false) {
                 continue;
@@ -157,8 +183,8 @@ impl AppearanceScale {
             let tb = t.kf.xyxy();
             let mut found: Option<usize> = None;
             let mut clear = true;
-            for (j, d) in dets.iter().enumerate() {
-                let o = iou(tb, d.bbox);
+            for &(_, j) in near(tb) {
+                let o = iou(tb, dets[j].bbox);
                 if o >= OWN_IOU && found.is_none() {
                     found = Some(j);
                 } else if o > CLEAR_IOU {
@@ -170,10 +196,9 @@ impl AppearanceScale {
                 continue;
             };
             let d = &dets[j];
-            let crowded = dets
+            let crowded = near(d.bbox)
                 .iter()
-                .enumerate()
-                .any(|(k, o)| k != j && iou(o.bbox, d.bbox) > CLEAR_IOU);
+                .any(|&(_, k)| k != j && iou(dets[k].bbox, d.bbox) > CLEAR_IOU);
             if crowded || d.label != t.label {
                 continue;
             }

@@ -282,7 +282,9 @@ impl Tracker {
         // this update's own-person matches then join the samples.
         let gates = self.appearance.gates(&self.params);
         if self.params.appearance_adapt_samples > 0 {
-            self.appearance.sample(&self.tracks, &was_matched, dets);
+            let by_x1 = &mut self.scratch.by_x1;
+            self.appearance
+                .sample(&self.tracks, &was_matched, dets, by_x1);
         }
         self.intern_labels(dets);
         let a = self.associate(dets, step, ts, &was_matched, gates);

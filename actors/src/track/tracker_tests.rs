@@ -783,13 +783,13 @@ fn tracks_that_swapped_people_while_crossing_exchange_ids() {
 
 /// A weak embedding (another model's, or a client's own): each detection
 /// of a person is that person's vector plus noise, and one person's frames
-/// score only about 0.5 against each other. The colour descriptor's gates
-/// would refuse many of a person's own frames and split the track; after
+/// score only about 0.55 against the track. The colour descriptor's gates
+/// refuse most of a person's own frames, and no track lasts; after
 /// `appearance_adapt_samples` own-person matches the gates follow what
 /// such matches score, and each person keeps one track.
 #[test]
 fn appearance_gates_follow_a_weak_embedding() {
-    const DIM: usize = 64;
+    const DIM: usize = 256;
     let mut seed = 0x2545_f491_4f6c_dd1du64;
     let mut noise = move || {
         // xorshift, then a sum of uniforms for a rough normal
@@ -800,11 +800,11 @@ fn appearance_gates_follow_a_weak_embedding() {
             seed ^= seed << 17;
             s += (seed >> 40) as f32 / (1u64 << 24) as f32 - 0.5;
         }
-        s * 0.25
+        s * 0.125
     };
     let base = |k: usize| -> Vec<f32> {
         (0..DIM)
-            .map(|i| if i % 2 == k { 0.177 } else { 0.0 })
+            .map(|i| if i % 2 == k { 0.0884 } else { 0.0 })
             .collect()
     };
     let run =
@@ -844,9 +844,9 @@ fn appearance_gates_follow_a_weak_embedding() {
         ..TrackerParams::default()
     };
     let (fixed_ids, _) = run(fixed, &mut noise);
-    assert!(
-        fixed_ids > 2,
-        "fixed gates: {fixed_ids} ids (the noise is too weak to test anything)"
+    assert_ne!(
+        fixed_ids, 2,
+        "fixed gates kept each person's track (the noise is too weak to test anything)"
     );
     let (ids, gates) = run(TrackerParams::default(), &mut noise);
     let g = gates.expect("sampled");
