@@ -156,6 +156,9 @@ impl AppearanceScale {
         by_x1: &mut Vec<(f32, usize)>,
     ) {
         by_x1.clear();
+        if dets.iter().all(|d| d.embedding.is_none()) {
+            return;
+        }
         let mut max_w = 0.0f32;
         for (j, d) in dets.iter().enumerate() {
             if d.bbox.iter().all(|v| v.is_finite()) && d.bbox[2] > d.bbox[0] {
