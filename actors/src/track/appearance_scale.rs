@@ -15,7 +15,7 @@
 //! `appearance_reference_median`). On the colour descriptor nothing
 //! changes.
 
-use super::{cosine, iou, DetectedObject, TrackInner, TrackerParams};
+use super::{cosine, iou, valid_box, DetectedObject, TrackInner, TrackerParams};
 
 /// Histogram bins: cosine from -1 to 1 in steps of 0.01.
 const BINS: usize = 200;
@@ -38,21 +38,10 @@ pub(super) struct AppearanceScale {
     total: u64,
 }
 
-/// The appearance gates in force for one update: the configured ones,
-/// capped by what this camera's own-person matches score.
-#[derive(Debug, Clone, Copy, PartialEq)]
-pub(super) struct Gates {
-    /// In place of `appearance_gate`.
-    pub gate: f32,
-    /// In place of `weak_overlap_gate`.
-    pub weak: f32,
-    /// In place of `reid_similarity`.
-    pub reid: f32,
-}
-
-/// The appearance gates a camera's tracker applies now, for the status
-/// API: how many own-person matches it has sampled and the gates they
-/// allow (the configured ones until `appearance_adapt_samples` are in).
+/// The appearance gates a camera's tracker applies in an update (and shows
+/// in the status API): how many own-person matches it has sampled, their
+/// median, and the gates they allow (the configured ones until
+/// `appearance_adapt_samples` are in).
 #[derive(Debug, Clone, Copy, Default, PartialEq, serde::Serialize, serde::Deserialize)]
 pub struct AppearanceGates {
     /// Own-person matches sampled (older ones fade).
@@ -86,18 +75,6 @@ impl AppearanceScale {
         }
     }
 
-    /// The gates in force and the samples behind them.
-    pub fn report(&self, p: &TrackerParams) -> AppearanceGates {
-        let g = self.gates(p);
-        AppearanceGates {
-            samples: self.total,
-            median: self.quantile(0.5).unwrap_or(1.0),
-            appearance_gate: g.gate,
-            weak_overlap_gate: g.weak,
-            reid_similarity: g.reid,
-        }
-    }
-
     /// The cosine a share `q` of the samples lies below (the lower edge of
     /// the bin that holds that sample); `None` without samples.
     pub fn quantile(&self, q: f32) -> Option<f32> {
@@ -123,19 +100,22 @@ impl AppearanceScale {
     /// set for), where that is below 1: an embedding on which one person's
     /// frames score lower gets proportionally lower gates. Never raised; a
     /// gate that is off stays off.
-    pub fn gates(&self, p: &TrackerParams) -> Gates {
+    pub fn gates(&self, p: &TrackerParams) -> AppearanceGates {
         let ready = p.appearance_adapt_samples > 0 && self.total >= p.appearance_adapt_samples;
-        let factor = match self.quantile(0.5) {
+        let median = self.quantile(0.5);
+        let factor = match median {
             Some(m) if ready && p.appearance_reference_median > 0.0 => {
                 (m / p.appearance_reference_median).clamp(0.0, 1.0)
             }
             _ => 1.0,
         };
         let scale = |level: f32| if level > 1.0 { level } else { level * factor };
-        Gates {
-            gate: scale(p.appearance_gate),
-            weak: scale(p.weak_overlap_gate),
-            reid: scale(p.reid_similarity),
+        AppearanceGates {
+            samples: self.total,
+            median: median.unwrap_or(1.0),
+            appearance_gate: scale(p.appearance_gate),
+            weak_overlap_gate: scale(p.weak_overlap_gate),
+            reid_similarity: scale(p.reid_similarity),
         }
     }
 
@@ -161,7 +141,7 @@ impl AppearanceScale {
         }
         let mut max_w = 0.0f32;
         for (j, d) in dets.iter().enumerate() {
-            if d.bbox.iter().all(|v| v.is_finite()) && d.bbox[2] > d.bbox[0] {
+            if valid_box(d.bbox) {
                 by_x1.push((d.bbox[0], j));
                 max_w = max_w.max(d.bbox[2] - d.bbox[0]);
             }
@@ -227,13 +207,13 @@ mod tests {
         for i in 0..100 {
             s.add(i as f32 / 100.0);
         }
-        assert_eq!(s.report(&params()).samples, 100);
+        assert_eq!(s.gates(&params()).samples, 100);
         let q = s.quantile(0.1).unwrap();
         assert!((q - 0.09).abs() < 0.011, "{q}");
         let q = s.quantile(0.5).unwrap();
         assert!((q - 0.49).abs() < 0.011, "{q}");
         s.add(f32::NAN);
-        assert_eq!(s.report(&params()).samples, 100);
+        assert_eq!(s.gates(&params()).samples, 100);
     }
 
     #[test]
@@ -244,7 +224,7 @@ mod tests {
         for _ in 0..10 {
             s.add(0.475);
         }
-        assert_eq!(s.gates(&p).gate, p.appearance_gate);
+        assert_eq!(s.gates(&p).appearance_gate, p.appearance_gate);
         // A weak embedding: one person's matches score a median of 0.475,
         // half the reference: every gate halves.
         for _ in 0..1000 {
@@ -252,9 +232,18 @@ mod tests {
         }
         let g = s.gates(&p);
         let half = |v: f32| v * 0.47 / 0.95;
-        assert!((g.gate - half(p.appearance_gate)).abs() < 0.01, "{g:?}");
-        assert!((g.weak - half(p.weak_overlap_gate)).abs() < 0.01, "{g:?}");
-        assert!((g.reid - half(p.reid_similarity)).abs() < 0.01, "{g:?}");
+        assert!(
+            (g.appearance_gate - half(p.appearance_gate)).abs() < 0.01,
+            "{g:?}"
+        );
+        assert!(
+            (g.weak_overlap_gate - half(p.weak_overlap_gate)).abs() < 0.01,
+            "{g:?}"
+        );
+        assert!(
+            (g.reid_similarity - half(p.reid_similarity)).abs() < 0.01,
+            "{g:?}"
+        );
         // The colour descriptor: 0.96-1.0 (median about 0.98); nothing changes.
         let mut c = AppearanceScale::default();
         for i in 0..1000 {
@@ -262,7 +251,7 @@ mod tests {
         }
         let g = c.gates(&p);
         assert_eq!(
-            (g.gate, g.weak, g.reid),
+            (g.appearance_gate, g.weak_overlap_gate, g.reid_similarity),
             (p.appearance_gate, p.weak_overlap_gate, p.reid_similarity)
         );
         // Off: fixed gates.
@@ -270,13 +259,13 @@ mod tests {
             appearance_adapt_samples: 0,
             ..params()
         };
-        assert_eq!(s.gates(&off).gate, off.appearance_gate);
+        assert_eq!(s.gates(&off).appearance_gate, off.appearance_gate);
         // A gate that is off stays off.
         let no_reid = TrackerParams {
             reid_similarity: 1.1,
             ..params()
         };
-        assert_eq!(s.gates(&no_reid).reid, 1.1);
+        assert_eq!(s.gates(&no_reid).reid_similarity, 1.1);
     }
 
     #[test]
@@ -288,7 +277,7 @@ mod tests {
         for _ in 0..10 * HALVE_AT {
             s.add(0.9);
         }
-        assert!(s.report(&params()).samples < HALVE_AT);
+        assert!(s.gates(&params()).samples < HALVE_AT);
         assert!(s.quantile(0.01).unwrap() > 0.85);
     }
 }

@@ -5,7 +5,7 @@
 
 use nvr_subjects::DetectedObject;
 
-use super::{centre, Gates, TrackInner, TrackerParams};
+use super::{centre, AppearanceGates, TrackInner, TrackerParams};
 
 /// The association stage a cost is computed for.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -28,7 +28,7 @@ pub(super) enum Stage {
 /// rules the pair out (`gates`: the appearance gates in force).
 pub(super) fn edge_cost(
     p: &TrackerParams,
-    gates: &Gates,
+    gates: &AppearanceGates,
     t: &TrackInner,
     d: &DetectedObject,
     o: f32,
@@ -54,9 +54,9 @@ pub(super) fn edge_cost(
             // A track that lost its person, half overlapping someone near
             // where it was predicted.
             let least = if t.misses > 0 && o < p.weak_overlap_iou {
-                gates.gate.max(gates.weak)
+                gates.appearance_gate.max(gates.weak_overlap_gate)
             } else {
-                gates.gate
+                gates.appearance_gate
             };
             if cs < least {
                 return None;

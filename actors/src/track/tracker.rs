@@ -33,7 +33,7 @@ use super::kalman::{xyxy_to_cxcywh, KalmanBox};
 use crossing::{Crossing, CROSSING_HISTORY};
 
 pub use appearance_scale::AppearanceGates;
-use appearance_scale::{AppearanceScale, Gates};
+use appearance_scale::AppearanceScale;
 use cost::{edge_cost, unit_dir, Stage};
 use vector::{blend, cosine, normalise};
 
@@ -250,7 +250,7 @@ impl Tracker {
     /// own-person matches score (`appearance_adapt_samples`); `None` until
     /// a detection with an embedding was sampled.
     pub fn appearance_gates(&self) -> Option<AppearanceGates> {
-        Some(self.appearance.report(&self.params)).filter(|g| g.samples > 0)
+        Some(self.appearance.gates(&self.params)).filter(|g| g.samples > 0)
     }
 
     /// Number of tracks currently held (tentative, confirmed and lost).
@@ -330,7 +330,7 @@ impl Tracker {
         step: u64,
         ts: u64,
         was_matched: &[bool],
-        gates: Gates,
+        gates: AppearanceGates,
     ) -> Association {
         let (high_threshold, low_threshold, birth_threshold) = (
             self.params.high_threshold,
@@ -551,7 +551,7 @@ impl Tracker {
         dets: &[DetectedObject],
         step: u64,
         stage: Stage,
-        gates: Gates,
+        gates: AppearanceGates,
     ) -> Vec<(usize, usize)> {
         if pool.is_empty() || cand.is_empty() {
             return Vec::new();
@@ -635,10 +635,10 @@ impl Tracker {
         cand: &[usize],
         dets: &[DetectedObject],
         ts: u64,
-        gates: Gates,
+        gates: AppearanceGates,
     ) -> Vec<(usize, usize)> {
         let p = &self.params;
-        if pool.is_empty() || cand.is_empty() || gates.reid > 1.0 {
+        if pool.is_empty() || cand.is_empty() || gates.reid_similarity > 1.0 {
             return Vec::new();
         }
         let mut edges = Vec::new();
@@ -667,7 +667,7 @@ impl Tracker {
                 let dh = (d.bbox[3] - d.bbox[1]) as f64;
                 let dc = centre(d.bbox);
                 let dist = ((dc[0] - tc[0]).powi(2) + (dc[1] - tc[1]).powi(2)).sqrt();
-                if cs < gates.reid || dist > reach || dh < th / 1.5 || dh > th * 1.5 {
+                if cs < gates.reid_similarity || dist > reach || dh < th / 1.5 || dh > th * 1.5 {
                     continue;
                 }
                 edges.push((r, c, 1.0 + (1.0 - cs as f64) + 0.1 * dist / th));
