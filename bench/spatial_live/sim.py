@@ -260,6 +260,16 @@ def colour_descriptor(rgb_u8, half):
     return out / n if n > 0 else np.full(EMB_LEN, 1 / math.sqrt(EMB_LEN), np.float32)
 
 
+def _body(b, us, vs):
+    """Where pixel centres (us, vs) fall on the silhouette of a person whose
+    amodal box is `b`: their height fraction down the box, and the mask of
+    those inside (head narrower than torso, legs in between)."""
+    ry = (vs + 0.5 - b[1]) / max(b[3] - b[1], 1e-6)
+    rx = np.abs((us + 0.5 - (b[0] + b[2]) / 2) / max(b[2] - b[0], 1e-6))
+    half = np.where(ry < 0.13, 0.2, np.where(ry < 0.5, 0.48, 0.38))
+    return ry, (ry >= 0) & (ry <= 1) & (rx <= half)
+
+
 def _rgb(hh, s, v):
     return np.array(colorsys.hsv_to_rgb(hh % 1.0, s, v)) * 255.0
 
@@ -513,10 +523,8 @@ class Scene:
         for b, _, pal in sorted(items, key=lambda it: it[1]):
             if b[0] > u1 or b[2] < u0 or b[1] > v1 or b[3] < v0:
                 continue
-            ry = (vs + 0.5 - b[1]) / max(b[3] - b[1], 1e-6)
-            rx = np.abs((us + 0.5 - (b[0] + b[2]) / 2) / max(b[2] - b[0], 1e-6))
-            half = np.where(ry < 0.13, 0.2, np.where(ry < 0.5, 0.48, 0.38))
-            m = free & (ry >= 0) & (ry <= 1) & (rx <= half)
+            ry, body = _body(b, us, vs)
+            m = free & body
             free &= ~m
             part = np.where(ry < 0.04, 0, np.where(ry < 0.13, 1, np.where(ry < 0.5, 2, np.where(ry < 0.95, 3, 4))))
             col[m] = pal[part[m]] * tex[m]
@@ -581,10 +589,7 @@ class Scene:
         owner = np.full(n, -1)
         free = np.ones(n, bool)
         for j, (b, _, _) in sorted(enumerate(items), key=lambda it: it[1][1]):
-            ry = (vs + 0.5 - b[1]) / max(b[3] - b[1], 1e-6)
-            rx = np.abs((us + 0.5 - (b[0] + b[2]) / 2) / max(b[2] - b[0], 1e-6))
-            half = np.where(ry < 0.13, 0.2, np.where(ry < 0.5, 0.48, 0.38))
-            m = free & (ry >= 0) & (ry <= 1) & (rx <= half)
+            m = free & _body(b, us, vs)[1]
             owner[m] = j
             free &= ~m
         v = self.emb_bg[cam.id] * float((owner < 0).mean())
