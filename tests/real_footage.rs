@@ -56,21 +56,23 @@ fn global_identity_on_two_overlapping_views_beats_per_camera_ids() {
     println!("{log}");
     let global = metric(&v, "idf1_global.idf1");
     let per_camera = metric(&v, "idf1_no_linking.idf1");
-    // Measured: 0.899 against 0.593.
+    // Measured: 0.898 against 0.593.
     assert!(
         global >= per_camera + 0.15,
         "global IDF1 {global:.3} not 0.15 above per-camera ids {per_camera:.3}"
     );
-    // Measured: 0.899; 0.838 without the per-camera trackers' crossing
+    // Measured: 0.898; 0.838 without the per-camera trackers' crossing
     // repair, which this holds.
     assert!(global >= 0.86, "global IDF1 {global:.3}");
     let agreement = metric(&v, "overlap_agreement.fraction");
     // Measured: 0.980.
     assert!(agreement >= 0.97, "overlap agreement {agreement:.3}");
     let double = metric(&v, "double_binding.count");
-    // Measured: 3, all in one crossing of three people where one camera's
-    // detector gives one box for two of them.
-    assert!(double <= 3.0, "{double} cycles bind one id to two people");
+    // Measured: 1, in a crossing of three people where one camera's
+    // detector gives one box for two of them (3 while two identities of
+    // cameras that agree within centimetres, 0.4 m apart, could still be
+    // one person's `duplicate`).
+    assert!(double <= 1.0, "{double} cycles bind one id to two people");
     let crossers = metric(&v, "crossers.one_gid_outside_merges");
     // Measured: 7 of 12 (5 of 12 counting the frames where one detection
     // held the crosser and a hidden neighbour; checked by eye in

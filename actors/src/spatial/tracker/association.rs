@@ -9,7 +9,9 @@ use nvr_subjects::{event_kind, Event};
 
 use super::agreement;
 use super::grid::{dist, find, TwoGrids};
-use super::{CamState, CamView, Global, Source, SourceKey, SpatialTracker, NO_EDGE};
+use super::{
+    CamState, CamView, Global, Source, SourceKey, SpatialTracker, MIN_MERGE_RADIUS_M, NO_EDGE,
+};
 
 impl SpatialTracker {
     /// Whether `g` has a currently observed source on camera `ci`.
@@ -61,6 +63,30 @@ impl SpatialTracker {
             .map_or(fallback, |p| {
                 p.gate(fallback, 0.5 * fallback, self.params.gate_m.max(fallback))
             })
+    }
+
+    /// How far apart two identities may be and still be one person seen
+    /// by different cameras (published `duplicate`, merged when they stay
+    /// together): the widest, over the pairs of their cameras, of what the
+    /// pair's learned agreement allows, `merge_m` at most. Two views that
+    /// agree within centimetres (crops of one image) put one person at one
+    /// point, so identities half a metre apart there are two people
+    /// walking together, not one person twice. `merge_m` for a pair still
+    /// learning, or for an identity without camera tracks.
+    pub(super) fn merge_radius(&self, ga: &Global, gb: &Global) -> f64 {
+        let m = self.params.merge_m;
+        let lo = MIN_MERGE_RADIUS_M.min(m);
+        let mut radius: Option<f64> = None;
+        for a in ga.sources.iter().map(|k| k.0) {
+            for b in gb.sources.iter().map(|k| k.0).filter(|b| *b != a) {
+                let r = self
+                    .agreement
+                    .get(&agreement::pair(a, b))
+                    .map_or(m, |p| p.gate(m, lo, m));
+                radius = Some(radius.map_or(r, |x: f64| x.max(r)));
+            }
+        }
+        radius.unwrap_or(m)
     }
 
     /// Every camera pair's learned agreement, for the stats.

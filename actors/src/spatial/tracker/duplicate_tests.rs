@@ -189,3 +189,67 @@ fn a_merge_takes_the_view_of_the_camera_that_sees_the_person_now() {
         "track 6 from cycle 30: {bound_to:?}"
     );
 }
+
+/// Cameras `a` and `b` both follow person P along y = 2 (track 1 on `a`,
+/// 5 on `b`, 2 cm apart) from the first cycle. From cycle `learn`, two
+/// more people walk along, X seen only by `a` (track 2, y = 5) and Y only
+/// by `b` (track 6): Y starts 2 m farther off than `gap` from X, closes in
+/// over 20 cycles and walks on beside X, `gap` metres apart, for 20 more.
+/// Returns the states of those last 20 cycles.
+fn side_by_side(learn: u64, gap: f64) -> Vec<Vec<(u64, SpatialState)>> {
+    let mut st = SpatialTracker::new(
+        "s",
+        SpatialParams::default(),
+        vec![cam("a", 0.0), cam("b", 0.0)],
+    );
+    let mut cycles = Vec::new();
+    for i in 0..learn + 40 {
+        let ts = T0 + i * DT;
+        let x = 1.0 + 0.05 * i as f64;
+        let (mut on_a, mut on_b) = (
+            vec![track(1, 0.0, x, 2.0, None)],
+            vec![track(5, 0.0, x, 2.02, None)],
+        );
+        if i >= learn {
+            let closing = 2.0 * (1.0 - (i - learn) as f64 / 20.0).max(0.0);
+            on_a.push(track(2, 0.0, x, 4.5, None));
+            on_b.push(track(6, 0.0, x, 4.5 + gap + closing, None));
+        }
+        st.ingest(&msg("a", ts, on_a)).unwrap();
+        st.ingest(&msg("b", ts, on_b)).unwrap();
+        let out = st.step(ts + 50_000_000);
+        if i >= learn + 20 {
+            cycles.push(states(&out));
+        }
+    }
+    cycles
+}
+
+#[test]
+fn cameras_that_agree_closely_tell_two_people_side_by_side_apart() {
+    use SpatialState::{Duplicate, Observed};
+    // Before the cameras have learned how closely they agree, two views
+    // 0.6 m apart may be one person (`merge_m` 0.8): the newer identity
+    // is a duplicate of the older, then merged into it.
+    let fresh = side_by_side(0, 0.6);
+    assert!(
+        fresh.iter().any(|c| c.contains(&(3, Duplicate))),
+        "{fresh:?}"
+    );
+    assert_eq!(fresh.last().map(Vec::len), Some(2), "{fresh:?}");
+    // Once they have seen that they put one person within centimetres,
+    // two views 0.6 m apart are two people walking together: both are on
+    // the floor, never a duplicate, never merged.
+    let learned = side_by_side(100, 0.6);
+    for c in &learned {
+        assert_eq!(
+            c,
+            &vec![(1, Observed), (2, Observed), (3, Observed)],
+            "{learned:?}"
+        );
+    }
+    // One person's two views 0.1 m apart are still one person.
+    let one = side_by_side(100, 0.1);
+    assert!(one.iter().any(|c| c.contains(&(3, Duplicate))), "{one:?}");
+    assert_eq!(one.last().map(Vec::len), Some(2), "{one:?}");
+}

@@ -449,7 +449,8 @@ impl SpatialTracker {
                 let Some(gb) = self.globals.get(b) else {
                     continue;
                 };
-                if dist(ga.pos, gb.pos) > self.params.merge_m || !self.mergeable(ga, gb, true) {
+                if dist(ga.pos, gb.pos) > self.merge_radius(ga, gb) || !self.mergeable(ga, gb, true)
+                {
                     continue;
                 }
                 let c = self.merge_counts.get(&(*a, *b)).copied().unwrap_or(0) + 1;

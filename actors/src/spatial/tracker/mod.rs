@@ -400,6 +400,10 @@ const APPEARANCE_SETTLE: u32 = 10;
 const CAMERA_VIEW_AGREE: f64 = 0.7;
 /// Least learning rate of a camera's view of an identity.
 const CAMERA_VIEW_RATE: f32 = 0.1;
+/// The least floor distance (metres) within which two identities of cameras
+/// that agree closely may still be one person: two people's body centres
+/// are rarely nearer, and one person's two views rarely farther.
+const MIN_MERGE_RADIUS_M: f64 = 0.3;
 /// A `duplicate` pair stays marked up to this many times `merge_m` apart.
 const DUPLICATE_HOLD: f64 = 1.5;
 /// Identities seen within half of this (seconds) count as live for gating.

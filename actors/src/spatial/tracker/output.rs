@@ -72,8 +72,10 @@ impl SpatialTracker {
     /// Marks `duplicate` each identity on the floor (observed or coasting)
     /// within `merge_m` of an identity on the floor with a smaller id, same
     /// floor and label, no camera in common: the pairs `merge_coinciding`
-    /// merges if they stay together. A pair marked in the previous cycle
-    /// stays marked up to [`DUPLICATE_HOLD`] times `merge_m` apart.
+    /// merges if they stay together. Cameras that have learned they agree
+    /// more closely use their narrower radius ([`Self::merge_radius`]). A
+    /// pair marked in the previous cycle stays marked up to
+    /// [`DUPLICATE_HOLD`] times that radius apart.
     /// Appearance is not consulted: two cameras often see one person quite
     /// differently, and the marking only decides what is counted on the
     /// floor while the merge waits. One person seen by two cameras whose
@@ -119,17 +121,18 @@ impl SpatialTracker {
                 .filter_map(|j| {
                     let q = [out[j].x_m as f64, out[j].y_m as f64];
                     let d = dist(p, q);
-                    let reach = if held == Some(out[j].global_id) {
-                        hold
-                    } else {
-                        radius
-                    };
-                    (d <= reach).then_some((d, out[j].global_id))
+                    (d <= hold).then_some((d, out[j].global_id))
                 })
-                .filter(|(_, jd)| {
-                    self.globals
-                        .get(jd)
-                        .is_some_and(|gj| self.mergeable(gj, gi, false))
+                .filter(|(d, jd)| {
+                    self.globals.get(jd).is_some_and(|gj| {
+                        let r = self.merge_radius(gj, gi);
+                        let reach = if held == Some(*jd) {
+                            r * DUPLICATE_HOLD
+                        } else {
+                            r
+                        };
+                        *d <= reach && self.mergeable(gj, gi, false)
+                    })
                 })
                 .min_by(|a, b| a.0.total_cmp(&b.0).then(a.1.cmp(&b.1)));
             if let Some((_, jd)) = older {
