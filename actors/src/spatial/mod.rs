@@ -89,7 +89,7 @@ pub struct SpatialParams {
     /// similar appearance for `merge_cycles` cycles are merged; until then
     /// the newer one is published `duplicate` (and stays so up to 1.5 times
     /// this apart). Cameras that have learned that they agree more closely
-    /// use 1.5 times their 90% disagreement instead, 0.3 m at least.
+    /// use twice their 90% disagreement instead, 0.3 m at least.
     pub merge_m: f64,
     /// Least cosine similarity of two coinciding identities for a merge, when
     /// both have embeddings.

@@ -26,6 +26,11 @@ const WINDOW: f32 = 2000.0;
 pub(super) const MIN_SAMPLES: u32 = 50;
 /// The gate as a multiple of the quantile.
 const GATE_PER_QUANTILE: f64 = 1.5;
+/// The radius within which two identities may be one person, as a multiple
+/// of the quantile: wider than the join gate, since one person's views
+/// farther apart than it start a second identity that this radius must
+/// still find (a `duplicate`, then a merge).
+const MERGE_PER_QUANTILE: f64 = 2.0;
 
 /// One camera pair's distances between simultaneous views of one identity.
 #[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
@@ -72,8 +77,19 @@ impl PairAgreement {
     /// The gate for this pair: `fallback` until it has `MIN_SAMPLES`, then
     /// `GATE_PER_QUANTILE` times its quantile within `[lo, hi]`.
     pub(super) fn gate(&self, fallback: f64, lo: f64, hi: f64) -> f64 {
+        self.scaled(GATE_PER_QUANTILE, fallback, lo, hi)
+    }
+
+    /// How far apart two identities of this pair's cameras may be and still
+    /// be one person: `fallback` until it has `MIN_SAMPLES`, then
+    /// `MERGE_PER_QUANTILE` times its quantile within `[lo, hi]`.
+    pub(super) fn merge_radius(&self, fallback: f64, lo: f64, hi: f64) -> f64 {
+        self.scaled(MERGE_PER_QUANTILE, fallback, lo, hi)
+    }
+
+    fn scaled(&self, per_quantile: f64, fallback: f64, lo: f64, hi: f64) -> f64 {
         match self.quantile_m() {
-            Some(q) if self.samples >= MIN_SAMPLES => (GATE_PER_QUANTILE * q).clamp(lo, hi.max(lo)),
+            Some(q) if self.samples >= MIN_SAMPLES => (per_quantile * q).clamp(lo, hi.max(lo)),
             _ => fallback,
         }
     }

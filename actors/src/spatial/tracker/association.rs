@@ -82,7 +82,7 @@ impl SpatialTracker {
                 let r = self
                     .agreement
                     .get(&agreement::pair(a, b))
-                    .map_or(m, |p| p.gate(m, lo, m));
+                    .map_or(m, |p| p.merge_radius(m, lo, m));
                 radius = Some(radius.map_or(r, |x: f64| x.max(r)));
             }
         }
