@@ -125,13 +125,16 @@ impl SpatialTracker {
                 })
                 .filter(|(d, jd)| {
                     self.globals.get(jd).is_some_and(|gj| {
+                        if !self.mergeable(gj, gi, false) {
+                            return false;
+                        }
                         let r = self.merge_radius(gj, gi);
                         let reach = if held == Some(*jd) {
                             r * DUPLICATE_HOLD
                         } else {
                             r
                         };
-                        *d <= reach && self.mergeable(gj, gi, false)
+                        *d <= reach
                     })
                 })
                 .min_by(|a, b| a.0.total_cmp(&b.0).then(a.1.cmp(&b.1)));
