@@ -76,17 +76,17 @@ impl SpatialTracker {
     pub(super) fn merge_radius(&self, ga: &Global, gb: &Global) -> f64 {
         let m = self.params.merge_m;
         let lo = MIN_MERGE_RADIUS_M.min(m);
-        let mut radius: Option<f64> = None;
-        for a in ga.sources.iter().map(|k| k.0) {
-            for b in gb.sources.iter().map(|k| k.0).filter(|b| *b != a) {
-                let r = self
-                    .agreement
+        ga.sources
+            .iter()
+            .flat_map(|ka| gb.sources.iter().map(move |kb| (ka.0, kb.0)))
+            .filter(|(a, b)| a != b)
+            .map(|(a, b)| {
+                self.agreement
                     .get(&agreement::pair(a, b))
-                    .map_or(m, |p| p.merge_radius(m, lo, m));
-                radius = Some(radius.map_or(r, |x: f64| x.max(r)));
-            }
-        }
-        radius.unwrap_or(m)
+                    .map_or(m, |p| p.merge_radius(m, lo, m))
+            })
+            .reduce(f64::max)
+            .unwrap_or(m)
     }
 
     /// Every camera pair's learned agreement, for the stats.
