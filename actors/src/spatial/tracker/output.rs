@@ -194,9 +194,10 @@ impl SpatialTracker {
     /// person standing there would be seen by both; one standing where a
     /// single camera looks stays a person).
     ///
-    /// Not moving: within `static_m` on the floor, or, on its camera's
-    /// image, within [`STATIC_IMG_DISP`] box heights (far from a camera the
-    /// floor position of a fixed box jitters by metres). Seen by: cameras
+    /// Not moving: within `static_m` on the floor, or, on the image of the
+    /// camera it appeared on, within [`STATIC_IMG_DISP`] box heights (far
+    /// from a camera the floor position of a fixed box jitters by metres)
+    /// when that camera is the one that sees it. Seen by: cameras
     /// with at least [`STATIC_MIN_OBS`] observations of it. A camera
     /// [sure of it](Self::sure_of) sees a person standing still, not a
     /// false detection.
@@ -207,12 +208,17 @@ impl SpatialTracker {
         {
             return false;
         }
-        if g.max_disp > self.params.static_m && g.img_disp > STATIC_IMG_DISP {
-            return false;
-        }
         let mut seen = g.views.iter().filter(|v| v.obs >= STATIC_MIN_OBS);
         let only = seen.next();
         if seen.next().is_some() || only.is_some_and(|v| self.sure_of(g, v)) {
+            return false;
+        }
+        // The image test holds only on the camera that measured it: an
+        // identity another camera has followed since may have walked
+        // anywhere in that camera's view.
+        let img_still =
+            g.img_disp <= STATIC_IMG_DISP && only.is_none_or(|v| v.cam == g.img_origin.0);
+        if g.max_disp > self.params.static_m && !img_still {
             return false;
         }
         let seen_by: BTreeSet<usize> = only.map(|v| v.cam).into_iter().collect();

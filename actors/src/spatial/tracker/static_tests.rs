@@ -206,3 +206,40 @@ fn a_person_walking_where_only_one_camera_sees_them_is_never_static() {
         );
     }
 }
+
+#[test]
+fn a_person_who_walked_in_another_cameras_view_and_stopped_is_never_static() {
+    // Cameras a and b see a person appear at (9, 5); a loses them after
+    // 0.3 s. b alone follows them 3 m to (12, 5), where they stand for
+    // 12 s, scored low. a looks there too, so a fixed false detection seen
+    // by b alone would be `static`; this identity moved. Its box on a's
+    // image never moved (a saw it only where it appeared), so that image
+    // says nothing about where b saw it go.
+    let mut st = SpatialTracker::new(
+        "s",
+        SpatialParams::default(),
+        vec![cam("a", 0.0), cam("b", 8.0)],
+    );
+    for i in 0..160u64 {
+        let ts = T0 + i * DT;
+        let x = (9.0 + 0.1 * i as f64).min(12.0);
+        let a = if i < 3 {
+            vec![tall(1, 0.0, x, 5.0)]
+        } else {
+            vec![]
+        };
+        st.ingest(&msg("a", ts, a)).unwrap();
+        st.ingest(&msg("b", ts, vec![tall(1, 8.0, x, 5.0)]))
+            .unwrap();
+        let out = st.step(ts);
+        assert_eq!(
+            out.tracks
+                .tracks
+                .iter()
+                .map(|t| t.state)
+                .collect::<Vec<_>>(),
+            vec![SpatialState::Observed],
+            "cycle {i}"
+        );
+    }
+}
