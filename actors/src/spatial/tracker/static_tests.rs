@@ -15,17 +15,19 @@ fn tall(id: u64, ox: f64, x: f64, y: f64) -> Track {
     t
 }
 
+/// A shard of cameras a (floor x 0-12.8 m) and b (8-20.8 m), both over y
+/// 0-7.2 m: between x 8 and 12.8 each looks where the other does.
+fn two_cameras(params: SpatialParams) -> SpatialTracker {
+    SpatialTracker::new("s", params, vec![cam("a", 0.0), cam("b", 8.0)])
+}
+
 #[test]
 fn a_fixed_false_detection_is_static_even_when_its_floor_position_jitters_and_when_it_comes_back() {
     // Camera a alone sees a fixed box at floor (10, 5), where camera b also
     // looks: a person there would be seen by both. Its box bottom jumps by
     // 1.2 m on the floor (the far-field jitter of a box of 300 px, well under
     // half its height), more than `static_m`.
-    let mut st = SpatialTracker::new(
-        "s",
-        SpatialParams::default(),
-        vec![cam("a", 0.0), cam("b", 8.0)],
-    );
+    let mut st = two_cameras(SpatialParams::default());
     let state_of = |out: &StepOutput| {
         out.tracks
             .tracks
@@ -76,11 +78,7 @@ fn a_fixed_false_detection_stays_static_through_its_detector_misses() {
     // Camera a alone sees a fixed box where camera b also looks; once it is
     // static, its detector misses it for 0.8 s (the camera track is lost,
     // not ended): a person missed that long would coast, the box does not.
-    let mut st = SpatialTracker::new(
-        "s",
-        SpatialParams::default(),
-        vec![cam("a", 0.0), cam("b", 8.0)],
-    );
+    let mut st = two_cameras(SpatialParams::default());
     let mut states = Vec::new();
     for i in 0..150u64 {
         let ts = T0 + i * DT;
@@ -117,7 +115,7 @@ fn standing_box_states(
     params: SpatialParams,
     box_at: &dyn Fn(u64) -> Track,
 ) -> Vec<Vec<SpatialState>> {
-    let mut st = SpatialTracker::new("s", params, vec![cam("a", 0.0), cam("b", 8.0)]);
+    let mut st = two_cameras(params);
     (0..150u64)
         .map(|i| {
             let ts = T0 + i * DT;
@@ -183,11 +181,7 @@ fn a_person_standing_still_detected_in_nearly_every_frame_is_never_static_a_flic
 
 #[test]
 fn a_person_walking_where_only_one_camera_sees_them_is_never_static() {
-    let mut st = SpatialTracker::new(
-        "s",
-        SpatialParams::default(),
-        vec![cam("a", 0.0), cam("b", 8.0)],
-    );
+    let mut st = two_cameras(SpatialParams::default());
     for i in 0..150u64 {
         let ts = T0 + i * DT;
         // Slowly, 0.3 m/s, inside b's view too but missed by b.
@@ -215,11 +209,7 @@ fn a_person_who_walked_in_another_cameras_view_and_stopped_is_never_static() {
     // by b alone would be `static`; this identity moved. Its box on a's
     // image never moved (a saw it only where it appeared), so that image
     // says nothing about where b saw it go.
-    let mut st = SpatialTracker::new(
-        "s",
-        SpatialParams::default(),
-        vec![cam("a", 0.0), cam("b", 8.0)],
-    );
+    let mut st = two_cameras(SpatialParams::default());
     for i in 0..160u64 {
         let ts = T0 + i * DT;
         let x = (9.0 + 0.1 * i as f64).min(12.0);
