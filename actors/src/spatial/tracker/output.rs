@@ -208,6 +208,10 @@ impl SpatialTracker {
         {
             return false;
         }
+        let floor_still = g.max_disp <= self.params.static_m;
+        if !floor_still && g.img_disp > STATIC_IMG_DISP {
+            return false;
+        }
         let mut seen = g.views.iter().filter(|v| v.obs >= STATIC_MIN_OBS);
         let only = seen.next();
         if seen.next().is_some() || only.is_some_and(|v| self.sure_of(g, v)) {
@@ -216,9 +220,7 @@ impl SpatialTracker {
         // The image test holds only on the camera that measured it: an
         // identity another camera has followed since may have walked
         // anywhere in that camera's view.
-        let img_still =
-            g.img_disp <= STATIC_IMG_DISP && only.is_none_or(|v| v.cam == g.img_origin.0);
-        if g.max_disp > self.params.static_m && !img_still {
+        if !floor_still && only.is_some_and(|v| v.cam != g.img_origin.0) {
             return false;
         }
         let seen_by: BTreeSet<usize> = only.map(|v| v.cam).into_iter().collect();
