@@ -1,6 +1,6 @@
 //! NATS plumbing: the embedded `nats-server` child, the client connection
-//! with timeout, retries and reconnect, and the idempotent creation of the
-//! contract's streams and the shared `detectors` consumer.
+//! with timeout, retries and reconnect, and (in [`streams`]) the idempotent
+//! creation of the contract's streams and the shared `detectors` consumer.
 
 use std::path::{Path, PathBuf};
 use std::process::Stdio;
@@ -9,12 +9,14 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use anyhow::{anyhow, bail, Context, Result};
-use async_nats::jetstream::{self, consumer, stream};
-use nvr_subjects::streams::{self as spec, Discard, Retention, RetentionSettings, Storage};
+use async_nats::jetstream::{consumer, stream};
 use tokio::process::{Child, Command};
 use tracing::{error, info, warn};
 
 use crate::config::{Config, NatsConfig};
+
+mod streams;
+pub use streams::*;
 
 /// Set once the process has begun an orderly shutdown: the connection
 /// dropping then (the embedded server stops last) is expected, not a fault.
@@ -547,210 +549,6 @@ pub async fn connect(cfg: &Config, url: &str, name: &str) -> Result<async_nats::
         d.max_retries + 1,
         last.unwrap_or_default()
     )
-}
-
-/// The retention settings the configuration asks for.
-pub fn retention(cfg: &Config) -> RetentionSettings {
-    let r = &cfg.nats.retention;
-    RetentionSettings {
-        frames_max_age: Duration::from_millis(r.frames_max_age_ms),
-        frames_per_camera: r.frames_per_camera,
-        max_age: Duration::from_secs_f64(r.max_age_hours * 3600.0),
-        max_bytes: if r.max_bytes_mb < 0 {
-            -1
-        } else {
-            r.max_bytes_mb.saturating_mul(1024 * 1024)
-        },
-        snapshots_max_bytes: if r.snapshots_max_mb < 0 {
-            -1
-        } else {
-            r.snapshots_max_mb.saturating_mul(1024 * 1024)
-        },
-        replicas: cfg.nats.replicas,
-    }
-}
-
-/// The client configuration of a contract stream.
-pub fn stream_config(s: &spec::StreamSpec) -> stream::Config {
-    stream::Config {
-        name: s.name.to_string(),
-        description: stream_description(s.name).map(str::to_string),
-        subjects: s.subjects.clone(),
-        retention: match s.retention {
-            Retention::Limits => stream::RetentionPolicy::Limits,
-            Retention::WorkQueue => stream::RetentionPolicy::WorkQueue,
-        },
-        storage: match s.storage {
-            Storage::Memory => stream::StorageType::Memory,
-            Storage::File => stream::StorageType::File,
-        },
-        max_age: s.max_age,
-        max_bytes: s.max_bytes,
-        max_messages_per_subject: s.max_msgs_per_subject,
-        discard: match s.discard {
-            Discard::Old => stream::DiscardPolicy::Old,
-            Discard::New => stream::DiscardPolicy::New,
-        },
-        discard_new_per_subject: matches!(s.discard, Discard::New) && s.max_msgs_per_subject > 0,
-        num_replicas: s.replicas,
-        duplicate_window: s.duplicate_window,
-        ..Default::default()
-    }
-}
-
-/// What [`ensure_streams`] did to one stream.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub enum StreamAction {
-    /// It did not exist and was created.
-    Created,
-    /// It existed with other settings and was updated.
-    Updated,
-    /// It existed with the wanted settings.
-    Unchanged,
-}
-
-/// Whether two stream configurations agree on the fields this contract sets.
-fn same_settings(a: &stream::Config, b: &stream::Config) -> bool {
-    a.subjects == b.subjects
-        && a.retention == b.retention
-        && a.storage == b.storage
-        && a.max_age == b.max_age
-        && a.max_bytes == b.max_bytes
-        && a.max_messages_per_subject == b.max_messages_per_subject
-        && a.discard == b.discard
-        && a.discard_new_per_subject == b.discard_new_per_subject
-        && a.num_replicas == b.num_replicas
-        && a.duplicate_window == b.duplicate_window
-        && a.description == b.description
-}
-
-/// What a contract stream holds, for `nats stream ls` and `nats stream info`.
-fn stream_description(name: &str) -> Option<&'static str> {
-    Some(match name {
-        spec::FRAMES => "nvr camera frames (MessagePack Frame) waiting for the detectors consumer",
-        spec::DETECTIONS => {
-            "nvr detections per frame (MessagePack Detections), one subject per camera"
-        }
-        spec::TRACKS => "nvr per-camera tracks (MessagePack CameraTracks), one subject per camera",
-        spec::SPATIAL => "nvr global floor tracks per spatial shard (MessagePack SpatialTracks)",
-        spec::EVENTS => {
-            "nvr events (MessagePack Event): track and global starts and ends, handoffs"
-        }
-        spec::SNAPSHOTS => {
-            "nvr event snapshots: JPEG of the frame a track_started event refers to, per camera and seq"
-        }
-        spec::STATE => {
-            "nvr checkpoints (MessagePack Checkpoint) of live trackers and spatial shards, where replays start"
-        }
-        _ => return None,
-    })
-}
-
-/// Creates or updates every stream of the contract and the `detectors`
-/// consumer. Idempotent: a second call with the same settings changes nothing.
-pub async fn ensure_streams(
-    js: &jetstream::Context,
-    settings: &RetentionSettings,
-) -> Result<Vec<(String, StreamAction)>> {
-    let mut out = Vec::new();
-    for s in spec::all_streams(settings) {
-        let want = stream_config(&s);
-        let action = match js.get_stream(s.name).await {
-            Ok(mut existing) => {
-                let have = existing.info().await?.config.clone();
-                if same_settings(&have, &want) {
-                    StreamAction::Unchanged
-                } else if have.retention != want.retention || have.storage != want.storage {
-                    bail!(
-                        "stream {} exists with retention {:?} / storage {:?}, which cannot be changed to {:?} / {:?}; delete it (nats stream rm {}) and start again",
-                        s.name, have.retention, have.storage, want.retention, want.storage, s.name
-                    );
-                } else {
-                    js.update_stream(want.clone())
-                        .await
-                        .with_context(|| format!("updating stream {}", s.name))?;
-                    StreamAction::Updated
-                }
-            }
-            Err(e)
-                if matches!(e.kind(), jetstream::context::GetStreamErrorKind::JetStream(ref j)
-                    if j.error_code() == jetstream::ErrorCode::STREAM_NOT_FOUND) =>
-            {
-                js.create_stream(want.clone())
-                    .await
-                    .with_context(|| format!("creating stream {}", s.name))?;
-                StreamAction::Created
-            }
-            Err(e) => return Err(anyhow!("looking up stream {}: {e}", s.name)),
-        };
-        info!(stream = s.name, ?action, "stream ready");
-        out.push((s.name.to_string(), action));
-    }
-    ensure_detectors_consumer(js).await?;
-    Ok(out)
-}
-
-/// [`ensure_streams`], or, for a node whose role may not manage streams
-/// (least-privilege users), a check that they all exist.
-pub async fn ensure_or_verify_streams(
-    js: &jetstream::Context,
-    settings: &RetentionSettings,
-) -> Result<()> {
-    let Err(e) = ensure_streams(js, settings).await else {
-        return Ok(());
-    };
-    use futures::StreamExt;
-    let present: Vec<String> = js
-        .stream_names()
-        .collect::<Vec<_>>()
-        .await
-        .into_iter()
-        .filter_map(Result::ok)
-        .collect();
-    let missing: Vec<&str> = spec::all_streams(settings)
-        .iter()
-        .map(|s| s.name)
-        .filter(|n| !present.iter().any(|p| p == n))
-        .collect();
-    if missing.is_empty() {
-        info!("streams exist; this node does not manage them ({e:#})");
-        Ok(())
-    } else {
-        Err(e.context(format!(
-            "setting up JetStream streams ({} missing)",
-            missing.join(", ")
-        )))
-    }
-}
-
-/// The pull configuration of the shared `detectors` consumer.
-pub fn detectors_consumer_config() -> consumer::pull::Config {
-    let c = spec::detectors_consumer();
-    consumer::pull::Config {
-        durable_name: Some(c.durable.to_string()),
-        description: Some("nvr detector workers (shared queue)".into()),
-        ack_policy: consumer::AckPolicy::Explicit,
-        ack_wait: c.ack_wait,
-        max_deliver: c.max_deliver,
-        max_ack_pending: c.max_ack_pending,
-        ..Default::default()
-    }
-}
-
-/// Creates the `detectors` consumer if it does not exist.
-pub async fn ensure_detectors_consumer(js: &jetstream::Context) -> Result<()> {
-    let stream = js
-        .get_stream(spec::FRAMES)
-        .await
-        .with_context(|| format!("stream {}", spec::FRAMES))?;
-    stream
-        .get_or_create_consumer::<consumer::pull::Config>(
-            spec::DETECTORS_CONSUMER,
-            detectors_consumer_config(),
-        )
-        .await
-        .with_context(|| format!("consumer {}", spec::DETECTORS_CONSUMER))?;
-    Ok(())
 }
 
 /// Where an ordered read of a window starts: the first message stored at or
