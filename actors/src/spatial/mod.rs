@@ -162,6 +162,11 @@ pub struct SpatialParams {
     /// Subtract each camera's mean embedding (its colour and viewpoint bias,
     /// shared by everyone it sees) before comparing appearance across cameras.
     pub camera_debias: bool,
+    /// Learn, per camera pair and square of the floor, how far apart the
+    /// two cameras put one person, and take that systematic part out of
+    /// their floor positions (each moves half-way towards the other): the
+    /// error of calibrations fitted from a few measured points.
+    pub learn_offsets: bool,
     /// Position smoothing of the motion model, 0..1 (1 = take the measurement).
     pub alpha: f64,
     /// Velocity smoothing of the motion model, 0..1.
@@ -198,6 +203,7 @@ impl Default for SpatialParams {
             min_hits: 1,
             foot_offset_m: 0.2,
             camera_debias: false,
+            learn_offsets: true,
             companion_max_s: 0.0,
             relink_window_s: 10.0,
             impostor_quantile: 0.95,

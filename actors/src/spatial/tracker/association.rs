@@ -91,11 +91,13 @@ impl SpatialTracker {
 
     /// Every camera pair's learned agreement, for the stats.
     pub(super) fn camera_agreement(&self) -> Vec<super::CameraAgreement> {
+        let biases = self.offsets.pair_biases();
         self.agreement
             .iter()
             .map(|((a, b), p)| super::CameraAgreement {
                 cameras: [self.cams[*a].geom.id.clone(), self.cams[*b].geom.id.clone()],
                 p90_m: p.quantile_m().unwrap_or(0.0),
+                offset_m: biases.get(&(*a, *b)).copied().unwrap_or(0.0),
                 samples: p.samples(),
                 gate_m: self.pair_gate(*a, *b),
             })

@@ -284,6 +284,7 @@ impl SpatialTracker {
             stats,
             params,
             agreement,
+            offsets,
             ..
         } = self;
         // The observations with a position, in key order, each looked up
@@ -343,13 +344,18 @@ impl SpatialTracker {
         }
         // Two cameras' views of this identity in this cycle: how closely
         // that camera pair agrees.
-        for (i, (ka, _, pa)) in obs.iter().enumerate() {
-            for (kb, _, pb) in &obs[i + 1..] {
+        for (i, (ka, sa, pa)) in obs.iter().enumerate() {
+            for (kb, sb, pb) in &obs[i + 1..] {
                 if ka.0 != kb.0 {
                     agreement
                         .entry(super::agreement::pair(ka.0, kb.0))
                         .or_default()
                         .sample(dist(*pa, *pb));
+                    if let (true, Some(ra), Some(rb)) =
+                        (params.learn_offsets, sa.raw_pos, sb.raw_pos)
+                    {
+                        offsets.sample(ka.0, ra, kb.0, rb);
+                    }
                 }
             }
         }

@@ -32,6 +32,7 @@ mod foot;
 mod grid;
 mod idmap;
 mod lifecycle;
+mod offsets;
 mod output;
 mod relink;
 #[cfg(test)]
@@ -154,8 +155,15 @@ pub struct CameraAgreement {
     /// The two cameras.
     pub cameras: [String; 2],
     /// 90% of their simultaneous views of one identity are at most this
-    /// far apart (metres; running estimate).
+    /// far apart (metres; running estimate), after the learned offsets.
     pub p90_m: f64,
+    /// How far apart the pair puts one person before the learned offsets
+    /// take it out (metres): the mean length of the learned displacement
+    /// over the squares of the floor the pair has learned in full; 0 while
+    /// none is (or with `learn_offsets` off). A calibration check: a large
+    /// value says one of the two cameras' calibrations is off there.
+    #[serde(default)]
+    pub offset_m: f64,
     /// Views compared so far.
     pub samples: u32,
     /// Gate (metres) within which one camera's new track joins an identity
@@ -189,7 +197,12 @@ struct CamState {
 
 #[derive(Debug, Clone, Serialize, Deserialize)]
 struct Source {
+    /// Floor position of the latest confirmed box: the camera's calibration,
+    /// corrected by the learned offsets (`learn_offsets`).
     pos: Option<[f64; 2]>,
+    /// The same before the learned offsets: what they learn from.
+    #[serde(default)]
+    raw_pos: Option<[f64; 2]>,
     obs_ts: u64,
     fresh: bool,
     observed: bool,
@@ -352,6 +365,10 @@ pub struct SpatialTracker {
     /// camera sees right now.
     #[serde(default)]
     agreement: BTreeMap<(usize, usize), agreement::PairAgreement>,
+    /// Where each camera pair puts one person apart, place by place: taken
+    /// out of the cameras' floor positions (`learn_offsets`).
+    #[serde(default)]
+    offsets: offsets::Offsets,
 }
 
 const GRID_CELL_M: f64 = 2.0;
@@ -457,6 +474,7 @@ impl SpatialTracker {
             static_spots: Vec::new(),
             duplicates: BTreeMap::new(),
             agreement: BTreeMap::new(),
+            offsets: offsets::Offsets::default(),
         }
     }
 
@@ -585,6 +603,7 @@ impl SpatialTracker {
             .entry((ci, t.track_id))
             .or_insert_with(|| Source {
                 pos: None,
+                raw_pos: None,
                 obs_ts: msg.ts_ns,
                 fresh: false,
                 observed: false,
@@ -628,7 +647,12 @@ impl SpatialTracker {
         let (w, h) = (msg.width as f64, msg.height as f64);
         let hom = &self.cams[ci].geom.homography;
         if let Some(p) = foot::foot_point(hom, t.bbox, w, h, self.params.foot_offset_m) {
-            src.pos = Some(p);
+            src.raw_pos = Some(p);
+            src.pos = Some(if self.params.learn_offsets {
+                self.offsets.correct(ci, p)
+            } else {
+                p
+            });
             src.obs_ts = msg.ts_ns;
             src.fresh = true;
             src.score = detection_score(t.score);

@@ -1,0 +1,246 @@
+//! Where two cameras put one person, place by place: the systematic part
+//! of their disagreement, learned and taken out of each camera's floor
+//! positions.
+//!
+//! A calibration fitted from a handful of measured points is wrong by
+//! different amounts in different parts of a camera's view, and two cameras
+//! that look at one spot from different sides put one person at floor
+//! points tens of centimetres apart, the same way every time. Left in, that
+//! bias widens every gate that must hold one person's two views (so a
+//! passer-by next to the person fits too) and makes an identity jump when a
+//! second camera starts or stops seeing it.
+//!
+//! Each camera pair learns, per square of the floor ([`CELL_M`]), the mean
+//! of the displacement between its simultaneous views of the identities
+//! both see. From those, each camera's position at a place is moved to the
+//! mean of all the cameras that have learned the place with it: with one
+//! partner, half-way towards it, so both meet in the middle. Between
+//! squares the correction is interpolated, and where a camera shares no
+//! learned square it is zero, so a camera seen alone far from any overlap
+//! keeps its calibration as configured. Only agreeing views are learned
+//! (displacements up to [`MAX_SAMPLE_M`]); a camera track bound to someone
+//! else for a while adds nothing.
+
+use std::collections::BTreeMap;
+
+use serde::{Deserialize, Serialize};
+
+/// Side (metres) of a square of the floor with its own learned offsets.
+pub(super) const CELL_M: f64 = 2.0;
+/// A displacement larger than this (metres) is not one person's two views.
+const MAX_SAMPLE_M: f64 = 1.5;
+/// Samples a square's mean is taken over (older ones fade).
+const WINDOW: f32 = 300.0;
+/// Samples after which a square's mean counts in full; fewer count in
+/// proportion.
+const FULL_SAMPLES: f32 = 30.0;
+
+/// One camera pair's displacements in one square.
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+struct PairCell {
+    /// Samples taken, up to [`WINDOW`].
+    n: f32,
+    /// Their running mean: the higher-indexed camera's position minus the
+    /// lower-indexed camera's (metres).
+    d: [f32; 2],
+}
+
+/// The learned offsets of a shard's cameras.
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+pub(super) struct Offsets {
+    /// Per square `(ix, iy)` and camera pair `(a, b)` with `a < b`: what
+    /// the pair learned there. The square comes first so that one range
+    /// holds everything learned at a place.
+    pairs: BTreeMap<(i32, i32, usize, usize), PairCell>,
+    /// Per camera and square: the correction added to that camera's
+    /// positions there (metres), derived from `pairs` whenever they change
+    /// (it is read for every camera track of every message).
+    corrections: BTreeMap<(usize, i32, i32), [f32; 2]>,
+}
+
+/// The square holding floor point `p`.
+fn cell_of(p: [f64; 2]) -> (i32, i32) {
+    (
+        (p[0] / CELL_M).floor() as i32,
+        (p[1] / CELL_M).floor() as i32,
+    )
+}
+
+impl Offsets {
+    /// Takes one pair of simultaneous views of one identity: camera `a` saw
+    /// it at `pa`, camera `b` at `pb` (each as its calibration puts it,
+    /// before any correction).
+    pub(super) fn sample(&mut self, a: usize, pa: [f64; 2], b: usize, pb: [f64; 2]) {
+        if a == b {
+            return;
+        }
+        let (a, pa, b, pb) = if a < b {
+            (a, pa, b, pb)
+        } else {
+            (b, pb, a, pa)
+        };
+        let d = [pb[0] - pa[0], pb[1] - pa[1]];
+        if !d.iter().all(|x| x.is_finite()) || d[0].hypot(d[1]) > MAX_SAMPLE_M {
+            return;
+        }
+        let (ix, iy) = cell_of([(pa[0] + pb[0]) / 2.0, (pa[1] + pb[1]) / 2.0]);
+        let c = self.pairs.entry((ix, iy, a, b)).or_default();
+        c.n = (c.n + 1.0).min(WINDOW);
+        for (m, x) in c.d.iter_mut().zip(d) {
+            *m += (x as f32 - *m) / c.n;
+        }
+        self.derive(ix, iy, a);
+        self.derive(ix, iy, b);
+    }
+
+    /// Camera `cam`'s correction in square `(ix, iy)`: its position moves to
+    /// the mean over itself and each partner that learned the square, each
+    /// partner weighted by how much it learned there.
+    fn derive(&mut self, ix: i32, iy: i32, cam: usize) {
+        let mut sum = [0.0f32; 2];
+        let mut weight = 1.0f32;
+        for (&(_, _, a, b), c) in self
+            .pairs
+            .range((ix, iy, 0, 0)..=(ix, iy, usize::MAX, usize::MAX))
+        {
+            let sign = if a == cam {
+                1.0
+            } else if b == cam {
+                -1.0
+            } else {
+                continue;
+            };
+            let w = (c.n / FULL_SAMPLES).min(1.0);
+            sum[0] += sign * w * c.d[0];
+            sum[1] += sign * w * c.d[1];
+            weight += w;
+        }
+        self.corrections
+            .insert((cam, ix, iy), [sum[0] / weight, sum[1] / weight]);
+    }
+
+    /// What camera `cam`'s floor point `p` becomes: `p` plus the
+    /// correction, interpolated between the centres of the four nearest
+    /// squares (zero where the camera learned nothing).
+    pub(super) fn correct(&self, cam: usize, p: [f64; 2]) -> [f64; 2] {
+        if self.corrections.is_empty() || !p.iter().all(|x| x.is_finite()) {
+            return p;
+        }
+        let fx = p[0] / CELL_M - 0.5;
+        let fy = p[1] / CELL_M - 0.5;
+        let (x0, y0) = (fx.floor(), fy.floor());
+        let (tx, ty) = (fx - x0, fy - y0);
+        let (x0, y0) = (x0 as i32, y0 as i32);
+        let mut out = p;
+        for (dx, wx) in [(0, 1.0 - tx), (1, tx)] {
+            for (dy, wy) in [(0, 1.0 - ty), (1, ty)] {
+                if let Some(c) = self.corrections.get(&(cam, x0 + dx, y0 + dy)) {
+                    out[0] += wx * wy * f64::from(c[0]);
+                    out[1] += wx * wy * f64::from(c[1]);
+                }
+            }
+        }
+        out
+    }
+
+    /// How far apart each camera pair `(a, b)`, `a < b`, puts one person,
+    /// for the stats: the mean length of its learned displacement (metres)
+    /// over the squares it learned in full, for the pairs with any.
+    pub(super) fn pair_biases(&self) -> BTreeMap<(usize, usize), f64> {
+        let mut sums: BTreeMap<(usize, usize), (f64, usize)> = BTreeMap::new();
+        for (&(_, _, a, b), c) in &self.pairs {
+            if c.n >= FULL_SAMPLES {
+                let e = sums.entry((a, b)).or_default();
+                e.0 += f64::from(c.d[0].hypot(c.d[1]));
+                e.1 += 1;
+            }
+        }
+        sums.into_iter()
+            .map(|(k, (sum, n))| (k, sum / n as f64))
+            .collect()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn dist(a: [f64; 2], b: [f64; 2]) -> f64 {
+        (a[0] - b[0]).hypot(a[1] - b[1])
+    }
+
+    #[test]
+    fn two_cameras_with_a_steady_disagreement_meet_in_the_middle() {
+        let mut o = Offsets::default();
+        // Camera 1 puts everyone 0.6 m further along x than camera 0 does,
+        // around (5, 5).
+        for i in 0..200 {
+            let p = [4.2 + (i % 9) as f64 * 0.2, 4.1 + (i % 7) as f64 * 0.25];
+            o.sample(0, p, 1, [p[0] + 0.6, p[1]]);
+        }
+        let p = [5.0, 5.0];
+        let a = o.correct(0, p);
+        let b = o.correct(1, [p[0] + 0.6, p[1]]);
+        assert!(dist(a, b) < 0.05, "{a:?} vs {b:?}");
+        assert!(dist(a, [5.3, 5.0]) < 0.05, "half-way: {a:?}");
+        // A camera that learned nothing keeps its positions.
+        assert_eq!(o.correct(2, p), p);
+        // Far from the learned squares nothing moves either.
+        assert_eq!(o.correct(0, [20.0, 20.0]), [20.0, 20.0]);
+    }
+
+    #[test]
+    fn the_correction_fades_in_between_squares() {
+        let mut o = Offsets::default();
+        for _ in 0..100 {
+            o.sample(0, [1.0, 1.0], 1, [1.4, 1.0]);
+        }
+        // The centre of square (0, 0) gets the full correction, the centre
+        // of the next one none, and the way between a part.
+        let full = o.correct(0, [1.0, 1.0])[0] - 1.0;
+        let half = o.correct(0, [2.0, 1.0])[0] - 2.0;
+        let none = o.correct(0, [3.0, 1.0])[0] - 3.0;
+        assert!((full - 0.2).abs() < 1e-6, "{full}");
+        assert!((half - 0.1).abs() < 1e-6, "{half}");
+        assert!(none.abs() < 1e-9, "{none}");
+    }
+
+    #[test]
+    fn wild_or_few_samples_move_little() {
+        let mut o = Offsets::default();
+        // Views 3 m apart are two people, not one person twice.
+        for _ in 0..100 {
+            o.sample(0, [1.0, 1.0], 1, [4.0, 1.0]);
+        }
+        assert_eq!(o.correct(0, [1.0, 1.0]), [1.0, 1.0]);
+        // Three samples of 0.6 m count a tenth of the way.
+        for _ in 0..3 {
+            o.sample(0, [1.0, 1.0], 1, [1.6, 1.0]);
+        }
+        let moved = o.correct(0, [1.0, 1.0])[0] - 1.0;
+        assert!(moved > 0.0 && moved < 0.06, "{moved}");
+        assert!(o.pair_biases().is_empty(), "not yet learned in full");
+    }
+
+    #[test]
+    fn three_cameras_agree_on_one_point() {
+        let mut o = Offsets::default();
+        // Cameras 1 and 2 see one person 0.4 m right and 0.4 m up of
+        // where camera 0 does; each pair learns its share.
+        let (p0, p1, p2) = ([5.0, 5.0], [5.4, 5.0], [5.0, 5.4]);
+        for _ in 0..100 {
+            o.sample(0, p0, 1, p1);
+            o.sample(0, p0, 2, p2);
+            o.sample(1, p1, 2, p2);
+        }
+        // Each camera's correction at the place, added to its own view.
+        let at = |cam: usize, p: [f64; 2]| {
+            let c = o.correct(cam, [5.0, 5.0]);
+            [p[0] + c[0] - 5.0, p[1] + c[1] - 5.0]
+        };
+        let (a, b, c) = (at(0, p0), at(1, p1), at(2, p2));
+        assert!(dist(a, b) < 1e-3 && dist(b, c) < 1e-3, "{a:?} {b:?} {c:?}");
+        let bias = o.pair_biases().get(&(0, 1)).copied().unwrap_or(0.0);
+        assert!((bias - 0.4).abs() < 1e-3, "{bias}");
+    }
+}
