@@ -21,7 +21,7 @@
 //! (displacements up to [`MAX_SAMPLE_M`]); a camera track bound to someone
 //! else for a while adds nothing.
 
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, HashMap};
 
 use serde::{Deserialize, Serialize};
 
@@ -34,28 +34,49 @@ const WINDOW: f32 = 300.0;
 /// Samples after which a square's mean counts in full; fewer count in
 /// proportion.
 const FULL_SAMPLES: f32 = 30.0;
+/// Most (square, pair) entries kept: a bound on memory and checkpoint size
+/// whatever positions the cameras report (about 100 pairs over a floor of
+/// 4,000 m²). Once full, squares not yet learned stay unlearned.
+const MAX_ENTRIES: usize = 100_000;
 
 /// One camera pair's displacements in one square.
 #[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
 struct PairCell {
+    /// The pair: camera indices, `a < b`.
+    a: usize,
+    b: usize,
     /// Samples taken, up to [`WINDOW`].
     n: f32,
-    /// Their running mean: the higher-indexed camera's position minus the
-    /// lower-indexed camera's (metres).
+    /// Their running mean: camera `b`'s position minus camera `a`'s
+    /// (metres).
     d: [f32; 2],
+}
+
+impl PairCell {
+    /// The length of the mean displacement, once learned in full.
+    fn full_bias(&self) -> Option<f64> {
+        (self.n >= FULL_SAMPLES).then(|| f64::from(self.d[0].hypot(self.d[1])))
+    }
 }
 
 /// The learned offsets of a shard's cameras.
 #[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
 pub(super) struct Offsets {
-    /// Per square `(ix, iy)` and camera pair `(a, b)` with `a < b`: what
-    /// the pair learned there. The square comes first so that one range
-    /// holds everything learned at a place.
-    pairs: BTreeMap<(i32, i32, usize, usize), PairCell>,
-    /// Per camera and square: the correction added to that camera's
-    /// positions there (metres), derived from `pairs` whenever they change
-    /// (it is read for every camera track of every message).
-    corrections: BTreeMap<(usize, i32, i32), [f32; 2]>,
+    /// Per square `(ix, iy)`: what each camera pair learned there (a
+    /// handful of pairs at most), in pair order.
+    squares: HashMap<(i32, i32), Vec<PairCell>>,
+    /// Entries in `squares`, bounded by [`MAX_ENTRIES`].
+    entries: usize,
+    /// Per camera and square `(x0, y0)`: the corrections (metres) of that
+    /// camera's positions at the centres of the squares `(x0, y0)`,
+    /// `(x0 + 1, y0)`, `(x0, y0 + 1)` and `(x0 + 1, y0 + 1)`, between
+    /// which a point is interpolated. Derived from `squares` whenever they
+    /// change, kept four to an entry because it is read for every camera
+    /// track of every message: one lookup each.
+    corners: HashMap<(usize, i32, i32), [[f32; 2]; 4]>,
+    /// Per camera pair: the sum of its full squares' bias lengths and how
+    /// many there are, kept up to date for the stats.
+    biases: BTreeMap<(usize, usize), (f64, u32)>,
 }
 
 /// The square holding floor point `p`.
@@ -84,61 +105,73 @@ impl Offsets {
             return;
         }
         let (ix, iy) = cell_of([(pa[0] + pb[0]) / 2.0, (pa[1] + pb[1]) / 2.0]);
-        let c = self.pairs.entry((ix, iy, a, b)).or_default();
+        let full = self.entries >= MAX_ENTRIES;
+        let cells = match self.squares.get_mut(&(ix, iy)) {
+            Some(v) => v,
+            None if full => return,
+            None => self.squares.entry((ix, iy)).or_default(),
+        };
+        // Kept in pair order: the corrections sum over them in that order.
+        let i = match cells.binary_search_by_key(&(a, b), |c| (c.a, c.b)) {
+            Ok(i) => i,
+            Err(_) if full => return,
+            Err(i) => {
+                cells.insert(
+                    i,
+                    PairCell {
+                        a,
+                        b,
+                        ..PairCell::default()
+                    },
+                );
+                self.entries += 1;
+                i
+            }
+        };
+        let c = &mut cells[i];
+        let before = c.full_bias();
         c.n = (c.n + 1.0).min(WINDOW);
         for (m, x) in c.d.iter_mut().zip(d) {
             *m += (x as f32 - *m) / c.n;
         }
-        self.derive(ix, iy, a);
-        self.derive(ix, iy, b);
-    }
-
-    /// Camera `cam`'s correction in square `(ix, iy)`: its position moves to
-    /// the mean over itself and each partner that learned the square, each
-    /// partner weighted by how much it learned there.
-    fn derive(&mut self, ix: i32, iy: i32, cam: usize) {
-        let mut sum = [0.0f32; 2];
-        let mut weight = 1.0f32;
-        for (&(_, _, a, b), c) in self
-            .pairs
-            .range((ix, iy, 0, 0)..=(ix, iy, usize::MAX, usize::MAX))
-        {
-            let sign = if a == cam {
-                1.0
-            } else if b == cam {
-                -1.0
-            } else {
-                continue;
-            };
-            let w = (c.n / FULL_SAMPLES).min(1.0);
-            sum[0] += sign * w * c.d[0];
-            sum[1] += sign * w * c.d[1];
-            weight += w;
+        let after = c.full_bias();
+        if before.is_some() || after.is_some() {
+            let e = self.biases.entry((a, b)).or_default();
+            e.0 += after.unwrap_or(0.0) - before.unwrap_or(0.0);
+            e.1 = (e.1 + u32::from(after.is_some())).saturating_sub(u32::from(before.is_some()));
         }
-        self.corrections
-            .insert((cam, ix, iy), [sum[0] / weight, sum[1] / weight]);
+        // The square is corner k = dx + 2 dy of the entry at (ix - dx, iy - dy).
+        for cam in [a, b] {
+            let c = correction(cells, cam);
+            for (k, (dx, dy)) in [(0, 0), (1, 0), (0, 1), (1, 1)].into_iter().enumerate() {
+                self.corners.entry((cam, ix - dx, iy - dy)).or_default()[k] = c;
+            }
+        }
     }
 
     /// What camera `cam`'s floor point `p` becomes: `p` plus the
     /// correction, interpolated between the centres of the four nearest
     /// squares (zero where the camera learned nothing).
     pub(super) fn correct(&self, cam: usize, p: [f64; 2]) -> [f64; 2] {
-        if self.corrections.is_empty() || !p.iter().all(|x| x.is_finite()) {
+        if self.corners.is_empty() || !p.iter().all(|x| x.is_finite()) {
             return p;
         }
         let fx = p[0] / CELL_M - 0.5;
         let fy = p[1] / CELL_M - 0.5;
         let (x0, y0) = (fx.floor(), fy.floor());
         let (tx, ty) = (fx - x0, fy - y0);
-        let (x0, y0) = (x0 as i32, y0 as i32);
+        let Some(c) = self.corners.get(&(cam, x0 as i32, y0 as i32)) else {
+            return p;
+        };
         let mut out = p;
-        for (dx, wx) in [(0, 1.0 - tx), (1, tx)] {
-            for (dy, wy) in [(0, 1.0 - ty), (1, ty)] {
-                if let Some(c) = self.corrections.get(&(cam, x0 + dx, y0 + dy)) {
-                    out[0] += wx * wy * f64::from(c[0]);
-                    out[1] += wx * wy * f64::from(c[1]);
-                }
-            }
+        for (k, wk) in [
+            (0, (1.0 - tx) * (1.0 - ty)),
+            (2, (1.0 - tx) * ty),
+            (1, tx * (1.0 - ty)),
+            (3, tx * ty),
+        ] {
+            out[0] += wk * f64::from(c[k][0]);
+            out[1] += wk * f64::from(c[k][1]);
         }
         out
     }
@@ -147,18 +180,34 @@ impl Offsets {
     /// for the stats: the mean length of its learned displacement (metres)
     /// over the squares it learned in full, for the pairs with any.
     pub(super) fn pair_biases(&self) -> BTreeMap<(usize, usize), f64> {
-        let mut sums: BTreeMap<(usize, usize), (f64, usize)> = BTreeMap::new();
-        for (&(_, _, a, b), c) in &self.pairs {
-            if c.n >= FULL_SAMPLES {
-                let e = sums.entry((a, b)).or_default();
-                e.0 += f64::from(c.d[0].hypot(c.d[1]));
-                e.1 += 1;
-            }
-        }
-        sums.into_iter()
-            .map(|(k, (sum, n))| (k, sum / n as f64))
+        self.biases
+            .iter()
+            .filter(|(_, (_, n))| *n > 0)
+            .map(|(k, (sum, n))| (*k, sum / f64::from(*n)))
             .collect()
     }
+}
+
+/// Camera `cam`'s correction in a square whose pairs learned `cells`: its
+/// position moves to the mean over itself and each partner that learned
+/// the square, each partner weighted by how much it learned there.
+fn correction(cells: &[PairCell], cam: usize) -> [f32; 2] {
+    let mut sum = [0.0f32; 2];
+    let mut weight = 1.0f32;
+    for c in cells {
+        let sign = if c.a == cam {
+            1.0
+        } else if c.b == cam {
+            -1.0
+        } else {
+            continue;
+        };
+        let w = (c.n / FULL_SAMPLES).min(1.0);
+        sum[0] += sign * w * c.d[0];
+        sum[1] += sign * w * c.d[1];
+        weight += w;
+    }
+    [sum[0] / weight, sum[1] / weight]
 }
 
 #[cfg(test)]
@@ -220,6 +269,24 @@ mod tests {
         let moved = o.correct(0, [1.0, 1.0])[0] - 1.0;
         assert!(moved > 0.0 && moved < 0.06, "{moved}");
         assert!(o.pair_biases().is_empty(), "not yet learned in full");
+    }
+
+    #[test]
+    fn what_is_learned_is_bounded() {
+        let mut o = Offsets::default();
+        // One sample in each of more squares than are kept, along a line
+        // that reaches far beyond any floor.
+        for i in 0..(MAX_ENTRIES + 10) {
+            let p = [i as f64 * CELL_M, 1.0];
+            o.sample(0, p, 1, [p[0] + 0.1, 1.0]);
+        }
+        assert_eq!(o.entries, MAX_ENTRIES);
+        assert_eq!(o.squares.values().map(Vec::len).sum::<usize>(), MAX_ENTRIES);
+        assert!(o.corners.len() <= 8 * MAX_ENTRIES);
+        // Non-finite positions are ignored.
+        o.sample(0, [f64::NAN, 1.0], 1, [1.0, 1.0]);
+        o.sample(0, [f64::INFINITY, 1.0], 1, [f64::INFINITY, 1.0]);
+        assert_eq!(o.entries, MAX_ENTRIES);
     }
 
     #[test]
