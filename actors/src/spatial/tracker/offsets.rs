@@ -17,9 +17,9 @@
 //! partner, half-way towards it, so both meet in the middle. Between
 //! squares the correction is interpolated, and where a camera shares no
 //! learned square it is zero, so a camera seen alone far from any overlap
-//! keeps its calibration as configured. Only agreeing views are learned
-//! (displacements up to [`MAX_SAMPLE_M`]); a camera track bound to someone
-//! else for a while adds nothing.
+//! keeps its calibration as configured. Views farther apart than
+//! [`MAX_SAMPLE_M`] are not learned, and a camera track bound to someone
+//! nearby for a few cycles moves a mean over hundreds of views little.
 
 use std::collections::{BTreeMap, HashMap};
 
