@@ -144,7 +144,9 @@ impl Offsets {
         for cam in [a, b] {
             let c = correction(cells, cam);
             for (k, (dx, dy)) in [(0, 0), (1, 0), (0, 1), (1, 1)].into_iter().enumerate() {
-                self.corners.entry((cam, ix - dx, iy - dy)).or_default()[k] = c;
+                self.corners
+                    .entry((cam, ix.saturating_sub(dx), iy.saturating_sub(dy)))
+                    .or_default()[k] = c;
             }
         }
     }
@@ -283,6 +285,11 @@ mod tests {
         assert_eq!(o.entries, MAX_ENTRIES);
         assert_eq!(o.squares.values().map(Vec::len).sum::<usize>(), MAX_ENTRIES);
         assert!(o.corners.len() <= 8 * MAX_ENTRIES);
+        // Positions at the ends of the square indices do not overflow them.
+        let mut edge = Offsets::default();
+        edge.sample(0, [-1e12, -1e12], 1, [-1e12, -1e12]);
+        edge.sample(0, [1e12, 1e12], 1, [1e12, 1e12]);
+        assert_eq!(edge.entries, 2);
         // Non-finite positions are ignored.
         o.sample(0, [f64::NAN, 1.0], 1, [1.0, 1.0]);
         o.sample(0, [f64::INFINITY, 1.0], 1, [f64::INFINITY, 1.0]);
