@@ -343,12 +343,14 @@ fn config_check(loaded: &Loaded) -> ExitCode {
                     let img: Vec<[f64; 2]> = cal.points.iter().map(|p| p.image).collect();
                     let floor: Vec<[f64; 2]> = cal.points.iter().map(|p| p.floor).collect();
                     let (mean, max) = h.reprojection_error(&img, &floor);
+                    let (_, max_px) = h.image_reprojection_error(&img, &floor);
                     println!(
-                        "# camera {}: calibration from {} points, reprojection error mean {:.3} m, max {:.3} m",
+                        "# camera {}: calibration from {} points, reprojection error mean {:.3} m, max {:.3} m ({:.1} px in the image)",
                         cam.id,
                         cal.points.len(),
                         mean,
-                        max
+                        max,
+                        max_px
                     );
                 }
             }
