@@ -241,15 +241,21 @@ def fmt(a, k):
 
 
 def markdown(args, agg, scenes, difficulties, elapsed, binary):
+    k0 = sim.difficulty(difficulties[0])
+    ncam = len(sim.cameras(k0))
+    room = (f"room: rig 0, {k0.floor_w:g} x {k0.floor_h:g} m, {ncam} cameras (tuning seeds 0-9, reporting seeds 100-119)"
+            if k0.rig == 0 else
+            f"room: rig {k0.rig}, {k0.floor_w:g} x {k0.floor_h:g} m, {ncam} cameras; nothing was tuned on this room, "
+            "so every seed is held out")
     L = ["# Live spatial tracking evaluation (bench/spatial_live)", "",
          f"nvr `{binary['source']}` ({binary.get('version')}, built {binary['mtime']}, sha256 {binary['sha256']}…; "
-         f"checkout {binary.get('git_head')} with {binary.get('git_dirty_files')} modified tracked files); seeds `{args.seeds}` (tuning seeds 0-9, reporting seeds 100-119); "
+         f"checkout {binary.get('git_head')} with {binary.get('git_dirty_files')} modified tracked files); seeds `{args.seeds}`; {room}; "
          f"{args.people} people, {args.duration:g} s per scene; {elapsed / 60:.1f} min in all.", "",
          "Every cell: mean / worst over seeds (worst = min for IDF1, MOTA, HOTA; max for IDSW). Floor "
          "metrics per 200 ms spatial cycle, 1 m gate (HOTA: similarity max(0, 1 - d/1 m)); hypotheses = "
          "`observed` + `coasting` tracks; ground truth = people in the room detectable (>= 50% of the box "
          "visible, >= 28 px high) by at least one started camera. cam IDF1/MOTA: `nvr.tracks.<cam>` "
-         "confirmed tracks vs visible boxes, IoU >= 0.5, mean over the 4 cameras. `nvr_reid_off`: "
+         "confirmed tracks vs visible boxes, IoU >= 0.5, mean over the cameras. `nvr_reid_off`: "
          "`spatial.reid_enabled: false`, same detections (embeddings kept). `nearest`, `per_camera_ids`: baselines from "
          "the `nvr` run's camera tracks (score.py). `oracle_linking`, `oracle_per_frame`: not baselines but "
          "reference bounds: the same camera tracks linked across cameras with the ground truth, per camera "
@@ -281,7 +287,7 @@ def markdown(args, agg, scenes, difficulties, elapsed, binary):
     for k in kn[difficulties[0]]:
         L.append(f"| {k} | " + " | ".join(str(kn[d][k]) for d in difficulties) + " |")
     L += ["", "Cameras (id, position m, yaw deg, tilt deg, image, hfov deg; poses jittered per seed): "
-          + "; ".join(f"{c[0]} {c[1]} {c[2]} {c[3]} {c[4][0]}x{c[4][1]} {c[5]}" for c in sim.CAMERAS), ""]
+          + "; ".join(f"{c[0]} {c[1]} {c[2]} {c[3]} {c[4][0]}x{c[4][1]} {c[5]}" for c in sim.cameras(sim.difficulty(difficulties[0]))), ""]
     return "\n".join(L)
 
 
@@ -342,7 +348,7 @@ def main():
         elapsed = time.time() - t0
         (out / "spatial_live.json").write_text(json.dumps(
             {"args": vars(args), "work": work, "nvr_binary": binary, "elapsed_s": elapsed, "complete": len(scenes) == len(jobs),
-             "knobs": {d: dataclasses.asdict(sim.difficulty(d)) for d in diffs}, "cameras": sim.CAMERAS,
+             "knobs": {d: dataclasses.asdict(sim.difficulty(d)) for d in diffs}, "cameras": sim.cameras(sim.difficulty(diffs[0])),
              "aggregate": agg, "scenes": scenes}, indent=1, default=str))
         (out / "spatial_live.md").write_text(markdown(args, agg, scenes, list(agg), elapsed, binary))
         return agg

@@ -8,7 +8,8 @@ real pinhole cameras and produces what a person detector would publish.
 World: a floor `floor_w` x `floor_h` metres, z up, with a door on the left
 wall. Four pinhole cameras ~3 m high, tilted down, 1280x720 or 960x540,
 with overlapping views and blind areas (see `CAMERAS`; `python sim.py`
-prints the coverage). People walk between random waypoints (0.6-1.6 m/s,
+prints the coverage). A second room (`rig` 1, `CAMERAS_RIG1`), on which
+nothing was tuned, has three cameras 2.5-4.2 m high with other lenses. People walk between random waypoints (0.6-1.6 m/s,
 with a little mutual avoidance), some stand still for long periods, some
 leave through the door and come back 10-40 s later.
 
@@ -66,6 +67,17 @@ CAMERAS = [
     ("cam_ne", (19.7, 13.7, 3.0), 225.0, 36.0, (1280, 720), 80.0),
     ("cam_nw", (6.0, 13.8, 2.8), 245.0, 38.0, (960, 540), 86.0),
 ]
+# A second room, never tuned on (`rig` 1): smaller and denser, three cameras
+# of other heights, tilts, lenses and image sizes, the door on the left
+# wall near the bottom. Floor size and door are set with it (`RIG_FLOORS`).
+CAMERAS_RIG1 = [
+    ("cam_a", (0.2, 0.2, 4.2), 35.0, 46.0, (1920, 1080), 92.0),
+    ("cam_b", (17.8, 12.8, 2.5), 215.0, 30.0, (1280, 720), 76.0),
+    ("cam_c", (9.0, 12.9, 3.6), 275.0, 44.0, (960, 540), 98.0),
+]
+RIGS = [CAMERAS, CAMERAS_RIG1]
+# (floor_w, floor_h, door) of each rig.
+RIG_FLOORS = [(20.0, 14.0, (0.0, 11.0)), (18.0, 13.0, (0.0, 2.5))]
 EMB_LEN = 40
 
 
@@ -76,6 +88,7 @@ class Knobs:
     floor_h: float = 14.0
     door: tuple = (0.0, 11.0)
     fps: float = 5.0
+    rig: int = 0                            # the room and cameras (`RIGS`): 0 tuned on, 1 never
     camera_pose_jitter_m: float = 0.15      # per-seed perturbation of the nominal camera poses
     camera_pose_jitter_deg: float = 2.0
     # people
@@ -159,7 +172,16 @@ def difficulty(name: str) -> Knobs:
             raise ValueError(f"NVR_SIM_KNOBS: {kv!r} is not KNOB=VALUE with a number knob of sim.Knobs")
         cur = getattr(k, key)
         setattr(k, key, type(cur)(value) if not isinstance(cur, bool) else value.strip().lower() in ("1", "true"))
+    if not 0 <= k.rig < len(RIGS):
+        raise ValueError(f"NVR_SIM_KNOBS: rig {k.rig} does not exist (0 to {len(RIGS) - 1})")
+    if k.rig != 0:
+        k.floor_w, k.floor_h, k.door = RIG_FLOORS[k.rig]
     return k
+
+
+def cameras(k: Knobs) -> list:
+    """The nominal cameras of the knobs' rig."""
+    return RIGS[k.rig]
 
 
 class Camera:
@@ -326,7 +348,7 @@ class Scene:
     def _make_cameras(self, rng):
         k = self.k
         self.cameras = []
-        for cid, pos, yaw, tilt, size, fov in CAMERAS:
+        for cid, pos, yaw, tilt, size, fov in cameras(k):
             p = np.array(pos) + np.r_[rng.normal(0, k.camera_pose_jitter_m, 2), 0]
             self.cameras.append(Camera(cid, p, yaw + rng.normal(0, k.camera_pose_jitter_deg),
                                        tilt + rng.normal(0, k.camera_pose_jitter_deg / 2), size, fov))
