@@ -9,9 +9,10 @@ World: a floor `floor_w` x `floor_h` metres, z up, with a door on the left
 wall. Four pinhole cameras ~3 m high, tilted down, 1280x720 or 960x540,
 with overlapping views and blind areas (see `CAMERAS`; `python sim.py`
 prints the coverage). A second room (`rig` 1, `CAMERAS_RIG1`), on which
-nothing was tuned, has three cameras 2.5-4.2 m high with other lenses. People walk between random waypoints (0.6-1.6 m/s,
-with a little mutual avoidance), some stand still for long periods, some
-leave through the door and come back 10-40 s later.
+nothing was tuned, has three cameras 2.5-4.2 m high with other lenses and
+image sizes. People walk between random waypoints (0.6-1.6 m/s, with a
+little mutual avoidance), some stand still for long periods, some leave
+through the door and come back 10-40 s later.
 
 A person is a vertical cylinder (radius 0.2-0.25 m, height 1.5-1.9 m). Its
 box is the bounding box of the projected cylinder, so the box bottom centre
@@ -67,9 +68,10 @@ CAMERAS = [
     ("cam_ne", (19.7, 13.7, 3.0), 225.0, 36.0, (1280, 720), 80.0),
     ("cam_nw", (6.0, 13.8, 2.8), 245.0, 38.0, (960, 540), 86.0),
 ]
-# A second room, never tuned on (`rig` 1): smaller and denser, three cameras
+# A second room, never tuned on (`rig` 1): a smaller floor, three cameras
 # of other heights, tilts, lenses and image sizes, the door on the left
-# wall near the bottom. Floor size and door are set with it (`RIG_FLOORS`).
+# wall near the bottom. Its floor size and door replace the knobs'
+# (`RIG_FLOORS`).
 CAMERAS_RIG1 = [
     ("cam_a", (0.2, 0.2, 4.2), 35.0, 46.0, (1920, 1080), 92.0),
     ("cam_b", (17.8, 12.8, 2.5), 215.0, 30.0, (1280, 720), 76.0),
