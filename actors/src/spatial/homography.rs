@@ -218,23 +218,14 @@ impl Homography {
         let hom = Homography::from_nalgebra(m)?;
         let (mean_m, max_m) = hom.reprojection_error(image_px, floor_m);
         if max_m.is_nan() || max_m > MAX_REPROJECTION_ERROR_M {
-            let worst = image_px
-                .iter()
-                .zip(floor_m)
+            let worst = hom
+                .point_errors(image_px, floor_m)
                 .enumerate()
-                .map(|(i, (ip, fp))| {
-                    let e_m = hom
-                        .project(ip[0], ip[1])
-                        .map_or(f64::INFINITY, |p| dist(p, *fp));
-                    let e_px = hom
-                        .to_image(fp[0], fp[1])
-                        .map_or(f64::INFINITY, |q| dist(q, *ip));
-                    (i, e_m, e_px)
-                })
-                .filter(|&(_, e_m, e_px)| {
+                .filter(|&(_, (e_m, e_px))| {
                     !(e_m <= MAX_REPROJECTION_ERROR_M || e_px <= MAX_REPROJECTION_ERROR_PX)
                 })
-                .max_by(|a, b| a.2.total_cmp(&b.2));
+                .max_by(|a, b| a.1 .1.total_cmp(&b.1 .1))
+                .map(|(i, (e_m, e_px))| (i, e_m, e_px));
             if let Some((index, index_m, index_px)) = worst {
                 return Err(CalibError::Inconsistent {
                     mean_m,
@@ -316,25 +307,43 @@ impl Homography {
         }
     }
 
+    /// Per calibration point: how far (metres) its image point projects
+    /// from its floor point, and how far (pixels) its floor point maps back
+    /// from its image point. A point that does not map counts as
+    /// infinitely far.
+    fn point_errors<'a>(
+        &'a self,
+        image_px: &'a [[f64; 2]],
+        floor_m: &'a [[f64; 2]],
+    ) -> impl Iterator<Item = (f64, f64)> + 'a {
+        image_px.iter().zip(floor_m).map(|(ip, fp)| {
+            let e_m = self
+                .project(ip[0], ip[1])
+                .map_or(f64::INFINITY, |p| dist(p, *fp));
+            let e_px = self
+                .to_image(fp[0], fp[1])
+                .map_or(f64::INFINITY, |q| dist(q, *ip));
+            (e_m, e_px)
+        })
+    }
+
+    /// Mean and maximum of `errors`; zeros when there are none.
+    fn mean_max(errors: impl Iterator<Item = f64>) -> (f64, f64) {
+        let (n, sum, max) = errors.fold((0usize, 0.0, 0.0f64), |(n, s, m), e| {
+            (n + 1, s + e, m.max(e))
+        });
+        if n == 0 {
+            (0.0, 0.0)
+        } else {
+            (sum / n as f64, max)
+        }
+    }
+
     /// Mean and maximum floor distance (metres) between the projected image
     /// points and the given floor points. A point that does not project counts
     /// as infinitely far.
     pub fn reprojection_error(&self, image_px: &[[f64; 2]], floor_m: &[[f64; 2]]) -> (f64, f64) {
-        let n = image_px.len().min(floor_m.len());
-        if n == 0 {
-            return (0.0, 0.0);
-        }
-        let mut sum = 0.0;
-        let mut max = 0.0f64;
-        for (ip, fp) in image_px.iter().zip(floor_m) {
-            let e = match self.project(ip[0], ip[1]) {
-                Some(p) => dist(p, *fp),
-                None => f64::INFINITY,
-            };
-            sum += e;
-            max = max.max(e);
-        }
-        (sum / n as f64, max)
+        Self::mean_max(self.point_errors(image_px, floor_m).map(|e| e.0))
     }
 
     /// Mean and maximum image distance (pixels) between the given image
@@ -345,19 +354,7 @@ impl Homography {
         image_px: &[[f64; 2]],
         floor_m: &[[f64; 2]],
     ) -> (f64, f64) {
-        let n = image_px.len().min(floor_m.len());
-        if n == 0 {
-            return (0.0, 0.0);
-        }
-        let (mut sum, mut max) = (0.0, 0.0f64);
-        for (ip, fp) in image_px.iter().zip(floor_m) {
-            let e = self
-                .to_image(fp[0], fp[1])
-                .map_or(f64::INFINITY, |q| dist(q, *ip));
-            sum += e;
-            max = max.max(e);
-        }
-        (sum / n as f64, max)
+        Self::mean_max(self.point_errors(image_px, floor_m).map(|e| e.1))
     }
 
     /// The matrix, row-major, normalised to unit Frobenius norm.
