@@ -46,6 +46,9 @@ fn a_restored_checkpoint_goes_on_exactly_as_the_original() {
     let bytes = live.checkpoint().expect("checkpoint");
     let mut restored =
         SpatialTracker::restore("s", SpatialParams::default(), cameras(), &bytes).expect("restore");
+    // The learned offsets' derived corrections are not in the bytes; the
+    // restore derives them again.
+    assert_eq!(restored.offsets, live.offsets);
     let mut seen = std::collections::BTreeSet::new();
     for i in 60..160 {
         let (a, b) = (step(&mut live, i), step(&mut restored, i));

@@ -514,6 +514,7 @@ impl SpatialTracker {
             c.geom = f.geom;
         }
         t.params = fresh.params;
+        t.offsets.rebuild();
         Ok(t)
     }
 

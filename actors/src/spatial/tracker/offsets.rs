@@ -21,7 +21,7 @@
 //! [`MAX_SAMPLE_M`] are not learned, and a camera track bound to someone
 //! nearby for a few cycles moves a mean over hundreds of views little.
 
-use std::collections::{BTreeMap, HashMap};
+use std::collections::{BTreeMap, BTreeSet, HashMap};
 
 use serde::{Deserialize, Serialize};
 
@@ -72,7 +72,10 @@ pub(super) struct Offsets {
     /// `(x0 + 1, y0)`, `(x0, y0 + 1)` and `(x0 + 1, y0 + 1)`, between
     /// which a point is interpolated. Derived from `squares` whenever they
     /// change, kept four to an entry because it is read for every camera
-    /// track of every message: one lookup each.
+    /// track of every message: one lookup each. Not in a checkpoint (it
+    /// would be most of this struct's bytes): [`Offsets::rebuild`] derives
+    /// it again.
+    #[serde(skip)]
     corners: HashMap<(usize, i32, i32), [[f32; 2]; 4]>,
     /// Per camera pair: the sum of its full squares' bias lengths and how
     /// many there are, kept up to date for the stats.
@@ -140,13 +143,22 @@ impl Offsets {
             e.0 += after.unwrap_or(0.0) - before.unwrap_or(0.0);
             e.1 = (e.1 + u32::from(after.is_some())).saturating_sub(u32::from(before.is_some()));
         }
-        // The square is corner k = dx + 2 dy of the entry at (ix - dx, iy - dy).
         for cam in [a, b] {
-            let c = correction(cells, cam);
-            for (k, (dx, dy)) in [(0, 0), (1, 0), (0, 1), (1, 1)].into_iter().enumerate() {
-                self.corners
-                    .entry((cam, ix.saturating_sub(dx), iy.saturating_sub(dy)))
-                    .or_default()[k] = c;
+            set_corners(&mut self.corners, cam, (ix, iy), correction(cells, cam));
+        }
+    }
+
+    /// Derives the corrections at the squares' corners from what the
+    /// squares learned: after a restore from a checkpoint, which leaves
+    /// them out. Gives what [`Offsets::sample`] kept up to date, exactly: a
+    /// camera's correction in a square depends only on the pairs with it
+    /// there, and every sample of such a pair recomputes it.
+    pub(super) fn rebuild(&mut self) {
+        self.corners.clear();
+        for (&square, cells) in &self.squares {
+            let cams: BTreeSet<usize> = cells.iter().flat_map(|c| [c.a, c.b]).collect();
+            for cam in cams {
+                set_corners(&mut self.corners, cam, square, correction(cells, cam));
             }
         }
     }
@@ -187,6 +199,22 @@ impl Offsets {
             .filter(|(_, (_, n))| *n > 0)
             .map(|(k, (sum, n))| (*k, sum / f64::from(*n)))
             .collect()
+    }
+}
+
+/// Records `c`, camera `cam`'s correction in square `(ix, iy)`, at the
+/// four corner entries it is a corner of: the square is corner
+/// `k = dx + 2 dy` of the entry at `(ix - dx, iy - dy)`.
+fn set_corners(
+    corners: &mut HashMap<(usize, i32, i32), [[f32; 2]; 4]>,
+    cam: usize,
+    (ix, iy): (i32, i32),
+    c: [f32; 2],
+) {
+    for (k, (dx, dy)) in [(0, 0), (1, 0), (0, 1), (1, 1)].into_iter().enumerate() {
+        corners
+            .entry((cam, ix.saturating_sub(dx), iy.saturating_sub(dy)))
+            .or_default()[k] = c;
     }
 }
 
@@ -294,6 +322,24 @@ mod tests {
         o.sample(0, [f64::NAN, 1.0], 1, [1.0, 1.0]);
         o.sample(0, [f64::INFINITY, 1.0], 1, [f64::INFINITY, 1.0]);
         assert_eq!(o.entries, MAX_ENTRIES);
+    }
+
+    #[test]
+    fn corrections_derived_again_equal_those_kept_up_to_date() {
+        let mut o = Offsets::default();
+        // Three cameras over a strip of squares, each pair with its own
+        // disagreement, some squares learned in part only.
+        for i in 0..400u32 {
+            let p = [f64::from(i % 37) * 0.31, 1.0 + f64::from(i % 11) * 0.4];
+            let (a, b) = [(0, 1), (1, 2), (0, 2)][(i % 3) as usize];
+            let d = 0.1 * (a + b) as f64 + f64::from(i % 5) * 0.02;
+            o.sample(a, p, b, [p[0] + d, p[1] - d / 2.0]);
+        }
+        let mut restored = o.clone();
+        restored.corners.clear();
+        restored.rebuild();
+        assert_eq!(restored.corners, o.corners);
+        assert_eq!(restored, o);
     }
 
     #[test]
