@@ -408,6 +408,7 @@ def main(argv=None):
             frames = score.cycle_frames(scene, run["t0_ns"])
             truth = score.floor_truth(scene, frames)
             hyp, _, _ = score.nvr_floor(run["messages"]["spatial"], run["t0_ns"])
+            hyp = score.hold_latest(hyp, frames)
             published = {}
             for m in run["messages"]["spatial"]:
                 f = (m["ts_ns"] - run["t0_ns"]) // score.CYCLE_NS

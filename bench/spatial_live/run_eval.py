@@ -243,9 +243,10 @@ def fmt(a, k):
 def markdown(args, agg, scenes, difficulties, elapsed, binary):
     k0 = sim.difficulty(difficulties[0])
     ncam = len(sim.cameras(k0))
-    room = (f"room: rig 0, {k0.floor_w:g} x {k0.floor_h:g} m, {ncam} cameras (tuning seeds 0-9, reporting seeds 100-119)"
+    rate = f"{ncam} cameras at {k0.fps:g} fps"
+    room = (f"room: rig 0, {k0.floor_w:g} x {k0.floor_h:g} m, {rate} (tuning seeds 0-9, reporting seeds 100-119)"
             if k0.rig == 0 else
-            f"room: rig {k0.rig}, {k0.floor_w:g} x {k0.floor_h:g} m, {ncam} cameras; nothing was tuned on this room, "
+            f"room: rig {k0.rig}, {k0.floor_w:g} x {k0.floor_h:g} m, {rate}; nothing was tuned on this room, "
             "so every seed is held out")
     L = ["# Live spatial tracking evaluation (bench/spatial_live)", "",
          f"nvr `{binary['source']}` ({binary.get('version')}, built {binary['mtime']}, sha256 {binary['sha256']}…; "

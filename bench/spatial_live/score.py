@@ -141,8 +141,24 @@ def nvr_floor(spatial_msgs, t0_ns):
     return hyp, dict(states), static
 
 
+def hold_latest(hyp, frames):
+    """`hyp` on every scored cycle: a cycle without a published message (a
+    `spatial.matching_interval_ms` longer than the 200 ms scoring cycle)
+    shows the latest message before it, as a client drawing the latest
+    message would. At the default interval every cycle has its own."""
+    out, last = dict(hyp), None
+    for f in frames:
+        if f in hyp:
+            last = hyp[f]
+        elif last is not None:
+            out[f] = last
+    return out
+
+
 def camera_observations(scene, tracks_msgs, t0_ns, frames):
-    """frame -> [(camera, track_id, x, y)] from each camera's latest confirmed tracks."""
+    """frame -> [(camera, track_id, x, y)] from each camera's latest confirmed
+    tracks: its latest message within 250 ms, or within 1.25 of its median
+    frame interval where that is clearly longer than the 200 ms cycle."""
     H = scene.H
     by_cam = defaultdict(list)
     for m in tracks_msgs:
@@ -151,10 +167,12 @@ def camera_observations(scene, tracks_msgs, t0_ns, frames):
     for cam, ms in by_cam.items():
         ms.sort(key=lambda m: m["ts_ns"])
         ts = np.array([m["ts_ns"] for m in ms])
+        step = float(np.median(np.diff(ts))) if len(ts) > 2 else CYCLE_NS
+        hold = 1.25 * step if step > 1.1 * CYCLE_NS else 250_000_000
         for f in frames:
             t_ns = t0_ns + f * CYCLE_NS
             i = int(np.searchsorted(ts, t_ns, side="right")) - 1
-            if i < 0 or t_ns - ts[i] > 250_000_000:
+            if i < 0 or t_ns - ts[i] > hold:
                 continue
             m = ms[i]
             conf = [t for t in m["tracks"] if t["state"] == "confirmed"]
@@ -299,6 +317,7 @@ def score_run(scene, run, truth=None, baselines=True):
     truth = truth if truth is not None else floor_truth(scene, frames)
     hyp, states, static = nvr_floor(msgs["spatial"], t0)
     published = set(hyp)
+    hyp = hold_latest(hyp, frames)
     out = {"nvr": floor_metrics(truth, hyp, frames)}
     out["nvr"]["states"] = states
     out["nvr"]["missing_cycles"] = sum(f not in published for f in frames)

@@ -132,7 +132,12 @@ impl SpatialTracker {
         // Seen by another camera right now: two calibrated views of one
         // person agree closely, so the gate is the tighter one of how
         // closely these cameras agree (`overlap_gate_m` until learned).
-        let co_observed = gap_ns <= self.params.matching_interval_ms.max(1) * 1_000_000;
+        // Within a frame of the slower of the two cameras: a camera that
+        // sends a frame every few cycles sees the person a frame apart.
+        let co_observed = gap_ns
+            <= self
+                .frame_window_ns(k.0)
+                .max(self.frame_window_ns(g.last_camera));
         if co_observed {
             radius = radius.min(self.overlap_gate(k.0, g));
         }

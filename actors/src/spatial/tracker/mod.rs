@@ -29,6 +29,7 @@ mod drift_tests;
 #[cfg(test)]
 mod duplicate_tests;
 mod foot;
+mod frames;
 mod grid;
 mod idmap;
 mod lifecycle;
@@ -37,6 +38,8 @@ mod output;
 mod relink;
 #[cfg(test)]
 mod relink_tests;
+#[cfg(test)]
+mod slow_camera_tests;
 #[cfg(test)]
 mod static_tests;
 #[cfg(test)]
@@ -193,6 +196,11 @@ struct CamState {
     /// compared with other cameras' views.
     emb_sum: Vec<f64>,
     emb_count: f64,
+    /// How often the camera sends a frame: the window within which its
+    /// views count as "now" and a missed frame is told from a person gone
+    /// (see [`frames`]).
+    #[serde(default)]
+    frames: frames::FrameClock,
 }
 
 #[derive(Debug, Clone, Serialize, Deserialize)]
@@ -454,6 +462,7 @@ impl SpatialTracker {
                 size: None,
                 emb_sum: Vec::new(),
                 emb_count: 0.0,
+                frames: frames::FrameClock::default(),
             });
         }
         SpatialTracker {
@@ -518,6 +527,21 @@ impl SpatialTracker {
         Ok(t)
     }
 
+    /// The matching cycle, ns.
+    pub(super) fn cycle_ns(&self) -> u64 {
+        self.params.matching_interval_ms.max(1) * 1_000_000
+    }
+
+    /// The window (ns) within which camera `ci`'s views count as "now":
+    /// one matching cycle, or the camera's frame interval where it sends
+    /// frames more slowly (see [`frames`]).
+    pub(super) fn frame_window_ns(&self, ci: usize) -> u64 {
+        let cycle = self.cycle_ns();
+        self.cams
+            .get(ci)
+            .map_or(cycle, |c| c.frames.window_ns(cycle))
+    }
+
     /// The shard name.
     pub fn shard(&self) -> &str {
         &self.shard
@@ -546,6 +570,9 @@ impl SpatialTracker {
                     last_ns: last,
                 });
             }
+        }
+        if let Some(last) = self.cams[ci].last_ts {
+            self.cams[ci].frames.record(msg.ts_ns - last);
         }
         self.cams[ci].last_ts = Some(msg.ts_ns);
         self.cams[ci].size = Some((msg.width, msg.height));

@@ -306,8 +306,10 @@ impl SpatialTracker {
     /// inside a camera's view: a person missed by the detector or occluded
     /// rather than gone. An identity with another observed identity within
     /// `OCCLUDER_M` (a likely occluder) coasts up to `max_coast_s` seconds,
-    /// others up to a third of it, but at least two and a half cycles (a
-    /// missed frame of a camera running at the cycle's rate); one
+    /// others up to a third of it, but at least two and a half frame
+    /// windows of the camera that saw it last (a missed frame: one cycle at
+    /// the cycle's rate, the camera's frame interval where it is slower,
+    /// which lengthens `max_coast_s` by as much); one
     /// carried along by the companion it vanished next to (see
     /// `follow_companions`) as long as that one is observed, up to
     /// `companion_max_s`. Positions are extrapolated along
@@ -338,11 +340,25 @@ impl SpatialTracker {
         unseen_ns: u64,
     ) -> BTreeMap<u64, [f64; 2]> {
         let max_ns = (max_coast_s.max(0.0) * 1e9) as u64;
-        // At least one missed camera frame at the cycle's rate, plus the
-        // camera's clock jitter: two and a half cycles.
-        let cycle_ns = self.params.matching_interval_ms.max(1) * 1_000_000;
-        let short_ns = (max_ns / 3).max(cycle_ns * 5 / 2).min(max_ns);
-        let seen_now = |g: &Global| g.last_seen >= ts_ns.saturating_sub(SEEN_NOW_NS);
+        let cycle_ns = self.cycle_ns();
+        // Per identity, from the frame window `w` of the camera that saw
+        // it last (one matching cycle at the default rates): the longest
+        // coast, `max_coast_s` plus what a frame slower than the cycle adds
+        // to two and a half windows; the shorter one, at least one missed
+        // frame plus the camera's clock jitter (two and a half windows);
+        // and how recently an identity counts as seen now.
+        let limits = |g: &Global| {
+            let w = self.frame_window_ns(g.last_camera);
+            let slower = w.saturating_sub(cycle_ns);
+            let max = if max_ns == 0 {
+                0
+            } else {
+                max_ns + slower * 5 / 2
+            };
+            let short = (max_ns / 3).max(w * 5 / 2).min(max);
+            (max, short, SEEN_NOW_NS + slower)
+        };
+        let seen_now = |g: &Global| g.last_seen >= ts_ns.saturating_sub(limits(g).2);
         // Carried along by a companion observed now.
         let carried = |g: &Global| {
             g.companion
@@ -353,7 +369,7 @@ impl SpatialTracker {
             .iter()
             .filter(|(_, g)| {
                 g.last_seen + unseen_ns.max(1) <= ts_ns
-                    && (ts_ns - g.last_seen <= max_ns || carried(g))
+                    && (ts_ns - g.last_seen <= limits(g).0 || carried(g))
             })
             .map(|(id, _)| *id)
             .collect();
@@ -373,7 +389,7 @@ impl SpatialTracker {
             };
             let dt = ts_ns.saturating_sub(g.pos_ts) as f64 / 1e9;
             let p = [g.pos[0] + g.vel[0] * dt, g.pos[1] + g.vel[1] * dt];
-            if ts_ns - g.last_seen > short_ns
+            if ts_ns - g.last_seen > limits(g).1
                 && !carried(g)
                 && !seen
                     .iter()
