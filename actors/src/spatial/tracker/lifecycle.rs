@@ -359,6 +359,35 @@ impl SpatialTracker {
                 }
             }
         }
+        // A camera slower than the cycle seldom sends its frame in the same
+        // cycle as another camera: its latest view of the identity, within
+        // its frame window and carried along the identity's velocity to the
+        // time of this cycle's view, pairs with that view instead.
+        let cycle_ns = params.matching_interval_ms.max(1) * 1_000_000;
+        for kb in g.sources.iter().filter(|kb| !keys.contains(kb)) {
+            let window = cams.get(kb.0).map_or(0, |c| c.frames.window_ns(cycle_ns));
+            let Some(sb) = sources.get(kb).filter(|s| s.observed && window > cycle_ns) else {
+                continue;
+            };
+            let Some(pb) = sb.pos else {
+                continue;
+            };
+            for (ka, sa, pa) in obs.iter().filter(|(ka, ..)| ka.0 != kb.0) {
+                let age = sa.obs_ts.saturating_sub(sb.obs_ts);
+                if age == 0 || age > window {
+                    continue;
+                }
+                let dt = age as f64 / 1e9;
+                let carry = |p: [f64; 2]| [p[0] + g.vel[0] * dt, p[1] + g.vel[1] * dt];
+                agreement
+                    .entry(super::agreement::pair(ka.0, kb.0))
+                    .or_default()
+                    .sample(dist(*pa, carry(pb)));
+                if let (true, Some(ra), Some(rb)) = (params.learn_offsets, sa.raw_pos, sb.raw_pos) {
+                    offsets.sample(ka.0, ra, kb.0, carry(rb));
+                }
+            }
+        }
         learn_appearance(g, &obs, params.swap_check_similarity);
     }
 

@@ -114,4 +114,9 @@ fn two_slow_cameras_a_frame_apart_see_one_person_under_one_identity() {
         .map(|s| s.camera.as_str())
         .collect();
     assert_eq!(cams, ["a", "b"]);
+    // The two cameras never send a frame in the same cycle, yet they learn
+    // how closely they agree (each view paired with the other camera's
+    // latest one, a frame apart).
+    let agreement = st.stats().camera_agreement;
+    assert!(agreement.iter().any(|p| p.samples >= 10), "{agreement:?}");
 }
