@@ -55,7 +55,10 @@ pub struct SpatialParams {
     #[serde(skip)]
     pub matching_interval_ms: u64,
     /// Longest time (seconds) an unseen identity is published as `coasting`
-    /// (predicted, still expected in view) before it is `lost`.
+    /// (predicted, still expected in view) before it is `lost`; after a
+    /// camera that sends frames more slowly than the cycle, longer by two
+    /// and a half times what its frame interval exceeds the cycle (one
+    /// missed frame of that camera is bridged).
     #[serde(skip)]
     pub max_coast_seconds: f64,
     /// Floor distance (metres) within which two simultaneous observations can

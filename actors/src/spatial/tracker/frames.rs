@@ -30,6 +30,11 @@ pub(super) const MAX_WINDOW_NS: u64 = 2_000_000_000;
 pub(super) struct FrameClock {
     /// The last [`KEEP`] intervals (ns), oldest first.
     intervals: Vec<u64>,
+    /// Their median once three are known, kept up to date by
+    /// [`FrameClock::record`]: the window is read for every identity on
+    /// every cycle.
+    #[serde(default)]
+    median: Option<u64>,
 }
 
 impl FrameClock {
@@ -43,17 +48,17 @@ impl FrameClock {
             self.intervals.remove(0);
         }
         self.intervals.push(interval_ns);
+        self.median = (self.intervals.len() >= 3).then(|| {
+            let mut v = self.intervals.clone();
+            v.sort_unstable();
+            v[v.len() / 2]
+        });
     }
 
     /// The median interval, once three are known: a skipped frame or a
     /// restart does not move it.
     pub(super) fn median_ns(&self) -> Option<u64> {
-        if self.intervals.len() < 3 {
-            return None;
-        }
-        let mut v = self.intervals.clone();
-        v.sort_unstable();
-        Some(v[v.len() / 2])
+        self.median
     }
 
     /// The window for this camera with matching cycles of `cycle_ns`: the

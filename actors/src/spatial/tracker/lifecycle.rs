@@ -364,9 +364,12 @@ impl SpatialTracker {
         // its frame window and carried along the identity's velocity to the
         // time of this cycle's view, pairs with that view instead.
         let cycle_ns = params.matching_interval_ms.max(1) * 1_000_000;
-        for kb in g.sources.iter().filter(|kb| !keys.contains(kb)) {
+        for kb in g.sources.iter() {
             let window = cams.get(kb.0).map_or(0, |c| c.frames.window_ns(cycle_ns));
-            let Some(sb) = sources.get(kb).filter(|s| s.observed && window > cycle_ns) else {
+            if window <= cycle_ns || keys.contains(kb) {
+                continue;
+            }
+            let Some(sb) = sources.get(kb).filter(|s| s.observed) else {
                 continue;
             };
             let Some(pb) = sb.pos else {
