@@ -275,6 +275,7 @@ impl SpatialTracker {
     /// (camera tracks without a floor position are skipped).
     /// `learn`: the observations also update the identity's appearance.
     pub(super) fn apply_observations(&mut self, gid: u64, keys: &[SourceKey], learn: bool) {
+        let cycle_ns = self.cycle_ns();
         // Split borrows: the identity changes, its sources and cameras are read.
         let Self {
             globals,
@@ -363,7 +364,6 @@ impl SpatialTracker {
         // cycle as another camera: its latest view of the identity, within
         // its frame window and carried along the identity's velocity to the
         // time of this cycle's view, pairs with that view instead.
-        let cycle_ns = params.matching_interval_ms.max(1) * 1_000_000;
         for kb in g.sources.iter() {
             let window = cams.get(kb.0).map_or(0, |c| c.frames.window_ns(cycle_ns));
             if window <= cycle_ns || keys.contains(kb) {

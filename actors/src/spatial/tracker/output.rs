@@ -28,7 +28,7 @@ impl SpatialTracker {
         &self,
         ts_ns: u64,
     ) -> (Vec<SpatialTrack>, BTreeMap<u64, u64>) {
-        let interval = self.params.matching_interval_ms.max(1) * 1_000_000;
+        let interval = self.cycle_ns();
         let coasting = self.coasting_positions(ts_ns, self.params.max_coast_seconds, interval);
         let mut out = self.tracks_at(ts_ns);
         for t in &mut out {
