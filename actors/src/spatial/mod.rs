@@ -99,7 +99,9 @@ pub struct SpatialParams {
     pub merge_similarity: f64,
     /// Consecutive cycles before two coinciding identities are merged (and
     /// before a camera track joins the identity of a track it coincides
-    /// with, see `pair_m`).
+    /// with, see `pair_m`). With a camera slower than the cycle, its latest
+    /// view within its frame interval takes part, and a cycle counts when
+    /// either of the two views is new in it.
     pub merge_cycles: u32,
     /// Two camera tracks of different cameras closer than this (metres) on
     /// the floor, with no other track of either camera near, are one person:

@@ -12,7 +12,10 @@
 //! people walking together; geometry agreed by two views decides, not
 //! appearance. Two such pairs whose tracks are bound crosswise (one
 //! camera's tracker swapped two people passing each other) are swapped
-//! back at once.
+//! back at once. A camera slower than the matching cycle seldom sends its
+//! frame in the same cycle as another camera: its latest view within its
+//! frame interval takes part, carried along its identity's velocity to the
+//! cycle's time.
 
 use std::collections::BTreeMap;
 
@@ -47,6 +50,8 @@ struct Obs {
     floor: usize,
     pos: [f64; 2],
     gid: u64,
+    /// Taken in this cycle (not a slow camera's earlier view).
+    fresh: bool,
 }
 
 impl SpatialTracker {
@@ -62,9 +67,12 @@ impl SpatialTracker {
     }
 
     /// Whether identity `g` has a camera track on camera `cam` observed in
-    /// this cycle.
-    fn sees_now(&self, g: &Global, cam: usize) -> bool {
-        self.any_source_on(g, cam, |s| s.observed && s.fresh)
+    /// this cycle (for a camera slower than the cycle: within its frame
+    /// window).
+    fn sees_now(&self, g: &Global, cam: usize, ts_ns: u64) -> bool {
+        self.any_source_on(g, cam, |s| {
+            s.observed && (s.fresh || self.slow_view_current(cam, s.obs_ts, ts_ns))
+        })
     }
 
     /// Moves camera tracks that coincide with another camera's track to
@@ -76,7 +84,7 @@ impl SpatialTracker {
             self.pair_counts.clear();
             return;
         }
-        self.pair_counts = self.coinciding_pairs(pair_m);
+        self.pair_counts = self.coinciding_pairs(pair_m, ts_ns);
         let full = self.params.merge_cycles.max(1);
         let ready: Vec<((SourceKey, SourceKey), bool)> = self
             .pair_counts
@@ -93,18 +101,33 @@ impl SpatialTracker {
     /// bound to two identities, that coincide within `pair_m` and are each
     /// other's nearest on the other's camera with no close rival, each with
     /// the number of consecutive cycles it has held (lower key first).
-    fn coinciding_pairs(&self, pair_m: f64) -> BTreeMap<(SourceKey, SourceKey), u32> {
+    /// With a camera slower than the cycle, its views within its frame
+    /// window take part too (two cameras seldom send their frames of one
+    /// person in the same cycle), every view carried along its identity's
+    /// velocity to this cycle's time; a pair of two such earlier views
+    /// keeps its count.
+    fn coinciding_pairs(&self, pair_m: f64, ts_ns: u64) -> BTreeMap<(SourceKey, SourceKey), u32> {
+        let slow = self.has_slow_camera();
         let obs: Vec<Obs> = self
             .sources
             .iter()
-            .filter(|(_, s)| s.fresh && s.observed)
+            .filter(|(k, s)| {
+                s.observed && (s.fresh || (slow && self.slow_view_current(k.0, s.obs_ts, ts_ns)))
+            })
             .filter_map(|(k, s)| {
                 let gid = s.bound.filter(|g| self.globals.contains_key(g))?;
+                let mut pos = s.pos?;
+                if slow {
+                    let g = self.globals.get(&gid)?;
+                    let dt = ts_ns.saturating_sub(s.obs_ts) as f64 / 1e9;
+                    pos = [pos[0] + g.vel[0] * dt, pos[1] + g.vel[1] * dt];
+                }
                 Some(Obs {
                     key: *k,
                     floor: self.cams[k.0].floor_idx,
-                    pos: s.pos?,
+                    pos,
                     gid,
+                    fresh: s.fresh,
                 })
             })
             .collect();
@@ -173,8 +196,12 @@ impl SpatialTracker {
                     continue;
                 }
                 let pair = (o.key, obs[j].key);
-                let c = self.pair_counts.get(&pair).copied().unwrap_or(0) + 1;
-                now.insert(pair, c);
+                let before = self.pair_counts.get(&pair).copied().unwrap_or(0);
+                if o.fresh || obs[j].fresh {
+                    now.insert(pair, before + 1);
+                } else if before > 0 {
+                    now.insert(pair, before);
+                }
             }
         }
         now
@@ -246,7 +273,7 @@ impl SpatialTracker {
             && !self
                 .globals
                 .get(&from)
-                .is_some_and(|g| self.sees_now(g, other_cam))
+                .is_some_and(|g| self.sees_now(g, other_cam, ts_ns))
         {
             return;
         }

@@ -474,21 +474,41 @@ impl SpatialTracker {
     }
 
     /// `grid` holds the positions of the identities observed in this cycle.
+    /// With a camera slower than the cycle, two cameras seldom send their
+    /// frames of one person in the same cycle: identities such a camera saw
+    /// within its frame window take part too, every position carried along
+    /// its identity's velocity to this cycle's time, and a pair counts a
+    /// cycle in which either of the two was observed.
     pub(super) fn merge_coinciding(&mut self, ts_ns: u64, grid: &Grid, events: &mut Vec<Event>) {
+        let slow_grid;
+        let (current, grid): (BTreeMap<u64, [f64; 2]>, &Grid) = if self.has_slow_camera() {
+            let (current, g) = self.current_positions(ts_ns);
+            slow_grid = g;
+            (current, &slow_grid)
+        } else {
+            let current = self
+                .updated
+                .iter()
+                .filter_map(|id| self.globals.get(id).map(|g| (*id, g.pos)))
+                .collect();
+            (current, grid)
+        };
         let mut cand = Vec::new();
         let mut now: BTreeMap<(u64, u64), u32> = BTreeMap::new();
-        for a in &self.updated {
+        for (a, pa) in &current {
             let Some(ga) = self.globals.get(a) else {
                 continue;
             };
             // Any order: the pairs are counted in a map.
-            grid.query_near_any_order(ga.floor_idx, ga.pos, self.params.merge_m, &mut cand);
+            grid.query_near_any_order(ga.floor_idx, *pa, self.params.merge_m, &mut cand);
             for b in cand.iter().filter(|b| *b > a) {
-                let Some(gb) = self.globals.get(b) else {
+                let (Some(gb), Some(pb)) = (self.globals.get(b), current.get(b)) else {
                     continue;
                 };
-                if dist(ga.pos, gb.pos) > self.merge_radius(ga, gb) || !self.mergeable(ga, gb, true)
-                {
+                if !self.updated.contains(a) && !self.updated.contains(b) {
+                    continue;
+                }
+                if dist(*pa, *pb) > self.merge_radius(ga, gb) || !self.mergeable(ga, gb, true) {
                     continue;
                 }
                 let c = self.merge_counts.get(&(*a, *b)).copied().unwrap_or(0) + 1;
@@ -496,9 +516,11 @@ impl SpatialTracker {
             }
         }
         // A pair not observed together in this cycle (a detector miss on
-        // either side) keeps its count; one observed apart starts again.
+        // either side, or nothing new from either) keeps its count; one
+        // observed apart starts again.
         for (pair, c) in &self.merge_counts {
-            let both_seen = self.updated.contains(&pair.0) && self.updated.contains(&pair.1);
+            let news = self.updated.contains(&pair.0) || self.updated.contains(&pair.1);
+            let both_seen = news && current.contains_key(&pair.0) && current.contains_key(&pair.1);
             let exist = self.globals.contains_key(&pair.0) && self.globals.contains_key(&pair.1);
             if exist && !both_seen {
                 now.entry(*pair).or_insert(*c);
@@ -515,6 +537,27 @@ impl SpatialTracker {
             self.merge_counts.remove(&(a, b));
             self.merge_into(a, b, ts_ns, events);
         }
+    }
+
+    /// With a camera slower than the cycle: the identities observed in this
+    /// cycle or last seen by a slow camera within its frame window, each at
+    /// its position carried to `ts_ns` along its velocity, and a grid of
+    /// them.
+    fn current_positions(&self, ts_ns: u64) -> (BTreeMap<u64, [f64; 2]>, Grid) {
+        let mut current = BTreeMap::new();
+        let mut items = Vec::new();
+        for (id, g) in &self.globals {
+            if !self.updated.contains(id)
+                && !self.slow_view_current(g.last_camera, g.last_seen, ts_ns)
+            {
+                continue;
+            }
+            let dt = ts_ns.saturating_sub(g.pos_ts) as f64 / 1e9;
+            let p = [g.pos[0] + g.vel[0] * dt, g.pos[1] + g.vel[1] * dt];
+            current.insert(*id, p);
+            items.push((g.floor_idx, p, *id));
+        }
+        (current, Grid::build(super::GRID_CELL_M, items))
     }
 
     /// Whether two identities close on the floor may be one person seen by

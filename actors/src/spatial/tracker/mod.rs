@@ -542,6 +542,25 @@ impl SpatialTracker {
             .map_or(cycle, |c| c.frames.window_ns(cycle))
     }
 
+    /// Whether some camera sends frames more slowly than the matching
+    /// cycle. Only then do the rules that pair views of one cycle (merges,
+    /// consensus) also take views within a camera's frame window: with
+    /// every camera at the cycle's rate they see exactly this cycle's.
+    pub(super) fn has_slow_camera(&self) -> bool {
+        let cycle = self.cycle_ns();
+        self.cams.iter().any(|c| c.frames.window_ns(cycle) > cycle)
+    }
+
+    /// Whether a view of camera `ci` taken at `obs_ts` is still current at
+    /// `ts_ns` for a camera slower than the cycle: within its frame window.
+    /// (A camera at the cycle's rate has no such views: only its fresh ones
+    /// are current.)
+    pub(super) fn slow_view_current(&self, ci: usize, obs_ts: u64, ts_ns: u64) -> bool {
+        let cycle = self.cycle_ns();
+        let window = self.frame_window_ns(ci);
+        window > cycle && ts_ns.saturating_sub(obs_ts) <= window
+    }
+
     /// The shard name.
     pub fn shard(&self) -> &str {
         &self.shard

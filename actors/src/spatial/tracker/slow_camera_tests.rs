@@ -120,3 +120,100 @@ fn two_slow_cameras_a_frame_apart_see_one_person_under_one_identity() {
     let agreement = st.stats().camera_agreement;
     assert!(agreement.iter().any(|p| p.samples >= 10), "{agreement:?}");
 }
+
+/// Sources of each identity on the floor (observed or coasting) in `out`,
+/// as sorted `(camera, track id)` lists.
+fn groups(out: &StepOutput) -> Vec<Vec<(String, u64)>> {
+    let mut g: Vec<Vec<(String, u64)>> = out
+        .tracks
+        .tracks
+        .iter()
+        .filter(|t| matches!(t.state, SpatialState::Observed | SpatialState::Coasting))
+        .map(|t| {
+            let mut s: Vec<(String, u64)> = t
+                .sources
+                .iter()
+                .map(|s| (s.camera.clone(), s.track_id))
+                .collect();
+            s.sort();
+            s
+        })
+        .collect();
+    g.sort();
+    g
+}
+
+#[test]
+fn two_identities_of_one_person_on_slow_cameras_a_frame_apart_are_merged() {
+    // Cameras a and b see the same floor at 2 fps, b's frames 250 ms after
+    // a's: never in the same cycle. For 10 frames their views of one person
+    // lie 2.5 m apart (two people as far as the tracker can tell, two
+    // identities), then 0.3 m: one person, and the two identities merge.
+    let mut st = SpatialTracker::new(
+        "s",
+        SpatialParams::default(),
+        vec![cam("a", 0.0), cam("b", 0.0)],
+    );
+    let mut msgs = Vec::new();
+    for j in 0..24u64 {
+        let x = 3.0 + 0.3 * j as f64;
+        let gap = if j < 10 { 2.5 } else { 0.3 };
+        let ta = T0 + j * FRAME;
+        msgs.push(msg("a", ta, vec![track(1, 0.0, x, 3.0, None)]));
+        let xb = x + 0.15; // where the person is a quarter second later
+        msgs.push(msg(
+            "b",
+            ta + FRAME / 2,
+            vec![track(5, 0.0, xb, 3.0 + gap, None)],
+        ));
+    }
+    let outs = run(&mut st, &msgs, T0 + 23 * FRAME);
+    let at_10 = &outs[(10 * FRAME / CYCLE) as usize - 2].1;
+    assert_eq!(groups(at_10).len(), 2, "two identities while apart");
+    assert!(st.stats().merged >= 1, "{:?}", st.stats());
+    let a = |t| ("a".to_string(), t);
+    let b = |t| ("b".to_string(), t);
+    let last = &outs.last().expect("cycles").1;
+    assert_eq!(groups(last), vec![vec![a(1), b(5)]]);
+}
+
+#[test]
+fn a_slow_camera_track_that_jumps_onto_a_neighbour_joins_the_identity_the_other_view_gives_there() {
+    // Two people 1.2 m apart walk side by side under cameras a and b (same
+    // floor, 2 fps, b's frames 250 ms after a's). At frame 8 camera a's
+    // track 1 jumps from P onto Q (its track 2 of Q ends) and P gets a new
+    // track 3 on a. Camera b still sees them apart: a's track 1 must join
+    // Q's identity, though the two cameras never send a frame in the same
+    // cycle.
+    let mut st = SpatialTracker::new(
+        "s",
+        SpatialParams::default(),
+        vec![cam("a", 0.0), cam("b", 0.0)],
+    );
+    let mut msgs = Vec::new();
+    for j in 0..20u64 {
+        let ta = T0 + j * FRAME;
+        let x = 3.0 + 0.25 * j as f64;
+        let (p, q) = ((x, 3.0), (x, 4.2));
+        let on_a = if j < 8 {
+            vec![track(1, 0.0, p.0, p.1, None), track(2, 0.0, q.0, q.1, None)]
+        } else {
+            vec![track(1, 0.0, q.0, q.1, None), track(3, 0.0, p.0, p.1, None)]
+        };
+        msgs.push(msg("a", ta, on_a));
+        let xb = x + 0.125;
+        let on_b = vec![track(5, 0.0, xb, p.1, None), track(6, 0.0, xb, q.1, None)];
+        msgs.push(msg("b", ta + FRAME / 2, on_b));
+    }
+    let outs = run(&mut st, &msgs, T0 + 19 * FRAME);
+    let a = |t| ("a".to_string(), t);
+    let b = |t| ("b".to_string(), t);
+    let last = &outs.last().expect("cycles").1;
+    let stats = st.stats();
+    assert_eq!(
+        groups(last),
+        vec![vec![a(1), b(6)], vec![a(3), b(5)]],
+        "{stats:?}"
+    );
+    assert!(stats.rebound_sources >= 1, "{stats:?}");
+}
