@@ -1,6 +1,6 @@
 //! Tests of the cross-view consensus (`consensus.rs`).
 
-use super::tests::{cam, msg, track, DT, T0};
+use super::tests::{cam, msg, source_groups, track, DT, T0};
 use super::*;
 
 /// A tracker with default settings over cameras `a` and `b`, which see
@@ -16,23 +16,7 @@ fn two_cameras_one_floor() -> SpatialTracker {
 /// Sources of each published identity observed at the last cycle, as
 /// `(camera, track id)` lists.
 fn groups(out: &StepOutput) -> Vec<Vec<(String, u64)>> {
-    let mut g: Vec<Vec<(String, u64)>> = out
-        .tracks
-        .tracks
-        .iter()
-        .filter(|t| t.state == SpatialState::Observed)
-        .map(|t| {
-            let mut s: Vec<(String, u64)> = t
-                .sources
-                .iter()
-                .map(|s| (s.camera.clone(), s.track_id))
-                .collect();
-            s.sort();
-            s
-        })
-        .collect();
-    g.sort();
-    g
+    source_groups(out, |s| s == SpatialState::Observed)
 }
 
 /// Two people 1.2 m apart (closer than `unbind_m`, farther than

@@ -1,7 +1,7 @@
 //! Cameras that send frames more slowly than the matching cycle (2 fps
 //! against 200 ms cycles): their windows follow their frame interval.
 
-use super::tests::{cam, msg, track, T0};
+use super::tests::{cam, msg, source_groups, track, T0};
 use super::*;
 
 /// Matching cycle of the default parameters, ns.
@@ -124,23 +124,9 @@ fn two_slow_cameras_a_frame_apart_see_one_person_under_one_identity() {
 /// Sources of each identity on the floor (observed or coasting) in `out`,
 /// as sorted `(camera, track id)` lists.
 fn groups(out: &StepOutput) -> Vec<Vec<(String, u64)>> {
-    let mut g: Vec<Vec<(String, u64)>> = out
-        .tracks
-        .tracks
-        .iter()
-        .filter(|t| matches!(t.state, SpatialState::Observed | SpatialState::Coasting))
-        .map(|t| {
-            let mut s: Vec<(String, u64)> = t
-                .sources
-                .iter()
-                .map(|s| (s.camera.clone(), s.track_id))
-                .collect();
-            s.sort();
-            s
-        })
-        .collect();
-    g.sort();
-    g
+    source_groups(out, |s| {
+        matches!(s, SpatialState::Observed | SpatialState::Coasting)
+    })
 }
 
 #[test]

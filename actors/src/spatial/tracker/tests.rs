@@ -65,6 +65,31 @@ pub(super) fn published(out: &StepOutput, gid: u64) -> &SpatialTrack {
         .unwrap_or_else(|| panic!("identity {gid} is not published"))
 }
 
+/// The camera tracks of each identity `out` publishes in a state `keep`
+/// accepts, as sorted `(camera, track id)` lists, sorted.
+pub(super) fn source_groups(
+    out: &StepOutput,
+    keep: impl Fn(SpatialState) -> bool,
+) -> Vec<Vec<(String, u64)>> {
+    let mut g: Vec<Vec<(String, u64)>> = out
+        .tracks
+        .tracks
+        .iter()
+        .filter(|t| keep(t.state))
+        .map(|t| {
+            let mut s: Vec<(String, u64)> = t
+                .sources
+                .iter()
+                .map(|s| (s.camera.clone(), s.track_id))
+                .collect();
+            s.sort();
+            s
+        })
+        .collect();
+    g.sort();
+    g
+}
+
 fn ids(out: &StepOutput) -> Vec<u64> {
     out.tracks
         .tracks
