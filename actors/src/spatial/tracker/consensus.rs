@@ -120,7 +120,7 @@ impl SpatialTracker {
                 if slow {
                     let g = self.globals.get(&gid)?;
                     let dt = ts_ns.saturating_sub(s.obs_ts) as f64 / 1e9;
-                    pos = [pos[0] + g.vel[0] * dt, pos[1] + g.vel[1] * dt];
+                    pos = g.carry(pos, dt);
                 }
                 Some(Obs {
                     key: *k,

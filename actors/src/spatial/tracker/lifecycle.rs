@@ -264,9 +264,7 @@ impl SpatialTracker {
                 else {
                     return f64::INFINITY;
                 };
-                let dt = ts.saturating_sub(g.pos_ts) as f64 / 1e9;
-                let pred = [g.pos[0] + g.vel[0] * dt, g.pos[1] + g.vel[1] * dt];
-                dist(p, pred)
+                dist(p, g.predicted_at(ts))
             })
             .collect()
     }
@@ -381,7 +379,7 @@ impl SpatialTracker {
                     continue;
                 }
                 let dt = age as f64 / 1e9;
-                let carry = |p: [f64; 2]| [p[0] + g.vel[0] * dt, p[1] + g.vel[1] * dt];
+                let carry = |p: [f64; 2]| g.carry(p, dt);
                 agreement
                     .entry(super::agreement::pair(ka.0, kb.0))
                     .or_default()
@@ -435,8 +433,7 @@ impl SpatialTracker {
                     None => moves.push((*gid, None, None)),
                 },
                 None if unseen <= attach_ns => {
-                    let dt = ts_ns.saturating_sub(g.pos_ts) as f64 / 1e9;
-                    let here = [g.pos[0] + g.vel[0] * dt, g.pos[1] + g.vel[1] * dt];
+                    let here = g.predicted_at(ts_ns);
                     observed.query(g.floor_idx, here, OCCLUDER_M, &mut cand);
                     // Nearest first, ties by id (`cand` is sorted).
                     let best = cand
@@ -552,8 +549,7 @@ impl SpatialTracker {
             {
                 continue;
             }
-            let dt = ts_ns.saturating_sub(g.pos_ts) as f64 / 1e9;
-            let p = [g.pos[0] + g.vel[0] * dt, g.pos[1] + g.vel[1] * dt];
+            let p = g.predicted_at(ts_ns);
             current.insert(*id, p);
             items.push((g.floor_idx, p, *id));
         }
@@ -692,7 +688,6 @@ impl SpatialTracker {
 /// it as is; one unseen for over a second restarts from it at rest.
 fn fuse_motion(g: &mut Global, meas: [f64; 2], t_max: u64, cycle: u64, a: f64, b: f64) {
     let dt = t_max.saturating_sub(g.last_seen) as f64 / 1e9;
-    let dt_pred = t_max.saturating_sub(g.pos_ts) as f64 / 1e9;
     if g.last_seen == t_max && dt == 0.0 && g.sources.len() <= 1 && g.created_cycle == cycle {
         // Just created from this observation.
         g.pos = meas;
@@ -700,7 +695,7 @@ fn fuse_motion(g: &mut Global, meas: [f64; 2], t_max: u64, cycle: u64, a: f64, b
         g.pos = meas;
         g.vel = [0.0, 0.0];
     } else {
-        let pred = [g.pos[0] + g.vel[0] * dt_pred, g.pos[1] + g.vel[1] * dt_pred];
+        let pred = g.predicted_at(t_max);
         let innov = [meas[0] - pred[0], meas[1] - pred[1]];
         g.pos = [pred[0] + a * innov[0], pred[1] + a * innov[1]];
         if dt > 1e-3 {

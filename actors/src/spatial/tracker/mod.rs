@@ -302,6 +302,16 @@ struct Global {
 }
 
 impl Global {
+    /// Point `p` moved along the identity's velocity for `dt_s` seconds.
+    fn carry(&self, p: [f64; 2], dt_s: f64) -> [f64; 2] {
+        [p[0] + self.vel[0] * dt_s, p[1] + self.vel[1] * dt_s]
+    }
+
+    /// Where the identity's motion model puts it at `ts_ns`.
+    fn predicted_at(&self, ts_ns: u64) -> [f64; 2] {
+        self.carry(self.pos, ts_ns.saturating_sub(self.pos_ts) as f64 / 1e9)
+    }
+
     /// Camera `cam`'s view of this identity, if it has one.
     fn view(&self, cam: usize) -> Option<&CamView> {
         self.views

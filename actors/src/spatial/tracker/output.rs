@@ -40,8 +40,9 @@ impl SpatialTracker {
                         // Where it is at the cycle's time: the latest
                         // observation can be most of a cycle old.
                         let dt = (ts_ns.saturating_sub(g.pos_ts) as f64 / 1e9).min(0.5);
-                        t.x_m = (g.pos[0] + g.vel[0] * dt) as f32;
-                        t.y_m = (g.pos[1] + g.vel[1] * dt) as f32;
+                        let p = g.carry(g.pos, dt);
+                        t.x_m = p[0] as f32;
+                        t.y_m = p[1] as f32;
                     }
                 }
                 continue;
@@ -387,8 +388,7 @@ impl SpatialTracker {
             let Some(g) = self.globals.get(&id) else {
                 continue;
             };
-            let dt = ts_ns.saturating_sub(g.pos_ts) as f64 / 1e9;
-            let p = [g.pos[0] + g.vel[0] * dt, g.pos[1] + g.vel[1] * dt];
+            let p = g.predicted_at(ts_ns);
             if ts_ns - g.last_seen > limits(g).1
                 && !carried(g)
                 && !seen
