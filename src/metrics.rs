@@ -376,6 +376,12 @@ pub fn spatial_shards(exp: &mut Exposition, nodes: &[SpatialNodeStatus]) {
             );
             c(
                 exp,
+                "nvr_spatial_handoffs_undone",
+                "Handoffs across a blind gap undone because every camera track they bound was taken away again",
+                sh.stats.handoffs_undone,
+            );
+            c(
+                exp,
                 "nvr_spatial_cycles",
                 "Matching cycles run",
                 sh.stats.cycles,

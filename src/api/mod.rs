@@ -534,7 +534,7 @@ pub fn aggregate_spatial(nodes: &[SpatialNodeStatus]) -> Value {
                 "handoffs_completed": sh.stats.handoffs_completed, "handoff_failures": sh.stats.handoff_failures,
                 "evicted": sh.stats.evicted, "expired": sh.stats.expired, "cycles": sh.stats.cycles,
                 "merged": sh.stats.merged, "relinked": sh.stats.relinked, "unbound_sources": sh.stats.unbound_sources,
-                "rebound_sources": sh.stats.rebound_sources,
+                "rebound_sources": sh.stats.rebound_sources, "handoffs_undone": sh.stats.handoffs_undone,
                 "camera_agreement": sh.stats.camera_agreement,
                 "ingested": sh.ingested, "rejected": sh.rejected, "malformed": sh.malformed, "refused": sh.refused,
                 "last_error": sh.last_error,

@@ -194,6 +194,9 @@ impl SpatialTracker {
         // An identity created in this cycle is not handed off: a new person
         // seen by two cameras at once joins both, with no handoff event.
         let is_new = g.created_cycle == self.stats.cycles;
+        if !is_new && live_cams.is_empty() {
+            self.remember_before_handoff(gid);
+        }
         for sk in &stale {
             if let Some(s) = self.sources.get_mut(sk) {
                 s.bound = None;
@@ -278,6 +281,7 @@ impl SpatialTracker {
                 max_disp: 0.0,
                 img_origin: (k.0, foot, height),
                 img_disp: 0.0,
+                before_handoff: None,
             },
         );
         self.stats.total_tracks += 1;

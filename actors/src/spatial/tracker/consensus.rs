@@ -292,6 +292,7 @@ impl SpatialTracker {
     ) {
         if let Some(g) = self.globals.get_mut(&from) {
             g.sources.remove(&k);
+            g.revoke_handoff();
         }
         if let Some(s) = self.sources.get_mut(&k) {
             s.prev_bound = Some(from);

@@ -92,6 +92,7 @@ impl SpatialTracker {
                 if drop {
                     if let Some(g) = self.globals.get_mut(&gid) {
                         g.sources.remove(bk);
+                        g.revoke_handoff();
                     }
                     self.stats.unbound_sources += 1;
                     unbound.push(*bk);

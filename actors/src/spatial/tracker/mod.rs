@@ -31,6 +31,9 @@ mod duplicate_tests;
 mod foot;
 mod frames;
 mod grid;
+mod handoff_undo;
+#[cfg(test)]
+mod handoff_undo_tests;
 mod idmap;
 mod lifecycle;
 mod offsets;
@@ -144,6 +147,11 @@ pub struct SpatialStats {
     /// be (late re-identification; each also counts as a merge).
     #[serde(default)]
     pub relinked: u64,
+    /// Handoffs across a blind gap undone because every camera track they
+    /// bound was taken away again soon after (someone else's track): the
+    /// identity went back to where and what it was before.
+    #[serde(default)]
+    pub handoffs_undone: u64,
     /// Matching cycles run.
     pub cycles: u64,
     /// How closely each camera pair's views of one person agree on the
@@ -299,6 +307,28 @@ struct Global {
     /// detection's floor position jitters by metres, its box does not.
     img_origin: (usize, [f64; 2], f64),
     img_disp: f64,
+    /// The identity as it was before a camera track took it over while it
+    /// was unseen (see [`BeforeHandoff`]).
+    #[serde(default)]
+    before_handoff: Option<Box<BeforeHandoff>>,
+}
+
+/// An identity as it was when a camera track took it over while no camera
+/// saw it (a handoff across a blind gap). Should every camera track bound
+/// to it since be taken away again within [`UNDO_HANDOFF_CYCLES`] (unbound
+/// for disagreeing with it, moved to the identity another camera gives
+/// there), that track was someone else's: the identity goes back to where
+/// and what it was, rather than keep the other person's position, motion
+/// and looks, which would keep its own person from finding it again.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+struct BeforeHandoff {
+    /// Matching cycle of the handoff.
+    cycle: u64,
+    /// Whether a camera track bound since has been taken away (rather than
+    /// ended by its camera's tracker).
+    revoked: bool,
+    /// The identity before the handoff.
+    global: Global,
 }
 
 impl Global {
@@ -391,6 +421,9 @@ pub struct SpatialTracker {
 
 const GRID_CELL_M: f64 = 2.0;
 const NO_EDGE: f64 = 1.0e6;
+/// Cycles after a handoff across a blind gap within which taking away
+/// every camera track bound since undoes it (see [`BeforeHandoff`]).
+const UNDO_HANDOFF_CYCLES: u64 = 15;
 /// Highest speed (m/s) of the motion model.
 const MAX_SPEED_MPS: f64 = 3.0;
 /// An identity whose box has stayed within this many box heights of where
@@ -754,6 +787,8 @@ impl SpatialTracker {
         self.reconcile_views(ts_ns, &mut events);
         // 3c. A young identity its lost one's appearance clearly matches.
         self.relink_young(ts_ns, &mut events);
+        // 3d. Handoffs whose every camera track was taken away again.
+        self.undo_revoked_handoffs();
         for s in self.sources.values_mut() {
             s.fresh = false;
         }
