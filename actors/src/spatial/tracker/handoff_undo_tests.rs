@@ -14,11 +14,11 @@ const P_UNTIL: u64 = 30;
 const NEW_FROM: u64 = 45;
 
 /// `P` walks along one camera at 1 m/s and is hidden after 3 s; 1.5 s
-/// later someone else appears 1.1 m from where `P` was heading, looking
-/// like `P` in their first frame only, and walks off the other way.
+/// later someone else appears near where `P` was heading, at the floor
+/// point and with the look `newcomer(k)` gives for their `k`-th frame.
 /// Returns the tracker and every step's output.
-fn newcomer(params: SpatialParams) -> (SpatialTracker, Vec<StepOutput>) {
-    let mut st = SpatialTracker::new("s", params, vec![cam("a", 0.0)]);
+fn scene(newcomer: impl Fn(f64) -> ([f64; 2], [f32; 4])) -> (SpatialTracker, Vec<StepOutput>) {
+    let mut st = SpatialTracker::new("s", SpatialParams::default(), vec![cam("a", 0.0)]);
     let mut outs = Vec::new();
     for i in 0..80u64 {
         let ts = T0 + i * DT;
@@ -27,15 +27,8 @@ fn newcomer(params: SpatialParams) -> (SpatialTracker, Vec<StepOutput>) {
             tracks.push(track(1, 0.0, 1.0 + 0.1 * i as f64, 3.0, Some(P.to_vec())));
         }
         if i >= NEW_FROM {
-            let k = (i - NEW_FROM) as f64;
-            let e = if i == NEW_FROM { LIKE_P } else { OTHER };
-            tracks.push(track(
-                8,
-                0.0,
-                6.0 - 0.15 * k,
-                3.5 + 0.1 * k,
-                Some(e.to_vec()),
-            ));
+            let ([x, y], e) = newcomer((i - NEW_FROM) as f64);
+            tracks.push(track(8, 0.0, x, y, Some(e.to_vec())));
         }
         st.ingest(&msg("a", ts, tracks)).unwrap();
         outs.push(st.step(ts + 1));
@@ -54,7 +47,12 @@ fn holder(outs: &[StepOutput], i: u64, track_id: u64) -> Option<&SpatialTrack> {
 
 #[test]
 fn a_handoff_taken_back_leaves_the_identity_where_it_was() {
-    let (st, outs) = newcomer(SpatialParams::default());
+    // The newcomer looks like `P` in their first frame only, appears 1.1 m
+    // from where `P` was heading and walks off the other way.
+    let (st, outs) = scene(|k| {
+        let e = if k == 0.0 { LIKE_P } else { OTHER };
+        ([6.0 - 0.15 * k, 3.5 + 0.1 * k], e)
+    });
     let p_id = holder(&outs, P_UNTIL - 1, 1)
         .expect("P is tracked")
         .global_id;
@@ -91,28 +89,13 @@ fn a_handoff_taken_back_leaves_the_identity_where_it_was() {
 #[test]
 fn a_handoff_that_holds_is_kept() {
     // The newcomer goes on looking like `P`: nothing takes the handoff back.
-    let mut st = SpatialTracker::new("s", SpatialParams::default(), vec![cam("a", 0.0)]);
-    let mut ids = BTreeSet::new();
-    for i in 0..80u64 {
-        let ts = T0 + i * DT;
-        let mut tracks = Vec::new();
-        if i < P_UNTIL {
-            tracks.push(track(1, 0.0, 1.0 + 0.1 * i as f64, 3.0, Some(P.to_vec())));
-        }
-        if i >= NEW_FROM {
-            let k = (i - NEW_FROM) as f64;
-            tracks.push(track(8, 0.0, 6.0 + 0.1 * k, 3.0, Some(LIKE_P.to_vec())));
-        }
-        st.ingest(&msg("a", ts, tracks)).unwrap();
-        let out = st.step(ts + 1);
-        ids.extend(
-            out.tracks
-                .tracks
-                .iter()
-                .filter(|t| t.state == SpatialState::Observed)
-                .map(|t| t.global_id),
-        );
-    }
+    let (st, outs) = scene(|k| ([6.0 + 0.1 * k, 3.0], LIKE_P));
+    let ids: BTreeSet<u64> = outs
+        .iter()
+        .flat_map(|o| &o.tracks.tracks)
+        .filter(|t| t.state == SpatialState::Observed)
+        .map(|t| t.global_id)
+        .collect();
     assert_eq!(ids.len(), 1, "one person throughout: {ids:?}");
     assert_eq!(st.stats().handoffs_undone, 0);
 }
