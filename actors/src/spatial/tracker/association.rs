@@ -120,7 +120,7 @@ impl SpatialTracker {
             return (None, false);
         }
         let horizon = (s.obs_ts.saturating_sub(g.pos_ts) as f64 / 1e9).min(1.0);
-        let pred = [g.pos[0] + g.vel[0] * horizon, g.pos[1] + g.vel[1] * horizon];
+        let pred = g.carry(g.pos, horizon);
         let mut radius = self.params.gate_m
             + (self.params.max_speed_mps * gap_s).min(self.params.max_handoff_radius_m);
         let mut d = dist(pred, p);

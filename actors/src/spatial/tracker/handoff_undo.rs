@@ -11,9 +11,7 @@
 //! camera track bound to it since has been taken away within
 //! [`UNDO_HANDOFF_CYCLES`].
 
-use std::collections::BTreeSet;
-
-use super::{BeforeHandoff, Global, SourceKey, SpatialTracker, UNDO_HANDOFF_CYCLES};
+use super::{BeforeHandoff, Global, SpatialTracker, UNDO_HANDOFF_CYCLES};
 
 impl Global {
     /// Notes that a camera track bound to this identity was taken away
@@ -82,8 +80,8 @@ impl SpatialTracker {
     }
 
     /// Identity `gid` goes back to what it was before its open handoff,
-    /// with the lost camera tracks it held then that no other identity
-    /// has taken since.
+    /// keeping the lost camera tracks it holds now and taking back those it
+    /// held then that no other identity has taken since.
     fn undo_handoff(&mut self, gid: u64) {
         let Some(g) = self.globals.get_mut(&gid) else {
             return;
@@ -91,16 +89,8 @@ impl SpatialTracker {
         let Some(before) = g.before_handoff.take() else {
             return;
         };
-        let sources = std::mem::take(&mut g.sources);
-        self.reinstate(gid, *before, sources);
-    }
-
-    /// Identity `gid` becomes `before` again, holding `sources` and the lost
-    /// camera tracks it held before the handoff that no other identity has
-    /// taken since.
-    fn reinstate(&mut self, gid: u64, before: BeforeHandoff, mut sources: BTreeSet<SourceKey>) {
-        let mut restored = before.global;
-        for k in &restored.sources {
+        let mut sources = std::mem::take(&mut g.sources);
+        for k in &before.global.sources {
             if let Some(s) = self.sources.get_mut(k) {
                 if s.bound == Some(gid) || (s.bound.is_none() && !s.observed) {
                     s.bound = Some(gid);
@@ -108,8 +98,8 @@ impl SpatialTracker {
                 }
             }
         }
-        restored.sources = sources;
-        self.globals.insert(gid, restored);
+        *g = before.global;
+        g.sources = sources;
         self.updated.remove(&gid);
         self.stats.handoffs_undone += 1;
     }
