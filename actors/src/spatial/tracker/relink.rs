@@ -2,13 +2,16 @@
 //! when it started gets a new identity; its first sight is often the worst
 //! one (a box cut by the image border, a foot point behind someone nearer,
 //! one frame's appearance). While that identity is young, its appearance
-//! as its camera has seen it over several cycles is compared with the
-//! identities lost before it was born that could have got to where it
+//! as each of its cameras has seen it over several cycles is compared
+//! with the identities lost before it was born that could have got to where it
 //! appeared along the way they were walking. One that clearly matches,
 //! and alone does, takes it over (the person keeps the id they had, and
 //! the young id ends), provided the appearance model tells that identity
 //! apart from everyone else the camera has seen: the young one must look
-//! more like it than any other identity does. A colour descriptor that
+//! more like it than any other identity does. Each camera's view is
+//! judged on its own (another camera may see all of the person while the
+//! last one to join sees only their legs), and two views that point at
+//! two identities relink nothing. A colour descriptor that
 //! finds every person alike (real footage) thus relinks nothing, rather
 //! than giving a newcomer the id of someone who left.
 
@@ -80,10 +83,26 @@ impl SpatialTracker {
     }
 
     /// The lost identity among `unseen` that young identity `n` is, if one
-    /// clearly is.
+    /// clearly is by one of its cameras' views and no other view points at
+    /// another.
     fn relink_target(&self, n: u64, unseen: &[u64]) -> Option<u64> {
         let gn = self.globals.get(&n)?;
-        let cam = gn.last_camera;
+        let mut found = None;
+        for v in &gn.views {
+            match (self.relink_target_in_view(n, v.cam, unseen), found) {
+                (None, _) => {}
+                (Some(o), None) => found = Some(o),
+                (Some(o), Some(f)) if o == f => {}
+                // Two cameras' views point at two identities.
+                (Some(_), Some(_)) => return None,
+            }
+        }
+        found
+    }
+
+    /// [`Self::relink_target`] on camera `cam`'s view of young identity `n`.
+    fn relink_target_in_view(&self, n: u64, cam: usize, unseen: &[u64]) -> Option<u64> {
+        let gn = self.globals.get(&n)?;
         let (emb, obs) = gn.view(cam)?.emb.as_ref()?;
         if *obs < RELINK_MIN_OBS {
             return None;

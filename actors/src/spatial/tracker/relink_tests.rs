@@ -157,3 +157,55 @@ fn no_relink_where_the_camera_cannot_tell_the_lost_person_from_another() {
     assert_eq!(ids.len(), 2, "{ids:?}");
     assert_eq!(st.stats().relinked, 1);
 }
+
+/// `P` walks under camera `a` only, is hidden for 3 s and comes back
+/// under both cameras: `a` sees them first, its first frame spoilt (a box
+/// cut by the border: `SPOILT`) and every later one as `on_a`; `b`, which
+/// never saw `P` before, joins a cycle later and sees them as `on_b`.
+/// Returns the ids the comeback's camera tracks were published under, in
+/// order, and the tracker.
+fn comeback_in_two_views(on_a: [f32; 4], on_b: [f32; 4]) -> (Vec<u64>, SpatialTracker) {
+    let cams = vec![cam("a", 0.0), cam("b", 0.0)];
+    let mut st = SpatialTracker::new("s", SpatialParams::default(), cams);
+    let mut ids = Vec::new();
+    for i in 0..100u64 {
+        let ts = T0 + i * DT;
+        let x = 1.0 + 0.1 * i as f64;
+        let mut on_cam_a = vec![track(2, 0.0, 11.0 - 0.05 * i as f64, 6.0, Some(Q.to_vec()))];
+        let mut on_cam_b = Vec::new();
+        if i < 30 {
+            on_cam_a.push(track(1, 0.0, x, 3.0, Some(P.to_vec())));
+        } else if i >= 60 {
+            let e = if i == 60 { SPOILT } else { on_a };
+            on_cam_a.push(track(5, 0.0, x, 3.0, Some(e.to_vec())));
+            if i >= 61 {
+                on_cam_b.push(track(6, 0.0, x + 0.05, 3.0, Some(on_b.to_vec())));
+            }
+        }
+        st.ingest(&msg("a", ts, on_cam_a)).unwrap();
+        st.ingest(&msg("b", ts, on_cam_b)).unwrap();
+        let out = st.step(ts + 1);
+        for t in &out.tracks.tracks {
+            let comeback = t.sources.iter().any(|s| s.track_id == 5 || s.track_id == 6);
+            if t.state == SpatialState::Observed && comeback && ids.last() != Some(&t.global_id) {
+                ids.push(t.global_id);
+            }
+        }
+    }
+    (ids, st)
+}
+
+#[test]
+fn a_person_one_camera_sees_well_gets_their_old_id_back_whatever_the_last_camera_sees() {
+    // Camera `b`, the last to join the young identity, sees only part of
+    // `P` (cosine 0.29); camera `a` sees them as they looked (cosine 0.8):
+    // that view decides.
+    let (ids, st) = comeback_in_two_views(LIKE_P, SPOILT);
+    assert_eq!(ids.len(), 2, "a new id first, then the old one: {ids:?}");
+    assert!(ids[1] < ids[0], "the old identity takes over: {ids:?}");
+    assert_eq!(st.stats().relinked, 1);
+    // Seen by neither camera as `P`, the person keeps the new id.
+    let (ids, st) = comeback_in_two_views(SPOILT, SPOILT);
+    assert_eq!(ids.len(), 1, "{ids:?}");
+    assert_eq!(st.stats().relinked, 0);
+}
