@@ -19,7 +19,7 @@ use nvr_subjects::{event_kind, Event};
 
 use super::appearance::cosine;
 use super::grid::dist;
-use super::{Global, SpatialTracker};
+use super::{CamView, Global, SpatialTracker};
 
 /// Observations of the young identity by its camera before its appearance
 /// is trusted for a late re-identification.
@@ -87,9 +87,32 @@ impl SpatialTracker {
     /// another.
     fn relink_target(&self, n: u64, unseen: &[u64]) -> Option<u64> {
         let gn = self.globals.get(&n)?;
+        // Identities a camera track of `n` was unbound from: that camera's
+        // tracker moved onto someone else, which `n` is.
+        let unbound_from: Vec<u64> = gn
+            .sources
+            .iter()
+            .filter_map(|k| self.sources.get(k)?.prev_bound)
+            .collect();
+        // The lost identities `n` could be, whatever a camera saw of it.
+        let candidates: Vec<(u64, &Global)> = unseen
+            .iter()
+            .filter_map(|oid| Some((*oid, self.globals.get(oid)?)))
+            .filter(|(oid, go)| {
+                *oid != n
+                    && go.last_seen < gn.born_ts
+                    && go.floor_idx == gn.floor_idx
+                    && go.label == gn.label
+                    && !unbound_from.contains(oid)
+                    && self.could_have_walked(go, gn)
+            })
+            .collect();
+        if candidates.is_empty() {
+            return None;
+        }
         let mut found = None;
         for v in &gn.views {
-            match (self.relink_target_in_view(n, v.cam, unseen), found) {
+            match (self.relink_target_in_view(n, gn, v, &candidates), found) {
                 (None, _) => {}
                 (Some(o), None) => found = Some(o),
                 (Some(o), Some(f)) if o == f => {}
@@ -100,36 +123,24 @@ impl SpatialTracker {
         found
     }
 
-    /// [`Self::relink_target`] on camera `cam`'s view of young identity `n`.
-    fn relink_target_in_view(&self, n: u64, cam: usize, unseen: &[u64]) -> Option<u64> {
-        let gn = self.globals.get(&n)?;
-        let (emb, obs) = gn.view(cam)?.emb.as_ref()?;
+    /// [`Self::relink_target`] on view `v` of young identity `gn` (`n`),
+    /// among its `candidates`.
+    fn relink_target_in_view(
+        &self,
+        n: u64,
+        gn: &Global,
+        v: &CamView,
+        candidates: &[(u64, &Global)],
+    ) -> Option<u64> {
+        let cam = v.cam;
+        let (emb, obs) = v.emb.as_ref()?;
         if *obs < RELINK_MIN_OBS {
             return None;
         }
-        // Identities a camera track of `n` was unbound from: that camera's
-        // tracker moved onto someone else, which `n` is.
-        let unbound_from: Vec<u64> = gn
-            .sources
-            .iter()
-            .filter_map(|k| self.sources.get(k)?.prev_bound)
-            .collect();
         // (score, raw similarity, id) of the best candidate.
         let mut best: Option<(f64, f64, u64)> = None;
         let mut second = f64::NEG_INFINITY;
-        for oid in unseen {
-            let Some(go) = self.globals.get(oid) else {
-                continue;
-            };
-            if *oid == n
-                || go.last_seen >= gn.born_ts
-                || go.floor_idx != gn.floor_idx
-                || go.label != gn.label
-                || unbound_from.contains(oid)
-                || !self.could_have_walked(go, gn)
-            {
-                continue;
-            }
+        for &(oid, go) in candidates {
             let Some((c, raw)) = self.relink_similarity(go, gn, cam, emb) else {
                 continue;
             };
@@ -139,7 +150,7 @@ impl SpatialTracker {
                     if let Some((b, _, _)) = best {
                         second = second.max(b);
                     }
-                    best = Some((c, raw, *oid));
+                    best = Some((c, raw, oid));
                 }
             }
         }
