@@ -14,6 +14,14 @@
 //! two identities relink nothing. A colour descriptor that
 //! finds every person alike (real footage) thus relinks nothing, rather
 //! than giving a newcomer the id of someone who left.
+//!
+//! The lost identities considered are all those still held: unseen for
+//! longer than `max_gap_seconds` (past which no camera track joins an
+//! identity when it starts, and the identity is no longer published) but
+//! not yet forgotten (`track_ttl_seconds`). A person away for longer than
+//! the handoff window thus keeps their id when they come back and their
+//! looks clearly say who they are; without it, every such absence would
+//! leave them a new id for the rest of the run.
 
 use nvr_subjects::{event_kind, Event};
 
@@ -219,14 +227,13 @@ impl SpatialTracker {
     /// young identity `gn` appeared: near the way from where they vanished
     /// along their last velocity (at most `max_speed_mps`), stopping
     /// anywhere on it, within `gate_m` plus [`RELINK_TURN_MPS`] times the
-    /// gap of it. Someone hidden mid-view while walking one way does not
-    /// come back metres behind where they vanished seconds later.
+    /// gap of it, both capped at `max_handoff_radius_m` (so after a long
+    /// absence, within that radius of the way out). Someone hidden
+    /// mid-view while walking one way does not come back metres behind
+    /// where they vanished seconds later.
     fn could_have_walked(&self, go: &Global, gn: &Global) -> bool {
         let p = &self.params;
         let gap_s = gn.born_ts.saturating_sub(go.last_seen) as f64 / 1e9;
-        if gap_s > p.max_gap_seconds {
-            return false;
-        }
         let speed = go.vel[0].hypot(go.vel[1]);
         let on = (speed.min(p.max_speed_mps) * gap_s).min(p.max_handoff_radius_m);
         let end = if speed > 0.0 {

@@ -209,3 +209,28 @@ fn a_person_one_camera_sees_well_gets_their_old_id_back_whatever_the_last_camera
     assert_eq!(ids.len(), 1, "{ids:?}");
     assert_eq!(st.stats().relinked, 0);
 }
+
+#[test]
+fn a_person_away_longer_than_the_handoff_window_is_re_identified_while_still_held() {
+    // `P` is hidden for 3 s, longer than `max_gap_seconds`: no camera
+    // track joins its identity on arrival, but it is still held for
+    // re-identification (`track_ttl_seconds`), and late re-identification
+    // gives it back.
+    let params = SpatialParams {
+        max_gap_seconds: 2.0,
+        ..SpatialParams::default()
+    };
+    let (ids, st, _) = comeback(params, SPOILT, LIKE_P);
+    assert_eq!(ids.len(), 2, "a new id first, then the old one: {ids:?}");
+    assert!(ids[1] < ids[0], "the old identity takes over: {ids:?}");
+    assert_eq!(st.stats().relinked, 1);
+    // Once forgotten (past `track_ttl_seconds`), it is not.
+    let params = SpatialParams {
+        max_gap_seconds: 2.0,
+        track_ttl_seconds: 2.5,
+        ..SpatialParams::default()
+    };
+    let (ids, st, _) = comeback(params, SPOILT, LIKE_P);
+    assert_eq!(ids.len(), 1, "{ids:?}");
+    assert_eq!(st.stats().relinked, 0);
+}
