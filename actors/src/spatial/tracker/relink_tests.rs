@@ -234,3 +234,51 @@ fn a_person_away_longer_than_the_handoff_window_is_re_identified_while_still_hel
     assert_eq!(ids.len(), 1, "{ids:?}");
     assert_eq!(st.stats().relinked, 0);
 }
+
+/// `P` leaves an identity behind twice under one camera while `Q` walks
+/// across its far side throughout: seen first at the right edge walking
+/// out (i < 15), `P` appears 2.5 s later 11 m away at the left, too far
+/// to have walked, and gets a second identity (i 40-59); hidden for 3 s,
+/// `P` comes back where walking on would have brought them, the first
+/// frame spoilt (`SPOILT`) and every later one `LIKE_P`. Returns the ids
+/// the last comeback was published under, in order, and the tracker.
+fn comeback_after_an_earlier_fragment() -> (Vec<u64>, SpatialTracker) {
+    let mut st = SpatialTracker::new("s", SpatialParams::default(), vec![cam("a", 0.0)]);
+    let mut ids = Vec::new();
+    for i in 0..120u64 {
+        let ts = T0 + i * DT;
+        let mut tracks = vec![track(2, 0.0, 4.0 + 0.02 * i as f64, 6.5, Some(Q.to_vec()))];
+        // Where the second identity walks, and the comeback walks on.
+        let left = 1.0 + 0.1 * i.saturating_sub(40) as f64;
+        if i < 15 {
+            tracks.push(track(1, 0.0, 11.0 + 0.1 * i as f64, 5.0, Some(P.to_vec())));
+        } else if (40..60).contains(&i) {
+            tracks.push(track(3, 0.0, left, 1.0, Some(P.to_vec())));
+        } else if i >= 90 {
+            let e = if i == 90 { SPOILT } else { LIKE_P };
+            tracks.push(track(5, 0.0, left, 1.0, Some(e.to_vec())));
+        }
+        st.ingest(&msg("a", ts, tracks)).unwrap();
+        let out = st.step(ts + 1);
+        for t in &out.tracks.tracks {
+            let comeback = t.sources.iter().any(|s| s.track_id == 5);
+            if t.state == SpatialState::Observed && comeback && ids.last() != Some(&t.global_id) {
+                ids.push(t.global_id);
+            }
+        }
+    }
+    (ids, st)
+}
+
+#[test]
+fn an_earlier_identity_of_the_same_person_does_not_stop_a_re_identification() {
+    // The first identity looks just like the second one (both are `P`),
+    // but the two never coexisted, so that is no sign that the camera
+    // cannot tell `P` from someone else: the comeback gets the second id
+    // back. Only `Q`, seen alongside, is known to be someone else.
+    let (ids, st) = comeback_after_an_earlier_fragment();
+    assert_eq!(ids.len(), 2, "a new id first, then an old one: {ids:?}");
+    assert!(ids[1] < ids[0], "an old identity takes over: {ids:?}");
+    assert_eq!(st.stats().relinked, 1);
+    assert_eq!(st.stats().total_tracks, 4, "P twice, Q, and the young id");
+}
