@@ -15,12 +15,6 @@
 //! finds every person alike (real footage) thus relinks nothing, rather
 //! than giving a newcomer the id of someone who left.
 //!
-//! The rivals that margins are measured against are identities that
-//! coexisted with the candidate (both alive at some moment), so known to
-//! be other people. Over a long run a person may leave several identities
-//! behind (lost, then seen again under a new one); those look like them
-//! because they are them, and must not stop them from getting an id back.
-//!
 //! The lost identities considered are all those still held: unseen for
 //! longer than `max_gap_seconds` (past which no camera track joins an
 //! identity when it starts, and the identity is no longer published) but
@@ -57,14 +51,6 @@ fn dist_to_segment(q: [f64; 2], a: [f64; 2], b: [f64; 2]) -> f64 {
         0.0
     };
     dist(q, [a[0] + t * d[0], a[1] + t * d[1]])
-}
-
-/// Whether identities `a` and `b` were both alive at some moment (from the
-/// first observation to the latest): then they were two people. Two
-/// identities that never coexisted may be one person whose identity was
-/// lost and who got a new one.
-fn coexisted(a: &Global, b: &Global) -> bool {
-    a.born_ts.max(b.born_ts) <= a.last_seen.min(b.last_seen)
 }
 
 impl SpatialTracker {
@@ -159,35 +145,35 @@ impl SpatialTracker {
         if *obs < RELINK_MIN_OBS {
             return None;
         }
-        // (score, raw similarity, candidate) of every candidate with a view.
-        let scored: Vec<(f64, f64, u64, &Global)> = candidates
-            .iter()
-            .filter_map(|&(oid, go)| {
-                let (c, raw) = self.relink_similarity(go, gn, cam, emb)?;
-                Some((c, raw, oid, go))
-            })
-            .collect();
-        let &(c, raw, oid, go) = scored.iter().max_by(|a, b| a.0.total_cmp(&b.0))?;
-        // The next candidate competes only if it was someone else: a lost
-        // identity that never coexisted with the best one may be an earlier
-        // fragment of the same person, and looks like them for that reason.
-        let second = scored
-            .iter()
-            .filter(|(_, _, o, g)| *o != oid && coexisted(g, go))
-            .map(|s| s.0)
-            .fold(f64::NEG_INFINITY, f64::max);
+        // (score, raw similarity, id) of the best candidate.
+        let mut best: Option<(f64, f64, u64)> = None;
+        let mut second = f64::NEG_INFINITY;
+        for &(oid, go) in candidates {
+            let Some((c, raw)) = self.relink_similarity(go, gn, cam, emb) else {
+                continue;
+            };
+            match best {
+                Some((b, _, _)) if c <= b => second = second.max(c),
+                _ => {
+                    if let Some((b, _, _)) = best {
+                        second = second.max(b);
+                    }
+                    best = Some((c, raw, oid));
+                }
+            }
+        }
+        let (c, raw, oid) = best?;
         if c < 0.0 || c - second < RELINK_MARGIN {
             return None;
         }
+        let go = self.globals.get(&oid)?;
         (raw - self.closest_other(go, oid, n, cam) >= RELINK_MARGIN).then_some(oid)
     }
 
     /// How similar lost identity `go` (`oid`) looks to the most alike other
-    /// identity camera `cam` has seen that coexisted with it (young
-    /// identity `n` aside): a young identity must look more like it than
-    /// that, or the appearance model cannot tell these people apart. An
-    /// identity that never coexisted with `go` is no evidence: it may be
-    /// an earlier or later identity of the same person.
+    /// identity camera `cam` has seen (young identity `n` aside): a young
+    /// identity must look more like it than that, or the appearance model
+    /// cannot tell these people apart.
     fn closest_other(&self, go: &Global, oid: u64, n: u64, cam: usize) -> f64 {
         // As `similarity` compares: that camera's view where it has one.
         fn own_view(g: &Global, cam: usize) -> Option<&Vec<f32>> {
@@ -202,7 +188,7 @@ impl SpatialTracker {
         };
         self.globals
             .iter()
-            .filter(|(id, g)| **id != oid && **id != n && coexisted(g, go))
+            .filter(|(id, _)| **id != oid && **id != n)
             .filter_map(|(_, g)| {
                 let e = if by_camera {
                     own_view(g, cam)?
