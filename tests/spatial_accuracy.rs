@@ -129,12 +129,14 @@ fn global_identity_holds_in_a_room_nothing_was_tuned_on() {
 /// The simulator sends `Detections` whose embeddings it computes itself, so
 /// that the evaluation needs no image pipeline. They must be the ones nvr's
 /// detector would compute from the same pixels (`bench/spatial_live/sim.py`
-/// `descriptor_grid` and `colour_descriptor` against
-/// `detect::embed::colour_descriptor`), or the evaluation would score the
+/// `descriptor_grid`, `colour_descriptor` and `WhiteBalance` against
+/// `detect::embed` and `detect::white_balance`), or the evaluation would score the
 /// spatial tracker on an appearance that the product never produces.
 #[test]
 fn the_simulators_colour_descriptor_is_nvrs() {
-    use nvr_actors::detect::{embed::colour_descriptor, image::RgbImage};
+    use nvr_actors::detect::embed::{colour_descriptor, colour_descriptor_balanced};
+    use nvr_actors::detect::image::RgbImage;
+    use nvr_actors::detect::white_balance::{WhitePoint, NEUTRAL};
     let py = require(&data().join("pyenv/bin/python"), "the python environment");
     // Red, green, blue and yellow, a grey and a near-black patch, with a
     // pseudo-random texture on top: both halves of every box fall into
@@ -183,9 +185,38 @@ fn the_simulators_colour_descriptor_is_nvrs() {
         "descriptor",
     );
     let sim: Vec<Vec<f32>> = serde_json::from_slice(&out).unwrap();
-    assert_eq!(sim.len(), boxes.len());
-    for (b, s) in boxes.iter().zip(&sim) {
-        let ours = colour_descriptor(&img, *b);
+    // Without white balance, then with it: frames of one box each, then one
+    // frame of every box, three times over, the white point learning from
+    // each frame before the next.
+    let mut ours: Vec<(usize, Vec<f32>)> = boxes
+        .iter()
+        .enumerate()
+        .map(|(i, b)| (i, colour_descriptor(&img, *b)))
+        .collect();
+    let mut white = WhitePoint::default();
+    for _ in 0..3 {
+        let frames = (0..boxes.len())
+            .map(|i| vec![i])
+            .chain([(0..boxes.len()).collect()]);
+        for frame in frames {
+            let gain = white.gain();
+            let mut colours = Vec::new();
+            for i in frame {
+                let (d, c) = colour_descriptor_balanced(&img, boxes[i], &gain);
+                colours.push(c);
+                ours.push((i, d));
+            }
+            white.add_frame(&colours);
+        }
+    }
+    assert_ne!(
+        white.gain(),
+        NEUTRAL,
+        "the test image has no colour cast to take out"
+    );
+    assert_eq!(sim.len(), ours.len());
+    for ((i, ours), s) in ours.iter().zip(&sim) {
+        let b = boxes[*i];
         assert_eq!(ours.len(), s.len(), "box {b:?}");
         let worst = ours
             .iter()
@@ -212,9 +243,10 @@ fn sim_script(cmd: &mut std::process::Command, what: &str) -> Vec<u8> {
     o.stdout
 }
 
-/// Prints, as JSON, the simulator's descriptor of each box (argv: the
-/// simulator's directory, a raw RGB image file, its width and height, the
-/// normalised boxes as JSON).
+/// Prints, as JSON, the simulator's descriptor of each box, then those of
+/// the white-balanced frames the test describes (argv: the simulator's
+/// directory, a raw RGB image file, its width and height, the normalised
+/// boxes as JSON).
 const SIM_DESCRIPTORS: &str = r#"
 import json, sys
 import numpy as np
@@ -222,10 +254,21 @@ sys.path.insert(0, sys.argv[1])
 import sim
 w, h = int(sys.argv[3]), int(sys.argv[4])
 img = np.fromfile(sys.argv[2], dtype=np.uint8).reshape(h, w, 3)
+boxes = json.loads(sys.argv[5])
 out = []
-for b in json.loads(sys.argv[5]):
+for b in boxes:
     X, Y, half = sim.descriptor_grid(b, w, h)
     out.append([float(v) for v in sim.colour_descriptor(img[Y, X], half)])
+wb = sim.WhiteBalance()
+for _ in range(3):
+    for frame in [[i] for i in range(len(boxes))] + [list(range(len(boxes)))]:
+        gain, colours = wb.gain(), []
+        for i in frame:
+            X, Y, half = sim.descriptor_grid(boxes[i], w, h)
+            px = img[Y, X]
+            colours.append((px.astype(np.int64).sum(0), len(px)))
+            out.append([float(v) for v in sim.colour_descriptor(sim.balance(px, gain), half)])
+        wb.add_frame(colours)
 print(json.dumps(out))
 "#;
 

@@ -543,7 +543,11 @@ fn infer_batch(
         }
     }
     let refs: Vec<&RgbImage> = ok_imgs.iter().collect();
-    match detector.detect_batch(&refs, &ok_conf) {
+    let cameras: Vec<Option<&str>> = ok_idx
+        .iter()
+        .map(|&i| Some(frames[i].0.camera.as_str()))
+        .collect();
+    match detector.detect_batch_for(&cameras, &refs, &ok_conf) {
         Ok(per_frame) => {
             for (i, objs) in ok_idx.into_iter().zip(per_frame) {
                 results[i] = Ok(objs);
@@ -553,7 +557,7 @@ fn infer_batch(
         // and only the one at fault gets the error.
         Err(_) => {
             for ((i, img), conf) in ok_idx.into_iter().zip(&ok_imgs).zip(&ok_conf) {
-                results[i] = detector.detect(img, *conf);
+                results[i] = detector.detect_for(Some(&frames[i].0.camera), img, *conf);
             }
         }
     }

@@ -107,6 +107,41 @@ impl Detector {
         imgs: &[&RgbImage],
         min_confidence: &[f32],
     ) -> Result<Vec<Vec<nvr_subjects::DetectedObject>>, DetectError> {
+        let cameras = vec![None; imgs.len()];
+        self.detect_batch_for(&cameras, imgs, min_confidence)
+    }
+
+    /// [`Detector::detect_batch`] for frames of `cameras[i]` (see
+    /// [`Detector::detect_for`]): each frame's colour descriptors use its
+    /// camera's white point as the frames before it in the batch left it.
+    /// When the batch fails, the white points are as they were before it.
+    pub fn detect_batch_for(
+        &mut self,
+        cameras: &[Option<&str>],
+        imgs: &[&RgbImage],
+        min_confidence: &[f32],
+    ) -> Result<Vec<Vec<nvr_subjects::DetectedObject>>, DetectError> {
+        if imgs.len() != cameras.len() {
+            return Err(DetectError::Inference(format!(
+                "{} images but {} cameras",
+                imgs.len(),
+                cameras.len()
+            )));
+        }
+        let before = self.white.clone();
+        let out = self.detect_batch_inner(cameras, imgs, min_confidence);
+        if out.is_err() {
+            self.white = before;
+        }
+        out
+    }
+
+    fn detect_batch_inner(
+        &mut self,
+        cameras: &[Option<&str>],
+        imgs: &[&RgbImage],
+        min_confidence: &[f32],
+    ) -> Result<Vec<Vec<nvr_subjects::DetectedObject>>, DetectError> {
         if imgs.len() != min_confidence.len() {
             return Err(DetectError::Inference(format!(
                 "{} images but {} thresholds",
@@ -118,7 +153,8 @@ impl Detector {
             return imgs
                 .iter()
                 .zip(min_confidence)
-                .map(|(img, c)| self.detect(img, *c))
+                .zip(cameras)
+                .map(|((img, c), cam)| self.detect_for(*cam, img, *c))
                 .collect();
         }
         let geometry = self.letterbox_all(imgs)?;
@@ -139,8 +175,8 @@ impl Detector {
                 .collect::<Result<Vec<_>, _>>()
         })?;
         let mut out = Vec::with_capacity(n);
-        for ((c, img), g) in candidates.into_iter().zip(imgs).zip(&geometry) {
-            let mut objects = self.finish(c, g, img);
+        for (((c, img), g), cam) in candidates.into_iter().zip(imgs).zip(&geometry).zip(cameras) {
+            let mut objects = self.finish(c, g, img, *cam);
             self.add_model_embeddings(&mut objects, img)?;
             out.push(objects);
         }

@@ -8,13 +8,14 @@ use ort::session::Session;
 use ort::value::TensorRef;
 
 use super::decode::{Candidate, ModelType};
-use super::embed::{colour_descriptor, combine, OnnxEmbedder};
+use super::embed::{colour_descriptor_balanced, combine, OnnxEmbedder};
 use super::image::RgbImage;
 use super::labels::{label_of, COCO_LABELS};
 use super::letterbox::{Geometry, Letterboxer};
 use super::model_io::*;
 use super::nms::nms;
 use super::runtime::*;
+use super::white_balance::{WhitePoint, WhitePoints, NEUTRAL};
 use super::DetectError;
 
 /// Everything needed to load a [`Detector`].
@@ -41,6 +42,10 @@ pub struct DetectorOptions {
     pub labels: Vec<String>,
     /// Attach a colour descriptor to each person.
     pub embeddings: bool,
+    /// Take each camera's colour cast out of its colour descriptors (see
+    /// [`super::white_balance`]); needs the camera of each frame
+    /// ([`Detector::detect_for`]).
+    pub white_balance: bool,
     /// Appearance model whose embedding of each person's crop is appended to
     /// the colour descriptor (with `embeddings`); `None` = colour only.
     pub reid_model: Option<PathBuf>,
@@ -65,6 +70,7 @@ impl DetectorOptions {
             nms_iou: 0.45,
             labels: Vec::new(),
             embeddings: false,
+            white_balance: false,
             reid_model: None,
             reid_weight: 0.5,
             gpu: GpuOptions::default(),
@@ -114,6 +120,9 @@ pub struct Detector {
     pub(super) allowed: Option<Vec<usize>>,
     /// Attach colour descriptors to persons.
     pub(super) embeddings: bool,
+    /// Per-camera white points of the colour descriptors; `None` when
+    /// white balance is off.
+    pub(super) white: Option<WhitePoints>,
     /// Appearance model run on the crops of persons, when configured.
     pub(super) reid: Option<OnnxEmbedder>,
     /// Share of `reid` in the combined embedding's cosine.
@@ -201,6 +210,7 @@ impl Detector {
             nms_iou: opts.nms_iou,
             allowed,
             embeddings: opts.embeddings,
+            white: opts.white_balance.then(WhitePoints::default),
             reid,
             reid_weight: opts.reid_weight,
             letterbox: Letterboxer::new(),
@@ -286,6 +296,19 @@ impl Detector {
         img: &RgbImage,
         min_confidence: f32,
     ) -> Result<Vec<nvr_subjects::DetectedObject>, DetectError> {
+        self.detect_for(None, img, min_confidence)
+    }
+
+    /// [`Detector::detect`] for a frame of `camera`: with white balance on,
+    /// its colour descriptors take out that camera's colour cast as learnt
+    /// from the camera's frames before this one, and this frame's persons
+    /// are then added to it.
+    pub fn detect_for(
+        &mut self,
+        camera: Option<&str>,
+        img: &RgbImage,
+        min_confidence: f32,
+    ) -> Result<Vec<nvr_subjects::DetectedObject>, DetectError> {
         let geometry = self.letterbox.run(img, self.input_size)?;
         let (model_type, size, allowed) = (self.model_type, self.input_size, self.allowed.clone());
         let candidates = self.run_input(1, |shape, data| {
@@ -298,7 +321,7 @@ impl Detector {
                 min_confidence,
             )
         })?;
-        let mut objects = self.finish(candidates, &geometry, img);
+        let mut objects = self.finish(candidates, &geometry, img, camera);
         self.add_model_embeddings(&mut objects, img)?;
         Ok(objects)
     }
@@ -334,11 +357,18 @@ impl Detector {
     /// NMS, mapping back to the source image and descriptors: the objects
     /// of one frame from its candidates.
     pub(super) fn finish(
-        &self,
+        &mut self,
         mut candidates: Vec<Candidate>,
         geometry: &Geometry,
         img: &RgbImage,
+        camera: Option<&str>,
     ) -> Vec<nvr_subjects::DetectedObject> {
+        let white = match (&self.white, camera) {
+            (Some(w), Some(c)) => Some((w.gain(c), c)),
+            _ => None,
+        };
+        let gain = white.map_or(NEUTRAL, |(g, _)| g);
+        let mut colours = Vec::new();
         if candidates.len() > MAX_CANDIDATES {
             candidates.sort_by(|a, b| b.score.total_cmp(&a.score));
             candidates.truncate(MAX_CANDIDATES);
@@ -351,8 +381,11 @@ impl Detector {
                 continue;
             }
             let label = label_of(c.class_id);
-            let embedding =
-                (self.embeddings && c.class_id == 0).then(|| colour_descriptor(img, bbox));
+            let embedding = (self.embeddings && c.class_id == 0).then(|| {
+                let (descriptor, colour) = colour_descriptor_balanced(img, bbox, &gain);
+                colours.push(colour);
+                descriptor
+            });
             objects.push(nvr_subjects::DetectedObject {
                 class_id: c.class_id as u32,
                 label,
@@ -361,7 +394,16 @@ impl Detector {
                 embedding,
             });
         }
+        if let (Some(w), Some((_, c))) = (self.white.as_mut(), white) {
+            w.add_frame(c, &colours);
+        }
         objects
+    }
+
+    /// `camera`'s white point, when white balance is on and the camera sent
+    /// a frame.
+    pub fn white_point(&self, camera: &str) -> Option<WhitePoint> {
+        self.white.as_ref().and_then(|w| w.get(camera)).copied()
     }
 }
 
