@@ -543,9 +543,9 @@ fn infer_batch(
         }
     }
     let refs: Vec<&RgbImage> = ok_imgs.iter().collect();
-    let cameras: Vec<Option<&str>> = ok_idx
+    let cameras: Vec<Option<(&str, u64)>> = ok_idx
         .iter()
-        .map(|&i| Some(frames[i].0.camera.as_str()))
+        .map(|&i| Some((frames[i].0.camera.as_str(), frames[i].0.seq)))
         .collect();
     match detector.detect_batch_for(&cameras, &refs, &ok_conf) {
         Ok(per_frame) => {
@@ -557,7 +557,8 @@ fn infer_batch(
         // and only the one at fault gets the error.
         Err(_) => {
             for ((i, img), conf) in ok_idx.into_iter().zip(&ok_imgs).zip(&ok_conf) {
-                results[i] = detector.detect_for(Some(&frames[i].0.camera), img, *conf);
+                let f = &frames[i].0;
+                results[i] = detector.detect_for(Some((&f.camera, f.seq)), img, *conf);
             }
         }
     }

@@ -39,7 +39,7 @@ background leaking in, texture noise, then each camera's colour cast
 (per-channel gain), brightness, a floor lighting gradient and sensor noise;
 with `white_balance` (nvr's default) each camera's pixels are first scaled
 by its running white point as nvr's detector does (`WhiteBalance`,
-actors/src/detect/white_balance.rs).
+actors/src/detect/white_balance.rs), which takes its colour cast out.
 With `emb_dim` > 0 the embedding is a stand-in for a learned re-ID model
 instead: per person a random unit vector (look-alike pairs close), per
 camera a fixed random distortion of it, a box's vector mixing those of
@@ -283,21 +283,31 @@ class WhiteBalance:
     """nvr's per-camera white point (actors/src/detect/white_balance.rs), in
     the same integer arithmetic: the mean colour of the camera's person boxes
     (their descriptor samples) over its latest `MEMORY` boxes, starting from
-    `GREY` weighted as `PRIOR` boxes; a frame's pixels are scaled by
-    GREY / mean per channel, with the white point of the frames before it."""
-    GREY, PRIOR, MEMORY, FIXED = 110.0, 20, 2000, 256
+    `GREY` weighted as `PRIOR` boxes; frame k's pixels are scaled per channel
+    so that the mean's channels become their average, with the white point
+    of the frames before k - `LAG` (nvr's detector workers finish frames in
+    any order; frames that far back are done)."""
+    GREY, PRIOR, MEMORY, FIXED, LAG = 110.0, 20, 2000, 256, 64
 
     def __init__(self):
         self.sum, self.boxes = [0, 0, 0], 0
+        self.pending = []                       # (frame number, colours), in order
 
-    def gain(self):
+    def gain(self, k):
+        """The gain for frame number `k` (call with rising k)."""
+        while self.pending and self.pending[0][0] < k - self.LAG:
+            self._add(self.pending.pop(0)[1])
         prior = self.GREY * float(self.FIXED) * float(self.PRIOR)
         n = float(self.boxes + self.PRIOR) * float(self.FIXED)
         mean = [(float(v) + prior) / n for v in self.sum]
-        return np.array([self.GREY / m if m > 0 else 1.0 for m in mean])
+        grey = (mean[0] + mean[1] + mean[2]) / 3.0
+        return np.array([grey / m if m > 0 else 1.0 for m in mean])
 
-    def add_frame(self, colours):
-        """colours: (per-channel sums, pixel count) of the frame's boxes."""
+    def add_frame(self, k, colours):
+        """colours: (per-channel sums, pixel count) of frame k's boxes."""
+        self.pending.append((k, colours))
+
+    def _add(self, colours):
         for sums, n in colours:
             if n <= 0:
                 continue
@@ -678,7 +688,7 @@ class Scene:
         wb = WhiteBalance() if k.white_balance and k.emb_dim <= 0 else None
         while t <= self.duration:
             fr = Frame(kk, t, t + self.offset[cam.id] + rng.uniform(-1, 1) * k.ts_jitter_ms / 1000)
-            gain = wb.gain() if wb else None
+            gain = wb.gain(kk) if wb else None
             colours = []
             rend = self.render(cam, self.positions(t))
             boxes = []
@@ -737,7 +747,7 @@ class Scene:
                 fr.dets.append(det)
             frng.shuffle(fr.dets)
             if wb:
-                wb.add_frame(colours)
+                wb.add_frame(kk, colours)
             frames.append(fr)
             kk += 1
             t = self.start[cam.id] + kk / k.fps

@@ -111,13 +111,13 @@ impl Detector {
         self.detect_batch_for(&cameras, imgs, min_confidence)
     }
 
-    /// [`Detector::detect_batch`] for frames of `cameras[i]` (see
-    /// [`Detector::detect_for`]): each frame's colour descriptors use its
-    /// camera's white point as the frames before it in the batch left it.
-    /// When the batch fails, the white points are as they were before it.
+    /// [`Detector::detect_batch`] for frames `cameras[i]` (camera, frame
+    /// number; see [`Detector::detect_for`]). A frame described again (the
+    /// batch failed and its frames run one by one) adds to its camera's
+    /// white point once.
     pub fn detect_batch_for(
         &mut self,
-        cameras: &[Option<&str>],
+        cameras: &[Option<(&str, u64)>],
         imgs: &[&RgbImage],
         min_confidence: &[f32],
     ) -> Result<Vec<Vec<nvr_subjects::DetectedObject>>, DetectError> {
@@ -128,20 +128,6 @@ impl Detector {
                 cameras.len()
             )));
         }
-        let before = self.white.clone();
-        let out = self.detect_batch_inner(cameras, imgs, min_confidence);
-        if out.is_err() {
-            self.white = before;
-        }
-        out
-    }
-
-    fn detect_batch_inner(
-        &mut self,
-        cameras: &[Option<&str>],
-        imgs: &[&RgbImage],
-        min_confidence: &[f32],
-    ) -> Result<Vec<Vec<nvr_subjects::DetectedObject>>, DetectError> {
         if imgs.len() != min_confidence.len() {
             return Err(DetectError::Inference(format!(
                 "{} images but {} thresholds",

@@ -15,7 +15,7 @@ use super::letterbox::{Geometry, Letterboxer};
 use super::model_io::*;
 use super::nms::nms;
 use super::runtime::*;
-use super::white_balance::{WhitePoint, WhitePoints, NEUTRAL};
+use super::white_balance::{SharedWhiteBalance, WhiteBalance, WhitePoint, NEUTRAL};
 use super::DetectError;
 
 /// Everything needed to load a [`Detector`].
@@ -42,10 +42,11 @@ pub struct DetectorOptions {
     pub labels: Vec<String>,
     /// Attach a colour descriptor to each person.
     pub embeddings: bool,
-    /// Take each camera's colour cast out of its colour descriptors (see
-    /// [`super::white_balance`]); needs the camera of each frame
-    /// ([`Detector::detect_for`]).
-    pub white_balance: bool,
+    /// Take each camera's colour cast out of its colour descriptors with
+    /// these white points (see [`super::white_balance`]), shared by the
+    /// workers of a process; needs each frame's camera and number
+    /// ([`Detector::detect_for`]). `None`: off.
+    pub white_balance: Option<SharedWhiteBalance>,
     /// Appearance model whose embedding of each person's crop is appended to
     /// the colour descriptor (with `embeddings`); `None` = colour only.
     pub reid_model: Option<PathBuf>,
@@ -70,7 +71,7 @@ impl DetectorOptions {
             nms_iou: 0.45,
             labels: Vec::new(),
             embeddings: false,
-            white_balance: false,
+            white_balance: None,
             reid_model: None,
             reid_weight: 0.5,
             gpu: GpuOptions::default(),
@@ -122,7 +123,7 @@ pub struct Detector {
     pub(super) embeddings: bool,
     /// Per-camera white points of the colour descriptors; `None` when
     /// white balance is off.
-    pub(super) white: Option<WhitePoints>,
+    pub(super) white: Option<SharedWhiteBalance>,
     /// Appearance model run on the crops of persons, when configured.
     pub(super) reid: Option<OnnxEmbedder>,
     /// Share of `reid` in the combined embedding's cosine.
@@ -210,7 +211,7 @@ impl Detector {
             nms_iou: opts.nms_iou,
             allowed,
             embeddings: opts.embeddings,
-            white: opts.white_balance.then(WhitePoints::default),
+            white: opts.white_balance.clone(),
             reid,
             reid_weight: opts.reid_weight,
             letterbox: Letterboxer::new(),
@@ -299,13 +300,13 @@ impl Detector {
         self.detect_for(None, img, min_confidence)
     }
 
-    /// [`Detector::detect`] for a frame of `camera`: with white balance on,
-    /// its colour descriptors take out that camera's colour cast as learnt
-    /// from the camera's frames before this one, and this frame's persons
-    /// are then added to it.
+    /// [`Detector::detect`] for frame `seq` of `camera`: with white balance
+    /// on, its colour descriptors take out that camera's colour cast as
+    /// learnt from the camera's earlier frames, and this frame's persons are
+    /// then added to it.
     pub fn detect_for(
         &mut self,
-        camera: Option<&str>,
+        camera: Option<(&str, u64)>,
         img: &RgbImage,
         min_confidence: f32,
     ) -> Result<Vec<nvr_subjects::DetectedObject>, DetectError> {
@@ -361,13 +362,10 @@ impl Detector {
         mut candidates: Vec<Candidate>,
         geometry: &Geometry,
         img: &RgbImage,
-        camera: Option<&str>,
+        camera: Option<(&str, u64)>,
     ) -> Vec<nvr_subjects::DetectedObject> {
-        let white = match (&self.white, camera) {
-            (Some(w), Some(c)) => Some((w.gain(c), c)),
-            _ => None,
-        };
-        let gain = white.map_or(NEUTRAL, |(g, _)| g);
+        let white = self.white.as_ref().zip(camera);
+        let gain = white.map_or(NEUTRAL, |(w, (c, seq))| lock(w).gain(c, seq));
         let mut colours = Vec::new();
         if candidates.len() > MAX_CANDIDATES {
             candidates.sort_by(|a, b| b.score.total_cmp(&a.score));
@@ -394,17 +392,23 @@ impl Detector {
                 embedding,
             });
         }
-        if let (Some(w), Some((_, c))) = (self.white.as_mut(), white) {
-            w.add_frame(c, &colours);
+        if let Some((w, (c, seq))) = white {
+            lock(w).add_frame(c, seq, &colours);
         }
         objects
     }
 
-    /// `camera`'s white point, when white balance is on and the camera sent
-    /// a frame.
+    /// `camera`'s white point so far, when white balance is on and the
+    /// camera sent a frame.
     pub fn white_point(&self, camera: &str) -> Option<WhitePoint> {
-        self.white.as_ref().and_then(|w| w.get(camera)).copied()
+        self.white.as_ref().and_then(|w| lock(w).latest(camera))
     }
+}
+
+/// The white points, also after a worker panicked while holding them (they
+/// are plain numbers, never left half-updated).
+fn lock(w: &SharedWhiteBalance) -> std::sync::MutexGuard<'_, WhiteBalance> {
+    w.lock().unwrap_or_else(|e| e.into_inner())
 }
 
 /// The COCO class indices `labels` names (by name or as `class<N>`), sorted
