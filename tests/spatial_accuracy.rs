@@ -129,15 +129,12 @@ fn global_identity_holds_in_a_room_nothing_was_tuned_on() {
 /// The simulator sends `Detections` whose embeddings it computes itself, so
 /// that the evaluation needs no image pipeline. They must be the ones nvr's
 /// detector would compute from the same pixels (`bench/spatial_live/sim.py`
-/// `descriptor_grid`, `colour_descriptor` and `WhiteBalance` against
-/// `detect::embed` and `detect::white_balance`), or the evaluation would score the
+/// `descriptor_grid` and `colour_descriptor` against
+/// `detect::embed::colour_descriptor`), or the evaluation would score the
 /// spatial tracker on an appearance that the product never produces.
 #[test]
 fn the_simulators_colour_descriptor_is_nvrs() {
-    use nvr_actors::detect::embed::{colour_descriptor, colour_descriptor_balanced};
-    use nvr_actors::detect::image::RgbImage;
-    use nvr_actors::detect::white_balance::{WhiteBalance, LAG_FRAMES, NEUTRAL};
-    const ROUNDS: usize = 25;
+    use nvr_actors::detect::{embed::colour_descriptor, image::RgbImage};
     let py = require(&data().join("pyenv/bin/python"), "the python environment");
     // Red, green, blue and yellow, a grey and a near-black patch, with a
     // pseudo-random texture on top: both halves of every box fall into
@@ -182,46 +179,13 @@ fn the_simulators_colour_descriptor_is_nvrs() {
             .arg(root().join("bench/spatial_live"))
             .arg(&raw)
             .args([w.to_string(), h.to_string()])
-            .arg(serde_json::to_string(&boxes.map(|b| b.map(f64::from))).unwrap())
-            .arg(ROUNDS.to_string()),
+            .arg(serde_json::to_string(&boxes.map(|b| b.map(f64::from))).unwrap()),
         "descriptor",
     );
     let sim: Vec<Vec<f32>> = serde_json::from_slice(&out).unwrap();
-    // Without white balance, then with it: frames of one box each, then one
-    // frame of every box, `ROUNDS` times over, the white point learning from
-    // the frames `LAG_FRAMES` and more before each.
-    let mut ours: Vec<(usize, Vec<f32>)> = boxes
-        .iter()
-        .enumerate()
-        .map(|(i, b)| (i, colour_descriptor(&img, *b)))
-        .collect();
-    let mut white = WhiteBalance::default();
-    let mut seq = 0u64;
-    for _ in 0..ROUNDS {
-        let frames = (0..boxes.len())
-            .map(|i| vec![i])
-            .chain([(0..boxes.len()).collect()]);
-        for frame in frames {
-            let gain = white.gain("cam", seq);
-            let mut colours = Vec::new();
-            for i in frame {
-                let (d, c) = colour_descriptor_balanced(&img, boxes[i], &gain);
-                colours.push(c);
-                ours.push((i, d));
-            }
-            white.add_frame("cam", seq, &colours);
-            seq += 1;
-        }
-    }
-    assert!(seq > 2 * LAG_FRAMES);
-    assert_ne!(
-        white.gain("cam", seq),
-        NEUTRAL,
-        "the test image has no colour cast to take out"
-    );
-    assert_eq!(sim.len(), ours.len());
-    for ((i, ours), s) in ours.iter().zip(&sim) {
-        let b = boxes[*i];
+    assert_eq!(sim.len(), boxes.len());
+    for (b, s) in boxes.iter().zip(&sim) {
+        let ours = colour_descriptor(&img, *b);
         assert_eq!(ours.len(), s.len(), "box {b:?}");
         let worst = ours
             .iter()
@@ -248,34 +212,20 @@ fn sim_script(cmd: &mut std::process::Command, what: &str) -> Vec<u8> {
     o.stdout
 }
 
-/// Prints, as JSON, the simulator's descriptor of each box, then those of
-/// the white-balanced frames the test describes (argv: the simulator's
-/// directory, a raw RGB image file, its width and height, the normalised
-/// boxes as JSON, the rounds of frames).
+/// Prints, as JSON, the simulator's descriptor of each box (argv: the
+/// simulator's directory, a raw RGB image file, its width and height, the
+/// normalised boxes as JSON).
 const SIM_DESCRIPTORS: &str = r#"
 import json, sys
 import numpy as np
-ROUNDS = int(sys.argv[6])
 sys.path.insert(0, sys.argv[1])
 import sim
 w, h = int(sys.argv[3]), int(sys.argv[4])
 img = np.fromfile(sys.argv[2], dtype=np.uint8).reshape(h, w, 3)
-boxes = json.loads(sys.argv[5])
 out = []
-for b in boxes:
+for b in json.loads(sys.argv[5]):
     X, Y, half = sim.descriptor_grid(b, w, h)
     out.append([float(v) for v in sim.colour_descriptor(img[Y, X], half)])
-wb, seq = sim.WhiteBalance(), 0
-for _ in range(ROUNDS):
-    for frame in [[i] for i in range(len(boxes))] + [list(range(len(boxes)))]:
-        gain, colours = wb.gain(seq), []
-        for i in frame:
-            X, Y, half = sim.descriptor_grid(boxes[i], w, h)
-            px = img[Y, X]
-            colours.append((px.astype(np.int64).sum(0), len(px)))
-            out.append([float(v) for v in sim.colour_descriptor(sim.balance(px, gain), half)])
-        wb.add_frame(seq, colours)
-        seq += 1
 print(json.dumps(out))
 "#;
 

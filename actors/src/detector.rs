@@ -543,11 +543,7 @@ fn infer_batch(
         }
     }
     let refs: Vec<&RgbImage> = ok_imgs.iter().collect();
-    let cameras: Vec<Option<(&str, u64)>> = ok_idx
-        .iter()
-        .map(|&i| Some((frames[i].0.camera.as_str(), frames[i].0.seq)))
-        .collect();
-    match detector.detect_batch_for(&cameras, &refs, &ok_conf) {
+    match detector.detect_batch(&refs, &ok_conf) {
         Ok(per_frame) => {
             for (i, objs) in ok_idx.into_iter().zip(per_frame) {
                 results[i] = Ok(objs);
@@ -557,8 +553,7 @@ fn infer_batch(
         // and only the one at fault gets the error.
         Err(_) => {
             for ((i, img), conf) in ok_idx.into_iter().zip(&ok_imgs).zip(&ok_conf) {
-                let f = &frames[i].0;
-                results[i] = detector.detect_for(Some((&f.camera, f.seq)), img, *conf);
+                results[i] = detector.detect(img, *conf);
             }
         }
     }

@@ -36,10 +36,7 @@ embedding is nvr's colour descriptor (actors/src/detect/embed.rs
 `colour_descriptor`: 2 x (8 hues x 2 saturations + 4 greys) = 40 values,
 same sampling grid and bins) of synthetic pixels: body parts in depth order,
 background leaking in, texture noise, then each camera's colour cast
-(per-channel gain), brightness, a floor lighting gradient and sensor noise;
-with `white_balance` (nvr's default) each camera's pixels are first scaled
-by its running white point as nvr's detector does (`WhiteBalance`,
-actors/src/detect/white_balance.rs), which takes its colour cast out.
+(per-channel gain), brightness, a floor lighting gradient and sensor noise.
 With `emb_dim` > 0 the embedding is a stand-in for a learned re-ID model
 instead: per person a random unit vector (look-alike pairs close), per
 camera a fixed random distortion of it, a box's vector mixing those of
@@ -146,8 +143,6 @@ class Knobs:
     merge_p: float = 0.0                    # the whole boxes) get one box around both, per frame
                                             # with this probability (0: never)
     # appearance model (0: nvr's colour descriptor of the pixels)
-    white_balance: bool = True              # the descriptor takes out each camera's colour cast, as
-                                            # nvr's detector does with `detection.white_balance`
     emb_dim: int = 0                        # else a learned embedding of this length: per person a
                                             # random unit vector, mixed by the box's pixel shares
     emb_same_cos: float = 0.8               # expected cosine of two detections of one person, one camera
@@ -277,51 +272,6 @@ def descriptor_grid(bbox_norm, w, h):
     half = (yy - y0 >= -(-bh // 2)).astype(int)
     Y, X = np.meshgrid(np.minimum(yy, h - 1), np.minimum(xx, w - 1), indexing="ij")
     return X.ravel(), Y.ravel(), np.repeat(half, len(xx))
-
-
-class WhiteBalance:
-    """nvr's per-camera white point (actors/src/detect/white_balance.rs), in
-    the same integer arithmetic: the mean colour of the camera's person boxes
-    (their descriptor samples) over its latest `MEMORY` boxes, starting from
-    `GREY` weighted as `PRIOR` boxes; frame k's pixels are scaled per channel
-    so that the mean's channels become their average, with the white point
-    of the frames before k - `LAG` (nvr's detector workers finish frames in
-    any order; frames that far back are done)."""
-    GREY, PRIOR, MEMORY, FIXED, LAG = 110.0, 20, 2000, 256, 64
-
-    def __init__(self):
-        self.sum, self.boxes = [0, 0, 0], 0
-        self.pending = []                       # (frame number, colours), in order
-
-    def gain(self, k):
-        """The gain for frame number `k` (call with rising k)."""
-        while self.pending and self.pending[0][0] < k - self.LAG:
-            self._add(self.pending.pop(0)[1])
-        prior = self.GREY * float(self.FIXED) * float(self.PRIOR)
-        n = float(self.boxes + self.PRIOR) * float(self.FIXED)
-        mean = [(float(v) + prior) / n for v in self.sum]
-        grey = (mean[0] + mean[1] + mean[2]) / 3.0
-        return np.array([grey / m if m > 0 else 1.0 for m in mean])
-
-    def add_frame(self, k, colours):
-        """colours: (per-channel sums, pixel count) of frame k's boxes."""
-        self.pending.append((k, colours))
-
-    def _add(self, colours):
-        for sums, n in colours:
-            if n <= 0:
-                continue
-            for c in range(3):
-                self.sum[c] += (int(sums[c]) * self.FIXED + n // 2) // n
-            self.boxes += 1
-        if self.boxes > self.MEMORY:
-            self.sum = [v * self.MEMORY // self.boxes for v in self.sum]
-            self.boxes = self.MEMORY
-
-
-def balance(rgb_u8, gain):
-    """Pixels scaled by a white point's gain as nvr does (f64, half to even)."""
-    return np.clip(np.round(rgb_u8.astype(np.float64) * gain), 0, 255).astype(np.uint8)
 
 
 def colour_descriptor(rgb_u8, half):
@@ -685,11 +635,8 @@ class Scene:
         frames, miss = [], {q.pid: False for q in self.people}
         W, Hh = cam.w, cam.h
         t, kk = self.start[cam.id], 0
-        wb = WhiteBalance() if k.white_balance and k.emb_dim <= 0 else None
         while t <= self.duration:
             fr = Frame(kk, t, t + self.offset[cam.id] + rng.uniform(-1, 1) * k.ts_jitter_ms / 1000)
-            gain = wb.gain(kk) if wb else None
-            colours = []
             rend = self.render(cam, self.positions(t))
             boxes = []
             for pid, r in rend.items():
@@ -740,14 +687,9 @@ class Scene:
                         det["emb"] = self.learned_embedding(cam, keys, X, Y, frng)
                     else:
                         px = self.pixels(cam, items, X, Y, xy, frng)
-                        if wb:
-                            colours.append((px.astype(np.int64).sum(0), len(px)))
-                            px = balance(px, gain)
                         det["emb"] = colour_descriptor(px, half)
                 fr.dets.append(det)
             frng.shuffle(fr.dets)
-            if wb:
-                wb.add_frame(kk, colours)
             frames.append(fr)
             kk += 1
             t = self.start[cam.id] + kk / k.fps

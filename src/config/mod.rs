@@ -269,11 +269,6 @@ pub struct DetectionConfig {
     /// Share of the appearance model in the cosine similarity of two
     /// embeddings (the colour descriptor has the rest), 0..1.
     pub reid_weight: f32,
-    /// Take each camera's colour cast out of its colour descriptors: each
-    /// detector scales a camera's pixels so that the mean colour of the
-    /// people it saw lately is grey, so that one person's descriptors agree
-    /// across cameras.
-    pub white_balance: bool,
     /// Detector workers in this process; 0 = automatic (see [`DetectionConfig::effective_workers`]).
     pub workers: usize,
     /// ONNX Runtime threads per worker; 0 = cores / workers.
@@ -326,7 +321,6 @@ impl Default for DetectionConfig {
             input_size: 416,
             reid_model: String::new(),
             reid_weight: 0.5,
-            white_balance: true,
             workers: 0,
             threads: 0,
             batch_size: 4,

@@ -35,7 +35,6 @@ pub fn detector_options(cfg: &Config) -> Result<DetectorOptions> {
         nms_iou: d.nms_iou,
         labels: d.labels.clone(),
         embeddings: cfg.spatial.reid_enabled,
-        white_balance: d.white_balance.then(Default::default),
         reid_model: d.reid_model_path().filter(|_| cfg.spatial.reid_enabled),
         reid_weight: d.reid_weight,
         gpu: GpuOptions {

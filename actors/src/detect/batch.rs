@@ -107,27 +107,6 @@ impl Detector {
         imgs: &[&RgbImage],
         min_confidence: &[f32],
     ) -> Result<Vec<Vec<nvr_subjects::DetectedObject>>, DetectError> {
-        let cameras = vec![None; imgs.len()];
-        self.detect_batch_for(&cameras, imgs, min_confidence)
-    }
-
-    /// [`Detector::detect_batch`] for frames `cameras[i]` (camera, frame
-    /// number; see [`Detector::detect_for`]). A frame described again (the
-    /// batch failed and its frames run one by one) adds to its camera's
-    /// white point once.
-    pub fn detect_batch_for(
-        &mut self,
-        cameras: &[Option<(&str, u64)>],
-        imgs: &[&RgbImage],
-        min_confidence: &[f32],
-    ) -> Result<Vec<Vec<nvr_subjects::DetectedObject>>, DetectError> {
-        if imgs.len() != cameras.len() {
-            return Err(DetectError::Inference(format!(
-                "{} images but {} cameras",
-                imgs.len(),
-                cameras.len()
-            )));
-        }
         if imgs.len() != min_confidence.len() {
             return Err(DetectError::Inference(format!(
                 "{} images but {} thresholds",
@@ -139,8 +118,7 @@ impl Detector {
             return imgs
                 .iter()
                 .zip(min_confidence)
-                .zip(cameras)
-                .map(|((img, c), cam)| self.detect_for(*cam, img, *c))
+                .map(|(img, c)| self.detect(img, *c))
                 .collect();
         }
         let geometry = self.letterbox_all(imgs)?;
@@ -161,8 +139,8 @@ impl Detector {
                 .collect::<Result<Vec<_>, _>>()
         })?;
         let mut out = Vec::with_capacity(n);
-        for (((c, img), g), cam) in candidates.into_iter().zip(imgs).zip(&geometry).zip(cameras) {
-            let mut objects = self.finish(c, g, img, *cam);
+        for ((c, img), g) in candidates.into_iter().zip(imgs).zip(&geometry) {
+            let mut objects = self.finish(c, g, img);
             self.add_model_embeddings(&mut objects, img)?;
             out.push(objects);
         }

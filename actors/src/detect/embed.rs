@@ -3,7 +3,6 @@
 //! * [`colour_descriptor`]: a cheap, deterministic HSV histogram of the upper
 //!   and lower halves of a box (clothing colours of a person), L2-normalised.
 //!   Needs no model and costs a few microseconds per box.
-//!   [`colour_descriptor_balanced`] first takes out a camera's colour cast.
 //! * [`OnnxEmbedder`]: an optional ONNX re-ID network (the MobileNetV2 that
 //!   `scripts/setup` exports, or e.g. OSNet) with input `[N,3,H,W]` (RGB,
 //!   ImageNet mean/std) and output `[N,D]`.
@@ -17,7 +16,6 @@ use ort::value::TensorRef;
 
 use super::image::{resize_exact, RgbImage};
 use super::runtime::{build_session, file_stem, Backend, RuntimeOptions};
-use super::white_balance::{apply, BoxColour, Gain, NEUTRAL};
 use super::DetectError;
 
 /// Hue bins for saturated pixels.
@@ -103,24 +101,11 @@ fn l2_normalise(v: &mut [f32]) {
 /// 60% width, each half normalised to sum 1, then the whole vector L2-
 /// normalised. Always [`COLOUR_DESCRIPTOR_LEN`] long; deterministic.
 pub fn colour_descriptor(img: &RgbImage, bbox_norm: [f32; 4]) -> Vec<f32> {
-    colour_descriptor_balanced(img, bbox_norm, &NEUTRAL).0
-}
-
-/// [`colour_descriptor`] of the pixels scaled by `gain` (a camera's white
-/// balance, see [`super::white_balance`]), and the sum of the sampled
-/// pixels before the gain, which that white balance learns from.
-pub fn colour_descriptor_balanced(
-    img: &RgbImage,
-    bbox_norm: [f32; 4],
-    gain: &Gain,
-) -> (Vec<f32>, BoxColour) {
     let mut out = vec![0.0f32; COLOUR_DESCRIPTOR_LEN];
-    let mut colour = BoxColour::default();
     let Some([x0, y0, x1, y1]) = pixel_rect(img, bbox_norm) else {
         l2_normalise(&mut out);
-        return (out, colour);
+        return out;
     };
-    let neutral = *gain == NEUTRAL;
     // Central 60% of the width: less background beside the person.
     let bw = x1 - x0;
     let (cx0, cx1) = if bw >= 5 {
@@ -137,13 +122,8 @@ pub fn colour_descriptor_balanced(
         for ix in 0..xs {
             let x = cx0
                 + ((ix as u64 * (cx1 - cx0) as u64 + (cx1 - cx0) as u64 / 2) / xs as u64) as u32;
-            let px = img.pixel(x.min(img.width - 1), y.min(img.height - 1));
-            for (s, c) in colour.sum.iter_mut().zip(px) {
-                *s += u64::from(c);
-            }
-            colour.pixels += 1;
-            let px = if neutral { px } else { apply(px, gain) };
-            out[half * HALF_BINS + bin_of(px)] += 1.0;
+            out[half * HALF_BINS
+                + bin_of(img.pixel(x.min(img.width - 1), y.min(img.height - 1)))] += 1.0;
         }
     }
     for half in out.chunks_mut(HALF_BINS) {
@@ -153,7 +133,7 @@ pub fn colour_descriptor_balanced(
         }
     }
     l2_normalise(&mut out);
-    (out, colour)
+    out
 }
 
 /// Cosine similarity of two L2-normalised vectors (their dot product).

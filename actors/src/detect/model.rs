@@ -8,14 +8,13 @@ use ort::session::Session;
 use ort::value::TensorRef;
 
 use super::decode::{Candidate, ModelType};
-use super::embed::{colour_descriptor_balanced, combine, OnnxEmbedder};
+use super::embed::{colour_descriptor, combine, OnnxEmbedder};
 use super::image::RgbImage;
 use super::labels::{label_of, COCO_LABELS};
 use super::letterbox::{Geometry, Letterboxer};
 use super::model_io::*;
 use super::nms::nms;
 use super::runtime::*;
-use super::white_balance::{SharedWhiteBalance, WhiteBalance, WhitePoint, NEUTRAL};
 use super::DetectError;
 
 /// Everything needed to load a [`Detector`].
@@ -42,11 +41,6 @@ pub struct DetectorOptions {
     pub labels: Vec<String>,
     /// Attach a colour descriptor to each person.
     pub embeddings: bool,
-    /// Take each camera's colour cast out of its colour descriptors with
-    /// these white points (see [`super::white_balance`]), shared by the
-    /// workers of a process; needs each frame's camera and number
-    /// ([`Detector::detect_for`]). `None`: off.
-    pub white_balance: Option<SharedWhiteBalance>,
     /// Appearance model whose embedding of each person's crop is appended to
     /// the colour descriptor (with `embeddings`); `None` = colour only.
     pub reid_model: Option<PathBuf>,
@@ -71,7 +65,6 @@ impl DetectorOptions {
             nms_iou: 0.45,
             labels: Vec::new(),
             embeddings: false,
-            white_balance: None,
             reid_model: None,
             reid_weight: 0.5,
             gpu: GpuOptions::default(),
@@ -121,9 +114,6 @@ pub struct Detector {
     pub(super) allowed: Option<Vec<usize>>,
     /// Attach colour descriptors to persons.
     pub(super) embeddings: bool,
-    /// Per-camera white points of the colour descriptors; `None` when
-    /// white balance is off.
-    pub(super) white: Option<SharedWhiteBalance>,
     /// Appearance model run on the crops of persons, when configured.
     pub(super) reid: Option<OnnxEmbedder>,
     /// Share of `reid` in the combined embedding's cosine.
@@ -211,7 +201,6 @@ impl Detector {
             nms_iou: opts.nms_iou,
             allowed,
             embeddings: opts.embeddings,
-            white: opts.white_balance.clone(),
             reid,
             reid_weight: opts.reid_weight,
             letterbox: Letterboxer::new(),
@@ -297,19 +286,6 @@ impl Detector {
         img: &RgbImage,
         min_confidence: f32,
     ) -> Result<Vec<nvr_subjects::DetectedObject>, DetectError> {
-        self.detect_for(None, img, min_confidence)
-    }
-
-    /// [`Detector::detect`] for frame `seq` of `camera`: with white balance
-    /// on, its colour descriptors take out that camera's colour cast as
-    /// learnt from the camera's earlier frames, and this frame's persons are
-    /// then added to it.
-    pub fn detect_for(
-        &mut self,
-        camera: Option<(&str, u64)>,
-        img: &RgbImage,
-        min_confidence: f32,
-    ) -> Result<Vec<nvr_subjects::DetectedObject>, DetectError> {
         let geometry = self.letterbox.run(img, self.input_size)?;
         let (model_type, size, allowed) = (self.model_type, self.input_size, self.allowed.clone());
         let candidates = self.run_input(1, |shape, data| {
@@ -322,7 +298,7 @@ impl Detector {
                 min_confidence,
             )
         })?;
-        let mut objects = self.finish(candidates, &geometry, img, camera);
+        let mut objects = self.finish(candidates, &geometry, img);
         self.add_model_embeddings(&mut objects, img)?;
         Ok(objects)
     }
@@ -358,15 +334,11 @@ impl Detector {
     /// NMS, mapping back to the source image and descriptors: the objects
     /// of one frame from its candidates.
     pub(super) fn finish(
-        &mut self,
+        &self,
         mut candidates: Vec<Candidate>,
         geometry: &Geometry,
         img: &RgbImage,
-        camera: Option<(&str, u64)>,
     ) -> Vec<nvr_subjects::DetectedObject> {
-        let white = self.white.as_ref().zip(camera);
-        let gain = white.map_or(NEUTRAL, |(w, (c, seq))| lock(w).gain(c, seq));
-        let mut colours = Vec::new();
         if candidates.len() > MAX_CANDIDATES {
             candidates.sort_by(|a, b| b.score.total_cmp(&a.score));
             candidates.truncate(MAX_CANDIDATES);
@@ -379,11 +351,8 @@ impl Detector {
                 continue;
             }
             let label = label_of(c.class_id);
-            let embedding = (self.embeddings && c.class_id == 0).then(|| {
-                let (descriptor, colour) = colour_descriptor_balanced(img, bbox, &gain);
-                colours.push(colour);
-                descriptor
-            });
+            let embedding =
+                (self.embeddings && c.class_id == 0).then(|| colour_descriptor(img, bbox));
             objects.push(nvr_subjects::DetectedObject {
                 class_id: c.class_id as u32,
                 label,
@@ -392,23 +361,8 @@ impl Detector {
                 embedding,
             });
         }
-        if let Some((w, (c, seq))) = white {
-            lock(w).add_frame(c, seq, &colours);
-        }
         objects
     }
-
-    /// `camera`'s white point so far, when white balance is on and the
-    /// camera sent a frame.
-    pub fn white_point(&self, camera: &str) -> Option<WhitePoint> {
-        self.white.as_ref().and_then(|w| lock(w).latest(camera))
-    }
-}
-
-/// The white points, also after a worker panicked while holding them (they
-/// are plain numbers, never left half-updated).
-fn lock(w: &SharedWhiteBalance) -> std::sync::MutexGuard<'_, WhiteBalance> {
-    w.lock().unwrap_or_else(|e| e.into_inner())
 }
 
 /// The COCO class indices `labels` names (by name or as `class<N>`), sorted
