@@ -161,7 +161,7 @@ async fn camera_on_real_footage_yields_people_and_a_bad_camera_is_isolated() {
     let cfg = write_config(
         dir.path(),
         &format!(
-            "{}api:\n  address: \"127.0.0.1:{api}\"\ndetection:\n  models_path: \"{}\"\n  model: yolox_nano_dynamic\n  input_size: 416\n  workers: 1\nspatial:\n  embedded: false\ncameras:\n  - id: vt\n    url: \"{}\"\n    detection:\n      fps: 5\n  - id: broken\n    url: \"rtsp://127.0.0.1:1/nothing\"\n",
+            "{}api:\n  address: \"127.0.0.1:{api}\"\ndetection:\n  models_path: \"{}\"\n  model: yolox_nano_dynamic\n  input_size: 416\n  workers: 1\nspatial:\n  embedded: false\ncameras:\n  - id: vt\n    url: \"{}\"\n    detection:\n      fps: 5\n      white_point: [120.5, 110.0, 100.0]\n  - id: broken\n    url: \"rtsp://127.0.0.1:1/nothing\"\n",
             base_config(&server.url, ""),
             data().join("models").display(),
             footage.display()
@@ -226,9 +226,18 @@ async fn camera_on_real_footage_yields_people_and_a_bad_camera_is_isolated() {
     ] {
         assert!(st[k].is_number(), "{k} missing: {st}");
     }
-    assert!(
-        st["cameras"]["vt"]["processed"].as_u64().unwrap() >= 12,
-        "{st}"
+    let vt = &st["cameras"]["vt"];
+    assert!(vt["processed"].as_u64().unwrap() >= 12, "{st}");
+    // The white point measured from the people the camera showed (before
+    // the one set is applied), to set in its configuration, and the one set.
+    assert!(vt["white_point_boxes"].as_u64().unwrap() >= 12, "{vt}");
+    let wp: Vec<f64> = serde_json::from_value(vt["white_point"].clone()).unwrap();
+    assert_eq!(wp.len(), 3, "{vt}");
+    assert!(wp.iter().all(|v| (20.0..=235.0).contains(v)), "{vt}");
+    assert_eq!(
+        vt["white_point_set"],
+        serde_json::json!([120.5, 110.0, 100.0]),
+        "{vt}"
     );
     assert_eq!(st["workers"].as_array().unwrap().len(), 1, "{st}");
     p.interrupt();
@@ -244,7 +253,7 @@ async fn astronaut_through_a_detection_node_is_one_person_with_an_appearance_emb
     let cfg = write_config(
         dir.path(),
         &format!(
-            "{}detection:\n  address: \"127.0.0.1:{http}\"\n  models_path: \"{}\"\n  model: yolox_nano_dynamic\n  reid_model: mobilenetv2_reid\n  workers: 1\n  min_confidence: 0.5\n",
+            "{}detection:\n  address: \"127.0.0.1:{http}\"\n  models_path: \"{}\"\n  model: yolox_nano_dynamic\n  reid_model: mobilenetv2_reid\n  workers: 1\n  min_confidence: 0.5\ncameras:\n  - id: astro_warm\n    detection:\n      white_point: [150.0, 110.0, 80.0]\n",
             base_config(&server.url, ""),
             data().join("models").display()
         ),
@@ -294,6 +303,40 @@ async fn astronaut_through_a_detection_node_is_one_person_with_an_appearance_emb
     );
     let norm = e.iter().map(|v| v * v).sum::<f32>().sqrt();
     assert!((norm - 1.0).abs() < 1e-4, "embedding norm {norm}");
+    // The same frame from a camera with a warm cast set as its white point:
+    // the colour descriptor changes, the appearance model's part does not.
+    let mut warm_sub = client
+        .subscribe(subjects::detections("astro_warm"))
+        .await
+        .unwrap();
+    client.flush().await.unwrap();
+    assert!(publish_frame(&js, &frame_msg("astro_warm", 1, &frame)).await);
+    let wm = tokio::time::timeout(Duration::from_secs(30), warm_sub.next())
+        .await
+        .expect("detections of astro_warm within 30 s")
+        .unwrap();
+    let wd: Detections = decode(&wm.payload).unwrap();
+    let warm = wd
+        .objects
+        .iter()
+        .find(|o| o.label == "person")
+        .and_then(|o| o.embedding.clone())
+        .expect("a person with an embedding on astro_warm");
+    let unit = |v: &[f32]| {
+        let n = v.iter().map(|x| x * x).sum::<f32>().sqrt();
+        v.iter().map(|x| x / n).collect::<Vec<f32>>()
+    };
+    let cos = |a: &[f32], b: &[f32]| a.iter().zip(b).map(|(x, y)| x * y).sum::<f32>();
+    let colour_cos = cos(&unit(&e[..40]), &unit(&warm[..40]));
+    let model_cos = cos(&unit(&e[40..]), &unit(&warm[40..]));
+    assert!(
+        colour_cos < 0.995,
+        "the white point changed nothing: cosine {colour_cos}"
+    );
+    assert!(
+        model_cos > 0.9999,
+        "the model's embedding changed: cosine {model_cos}"
+    );
     assert_eq!(
         m.headers
             .as_ref()
@@ -318,8 +361,8 @@ async fn astronaut_through_a_detection_node_is_one_person_with_an_appearance_emb
     // The counter moves once the frame is acknowledged, just after the publish.
     eventually(
         Duration::from_secs(10),
-        "processed_count 1 on /status",
-        || (json_get(http, "/status")["workers"][0]["processed_count"] == 1).then_some(()),
+        "processed_count 2 on /status",
+        || (json_get(http, "/status")["workers"][0]["processed_count"] == 2).then_some(()),
     );
     assert_eq!(
         json_get(http, "/status")["appearance"],

@@ -131,10 +131,15 @@ fn global_identity_holds_in_a_room_nothing_was_tuned_on() {
 /// detector would compute from the same pixels (`bench/spatial_live/sim.py`
 /// `descriptor_grid` and `colour_descriptor` against
 /// `detect::embed::colour_descriptor`), or the evaluation would score the
-/// spatial tracker on an appearance that the product never produces.
+/// spatial tracker on an appearance that the product never produces. The
+/// same holds with a camera's white point set (`white_gain` and `balance`
+/// against `detect::white_balance`), and for the box colours a white point
+/// is measured from (`detect::embed::box_colour`).
 #[test]
 fn the_simulators_colour_descriptor_is_nvrs() {
-    use nvr_actors::detect::{embed::colour_descriptor, image::RgbImage};
+    use nvr_actors::detect::embed::{box_colour, colour_descriptor, colour_descriptor_balanced};
+    use nvr_actors::detect::image::RgbImage;
+    use nvr_actors::detect::white_balance::gain_of;
     let py = require(&data().join("pyenv/bin/python"), "the python environment");
     // Red, green, blue and yellow, a grey and a near-black patch, with a
     // pseudo-random texture on top: both halves of every box fall into
@@ -179,24 +184,49 @@ fn the_simulators_colour_descriptor_is_nvrs() {
             .arg(root().join("bench/spatial_live"))
             .arg(&raw)
             .args([w.to_string(), h.to_string()])
-            .arg(serde_json::to_string(&boxes.map(|b| b.map(f64::from))).unwrap()),
+            .arg(serde_json::to_string(&boxes.map(|b| b.map(f64::from))).unwrap())
+            .arg(serde_json::to_string(&WHITE_POINT).unwrap()),
         "descriptor",
     );
-    let sim: Vec<Vec<f32>> = serde_json::from_slice(&out).unwrap();
+    let sim: Vec<(Vec<f32>, Vec<f32>, [f64; 3])> = serde_json::from_slice(&out).unwrap();
     assert_eq!(sim.len(), boxes.len());
-    for (b, s) in boxes.iter().zip(&sim) {
+    let gain = gain_of(WHITE_POINT);
+    let mut balancing_changed_something = false;
+    for (b, (plain, balanced, colour)) in boxes.iter().zip(&sim) {
         let ours = colour_descriptor(&img, *b);
-        assert_eq!(ours.len(), s.len(), "box {b:?}");
-        let worst = ours
-            .iter()
-            .zip(s)
-            .map(|(a, b)| (a - b).abs())
-            .fold(0.0f32, f32::max);
-        assert!(
-            worst < 1e-5,
-            "box {b:?}: the simulator's descriptor differs from nvr's by {worst}\n nvr {ours:?}\n sim {s:?}"
-        );
+        let ours_balanced = colour_descriptor_balanced(&img, *b, &gain);
+        balancing_changed_something |= differ(&ours, &ours_balanced) > 0.01;
+        for (what, ours, s) in [("", &ours, plain), (" balanced", &ours_balanced, balanced)] {
+            assert_eq!(ours.len(), s.len(), "box {b:?}");
+            let worst = differ(ours, s);
+            assert!(
+                worst < 1e-5,
+                "box {b:?}: the simulator's{what} descriptor differs from nvr's by {worst}\n nvr {ours:?}\n sim {s:?}"
+            );
+        }
+        let ours = box_colour(&img, *b).expect("every box holds pixels");
+        for (o, s) in ours.iter().zip(colour) {
+            assert!(
+                (o - s).abs() < 1e-9,
+                "box {b:?}: mean colour nvr {ours:?}, sim {colour:?}"
+            );
+        }
     }
+    assert!(
+        balancing_changed_something,
+        "the white point changed no descriptor"
+    );
+}
+
+/// A white point with a strong cast, for the descriptor parity test.
+const WHITE_POINT: [f64; 3] = [150.0, 118.0, 96.5];
+
+/// The largest difference between two vectors' elements.
+fn differ(a: &[f32], b: &[f32]) -> f32 {
+    a.iter()
+        .zip(b)
+        .map(|(x, y)| (x - y).abs())
+        .fold(0.0f32, f32::max)
 }
 
 /// Runs a Python snippet against the simulator and returns what it printed;
@@ -212,9 +242,10 @@ fn sim_script(cmd: &mut std::process::Command, what: &str) -> Vec<u8> {
     o.stdout
 }
 
-/// Prints, as JSON, the simulator's descriptor of each box (argv: the
+/// Prints, as JSON, the simulator's descriptor of each box, plain and
+/// balanced with a white point, and the box's mean colour (argv: the
 /// simulator's directory, a raw RGB image file, its width and height, the
-/// normalised boxes as JSON).
+/// normalised boxes as JSON, the white point as JSON).
 const SIM_DESCRIPTORS: &str = r#"
 import json, sys
 import numpy as np
@@ -222,10 +253,14 @@ sys.path.insert(0, sys.argv[1])
 import sim
 w, h = int(sys.argv[3]), int(sys.argv[4])
 img = np.fromfile(sys.argv[2], dtype=np.uint8).reshape(h, w, 3)
+gain = sim.white_gain(json.loads(sys.argv[6]))
 out = []
 for b in json.loads(sys.argv[5]):
     X, Y, half = sim.descriptor_grid(b, w, h)
-    out.append([float(v) for v in sim.colour_descriptor(img[Y, X], half)])
+    px = img[Y, X]
+    out.append(([float(v) for v in sim.colour_descriptor(px, half)],
+                [float(v) for v in sim.colour_descriptor(sim.balance(px, gain), half)],
+                [float(v) for v in px.astype(np.float64).mean(0)]))
 print(json.dumps(out))
 "#;
 

@@ -19,6 +19,8 @@ use tracing::{debug, info, warn};
 
 use crate::bus::{self, now_ns};
 use crate::detect::batch::{choose_batch, BatchTiming};
+use crate::detect::embed::box_colour;
+use crate::detect::white_balance::{Gain, WhiteMeter, NEUTRAL};
 use crate::detect::{DetectError, Detector, DetectorOptions, RgbImage};
 use crate::guard::{self, Limits, Refusal};
 use crate::status::{BatchTimingStatus, WorkerLayout, WorkerStats};
@@ -48,6 +50,10 @@ pub struct DetectorArgs {
     pub min_confidence: f32,
     /// Per-camera minimum score.
     pub camera_min_confidence: BTreeMap<String, f32>,
+    /// Per-camera gain of the colour descriptor's pixels, from the white
+    /// point configured for the camera (see `detect::white_balance`); a
+    /// camera without one is described as it is.
+    pub camera_gain: BTreeMap<String, Gain>,
     /// JetStream context.
     pub js: jetstream::Context,
     /// Counters shared with the status endpoints.
@@ -307,6 +313,8 @@ struct Work {
     frame: Frame,
     /// Minimum score for its camera.
     min_conf: f32,
+    /// White balance of its camera's colour descriptors.
+    gain: Gain,
     /// Capture to pull, ms.
     age_ms: f64,
 }
@@ -375,10 +383,17 @@ async fn admit(state: &mut DetectorState, m: jetstream::Message) -> Option<Work>
         .get(&frame.camera)
         .copied()
         .unwrap_or(state.args.min_confidence);
+    let gain = state
+        .args
+        .camera_gain
+        .get(&frame.camera)
+        .copied()
+        .unwrap_or(NEUTRAL);
     Some(Work {
         msg: m,
         frame,
         min_conf,
+        gain,
         age_ms,
     })
 }
@@ -391,9 +406,9 @@ async fn run_batch(state: &mut DetectorState, batch: Vec<Work>) -> Result<(), Ac
     let started = Instant::now();
     let max_pixels = state.args.limits.max_image_pixels;
     let threads = state.args.decode_threads.max(1);
-    let (metas, frames): (Vec<Pulled>, Vec<(Frame, f32)>) = batch
+    let (metas, frames): (Vec<Pulled>, Vec<Job>) = batch
         .into_iter()
-        .map(|w| ((w.msg, w.age_ms), (w.frame, w.min_conf)))
+        .map(|w| ((w.msg, w.age_ms), (w.frame, w.min_conf, w.gain)))
         .unzip();
     let (detector, frames, results) = tokio::task::spawn_blocking(move || {
         let r = infer_batch(&mut detector, &frames, max_pixels, threads);
@@ -402,20 +417,24 @@ async fn run_batch(state: &mut DetectorState, batch: Vec<Work>) -> Result<(), Ac
     .await?;
     state.detector = Some(detector);
     let latency_ms = started.elapsed().as_secs_f64() * 1000.0;
-    for (((msg, age_ms), (frame, _)), result) in metas.into_iter().zip(frames).zip(results) {
-        publish(state, msg, frame, age_ms, result, latency_ms).await;
+    for (((msg, age_ms), (frame, _, _)), (result, white)) in
+        metas.into_iter().zip(frames).zip(results)
+    {
+        publish(state, msg, frame, age_ms, result, white, latency_ms).await;
     }
     Ok(())
 }
 
 /// Publishes one frame's detections and acknowledges it once they are
-/// stored; a frame that failed is counted and terminated.
+/// stored (then its person colours, `white`, count towards its camera's
+/// measured white point); a frame that failed is counted and terminated.
 async fn publish(
     state: &mut DetectorState,
     m: jetstream::Message,
     frame: Frame,
     age_ms: f64,
     result: Result<Vec<nvr_subjects::DetectedObject>, DetectError>,
+    white: WhiteMeter,
     latency_ms: f64,
 ) {
     let stats = state.args.stats.clone();
@@ -475,6 +494,7 @@ async fn publish(
             stats.settle();
             let e2e_ms = now_ns().saturating_sub(frame.ts_ns) as f64 / 1e6;
             stats.record_processed(&det.camera, latency_ms, age_ms, e2e_ms);
+            stats.record_white(&det.camera, &white);
         }
         Err(e) => {
             warn!(worker = %state.args.worker, "{e}; frame left for redelivery");
@@ -499,27 +519,37 @@ fn check_frame(subject: &str, frame: &Frame, now_ns: u64, limits: &Limits) -> Re
     guard::check_pixels(frame.data_width, frame.data_height, limits)
 }
 
+/// A frame to run, its camera's minimum score and colour gain.
+type Job = (Frame, f32, Gain);
+
+/// What one frame gave: its objects, and the colours of the persons among
+/// them (before any gain), which measure its camera's white point.
+type Outcome = (
+    Result<Vec<nvr_subjects::DetectedObject>, DetectError>,
+    WhiteMeter,
+);
+
 /// Decodes the frames' images on up to `threads` threads and runs the model
 /// on those that decoded, in one session call when the model batches
-/// (blocking). One result per frame, in order.
+/// (blocking). One outcome per frame, in order.
 fn infer_batch(
     detector: &mut Detector,
-    frames: &[(Frame, f32)],
+    frames: &[Job],
     max_pixels: u64,
     threads: usize,
-) -> Vec<Result<Vec<nvr_subjects::DetectedObject>, DetectError>> {
+) -> Vec<Outcome> {
     let mut images: Vec<Option<Result<RgbImage, DetectError>>> =
         (0..frames.len()).map(|_| None).collect();
     let per = frames.len().div_ceil(threads.clamp(1, frames.len().max(1)));
     if frames.len() <= 1 || per >= frames.len() {
-        for (slot, (f, _)) in images.iter_mut().zip(frames) {
+        for (slot, (f, _, _)) in images.iter_mut().zip(frames) {
             *slot = Some(decode_image(f, max_pixels));
         }
     } else {
         std::thread::scope(|scope| {
             for (slots, chunk) in images.chunks_mut(per).zip(frames.chunks(per)) {
                 scope.spawn(move || {
-                    for (slot, (f, _)) in slots.iter_mut().zip(chunk) {
+                    for (slot, (f, _, _)) in slots.iter_mut().zip(chunk) {
                         *slot = Some(decode_image(f, max_pixels));
                     }
                 });
@@ -531,33 +561,50 @@ fn infer_batch(
     let mut ok_idx = Vec::new();
     let mut ok_imgs = Vec::new();
     let mut ok_conf = Vec::new();
+    let mut ok_gain = Vec::new();
     for (i, img) in images.into_iter().enumerate() {
         match img.unwrap_or_else(|| Err(DetectError::Image("not decoded".into()))) {
             Ok(img) => {
                 ok_idx.push(i);
                 ok_imgs.push(img);
                 ok_conf.push(frames[i].1);
+                ok_gain.push(frames[i].2);
                 results.push(Ok(Vec::new()));
             }
             Err(e) => results.push(Err(e)),
         }
     }
     let refs: Vec<&RgbImage> = ok_imgs.iter().collect();
-    match detector.detect_batch(&refs, &ok_conf) {
+    match detector.detect_batch_balanced(&refs, &ok_conf, &ok_gain) {
         Ok(per_frame) => {
-            for (i, objs) in ok_idx.into_iter().zip(per_frame) {
-                results[i] = Ok(objs);
+            for (i, objs) in ok_idx.iter().zip(per_frame) {
+                results[*i] = Ok(objs);
             }
         }
         // One frame must not fail the others of its batch: each runs alone,
         // and only the one at fault gets the error.
         Err(_) => {
-            for ((i, img), conf) in ok_idx.into_iter().zip(&ok_imgs).zip(&ok_conf) {
-                results[i] = detector.detect(img, *conf);
+            for (((i, img), conf), gain) in ok_idx.iter().zip(&ok_imgs).zip(&ok_conf).zip(&ok_gain)
+            {
+                results[*i] = detector.detect_balanced(img, *conf, gain);
             }
         }
     }
-    results
+    let mut out: Vec<Outcome> = results
+        .into_iter()
+        .map(|r| (r, WhiteMeter::default()))
+        .collect();
+    for (i, img) in ok_idx.into_iter().zip(&ok_imgs) {
+        let (Ok(objects), white) = &mut out[i] else {
+            continue;
+        };
+        for o in objects.iter().filter(|o| o.embedding.is_some()) {
+            if let Some(c) = box_colour(img, o.bbox) {
+                white.add(c);
+            }
+        }
+    }
+    out
 }
 
 /// The frame's image: JPEG decoded (bounded by `max_pixels`) or raw RGB

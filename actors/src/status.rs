@@ -134,6 +134,10 @@ pub struct CameraCounters {
     pub errors: u64,
     /// Sum of inference latencies (ms), for the mean.
     pub latency_sum_ms: f64,
+    /// Mean colour of the camera's described persons, before any gain:
+    /// the white point to configure for it (`detect::white_balance`).
+    #[serde(default)]
+    pub white: crate::detect::white_balance::WhiteMeter,
 }
 
 /// Live counters of one detector worker.
@@ -282,6 +286,13 @@ impl WorkerStats {
             .fetch_update(Ordering::Relaxed, Ordering::Relaxed, |n| {
                 Some(n.saturating_sub(1))
             });
+    }
+
+    /// Adds a published frame's person colours to its camera's white point.
+    pub fn record_white(&self, camera: &str, white: &crate::detect::white_balance::WhiteMeter) {
+        if white.boxes > 0 {
+            self.camera(camera, |c| c.white.merge(white));
+        }
     }
 
     /// Records a skipped frame.

@@ -44,15 +44,20 @@ def free_port():
         return s.getsockname()[1]
 
 
-def write_config(path, store_dir, nats_port, api_port, max_frame_age_ms=2000, log_level="info", overrides=()):
-    """Writes the generated nvr configuration to ``path`` and returns it as a dict."""
+def write_config(path, store_dir, nats_port, api_port, max_frame_age_ms=2000, log_level="info", overrides=(),
+                 white_points=None):
+    """Writes the generated nvr configuration to ``path`` and returns it as a dict;
+    ``white_points``: camera id -> [R, G, B] to set as its white point."""
     cams = []
     for cam in LINKED + (REFERENCE,):
+        detection = {"min_confidence": MIN_CONFIDENCE}
+        if white_points and cam in white_points:
+            detection["white_point"] = [float(v) for v in white_points[cam]]
         cams.append(
             {
                 "id": cam,
                 "floor": FLOOR_REF if cam == REFERENCE else FLOOR_LINKED,
-                "detection": {"min_confidence": MIN_CONFIDENCE},
+                "detection": detection,
                 "calibration": {"points": calibration_points(cam)},
             }
         )

@@ -108,13 +108,25 @@ def log_findings(path):
     return {"counts": counts, "messages": list(groups.values())}
 
 
+def measured_white_points(run_dir):
+    """camera -> the white point the detection status of an earlier run measured."""
+    meta = json.loads((Path(run_dir) / "meta.json").read_text())
+    cams = (meta.get("detector_status") or {}).get("cameras") or {}
+    wp = {c: v["white_point"] for c, v in cams.items() if v.get("white_point")}
+    if not wp:
+        raise SystemExit(f"{run_dir}: its detection status measured no white point")
+    log(f"white points from {run_dir}: {wp}")
+    return wp
+
+
 def one_run(binary, src_frames, run_dir, args):
     """Starts nvr, publishes, collects, stops; returns the session meta."""
     run_dir.mkdir(parents=True, exist_ok=True)
     store = Path(tempfile.mkdtemp(prefix="nvr-rf-store-"))
     nats_port, api_port = nvrproc.free_port(), nvrproc.free_port()
     cfg = run_dir / "config.yaml"
-    nvrproc.write_config(cfg, store, nats_port, api_port, max_frame_age_ms=args.max_frame_age_ms, overrides=args.set)
+    nvrproc.write_config(cfg, store, nats_port, api_port, max_frame_age_ms=args.max_frame_age_ms, overrides=args.set,
+                         white_points=args.white_points)
     nvr = nvrproc.Nvr(binary, cfg, api_port, run_dir / "nvr.log")
     t0 = time.monotonic()
     try:
@@ -234,7 +246,9 @@ def main(argv=None):
     ap.add_argument("--set", action="append", default=[], metavar="KEY=VALUE", help="config override, e.g. spatial.tuning.camera_debias=false (repeatable)")
     ap.add_argument("--analyse-only", action="store_true", help="re-score the runs in --out, start nothing")
     ap.add_argument("--reference-from", metavar="RUN_DIR", help="score against the full-frame camera tracks of this earlier run<k> directory")
+    ap.add_argument("--white-points-from", metavar="RUN_DIR", help="set each camera's white point to what the detection status of this earlier run<k> directory measured")
     args = ap.parse_args(argv)
+    args.white_points = measured_white_points(args.white_points_from) if args.white_points_from else None
     out = Path(args.out).resolve()
     out.mkdir(parents=True, exist_ok=True)
     t0 = time.monotonic()
@@ -259,6 +273,7 @@ def main(argv=None):
                 "runs": args.runs,
                 "views": frames_mod.VIEWS,
                 "max_frame_age_ms": args.max_frame_age_ms,
+                "white_points": args.white_points,
                 # configuration overrides nvr inherits from this environment
                 "env": {
                     k: v

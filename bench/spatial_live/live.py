@@ -87,6 +87,12 @@ def write_config(scene, run_dir: Path, store_dir: str, nats_port: int, api_port:
                                                 for i, f in scene.calib[c.id]]}}
                     for c in scene.cameras],
     }
+    # The white points the simulator's descriptors were balanced with, as a
+    # user sets what the detection status measured.
+    for cam in cfg["cameras"]:
+        wp = getattr(scene, "white_point_cfg", {}).get(cam["id"])
+        if wp is not None:
+            cam["detection"] = {"white_point": wp}
     for key, value in (overrides or {}).items():
         set_dotted(cfg, key, value)
     path = run_dir / "config.yaml"

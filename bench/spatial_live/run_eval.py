@@ -248,6 +248,9 @@ def markdown(args, agg, scenes, difficulties, elapsed, binary):
             if k0.rig == 0 else
             f"room: rig {k0.rig}, {k0.floor_w:g} x {k0.floor_h:g} m, {rate}; nothing was tuned on this room, "
             "so every seed is held out")
+    room += (f"; each camera's white point set in the config, measured on a separate {k0.white_point_s:g} s "
+             "recording of the same cameras with other people" if k0.white_point and k0.emb_dim <= 0
+             else "; no white points set")
     L = ["# Live spatial tracking evaluation (bench/spatial_live)", "",
          f"nvr `{binary['source']}` ({binary.get('version')}, built {binary['mtime']}, sha256 {binary['sha256']}…; "
          f"checkout {binary.get('git_head')} with {binary.get('git_dirty_files')} modified tracked files); seeds `{args.seeds}`; {room}; "

@@ -37,6 +37,13 @@ embedding is nvr's colour descriptor (actors/src/detect/embed.rs
 same sampling grid and bins) of synthetic pixels: body parts in depth order,
 background leaking in, texture noise, then each camera's colour cast
 (per-channel gain), brightness, a floor lighting gradient and sensor noise.
+With `white_point` (off by default, as nvr's `cameras[].detection.white_point`)
+each camera's white point is set as a user sets it: measured as nvr's
+detection status does (the mean colour of the descriptor's samples over its
+person boxes) on a separate recording of the same cameras with other people
+(`white_point_s`), then every pixel the descriptor samples is scaled so that
+the white point's channels become equal (actors/src/detect/white_balance.rs);
+the config the evaluation writes carries those white points.
 With `emb_dim` > 0 the embedding is a stand-in for a learned re-ID model
 instead: per person a random unit vector (look-alike pairs close), per
 camera a fixed random distortion of it, a box's vector mixing those of
@@ -54,6 +61,7 @@ from __future__ import annotations
 
 import argparse
 import colorsys
+import dataclasses
 import math
 import os
 from dataclasses import dataclass, field
@@ -148,6 +156,9 @@ class Knobs:
     emb_same_cos: float = 0.8               # expected cosine of two detections of one person, one camera
     emb_cam_cos: float = 0.85               # expected cosine of one person's vectors in two cameras
     emb_lookalike_cos: float = 0.9          # expected cosine of a look-alike pair's vectors
+    # white point set per camera (nvr's `cameras[].detection.white_point`)
+    white_point: bool = False               # measured from a recording of the same cameras with
+    white_point_s: float = 60.0             # other people, this long; then a fixed gain per camera
 
 
 def difficulty(name: str) -> Knobs:
@@ -284,6 +295,20 @@ def colour_descriptor(rgb_u8, half):
     return out / n if n > 0 else np.full(EMB_LEN, 1 / math.sqrt(EMB_LEN), np.float32)
 
 
+def white_gain(white_point):
+    """nvr's gain for a white point (`white_balance::gain_of`): R, G, B
+    multipliers that make its channels equal to their average (the cast
+    goes, the brightness stays)."""
+    m = np.asarray(white_point, dtype=np.float64)
+    grey = (m[0] + m[1] + m[2]) / 3.0
+    return np.array([grey / v if v > 0 else 1.0 for v in m])
+
+
+def balance(rgb_u8, gain):
+    """Pixels scaled by a gain as nvr does (f64, rounded half to even)."""
+    return np.clip(np.round(rgb_u8.astype(np.float64) * gain), 0, 255).astype(np.uint8)
+
+
 def _body(b, us, vs):
     """Where pixel centres (us, vs) fall on the silhouette of a person whose
     amodal box is `b`: their height fraction down the box, and the mask of
@@ -331,7 +356,7 @@ class Frame:
 
 class Scene:
     def __init__(self, knobs: Knobs, seed: int, people: int = 20, duration: float = 60.0,
-                 with_embeddings: bool = True):
+                 with_embeddings: bool = True, people_stream=None):
         self.k, self.seed, self.duration = knobs, seed, float(duration)
         rng = np.random.default_rng(seed)
         # A stream of its own, so that the merge knob's draws do not shift the others.
@@ -339,6 +364,15 @@ class Scene:
         self.merged_boxes = 0                   # detections that are one box for two people
         self.merge_frames = set()               # (camera id, frame index) holding such a box
         self._make_cameras(rng)
+        if people_stream is not None:   # the same cameras, other people
+            rng = np.random.default_rng([seed, 3, people_stream])
+        self.box_colours = {c.id: [] for c in self.cameras}   # raw mean colour of each box described
+        self.wb_gain, self.white_point_cfg = {}, {}
+        if knobs.white_point and knobs.emb_dim <= 0 and with_embeddings and people_stream is None:
+            calib = Scene(dataclasses.replace(knobs, white_point=False), seed, people,
+                          duration=knobs.white_point_s, people_stream=0)
+            self.wb_gain = calib.white_gains()
+            self.white_point_cfg = {c: [float(v) for v in m] for c, m in calib.white_points().items()}
         self._make_people(rng, people)
         self._walk(rng)
         self._make_detector_state(rng)
@@ -687,6 +721,9 @@ class Scene:
                         det["emb"] = self.learned_embedding(cam, keys, X, Y, frng)
                     else:
                         px = self.pixels(cam, items, X, Y, xy, frng)
+                        self.box_colours[cam.id].append(px.astype(np.float64).mean(0))
+                        if cam.id in self.wb_gain:
+                            px = balance(px, self.wb_gain[cam.id])
                         det["emb"] = colour_descriptor(px, half)
                 fr.dets.append(det)
             frng.shuffle(fr.dets)
@@ -694,6 +731,15 @@ class Scene:
             kk += 1
             t = self.start[cam.id] + kk / k.fps
         return frames
+
+    def white_points(self):
+        """Each camera's white point: the mean of its boxes' mean colours
+        (descriptor samples, before any gain), rounded as nvr prints it."""
+        return {c: np.round(np.mean(v, 0), 1) for c, v in self.box_colours.items() if v}
+
+    def white_gains(self):
+        """The gain of each camera's white point (`white_gain`)."""
+        return {c: white_gain(m) for c, m in self.white_points().items()}
 
     def _merge_overlapping(self, rend, boxes):
         """What a real detector does with two people whose boxes overlap: now and

@@ -357,8 +357,8 @@ struct WorkerTotals {
     fps: f64,
     /// One document per worker, for the `workers` list.
     workers: Vec<Value>,
-    /// Per camera: processed, skipped, errors, latency sum (ms).
-    per_cam: BTreeMap<String, (u64, u64, u64, f64)>,
+    /// Per camera: processed, skipped, errors, latency sum (ms), colours.
+    per_cam: BTreeMap<String, status::CameraCounters>,
 }
 
 impl WorkerTotals {
@@ -371,7 +371,7 @@ impl WorkerTotals {
         let mut refused = nvr_actors::guard::RefusalCounts::new();
         let mut fps = 0.0;
         let mut workers = Vec::new();
-        let mut per_cam: BTreeMap<String, (u64, u64, u64, f64)> = BTreeMap::new();
+        let mut per_cam: BTreeMap<String, status::CameraCounters> = BTreeMap::new();
         for n in nodes {
             for w in &n.workers {
                 processed += w.processed_count;
@@ -391,10 +391,11 @@ impl WorkerTotals {
                 }
                 for (cam, c) in &w.cameras {
                     let e = per_cam.entry(cam.clone()).or_default();
-                    e.0 += c.processed;
-                    e.1 += c.skipped;
-                    e.2 += c.errors;
-                    e.3 += c.latency_sum_ms;
+                    e.processed += c.processed;
+                    e.skipped += c.skipped;
+                    e.errors += c.errors;
+                    e.latency_sum_ms += c.latency_sum_ms;
+                    e.white.merge(&c.white);
                 }
                 workers.push(json!({
                     "worker": w.worker,
@@ -436,9 +437,24 @@ impl WorkerTotals {
 /// what was stored when that is more) and the cameras only workers know.
 fn camera_documents(
     s: &Shared,
-    mut per_cam: BTreeMap<String, (u64, u64, u64, f64)>,
+    mut per_cam: BTreeMap<String, status::CameraCounters>,
     stored: &BTreeMap<String, u64>,
 ) -> BTreeMap<String, Value> {
+    let configured: BTreeMap<&str, [f64; 3]> = s
+        .config
+        .cameras
+        .iter()
+        .filter_map(|c| c.detection.white_point.map(|w| (c.id.as_str(), w)))
+        .collect();
+    // What a camera's white point measures (to set in its configuration)
+    // and the one set.
+    let white = |cam: &str, c: &status::CameraCounters| {
+        (
+            c.white.white_point(),
+            c.white.boxes,
+            configured.get(cam).copied(),
+        )
+    };
     let mut cameras: BTreeMap<String, Value> = BTreeMap::new();
     for (cam, st) in &s.cameras {
         let Ok(st) = st.lock().map(|x| x.clone()) else {
@@ -449,25 +465,30 @@ fn camera_documents(
         } else {
             stored.get(cam).copied().unwrap_or(0)
         };
-        let e = per_cam.entry(cam.clone()).or_default();
+        let c = per_cam.entry(cam.clone()).or_default();
         // A node that died took its counters with it; what was stored stays.
-        e.0 = e.0.max(stored);
-        let (p, sk, e, sum) = *e;
+        c.processed = c.processed.max(stored);
+        let p = c.processed;
+        let (wp, wp_boxes, wp_set) = white(cam, c);
         cameras.insert(
             cam.clone(),
             json!({
                 "published": st.frames_published,
                 "dropped_at_publish": st.frames_dropped,
-                "processed": p, "skipped": sk, "errors": e,
-                "avg_latency_ms": if p > 0 { round2(sum / p as f64) } else { 0.0 },
+                "processed": p, "skipped": c.skipped, "errors": c.errors,
+                "avg_latency_ms": if p > 0 { round2(c.latency_sum_ms / p as f64) } else { 0.0 },
                 "fps_out": round2(st.fps_out),
+                "white_point": wp, "white_point_boxes": wp_boxes, "white_point_set": wp_set,
             }),
         );
     }
-    for (cam, (p, sk, e, sum)) in &per_cam {
+    for (cam, c) in &per_cam {
         cameras.entry(cam.clone()).or_insert_with(|| {
-            json!({"processed": p, "skipped": sk, "errors": e,
-                   "avg_latency_ms": if *p > 0 { round2(sum / *p as f64) } else { 0.0 }})
+            let p = c.processed;
+            let (wp, wp_boxes, wp_set) = white(cam, c);
+            json!({"processed": p, "skipped": c.skipped, "errors": c.errors,
+                   "avg_latency_ms": if p > 0 { round2(c.latency_sum_ms / p as f64) } else { 0.0 },
+                   "white_point": wp, "white_point_boxes": wp_boxes, "white_point_set": wp_set})
         });
     }
     cameras

@@ -768,6 +768,14 @@ pub struct CameraDetection {
     /// Minimum score; absent = `detection.min_confidence`.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub min_confidence: Option<f32>,
+    /// The camera's white point, R, G, B (1..255): the mean colour of its
+    /// person boxes as the detection status measures it
+    /// (`cameras.<id>.white_point`). Set, the colour descriptors of its
+    /// persons take out its colour cast (its brightness stays), so that one
+    /// person's descriptors agree across cameras that differ in colour;
+    /// absent = described as they are.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub white_point: Option<[f64; 3]>,
 }
 
 /// Pixel-to-floor calibration: correspondences or an explicit matrix.

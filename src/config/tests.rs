@@ -165,6 +165,18 @@ fn errors_are_one_line_and_name_the_key() {
         ("cameras:\n  - id: \"a.b\"\n", "cameras[0].id"),
         ("cameras:\n  - id: a\n  - id: a\n", "duplicate camera id"),
         ("cameras:\n  - id: a\n    floor: nowhere\n", "no such floor"),
+        (
+            "cameras:\n  - id: a\n    detection:\n      white_point: [120, 0, 90]\n",
+            "cameras[0].detection.white_point = [120.0, 0.0, 90.0] (camera a)",
+        ),
+        (
+            "cameras:\n  - id: a\n    detection:\n      white_point: [120, 300, 90]\n",
+            "from 1 to 255",
+        ),
+        (
+            "cameras:\n  - id: a\n    detection:\n      white_point: [120, 90]\n",
+            "cameras[0].detection.white_point",
+        ),
         ("foo: 1\n", "unknown field `foo`"),
         (
             "tracking:\n  embedding_momentum: 1.0\n",
@@ -210,6 +222,18 @@ fn reid_model_is_a_stem_in_models_path_or_a_path() {
     assert_eq!(d.reid_model_path(), Some(PathBuf::from("/opt/osnet.onnx")));
     let l = load_str("", &[("DETECTION_REID_MODEL", "x")], &[]).unwrap();
     assert_eq!(l.config.detection.reid_model, "x");
+}
+
+#[test]
+fn a_camera_white_point_is_read() {
+    let y =
+        "cameras:\n  - id: a\n    detection:\n      white_point: [131.5, 120, 98.25]\n  - id: b\n";
+    let l = load_str(y, &[], &[]).unwrap();
+    assert_eq!(
+        l.config.cameras[0].detection.white_point,
+        Some([131.5, 120.0, 98.25])
+    );
+    assert_eq!(l.config.cameras[1].detection.white_point, None);
 }
 
 #[test]

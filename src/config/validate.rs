@@ -341,6 +341,15 @@ fn check_layout(c: &Config) -> Result<(), ConfigError> {
         if let Some(mc) = cam.detection.min_confidence {
             check_unit(&format!("{key}.detection.min_confidence"), mc)?;
         }
+        if let Some(wp) = cam.detection.white_point {
+            if wp.iter().any(|v| !v.is_finite() || *v < 1.0 || *v > 255.0) {
+                return err(format!(
+                    "{key}.detection.white_point = {wp:?} (camera {}): each of R, G, B must be a \
+                     mean colour from 1 to 255, as the detection status measures it",
+                    cam.id
+                ));
+            }
+        }
         if let Some(f) = &cam.floor {
             if !floors.contains(f.as_str()) {
                 return err(format!(

@@ -2,6 +2,7 @@
 //! answers, and the standalone `nvr detector` command.
 
 use super::*;
+use nvr_actors::detect::white_balance::{gain_of, Gain};
 
 /// Detector options from the configuration.
 pub fn detector_options(cfg: &Config) -> Result<DetectorOptions> {
@@ -116,6 +117,11 @@ impl DetectionNode {
             .iter()
             .filter_map(|c| c.detection.min_confidence.map(|m| (c.id.clone(), m)))
             .collect();
+        let cam_gain: BTreeMap<String, Gain> = cfg
+            .cameras
+            .iter()
+            .filter_map(|c| c.detection.white_point.map(|w| (c.id.clone(), gain_of(w))))
+            .collect();
         for i in 0..workers {
             let worker = format!("{node}-w{i}");
             let st = Arc::new(WorkerStats::new(&worker));
@@ -130,6 +136,7 @@ impl DetectionNode {
             let (max_batch, window) = (cfg.detection.max_batch, cfg.detection.batch_window_ms);
             let decode_threads = (cores / workers).max(1);
             let cam_conf = cam_conf.clone();
+            let cam_gain = cam_gain.clone();
             let js = js.clone();
             let limits = cfg.limits.limits();
             let name = format!("detector:{worker}");
@@ -149,6 +156,7 @@ impl DetectionNode {
                     decode_threads,
                     min_confidence: min_conf,
                     camera_min_confidence: cam_conf.clone(),
+                    camera_gain: cam_gain.clone(),
                     js: js.clone(),
                     stats: st.clone(),
                     loaded: ld.clone(),

@@ -14,6 +14,7 @@ use super::image::RgbImage;
 use super::letterbox::Geometry;
 use super::model::Detector;
 use super::model_io::decode_head;
+use super::white_balance::{Gain, NEUTRAL};
 use super::DetectError;
 
 /// Largest relative difference between a frame's output in a batch and
@@ -107,18 +108,32 @@ impl Detector {
         imgs: &[&RgbImage],
         min_confidence: &[f32],
     ) -> Result<Vec<Vec<nvr_subjects::DetectedObject>>, DetectError> {
-        if imgs.len() != min_confidence.len() {
+        self.detect_batch_balanced(imgs, min_confidence, &vec![NEUTRAL; imgs.len()])
+    }
+
+    /// [`Detector::detect_batch`] with the colour descriptors of `imgs[i]`
+    /// balanced by `gains[i]` (its camera's, see
+    /// [`super::white_balance`]), as [`Detector::detect_balanced`] does.
+    pub fn detect_batch_balanced(
+        &mut self,
+        imgs: &[&RgbImage],
+        min_confidence: &[f32],
+        gains: &[Gain],
+    ) -> Result<Vec<Vec<nvr_subjects::DetectedObject>>, DetectError> {
+        if imgs.len() != min_confidence.len() || imgs.len() != gains.len() {
             return Err(DetectError::Inference(format!(
-                "{} images but {} thresholds",
+                "{} images but {} thresholds and {} gains",
                 imgs.len(),
-                min_confidence.len()
+                min_confidence.len(),
+                gains.len()
             )));
         }
         if imgs.len() <= 1 || !self.batchable {
             return imgs
                 .iter()
                 .zip(min_confidence)
-                .map(|(img, c)| self.detect(img, *c))
+                .zip(gains)
+                .map(|((img, c), g)| self.detect_balanced(img, *c, g))
                 .collect();
         }
         let geometry = self.letterbox_all(imgs)?;
@@ -139,8 +154,8 @@ impl Detector {
                 .collect::<Result<Vec<_>, _>>()
         })?;
         let mut out = Vec::with_capacity(n);
-        for ((c, img), g) in candidates.into_iter().zip(imgs).zip(&geometry) {
-            let mut objects = self.finish(c, g, img);
+        for (((c, img), g), gain) in candidates.into_iter().zip(imgs).zip(&geometry).zip(gains) {
+            let mut objects = self.finish(c, g, img, gain);
             self.add_model_embeddings(&mut objects, img)?;
             out.push(objects);
         }

@@ -7,6 +7,8 @@
 //!   `scripts/setup` exports, or e.g. OSNet) with input `[N,3,H,W]` (RGB,
 //!   ImageNet mean/std) and output `[N,D]`.
 //! * [`combine`]: both in one unit vector, so that one cosine weighs them.
+//! * [`box_colour`]: the mean colour of the pixels the descriptor samples,
+//!   from which a camera's white point is measured.
 
 use std::path::Path;
 
@@ -16,6 +18,7 @@ use ort::value::TensorRef;
 
 use super::image::{resize_exact, RgbImage};
 use super::runtime::{build_session, file_stem, Backend, RuntimeOptions};
+use super::white_balance::{apply_gain, Gain, NEUTRAL};
 use super::DetectError;
 
 /// Hue bins for saturated pixels.
@@ -101,10 +104,49 @@ fn l2_normalise(v: &mut [f32]) {
 /// 60% width, each half normalised to sum 1, then the whole vector L2-
 /// normalised. Always [`COLOUR_DESCRIPTOR_LEN`] long; deterministic.
 pub fn colour_descriptor(img: &RgbImage, bbox_norm: [f32; 4]) -> Vec<f32> {
+    colour_descriptor_balanced(img, bbox_norm, &NEUTRAL)
+}
+
+/// [`colour_descriptor`] of the sampled pixels scaled by `gain` first (a
+/// camera's white balance, see [`super::white_balance`]).
+pub fn colour_descriptor_balanced(img: &RgbImage, bbox_norm: [f32; 4], gain: &Gain) -> Vec<f32> {
     let mut out = vec![0.0f32; COLOUR_DESCRIPTOR_LEN];
+    let neutral = *gain == NEUTRAL;
+    for_each_sample(img, bbox_norm, |half, px| {
+        let px = if neutral { px } else { apply_gain(px, gain) };
+        out[half * HALF_BINS + bin_of(px)] += 1.0;
+    });
+    for half in out.chunks_mut(HALF_BINS) {
+        let sum: f32 = half.iter().sum();
+        if sum > 0.0 {
+            half.iter_mut().for_each(|v| *v /= sum);
+        }
+    }
+    l2_normalise(&mut out);
+    out
+}
+
+/// The mean colour (R, G, B, 0..255) of the pixels [`colour_descriptor`]
+/// samples in the box, before any gain; `None` for a box of no pixels.
+/// The mean over a camera's person boxes is its white point.
+pub fn box_colour(img: &RgbImage, bbox_norm: [f32; 4]) -> Option<[f64; 3]> {
+    let (mut sum, mut n) = ([0u64; 3], 0u64);
+    for_each_sample(img, bbox_norm, |_, px| {
+        for (s, v) in sum.iter_mut().zip(px) {
+            *s += u64::from(v);
+        }
+        n += 1;
+    });
+    (n > 0).then(|| sum.map(|s| s as f64 / n as f64))
+}
+
+/// Calls `f(half, pixel)` for each pixel the descriptor samples in the box:
+/// at most [`MAX_SAMPLES_PER_AXIS`] columns of its central 60% width and
+/// twice that many rows, `half` 0 for the upper half of the box, 1 for the
+/// lower.
+fn for_each_sample(img: &RgbImage, bbox_norm: [f32; 4], mut f: impl FnMut(usize, [u8; 3])) {
     let Some([x0, y0, x1, y1]) = pixel_rect(img, bbox_norm) else {
-        l2_normalise(&mut out);
-        return out;
+        return;
     };
     // Central 60% of the width: less background beside the person.
     let bw = x1 - x0;
@@ -122,18 +164,9 @@ pub fn colour_descriptor(img: &RgbImage, bbox_norm: [f32; 4]) -> Vec<f32> {
         for ix in 0..xs {
             let x = cx0
                 + ((ix as u64 * (cx1 - cx0) as u64 + (cx1 - cx0) as u64 / 2) / xs as u64) as u32;
-            out[half * HALF_BINS
-                + bin_of(img.pixel(x.min(img.width - 1), y.min(img.height - 1)))] += 1.0;
+            f(half, img.pixel(x.min(img.width - 1), y.min(img.height - 1)));
         }
     }
-    for half in out.chunks_mut(HALF_BINS) {
-        let sum: f32 = half.iter().sum();
-        if sum > 0.0 {
-            half.iter_mut().for_each(|v| *v /= sum);
-        }
-    }
-    l2_normalise(&mut out);
-    out
 }
 
 /// Cosine similarity of two L2-normalised vectors (their dot product).

@@ -18,6 +18,7 @@ pub mod model;
 mod model_io;
 pub mod nms;
 pub mod runtime;
+pub mod white_balance;
 
 pub use decode::ModelType;
 pub use image::RgbImage;

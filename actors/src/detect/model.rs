@@ -8,13 +8,14 @@ use ort::session::Session;
 use ort::value::TensorRef;
 
 use super::decode::{Candidate, ModelType};
-use super::embed::{colour_descriptor, combine, OnnxEmbedder};
+use super::embed::{colour_descriptor_balanced, combine, OnnxEmbedder};
 use super::image::RgbImage;
 use super::labels::{label_of, COCO_LABELS};
 use super::letterbox::{Geometry, Letterboxer};
 use super::model_io::*;
 use super::nms::nms;
 use super::runtime::*;
+use super::white_balance::{Gain, NEUTRAL};
 use super::DetectError;
 
 /// Everything needed to load a [`Detector`].
@@ -286,6 +287,18 @@ impl Detector {
         img: &RgbImage,
         min_confidence: f32,
     ) -> Result<Vec<nvr_subjects::DetectedObject>, DetectError> {
+        self.detect_balanced(img, min_confidence, &NEUTRAL)
+    }
+
+    /// [`Detector::detect`] for a frame of a camera whose colour
+    /// descriptors take out its cast with `gain` (see
+    /// [`super::white_balance`]).
+    pub fn detect_balanced(
+        &mut self,
+        img: &RgbImage,
+        min_confidence: f32,
+        gain: &Gain,
+    ) -> Result<Vec<nvr_subjects::DetectedObject>, DetectError> {
         let geometry = self.letterbox.run(img, self.input_size)?;
         let (model_type, size, allowed) = (self.model_type, self.input_size, self.allowed.clone());
         let candidates = self.run_input(1, |shape, data| {
@@ -298,7 +311,7 @@ impl Detector {
                 min_confidence,
             )
         })?;
-        let mut objects = self.finish(candidates, &geometry, img);
+        let mut objects = self.finish(candidates, &geometry, img, gain);
         self.add_model_embeddings(&mut objects, img)?;
         Ok(objects)
     }
@@ -331,13 +344,14 @@ impl Detector {
         read(shape, data)
     }
 
-    /// NMS, mapping back to the source image and descriptors: the objects
-    /// of one frame from its candidates.
+    /// NMS, mapping back to the source image and descriptors (their pixels
+    /// scaled by `gain`): the objects of one frame from its candidates.
     pub(super) fn finish(
         &self,
         mut candidates: Vec<Candidate>,
         geometry: &Geometry,
         img: &RgbImage,
+        gain: &Gain,
     ) -> Vec<nvr_subjects::DetectedObject> {
         if candidates.len() > MAX_CANDIDATES {
             candidates.sort_by(|a, b| b.score.total_cmp(&a.score));
@@ -351,8 +365,8 @@ impl Detector {
                 continue;
             }
             let label = label_of(c.class_id);
-            let embedding =
-                (self.embeddings && c.class_id == 0).then(|| colour_descriptor(img, bbox));
+            let embedding = (self.embeddings && c.class_id == 0)
+                .then(|| colour_descriptor_balanced(img, bbox, gain));
             objects.push(nvr_subjects::DetectedObject {
                 class_id: c.class_id as u32,
                 label,
