@@ -432,15 +432,29 @@ async fn published_states_follow_the_person_and_a_python_client_reads_the_floor(
     client.flush().await.unwrap();
     let mut p = NvrProcess::start(&["run", "--config", cfg.to_str().unwrap()], dir.path(), &[]);
     p.wait_for_log("nvr running", Duration::from_secs(60));
-    let reader = std::process::Command::new(python)
+    let mut reader = std::process::Command::new(python)
         .arg(root().join("subjects/python/floor_now.py"))
         .args(["--url", &server.url, "--count", "12", "--json"])
         .stdout(std::process::Stdio::piped())
         .stderr(std::process::Stdio::piped())
         .spawn()
         .expect("start floor_now.py");
-    // Give the client its subscription before the first cycle.
-    tokio::time::sleep(Duration::from_millis(500)).await;
+    // The client's subscription is in place before the first detection.
+    let stderr = reader.stderr.take().expect("floor_now.py stderr");
+    let (tx, rx) = std::sync::mpsc::channel();
+    std::thread::spawn(move || {
+        use std::io::BufRead;
+        for line in std::io::BufReader::new(stderr)
+            .lines()
+            .map_while(Result::ok)
+        {
+            let _ = tx.send(line);
+        }
+    });
+    let ready = rx
+        .recv_timeout(Duration::from_secs(30))
+        .expect("floor_now.py says it listens within 30 s");
+    assert!(ready.starts_with("listening on"), "{ready}");
 
     let publish = |d: Detections| {
         let js = js.clone();
@@ -514,11 +528,8 @@ async fn published_states_follow_the_person_and_a_python_client_reads_the_floor(
         .wait_with_output()
         .expect("floor_now.py ends after --count cycles");
     let text = String::from_utf8_lossy(&out.stdout);
-    assert!(
-        out.status.success(),
-        "{text}{}",
-        String::from_utf8_lossy(&out.stderr)
-    );
+    let errors: Vec<String> = rx.try_iter().collect();
+    assert!(out.status.success(), "{text}{errors:?}");
     let on_floor: Vec<Value> = text
         .lines()
         .filter_map(|l| serde_json::from_str::<Value>(l).ok())

@@ -125,6 +125,8 @@ async def main():
             done.set()
 
     await nc.subscribe(f"nvr.spatial.{args.shard}.tracks", cb=handle)
+    await nc.flush()
+    print(f"listening on nvr.spatial.{args.shard}.tracks", file=sys.stderr, flush=True)
     await done.wait()
     await nc.drain()
 
