@@ -12,7 +12,9 @@
 //! 4. observation-centric recovery: still-unmatched confirmed tracks against
 //!    the remaining high-score detections by IoU with the track's *last
 //!    observation* rather than its prediction;
-//! 5. tentative tracks against the remaining high-score detections;
+//! 5. tentative tracks against the remaining high-score detections, by IoU
+//!    and then, as in the re-identification stage, by appearance within
+//!    walking reach (a tentative track has no velocity to predict with);
 //! 6. lifecycle: unmatched tentative tracks die, unmatched confirmed tracks go
 //!    lost, lost tracks older than `max_lost_ms` are removed; new tentative
 //!    tracks start from the remaining confident detections;
@@ -403,6 +405,18 @@ impl Tracker {
             .collect();
         let rest: Vec<usize> = birth.iter().copied().filter(|&d| !det_used[d]).collect();
         let m = self.match_stage(&pool, &rest, dets, step, Stage::Tentative, gates);
+        self.take(m, &pool, &rest, &mut pairs, &mut track_used, &mut det_used);
+
+        // 5b. tentative tracks still unmatched x those detections, near and
+        // alike: a tentative track has no velocity yet, and at a low frame
+        // rate a walker's box moves more than its own width between frames
+        // (at 2 fps one pair of frames in six overlaps less than the IoU
+        // gate), so the overlap stage alone restarts them every frame.
+        let pool: Vec<usize> = (0..self.tracks.len())
+            .filter(|&i| !self.tracks[i].confirmed && !track_used[i])
+            .collect();
+        let rest: Vec<usize> = birth.iter().copied().filter(|&d| !det_used[d]).collect();
+        let m = self.reid_stage(&pool, &rest, dets, ts, gates);
         self.take(m, &pool, &rest, &mut pairs, &mut track_used, &mut det_used);
 
         pairs.sort_unstable();

@@ -481,6 +481,46 @@ fn a_tentative_track_survives_one_missed_frame() {
 }
 
 #[test]
+fn a_walker_at_two_fps_is_confirmed_though_its_boxes_do_not_overlap() {
+    // 2 fps: the box moves 1.2 of its widths per frame, so the tentative
+    // track (no velocity yet) never overlaps the next detection.
+    let half_second = 500_000_000;
+    let mut tr = Tracker::new(TrackerParams {
+        confirm_first_update: false,
+        ..TrackerParams::default()
+    });
+    let walker = |f: u64, e: Vec<f32>| {
+        let mut d = det("person", 0.9, 0.2 + 0.06 * f as f32, 0.5, 0.05, 0.15);
+        d.embedding = Some(e);
+        d
+    };
+    let mut ids = Vec::new();
+    for f in 0..4u64 {
+        let o = tr.update(T0 + f * half_second, &[walker(f, vec![1.0, 0.0, 0.0])]);
+        ids.push(confirmed_ids(&o));
+    }
+    assert!(ids[0].is_empty(), "{ids:?}");
+    assert_eq!(ids[1], vec![1], "confirmed on its second frame: {ids:?}");
+    assert_eq!(ids[3], vec![1], "{ids:?}");
+    // Someone who looks different there is not that track.
+    let mut tr = Tracker::new(TrackerParams {
+        confirm_first_update: false,
+        ..TrackerParams::default()
+    });
+    tr.update(T0, &[walker(0, vec![1.0, 0.0, 0.0])]);
+    let o = tr.update(T0 + half_second, &[walker(1, vec![0.0, 1.0, 0.0])]);
+    assert!(confirmed_ids(&o).is_empty(), "{:?}", o.tracks);
+    // Nor is anyone farther than a walk from where it was.
+    let mut tr = Tracker::new(TrackerParams {
+        confirm_first_update: false,
+        ..TrackerParams::default()
+    });
+    tr.update(T0, &[walker(0, vec![1.0, 0.0, 0.0])]);
+    let o = tr.update(T0 + half_second, &[walker(4, vec![1.0, 0.0, 0.0])]);
+    assert!(confirmed_ids(&o).is_empty(), "{:?}", o.tracks);
+}
+
+#[test]
 fn published_boxes_stay_inside_the_frame() {
     let mut tr = Tracker::new(TrackerParams::default());
     // Moving fast towards the right border, then unseen: the prediction
