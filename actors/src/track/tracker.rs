@@ -13,8 +13,10 @@
 //!    the remaining high-score detections by IoU with the track's *last
 //!    observation* rather than its prediction;
 //! 5. tentative tracks against the remaining high-score detections, by IoU
-//!    and then, as in the re-identification stage, by appearance within
-//!    walking reach (a tentative track has no velocity to predict with);
+//!    and then, where the frame came more than one and a half nominal
+//!    frames after the last, as in the re-identification stage, by
+//!    appearance within walking reach (a tentative track has no velocity
+//!    to predict with);
 //! 6. lifecycle: unmatched tentative tracks die, unmatched confirmed tracks go
 //!    lost, lost tracks older than `max_lost_ms` are removed; new tentative
 //!    tracks start from the remaining confident detections;
@@ -265,6 +267,11 @@ impl Tracker {
     /// update is treated as the same instant (no negative prediction).
     pub fn update(&mut self, ts_ns: u64, dets: &[DetectedObject]) -> TrackerOutput {
         let ts = self.last_ts.map_or(ts_ns, |l| ts_ns.max(l));
+        // Frames further apart than one and a half nominal frames: a walker
+        // may have moved more than a box width since the last one.
+        let slow = self
+            .last_ts
+            .is_some_and(|l| (ts - l) as f64 > 1.5 * self.params.nominal_frame_ms as f64 * 1e6);
         self.last_ts = Some(ts);
         self.step += 1;
         let step = self.step;
@@ -289,7 +296,7 @@ impl Tracker {
                 .sample(&self.tracks, &was_matched, dets, by_x1);
         }
         self.intern_labels(dets);
-        let a = self.associate(dets, step, ts, &was_matched, gates);
+        let a = self.associate(dets, step, ts, slow, &was_matched, gates);
 
         // Apply matches.
         let mut started = Vec::new();
@@ -323,14 +330,16 @@ impl Tracker {
     }
 
     /// Steps 2-5 of [`Self::update`]: every association stage in order, each
-    /// on the tracks and detections the earlier ones left. `was_matched`
-    /// says, per track, whether it was matched in the previous update;
-    /// `gates` are the appearance gates in force.
+    /// on the tracks and detections the earlier ones left. `slow`: this
+    /// frame came more than one and a half nominal frames after the last.
+    /// `was_matched` says, per track, whether it was matched in the
+    /// previous update; `gates` are the appearance gates in force.
     fn associate(
         &mut self,
         dets: &[DetectedObject],
         step: u64,
         ts: u64,
+        slow: bool,
         was_matched: &[bool],
         gates: AppearanceGates,
     ) -> Association {
@@ -407,13 +416,15 @@ impl Tracker {
         let m = self.match_stage(&pool, &rest, dets, step, Stage::Tentative, gates);
         self.take(m, &pool, &rest, &mut pairs, &mut track_used, &mut det_used);
 
-        // 5b. tentative tracks still unmatched x those detections, near and
-        // alike: a tentative track has no velocity yet, and at a low frame
-        // rate a walker's box moves more than its own width between frames
-        // (at 2 fps one pair of frames in six overlaps less than the IoU
-        // gate), so the overlap stage alone restarts them every frame.
+        // 5b. after a slow frame, tentative tracks still unmatched x those
+        // detections, near and alike: a tentative track has no velocity
+        // yet, and with frames far apart a walker's box moves more than its
+        // own width between them (at 2 fps one pair of frames in six
+        // overlaps less than the IoU gate), so the overlap stage alone
+        // restarts them every frame. At the nominal rate the overlap stage
+        // suffices, and this one is not run.
         let pool: Vec<usize> = (0..self.tracks.len())
-            .filter(|&i| !self.tracks[i].confirmed && !track_used[i])
+            .filter(|&i| slow && !self.tracks[i].confirmed && !track_used[i])
             .collect();
         let rest: Vec<usize> = birth.iter().copied().filter(|&d| !det_used[d]).collect();
         let m = self.reid_stage(&pool, &rest, dets, ts, gates);

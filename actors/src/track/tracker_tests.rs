@@ -518,6 +518,14 @@ fn a_walker_at_two_fps_is_confirmed_though_its_boxes_do_not_overlap() {
     tr.update(T0, &[walker(0, vec![1.0, 0.0, 0.0])]);
     let o = tr.update(T0 + half_second, &[walker(4, vec![1.0, 0.0, 0.0])]);
     assert!(confirmed_ids(&o).is_empty(), "{:?}", o.tracks);
+    // At the nominal 5 fps the overlap stage alone decides.
+    let mut tr = Tracker::new(TrackerParams {
+        confirm_first_update: false,
+        ..TrackerParams::default()
+    });
+    tr.update(T0, &[walker(0, vec![1.0, 0.0, 0.0])]);
+    let o = tr.update(T0 + FRAME, &[walker(1, vec![1.0, 0.0, 0.0])]);
+    assert!(confirmed_ids(&o).is_empty(), "{:?}", o.tracks);
 }
 
 #[test]
