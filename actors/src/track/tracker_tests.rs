@@ -35,6 +35,15 @@ fn five_frames_of_one_look(tr: &mut Tracker) -> u64 {
     id
 }
 
+/// A tracker past its start-up: a new track is confirmed on its second
+/// detection, not its first.
+fn warm_tracker() -> Tracker {
+    Tracker::new(TrackerParams {
+        confirm_first_update: false,
+        ..TrackerParams::default()
+    })
+}
+
 fn confirmed_ids(o: &TrackerOutput) -> Vec<u64> {
     o.tracks
         .iter()
@@ -410,10 +419,7 @@ fn cold_start_confirms_first_update_only() {
 
 #[test]
 fn unmatched_tentative_dies_silently() {
-    let mut tr = Tracker::new(TrackerParams {
-        confirm_first_update: false,
-        ..TrackerParams::default()
-    });
+    let mut tr = warm_tracker();
     tr.update(T0, &[det("person", 0.9, 0.5, 0.5, 0.05, 0.1)]);
     tr.update(T0 + FRAME, &[]);
     let o = tr.update(T0 + 2 * FRAME, &[]);
@@ -437,10 +443,7 @@ fn low_score_detections_extend_but_never_start_tracks() {
 
 #[test]
 fn repeated_low_scores_start_a_track_a_flicker_does_not() {
-    let mut tr = Tracker::new(TrackerParams {
-        confirm_first_update: false,
-        ..TrackerParams::default()
-    });
+    let mut tr = warm_tracker();
     // One 0.55 false detection: tentative, never confirmed, gone after
     // its allowed misses.
     tr.update(T0, &[det("person", 0.55, 0.2, 0.5, 0.05, 0.1)]);
@@ -469,10 +472,7 @@ fn repeated_low_scores_start_a_track_a_flicker_does_not() {
 
 #[test]
 fn a_tentative_track_survives_one_missed_frame() {
-    let mut tr = Tracker::new(TrackerParams {
-        confirm_first_update: false,
-        ..TrackerParams::default()
-    });
+    let mut tr = warm_tracker();
     tr.update(T0, &[det("person", 0.9, 0.5, 0.5, 0.05, 0.1)]);
     tr.update(T0 + FRAME, &[]);
     let o = tr.update(T0 + 2 * FRAME, &[det("person", 0.9, 0.5, 0.5, 0.05, 0.1)]);
@@ -485,10 +485,7 @@ fn a_walker_at_two_fps_is_confirmed_though_its_boxes_do_not_overlap() {
     // 2 fps: the box moves 1.2 of its widths per frame, so the tentative
     // track (no velocity yet) never overlaps the next detection.
     let half_second = 500_000_000;
-    let mut tr = Tracker::new(TrackerParams {
-        confirm_first_update: false,
-        ..TrackerParams::default()
-    });
+    let mut tr = warm_tracker();
     let walker = |f: u64, e: Vec<f32>| {
         let mut d = det("person", 0.9, 0.2 + 0.06 * f as f32, 0.5, 0.05, 0.15);
         d.embedding = Some(e);
@@ -502,30 +499,20 @@ fn a_walker_at_two_fps_is_confirmed_though_its_boxes_do_not_overlap() {
     assert!(ids[0].is_empty(), "{ids:?}");
     assert_eq!(ids[1], vec![1], "confirmed on its second frame: {ids:?}");
     assert_eq!(ids[3], vec![1], "{ids:?}");
+    // The confirmed ids after a first frame at frame 0 with one look and a
+    // second one `dt` later at frame `f` with look `e`.
+    let second = |dt: u64, f: u64, e: Vec<f32>| {
+        let mut tr = warm_tracker();
+        tr.update(T0, &[walker(0, vec![1.0, 0.0, 0.0])]);
+        let o = tr.update(T0 + dt, &[walker(f, e)]);
+        confirmed_ids(&o)
+    };
     // Someone who looks different there is not that track.
-    let mut tr = Tracker::new(TrackerParams {
-        confirm_first_update: false,
-        ..TrackerParams::default()
-    });
-    tr.update(T0, &[walker(0, vec![1.0, 0.0, 0.0])]);
-    let o = tr.update(T0 + half_second, &[walker(1, vec![0.0, 1.0, 0.0])]);
-    assert!(confirmed_ids(&o).is_empty(), "{:?}", o.tracks);
+    assert!(second(half_second, 1, vec![0.0, 1.0, 0.0]).is_empty());
     // Nor is anyone farther than a walk from where it was.
-    let mut tr = Tracker::new(TrackerParams {
-        confirm_first_update: false,
-        ..TrackerParams::default()
-    });
-    tr.update(T0, &[walker(0, vec![1.0, 0.0, 0.0])]);
-    let o = tr.update(T0 + half_second, &[walker(4, vec![1.0, 0.0, 0.0])]);
-    assert!(confirmed_ids(&o).is_empty(), "{:?}", o.tracks);
+    assert!(second(half_second, 4, vec![1.0, 0.0, 0.0]).is_empty());
     // At the nominal 5 fps the overlap stage alone decides.
-    let mut tr = Tracker::new(TrackerParams {
-        confirm_first_update: false,
-        ..TrackerParams::default()
-    });
-    tr.update(T0, &[walker(0, vec![1.0, 0.0, 0.0])]);
-    let o = tr.update(T0 + FRAME, &[walker(1, vec![1.0, 0.0, 0.0])]);
-    assert!(confirmed_ids(&o).is_empty(), "{:?}", o.tracks);
+    assert!(second(FRAME, 1, vec![1.0, 0.0, 0.0]).is_empty());
 }
 
 #[test]
@@ -552,10 +539,7 @@ fn published_boxes_stay_inside_the_frame() {
 
 #[test]
 fn labels_never_mix() {
-    let mut tr = Tracker::new(TrackerParams {
-        confirm_first_update: false,
-        ..TrackerParams::default()
-    });
+    let mut tr = warm_tracker();
     tr.update(T0, &[det("person", 0.9, 0.5, 0.5, 0.05, 0.1)]);
     let o = tr.update(T0 + FRAME, &[det("car", 0.9, 0.5, 0.5, 0.05, 0.1)]);
     // The person's tentative track is not continued by the car.

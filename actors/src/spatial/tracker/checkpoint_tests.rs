@@ -2,6 +2,7 @@
 
 use super::tests::{cam, msg, track, DT, T0};
 use super::*;
+use nvr_subjects::CameraTracks;
 
 /// Camera messages of step `i`: four people crossing three cameras with
 /// noisy embeddings, tracks restarting now and then, one person leaving.

@@ -3,6 +3,7 @@
 
 use super::tests::{cam, msg, published, track, DT, T0};
 use super::*;
+use nvr_subjects::TrackState;
 
 /// An embedding: `a` parts of look 0, the rest of look 1.
 fn look(a: f32) -> Option<Vec<f32>> {

@@ -3,6 +3,7 @@
 
 use super::tests::{cam, msg, source_groups, track, T0};
 use super::*;
+use nvr_subjects::{CameraTracks, TrackState};
 
 /// Matching cycle of the default parameters, ns.
 const CYCLE: u64 = 200_000_000;

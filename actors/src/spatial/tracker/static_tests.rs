@@ -3,7 +3,7 @@
 
 use super::tests::{cam, msg, track, DT, PX, T0};
 use super::*;
-use nvr_subjects::{SpatialState, Track};
+use nvr_subjects::{SpatialState, Track, TrackState};
 
 /// A tall box (300 px) whose bottom centre is floor point (x, y) of camera
 /// `ox`, scored as a detector scores what it is unsure of (a fixed false

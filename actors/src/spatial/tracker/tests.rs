@@ -4,7 +4,7 @@ use super::appearance::normalise;
 use super::grid::dist;
 use super::*;
 use crate::spatial::Homography;
-use nvr_subjects::{event_kind, SpatialState, Track, TrackState};
+use nvr_subjects::{event_kind, CameraTracks, SpatialState, Track, TrackState};
 use proptest::prelude::*;
 
 /// Pixels per metre of the test cameras.
