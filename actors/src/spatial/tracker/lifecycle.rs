@@ -320,7 +320,16 @@ impl SpatialTracker {
         updated.insert(gid);
         g.seen_cycle = stats.cycles;
         g.companion = None;
-        fuse_motion(g, meas, t_max, stats.cycles, params.alpha, params.beta);
+        let min_dt = cycle_ns as f64 / 1e9;
+        fuse_motion(
+            g,
+            meas,
+            t_max,
+            stats.cycles,
+            min_dt,
+            params.alpha,
+            params.beta,
+        );
         g.obs_pos = g.pos;
         g.max_disp = g.max_disp.max(dist(g.pos, g.origin));
         for (k, src, _) in &obs {
@@ -687,7 +696,20 @@ impl SpatialTracker {
 /// taken at `t_max`, into its alpha-beta motion model (`cycle`: this
 /// cycle's number). An identity created from this very observation takes
 /// it as is; one unseen for over a second restarts from it at rest.
-fn fuse_motion(g: &mut Global, meas: [f64; 2], t_max: u64, cycle: u64, a: f64, b: f64) {
+///
+/// The velocity learns from the innovation over at least `min_dt` (one
+/// matching cycle): two cameras' frames can be a few milliseconds apart,
+/// and what two cameras disagree on about where a person stands, divided
+/// by such an interval, is no speed anyone walks at.
+fn fuse_motion(
+    g: &mut Global,
+    meas: [f64; 2],
+    t_max: u64,
+    cycle: u64,
+    min_dt: f64,
+    a: f64,
+    b: f64,
+) {
     let dt = t_max.saturating_sub(g.last_seen) as f64 / 1e9;
     if g.last_seen == t_max && dt == 0.0 && g.sources.len() <= 1 && g.created_cycle == cycle {
         // Just created from this observation.
@@ -700,6 +722,7 @@ fn fuse_motion(g: &mut Global, meas: [f64; 2], t_max: u64, cycle: u64, a: f64, b
         let innov = [meas[0] - pred[0], meas[1] - pred[1]];
         g.pos = [pred[0] + a * innov[0], pred[1] + a * innov[1]];
         if dt > 1e-3 {
+            let dt = dt.max(min_dt);
             g.vel = [g.vel[0] + b * innov[0] / dt, g.vel[1] + b * innov[1] / dt];
             let sp = (g.vel[0].powi(2) + g.vel[1].powi(2)).sqrt();
             if sp > MAX_SPEED_MPS {

@@ -204,3 +204,35 @@ fn a_slow_camera_track_that_jumps_onto_a_neighbour_joins_the_identity_the_other_
     );
     assert!(stats.rebound_sources >= 1, "{stats:?}");
 }
+
+#[test]
+fn two_cameras_a_few_milliseconds_apart_do_not_set_a_standing_person_walking() {
+    // One person stands still. Cameras a and b, both at 2 fps, send their
+    // frames 20 ms apart, on either side of a cycle's end now and then;
+    // b puts the person 0.25 m further along x than a does (calibration).
+    // That disagreement, over 20 ms, is no walking speed.
+    let mut st = SpatialTracker::new(
+        "s",
+        SpatialParams::default(),
+        vec![cam("a", 0.0), cam("b", 8.0)],
+    );
+    let mut msgs = Vec::new();
+    for j in 0..12u64 {
+        let ts = T0 + j * FRAME + 190_000_000;
+        msgs.push(msg("a", ts, vec![track(1, 0.0, 10.0, 4.0, None)]));
+        msgs.push(msg(
+            "b",
+            ts + 20_000_000,
+            vec![track(2, 8.0, 10.25, 4.0, None)],
+        ));
+    }
+    let outs = run(&mut st, &msgs, T0 + 6 * 1_000_000_000);
+    let speeds: Vec<f32> = outs
+        .iter()
+        .filter_map(|(_, o)| o.tracks.tracks.first())
+        .map(|t| t.vx.hypot(t.vy))
+        .collect();
+    let fastest = speeds.iter().copied().fold(0.0f32, f32::max);
+    assert!(fastest < 0.5, "speeds {speeds:?}");
+    assert_eq!(st.stats().total_tracks, 1);
+}
