@@ -1,7 +1,7 @@
 //! Tests of which camera track leaves an identity when two of its camera
 //! tracks part (`lifecycle.rs`, `blamed_sources`).
 
-use super::tests::{cam, msg, published, track, DT, T0};
+use super::tests::{msg, published, track, two_cameras, DT, T0};
 use super::*;
 use nvr_subjects::TrackState;
 
@@ -20,11 +20,7 @@ fn look(a: f32) -> Option<Vec<f32>> {
 /// person again where they stood. Returns the cameras of the identity's
 /// camera tracks after that cycle.
 fn drift(b_look: f32) -> Vec<String> {
-    let mut st = SpatialTracker::new(
-        "s",
-        SpatialParams::default(),
-        vec![cam("a", 0.0), cam("b", 8.0)],
-    );
+    let mut st = two_cameras(SpatialParams::default());
     let x = 9.5;
     let mut gid = None;
     for i in 0..20u64 {

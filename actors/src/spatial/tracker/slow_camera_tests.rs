@@ -1,7 +1,7 @@
 //! Cameras that send frames more slowly than the matching cycle (2 fps
 //! against 200 ms cycles): their windows follow their frame interval.
 
-use super::tests::{cam, msg, source_groups, track, T0};
+use super::tests::{cam, msg, source_groups, track, two_cameras, T0};
 use super::*;
 use nvr_subjects::{CameraTracks, TrackState};
 
@@ -72,11 +72,7 @@ fn two_slow_cameras_a_frame_apart_see_one_person_under_one_identity() {
     // Cameras a (x 0..12.8) and b (x 8..20.8), both at 2 fps, b's frames
     // 250 ms after a's: more than a cycle apart. Across cameras the person
     // looks different (colour cast, viewpoint): geometry must join them.
-    let mut st = SpatialTracker::new(
-        "s",
-        SpatialParams::default(),
-        vec![cam("a", 0.0), cam("b", 8.0)],
-    );
+    let mut st = two_cameras(SpatialParams::default());
     let mut msgs = Vec::new();
     for j in 0..16u64 {
         let x = 6.0 + 0.4 * j as f64; // 0.8 m/s, into the overlap at 8 m
@@ -211,11 +207,7 @@ fn two_cameras_a_few_milliseconds_apart_do_not_set_a_standing_person_walking() {
     // frames 20 ms apart, on either side of a cycle's end now and then;
     // b puts the person 0.25 m further along x than a does (calibration).
     // That disagreement, over 20 ms, is no walking speed.
-    let mut st = SpatialTracker::new(
-        "s",
-        SpatialParams::default(),
-        vec![cam("a", 0.0), cam("b", 8.0)],
-    );
+    let mut st = two_cameras(SpatialParams::default());
     let mut msgs = Vec::new();
     for j in 0..12u64 {
         let ts = T0 + j * FRAME + 190_000_000;

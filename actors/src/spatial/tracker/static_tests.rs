@@ -1,7 +1,7 @@
 //! Tests of the `static` state: a fixed false detection is published
 //! `static`, a person standing still is not.
 
-use super::tests::{cam, msg, track, DT, PX, T0};
+use super::tests::{msg, track, two_cameras, DT, PX, T0};
 use super::*;
 use nvr_subjects::{SpatialState, Track, TrackState};
 
@@ -13,12 +13,6 @@ fn tall(id: u64, ox: f64, x: f64, y: f64) -> Track {
     t.bbox[1] = (((y * PX) - 300.0) / 720.0) as f32;
     t.score = 0.65;
     t
-}
-
-/// A shard of cameras a (floor x 0-12.8 m) and b (8-20.8 m), both over y
-/// 0-7.2 m: between x 8 and 12.8 each looks where the other does.
-fn two_cameras(params: SpatialParams) -> SpatialTracker {
-    SpatialTracker::new("s", params, vec![cam("a", 0.0), cam("b", 8.0)])
 }
 
 #[test]

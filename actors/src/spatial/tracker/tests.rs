@@ -21,6 +21,12 @@ pub(super) fn cam(id: &str, ox: f64) -> CameraGeometry {
     }
 }
 
+/// A shard of cameras a (floor x 0-12.8 m) and b (8-20.8 m), both over y
+/// 0-7.2 m: between x 8 and 12.8 each looks where the other does.
+pub(super) fn two_cameras(params: SpatialParams) -> SpatialTracker {
+    SpatialTracker::new("s", params, vec![cam("a", 0.0), cam("b", 8.0)])
+}
+
 pub(super) fn track(id: u64, ox: f64, x: f64, y: f64, emb: Option<Vec<f32>>) -> Track {
     let u = (x - ox) * PX;
     let v = y * PX;
@@ -102,11 +108,7 @@ fn ids(out: &StepOutput) -> Vec<u64> {
 #[test]
 fn two_overlapping_cameras_one_walker_one_identity() {
     // cam a: x 0..12.8, cam b: x 8..20.8: overlap 8..12.8.
-    let mut st = SpatialTracker::new(
-        "s",
-        SpatialParams::default(),
-        vec![cam("a", 0.0), cam("b", 8.0)],
-    );
+    let mut st = two_cameras(SpatialParams::default());
     let mut all = BTreeSet::new();
     for i in 0..150u64 {
         let ts = T0 + i * DT;
@@ -459,11 +461,7 @@ fn crossing_in_an_overlap_keeps_ids_despite_a_camera_tracker_swap() {
     // and b (8..20.8). Camera a's tracker swaps their track ids at the
     // crossing; its track embeddings drift from one person to the other
     // as a smoothed tracker's would.
-    let mut st = SpatialTracker::new(
-        "s",
-        SpatialParams::default(),
-        vec![cam("a", 0.0), cam("b", 8.0)],
-    );
+    let mut st = two_cameras(SpatialParams::default());
     let (ea, eb) = (unit(0).unwrap(), unit(1).unwrap());
     let mut emb_a1 = ea.clone(); // camera a, track 1
     let mut emb_a2 = eb.clone(); // camera a, track 2
@@ -734,11 +732,7 @@ proptest! {
 #[test]
 fn a_new_camera_track_is_compared_with_its_own_cameras_view() {
     let run = |back: Vec<f32>| -> (u64, u64) {
-        let mut st = SpatialTracker::new(
-            "s",
-            SpatialParams::default(),
-            vec![cam("a", 0.0), cam("b", 8.0)],
-        );
+        let mut st = two_cameras(SpatialParams::default());
         let mut first = 0;
         for i in 0..20u64 {
             let ts = T0 + i * DT;
@@ -779,11 +773,7 @@ fn a_new_camera_track_is_compared_with_its_own_cameras_view() {
 #[test]
 fn a_camera_track_that_jumps_away_from_where_another_camera_sees_its_identity_is_unbound_at_once() {
     // cam a: x 0..12.8, cam b: x 8..20.8; one person at x ~10 seen by both.
-    let mut st = SpatialTracker::new(
-        "s",
-        SpatialParams::default(),
-        vec![cam("a", 0.0), cam("b", 8.0)],
-    );
+    let mut st = two_cameras(SpatialParams::default());
     let at = |i: u64| 9.5 + 0.05 * i as f64;
     let mut gid = None;
     for i in 0..20u64 {
