@@ -345,31 +345,8 @@ impl Tracker {
         was_matched: &[bool],
         gates: AppearanceGates,
     ) -> Association {
-        let (high_threshold, low_threshold, birth_threshold) = (
-            self.params.high_threshold,
-            self.params.low_threshold,
-            self.params.birth_threshold,
-        );
-        // Split detections (ignoring degenerate boxes).
-        let mut high = Vec::new();
-        let mut low = Vec::new();
-        for (i, d) in dets.iter().enumerate() {
-            if !valid_box(d.bbox) || !d.score.is_finite() {
-                continue;
-            }
-            if d.score >= high_threshold {
-                high.push(i);
-            } else if d.score >= low_threshold {
-                low.push(i);
-            }
-        }
-        let mut birth: Vec<usize> = high
-            .iter()
-            .chain(low.iter())
-            .copied()
-            .filter(|&d| dets[d].score >= birth_threshold)
-            .collect();
-        birth.sort_unstable();
+        let birth_threshold = self.params.birth_threshold;
+        let (high, low, birth) = split_by_score(dets, &self.params);
         let mut det_used = vec![false; dets.len()];
         let mut track_used = vec![false; self.tracks.len()];
         let mut pairs: Vec<(usize, usize)> = Vec::new();
@@ -677,6 +654,35 @@ struct Association {
     /// Detections that may start a track (score at least
     /// `birth_threshold`), by index, sorted.
     birth: Vec<usize>,
+}
+
+/// The indices of `dets` with a usable box and score: those at or above
+/// `high_threshold`, those between `low_threshold` and it, and those of
+/// both that may start a track (at or above `birth_threshold`), in order.
+fn split_by_score(
+    dets: &[DetectedObject],
+    params: &TrackerParams,
+) -> (Vec<usize>, Vec<usize>, Vec<usize>) {
+    let mut high = Vec::new();
+    let mut low = Vec::new();
+    for (i, d) in dets.iter().enumerate() {
+        if !valid_box(d.bbox) || !d.score.is_finite() {
+            continue;
+        }
+        if d.score >= params.high_threshold {
+            high.push(i);
+        } else if d.score >= params.low_threshold {
+            low.push(i);
+        }
+    }
+    let mut birth: Vec<usize> = high
+        .iter()
+        .chain(low.iter())
+        .copied()
+        .filter(|&d| dets[d].score >= params.birth_threshold)
+        .collect();
+    birth.sort_unstable();
+    (high, low, birth)
 }
 
 #[cfg(test)]

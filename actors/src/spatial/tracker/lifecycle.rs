@@ -11,7 +11,7 @@ use super::appearance::{cosine, learn_appearance};
 use super::association::box_foot;
 use super::grid::{dist, Grid, TwoGrids};
 use super::{
-    Companion, Global, Motion, Source, SourceKey, SpatialTracker, COMPANION_ATTACH_S,
+    CamState, Companion, Global, Motion, Source, SourceKey, SpatialTracker, COMPANION_ATTACH_S,
     COMPANION_SPEED_DIFF_MPS, MAX_SPEED_MPS, OCCLUDER_M,
 };
 
@@ -351,54 +351,21 @@ impl SpatialTracker {
         if !learn {
             return;
         }
+        let mut pairs = PairLearners {
+            agreement,
+            offsets,
+            learn_offsets: params.learn_offsets,
+        };
         // Two cameras' views of this identity in this cycle: how closely
         // that camera pair agrees.
         for (i, (ka, sa, pa)) in obs.iter().enumerate() {
             for (kb, sb, pb) in &obs[i + 1..] {
                 if ka.0 != kb.0 {
-                    agreement
-                        .entry(super::agreement::pair(ka.0, kb.0))
-                        .or_default()
-                        .sample(dist(*pa, *pb));
-                    if let (true, Some(ra), Some(rb)) =
-                        (params.learn_offsets, sa.raw_pos, sb.raw_pos)
-                    {
-                        offsets.sample(ka.0, ra, kb.0, rb);
-                    }
+                    pairs.sample((ka.0, *pa, sa.raw_pos), (kb.0, *pb, sb.raw_pos));
                 }
             }
         }
-        // A camera slower than the cycle seldom sends its frame in the same
-        // cycle as another camera: its latest view of the identity, within
-        // its frame window and carried along the identity's velocity to the
-        // time of this cycle's view, pairs with that view instead.
-        for kb in g.sources.iter() {
-            let window = cams.get(kb.0).map_or(0, |c| c.frames.window_ns(cycle_ns));
-            if window <= cycle_ns || keys.contains(kb) {
-                continue;
-            }
-            let Some(sb) = sources.get(kb).filter(|s| s.observed) else {
-                continue;
-            };
-            let Some(pb) = sb.pos else {
-                continue;
-            };
-            for (ka, sa, pa) in obs.iter().filter(|(ka, ..)| ka.0 != kb.0) {
-                let age = sa.obs_ts.saturating_sub(sb.obs_ts);
-                if age == 0 || age > window {
-                    continue;
-                }
-                let dt = age as f64 / 1e9;
-                let carry = |p: [f64; 2]| g.carry(p, dt);
-                agreement
-                    .entry(super::agreement::pair(ka.0, kb.0))
-                    .or_default()
-                    .sample(dist(*pa, carry(pb)));
-                if let (true, Some(ra), Some(rb)) = (params.learn_offsets, sa.raw_pos, sb.raw_pos) {
-                    offsets.sample(ka.0, ra, kb.0, carry(rb));
-                }
-            }
-        }
+        pair_slow_cameras(g, &obs, keys, sources, cams, cycle_ns, &mut pairs);
         learn_appearance(g, &obs, params.swap_check_similarity);
     }
 
@@ -732,4 +699,73 @@ fn fuse_motion(
     }
     g.last_seen = g.last_seen.max(t_max);
     g.pos_ts = g.pos_ts.max(t_max);
+}
+
+/// What two cameras' views of one identity teach: how closely the pair
+/// agrees, and (with `spatial.tuning.learn_offsets`) the offset between
+/// their uncorrected positions.
+struct PairLearners<'a> {
+    /// Per camera pair, how closely their views of one identity agree.
+    agreement: &'a mut BTreeMap<(usize, usize), super::agreement::PairAgreement>,
+    /// The learned offsets between cameras.
+    offsets: &'a mut super::offsets::Offsets,
+    /// Whether offsets are learned at all.
+    learn_offsets: bool,
+}
+
+impl PairLearners<'_> {
+    /// One pair of views: (camera, corrected position, uncorrected position)
+    /// of each.
+    fn sample(
+        &mut self,
+        (a, pa, ra): (usize, [f64; 2], Option<[f64; 2]>),
+        (b, pb, rb): (usize, [f64; 2], Option<[f64; 2]>),
+    ) {
+        self.agreement
+            .entry(super::agreement::pair(a, b))
+            .or_default()
+            .sample(dist(pa, pb));
+        if let (true, Some(ra), Some(rb)) = (self.learn_offsets, ra, rb) {
+            self.offsets.sample(a, ra, b, rb);
+        }
+    }
+}
+
+/// A camera slower than the cycle seldom sends its frame in the same cycle
+/// as another camera: its latest view of identity `g`, within its frame
+/// window and carried along the identity's velocity to the time of this
+/// cycle's view (`obs`, from the cameras of `keys`), pairs with that view
+/// instead.
+fn pair_slow_cameras(
+    g: &Global,
+    obs: &[(SourceKey, &Source, [f64; 2])],
+    keys: &[SourceKey],
+    sources: &BTreeMap<SourceKey, Source>,
+    cams: &[CamState],
+    cycle_ns: u64,
+    pairs: &mut PairLearners<'_>,
+) {
+    for kb in g.sources.iter() {
+        let window = cams.get(kb.0).map_or(0, |c| c.frames.window_ns(cycle_ns));
+        if window <= cycle_ns || keys.contains(kb) {
+            continue;
+        }
+        let Some(sb) = sources.get(kb).filter(|s| s.observed) else {
+            continue;
+        };
+        let Some(pb) = sb.pos else {
+            continue;
+        };
+        for (ka, sa, pa) in obs.iter().filter(|(ka, ..)| ka.0 != kb.0) {
+            let age = sa.obs_ts.saturating_sub(sb.obs_ts);
+            if age == 0 || age > window {
+                continue;
+            }
+            let dt = age as f64 / 1e9;
+            pairs.sample(
+                (ka.0, *pa, sa.raw_pos),
+                (kb.0, g.carry(pb, dt), sb.raw_pos.map(|rb| g.carry(rb, dt))),
+            );
+        }
+    }
 }
