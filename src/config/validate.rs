@@ -22,8 +22,6 @@ fn check_tuning(t: &SpatialTuning) -> Result<(), ConfigError> {
         ("max_handoff_radius_m", t.max_handoff_radius_m),
         ("min_handoff_similarity", t.min_handoff_similarity),
         ("min_similarity", t.min_similarity),
-        ("reacquire_similarity", t.reacquire_similarity),
-        ("reacquire_m", t.reacquire_m),
         ("unbind_similarity", t.unbind_similarity),
         ("swap_check_similarity", t.swap_check_similarity),
         ("swap_margin", t.swap_margin),

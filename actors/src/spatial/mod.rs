@@ -79,16 +79,6 @@ pub struct SpatialParams {
     pub min_handoff_similarity: f64,
     /// Least cosine similarity for any association when both sides have embeddings.
     pub min_similarity: f64,
-    /// Least cosine similarity to a camera's own view of an identity for a
-    /// new track of that camera that appears within `appearance_free_gap_ms`
-    /// of the identity's last observation and within `reacquire_m` of where
-    /// its motion puts it (elsewhere `min_handoff_similarity`; never above
-    /// it). The camera lost the person for a moment, and the first box of
-    /// someone stepping out from behind another often holds some of the
-    /// other: the first descriptor is a poor one.
-    pub reacquire_similarity: f64,
-    /// Floor distance (metres) of `reacquire_similarity`.
-    pub reacquire_m: f64,
     /// A bound source whose appearance stays below this similarity to its
     /// identity for `unbind_cycles` is unbound (camera-tracker identity swap).
     pub unbind_similarity: f64,
@@ -205,8 +195,6 @@ impl Default for SpatialParams {
             max_handoff_radius_m: 12.0,
             min_handoff_similarity: 0.6,
             min_similarity: 0.2,
-            reacquire_similarity: 0.45,
-            reacquire_m: 1.0,
             unbind_similarity: 0.5,
             swap_check_similarity: 0.9,
             swap_margin: 0.15,

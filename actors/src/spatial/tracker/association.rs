@@ -150,7 +150,7 @@ impl SpatialTracker {
             if let Some((c, same_camera)) = self.similarity(g, k.0, s.emb.as_deref()) {
                 // The camera has seen this identity before: its own view
                 // tells people apart far better than another camera's.
-                if same_camera && c < self.same_camera_similarity(gap_ns, d) {
+                if same_camera && c < self.params.min_handoff_similarity {
                     return (None, true);
                 }
                 // Seen by another camera right now, within the gate: the
@@ -169,20 +169,6 @@ impl SpatialTracker {
         // gap the position says little and appearance decides.
         let cost = (1.0 - w) * (d / radius.max(1e-3) + 0.1 * gap_s) + w * 2.0 * app;
         (Some(cost), false)
-    }
-
-    /// Least similarity of a camera's new track to that camera's own view
-    /// of an identity last observed `gap_ns` before it, `d` metres from
-    /// where the identity's motion puts it: `reacquire_similarity` within
-    /// `appearance_free_gap_ms` and `reacquire_m` (a person the camera lost
-    /// for a moment), else `min_handoff_similarity`.
-    fn same_camera_similarity(&self, gap_ns: u64, d: f64) -> f64 {
-        let p = &self.params;
-        if gap_ns <= p.appearance_free_gap_ms * 1_000_000 && d <= p.reacquire_m {
-            p.reacquire_similarity.min(p.min_handoff_similarity)
-        } else {
-            p.min_handoff_similarity
-        }
     }
 
     /// Binds source `k` to identity `gid`, emitting a handoff when the

@@ -40,8 +40,6 @@ mod ingest;
 mod lifecycle;
 mod offsets;
 mod output;
-#[cfg(test)]
-mod reacquire_tests;
 mod relink;
 #[cfg(test)]
 mod relink_tests;

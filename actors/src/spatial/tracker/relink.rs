@@ -202,11 +202,10 @@ impl SpatialTracker {
 
     /// Similarity of young identity `gn`'s appearance `emb` (as camera `cam`
     /// has seen it) to lost identity `go`, less the least similarity a
-    /// handoff to it needs: that camera's own view of `go` across a short
-    /// gap needs `min_handoff_similarity` (association's lower
-    /// `reacquire_similarity` holds only within `reacquire_m` of where `go`
-    /// would be, at the track's first sight), anything else the handoff
-    /// level (which the impostor level raises). Also the similarity itself.
+    /// handoff to it needs: as at association, that camera's own view of
+    /// `go` across a short gap needs `min_handoff_similarity`, anything
+    /// else the handoff level (which the impostor level raises). Also the
+    /// similarity itself.
     fn relink_similarity(
         &self,
         go: &Global,
